@@ -1,0 +1,77 @@
+"""Input options shared by the subcommands that read a regression problem."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData, read_h5ad, read_reference_csv
+
+
+def add_input_arguments(parser) -> None:
+    group = parser.add_argument_group("input (reference CSV triplet, or an AnnData file)")
+    group.add_argument("--x", metavar="X.csv", help="features × spots matrix (reference layout)")
+    group.add_argument("--y", metavar="Y.csv", help="spots × target column(s)")
+    group.add_argument("--coords", metavar="C.csv", help="spots × (row, col) or (x, y) coordinates")
+    group.add_argument("--target-column", metavar="NAME", help="column of Y.csv to use when it has several")
+    group.add_argument("--h5ad", metavar="FILE", help="AnnData file with coordinates in .obsm['spatial']")
+    group.add_argument("--target", metavar="GENE", help="response gene (with --h5ad)")
+    group.add_argument("--features", metavar="G1,G2,...", help="feature genes, or obsm:KEY for an .obsm matrix (with --h5ad)")
+    group.add_argument("--layer", help="expression layer instead of .X (with --h5ad)")
+    group.add_argument("--spatial-key", default="spatial", help="obsm key of the coordinates (default: spatial)")
+    group.add_argument("--covariates", metavar="C1,C2", help="unpenalised .obs covariates (with --h5ad)")
+
+
+def read_input(args) -> RegressionData:
+    csv = [args.x, args.y, args.coords]
+    if args.h5ad:
+        if any(csv):
+            raise S3RInputError("give either --h5ad or the --x/--y/--coords triplet, not both")
+        if not args.target or not args.features:
+            raise S3RInputError("--h5ad needs --target GENE and --features G1,G2,... (or --features obsm:KEY)")
+        features = args.features[len("obsm:") :] if args.features.startswith("obsm:") else [f for f in args.features.split(",") if f]
+        covariates = [c for c in (args.covariates or "").split(",") if c]
+        return read_h5ad(args.h5ad, target=args.target, features=features, layer=args.layer, spatial_key=args.spatial_key, covariates=covariates)
+    if not all(csv):
+        missing = [flag for flag, value in zip(("--x", "--y", "--coords"), csv) if not value]
+        raise S3RInputError(f"missing {', '.join(missing)}: give the reference CSV triplet (or --h5ad with --target and --features)")
+    if args.covariates:
+        raise S3RInputError("--covariates is read from .obs columns and needs --h5ad")
+    return read_reference_csv(args.x, args.y, args.coords, target=args.target_column)
+
+
+def describe_input(args) -> dict:
+    if args.h5ad:
+        return {"h5ad": args.h5ad, "target": args.target, "features": args.features, "layer": args.layer}
+    return {"x": args.x, "y": args.y, "coords": args.coords}
+
+
+class Progress:
+    """A live line on a terminal; plain, rate-limited lines in logs."""
+
+    def __init__(self, stream=None, every_seconds: float = 5.0):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every_seconds
+        self.last = 0.0
+
+    def __call__(self, entry) -> None:
+        line = (
+            f"iteration {entry['iteration']:>6}  objective {entry['objective'][0]:.8g}  "
+            f"primal {entry['primal_residual'][0]:.1e}  dual {entry['dual_residual'][0]:.1e}"
+        )
+        if self.tty:
+            self.stream.write("\r" + line)
+            self.stream.flush()
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last = now
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

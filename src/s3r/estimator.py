@@ -1,0 +1,269 @@
+"""The S3R estimator: a coefficient per spot and feature, smooth over a spot graph, sparse over features.
+
+    F(W) = (1/n) Σ_i o_i (y_i − ⟨x_i, W_i⟩ − ⟨z_i, γ⟩)² + λ S(W) + α Σ_ij |W_ij| + β √n Σ_j ‖W_:,j‖₂
+
+scikit-learn style: parameters in ``__init__``, learned state in trailing-underscore attributes. The solve is
+delegated to :func:`s3r.solver.solve_batch`; this class only turns user input into a problem and back.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from s3r.errors import S3RInputError
+from s3r.graph import SpatialGraph, build_graph, neighbour_mean_operator, reference_knn_operator, validate_coords
+from s3r.solver import SMOOTH_MODES, build_operator, resolve_device, resolve_dtype, solve_batch
+
+
+def _as_matrix(X, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise S3RInputError(f"{name} must be numeric: {err}") from None
+    if arr.ndim != 2:
+        raise S3RInputError(f"{name} must be a 2-D array (spots × columns); got {arr.ndim}-D")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise S3RInputError(f"{name} has a non-finite value at row {r}, column {c}; impute or drop that spot")
+    return arr
+
+
+def _as_vector(y, n: int, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(y, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise S3RInputError(f"{name} must be numeric: {err}") from None
+    if arr.shape[0] != n:
+        raise S3RInputError(f"{name} has {arr.shape[0]} values but X has {n} spots; they must describe the same spots")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise S3RInputError(f"{name} has a non-finite value at row {int(np.flatnonzero(bad)[0])}; impute or drop that spot")
+    return arr
+
+
+class S3R:
+    """Spatially smooth sparse regression.
+
+    Parameters mirror the objective: ``smooth`` picks S (``tv`` = Σ_edges |W_a − W_b|, ``graph_l1`` = ‖G W‖₁ with G
+    each spot against its neighbours' mean — or the reference implementation's kNN operator with
+    ``compat=True`` — and ``quadratic`` = tr(Wᵀ L W)); ``lambda_smooth``, ``alpha``, ``beta`` weight it, the lasso
+    and the group lasso (β is multiplied by √n, as in the reference). ``mask_zero_response`` fixes W_i = 0 where
+    y_i == 0, like the reference; turn it off to let smoothness fill those spots in.
+    """
+
+    def __init__(
+        self,
+        smooth: str = "tv",
+        lambda_smooth: float = 0.01,
+        alpha: float = 0.01,
+        beta: float = 0.01,
+        *,
+        graph: str = "knn",
+        k: int = 7,
+        radius: float | None = None,
+        max_edge_length: float | None = None,
+        compat: bool = False,
+        mask_zero_response: bool = True,
+        standardize: bool = False,
+        fit_intercept: bool = False,
+        penalty_factor=None,
+        tol: float = 1e-5,
+        max_iter: int = 20_000,
+        device: str = "auto",
+        dtype: str = "float64",
+        warm_start: bool = False,
+        verbose: bool = False,
+        callback=None,
+    ):
+        self.smooth = smooth
+        self.lambda_smooth = lambda_smooth
+        self.alpha = alpha
+        self.beta = beta
+        self.graph = graph
+        self.k = k
+        self.radius = radius
+        self.max_edge_length = max_edge_length
+        self.compat = compat
+        self.mask_zero_response = mask_zero_response
+        self.standardize = standardize
+        self.fit_intercept = fit_intercept
+        self.penalty_factor = penalty_factor
+        self.tol = tol
+        self.max_iter = max_iter
+        self.device = device
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.callback = callback
+
+    # -- scikit-learn plumbing -------------------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict:
+        names = self.__init__.__code__.co_varnames[1 : self.__init__.__code__.co_argcount + self.__init__.__code__.co_kwonlyargcount]
+        return {name: getattr(self, name) for name in names}
+
+    def set_params(self, **params) -> "S3R":
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"unknown parameter {key!r} for S3R")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"S3R(smooth={self.smooth!r}, lambda_smooth={self.lambda_smooth}, alpha={self.alpha}, beta={self.beta})"
+
+    # -- fitting ---------------------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        if self.smooth not in SMOOTH_MODES:
+            raise S3RInputError(f"smooth must be one of {', '.join(SMOOTH_MODES)}; got {self.smooth!r}")
+        for name in ("lambda_smooth", "alpha", "beta"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise S3RInputError(f"{name} must be a finite number ≥ 0; got {value!r}")
+        if self.compat and self.smooth != "graph_l1":
+            raise S3RInputError("compat reproduces the reference implementation's graph_l1 (L mode) operator; use smooth='graph_l1' or drop compat")
+        if self.tol <= 0 or self.max_iter < 1:
+            raise S3RInputError("tol must be > 0 and max_iter ≥ 1")
+
+    def build_smoothness(self, coords, graph: SpatialGraph | None = None, *, dtype=torch.float64, device="cpu"):
+        """The smoothness operator for these coordinates (and the graph it came from, if any)."""
+        coords = validate_coords(coords, source="coordinates", min_spots=2)
+        if self.smooth == "graph_l1" and self.compat:
+            if coords.shape[0] < self.k + 1:
+                raise S3RInputError(f"the reference kNN operator needs more than k={self.k} spots; got {coords.shape[0]}")
+            return build_operator("graph_l1", matrix=reference_knn_operator(coords, self.k), device=device, dtype=dtype), None
+        if graph is None:
+            graph = build_graph(coords, method=self.graph, k=self.k, radius=self.radius, max_edge_length=self.max_edge_length)
+        elif graph.n_nodes != coords.shape[0]:
+            raise S3RInputError(f"the graph has {graph.n_nodes} nodes but there are {coords.shape[0]} spots")
+        if self.smooth == "graph_l1":
+            return build_operator("graph_l1", matrix=neighbour_mean_operator(graph), device=device, dtype=dtype), graph
+        return build_operator(self.smooth, edges=graph.edges, edge_weights=graph.weights, n_nodes=graph.n_nodes, device=device, dtype=dtype), graph
+
+    def fit(self, X, y, coords=None, *, sample_weight=None, covariates=None, graph: SpatialGraph | None = None) -> "S3R":
+        self._check_params()
+        X = _as_matrix(X, "X")
+        n, p = X.shape
+        y = _as_vector(y, n, "y")
+        if coords is None and graph is None:
+            raise S3RInputError("coordinates are required (or a prebuilt graph)")
+        weights = None if sample_weight is None else _as_vector(sample_weight, n, "sample_weight")
+        if weights is not None and (np.any(weights < 0) or np.any(weights > 1)):
+            raise S3RInputError("sample_weight must lie in [0, 1] (observation weights o_i)")
+        Z = self._design_covariates(covariates, n)
+        factor = self._penalty_factor(p)
+
+        self.scale_ = X.std(axis=0) if self.standardize else np.ones(p)
+        self.scale_ = np.where(self.scale_ > 0, self.scale_, 1.0)
+        Xs = X / self.scale_
+        free = (y != 0) if self.mask_zero_response else np.ones(n, dtype=bool)
+
+        device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        operator, self.graph_ = self.build_smoothness(coords, graph, dtype=dtype, device=device)
+        warm = self._warm_state(n, p, Z)
+        callback = self.callback or (_verbose_printer() if self.verbose else None)
+        result = solve_batch(
+            Xs, y, smooth=self.smooth, operator=operator, lambda_smooth=self.lambda_smooth, alpha=self.alpha,
+            beta=self.beta, weights=weights, free_rows=free.astype(np.float64), covariates=Z, penalty_factor=factor,
+            tol=self.tol, max_iter=self.max_iter, device=device, dtype=dtype, callback=callback, **warm,
+        )
+        self._result = result
+        W = result.W[:, 0, :].double().cpu().numpy()
+        self.coef_ = W / self.scale_
+        gamma = result.gamma[0].double().cpu().numpy() if result.gamma is not None else np.zeros(0)
+        self.intercept_ = float(gamma[0]) if self.fit_intercept else 0.0
+        self.covariate_coef_ = gamma[1:] if self.fit_intercept else gamma
+        self.mask_ = ~free
+        self.n_features_in_ = p
+        self.n_iter_ = int(result.iterations[0])
+        self.report_ = {
+            "objective": float(result.objective[0]),
+            "converged": bool(result.converged[0]),
+            "iterations": int(result.iterations[0]),
+            "solve_seconds": float(result.seconds),
+            "primal_residual": float(result.primal_residual[0]),
+            "dual_residual": float(result.dual_residual[0]),
+            "tol": float(self.tol),
+            "method": result.method,
+            "device": str(device),
+            "dtype": str(dtype).replace("torch.", ""),
+            "n_spots": int(n),
+            "n_features": int(p),
+            "n_edges": int(operator.shape[0]),
+            "n_masked_spots": int((~free).sum()),
+            "nonzero_fraction": float(np.mean(self.coef_ != 0)),
+            "selected_features": int(np.sum(np.any(self.coef_ != 0, axis=0))),
+        }
+        self.trace_ = result.trace
+        return self
+
+    def _design_covariates(self, covariates, n: int) -> np.ndarray | None:
+        cols = []
+        if self.fit_intercept:
+            cols.append(np.ones((n, 1)))
+        if covariates is not None:
+            Z = _as_matrix(np.asarray(covariates, dtype=np.float64).reshape(n, -1), "covariates")
+            cols.append(Z)
+        return np.hstack(cols) if cols else None
+
+    def _penalty_factor(self, p: int) -> np.ndarray | None:
+        if self.penalty_factor is None:
+            return None
+        f = np.asarray(self.penalty_factor, dtype=np.float64).reshape(-1)
+        if f.shape[0] != p or np.any(f < 0) or not np.all(np.isfinite(f)):
+            raise S3RInputError(f"penalty_factor needs {p} finite values ≥ 0 (one per feature); got {f.shape[0]}")
+        return f
+
+    def _warm_state(self, n: int, p: int, Z) -> dict:
+        prev = getattr(self, "_result", None)
+        if not self.warm_start or prev is None or prev.W.shape != (n, 1, p):
+            return {}
+        same_gamma = (prev.gamma is None) == (Z is None) and (Z is None or prev.gamma.shape[1] == Z.shape[1])
+        return {
+            "W0": prev.W,  # already on the solver's (standardised) scale
+            "gamma0": prev.gamma.double().cpu().numpy() if same_gamma and prev.gamma is not None else None,
+            "data_dual0": prev.data_dual,
+            "dual0": prev.dual,
+            "step0": prev.step,
+        }
+
+    # -- prediction ------------------------------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise S3RInputError("this S3R model is not fitted yet; call fit() first")
+
+    def predict(self, X, covariates=None) -> np.ndarray:
+        """ŷ_i = ⟨x_i, W_i⟩ (+ covariates): coefficients are per spot, so X must describe the fitted spots."""
+        self._check_fitted()
+        X = _as_matrix(X, "X")
+        if X.shape != self.coef_.shape:
+            raise S3RInputError(f"X has shape {X.shape} but the model was fitted on {self.coef_.shape} (spots × features); per-spot coefficients predict the fitted spots only")
+        pred = np.einsum("np,np->n", X, self.coef_) + self.intercept_
+        if self.covariate_coef_.size:
+            if covariates is None:
+                raise S3RInputError("the model was fitted with covariates; pass them to predict()")
+            pred = pred + np.asarray(covariates, dtype=np.float64).reshape(X.shape[0], -1) @ self.covariate_coef_
+        return pred
+
+    def score(self, X, y, sample_weight=None, covariates=None) -> float:
+        """Coefficient of determination R² (weighted when ``sample_weight`` is given)."""
+        y = _as_vector(y, np.asarray(X).shape[0], "y")
+        pred = self.predict(X, covariates)
+        w = np.ones_like(y) if sample_weight is None else _as_vector(sample_weight, y.shape[0], "sample_weight")
+        mean = np.average(y, weights=w)
+        ss_res = float(np.sum(w * (y - pred) ** 2))
+        ss_tot = float(np.sum(w * (y - mean) ** 2))
+        return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+
+
+def _verbose_printer():
+    def show(entry):
+        print(
+            f"iteration {entry['iteration']:>6}  objective {entry['objective'][0]:.6g}  "
+            f"primal {entry['primal_residual'][0]:.2e}  dual {entry['dual_residual'][0]:.2e}",
+            flush=True,
+        )
+
+    return show

@@ -1,0 +1,99 @@
+"""Fit outputs on disk: coefficients in the reference orientation, a binary copy, and the fit report.
+
+``fit.json`` is written last, so its presence marks a complete result directory; every file is written
+atomically, so a killed job never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData, write_csv, write_json, write_npz
+
+PARAM_KEYS = ("lambda_smooth", "alpha", "beta")
+
+
+def library_versions() -> dict[str, str]:
+    import scipy
+    import torch
+
+    from s3r import __version__
+
+    return {
+        "s3r": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pd.__version__,
+    }
+
+
+def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, inputs: dict | None = None) -> Path:
+    """Write coefficients.csv (features × spots), coefficients.npz and fit.json into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    coef = pd.DataFrame(model.coef_.T, index=data.feature_names, columns=data.spot_ids)
+    write_csv(coef, out / "coefficients.csv")
+    write_npz(
+        out / "coefficients.npz",
+        coef=model.coef_,
+        spot_ids=np.asarray(data.spot_ids),
+        feature_names=np.asarray(data.feature_names),
+        coords=data.coords,
+        covariate_coef=np.asarray(model.covariate_coef_),
+        covariate_names=np.asarray(data.covariate_names),
+        intercept=np.asarray(model.intercept_),
+    )
+    report = {
+        **model.report_,
+        "target": data.target_name,
+        "parameters": {key: value for key, value in model.get_params().items() if key != "callback"},
+        "r2": model.score(data.X, data.y, covariates=data.covariates),
+        "trace": model.trace_,
+        "inputs": inputs or {},
+        "extra": params or {},
+        "versions": library_versions(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(report, out / "fit.json")
+    return out
+
+
+def read_params(path) -> dict[str, float]:
+    """λ, α, β from a best_params.json (ours, or with the reference's ``lambda`` key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise S3RInputError(f"{path}: parameter file not found; pass the best_params.json written by 's3r tune'")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("params"), dict):
+        raw = raw["params"]
+    if not isinstance(raw, dict):
+        raise S3RInputError(f"{path}: expected a JSON object with keys {', '.join(PARAM_KEYS)}")
+    if "lambda_smooth" not in raw and "lambda" in raw:
+        raw = {**raw, "lambda_smooth": raw["lambda"]}
+    params = {}
+    for key in PARAM_KEYS:
+        if key not in raw:
+            raise S3RInputError(f"{path}: missing key {key!r}; expected {', '.join(PARAM_KEYS)}")
+        try:
+            value = float(raw[key])
+        except (TypeError, ValueError):
+            raise S3RInputError(f"{path}: {key} must be a number, got {raw[key]!r}") from None
+        if not np.isfinite(value) or value < 0:
+            raise S3RInputError(f"{path}: {key} must be a finite number ≥ 0, got {value}")
+        params[key] = value
+    for key in ("smooth",):
+        if key in raw:
+            params[key] = raw[key]
+    return params

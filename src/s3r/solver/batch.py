@@ -1,0 +1,112 @@
+"""Assemble and solve a batch of S3R problems that share X and the spot graph.
+
+Problems in a batch may differ in response (targets), observation weights (CV folds) and λ, α, β
+(parameter sets); they are stacked on one tensor axis so a GPU (or a CPU's vector units) solves them in
+one program instead of a Python loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from s3r.solver.datafit import SquaredLoss
+from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
+from s3r.solver.operators import IncidenceOperator, LinearOperator, SparseMatrixOperator
+from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso
+from s3r.solver.primal_dual import primal_dual
+from s3r.solver.result import SolveResult
+
+SMOOTH_MODES = ("tv", "graph_l1", "quadratic")
+
+
+def build_operator(smooth: str, *, edges=None, edge_weights=None, n_nodes=None, matrix=None, device="cpu", dtype=torch.float64) -> LinearOperator:
+    """tv: weighted incidence; quadratic: √w-weighted incidence (so ‖KW‖² = tr(WᵀLW)); graph_l1: a sparse matrix."""
+    if smooth == "graph_l1":
+        if matrix is None:
+            raise ValueError("graph_l1 needs a sparse operator matrix")
+        return SparseMatrixOperator(matrix, device, dtype)
+    if edges is None:
+        raise ValueError(f"{smooth} needs graph edges")
+    w = np.ones(len(edges)) if edge_weights is None else np.asarray(edge_weights, dtype=np.float64)
+    if smooth == "quadratic":
+        w = np.sqrt(w)
+    return IncidenceOperator(edges, w, n_nodes, device, dtype)
+
+
+def _per_problem(value, B, name, dtype, device):
+    arr = np.full(B, float(value)) if np.ndim(value) == 0 else np.array(value, dtype=np.float64).reshape(-1)
+    if arr.shape != (B,):
+        raise ValueError(f"{name} must be a scalar or have one value per problem ({B}); got shape {arr.shape}")
+    if np.any(arr < 0) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite and non-negative")
+    return torch.as_tensor(arr, dtype=dtype, device=device)
+
+
+def solve_batch(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    smooth: str,
+    operator: LinearOperator | None,
+    lambda_smooth,
+    alpha,
+    beta,
+    weights: np.ndarray | None = None,
+    free_rows: np.ndarray | None = None,
+    covariates: np.ndarray | None = None,
+    penalty_factor: np.ndarray | None = None,
+    W0: np.ndarray | torch.Tensor | None = None,
+    gamma0: np.ndarray | None = None,
+    dual0: torch.Tensor | None = None,
+    data_dual0: torch.Tensor | None = None,
+    step0: np.ndarray | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 50_000,
+    device="auto",
+    dtype="float64",
+    callback=None,
+) -> SolveResult:
+    """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p)."""
+    if smooth not in SMOOTH_MODES:
+        raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    X = np.asarray(X, dtype=np.float64)
+    n, p = X.shape
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y.reshape(n, -1)
+    B = Y.shape[1]
+
+    def as_nb(a, default):
+        a = np.full((n, B), default, dtype=np.float64) if a is None else np.asarray(a, dtype=np.float64)
+        return np.broadcast_to(a.reshape(n, -1), (n, B))
+
+    t = lambda a: torch.as_tensor(np.array(a, dtype=np.float64), dtype=dt, device=dev)  # noqa: E731
+    Xt, Yt = t(X), t(Y)
+    Ot = t(as_nb(weights, 1.0))
+    Ft = t(as_nb(free_rows, 1.0))
+    Zt = t(np.asarray(covariates, dtype=np.float64).reshape(n, -1)) if covariates is not None and np.size(covariates) else None
+    pf = t(np.ones(p) if penalty_factor is None else np.asarray(penalty_factor, dtype=np.float64))
+    lam = _per_problem(lambda_smooth, B, "lambda_smooth", dt, dev)
+    a = _per_problem(alpha, B, "alpha", dt, dev)
+    b = _per_problem(beta, B, "beta", dt, dev)
+
+    datafit = SquaredLoss(Xt, Yt, Ot, Zt)
+    penalty = SparseGroupLasso(a, b, pf, n, Ft)
+    Wt = torch.zeros((n, B, p), dtype=dt, device=dev) if W0 is None else torch.as_tensor(W0, dtype=dt, device=dev).reshape(n, B, p) * Ft.unsqueeze(-1)
+    gt = None
+    if Zt is not None:
+        gt = torch.zeros((B, Zt.shape[1]), dtype=dt, device=dev) if gamma0 is None else torch.as_tensor(gamma0, dtype=dt, device=dev).reshape(B, -1)
+
+    n_entries = max(n, operator.shape[0] if operator is not None else 0) * B * p
+    smooth_term = None
+    if operator is not None:
+        smooth_term = GraphQuadratic(lam) if smooth == "quadratic" else GraphL1(lam)
+    warm = lambda a: None if a is None else torch.as_tensor(a, dtype=dt, device=dev)  # noqa: E731
+    tau0 = None if step0 is None else torch.as_tensor(np.asarray(step0, dtype=np.float64).reshape(B), dtype=dt, device=dev)
+    with cpu_threads(dev, n_entries):
+        return primal_dual(
+            datafit, penalty, smooth_term, operator, Wt, gt,
+            v0=warm(data_dual0), U0=warm(dual0), tau0=tau0, tol=tol, max_iter=max_iter, callback=callback,
+        )

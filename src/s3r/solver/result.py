@@ -1,0 +1,25 @@
+"""What every solver returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class SolveResult:
+    W: torch.Tensor  # (n, B, p)
+    gamma: torch.Tensor | None  # (B, q)
+    dual: torch.Tensor | None  # (m, B, p) smoothness dual, for warm starts
+    data_dual: torch.Tensor | None  # (n, B) data-fit dual, for warm starts
+    objective: np.ndarray  # (B,)
+    primal_residual: np.ndarray  # (B,) relative
+    dual_residual: np.ndarray  # (B,) relative (0 where the method has no dual)
+    converged: np.ndarray  # (B,) bool
+    iterations: np.ndarray  # (B,) iterations until each problem met the tolerance (or max_iter)
+    seconds: float
+    method: str
+    step: np.ndarray | None = None  # (B,) final primal step τ, reused by warm starts
+    trace: list[dict] = field(default_factory=list)  # per check: iteration, objective, residuals (problem 0..B-1)
