@@ -40,7 +40,7 @@ class IncidenceOperator(LinearOperator):
     """(K W)_e = w_e (W_i − W_j) for edge e = (i, j)."""
 
     def __init__(self, edges: np.ndarray, weights: np.ndarray, n_nodes: int, device, dtype):
-        edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+        edges = np.array(edges, dtype=np.int64).reshape(-1, 2)
         weights = np.asarray(weights, dtype=np.float64)
         self.shape = (edges.shape[0], int(n_nodes))
         self._src = torch.as_tensor(edges[:, 0], device=device)
