@@ -35,6 +35,7 @@ from s3r.solver.result import SolveResult
 SAFETY = 0.99
 DATA_SHARE = 0.5  # share of the step budget given to the data-fit dual when a smoothness dual exists
 RELAX = 1.6  # over-relaxation ρ ∈ (0, 2): z ← z + ρ(T z − z), about 1.5× fewer iterations here
+ADAPT_RATIO, ADAPT_MAX, ADAPT_FLOOR = 5.0, 30, 1.1  # residual balancing: trigger ratio, number of changes, smallest factor
 
 
 @dataclass
@@ -163,7 +164,7 @@ def primal_dual(
     rel_p = torch.full((B,), float("inf"), dtype=dtype, device=device)
     rel_d = torch.full((B,), float("inf"), dtype=dtype, device=device)
     trace: list[dict] = []
-    adapt_factor, adaptations_left = 2.0, 30
+    adapt_factor, adaptations_left = 2.0, ADAPT_MAX
     it = 0
     for it in range(1, max_iter + 1):
         zt = step(z, s)
@@ -184,12 +185,12 @@ def primal_dual(
                 break
             if adapt and adaptations_left > 0 and it % (check_every * 5) == 0:
                 # residual balancing: a lagging primal residual asks for a larger primal step
-                grow = (rel_p > 5 * rel_d) & ~converged
-                shrink = (rel_d > 5 * rel_p) & ~converged
+                grow = (rel_p > ADAPT_RATIO * rel_d) & ~converged
+                shrink = (rel_d > ADAPT_RATIO * rel_p) & ~converged
                 if bool(grow.any() or shrink.any()):
                     s = Steps(torch.where(grow, s.tau * adapt_factor, torch.where(shrink, s.tau / adapt_factor, s.tau)))
                     adaptations_left -= 1
-                    adapt_factor = max(1.1, adapt_factor**0.9)
+                    adapt_factor = max(ADAPT_FLOOR, adapt_factor**0.9)
         z = z1
     z = zt  # the last prox output: exact zeros, not a relaxed combination
 
