@@ -1,0 +1,36 @@
+"""Rule fit_final: fit S3R for one (sample, target) and write coefficients and fit metadata."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # the solver's progress goes to stdout
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import _s3r_path  # noqa: E402,F401
+from s3r import S3R  # noqa: E402
+from s3r.preprocess import read_prepared  # noqa: E402
+from s3r.results import write_fit  # noqa: E402
+from s3r.workflow_support import choose_device, read_graph  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)  # the CPUs this job was given, not every core of the node
+sample, target = snakemake.wildcards.sample, snakemake.wildcards.target
+with open(snakemake.input.params) as fh:
+    chosen = json.load(fh)
+device = choose_device(snakemake.resources.get("gpu", 0))
+data = read_prepared(snakemake.input.data).regression_data(target)
+graph = read_graph(snakemake.input.graph)
+print(f"{sample}/{target}: {data.n_spots} spots, {data.n_features} features, device {device}", flush=True)
+
+model = S3R(**chosen["params"], device=device, verbose=True)
+model.fit(data.X, data.y, data.coords, covariates=data.covariates, graph=graph)
+write_fit(
+    Path(snakemake.output.fit).parent,
+    model,
+    data,
+    params={"sample": sample, "params_source": chosen.get("source", "unknown")},
+    inputs=dict(snakemake.input.items()),
+)
+print(model.report_, flush=True)

@@ -1,0 +1,357 @@
+"""One sample's input made analysis-ready: read, normalise counts, select and standardise features.
+
+The workflow's preprocess step runs this once per sample, so every target of the sample is fitted on the
+same design matrix, and the fits read one small binary file instead of re-parsing CSVs or an atlas-sized
+``.h5ad``. Counts are library-size normalised and log1p-transformed because S3R's squared-error data fit
+assumes roughly homoscedastic responses; inputs that already hold continuous values are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData, read_h5ad, read_reference_csv, write_npz
+
+__all__ = [
+    "PreparedSample",
+    "holds_counts",
+    "prepare_h5ad",
+    "prepare_reference_csv",
+    "write_prepared",
+    "read_prepared",
+]
+
+NORMALIZE_CHOICES = ("auto", True, False)
+
+
+@dataclass
+class PreparedSample:
+    """Design matrix shared by all targets of a sample; ``Y[:, j]`` is target ``target_names[j]``."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    coords: np.ndarray
+    spot_ids: list[str]
+    feature_names: list[str]
+    target_names: list[str]
+    covariates: np.ndarray | None = None
+    covariate_names: list[str] = field(default_factory=list)
+    # Feature centre/scale, to map standardised coefficients back to input units (coef / scale).
+    feature_mean: np.ndarray | None = None
+    feature_scale: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def regression_data(self, target: str) -> RegressionData:
+        if target not in self.target_names:
+            raise S3RInputError(
+                f"target {target!r} was not preprocessed for this sample; preprocessed targets are "
+                f"{', '.join(self.target_names)}"
+            )
+        j = self.target_names.index(target)
+        return RegressionData(
+            X=self.X,
+            y=self.Y[:, j],
+            coords=self.coords,
+            spot_ids=self.spot_ids,
+            feature_names=self.feature_names,
+            target_name=target,
+            covariates=self.covariates,
+            covariate_names=list(self.covariate_names),
+        )
+
+
+def holds_counts(values) -> bool:
+    """Non-negative integers everywhere (checked on stored entries only for sparse input)."""
+    data = values.data if sp.issparse(values) else np.asarray(values)
+    if data.size == 0:
+        return False
+    data = np.asarray(data, dtype=np.float64)
+    return bool(np.isfinite(data).all() and (data >= 0).all() and np.array_equal(data, np.round(data)))
+
+
+def _check_normalize(normalize) -> None:
+    if normalize not in NORMALIZE_CHOICES:
+        raise S3RInputError(f"normalize must be 'auto', true or false, not {normalize!r}")
+
+
+def _should_normalize(normalize, counts: bool, nonnegative: bool, source: str) -> bool:
+    _check_normalize(normalize)
+    if normalize is True and not nonnegative:
+        raise S3RInputError(
+            f"{source}: normalize is true but the values include negatives, so they are not counts; "
+            f"set preprocess.normalize to auto or false"
+        )
+    return counts if normalize == "auto" else bool(normalize)
+
+
+def _log_normalize(values: np.ndarray, totals: np.ndarray, target_sum: float) -> np.ndarray:
+    """log1p(counts / total · target_sum); spots without any counts stay at 0."""
+    factor = np.divide(target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
+    return np.log1p(values * factor[:, None])
+
+
+def _sparse_log_normalized_variance(matrix, totals: np.ndarray, target_sum: float) -> np.ndarray:
+    """Per-column variance of log-normalised values without densifying an atlas-sized matrix."""
+    factor = np.divide(target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
+    if sp.issparse(matrix):
+        scaled = sp.csr_matrix(sp.diags(factor) @ sp.csr_matrix(matrix, dtype=np.float64))
+        scaled.data = np.log1p(scaled.data)
+        mean = np.asarray(scaled.mean(axis=0)).ravel()
+        mean_sq = np.asarray(scaled.multiply(scaled).mean(axis=0)).ravel()
+        return np.maximum(mean_sq - mean**2, 0.0)
+    return np.log1p(np.asarray(matrix, dtype=np.float64) * factor[:, None]).var(axis=0)
+
+
+def _top_variable(names: Sequence[str], variance: np.ndarray, max_features: int) -> list[str]:
+    """Most variable first-come names; constant ones are never kept (they cannot be standardised)."""
+    order = np.argsort(-variance, kind="stable")
+    keep = [i for i in order if variance[i] > 0][:max_features]
+    return [names[i] for i in sorted(keep)]
+
+
+def _standardize(X: np.ndarray, names: list[str], standardize: bool, source: str, log=sys.stderr):
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    constant = scale <= 1e-12 * np.maximum(1.0, np.abs(mean))
+    dropped = [n for n, c in zip(names, constant) if c]
+    if dropped:
+        print(
+            f"{source}: dropping {len(dropped)} constant feature(s) (e.g. {dropped[0]!r}): they carry no signal",
+            file=log,
+        )
+    if constant.all():
+        raise S3RInputError(f"{source}: every selected feature is constant across spots; choose other features")
+    keep = ~constant
+    X, mean, scale = X[:, keep], mean[keep], scale[keep]
+    names = [n for n, k in zip(names, keep) if k]
+    if standardize:
+        X = (X - mean) / scale
+    else:
+        mean, scale = np.zeros_like(mean), np.ones_like(scale)
+    return X, names, mean, scale, dropped
+
+
+def _check_targets_listed(targets: Sequence[str], source: str) -> list[str]:
+    targets = [str(t) for t in targets]
+    if not targets:
+        raise S3RInputError(f"{source}: no targets given; name at least one target")
+    return targets
+
+
+def prepare_reference_csv(
+    x_path: str | os.PathLike,
+    y_path: str | os.PathLike,
+    coords_path: str | os.PathLike,
+    *,
+    targets: Sequence[str],
+    features: Sequence[str] | str = "all",
+    normalize="auto",
+    target_sum: float = 1e4,
+    max_features: int | None = None,
+    standardize: bool = True,
+    log=sys.stderr,
+) -> PreparedSample:
+    """Reference CSV triplet → PreparedSample. Library sizes are X's column sums (its features)."""
+    targets = _check_targets_listed(targets, str(y_path))
+    data = read_reference_csv(x_path, y_path, coords_path, target=targets[0])  # validates all three files
+    ydf = pd.read_csv(y_path, index_col=0, dtype={0: str})
+    ydf.index = [str(s).strip() for s in ydf.index]
+    ydf.columns = [str(c).strip() for c in ydf.columns]
+    for t in targets:
+        if t not in ydf.columns:
+            raise S3RInputError(f"{y_path}: target {t!r} is not a column of the Y file; columns are {list(ydf.columns)}")
+    Y = ydf.loc[data.spot_ids, targets].to_numpy(dtype=np.float64)
+    X = data.X
+    names = list(data.feature_names)
+
+    x_counts = holds_counts(X)
+    normalized = _should_normalize(normalize, x_counts, bool((X >= 0).all()), str(x_path))
+    if normalized:
+        totals = X.sum(axis=1)
+        X = _log_normalize(X, totals, target_sum)
+        if holds_counts(Y):
+            Y = _log_normalize(Y, totals, target_sum)
+    X, names = _select(X, names, features, targets, max_features, str(x_path))
+    X, names, mean, scale, dropped = _standardize(X, names, standardize, str(x_path), log)
+    return PreparedSample(
+        X=X, Y=Y, coords=data.coords, spot_ids=data.spot_ids, feature_names=names, target_names=targets,
+        feature_mean=mean, feature_scale=scale,
+        info={
+            "input": "reference_csv",
+            "input_counts": x_counts,
+            "normalized": normalized,
+            "target_sum": target_sum if normalized else None,
+            "n_input_features": len(data.feature_names),
+            "dropped_constant": dropped,
+            "standardized": bool(standardize),
+        },
+    )
+
+
+def _select(X, names, features, targets, max_features, source):
+    """Columns of X for ``features``: a list (in the given order) or 'all' (top-variance when capped)."""
+    if isinstance(features, str) and features == "all":
+        keep = [i for i, n in enumerate(names) if n not in set(targets)]
+        X, names = X[:, keep], [names[i] for i in keep]
+        if max_features is not None and len(names) > max_features:
+            chosen = set(_top_variable(names, X.var(axis=0), max_features))
+            idx = [i for i, n in enumerate(names) if n in chosen]
+            X, names = X[:, idx], [names[i] for i in idx]
+        return X, names
+    features = [str(f) for f in features]
+    position = {n: i for i, n in enumerate(names)}
+    missing = [f for f in features if f not in position]
+    if missing:
+        raise S3RInputError(f"{source}: feature {missing[0]!r} is not in the input; check the feature names")
+    clash = [f for f in features if f in targets]
+    if clash:
+        raise S3RInputError(f"{source}: target {clash[0]!r} is also listed as a feature; remove it from the features")
+    return X[:, [position[f] for f in features]], features
+
+
+def prepare_h5ad(
+    path: str | os.PathLike,
+    *,
+    targets: Sequence[str],
+    features: Sequence[str] | str = "all",
+    covariates: Sequence[str] = (),
+    layer: str | None = None,
+    spatial_key: str = "spatial",
+    normalize="auto",
+    target_sum: float = 1e4,
+    max_features: int | None = None,
+    standardize: bool = True,
+    log=sys.stderr,
+) -> PreparedSample:
+    """AnnData → PreparedSample. ``features``: gene list, 'all', or 'obsm:<key>' (used as given, e.g.
+    cell-type proportions: not normalised). Library sizes are row sums over all genes of ``.X``/the layer."""
+    import anndata
+
+    source = str(path)
+    targets = _check_targets_listed(targets, source)
+    _check_normalize(normalize)
+    if not Path(path).is_file():
+        raise S3RInputError(f"{source}: h5ad file not found; check the path")
+    adata = anndata.read_h5ad(path)
+    if layer is not None and layer not in adata.layers:
+        raise S3RInputError(f"{source}: layer {layer!r} not found; layers are {', '.join(adata.layers.keys()) or 'none'}")
+    matrix = adata.X if layer is None else adata.layers[layer]
+    var_names = pd.Index([str(v) for v in adata.var_names])
+
+    gene_targets = [t for t in targets if t in var_names]
+    counts = matrix is not None and holds_counts(matrix)
+    nonnegative = matrix is not None and bool(
+        ((matrix.data if sp.issparse(matrix) else np.asarray(matrix)) >= 0).all()
+    )
+    normalized = matrix is not None and _should_normalize(normalize, counts, nonnegative, source)
+    totals = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel() if normalized else None
+
+    obsm_key = features[5:] if isinstance(features, str) and features.startswith("obsm:") else None
+    if obsm_key is not None:
+        feature_arg: Sequence[str] | str = obsm_key
+    elif isinstance(features, str) and features == "all":
+        if matrix is None:
+            raise S3RInputError(f"{source}: the file has no expression matrix in .X; write one or pick a layer")
+        candidates = [i for i, n in enumerate(var_names) if n not in set(targets)]
+        if not candidates:
+            raise S3RInputError(f"{source}: no genes left as features once the targets are removed; list features")
+        names = [var_names[i] for i in candidates]
+        sub = matrix[:, candidates]
+        if max_features is not None and len(names) > max_features:
+            if normalized:
+                variance = _sparse_log_normalized_variance(sub, totals, target_sum)
+            else:
+                dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+                variance = np.asarray(dense, dtype=np.float64).var(axis=0)
+            names = _top_variable(names, variance, max_features)
+        feature_arg = names
+    else:
+        feature_arg = [str(f) for f in features]
+
+    # The library reader does the checks and densifies only the chosen columns.
+    data = read_h5ad(
+        path, target=targets[0], features=feature_arg, layer=layer, spatial_key=spatial_key, covariates=covariates
+    )
+    Y = np.empty((data.n_spots, len(targets)))
+    for j, t in enumerate(targets):
+        if t in var_names:
+            col = matrix[:, int(var_names.get_loc(t))]
+            col = col.toarray() if sp.issparse(col) else np.asarray(col)
+            Y[:, j] = np.asarray(col, dtype=np.float64).ravel()
+        elif t in adata.obs.columns and adata.obs[t].dtype.kind in "fiub":
+            Y[:, j] = adata.obs[t].to_numpy(dtype=np.float64)
+        else:
+            raise S3RInputError(f"{source}: target {t!r} is neither a gene nor a numeric .obs column; check the name")
+    if not np.isfinite(Y).all():
+        j = int(np.argwhere(~np.isfinite(Y))[0, 1])
+        raise S3RInputError(f"{source}: target {targets[j]!r} has NaN/infinite values; fix or drop those spots")
+
+    X = data.X
+    if normalized:
+        if obsm_key is None:
+            X = _log_normalize(X, totals, target_sum)
+        genes = [j for j, t in enumerate(targets) if t in gene_targets]
+        Y[:, genes] = _log_normalize(Y[:, genes], totals, target_sum)
+    names = list(data.feature_names)
+    X, names, mean, scale, dropped = _standardize(X, names, standardize, source, log)
+    return PreparedSample(
+        X=X, Y=Y, coords=data.coords, spot_ids=data.spot_ids, feature_names=names, target_names=targets,
+        covariates=data.covariates, covariate_names=list(data.covariate_names),
+        feature_mean=mean, feature_scale=scale,
+        info={
+            "input": "h5ad",
+            "input_counts": counts,
+            "normalized": normalized,
+            "target_sum": target_sum if normalized else None,
+            "n_input_features": len(var_names) - len(gene_targets) if obsm_key is None else len(data.feature_names),
+            "feature_source": f".obsm[{obsm_key!r}]" if obsm_key else (f".layers[{layer!r}]" if layer else ".X"),
+            "dropped_constant": dropped,
+            "standardized": bool(standardize),
+        },
+    )
+
+
+def write_prepared(path: str | os.PathLike, prepared: PreparedSample) -> None:
+    """One compressed .npz (atomic); strings as unicode arrays so it loads without pickle."""
+    arrays = dict(
+        X=prepared.X,
+        Y=prepared.Y,
+        coords=prepared.coords,
+        spot_ids=np.array(prepared.spot_ids, dtype=str),
+        feature_names=np.array(prepared.feature_names, dtype=str),
+        target_names=np.array(prepared.target_names, dtype=str),
+        covariate_names=np.array(prepared.covariate_names, dtype=str),
+        feature_mean=prepared.feature_mean if prepared.feature_mean is not None else np.zeros(prepared.X.shape[1]),
+        feature_scale=prepared.feature_scale if prepared.feature_scale is not None else np.ones(prepared.X.shape[1]),
+        info=np.array(json.dumps(prepared.info)),
+    )
+    if prepared.covariates is not None:
+        arrays["covariates"] = prepared.covariates
+    write_npz(path, **arrays)
+
+
+def read_prepared(path: str | os.PathLike) -> PreparedSample:
+    with np.load(Path(path), allow_pickle=False) as f:
+        return PreparedSample(
+            X=f["X"],
+            Y=f["Y"],
+            coords=f["coords"],
+            spot_ids=f["spot_ids"].tolist(),
+            feature_names=f["feature_names"].tolist(),
+            target_names=f["target_names"].tolist(),
+            covariates=f["covariates"] if "covariates" in f.files else None,
+            covariate_names=f["covariate_names"].tolist(),
+            feature_mean=f["feature_mean"],
+            feature_scale=f["feature_scale"],
+            info=json.loads(str(f["info"])),
+        )

@@ -1,0 +1,236 @@
+"""Sample sheet checks: every bad row is reported with its line, its column and a fix, before any job runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+
+from s3r.errors import S3RInputError
+from s3r.graph import knn_graph
+from s3r.workflow_support import (
+    check_samples,
+    choose_device,
+    demo_paths,
+    model_settings,
+    read_graph,
+    read_sample_sheet,
+    simulate_demo,
+    write_graph,
+)
+
+HEADER = ["sample", "h5ad", "x_csv", "y_csv", "coords_csv", "targets", "features", "covariates", "alpha"]
+
+
+@pytest.fixture
+def inputs(tmp_path, monkeypatch):
+    """A valid CSV triplet (targets a, b) and an .h5ad (genes g1..g4, targets t1, t2), in the cwd."""
+    monkeypatch.chdir(tmp_path)
+    spots = [f"s{i}" for i in range(6)]
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(3, 6)), index=["f1", "f2", "f3"], columns=spots).to_csv("X.csv")
+    pd.DataFrame(rng.normal(size=(6, 2)), index=spots, columns=["a", "b"]).to_csv("Y.csv")
+    pd.DataFrame({"row": np.arange(6.0), "col": np.arange(6.0) ** 2}, index=spots).to_csv("C.csv")
+    adata = anndata.AnnData(
+        X=rng.poisson(3, size=(6, 6)).astype(np.float32),
+        obs=pd.DataFrame({"batch": list("aabbab"), "depth": np.arange(6.0)}, index=spots),
+        var=pd.DataFrame(index=["g1", "g2", "g3", "g4", "t1", "t2"]),
+        obsm={"spatial": rng.normal(size=(6, 2)), "props": rng.dirichlet(np.ones(3), size=6)},
+    )
+    adata.write_h5ad("d.h5ad")
+    return tmp_path
+
+
+def sheet(rows, header=HEADER, name="samples.tsv"):
+    lines = ["\t".join(header)] + ["\t".join(str(c) for c in row) for row in rows]
+    Path(name).write_text("\n".join(lines) + "\n")
+    return name
+
+
+def csv_row(**over):
+    row = dict(sample="c1", h5ad="", x_csv="X.csv", y_csv="Y.csv", coords_csv="C.csv", targets="a,b",
+               features="all", covariates="", alpha="")
+    row.update(over)
+    return [row[h] for h in HEADER]
+
+
+def h5ad_row(**over):
+    row = dict(sample="h1", h5ad="d.h5ad", x_csv="", y_csv="", coords_csv="", targets="t1,t2",
+               features="all", covariates="", alpha="")
+    row.update(over)
+    return [row[h] for h in HEADER]
+
+
+def check(path, demo=None):
+    frame, lines = read_sample_sheet(path)
+    return check_samples(frame, lines, sheet=path, demo=demo)
+
+
+def test_valid_sheet_resolves_targets_and_features(inputs):
+    path = sheet([csv_row(), h5ad_row(features="g1,g2", covariates="batch,depth"), h5ad_row(sample="h2", targets="t1", features="obsm:props")])
+    specs = check(path)
+    assert specs["c1"].kind == "csv" and specs["c1"].targets == ["a", "b"] and specs["c1"].features == "all"
+    assert specs["h1"].kind == "h5ad" and specs["h1"].features == ["g1", "g2"]
+    assert specs["h1"].covariates == ["batch", "depth"] and specs["h1"].inputs == {"h5ad": "d.h5ad"}
+    assert specs["h2"].features == "obsm:props"
+
+
+def test_all_targets_and_target_file(inputs):
+    Path("targets.txt").write_text("# genes\nt2\n\nt1\n")
+    specs = check(sheet([csv_row(targets="all"), h5ad_row(targets="targets.txt")]))
+    assert specs["c1"].targets == ["a", "b"]
+    assert specs["h1"].targets == ["t2", "t1"]
+    specs = check(sheet([h5ad_row(targets="all", features="g1,g2")]))
+    assert specs["h1"].targets == ["g3", "g4", "t1", "t2"]
+
+
+def test_comments_blank_lines_and_overrides(inputs):
+    Path("s.tsv").write_text("# my samples\n" + "\t".join(HEADER) + "\n\n" + "\t".join(csv_row(alpha="0.5")) + "\n")
+    frame, lines = read_sample_sheet("s.tsv")
+    assert lines == [4]
+    spec = check_samples(frame, lines, sheet="s.tsv")["c1"]
+    config = {
+        "model": {"smooth": "tv", "lambda_smooth": 0.1, "alpha": 0.01, "beta": 0.01},
+        "graph": {"method": "knn", "k": 7, "radius": None, "max_edge_length": None},
+    }
+    settings = model_settings(config, spec)
+    assert settings["alpha"] == 0.5 and settings["lambda_smooth"] == 0.1 and settings["graph"] == "knn"
+
+
+@pytest.mark.parametrize(
+    "rows, fragments",
+    [
+        ([csv_row(x_csv="missing/X.csv")], ["line 2", "sample 'c1'", "column 'x_csv'", "not found", "fix the path"]),
+        ([h5ad_row(h5ad="nope.h5ad")], ["column 'h5ad'", "not found"]),
+        ([csv_row(), csv_row(y_csv="Y.csv")], ["line 3", "column 'sample'", "duplicate", "line 2"]),
+        ([csv_row(targets="a,zz")], ["column 'targets'", "'zz'", "not a column of Y.csv"]),
+        ([h5ad_row(targets="t1,t9")], ["column 'targets'", "'t9'", "not a gene"]),
+        ([csv_row(alpha="abc")], ["column 'alpha'", "'abc' is not a number"]),
+        ([csv_row(features="f1,a")], ["column 'features'", "target 'a' is also listed as a feature"]),
+        ([csv_row(features="f1,f9")], ["column 'features'", "'f9'"]),
+        ([h5ad_row(covariates="batch,nope")], ["column 'covariates'", "'nope'"]),
+        ([h5ad_row(features="obsm:nope")], ["column 'features'", ".obsm key 'nope'"]),
+        ([csv_row(x_csv="", y_csv="", coords_csv="")], ["column 'h5ad'", "no input"]),
+        ([csv_row(coords_csv="")], ["column 'coords_csv'", "needs all of x_csv, y_csv and coords_csv"]),
+        ([csv_row(sample="a/b")], ["column 'sample'", "letters, digits"]),
+        ([csv_row(targets="a,a")], ["column 'targets'", "listed twice"]),
+        ([h5ad_row(targets="all")], ["column 'targets'", "nothing to regress on"]),
+        ([csv_row(targets="genes.txt")], ["column 'targets'", "file 'genes.txt' not found"]),
+    ],
+)
+def test_bad_rows_name_line_column_and_fix(inputs, rows, fragments):
+    with pytest.raises(S3RInputError) as err:
+        check(sheet(rows))
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_spot_ids_differ_between_files(inputs):
+    y = pd.read_csv("Y.csv", index_col=0)
+    y.index = ["s0", "s1", "s2", "s3", "s4", "other"]
+    y.to_csv("Y2.csv")
+    with pytest.raises(S3RInputError) as err:
+        check(sheet([csv_row(y_csv="Y2.csv")]))
+    assert "column 'y_csv'" in str(err.value) and "'other'" in str(err.value)
+    c = pd.read_csv("C.csv", index_col=0).iloc[:5]
+    c.to_csv("C2.csv")
+    with pytest.raises(S3RInputError) as err:
+        check(sheet([csv_row(coords_csv="C2.csv")]))
+    assert "column 'coords_csv'" in str(err.value) and "'s5'" in str(err.value)
+
+
+def test_non_numeric_values(inputs):
+    text = Path("X.csv").read_text().splitlines()
+    text[2] = text[2].rsplit(",", 1)[0] + ",n/a?"
+    Path("X2.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(S3RInputError) as err:
+        check(sheet([csv_row(x_csv="X2.csv")]))
+    assert "column 'x_csv'" in str(err.value) and "non-numeric" in str(err.value) and "'n/a?'" in str(err.value)
+
+
+def test_sheet_structure_errors(inputs):
+    Path("commas.tsv").write_text("sample,targets\na,b\n")
+    with pytest.raises(S3RInputError, match="separate the columns with tabs"):
+        read_sample_sheet("commas.tsv")
+    with pytest.raises(S3RInputError, match="unknown column 'taregts'.*did you mean 'targets'"):
+        read_sample_sheet(sheet([["a", "b"]], header=["sample", "taregts"]))
+    with pytest.raises(S3RInputError, match="lacks column 'targets'"):
+        read_sample_sheet(sheet([["a"]], header=["sample"]))
+    with pytest.raises(S3RInputError, match="not found; set 'samples'"):
+        read_sample_sheet("absent.tsv")
+    Path("extra.tsv").write_text("sample\ttargets\na\tb\tc\n")
+    with pytest.raises(S3RInputError, match="line 2: 3 tab-separated fields"):
+        read_sample_sheet("extra.tsv")
+
+
+def test_demo_inputs_are_checked_against_the_demo_spec(inputs):
+    demo = {"toy": {"targets": ["u", "v"]}}
+    paths = demo_paths("toy")
+    specs = check(sheet([h5ad_row(h5ad=paths["h5ad"], targets="all")]), demo=demo)
+    assert specs["h1"].targets == ["u", "v"]
+    with pytest.raises(S3RInputError, match="column 'targets'.*not simulated"):
+        check(sheet([csv_row(x_csv=paths["x_csv"], y_csv=paths["y_csv"], coords_csv=paths["coords_csv"], targets="w")]), demo=demo)
+
+
+def test_simulate_demo_is_deterministic_and_readable(tmp_path):
+    spec = {"layout": "three_regions", "geometry": "uniform", "n_spots": 60, "n_features": 14, "sigma": 0.5,
+            "seed": 3, "targets": ["ta", "tb"]}
+    outs = []
+    for run in ("one", "two"):
+        paths = {k: str(tmp_path / run / Path(v).name) for k, v in demo_paths("toy").items()}
+        simulate_demo(spec, **paths)
+        outs.append(paths)
+    for key in ("x_csv", "y_csv", "coords_csv"):
+        assert Path(outs[0][key]).read_bytes() == Path(outs[1][key]).read_bytes()
+    y = pd.read_csv(outs[0]["y_csv"], index_col=0)
+    assert list(y.columns) == ["ta", "tb"] and len(y) == 60
+    assert not np.allclose(y["ta"], y["tb"])
+    adata = anndata.read_h5ad(outs[0]["h5ad"])
+    assert list(adata.var_names[-2:]) == ["ta", "tb"] and adata.obsm["spatial"].shape == (60, 2)
+    np.testing.assert_allclose(adata[:, "tb"].X.ravel(), y["tb"].to_numpy())
+
+
+def test_graph_round_trip(tmp_path):
+    graph = knn_graph(np.random.default_rng(1).uniform(size=(30, 2)), k=4)
+    write_graph(tmp_path / "g.npz", graph)
+    back = read_graph(tmp_path / "g.npz")
+    assert back.n_nodes == 30 and back.method == graph.method
+    np.testing.assert_array_equal(back.edges, graph.edges)
+    np.testing.assert_array_equal(back.weights, graph.weights)
+
+
+def test_choose_device_needs_a_granted_gpu(capsys):
+    import torch
+
+    assert choose_device(0) == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert choose_device(1) == expected
+    if expected == "cpu":
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_shallow_check_skips_reading_tables(inputs):
+    """Jobs re-parse the workflow: with deep=False a broken X is not re-read (the main process caught it)."""
+    Path("X.csv").write_text(Path("X.csv").read_text().replace(",", ",oops", 1))
+    path = sheet([csv_row()])
+    with pytest.raises(S3RInputError):
+        check(path)
+    frame, lines = read_sample_sheet(path)
+    assert check_samples(frame, lines, sheet=path, deep=False)["c1"].targets == ["a", "b"]
+
+
+def test_scripts_import_the_checkout_library():
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    code = "import sys; sys.path.append('scripts'); import _s3r_path, s3r; print(sys.path[0]); print(s3r.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True).stdout
+    first, module = out.split()
+    assert Path(first) == repo / "src" and Path(module).is_relative_to(repo / "src")

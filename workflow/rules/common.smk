@@ -1,0 +1,150 @@
+# Helpers only (no rules): config and sample sheet checks at parse time, input functions, target lists.
+# Everything that can be wrong with the inputs is caught here, before any job is scheduled.
+import re
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# The library is imported from this checkout's src/ first, so the workflow and the library always match,
+# whether or not s3r is installed in the environment that runs Snakemake.
+_SRC = str(Path(workflow.basedir).parent / "src")
+if Path(_SRC).is_dir():
+    if _SRC in sys.path:
+        sys.path.remove(_SRC)
+    sys.path.insert(0, _SRC)
+
+from s3r.errors import S3RInputError
+from s3r import workflow_support as ws
+
+
+def _input_error(message):
+    """One actionable line; the traceback would only point into this file."""
+    return WorkflowError(f"s3r: {message}")
+
+
+try:
+    validate(config, schema="../schemas/config.schema.yaml")
+except WorkflowError as err:
+    raise _input_error(ws.schema_error_message(err, source="config")) from None
+
+try:
+    SAMPLE_SHEET, _SHEET_LINES = ws.read_sample_sheet(config["samples"])
+except S3RInputError as err:
+    raise _input_error(err) from None
+
+try:
+    validate(SAMPLE_SHEET, schema="../schemas/samples.schema.yaml")
+except WorkflowError as err:
+    raise _input_error(
+        ws.schema_error_message(
+            err, source=config["samples"], lines=_SHEET_LINES, frame=SAMPLE_SHEET
+        )
+    ) from None
+
+try:
+    # Jobs parse the workflow again; the main process has already read every table once.
+    SAMPLES = ws.check_samples(
+        SAMPLE_SHEET,
+        _SHEET_LINES,
+        sheet=config["samples"],
+        demo=config["demo"],
+        deep=workflow.is_main_process,
+    )
+except S3RInputError as err:
+    raise _input_error(err) from None
+
+if config["tune"]["enabled"]:
+    raise _input_error(
+        "config: tune.enabled is true but this workflow has no tuning rules yet; set it to false and "
+        "choose lambda_smooth, alpha and beta under 'model' (or per sample in the sample sheet)"
+    )
+
+if config["deconvolve"]["enabled"]:
+    try:
+        ws.check_deconvolve_options(config["deconvolve"]["options"])
+    except S3RInputError as err:
+        raise _input_error(err) from None
+
+
+wildcard_constraints:
+    sample="|".join(re.escape(s) for s in SAMPLES),
+    demo="|".join(re.escape(d) for d in config["demo"]) or "(?!)",
+    target="[^/]+",
+
+
+def sample_targets():
+    """(sample, target) pairs: the unit of fitting and reporting."""
+    return [(name, t) for name, spec in SAMPLES.items() for t in spec.targets]
+
+
+def demo_spec(wildcards):
+    return config["demo"][wildcards.demo]
+
+
+def preprocess_input(wildcards):
+    return SAMPLES[wildcards.sample].inputs
+
+
+def preprocess_params(wildcards):
+    spec = SAMPLES[wildcards.sample]
+    return {
+        "kind": spec.kind,
+        "targets": spec.targets,
+        "features": spec.features,
+        "covariates": spec.covariates,
+        "layer": spec.layer,
+        "spatial_key": spec.spatial_key,
+        "settings": config["preprocess"],
+    }
+
+
+def graph_params(wildcards):
+    return ws.graph_settings(config, SAMPLES[wildcards.sample])
+
+
+def model_params(wildcards):
+    return ws.model_settings(config, SAMPLES[wildcards.sample])
+
+
+def deconvolve_enabled():
+    return config["deconvolve"]["enabled"]
+
+
+def deconvolve_samples():
+    return [name for name, spec in SAMPLES.items() if spec.scores] if deconvolve_enabled() else []
+
+
+def deconvolve_input(wildcards):
+    spec = SAMPLES[wildcards.sample]
+    inputs = dict(spec.inputs)
+    if spec.scores and Path(spec.scores).is_file():
+        inputs["scores"] = spec.scores
+    return inputs
+
+
+def deconvolve_params(wildcards):
+    spec = SAMPLES[wildcards.sample]
+    return {
+        "kind": spec.kind,
+        "scores": spec.scores,
+        "spatial_key": spec.spatial_key,
+        "settings": config["deconvolve"],
+    }
+
+
+def fit_files(wildcards):
+    return [
+        f"results/fits/{s}/{t}/fit.json"
+        for s, t in sample_targets()
+    ]
+
+
+def final_outputs():
+    pairs = sample_targets()
+    out = [f"results/fits/{s}/{t}/coefficients.csv" for s, t in pairs]
+    out += [f"results/report/{s}/{t}/coefficient_maps.png" for s, t in pairs]
+    out += ["results/report/summary.tsv"]
+    out += [f"results/deconvolution/{s}/proportions.csv" for s in deconvolve_samples()]
+    return out
