@@ -90,6 +90,8 @@ def test_demo_on_slurm_routes_gpu_rules_to_gpu_partition(slurm_cluster, tmp_path
         "--slurm-init-seconds-before-status-checks", "5",
         # the one node has 2 CPUs: cap the profile's threads (a GPU fit asks for 4) or the job never starts
         "--cores", str(os.cpu_count() or 1),
+        # a small tuning budget keeps the serialised GPU jobs (one fake GPU) to 8 folds + 4 fits
+        "--config", "tune={n_trials: 2, rounds: 1, folds: 2}",
     ]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     text = result.stdout + result.stderr
@@ -114,4 +116,5 @@ def test_demo_on_slurm_routes_gpu_rules_to_gpu_partition(slurm_cluster, tmp_path
         else:
             assert job["Partition"] == "cpu" and "gres/gpu" not in job["AllocTRES"], job
     assert len(rules.get("fit_final", [])) == 4, rules.keys()
+    assert len(rules.get("tune_fold", [])) == 8, rules.keys()
     assert {"simulate_demo", "preprocess", "graph", "coefficient_maps"} <= set(rules), rules.keys()

@@ -557,6 +557,28 @@ def model_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
     return settings
 
 
+_TUNE_MODEL_KEYS = ("smooth", "graph", "k", "radius", "max_edge_length", "compat", "mask_zero_response", "fit_intercept")
+
+
+def tune_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
+    """The s3r.tune configuration for one sample: config 'tune' around the sample's model and graph."""
+    from s3r.tune import resolve_config
+
+    tune = config["tune"]
+    model = model_settings(config, spec)
+    settings = {
+        key: tune[key] for key in ("seed", "n_trials", "rounds", "folds", "fold_scheme", "selection") if key in tune
+    }
+    settings["space"] = dict(tune.get("space") or {})
+    settings["model"] = {key: model[key] for key in _TUNE_MODEL_KEYS if key in model}
+    settings["solver"] = dict(tune.get("solver") or {})
+    try:
+        resolve_config(settings)
+    except S3RInputError as err:
+        raise S3RInputError(f"config tune (sample {spec.name}): {err}") from None
+    return settings
+
+
 def graph_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
     settings = dict(config["graph"])
     settings.update({_GRAPH_OVERRIDES[k]: v for k, v in spec.overrides.items() if k in _GRAPH_OVERRIDES})

@@ -56,10 +56,11 @@ except S3RInputError as err:
     raise _input_error(err) from None
 
 if config["tune"]["enabled"]:
-    raise _input_error(
-        "config: tune.enabled is true but this workflow has no tuning rules yet; set it to false and "
-        "choose lambda_smooth, alpha and beta under 'model' (or per sample in the sample sheet)"
-    )
+    try:
+        for _spec in SAMPLES.values():
+            ws.tune_settings(config, _spec)
+    except S3RInputError as err:
+        raise _input_error(err) from None
 
 if config["deconvolve"]["enabled"]:
     try:
@@ -70,6 +71,8 @@ if config["deconvolve"]["enabled"]:
 
 wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES),
+    round=r"\d+",
+    fold=r"\d+",
     demo="|".join(re.escape(d) for d in config["demo"]) or "(?!)",
     target="[^/]+",
 
@@ -106,6 +109,32 @@ def graph_params(wildcards):
 
 def model_params(wildcards):
     return ws.model_settings(config, SAMPLES[wildcards.sample])
+
+
+def tune_settings(wildcards):
+    return ws.tune_settings(config, SAMPLES[wildcards.sample])
+
+
+def _tune_dir(wildcards):
+    return f"results/tune/{wildcards.sample}/{wildcards.target}"
+
+
+def tune_previous_results(wildcards):
+    """Result files of the earlier rounds: suggest rebuilds the study from them."""
+    return [f"{_tune_dir(wildcards)}/round_{r}/results.json" for r in range(int(wildcards.round))]
+
+
+def tune_warm_states(wildcards):
+    """This fold's solutions from earlier rounds: the fold job warm-starts from them."""
+    return [f"{_tune_dir(wildcards)}/round_{r}/fold_{wildcards.fold}.npz" for r in range(int(wildcards.round))]
+
+
+def tune_fold_scores(wildcards):
+    return [f"{_tune_dir(wildcards)}/round_{wildcards.round}/fold_{k}.json" for k in range(config["tune"]["folds"])]
+
+
+def tune_all_results(wildcards):
+    return [f"{_tune_dir(wildcards)}/round_{r}/results.json" for r in range(config["tune"]["rounds"])]
 
 
 def deconvolve_enabled():

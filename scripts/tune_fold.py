@@ -1,0 +1,22 @@
+"""Rule tune_fold: every trial of one round on one cross-validation fold, solved as one batch."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")
+
+import torch  # noqa: E402
+
+import _s3r_path  # noqa: E402,F401
+from s3r.preprocess import read_prepared  # noqa: E402
+from s3r.tune import evaluate_fold  # noqa: E402
+from s3r.workflow_support import choose_device  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)
+settings = dict(snakemake.params.settings)
+settings["solver"] = {**settings.get("solver", {}), "device": choose_device(snakemake.resources.get("gpu", 0))}
+data = read_prepared(snakemake.input.data).regression_data(snakemake.wildcards.target)
+result = evaluate_fold(
+    data, settings, snakemake.input.trials, int(snakemake.wildcards.fold),
+    out=snakemake.output.scores, warm_from=list(snakemake.input.warm), state_out=snakemake.output.state,
+)
+print(f"fold {result['fold']}: {len(result['trials'])} trials in {result['seconds']:.2f} s", flush=True)

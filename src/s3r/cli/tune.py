@@ -1,0 +1,108 @@
+"""``s3r tune``: cross-validated search for λ, α, β, in one process with the code the workflow distributes.
+
+Writes DIR/best_params.json (for ``s3r fit --params``), DIR/trials.tsv, DIR/fold_scores.tsv, DIR/folds.tsv,
+DIR/study.journal (open with ``optuna-dashboard``) and the per-round files under DIR/round_*/.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from s3r.cli.common import add_input_arguments, read_input
+from s3r.errors import S3RInputError
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("tune", help="tune λ, α, β by spatial cross-validation (Optuna)", description=__doc__)
+    add_input_arguments(p)
+    m = p.add_argument_group("model (as for s3r fit)")
+    m.add_argument("--smooth", choices=("tv", "graph_l1", "quadratic"), default=None, help="smoothness penalty (default tv)")
+    m.add_argument("--graph", choices=("knn", "delaunay", "radius", "mst"), default=None, help="spot graph (default knn)")
+    m.add_argument("--k", type=int, default=None, help="neighbours for the kNN graph (default 7)")
+    m.add_argument("--radius", type=float, help="radius for --graph radius, in coordinate units")
+    m.add_argument("--max-edge-length", type=float, help="drop longer edges (so holes are not bridged)")
+    m.add_argument("--compat", action="store_true", help="the reference implementation's kNN operator (graph_l1)")
+    m.add_argument("--no-mask", action="store_true", help="do not force W_i = 0 where y_i == 0")
+    m.add_argument("--standardize", action="store_true", help="scale features to unit variance (CV and final fit alike)")
+    m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
+    s = p.add_argument_group("search")
+    s.add_argument("--trials", type=int, default=None, help="parameter sets in total (default 30)")
+    s.add_argument("--rounds", type=int, default=None, help="ask → evaluate → tell rounds; the first is space filling (default 3)")
+    s.add_argument("--folds", type=int, default=None, help="cross-validation folds (default 5)")
+    s.add_argument("--fold-scheme", choices=("blocks", "random"), default=None, help="spatial blocks (default) or random spots")
+    s.add_argument("--blocks-per-fold", type=int, default=None, help="contiguous blocks held out per fold (default 4)")
+    s.add_argument("--predictor", choices=("graph", "neighbours"), default=None,
+                   help="held-out prediction: the graph-smooth W of a zero-weight spot (default) or the mean W of its spatial training neighbours")
+    s.add_argument("--selection", choices=("best", "one-se"), default=None, help="lowest CV loss (default) or the one-standard-error choice")
+    s.add_argument("--seed", type=int, default=None, help="seed for folds and sampler (default 0)")
+    for name, flag in (("lambda_smooth", "--lambda-range"), ("alpha", "--alpha-range"), ("beta", "--beta-range")):
+        s.add_argument(flag, dest=f"{name}_range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                       help=f"log-uniform range for {name} (default 1e-3 1)")
+    s.add_argument("--config", metavar="tune.json", help="tuning settings as JSON (keys as in s3r.tune.DEFAULT_CONFIG); flags win")
+    v = p.add_argument_group("solver during the search")
+    v.add_argument("--tol", type=float, help="relative residual tolerance in CV (default 1e-3; s3r fit uses 1e-5)")
+    v.add_argument("--max-iter", type=int, help="iteration limit per CV solve (default 3000)")
+    v.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    v.add_argument("--dtype", choices=("float32", "float64"), help="precision during the search (default float32)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def build_config(args) -> dict:
+    config: dict = {}
+    if args.config:
+        path = Path(args.config)
+        if not path.is_file():
+            raise S3RInputError(f"{path}: tuning config not found")
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
+        if not isinstance(config, dict):
+            raise S3RInputError(f"{path}: expected a JSON object of tuning settings")
+    flags = {
+        "n_trials": args.trials, "rounds": args.rounds, "folds": args.folds, "fold_scheme": args.fold_scheme,
+        "blocks_per_fold": args.blocks_per_fold, "predictor": args.predictor, "seed": args.seed,
+        "selection": None if args.selection is None else args.selection.replace("-", "_"),
+    }
+    config.update({key: value for key, value in flags.items() if value is not None})
+    model = dict(config.get("model", {}))
+    given = {"smooth": args.smooth, "graph": args.graph, "k": args.k, "radius": args.radius, "max_edge_length": args.max_edge_length}
+    model.update({key: value for key, value in given.items() if value is not None})
+    for key, flag in (("compat", args.compat), ("standardize", args.standardize), ("fit_intercept", args.intercept)):
+        if flag:
+            model[key] = True
+    if args.no_mask:
+        model["mask_zero_response"] = False
+    config["model"] = model
+    space = dict(config.get("space", {}))
+    for name in ("lambda_smooth", "alpha", "beta"):
+        rng = getattr(args, f"{name}_range")
+        if rng is not None:
+            space[name] = {"low": rng[0], "high": rng[1], "log": True}
+    if space:
+        config["space"] = space
+    solver = dict(config.get("solver", {}))
+    solver.update({k: v for k, v in {"tol": args.tol, "max_iter": args.max_iter, "device": args.device, "dtype": args.dtype}.items() if v is not None})
+    if solver:
+        config["solver"] = solver
+    return config
+
+
+def run(args) -> int:
+    from s3r.tune import resolve_config, run_search
+
+    config = resolve_config(build_config(args))
+    data = read_input(args)
+    say = None if args.quiet else (lambda line: print(f"s3r tune: {line}", file=sys.stderr, flush=True))
+    best = run_search(data, config, args.out, progress=say)
+    print(
+        f"s3r tune: {data.target_name}: trial {best['trial']} of {best['n_trials']} ({best['selection']}): "
+        f"lambda_smooth={best['lambda_smooth']:.4g} alpha={best['alpha']:.4g} beta={best['beta']:.4g}, "
+        f"CV loss {best['cv_loss']:.6g}, {best['seconds']:.1f} s -> {Path(args.out) / 'best_params.json'}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,381 @@
+"""Cross-validation for S3R: fold schemes, out-of-fold prediction and the held-out loss.
+
+Random folds leak through spatial autocorrelation (a held-out spot's neighbours are in training and carry
+almost its own coefficients), so the default holds out contiguous spatial blocks. A held-out spot stays in the
+graph with observation weight 0: its coefficients are whatever the smoothness penalty extends into it from
+training spots, so its own response never enters its prediction. The neighbour average over *spatial*
+training neighbours is kept for comparison with the reference implementation's predictor (which used
+neighbouring index numbers instead, design.md §9).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from s3r.errors import S3RInputError
+from s3r.graph import validate_coords
+from s3r.solver import resolve_device, resolve_dtype, solve_batch
+
+__all__ = [
+    "FOLD_SCHEMES",
+    "PREDICTORS",
+    "spatial_blocks",
+    "spatial_block_folds",
+    "random_folds",
+    "make_folds",
+    "heldout_mask",
+    "training_weights",
+    "free_rows",
+    "scored_spots",
+    "predict",
+    "neighbour_average",
+    "heldout_mse",
+    "CVProblem",
+    "FoldSolution",
+    "solve_fold",
+    "fold_losses",
+    "cross_validate",
+]
+
+FOLD_SCHEMES = ("blocks", "random")
+PREDICTORS = ("graph", "neighbours")
+DEFAULT_BLOCKS_PER_FOLD = 4
+
+
+# -- fold schemes ----------------------------------------------------------------------------------------
+def spatial_blocks(coords, n_blocks: int) -> np.ndarray:
+    """Block id per spot from recursive median splits along the longer side.
+
+    Each block is the set of spots inside an axis-aligned rectangle (so it is contiguous), and block sizes
+    differ by at most one spot: the sizes are fixed first and every split cuts at the count they add up to.
+    """
+    xy = validate_coords(coords, source="coordinates")
+    n = xy.shape[0]
+    if not 1 <= n_blocks <= n:
+        raise S3RInputError(f"cannot cut {n} spots into {n_blocks} spatial blocks; use between 1 and {n} blocks")
+    sizes = np.full(n_blocks, n // n_blocks, dtype=np.int64)
+    sizes[: n % n_blocks] += 1
+    labels = np.empty(n, dtype=np.int64)
+    stack = [(np.arange(n), 0, n_blocks)]  # (spots, first block, number of blocks)
+    while stack:
+        spots, first, count = stack.pop()
+        if count == 1:
+            labels[spots] = first
+            continue
+        pts = xy[spots]
+        axis = int(np.argmax(np.ptp(pts, axis=0)))
+        # ties on the cut axis (grid layouts) are broken along the other axis, so a cut never scatters a row
+        order = spots[np.lexsort((pts[:, 1 - axis], pts[:, axis]))]
+        half = count // 2
+        n_left = int(sizes[first : first + half].sum())
+        stack.append((order[n_left:], first + half, count - half))
+        stack.append((order[:n_left], first, half))
+    return labels
+
+
+def spatial_block_folds(coords, n_folds: int = 5, *, blocks_per_fold: int = DEFAULT_BLOCKS_PER_FOLD, seed: int = 0) -> np.ndarray:
+    """Fold id per spot: ``n_folds × blocks_per_fold`` balanced blocks dealt to folds in a seeded random order.
+
+    Several smaller blocks per fold keep the held-out spots close to training spots (interpolation, as the
+    final fit faces at tissue holes) while still hiding whole neighbourhoods.
+    """
+    n_folds, blocks_per_fold = _check_folds(n_folds, len(coords)), int(blocks_per_fold)
+    if blocks_per_fold < 1:
+        raise S3RInputError(f"blocks_per_fold must be ≥ 1; got {blocks_per_fold}")
+    n_blocks = min(n_folds * blocks_per_fold, len(coords))
+    blocks = spatial_blocks(coords, n_blocks)
+    order = np.random.default_rng(seed).permutation(n_blocks)
+    fold_of_block = np.empty(n_blocks, dtype=np.int64)
+    fold_of_block[order] = np.arange(n_blocks) % n_folds
+    return fold_of_block[blocks]
+
+
+def random_folds(n_spots: int, n_folds: int = 5, *, seed: int = 0) -> np.ndarray:
+    """Fold id per spot, sizes balanced, assignment seeded (the reference's scheme, for comparison)."""
+    n_folds = _check_folds(n_folds, n_spots)
+    folds = np.arange(n_spots) % n_folds
+    return np.random.default_rng(seed).permutation(folds).astype(np.int64)
+
+
+def make_folds(coords, n_folds: int = 5, scheme: str = "blocks", *, seed: int = 0, blocks_per_fold: int = DEFAULT_BLOCKS_PER_FOLD) -> np.ndarray:
+    if scheme == "blocks":
+        return spatial_block_folds(coords, n_folds, blocks_per_fold=blocks_per_fold, seed=seed)
+    if scheme == "random":
+        return random_folds(len(coords), n_folds, seed=seed)
+    raise S3RInputError(f"unknown fold scheme {scheme!r}; use one of {', '.join(FOLD_SCHEMES)}")
+
+
+def _check_folds(n_folds, n_spots: int) -> int:
+    n_folds = int(n_folds)
+    if not 2 <= n_folds <= n_spots:
+        raise S3RInputError(f"need 2 ≤ folds ≤ number of spots ({n_spots}); got {n_folds}")
+    return n_folds
+
+
+# -- out-of-fold prediction and loss ---------------------------------------------------------------------
+def heldout_mask(folds, fold: int) -> np.ndarray:
+    return np.asarray(folds) == fold
+
+
+def training_weights(folds, fold: int) -> np.ndarray:
+    """Observation weights o_i: 0 hides a held-out spot from the data fit while it stays in the graph."""
+    return (~heldout_mask(folds, fold)).astype(np.float64)
+
+
+def free_rows(y, heldout, mask_zero_response: bool) -> np.ndarray:
+    """The y == 0 mask applied to training spots only: a held-out response must not decide its own W."""
+    y = np.asarray(y)
+    if not mask_zero_response:
+        return np.ones(y.shape[0])
+    return ((y != 0) | np.asarray(heldout, dtype=bool)).astype(np.float64)
+
+
+def scored_spots(y, heldout, mask_zero_response: bool) -> np.ndarray:
+    """Held-out spots that count in the loss; with the mask on, y == 0 marks a dropout, not an observation."""
+    heldout = np.asarray(heldout, dtype=bool)
+    return heldout & (np.asarray(y) != 0) if mask_zero_response else heldout
+
+
+def predict(X, W, covariate_part=None) -> np.ndarray:
+    """ŷ = ⟨x_i, W_i⟩ for W of shape (n, p) → (n,) or (n, B, p) → (n, B)."""
+    X = np.asarray(X)
+    W = np.asarray(W)
+    pred = np.einsum("np,np->n", X, W) if W.ndim == 2 else np.einsum("np,nbp->nb", X, W)
+    return pred if covariate_part is None else pred + covariate_part
+
+
+def neighbour_average(W, coords, train, k: int = 7) -> np.ndarray:
+    """W with each held-out row replaced by the mean of its k nearest *training* spots in space."""
+    W = np.array(W, copy=True)
+    xy = validate_coords(coords, source="coordinates")
+    train = np.asarray(train, dtype=bool)
+    held = np.flatnonzero(~train)
+    if held.size == 0:
+        return W
+    train_idx = np.flatnonzero(train)
+    if train_idx.size == 0:
+        raise S3RInputError("every spot is held out; a neighbour average needs training spots")
+    k = int(min(k, train_idx.size))
+    _, nearest = cKDTree(xy[train_idx]).query(xy[held], k=k)
+    nearest = train_idx[np.asarray(nearest).reshape(held.size, k)]
+    W[held] = W[nearest].mean(axis=1)
+    return W
+
+
+def heldout_mse(y, pred, scored) -> np.ndarray:
+    """Mean squared error over the scored spots, per problem when ``pred`` is (n, B)."""
+    y = np.asarray(y, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    scored = np.asarray(scored, dtype=bool)
+    if not scored.any():
+        return np.full(pred.shape[1:] if pred.ndim == 2 else (), np.nan)
+    resid = pred[scored] - (y[scored, None] if pred.ndim == 2 else y[scored])
+    return np.mean(resid**2, axis=0)
+
+
+# -- solving folds ---------------------------------------------------------------------------------------
+@dataclass
+class CVProblem:
+    """What every fold shares: the (standardised) design, response, covariates and smoothness operator.
+
+    Standardisation uses all spots' X (features only, no response), exactly as the final fit does; the
+    reference standardised inside CV but not in the final fit (design.md §9).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    coords: np.ndarray
+    smooth: str
+    operator: object
+    covariates: np.ndarray | None = None
+    mask_zero_response: bool = True
+    dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def n_spots(self) -> int:
+        return self.X.shape[0]
+
+    @classmethod
+    def from_arrays(cls, X, y, coords, *, covariates=None, model: dict | None = None, dtype="float32", device="cpu") -> "CVProblem":
+        from s3r.estimator import S3R
+
+        model = dict(model or {})
+        X = np.asarray(X, dtype=np.float64)
+        if model.get("standardize"):
+            scale = X.std(axis=0)
+            X = X / np.where(scale > 0, scale, 1.0)
+        cols = []
+        if model.get("fit_intercept"):
+            cols.append(np.ones((X.shape[0], 1)))
+        if covariates is not None and np.size(covariates):
+            cols.append(np.asarray(covariates, dtype=np.float64).reshape(X.shape[0], -1))
+        Z = np.hstack(cols) if cols else None
+        estimator = S3R(
+            model.get("smooth", "tv"), graph=model.get("graph", "knn"), k=model.get("k", 7),
+            radius=model.get("radius"), max_edge_length=model.get("max_edge_length"), compat=model.get("compat", False),
+        )
+        estimator._check_params()
+        dev, dt = resolve_device(device), resolve_dtype(dtype)
+        operator, _ = estimator.build_smoothness(coords, dtype=dt, device=dev)
+        return cls(
+            X=X, y=np.asarray(y, dtype=np.float64).reshape(-1), coords=validate_coords(coords), smooth=estimator.smooth,
+            operator=operator, covariates=Z, mask_zero_response=bool(model.get("mask_zero_response", True)), dtype=dt, device=dev,
+        )
+
+    @classmethod
+    def from_data(cls, data, *, model: dict | None = None, dtype="float32", device="cpu") -> "CVProblem":
+        return cls.from_arrays(data.X, data.y, data.coords, covariates=data.covariates, model=model, dtype=dtype, device=device)
+
+
+@dataclass
+class FoldSolution:
+    """Solutions of a batch of parameter sets on one fold, with the solver state a warm start needs."""
+
+    W: np.ndarray  # (n, B, p)
+    gamma: np.ndarray | None  # (B, q)
+    data_dual: np.ndarray  # (n, B)
+    dual: np.ndarray | None  # (m, B, p)
+    step: np.ndarray  # (B,)
+    converged: np.ndarray  # (B,) bool
+    iterations: np.ndarray  # (B,)
+    seconds: float
+
+
+def solve_fold(
+    problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float = 1e-3, max_iter: int = 3000,
+    chunk: int = 250, warm: dict | None = None,
+) -> FoldSolution:
+    """Solve every parameter set on one fold in one batch (held-out spots weighted 0).
+
+    The batch is solved in chunks of ``chunk`` iterations and converged problems leave the batch between
+    chunks (their state carried exactly), so one slow parameter set does not hold the rest in the loop.
+    ``warm`` holds per-problem start values (W, data_dual, dual, step arrays stacked on axis 1 / 0).
+    """
+    n, B = problem.n_spots, len(params)
+    held = heldout_mask(folds, fold)
+    weights = training_weights(folds, fold)
+    free = free_rows(problem.y, held, problem.mask_zero_response)
+    lam = np.array([p["lambda_smooth"] for p in params], dtype=np.float64)
+    alpha = np.array([p["alpha"] for p in params], dtype=np.float64)
+    beta = np.array([p["beta"] for p in params], dtype=np.float64)
+    state = {key: None for key in ("W", "gamma", "data_dual", "dual", "step")}
+    if warm:
+        state.update({key: warm.get(key) for key in state})
+        step = state["step"]
+    converged = np.zeros(B, dtype=bool)
+    iterations = np.zeros(B, dtype=np.int64)
+    start = time.perf_counter()
+    zero = zero_is_optimal(problem, weights, free, alpha, beta)
+    if zero.any():  # exact: no solve needed, and W = 0 is what the solver would converge to
+        state = _scatter_state(state, {"W": np.zeros((n, int(zero.sum()), problem.X.shape[1]), dtype=_np_dtype(problem)),
+                                       "gamma": None, "data_dual": None, "dual": None, "step": np.full(int(zero.sum()), np.nan)}, np.flatnonzero(zero), n, B)
+        converged[zero] = True
+    active = np.flatnonzero(~zero)
+    while active.size:
+        budget = int(min(chunk, max_iter - iterations[active].max()))
+        take = lambda a, axis=1: None if a is None else np.take(a, active, axis=axis)  # noqa: E731
+        step0 = take(state["step"], 0)
+        if step0 is not None and not np.all(np.isfinite(step0) & (step0 > 0)):
+            step0 = None  # some problem never ran (cold, or W = 0 screened): let the solver pick its steps
+        res = solve_batch(
+            problem.X, np.repeat(problem.y[:, None], active.size, axis=1), smooth=problem.smooth, operator=problem.operator,
+            lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free,
+            covariates=problem.covariates, W0=take(state["W"]), gamma0=take(state["gamma"], 0), data_dual0=_t(take(state["data_dual"]), problem),
+            dual0=_t(take(state["dual"]), problem), step0=step0, tol=tol, max_iter=budget,
+            device=problem.device, dtype=problem.dtype,
+        )
+        done = np.asarray(res.converged, dtype=bool)
+        used = np.where(done, np.asarray(res.iterations), budget)
+        iterations[active] += used
+        out = {
+            "W": res.W.cpu().numpy(), "gamma": None if res.gamma is None else res.gamma.cpu().numpy(),
+            "data_dual": res.data_dual.cpu().numpy(), "dual": None if res.dual is None else res.dual.cpu().numpy(),
+            "step": np.asarray(res.step),
+        }
+        state = _scatter_state(state, out, active, n, B)
+        converged[active] = done
+        active = active[~done & (iterations[active] < max_iter)]
+    return FoldSolution(
+        W=state["W"], gamma=state["gamma"], data_dual=state["data_dual"], dual=state["dual"], step=state["step"],
+        converged=converged, iterations=iterations, seconds=time.perf_counter() - start,
+    )
+
+
+def zero_is_optimal(problem: CVProblem, weights, free, alpha, beta) -> np.ndarray:
+    """(B,) True where W = 0 already satisfies the optimality conditions, so the solve can be skipped.
+
+    At W = 0 the smoothness subdifferential contains 0, so W = 0 is optimal when the sparse group lasso alone
+    absorbs the data-fit gradient G: ‖S_α(G_:j)‖₂ ≤ β√n for every feature j. Much of the default search box
+    (large α or β) lies there; those trials cost nothing. Not used with covariates (γ moves the gradient).
+    """
+    alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
+    beta = np.atleast_1d(np.asarray(beta, dtype=np.float64))
+    if problem.covariates is not None:
+        return np.zeros(alpha.shape[0], dtype=bool)
+    n = problem.n_spots
+    G = (2.0 / n) * (np.asarray(weights) * np.asarray(free) * problem.y)[:, None] * problem.X  # (n, p), sign irrelevant
+    A = np.abs(G)[None] - alpha[:, None, None]  # (B, n, p)
+    col = np.sqrt((np.maximum(A, 0.0) ** 2).sum(axis=1))  # (B, p)
+    slack = 1e-9 * max(float(np.abs(G).max()), 1e-300)
+    return np.all(col <= beta[:, None] * np.sqrt(n) - slack, axis=1)
+
+
+def _np_dtype(problem: CVProblem):
+    return np.float32 if problem.dtype == torch.float32 else np.float64
+
+
+def _t(a, problem: CVProblem):
+    return None if a is None else torch.as_tensor(np.ascontiguousarray(a), dtype=problem.dtype, device=problem.device)
+
+
+def _scatter_state(state: dict, out: dict, active: np.ndarray, n: int, B: int) -> dict:
+    """Write the active problems' new state into full-batch arrays (axis 1, or 0 for gamma and step)."""
+    new = {}
+    for key, value in out.items():
+        if value is None:
+            new[key] = None
+            continue
+        axis = 0 if key in ("gamma", "step") else 1
+        full = state.get(key)
+        if full is None or full.shape[axis] != B:
+            shape = list(value.shape)
+            shape[axis] = B
+            full = np.zeros(shape, dtype=value.dtype)
+        else:
+            full = np.array(full, dtype=value.dtype, copy=True)
+        index = [slice(None)] * value.ndim
+        index[axis] = active
+        full[tuple(index)] = value
+        new[key] = full
+    return new
+
+
+def fold_losses(problem: CVProblem, solution: FoldSolution, folds, fold: int, predictor: str = "graph", k: int = 7) -> np.ndarray:
+    """Held-out MSE per problem of the batch; ``graph`` uses the fitted held-out rows as they are."""
+    if predictor not in PREDICTORS:
+        raise S3RInputError(f"unknown predictor {predictor!r}; use one of {', '.join(PREDICTORS)}")
+    held = heldout_mask(folds, fold)
+    W = solution.W.astype(np.float64)
+    if predictor == "neighbours":
+        W = np.stack([neighbour_average(W[:, b], problem.coords, ~held, k) for b in range(W.shape[1])], axis=1)
+    pred = predict(problem.X, W)
+    if problem.covariates is not None and solution.gamma is not None:
+        pred = pred + problem.covariates @ solution.gamma.astype(np.float64).T
+    return heldout_mse(problem.y, pred, scored_spots(problem.y, held, problem.mask_zero_response))
+
+
+def cross_validate(
+    problem: CVProblem, params: list[dict], folds, *, predictor: str = "graph", tol: float = 1e-3, max_iter: int = 3000,
+) -> np.ndarray:
+    """(n_folds, B) held-out MSE of each parameter set on each fold."""
+    folds = np.asarray(folds)
+    return np.stack([
+        fold_losses(problem, solve_fold(problem, params, folds, f, tol=tol, max_iter=max_iter), folds, f, predictor)
+        for f in np.unique(folds)
+    ])

@@ -1,0 +1,540 @@
+"""Cross-validated tuning of λ, α, β in synchronous rounds: suggest → evaluate each fold → tell → select.
+
+Every step reads and writes small JSON files, so a workflow can run each as a separate job (one job per
+fold, on a GPU) and ``run_search`` can run the same steps in one process. No database is shared by concurrent
+jobs: the result files are the record, and ``suggest`` rebuilds the Optuna study from them in trial-number
+order with a sampler seeded from (seed, number of trials), which makes the proposals reproducible
+(design.md §4). The finished study is exported once to an Optuna journal file for ``optuna-dashboard``.
+
+Files (``DIR/round_{r}/``): ``trials.json`` (suggest), ``fold_{k}.json`` and ``fold_{k}.npz`` (evaluate_fold:
+losses, and the solutions later rounds warm-start from), ``results.json`` (tell); then ``best_params.json``
+(select), ``trials.tsv``, ``fold_scores.tsv`` and ``study.journal``. See docs/CONTRACT.md, "s3r.tune".
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from s3r import cv
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData, atomic_path, write_csv, write_json, write_npz
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "PARAM_NAMES",
+    "resolve_config",
+    "round_sizes",
+    "suggest",
+    "evaluate_fold",
+    "tell",
+    "select",
+    "export_study",
+    "write_tables",
+    "run_search",
+    "round_dir",
+]
+
+PARAM_NAMES = ("lambda_smooth", "alpha", "beta")
+SELECTIONS = ("best", "one_se")
+FORMAT = "s3r-tune/1"
+
+DEFAULT_CONFIG: dict = {
+    "seed": 0,
+    "n_trials": 30,
+    "rounds": 3,
+    "folds": 5,
+    "fold_scheme": "blocks",
+    "blocks_per_fold": cv.DEFAULT_BLOCKS_PER_FOLD,
+    "predictor": "graph",
+    "selection": "best",
+    # the reference's search space; a number instead of a range fixes that parameter
+    "space": {name: {"low": 1e-3, "high": 1.0, "log": True} for name in PARAM_NAMES},
+    "model": {
+        "smooth": "tv",
+        "graph": "knn",
+        "k": 7,
+        "radius": None,
+        "max_edge_length": None,
+        "compat": False,
+        "mask_zero_response": True,
+        "standardize": False,
+        "fit_intercept": False,
+    },
+    # CV only ranks parameter sets, so it solves in float32 to a looser tolerance than the final fit (1e-5)
+    "solver": {"tol": 1e-3, "max_iter": 3000, "chunk": 250, "dtype": "float32", "device": "auto", "warm_start": True},
+}
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+def resolve_config(config: dict | None = None) -> dict:
+    """Defaults filled in and values checked; unknown keys are an error (a misspelt key would be ignored)."""
+    merged = copy.deepcopy(DEFAULT_CONFIG)
+    for key, value in (config or {}).items():
+        if key not in merged:
+            raise S3RInputError(f"unknown tuning setting {key!r}; known: {', '.join(merged)}")
+        if isinstance(merged[key], dict) and key != "space":
+            if not isinstance(value, dict):
+                raise S3RInputError(f"tuning setting {key!r} must be a mapping")
+            unknown = set(value) - set(merged[key])
+            if unknown:
+                raise S3RInputError(f"unknown tuning setting {key}.{sorted(unknown)[0]}; known: {', '.join(merged[key])}")
+            merged[key].update(value)
+        elif key == "space":
+            if not isinstance(value, dict) or set(value) - set(PARAM_NAMES):
+                raise S3RInputError(f"tuning space must map {', '.join(PARAM_NAMES)} to ranges or fixed numbers")
+            merged["space"].update(value)
+        else:
+            merged[key] = value
+    for name in ("n_trials", "rounds", "folds", "blocks_per_fold", "seed"):
+        if not isinstance(merged[name], (int, np.integer)) or isinstance(merged[name], bool) or merged[name] < (0 if name == "seed" else 1):
+            raise S3RInputError(f"tuning setting {name} must be a whole number ≥ {0 if name == 'seed' else 1}; got {merged[name]!r}")
+    if merged["rounds"] > merged["n_trials"]:
+        raise S3RInputError(f"{merged['rounds']} rounds need at least as many trials; got {merged['n_trials']}")
+    if merged["folds"] < 2:
+        raise S3RInputError("cross-validation needs at least 2 folds")
+    for name, choices in (("fold_scheme", cv.FOLD_SCHEMES), ("predictor", cv.PREDICTORS), ("selection", SELECTIONS)):
+        if merged[name] not in choices:
+            raise S3RInputError(f"tuning setting {name} must be one of {', '.join(choices)}; got {merged[name]!r}")
+    for name in PARAM_NAMES:
+        merged["space"][name] = _check_range(name, merged["space"][name])
+    solver = merged["solver"]
+    if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < 1:
+        raise S3RInputError("tuning solver settings need tol > 0, max_iter ≥ 1 and chunk ≥ 1")
+    return merged
+
+
+def _check_range(name: str, spec):
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if not math.isfinite(spec) or spec < 0:
+            raise S3RInputError(f"fixed {name} must be a finite number ≥ 0; got {spec}")
+        return float(spec)
+    if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log"}:
+        raise S3RInputError(f"search range for {name} must be {{low, high, log}} or a fixed number; got {spec!r}")
+    low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log", True))
+    if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high <= low or (log and low <= 0):
+        raise S3RInputError(f"search range for {name} needs 0 ≤ low < high (low > 0 on a log scale); got [{low}, {high}]")
+    return {"low": low, "high": high, "log": log}
+
+
+def _distributions(config: dict) -> dict:
+    from optuna.distributions import FloatDistribution
+
+    return {
+        name: FloatDistribution(spec["low"], spec["high"], log=spec["log"])
+        for name, spec in config["space"].items() if isinstance(spec, dict)
+    }
+
+
+def _full_params(config: dict, tuned: dict) -> dict:
+    """Tuned values plus fixed ones, in the fixed order λ, α, β."""
+    return {name: float(tuned[name]) if name in tuned else float(config["space"][name]) for name in PARAM_NAMES}
+
+
+def round_sizes(n_trials: int, rounds: int) -> list[int]:
+    """Trials per round: as even as possible, the first (space-filling) round taking any remainder."""
+    base, extra = divmod(int(n_trials), int(rounds))
+    return [base + (extra if r == 0 else 0) for r in range(int(rounds))]
+
+
+def round_dir(out_dir, r: int) -> Path:
+    return Path(out_dir) / f"round_{r}"
+
+
+def _sampler_seed(seed: int, n_trials: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(n_trials)]).generate_state(1)[0])
+
+
+def _read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise S3RInputError(f"{path}: tuning file not found; run the step that writes it first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}; delete it and rerun that step") from None
+
+
+def _load_results(results: Sequence) -> list[dict]:
+    """Every recorded trial from results.json files (or already-loaded dicts), sorted by trial number."""
+    trials = []
+    for item in results:
+        doc = item if isinstance(item, dict) else _read_json(item)
+        trials.extend(doc["trials"])
+    trials.sort(key=lambda t: t["number"])
+    numbers = [t["number"] for t in trials]
+    if numbers != list(range(len(numbers))):
+        raise S3RInputError(f"tuning results do not hold trials 0..{len(numbers) - 1} exactly once (got {numbers[:10]}...); pass every earlier round's results.json")
+    return trials
+
+
+# -- ask -------------------------------------------------------------------------------------------------
+def suggest(config: dict, previous: Sequence = (), out=None) -> dict:
+    """Propose the next round's parameter sets from the earlier rounds' results.json files.
+
+    Round 0 is a seeded, discrepancy-optimised Latin hypercube (space filling, so TPE starts from a spread
+    of the whole box); later rounds ask TPE, rebuilt from all earlier trials in trial-number order and seeded
+    from (seed, number of trials), for a batch at once (constant liar keeps the batch spread out).
+    """
+    import optuna
+
+    config = resolve_config(config)
+    history = _load_results(previous)
+    r = len(previous)
+    sizes = round_sizes(config["n_trials"], config["rounds"])
+    if r >= len(sizes):
+        raise S3RInputError(f"all {len(sizes)} rounds are done; nothing left to suggest")
+    distributions = _distributions(config)
+    batch = sizes[r]
+    sampler_seed = _sampler_seed(config["seed"], len(history))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if r == 0:
+        sampler_name = "latin_hypercube"
+        tuned = _latin_hypercube(distributions, batch, sampler_seed)
+    else:
+        sampler_name = "tpe"
+        sampler = optuna.samplers.TPESampler(seed=sampler_seed, multivariate=True, constant_liar=True, n_startup_trials=sizes[0])
+        study = optuna.create_study(direction="minimize", sampler=sampler)
+        for trial in history:
+            study.add_trial(_frozen(trial, distributions))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            asked = [study.ask(distributions) for _ in range(batch)]
+        tuned = [dict(t.params) for t in asked]
+    start = len(history)
+    doc = {
+        "format": FORMAT,
+        "round": r,
+        "sampler": sampler_name,
+        "sampler_seed": sampler_seed,
+        "distributions": {name: optuna.distributions.distribution_to_json(d) for name, d in distributions.items()},
+        "trials": [{"number": start + i, "round": r, "params": _full_params(config, t)} for i, t in enumerate(tuned)],
+    }
+    if out is not None:
+        write_json(doc, out)
+    return doc
+
+
+def _latin_hypercube(distributions: dict, size: int, seed: int) -> list[dict]:
+    from scipy.stats import qmc
+
+    names = list(distributions)
+    if not names:
+        return [{} for _ in range(size)]
+    unit = qmc.LatinHypercube(d=len(names), optimization="random-cd", rng=np.random.default_rng(seed)).random(size)
+    points = []
+    for row in unit:
+        point = {}
+        for name, u in zip(names, row):
+            d = distributions[name]
+            if d.log:
+                point[name] = float(math.exp(math.log(d.low) + u * (math.log(d.high) - math.log(d.low))))
+            else:
+                point[name] = float(d.low + u * (d.high - d.low))
+        points.append(point)
+    return points
+
+
+def _frozen(trial: dict, distributions: dict):
+    import optuna
+
+    params = {name: trial["params"][name] for name in distributions}
+    attrs = {key: trial[key] for key in ("round", "std", "se", "fold_losses", "converged") if key in trial}
+    value = trial.get("value")
+    if value is None or not math.isfinite(value):
+        return optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params=params, distributions=distributions, user_attrs=attrs)
+    return optuna.trial.create_trial(value=float(value), params=params, distributions=distributions, user_attrs=attrs)
+
+
+# -- evaluate --------------------------------------------------------------------------------------------
+def make_problem(data: RegressionData, config: dict) -> cv.CVProblem:
+    config = resolve_config(config)
+    return cv.CVProblem.from_data(data, model=config["model"], dtype=config["solver"]["dtype"], device=config["solver"]["device"])
+
+
+def make_folds(coords, config: dict) -> np.ndarray:
+    config = resolve_config(config)
+    return cv.make_folds(coords, config["folds"], config["fold_scheme"], seed=config["seed"], blocks_per_fold=config["blocks_per_fold"])
+
+
+def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from: Sequence = (), state_out=None, problem: cv.CVProblem | None = None) -> dict:
+    """Held-out loss of every trial in a round on one fold, solved as one batch.
+
+    ``data`` is a RegressionData (or pass a prebuilt ``problem``); ``trials`` a trials.json (path or dict);
+    ``warm_from`` the state files (fold_{k}.npz) this fold wrote in earlier rounds: each trial starts from the
+    earlier solution nearest to it in log-parameter space, which is deterministic and involves no other job.
+    The solutions go to ``state_out`` (default: ``out`` with suffix .npz) for the next rounds.
+    """
+    config = resolve_config(config)
+    doc = trials if isinstance(trials, dict) else _read_json(trials)
+    if problem is None:
+        problem = make_problem(data, config)
+    folds = make_folds(problem.coords, config)
+    fold = int(fold)
+    if not 0 <= fold < config["folds"]:
+        raise S3RInputError(f"fold must be in 0..{config['folds'] - 1}; got {fold}")
+    entries = doc["trials"]
+    params = [t["params"] for t in entries]
+    solver = config["solver"]
+    warm, sources = None, [None] * len(entries)
+    if solver["warm_start"] and warm_from:
+        warm, sources = _nearest_warm_start(params, warm_from, config)
+    solution = cv.solve_fold(problem, params, folds, fold, tol=solver["tol"], max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=warm)
+    losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
+    held = cv.heldout_mask(folds, fold)
+    result = {
+        "format": FORMAT,
+        "round": doc["round"],
+        "fold": fold,
+        "n_heldout": int(held.sum()),
+        "n_scored": int(cv.scored_spots(problem.y, held, problem.mask_zero_response).sum()),
+        "seconds": solution.seconds,
+        "trials": [
+            {
+                "number": t["number"],
+                "loss": float(loss) if np.isfinite(loss) else None,
+                "converged": bool(solution.converged[b]),
+                "iterations": int(solution.iterations[b]),
+                "warm_from": sources[b],
+            }
+            for b, (t, loss) in enumerate(zip(entries, losses))
+        ],
+    }
+    if out is not None or state_out is not None:
+        state_path = Path(state_out) if state_out is not None else Path(out).with_suffix(".npz")
+        arrays = {"numbers": np.array([t["number"] for t in entries]), "log_params": _log_params(params, config), "W": solution.W, "data_dual": solution.data_dual, "step": solution.step}
+        if solution.gamma is not None:
+            arrays["gamma"] = solution.gamma
+        write_npz(state_path, **arrays)
+    if out is not None:
+        write_json(result, out)
+    return result
+
+
+def _log_params(params: list[dict], config: dict) -> np.ndarray:
+    """Parameters on the unit scale the search uses (log where the range is logarithmic)."""
+    cols = []
+    for name, spec in config["space"].items():
+        if not isinstance(spec, dict):
+            continue
+        values = np.array([p[name] for p in params], dtype=np.float64)
+        if spec["log"]:
+            values = (np.log(values) - math.log(spec["low"])) / (math.log(spec["high"]) - math.log(spec["low"]))
+        else:
+            values = (values - spec["low"]) / (spec["high"] - spec["low"])
+        cols.append(values)
+    return np.stack(cols, axis=1) if cols else np.zeros((len(params), 0))
+
+
+def _nearest_warm_start(params: list[dict], warm_from: Sequence, config: dict) -> tuple[dict, list]:
+    """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number)."""
+    stores = []
+    for path in warm_from:
+        with np.load(path) as z:
+            stores.append({key: z[key] for key in z.files})
+    numbers = np.concatenate([s["numbers"] for s in stores])
+    points = np.concatenate([s["log_params"] for s in stores])
+    order = np.argsort(numbers, kind="stable")
+    target = _log_params(params, config)
+    dist = ((target[:, None, :] - points[None, order, :]) ** 2).sum(-1)
+    pick = order[np.argmin(dist, axis=1)]  # argmin takes the first (lowest number) on ties
+
+    def gather(key, axis):
+        if any(key not in s for s in stores):
+            return None
+        return np.take(np.concatenate([s[key] for s in stores], axis=axis), pick, axis=axis)
+
+    warm = {"W": gather("W", 1), "data_dual": gather("data_dual", 1), "step": gather("step", 0), "gamma": gather("gamma", 0)}
+    return warm, [int(numbers[i]) for i in pick]
+
+
+# -- tell ------------------------------------------------------------------------------------------------
+def tell(trials, fold_results: Sequence, out=None) -> dict:
+    """Mean and spread of the held-out loss per trial over the folds; a trial failing on any fold fails."""
+    doc = trials if isinstance(trials, dict) else _read_json(trials)
+    folds = [f if isinstance(f, dict) else _read_json(f) for f in fold_results]
+    folds.sort(key=lambda f: f["fold"])
+    if len({f["fold"] for f in folds}) != len(folds):
+        raise S3RInputError("tell got the same fold twice; pass one fold_{k}.json per fold")
+    numbers = [t["number"] for t in doc["trials"]]
+    for f in folds:
+        if f["round"] != doc["round"] or [t["number"] for t in f["trials"]] != numbers:
+            raise S3RInputError(f"fold {f['fold']} results are for other trials than round {doc['round']}'s trials.json; rerun that fold")
+    k = len(folds)
+    recorded = []
+    for b, trial in enumerate(doc["trials"]):
+        losses = [f["trials"][b]["loss"] for f in folds]
+        ok = all(loss is not None and math.isfinite(loss) for loss in losses)
+        values = np.array(losses, dtype=np.float64) if ok else None
+        std = float(values.std(ddof=1)) if ok and k > 1 else None
+        recorded.append({
+            "number": trial["number"],
+            "round": doc["round"],
+            "params": trial["params"],
+            "state": "COMPLETE" if ok else "FAIL",
+            "value": float(values.mean()) if ok else None,
+            "std": std,
+            "se": std / math.sqrt(k) if std is not None else None,
+            "fold_losses": losses,
+            "converged": [f["trials"][b]["converged"] for f in folds],
+            "iterations": [f["trials"][b]["iterations"] for f in folds],
+        })
+    result = {"format": FORMAT, "round": doc["round"], "folds": [f["fold"] for f in folds], "distributions": doc["distributions"], "trials": recorded}
+    if out is not None:
+        write_json(result, out)
+    return result
+
+
+# -- select ----------------------------------------------------------------------------------------------
+def select(results: Sequence, config: dict, out=None) -> dict:
+    """The best trial, or (selection = one_se) the most regularised trial within one standard error of it.
+
+    "Most regularised" = the largest sum of the tuned parameters' positions in their ranges (on the search's
+    scale): the simplest, smoothest, sparsest map the data cannot tell apart from the best. Ties go to the
+    lower trial number, so the choice is deterministic.
+    """
+    config = resolve_config(config)
+    trials = [t for t in _load_results(results) if t["state"] == "COMPLETE"]
+    if not trials:
+        raise S3RInputError("no tuning trial completed on every fold; check the fold logs (solver failures?)")
+    best = min(trials, key=lambda t: (t["value"], t["number"]))
+    chosen = best
+    if config["selection"] == "one_se":
+        limit = best["value"] + (best["se"] or 0.0)
+        within = [t for t in trials if t["value"] <= limit]
+        strength = _log_params([t["params"] for t in within], config).sum(axis=1)
+        chosen = min(zip(within, strength), key=lambda ts: (-ts[1], ts[0]["number"]))[0]
+    doc = {
+        **chosen["params"],
+        "smooth": config["model"]["smooth"],
+        "selection": config["selection"],
+        "trial": chosen["number"],
+        "cv_loss": chosen["value"],
+        "cv_se": chosen["se"],
+        "best_trial": best["number"],
+        "best_cv_loss": best["value"],
+        "n_trials": len(trials),
+        "model": config["model"],
+    }
+    if out is not None:
+        write_json(doc, out)
+    return doc
+
+
+# -- outputs ---------------------------------------------------------------------------------------------
+def write_tables(results: Sequence, out_dir) -> tuple[Path, Path]:
+    """trials.tsv (one row per trial) and fold_scores.tsv (one row per trial and fold)."""
+    trials = _load_results(results)
+    out_dir = Path(out_dir)
+    rows, fold_rows = [], []
+    for t in trials:
+        rows.append({
+            "number": t["number"], "round": t["round"], **t["params"], "state": t["state"], "cv_loss": t["value"],
+            "cv_std": t["std"], "cv_se": t["se"], "all_converged": all(t["converged"]), "max_iterations": max(t["iterations"]),
+        })
+        for fold, loss, conv, its in zip(range(len(t["fold_losses"])), t["fold_losses"], t["converged"], t["iterations"]):
+            fold_rows.append({"number": t["number"], "fold": fold, "loss": loss, "converged": conv, "iterations": its})
+    write_csv(pd.DataFrame(rows), out_dir / "trials.tsv", sep="\t", index=False)
+    write_csv(pd.DataFrame(fold_rows), out_dir / "fold_scores.tsv", sep="\t", index=False)
+    return out_dir / "trials.tsv", out_dir / "fold_scores.tsv"
+
+
+def export_study(results: Sequence, config: dict, path, study_name: str = "s3r-tune") -> Path:
+    """Write the whole study once to an Optuna journal file (``optuna-dashboard PATH`` opens it).
+
+    Written by one process at the end into a temporary file that replaces ``path``, so no job ever shares
+    a journal (journal files get corrupted on network filesystems under concurrent appends).
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    config = resolve_config(config)
+    trials = _load_results(results)
+    distributions = _distributions(config)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        storage = JournalStorage(JournalFileBackend(str(tmp), lock_obj=JournalFileOpenLock(str(tmp))))
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize")
+        for key in ("seed", "fold_scheme", "folds", "selection", "predictor"):
+            study.set_user_attr(key, config[key])
+        study.set_user_attr("model", config["model"])
+        for trial in trials:
+            study.add_trial(_frozen(trial, distributions))
+    lock = Path(str(tmp) + ".lock")
+    if lock.exists():
+        lock.unlink()
+    return path
+
+
+# -- the whole search in one process ---------------------------------------------------------------------
+def default_workers(config: dict) -> int:
+    """Folds solved at once: one per CPU core on a CPU (each single-threaded), one on a GPU."""
+    from s3r.solver import resolve_device
+
+    if resolve_device(config["solver"]["device"]).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(config["folds"], cores))
+
+
+def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: int | None = None,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """All rounds with the very functions (and files) the workflow runs as separate jobs.
+
+    Folds of a round run in ``workers`` threads. On a CPU each fold is solved single-threaded: these
+    problems are too small for torch's intra-op threads to pay off, and on a shared machine spinning
+    threads cost more than they give; one fold per core keeps every core busy instead. Results do not
+    depend on ``workers``.
+    """
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = resolve_config(config)
+    workers = default_workers(config) if workers is None else max(1, int(workers))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(config, out_dir / "config.json")
+    start = time.perf_counter()
+    problem = make_problem(data, config)
+    folds = make_folds(problem.coords, config)
+    write_csv(pd.DataFrame({"spot": data.spot_ids, "fold": folds}), out_dir / "folds.tsv", sep="\t", index=False)
+    saved_threads = torch.get_num_threads()
+    if problem.device.type == "cpu":
+        torch.set_num_threads(1)
+    results = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for r in range(config["rounds"]):
+                rd = round_dir(out_dir, r)
+                trials = suggest(config, results, rd / "trials.json")
+
+                def run_fold(k, rd=rd, trials=trials, r=r):
+                    warm = [round_dir(out_dir, q) / f"fold_{k}.npz" for q in range(r)]
+                    evaluate_fold(None, config, trials, k, rd / f"fold_{k}.json", warm_from=warm, problem=problem)
+                    return rd / f"fold_{k}.json"
+
+                fold_files = []
+                for k, path in enumerate(pool.map(run_fold, range(config["folds"]))):
+                    fold_files.append(path)
+                    if progress:
+                        progress(f"round {r + 1}/{config['rounds']}, fold {k + 1}/{config['folds']} done ({time.perf_counter() - start:.1f} s)")
+                results.append(rd / "results.json")
+                tell(trials, fold_files, results[-1])
+    finally:
+        torch.set_num_threads(saved_threads)
+    best = select(results, config, out_dir / "best_params.json")
+    write_tables(results, out_dir)
+    export_study(results, config, out_dir / "study.journal")
+    best["seconds"] = time.perf_counter() - start
+    return best

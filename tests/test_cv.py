@@ -1,0 +1,144 @@
+"""Fold schemes, out-of-fold prediction and the held-out loss (s3r.cv)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from s3r import cv
+from s3r.errors import S3RInputError
+from s3r.graph import knn_graph
+from s3r.simulate import simulate
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate("three_regions", sigma=1.0, n_spots=120, n_features=12, seed=3)
+
+
+@pytest.fixture(scope="module")
+def problem(sim):
+    return cv.CVProblem.from_arrays(sim.X, sim.y, sim.coords, dtype="float64")
+
+
+def hex_grid(rows=14, cols=16):
+    """A Visium-like lattice: many spots share a coordinate, so splits must break ties cleanly."""
+    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    return np.column_stack([c.ravel() * 2 + (r.ravel() % 2), r.ravel() * np.sqrt(3)]).astype(float)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "hex"])
+@pytest.mark.parametrize("n_blocks", [5, 7, 20])
+def test_spatial_blocks_are_balanced_and_contiguous(kind, n_blocks):
+    coords = np.random.default_rng(0).uniform(size=(413, 2)) if kind == "uniform" else hex_grid()
+    blocks = cv.spatial_blocks(coords, n_blocks)
+    sizes = np.bincount(blocks, minlength=n_blocks)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == len(coords)
+    # contiguous: each block is exactly the spots of one cell of a tiling by rectangles, so the blocks'
+    # bounding boxes have disjoint interiors and no other spot lies strictly inside a block's box
+    boxes = [(coords[blocks == b].min(0), coords[blocks == b].max(0)) for b in range(n_blocks)]
+    for b, (lo, hi) in enumerate(boxes):
+        others = coords[blocks != b]
+        assert not np.all((others > lo) & (others < hi), axis=1).any()
+        for c, (lo2, hi2) in enumerate(boxes[:b]):
+            overlap = np.minimum(hi, hi2) - np.maximum(lo, lo2)
+            assert not np.all(overlap > 0), f"blocks {c} and {b} overlap"
+    # and compact: most graph edges stay inside a block (random labels would keep about 1/n_blocks)
+    edges = knn_graph(coords, 6).edges
+    inside = np.mean(blocks[edges[:, 0]] == blocks[edges[:, 1]])
+    assert inside > 0.6
+
+
+def test_block_folds_balanced_seeded_and_whole_blocks(sim):
+    folds = cv.spatial_block_folds(sim.coords, 5, blocks_per_fold=3, seed=1)
+    sizes = np.bincount(folds, minlength=5)
+    assert sizes.max() - sizes.min() <= 3
+    blocks = cv.spatial_blocks(sim.coords, 15)
+    for b in range(15):  # a block is never split between folds
+        assert len(np.unique(folds[blocks == b])) == 1
+    assert np.array_equal(folds, cv.spatial_block_folds(sim.coords, 5, blocks_per_fold=3, seed=1))
+    assert not np.array_equal(folds, cv.spatial_block_folds(sim.coords, 5, blocks_per_fold=3, seed=2))
+
+
+def test_random_folds_balanced_and_seeded():
+    folds = cv.random_folds(103, 5, seed=4)
+    assert np.bincount(folds).tolist() in ([21, 21, 21, 20, 20],) or np.ptp(np.bincount(folds)) <= 1
+    assert np.array_equal(folds, cv.random_folds(103, 5, seed=4))
+    assert not np.array_equal(folds, cv.random_folds(103, 5, seed=5))
+
+
+def test_fold_errors(sim):
+    with pytest.raises(S3RInputError, match="folds"):
+        cv.make_folds(sim.coords, 1)
+    with pytest.raises(S3RInputError, match="fold scheme"):
+        cv.make_folds(sim.coords, 5, "stripes")
+
+
+def test_heldout_response_never_enters_its_own_prediction(sim, problem):
+    folds = cv.make_folds(sim.coords, 4, "blocks", seed=0)
+    params = [{"lambda_smooth": 0.05, "alpha": 0.003, "beta": 0.003}, {"lambda_smooth": 0.3, "alpha": 0.001, "beta": 0.01}]
+    held = cv.heldout_mask(folds, 1)
+    base = cv.solve_fold(problem, params, folds, 1, tol=1e-4, max_iter=2000)
+    assert base.converged.all()
+    y2 = sim.y.copy()
+    y2[held] = np.where(np.arange(held.sum()) % 3 == 0, 0.0, -5.0 * y2[held] + 7.0)  # including y = 0 (the mask)
+    changed = cv.CVProblem.from_arrays(sim.X, y2, sim.coords, dtype="float64")
+    again = cv.solve_fold(changed, params, folds, 1, tol=1e-4, max_iter=2000)
+    assert np.array_equal(again.W, base.W)
+    assert np.array_equal(cv.predict(sim.X, again.W)[held], cv.predict(sim.X, base.W)[held])
+    # the graph predictor is not trivial: held-out spots get non-zero coefficients from their neighbours
+    assert np.abs(base.W[held]).sum() > 0
+
+
+def test_neighbour_average_uses_spatial_neighbours():
+    rng = np.random.default_rng(1)
+    coords = rng.uniform(size=(60, 2))
+    W = np.column_stack([coords[:, 0], coords[:, 1] ** 2, np.arange(60.0)])
+    train = rng.uniform(size=60) > 0.3
+    out = cv.neighbour_average(W, coords, train, k=4)
+    assert np.array_equal(out[train], W[train])
+    for i in np.flatnonzero(~train):
+        d = np.linalg.norm(coords[train] - coords[i], axis=1)
+        expected = W[train][np.argsort(d)[:4]].mean(0)
+        assert np.allclose(out[i], expected)
+    # renumbering the spots changes nothing: neighbours come from space, not from index numbers
+    perm = rng.permutation(60)
+    shuffled = cv.neighbour_average(W[perm], coords[perm], train[perm], k=4)
+    assert np.allclose(shuffled, out[perm])
+
+
+def test_scored_spots_skip_dropouts_only_with_the_mask():
+    y = np.array([0.0, 1.0, 2.0, 0.0])
+    held = np.array([True, True, False, False])
+    assert cv.scored_spots(y, held, True).tolist() == [False, True, False, False]
+    assert cv.scored_spots(y, held, False).tolist() == [True, True, False, False]
+    assert cv.free_rows(y, held, True).tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert cv.heldout_mse(np.array([1.0, 2.0]), np.array([[1.0, 0.0], [4.0, 2.0]]), np.array([True, True])).tolist() == [2.0, 0.5]
+
+
+def test_zero_screen_agrees_with_the_solver(sim, problem):
+    folds = cv.make_folds(sim.coords, 3, "random", seed=0)
+    params = [{"lambda_smooth": 0.01, "alpha": a, "beta": b} for a, b in ((50.0, 0.001), (0.001, 5.0), (0.002, 0.002))]
+    weights, free = cv.training_weights(folds, 0), cv.free_rows(sim.y, cv.heldout_mask(folds, 0), True)
+    zero = cv.zero_is_optimal(problem, weights, free, [p["alpha"] for p in params], [p["beta"] for p in params])
+    assert zero.tolist() == [True, True, False]
+    from s3r.solver import solve_batch
+
+    res = solve_batch(sim.X, np.repeat(sim.y[:, None], 3, 1), smooth="tv", operator=problem.operator, lambda_smooth=0.01,
+                      alpha=[p["alpha"] for p in params], beta=[p["beta"] for p in params], weights=weights, tol=1e-6, max_iter=5000)
+    W = res.W.numpy()
+    assert np.abs(W[:, :2]).max() < 1e-8 and np.abs(W[:, 2]).max() > 0.1
+
+
+def test_cross_validate_shapes_and_predictors(sim, problem):
+    folds = cv.make_folds(sim.coords, 3, "blocks", seed=0)
+    params = [{"lambda_smooth": 0.1, "alpha": 0.003, "beta": 0.003}, {"lambda_smooth": 1.0, "alpha": 1.0, "beta": 1.0}]
+    graph = cv.cross_validate(problem, params, folds, tol=1e-3)
+    nbrs = cv.cross_validate(problem, params, folds, predictor="neighbours", tol=1e-3)
+    assert graph.shape == nbrs.shape == (3, 2)
+    # the all-zero model predicts 0: its loss is the mean of y² on each fold, whichever predictor
+    for f in range(3):
+        held = folds == f
+        assert graph[f, 1] == pytest.approx(np.mean(sim.y[held] ** 2))
+    assert np.allclose(graph[:, 1], nbrs[:, 1])
+    assert np.all(graph[:, 0] < graph[:, 1])

@@ -1,0 +1,201 @@
+"""Tuning in rounds (s3r.tune) and ``s3r tune``: reproducible, and the same whether folds run in one process or many."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from s3r import tune
+from s3r.errors import S3RInputError
+from s3r.io import read_reference_csv
+from s3r.results import read_params
+from s3r.simulate import simulate, write_reference_csv
+
+CONFIG = {
+    "n_trials": 5,
+    "rounds": 2,
+    "folds": 2,
+    "blocks_per_fold": 2,
+    "seed": 7,
+    "solver": {"tol": 1e-3, "max_iter": 600},
+}
+
+FOLD_JOB = """
+import json, sys
+from s3r import tune
+from s3r.io import read_reference_csv
+config, paths = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+data = read_reference_csv(paths["X"], paths["Y"], paths["coords"])
+tune.evaluate_fold(data, config, sys.argv[3], int(sys.argv[4]), sys.argv[5], warm_from=sys.argv[6:])
+"""
+
+
+@pytest.fixture(scope="module")
+def csv_paths(tmp_path_factory):
+    sim = simulate("three_regions", sigma=1.0, n_spots=100, n_features=11, seed=5)
+    return {k: str(v) for k, v in write_reference_csv(sim, tmp_path_factory.mktemp("data")).items()}
+
+
+@pytest.fixture(scope="module")
+def data(csv_paths):
+    return read_reference_csv(csv_paths["X"], csv_paths["Y"], csv_paths["coords"])
+
+
+@pytest.fixture(scope="module")
+def in_process(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("search")
+    best = tune.run_search(data, CONFIG, out)
+    return out, best
+
+
+def result_files(out: Path) -> list[Path]:
+    return sorted(out.glob("round_*/results.json"))
+
+
+def test_config_defaults_and_errors():
+    config = tune.resolve_config()
+    assert config["n_trials"] == 30 and config["folds"] == 5 and config["fold_scheme"] == "blocks"
+    assert config["space"]["alpha"] == {"low": 1e-3, "high": 1.0, "log": True}
+    assert tune.resolve_config({"space": {"beta": 0.0}})["space"]["beta"] == 0.0  # a fixed parameter
+    for bad, match in (
+        ({"trails": 3}, "unknown tuning setting"),
+        ({"solver": {"tolerance": 1}}, "unknown tuning setting solver.tolerance"),
+        ({"space": {"alpha": {"low": 0, "high": 1}}}, "low > 0 on a log scale"),
+        ({"rounds": 4, "n_trials": 3}, "rounds need"),
+        ({"selection": "median"}, "selection"),
+    ):
+        with pytest.raises(S3RInputError, match=match):
+            tune.resolve_config(bad)
+    assert tune.round_sizes(30, 3) == [10, 10, 10] and tune.round_sizes(11, 3) == [5, 3, 3]
+
+
+def test_first_round_is_space_filling_and_seeded(tmp_path):
+    doc = tune.suggest({"n_trials": 8, "rounds": 1}, (), tmp_path / "t.json")
+    assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(doc))
+    assert doc["sampler"] == "latin_hypercube" and [t["number"] for t in doc["trials"]] == list(range(8))
+    for name in tune.PARAM_NAMES:  # a Latin hypercube: one point per eighth of each log range
+        bins = np.floor(np.log10([t["params"][name] for t in doc["trials"]]) / -3 * 8).astype(int)
+        assert sorted(np.clip(bins, 0, 7)) == list(range(8))
+    assert tune.suggest({"n_trials": 8, "rounds": 1}) == doc
+    assert tune.suggest({"n_trials": 8, "rounds": 1, "seed": 1})["trials"] != doc["trials"]
+
+
+def test_suggest_rebuilds_in_trial_number_order(in_process):
+    out, _ = in_process
+    files = result_files(out)
+    first = tune.suggest(CONFIG, files[:1])
+    assert first == json.loads((out / "round_1" / "trials.json").read_text())
+    assert first["sampler"] == "tpe"
+    # a fake extra round, passed in shuffled order, gives the same proposals as in order
+    docs = [json.loads(f.read_text()) for f in files]
+    extra = {"n_trials": 9, "rounds": 3}
+    assert tune.suggest({**CONFIG, **extra}, docs) == tune.suggest({**CONFIG, **extra}, docs[::-1])
+    with pytest.raises(S3RInputError, match="rounds are done"):
+        tune.suggest(CONFIG, files)
+
+
+def test_search_is_deterministic(in_process, data, tmp_path):
+    out, best = in_process
+    again = tune.run_search(data, CONFIG, tmp_path)
+    for name in ("best_params.json", "trials.tsv", "fold_scores.tsv", "folds.tsv", "round_0/results.json", "round_1/results.json"):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    assert {k: v for k, v in again.items() if k != "seconds"} == {k: v for k, v in best.items() if k != "seconds"}
+
+
+def test_fold_jobs_in_separate_processes_match_one_process(in_process, csv_paths, tmp_path):
+    out, best = in_process
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+    (tmp_path / "paths.json").write_text(json.dumps(csv_paths))
+    (tmp_path / "fold_job.py").write_text(FOLD_JOB)
+    results = []
+    for r in range(CONFIG["rounds"]):
+        rd = tune.round_dir(tmp_path, r)
+        tune.suggest(CONFIG, results, rd / "trials.json")
+        jobs = []
+        for k in range(CONFIG["folds"]):  # every fold its own process, all running at once
+            warm = [str(tune.round_dir(tmp_path, q) / f"fold_{k}.npz") for q in range(r)]
+            cmd = [sys.executable, str(tmp_path / "fold_job.py"), str(tmp_path / "config.json"), str(tmp_path / "paths.json"),
+                   str(rd / "trials.json"), str(k), str(rd / f"fold_{k}.json"), *warm]
+            jobs.append(subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True))
+        for job in jobs:
+            _, err = job.communicate(timeout=300)
+            assert job.returncode == 0, err
+        tune.tell(rd / "trials.json", [rd / f"fold_{k}.json" for k in reversed(range(CONFIG["folds"]))], rd / "results.json")
+        results.append(rd / "results.json")
+        assert (rd / "results.json").read_bytes() == (tune.round_dir(out, r) / "results.json").read_bytes()
+    chosen = tune.select(results, CONFIG, tmp_path / "best_params.json")
+    assert (tmp_path / "best_params.json").read_bytes() == (out / "best_params.json").read_bytes()
+    assert chosen["trial"] == best["trial"]
+    # later rounds really were warm-started, from earlier trials on the same fold
+    fold = json.loads((tune.round_dir(tmp_path, 1) / "fold_0.json").read_text())
+    assert all(t["warm_from"] is not None and t["warm_from"] < 3 for t in fold["trials"] if t["iterations"] > 0)
+
+
+def test_outputs_tables_and_journal(in_process):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    out, best = in_process
+    trials = pd.read_csv(out / "trials.tsv", sep="\t")
+    folds = pd.read_csv(out / "fold_scores.tsv", sep="\t")
+    assert trials["number"].tolist() == list(range(CONFIG["n_trials"]))
+    assert len(folds) == CONFIG["n_trials"] * CONFIG["folds"]
+    means = folds.groupby("number")["loss"].mean()
+    assert np.allclose(means.to_numpy(), trials["cv_loss"].to_numpy())
+    assert best["cv_loss"] == pytest.approx(trials["cv_loss"].min())
+    params = read_params(out / "best_params.json")
+    assert params["smooth"] == "tv" and params["lambda_smooth"] == best["lambda_smooth"]
+    study = optuna.load_study(study_name="s3r-tune", storage=JournalStorage(JournalFileBackend(str(out / "study.journal"))))
+    assert len(study.trials) == CONFIG["n_trials"]
+    assert study.best_value == pytest.approx(trials["cv_loss"].min())
+    assert not list(out.glob("*.lock")) and not list(out.glob("*.tmp*"))
+
+
+def fake_results(values, ses, params):
+    trials = [
+        {"number": i, "round": 0, "params": p, "state": "COMPLETE", "value": v, "std": s * 2, "se": s,
+         "fold_losses": [v] * 4, "converged": [True] * 4, "iterations": [10] * 4}
+        for i, (v, s, p) in enumerate(zip(values, ses, params))
+    ]
+    return [{"round": 0, "trials": trials}]
+
+
+def test_select_best_and_one_standard_error():
+    params = [
+        {"lambda_smooth": 0.01, "alpha": 0.01, "beta": 0.01},
+        {"lambda_smooth": 0.1, "alpha": 0.01, "beta": 0.01},   # within 1 SE, more regularised
+        {"lambda_smooth": 0.9, "alpha": 0.9, "beta": 0.9},     # most regularised but outside 1 SE
+        {"lambda_smooth": 0.001, "alpha": 0.001, "beta": 0.001},
+    ]
+    results = fake_results([10.0, 10.5, 13.0, 10.0], [1.0, 1.0, 1.0, 1.0], params)
+    assert tune.select(results, {})["trial"] == 0  # ties go to the lower number
+    chosen = tune.select(results, {"selection": "one_se"})
+    assert chosen["trial"] == 1 and chosen["best_trial"] == 0 and chosen["cv_loss"] == 10.5
+
+
+def test_cli_tune_then_fit(csv_paths, tmp_path, capsys):
+    from s3r.cli import main
+
+    out = tmp_path / "tuned"
+    args = ["tune", "--x", csv_paths["X"], "--y", csv_paths["Y"], "--coords", csv_paths["coords"], "--trials", "4",
+            "--rounds", "2", "--folds", "2", "--selection", "one-se", "--lambda-range", "0.01", "1", "--max-iter", "500",
+            "--seed", "3", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["selection"] == "one_se" and config["seed"] == 3 and config["space"]["lambda_smooth"]["low"] == 0.01
+    assert {"best_params.json", "trials.tsv", "fold_scores.tsv", "study.journal"} <= {p.name for p in out.iterdir()}
+    assert "trial" in capsys.readouterr().err
+    fit_out = tmp_path / "fit"
+    fit = ["fit", "--x", csv_paths["X"], "--y", csv_paths["Y"], "--coords", csv_paths["coords"],
+           "--params", str(out / "best_params.json"), "--out", str(fit_out), "--quiet"]
+    assert main(fit) in (0, 3)
+    report = json.loads((fit_out / "fit.json").read_text())
+    assert report["parameters"]["lambda_smooth"] == json.loads((out / "best_params.json").read_text())["lambda_smooth"]
+    assert main(["tune", "--x", csv_paths["X"], "--y", csv_paths["Y"], "--coords", csv_paths["coords"], "--folds", "1", "--out", str(out)]) == 2
