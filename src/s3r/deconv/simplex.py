@@ -1,0 +1,74 @@
+"""Exact Euclidean projection onto the floor simplex {u ≥ ε, Σu = 1}, batched over rows.
+
+The earlier implementation clipped negatives before projecting, which is not the Euclidean projection
+((−0.5, 0.2) must go to (0.15, 0.85), not (0, 1)). Here the floor is handled by a shift: u = ε + v with v on
+the simplex of radius r = 1 − Dε, and v is the sort-based projection (Held et al. 1974; Duchi et al. 2008)
+of x − ε: with the entries sorted decreasingly and partial sums c_j, the threshold is θ = max_j (c_j − r)/j
+and v = max(x − ε − θ, 0).
+
+Sorting a tiny dimension slice by slice is slow in torch (≈10 ms for 10⁵ × 3 on one core), so for up to
+``NETWORK_MAX`` components the sort is an odd–even transposition network of element-wise max/min over
+whole vectors, exact and an order of magnitude faster; larger D uses torch.sort.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from s3r.errors import S3RInputError
+
+NETWORK_MAX = 16
+
+
+def check_floor(eps: float, size: int, what: str = "rows") -> None:
+    """The floor simplex is empty when size·ε > 1; say which option to change."""
+    if not eps >= 0:
+        raise S3RInputError(f"eps must be ≥ 0 (got {eps}); pass --eps 0 or a small positive floor such as 1e-3")
+    if size * eps > 1 + 1e-12:
+        raise S3RInputError(
+            f"eps={eps} leaves no room on the simplex for {what} (length {size} needs {size}·eps ≤ 1); "
+            f"lower --eps to at most {1.0 / size:.3g}"
+        )
+
+
+def _sorted_descending(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Odd–even transposition network: D rounds of element-wise compare-exchange on whole vectors."""
+    parts = list(parts)
+    size = len(parts)
+    for round_ in range(size):
+        for j in range(round_ % 2, size - 1, 2):
+            high = torch.maximum(parts[j], parts[j + 1])
+            parts[j + 1] = torch.minimum(parts[j], parts[j + 1])
+            parts[j] = high
+    return parts
+
+
+def project_floor_simplex(
+    values: torch.Tensor, eps: float = 0.0, dim: int = -1, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Project every slice of ``values`` along ``dim`` onto {u ≥ eps, Σu = 1}, exactly.
+
+    The solvers keep mixtures component-major (D × spots) and project along dim 0, where every operation
+    is a contiguous vector operation; dim=-1 projects the rows of a spots × D matrix. The shift by eps is
+    folded into the threshold (u = max(x − θ', 0) + eps with θ' = θ + eps), so no shifted copy is made.
+    """
+    size = values.shape[dim]
+    radius = 1.0 - size * eps
+    if radius <= 0:  # the set is the single point eps·1 (size·eps == 1)
+        return torch.full_like(values, eps) if out is None else out.fill_(eps)
+    if size <= NETWORK_MAX:
+        ordered = _sorted_descending(values.unbind(dim))
+    else:
+        ordered = torch.sort(values, dim=dim, descending=True).values.unbind(dim)
+    partial = threshold = None
+    for j, part in enumerate(ordered, start=1):
+        partial = part.clone() if partial is None else partial.add_(part)
+        candidate = (partial - radius).div_(j)
+        threshold = candidate if threshold is None else torch.maximum(threshold, candidate, out=threshold)
+    result = torch.sub(values, threshold.unsqueeze(dim), out=out)
+    return result.clamp_(min=0).add_(eps)
+
+
+def project_columns_floor_simplex(values: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+    """Project each column of a (K, D) matrix onto the floor simplex (dictionary columns)."""
+    return project_floor_simplex(values, eps, dim=0)

@@ -1,0 +1,122 @@
+"""`s3r deconvolve` end to end, and scores computed from counts with a reference."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from s3r.cli import main
+from s3r.deconv import poisson_scores, simulate_deconvolution
+from s3r.errors import S3RInputError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small problems: a second OpenMP thread only adds wake-up latency (severe on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deconv_inputs")
+    sim = simulate_deconvolution("dlpfc_151673", n_spots=300, n_cell_types=6, seed=2)
+    scores = pd.DataFrame(sim.scores, index=sim.spot_ids, columns=sim.cell_types)
+    scores.to_csv(folder / "S.csv")
+    coords = pd.DataFrame(sim.coords, index=sim.spot_ids, columns=["row", "col"])
+    coords.iloc[::-1].to_csv(folder / "C.csv")  # a different spot order than the scores
+    return folder, sim
+
+
+def test_deconvolve_writes_every_output(inputs, tmp_path, capsys):
+    folder, sim = inputs
+    out = tmp_path / "out"
+    code = main(
+        ["deconvolve", "--scores", str(folder / "S.csv"), "--coords", str(folder / "C.csv"), "--components", "3",
+         "--lambda", "5", "--max-iter", "6", "--out", str(out)]
+    )
+    assert code == 0
+    mixture = pd.read_csv(out / "mixture.csv", index_col=0)
+    dictionary = pd.read_csv(out / "dictionary.csv", index_col=0)
+    proportions = pd.read_csv(out / "proportions.csv", index_col=0)
+    edges = pd.read_csv(out / "edge_weights.csv")
+    record = json.loads((out / "deconvolve.json").read_text())
+    assert list(mixture.index) == sim.spot_ids and list(mixture.columns) == ["component_1", "component_2", "component_3"]
+    assert list(dictionary.index) == sim.cell_types and list(proportions.columns) == sim.cell_types
+    np.testing.assert_allclose(proportions.to_numpy(), mixture.to_numpy() @ dictionary.to_numpy().T, atol=1e-9)
+    assert list(edges.columns) == ["spot_a", "spot_b", "weight"] and set(edges.spot_a) <= set(sim.spot_ids)
+    sums = pd.concat([edges.groupby("spot_a").weight.sum(), edges.groupby("spot_b").weight.sum()], axis=1).fillna(0).sum(axis=1)
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-8)
+    for key in ("objective_trace", "iterations", "seconds", "converged", "feasibility", "parameters", "versions"):
+        assert key in record
+    assert record["iterations"] == 6 and record["parameters"]["lambda"] == 5.0
+    assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
+    assert "wrote" in capsys.readouterr().err
+
+
+def test_infeasible_weights_are_one_line_and_a_nonzero_exit(inputs, tmp_path, capsys):
+    folder, _ = inputs
+    code = main(
+        ["deconvolve", "--scores", str(folder / "S.csv"), "--coords", str(folder / "C.csv"), "--components", "2",
+         "--graph", "mst", "--out", str(tmp_path / "o"), "--quiet"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1
+    assert err.startswith("s3r deconvolve: error: edge-weight LP infeasible") and "--fixed-weights" in err
+    assert not (tmp_path / "o" / "mixture.csv").exists()
+
+
+def test_missing_spots_in_coordinates_are_named(inputs, tmp_path, capsys):
+    folder, sim = inputs
+    pd.read_csv(folder / "C.csv", index_col=0).iloc[5:].to_csv(tmp_path / "C.csv")
+    code = main(
+        ["deconvolve", "--scores", str(folder / "S.csv"), "--coords", str(tmp_path / "C.csv"), "--components", "2",
+         "--out", str(tmp_path / "o"), "--quiet"]
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "lacks 5 spot(s)" in err and sim.spot_ids[-5] in err
+
+
+def reference_and_counts(seed=0, n_spots=300, n_genes=80):
+    rng = np.random.default_rng(seed)
+    types = ["T", "B", "Myeloid", "Stroma"]
+    genes = [f"g{j}" for j in range(n_genes)]
+    profiles = rng.gamma(0.5, size=(len(types), n_genes))
+    truth = rng.integers(0, len(types), size=n_spots)
+    counts = rng.poisson(400 * profiles[truth] / profiles[truth].sum(axis=1, keepdims=True))
+    reference = pd.DataFrame(profiles, index=types, columns=genes)
+    return reference, pd.DataFrame(counts, index=[f"s{i}" for i in range(n_spots)], columns=genes), truth
+
+
+def test_poisson_scores_pick_the_generating_type():
+    reference, counts, truth = reference_and_counts()
+    shuffled = counts[counts.columns[::-1]]  # genes are matched by name, not position
+    scores = poisson_scores(shuffled, reference)
+    assert list(scores.columns) == list(reference.index) and scores.to_numpy().max(axis=1) == pytest.approx(1.0)
+    assert np.mean(scores.to_numpy().argmax(axis=1) == truth) > 0.95
+    flatter = poisson_scores(counts, reference, temperature=50.0)
+    assert flatter.to_numpy().min() > scores.to_numpy().min()
+    with pytest.raises(S3RInputError, match="share no gene names"):
+        poisson_scores(counts.rename(columns=lambda g: g.upper()), reference)
+
+
+def test_deconvolve_from_counts_and_reference(tmp_path):
+    reference, counts, _ = reference_and_counts(n_spots=200)
+    rng = np.random.default_rng(1)
+    coords = pd.DataFrame(rng.uniform(size=(200, 2)) * 1000, index=counts.index, columns=["x", "y"])
+    counts.to_csv(tmp_path / "counts.csv")
+    reference.T.to_csv(tmp_path / "reference.csv")  # genes × cell types is accepted too
+    coords.to_csv(tmp_path / "C.csv")
+    out = tmp_path / "out"
+    code = main(
+        ["deconvolve", "--counts", str(tmp_path / "counts.csv"), "--reference", str(tmp_path / "reference.csv"),
+         "--coords", str(tmp_path / "C.csv"), "--components", "2", "--max-iter", "3", "--out", str(out), "--quiet"]
+    )
+    assert code == 0
+    assert list(pd.read_csv(out / "proportions.csv", index_col=0).columns) == list(reference.index)
+    assert pd.read_csv(out / "scores.csv", index_col=0).shape == (200, 4)
+    assert json.loads((out / "deconvolve.json").read_text())["inputs"]["reference"].endswith("reference.csv")

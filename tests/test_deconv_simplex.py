@@ -1,0 +1,95 @@
+"""The floor-simplex projection is exact: checked against brute force over supports."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import s3r.deconv.simplex as simplex
+from s3r.deconv.simplex import check_floor, project_columns_floor_simplex, project_floor_simplex
+from s3r.errors import S3RInputError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def brute_force_projection(v: np.ndarray, eps: float) -> np.ndarray:
+    """Try every support: on support T the projection is v_T − θ with θ fixing the sum (KKT), floor elsewhere."""
+    D = v.size
+    radius = 1.0 - D * eps
+    best, best_distance = None, np.inf
+    for size in range(1, D + 1):
+        for support in itertools.combinations(range(D), size):
+            idx = list(support)
+            theta = (v[idx].sum() - eps * size - radius) / size
+            u = np.full(D, eps)
+            u[idx] = v[idx] - theta
+            if np.all(u >= eps - 1e-12):
+                distance = np.sum((u - v) ** 2)
+                if distance < best_distance:
+                    best, best_distance = u, distance
+    return best
+
+
+def test_clipping_is_not_the_projection():
+    # the earlier implementation clipped first and returned (0, 1); the Euclidean projection is (0.15, 0.85)
+    out = project_floor_simplex(torch.tensor([[-0.5, 0.2]], dtype=torch.float64), eps=0.0)
+    np.testing.assert_allclose(out.numpy(), [[0.15, 0.85]], atol=1e-15)
+
+
+@pytest.mark.parametrize("D", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("eps", [0.0, 1e-3, 0.05])
+def test_matches_brute_force(D, eps):
+    rng = np.random.default_rng(D)
+    values = rng.normal(scale=1.5, size=(40, D))
+    values[:5] = values[:5].round(1)  # ties
+    out = project_floor_simplex(torch.as_tensor(values), eps).numpy()
+    expected = np.array([brute_force_projection(v, eps) for v in values])
+    np.testing.assert_allclose(out, expected, atol=1e-12)
+    assert np.all(out >= eps - 1e-15)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_sorting_network_and_sort_agree_and_large_d_uses_sort(monkeypatch):
+    rng = np.random.default_rng(0)
+    for D in (3, 16, 25):
+        values = torch.as_tensor(rng.normal(size=(200, D)))
+        network = project_floor_simplex(values, 1e-3)
+        monkeypatch.setattr(simplex, "NETWORK_MAX", 0)
+        sorted_ = project_floor_simplex(values, 1e-3)
+        monkeypatch.undo()
+        torch.testing.assert_close(network, sorted_, rtol=0, atol=1e-14)
+        assert torch.all(network >= 1e-3 - 1e-15)
+        torch.testing.assert_close(network.sum(dim=1), torch.ones(200, dtype=torch.float64))
+
+
+def test_component_major_layout_and_columns_agree_with_rows():
+    values = torch.randn(50, 4, dtype=torch.float64)
+    rows = project_floor_simplex(values, 0.01)
+    torch.testing.assert_close(project_floor_simplex(values.T.contiguous(), 0.01, dim=0), rows.T)
+    torch.testing.assert_close(project_columns_floor_simplex(values.T.contiguous(), 0.01), rows.T)
+    out = torch.empty_like(values)
+    assert project_floor_simplex(values, 0.01, out=out) is out
+    torch.testing.assert_close(out, rows)
+
+
+def test_projection_is_idempotent_and_float32_works():
+    values = torch.randn(100, 5)
+    once = project_floor_simplex(values, 0.02)
+    assert once.dtype == torch.float32
+    torch.testing.assert_close(project_floor_simplex(once, 0.02), once, atol=1e-6, rtol=0)
+
+
+def test_full_floor_is_a_single_point_and_overfull_floor_is_an_error():
+    out = project_floor_simplex(torch.randn(3, 4, dtype=torch.float64), 0.25)
+    torch.testing.assert_close(out, torch.full((3, 4), 0.25, dtype=torch.float64))
+    with pytest.raises(S3RInputError, match="lower --eps to at most 0.25"):
+        check_floor(0.3, 4, "mixtures")
+    with pytest.raises(S3RInputError, match="eps must be ≥ 0"):
+        check_floor(-1e-3, 4)
