@@ -76,6 +76,8 @@ class S3R:
         warm_start: bool = False,
         verbose: bool = False,
         callback=None,
+        family: str = "gaussian",
+        theta: float | None = None,
     ):
         self.smooth = smooth
         self.lambda_smooth = lambda_smooth
@@ -97,6 +99,8 @@ class S3R:
         self.warm_start = warm_start
         self.verbose = verbose
         self.callback = callback
+        self.family = family
+        self.theta = theta
 
     # -- scikit-learn plumbing -------------------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
@@ -126,6 +130,10 @@ class S3R:
             raise S3RInputError("compat reproduces the reference implementation's graph_l1 (L mode) operator; use smooth='graph_l1' or drop compat")
         if self.tol <= 0 or self.max_iter < 1:
             raise S3RInputError("tol must be > 0 and max_iter ≥ 1")
+        from s3r.glm.families import FAMILIES
+
+        if self.family not in FAMILIES:
+            raise S3RInputError(f"family must be one of {', '.join(FAMILIES)}; got {self.family!r}")
 
     def build_smoothness(self, coords, graph: SpatialGraph | None = None, *, dtype=torch.float64, device="cpu"):
         """The smoothness operator for these coordinates (and the graph it came from, if any)."""
@@ -142,7 +150,8 @@ class S3R:
             return build_operator("graph_l1", matrix=neighbour_mean_operator(graph), device=device, dtype=dtype), graph
         return build_operator(self.smooth, edges=graph.edges, edge_weights=graph.weights, n_nodes=graph.n_nodes, device=device, dtype=dtype), graph
 
-    def fit(self, X, y, coords=None, *, sample_weight=None, covariates=None, graph: SpatialGraph | None = None) -> "S3R":
+    def fit(self, X, y, coords=None, *, sample_weight=None, covariates=None, graph: SpatialGraph | None = None, offset=None) -> "S3R":
+        """``offset`` (log library size): added to the linear predictor of count families (log μ = ⟨x, W⟩ + offset)."""
         self._check_params()
         X = _as_matrix(X, "X")
         n, p = X.shape
@@ -158,17 +167,33 @@ class S3R:
         self.scale_ = X.std(axis=0) if self.standardize else np.ones(p)
         self.scale_ = np.where(self.scale_ > 0, self.scale_, 1.0)
         Xs = X / self.scale_
-        free = (y != 0) if self.mask_zero_response else np.ones(n, dtype=bool)
+        gaussian = self.family == "gaussian"
+        # zeros are observations for count families, not dropouts: the reference mask applies to the gaussian fit only
+        free = (y != 0) if self.mask_zero_response and gaussian else np.ones(n, dtype=bool)
+        off = None if offset is None else _as_vector(offset, n, "offset")
+        if off is not None and gaussian:
+            raise S3RInputError("offset applies to the log-link families (poisson, negative_binomial, gamma); subtract it from y for gaussian")
 
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         operator, self.graph_ = self.build_smoothness(coords, graph, dtype=dtype, device=device)
         warm = self._warm_state(n, p, Z)
         callback = self.callback or (_verbose_printer() if self.verbose else None)
-        result = solve_batch(
-            Xs, y, smooth=self.smooth, operator=operator, lambda_smooth=self.lambda_smooth, alpha=self.alpha,
-            beta=self.beta, weights=weights, free_rows=free.astype(np.float64), covariates=Z, penalty_factor=factor,
-            tol=self.tol, max_iter=self.max_iter, device=device, dtype=dtype, callback=callback, **warm,
-        )
+        if gaussian:
+            result = solve_batch(
+                Xs, y, smooth=self.smooth, operator=operator, lambda_smooth=self.lambda_smooth, alpha=self.alpha,
+                beta=self.beta, weights=weights, free_rows=free.astype(np.float64), covariates=Z, penalty_factor=factor,
+                tol=self.tol, max_iter=self.max_iter, device=device, dtype=dtype, callback=callback, **warm,
+            )
+        else:
+            from s3r.solver.smooth_datafit_pd import solve_glm_batch
+
+            result = solve_glm_batch(
+                Xs, y, family=self.family, theta=self.theta, smooth=self.smooth, operator=operator,
+                lambda_smooth=self.lambda_smooth, alpha=self.alpha, beta=self.beta, weights=weights,
+                free_rows=free.astype(np.float64), covariates=Z, offset=off, penalty_factor=factor,
+                W0=warm.get("W0"), gamma0=warm.get("gamma0"), tol=self.tol, max_iter=self.max_iter, device=device,
+                dtype=dtype, callback=callback,
+            )
         self._result = result
         W = result.W[:, 0, :].double().cpu().numpy()
         self.coef_ = W / self.scale_
@@ -189,6 +214,7 @@ class S3R:
             "method": result.method,
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
+            "family": self.family,
             "n_spots": int(n),
             "n_features": int(p),
             "n_edges": int(operator.shape[0]),
@@ -234,8 +260,9 @@ class S3R:
         if not hasattr(self, "coef_"):
             raise S3RInputError("this S3R model is not fitted yet; call fit() first")
 
-    def predict(self, X, covariates=None) -> np.ndarray:
-        """ŷ_i = ⟨x_i, W_i⟩ (+ covariates): coefficients are per spot, so X must describe the fitted spots."""
+    def predict(self, X, covariates=None, offset=None) -> np.ndarray:
+        """ŷ_i = ⟨x_i, W_i⟩ (+ covariates); count families return μ_i = exp(that + offset_i). Per-spot coefficients, so
+        X must describe the fitted spots."""
         self._check_fitted()
         X = _as_matrix(X, "X")
         if X.shape != self.coef_.shape:
@@ -245,13 +272,30 @@ class S3R:
             if covariates is None:
                 raise S3RInputError("the model was fitted with covariates; pass them to predict()")
             pred = pred + np.asarray(covariates, dtype=np.float64).reshape(X.shape[0], -1) @ self.covariate_coef_
+        if getattr(self, "family", "gaussian") != "gaussian":
+            if offset is not None:
+                pred = pred + _as_vector(offset, X.shape[0], "offset")
+            return np.exp(np.minimum(pred, 30.0))
         return pred
 
-    def score(self, X, y, sample_weight=None, covariates=None) -> float:
-        """Coefficient of determination R² (weighted when ``sample_weight`` is given)."""
+    def _glm_family(self):
+        from s3r.glm.families import get_family
+
+        return get_family(self.family, self.theta if self.theta is not None or self.family != "negative_binomial" else 1.0)
+
+    def score(self, X, y, sample_weight=None, covariates=None, offset=None) -> float:
+        """Coefficient of determination R² (weighted when ``sample_weight`` is given); deviance explained for count families."""
         y = _as_vector(y, np.asarray(X).shape[0], "y")
-        pred = self.predict(X, covariates)
+        pred = self.predict(X, covariates, offset)
         w = np.ones_like(y) if sample_weight is None else _as_vector(sample_weight, y.shape[0], "sample_weight")
+        if getattr(self, "family", "gaussian") != "gaussian":
+            from s3r.glm.metrics import glm_scores
+
+            fam = self._glm_family()
+            t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 1))  # noqa: E731
+            off = None if offset is None else t(_as_vector(offset, y.shape[0], "offset"))
+            sc = glm_scores(fam, t(y), torch.log(t(pred)), torch.as_tensor(w), off)
+            return float(sc["deviance_explained"][0])
         mean = np.average(y, weights=w)
         ss_res = float(np.sum(w * (y - pred) ** 2))
         ss_tot = float(np.sum(w * (y - mean) ** 2))

@@ -15,7 +15,7 @@ from s3r import __version__
 from s3r.errors import S3RInputError
 
 # module name (inside s3r.cli) for each subcommand, in the order shown by --help
-SUBCOMMANDS = ("fit", "tune", "deconvolve", "report", "simulate")
+SUBCOMMANDS = ("fit", "tune", "deconvolve", "glm", "report", "simulate")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,10 @@ def add_parser(subparsers):
     m.add_argument("--no-mask", action="store_true", help="do not force W_i = 0 where y_i == 0")
     m.add_argument("--standardize", action="store_true", help="scale features to unit variance before fitting")
     m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
+    m.add_argument("--family", choices=("gaussian", "poisson", "negative_binomial", "gamma"), default="gaussian",
+                   help="data fit: squared error (default) or a log-link count family (mean deviance)")
+    m.add_argument("--theta", type=float, help="negative binomial θ (default 1)")
+    m.add_argument("--offset", metavar="COLUMN", help="count families: .obs column added to log μ, e.g. log library size (with --h5ad)")
     s = p.add_argument_group("solver")
     s.add_argument("--tol", type=float, default=1e-5, help="relative primal/dual residual tolerance (default 1e-5)")
     s.add_argument("--max-iter", type=int, default=20000)
@@ -55,6 +59,19 @@ def resolve_params(args) -> dict:
     return params
 
 
+def _read_offset(args, n):
+    if not getattr(args, "offset", None):
+        return None
+    if not args.h5ad:
+        raise S3RInputError("--offset names an .obs column and needs --h5ad")
+    import anndata
+
+    obs = anndata.read_h5ad(args.h5ad, backed="r").obs
+    if args.offset not in obs.columns:
+        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} is not in .obs")
+    return obs[args.offset].to_numpy(dtype=float)
+
+
 def run(args) -> int:
     from s3r.estimator import S3R
 
@@ -67,7 +84,9 @@ def run(args) -> int:
         mask_zero_response=not args.no_mask, standardize=args.standardize, fit_intercept=args.intercept,
         tol=args.tol, max_iter=args.max_iter, device=args.device, dtype=args.dtype, callback=progress,
     )
-    model.fit(data.X, data.y, data.coords, covariates=data.covariates)
+    offset = _read_offset(args, data.n_spots)
+    model.set_params(family=args.family, theta=args.theta)
+    model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset)
     if progress:
         progress.close()
     out = write_fit(args.out, model, data, inputs=describe_input(args))

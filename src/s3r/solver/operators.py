@@ -41,7 +41,7 @@ class IncidenceOperator(LinearOperator):
 
     def __init__(self, edges: np.ndarray, weights: np.ndarray, n_nodes: int, device, dtype):
         edges = np.array(edges, dtype=np.int64).reshape(-1, 2)
-        weights = np.asarray(weights, dtype=np.float64)
+        weights = np.array(weights, dtype=np.float64)
         self.shape = (edges.shape[0], int(n_nodes))
         self._src = torch.as_tensor(edges[:, 0], device=device)
         self._dst = torch.as_tensor(edges[:, 1], device=device)

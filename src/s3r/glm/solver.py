@@ -1,0 +1,251 @@
+"""Batched proximal Newton for elastic-net GLMs: many responses, one design, one tensor program.
+
+    min_u  Σ_i w_i ℓ(y_ib, x̃_iᵀ u_b + o_ib) + λ_b Σ_j f_j (a |u_bj| + (1 − a)/2 u_bj²)     for every response b
+
+x̃ = [1, x] (coordinate 0 is the intercept, f_0 = 0), weights w sum to 1. Each outer step builds the quadratic
+model of the data fit (gradient and Fisher Hessian, p × p per response) and minimises model + penalty by
+cyclic coordinate descent in that p-dimensional space, vectorised over responses: a sweep costs O(B p²)
+whatever n is, which is why this beats a per-gene loop over the n × p data (glmnet's IRLS-CD, batched).
+A backtracking line search on the true objective makes each step a descent step (Lee, Sun & Saunders 2014),
+since count likelihoods are not globally Lipschitz. For the gaussian the model is exact, so one outer step
+(on a Gram matrix computed once per path) is the whole solve.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ARMIJO = 1e-4
+GRAM_FISTA_MIN_B = 16  # from this many responses, batched FISTA on the Gram beats Python-level coordinate steps
+MAX_HALVINGS = 30
+
+
+class Problem:
+    """Data shared by every solve along a path (and its cached gaussian Gram)."""
+
+    def __init__(self, Xa: torch.Tensor, Y: torch.Tensor, w: torch.Tensor, offset: torch.Tensor | None, family, pf: torch.Tensor, fit_intercept: bool):
+        self.Xa, self.Y, self.w, self.offset, self.family = Xa, Y, w, offset, family
+        self.pf = pf  # (p+1,), pf[0] = 0
+        self.fit_intercept = fit_intercept
+        self.gaussian = family.name == "gaussian"
+        self._gram = None
+        self._outer = None
+
+    @property
+    def B(self):
+        return self.Y.shape[1]
+
+    def eta(self, U: torch.Tensor, idx=None) -> torch.Tensor:
+        e = self.Xa @ U.T
+        if self.offset is not None:
+            e = e + (self.offset if idx is None or self.offset.shape[1] == 1 else self.offset[:, idx])
+        return e
+
+    def Ycols(self, idx):
+        return self.Y if idx is None else self.Y[:, idx]
+
+    def datafit(self, eta: torch.Tensor, idx=None, exact: bool = False) -> torch.Tensor:
+        """Σ w ℓ; without ``exact`` up to a y-only constant (all a line search compares), which skips y log y."""
+        fam = self.family.subset(idx)
+        f = fam.loss if exact else fam.nll
+        return (self.w.unsqueeze(1) * f(self.Ycols(idx), eta)).sum(0)
+
+    def gram(self):
+        """Gaussian: H = X̃ᵀ W X̃ and c = X̃ᵀ W (Y − o), once per problem."""
+        if self._gram is None:
+            Xw = self.Xa * self.w.unsqueeze(1)
+            H = Xw.T @ self.Xa
+            R = self.Y if self.offset is None else self.Y - self.offset
+            c = (Xw.T @ R).T  # (B, p+1)
+            yy = (self.w.unsqueeze(1) * R * R).sum(0)
+            self._gram = (H, c, yy)
+        return self._gram
+
+
+class _small_ops:
+    """The p-dimensional model solves touch (B, p) tensors only: one CPU thread avoids hand-off costs that
+    dominate such small ops (and are far worse on a loaded machine)."""
+
+    def __init__(self, like):
+        self.active = like.device.type == "cpu" and like.numel() < 5_000_000
+        self.saved = None
+
+    def __enter__(self):
+        if self.active:
+            self.saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            torch.set_num_threads(self.saved)
+        return False
+
+
+def penalty(U, lam, l1_ratio, pf):
+    return lam * ((pf * (l1_ratio * U.abs() + 0.5 * (1 - l1_ratio) * U * U)).sum(-1))
+
+
+def _hessians(P: Problem, h: torch.Tensor) -> torch.Tensor:
+    """(B, p+1, p+1) X̃ᵀ diag(w h_b) X̃ for all responses as one GEMM: (x_i ⊗ x_i) rows against w h."""
+    n, q = P.Xa.shape
+    wh = h * P.w.unsqueeze(1)
+    if P._outer is None and n * q * q <= 6e7:
+        P._outer = (P.Xa.unsqueeze(2) * P.Xa.unsqueeze(1)).reshape(n, q * q)
+    if P._outer is not None:
+        return (wh.T @ P._outer).reshape(-1, q, q)
+    return torch.einsum("nb,np,nq->bpq", wh, P.Xa, P.Xa)
+
+
+def coordinate_descent(H, r, U, lam, l1_ratio, pf, free, scale, *, tol, max_sweeps):
+    """Minimise rᵀ(u − U) + ½(u − U)ᵀH(u − U) + pen(u) over u, batched; r is the model gradient at U.
+
+    H is (q, q) shared or (B, q, q). Stops when max_j H_jj Δu_j² ≤ tol² · scale_b for every response (tol: relative coefficient change).
+    """
+    u = U.clone()
+    r = r.clone()
+    shared = H.dim() == 2
+    diag = torch.diagonal(H, dim1=-2, dim2=-1)  # (q,) or (B, q)
+    l1 = lam * l1_ratio  # (B,)
+    l2 = lam * (1 - l1_ratio)
+    coords = [j for j in range(u.shape[1]) if bool(free[j])]
+    sweeps = 0
+    for sweeps in range(1, max_sweeps + 1):
+        worst = torch.zeros_like(lam)
+        for j in coords:
+            a = diag[j] if shared else diag[:, j]
+            z = a * u[:, j] - r[:, j]
+            thr = l1 * pf[j]
+            den = a + l2 * pf[j]
+            new = torch.sign(z) * torch.clamp(z.abs() - thr, min=0) / torch.clamp(den, min=1e-300)
+            new = torch.where(den > 0, new, torch.zeros_like(new))
+            d = new - u[:, j]
+            u[:, j] = new
+            if shared:
+                r.addcmul_(d.unsqueeze(1), H[j].unsqueeze(0))
+            else:
+                r.addcmul_(d.unsqueeze(1), H[:, :, j])
+            worst = torch.maximum(worst, a * d * d)
+        if bool((worst <= tol * tol * scale).all()):
+            break
+    return u, sweeps
+
+
+def gram_fista(H, c, U, lam, l1_ratio, pf, free, scale, *, tol, max_iter):
+    """Gaussian, shared Gram: diagonally preconditioned FISTA with gradient restart, batched over responses.
+
+    One (B, q) × (q, q) product per iteration instead of q Python-level coordinate steps, so many responses cost
+    almost what one does. Preconditioning by diag(H) (in effect standardising the features) makes the
+    scaled Hessian nearly the identity for one-hot designs, so few iterations are needed.
+    """
+    d = torch.clamp(torch.diagonal(H), min=1e-300)
+    s = 1 / torch.sqrt(d)
+    Hs = H * s.unsqueeze(0) * s.unsqueeze(1)
+    v = torch.ones(H.shape[0], dtype=H.dtype, device=H.device)
+    for _ in range(100):  # power iteration: λ_max of the scaled Gram (≥ 1)
+        v = Hs @ v
+        v = v / torch.linalg.vector_norm(v)
+    Ld = float(v @ Hs @ v) * 1.01 + 1e-12
+    step = 1 / (Ld * d)  # (q,) per-coordinate steps
+    fixed = ~free
+    l1 = (lam * l1_ratio).unsqueeze(1) * pf  # (B, q)
+    l2 = (lam * (1 - l1_ratio)).unsqueeze(1) * pf
+    x = U.clone()
+    y = x.clone()
+    t = 1.0
+    it = 0
+    for it in range(1, max_iter + 1):
+        g = y @ H - c
+        z = y - step * g
+        xn = torch.sign(z) * torch.clamp(z.abs() - step * l1, min=0) / (1 + step * l2)
+        xn[:, fixed] = U[:, fixed]
+        dx = xn - x
+        if bool(((d * dx * dx).max(1).values <= tol * tol * scale * 1e-2).all()):
+            x = xn
+            break
+        restart = ((y - xn) * (xn - x)).sum(1) > 0  # O'Donoghue–Candès gradient restart, per response
+        tn = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        mom = (t - 1) / tn
+        y = xn + torch.where(restart.unsqueeze(1), torch.zeros_like(dx), mom * dx)
+        t = tn if not bool(restart.all()) else 1.0
+        x = xn
+    return x, it
+
+
+def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max_outer=50, max_sweeps=2000):
+    """One point of the path for every response: returns (U, info) with objective, iterations, converged."""
+    B, q = U0.shape
+    dt, dev = U0.dtype, U0.device
+    pf = P.pf
+    if free is None:
+        free = torch.ones(q, dtype=torch.bool, device=dev)
+    if not P.fit_intercept:
+        free = free.clone()
+        free[0] = False
+    scale = torch.ones(B, dtype=dt, device=dev) if scale is None else scale
+    U = U0.clone()
+    if P.gaussian:
+        H, c, yy = P.gram()
+        with _small_ops(U):
+            if U.shape[0] >= GRAM_FISTA_MIN_B:
+                U, sweeps = gram_fista(H, c, U, lam, l1_ratio, pf, free, scale, tol=tol, max_iter=max_sweeps * 10)
+            else:
+                U, sweeps = coordinate_descent(H, U @ H - c, U, lam, l1_ratio, pf, free, scale, tol=tol, max_sweeps=max_sweeps)
+        fit = 0.5 * (yy - 2 * (U * c).sum(-1) + ((U @ H) * U).sum(-1))
+        obj = fit + penalty(U, lam, l1_ratio, pf)
+        return U, {"objective": obj, "fit": fit, "iterations": torch.full((B,), 1, device=dev), "sweeps": sweeps, "converged": torch.ones(B, dtype=torch.bool, device=dev)}
+
+    converged = torch.zeros(B, dtype=torch.bool, device=dev)
+    iters = torch.zeros(B, dtype=torch.int64, device=dev)
+    eta = P.eta(U)
+    F = P.datafit(eta) + penalty(U, lam, l1_ratio, pf)
+    total_sweeps = 0
+    for it in range(1, max_outer + 1):
+        act = torch.nonzero(~converged).flatten()
+        if act.numel() == 0:
+            break
+        full = act.numel() == B
+        idx = None if full else act
+        Ua, la, sa = U[act], lam[act], scale[act]
+        ea = eta if full else eta[:, act]
+        Ya = P.Ycols(idx)
+        fam = P.family.subset(idx)
+        g = fam.gradient(Ya, ea) * P.w.unsqueeze(1)
+        h = fam.weight(Ya, ea)
+        grad = g.T @ P.Xa  # (Ba, q)
+        Hs = _hessians(P, h)
+        with _small_ops(Ua):
+            Un, sw = coordinate_descent(Hs, grad, Ua, la, l1_ratio, pf, free, sa, tol=tol, max_sweeps=max_sweeps)
+        total_sweeps += sw
+        delta = Un - Ua
+        pen0 = penalty(Ua, la, l1_ratio, pf)
+        model_dec = (grad * delta).sum(-1) + penalty(Un, la, l1_ratio, pf) - pen0  # ≤ 0
+        newton = torch.einsum("bi,bij,bj->b", delta, Hs, delta)
+        Xd = P.Xa @ delta.T
+        F0 = F[act]
+        t = torch.ones_like(la)
+        accepted = torch.zeros_like(converged[act])
+        Fnew = F0.clone()
+        for _ in range(MAX_HALVINGS):
+            e_t = ea + t * Xd
+            F_t = P.datafit(e_t, idx) + penalty(Ua + t.unsqueeze(1) * delta, la, l1_ratio, pf)
+            ok = (~accepted) & torch.isfinite(F_t) & (F_t <= F0 + ARMIJO * t * model_dec + 1e-13 * F0.abs())
+            Fnew = torch.where(ok, F_t, Fnew)
+            accepted |= ok
+            if bool(accepted.all()):
+                break
+            t = torch.where(accepted, t, t / 2)
+        t = torch.where(accepted, t, torch.zeros_like(t))  # no descent possible: we are at the optimum numerically
+        Ua = Ua + t.unsqueeze(1) * delta
+        U[act] = Ua
+        F[act] = torch.where(accepted, Fnew, F0)
+        ea_new = ea + t * Xd
+        if full:
+            eta = ea_new
+        else:
+            eta[:, act] = ea_new
+        iters[act] += 1
+        done = (newton <= tol * tol * sa) | (~accepted)
+        converged[act] = done
+    fit = P.datafit(eta, exact=True)
+    F = fit + penalty(U, lam, l1_ratio, pf)
+    return U, {"objective": F, "fit": fit, "eta": eta, "iterations": iters, "sweeps": total_sweeps, "converged": converged}

@@ -1,0 +1,131 @@
+"""GLM families and the batched elastic-net path against statsmodels and scikit-learn."""
+
+import numpy as np
+import pytest
+
+from s3r.errors import S3RInputError
+from s3r.glm import GLMNet
+from s3r.perturb import fit_perturbseq, gene_programmes, simulate_perturbseq
+
+sm = pytest.importorskip("statsmodels.api")
+
+
+def _data(seed=0, n=300, p=4):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, p))
+    off = rng.normal(0, 0.3, n)
+    mu = np.exp(0.5 + X @ np.linspace(0.4, -0.3, p) + off)
+    return rng, X, off, mu
+
+
+@pytest.mark.parametrize("family", ["poisson", "gamma", "negative_binomial"])
+def test_unpenalised_matches_statsmodels(family):
+    rng, X, off, mu = _data()
+    if family == "poisson":
+        y, smf = rng.poisson(mu), sm.families.Poisson()
+    elif family == "gamma":
+        y, smf = rng.gamma(2.0, mu / 2.0), sm.families.Gamma(sm.families.links.Log())
+    else:
+        y, smf = rng.negative_binomial(3, 3 / (3 + mu)), sm.families.NegativeBinomial(alpha=1 / 3)
+    m = GLMNet(family, alpha=0.0, theta=3.0 if family == "negative_binomial" else None, standardize=False, tol=1e-8, device="cpu")
+    m.fit(X, y, offset=off)
+    ref = sm.GLM(y, sm.add_constant(X), family=smf, offset=off).fit(tol=1e-12)
+    np.testing.assert_allclose(np.r_[m.intercept_, m.coef_], ref.params, atol=1e-6)
+    np.testing.assert_allclose(m.scores(X, y, offset=off)["deviance"] * len(y), ref.deviance, rtol=1e-6)
+    if family == "gamma":
+        np.testing.assert_allclose(m.dispersion_, ref.scale, rtol=1e-6)
+    assert 0 < m.score(X, y, offset=off) < 1
+
+
+def test_negative_binomial_theta_estimated_matches_statsmodels():
+    rng, X, off, mu = _data(1)
+    y = rng.negative_binomial(2.5, 2.5 / (2.5 + mu))
+    m = GLMNet("negative_binomial", alpha=0.0, standardize=False, tol=1e-8, device="cpu").fit(X, y, offset=off)
+    ref = sm.NegativeBinomial(y, sm.add_constant(X), offset=off).fit(disp=0, method="bfgs", maxiter=5000, gtol=1e-10)
+    np.testing.assert_allclose(np.r_[m.intercept_, m.coef_], ref.params[:-1], atol=1e-5)
+    np.testing.assert_allclose(m.theta_, 1 / ref.params[-1], rtol=1e-4)
+
+
+def test_gaussian_equals_sklearn_elasticnet_batched():
+    from sklearn.linear_model import ElasticNet
+
+    rng = np.random.default_rng(2)
+    n, p, B = 200, 8, 5
+    X = rng.normal(size=(n, p)) * rng.uniform(0.5, 3, p)
+    Y = X @ (rng.normal(size=(p, B)) * (rng.random((p, B)) < 0.5)) + rng.normal(size=(n, B)) + 3
+    alphas = [0.5, 0.1, 0.01]
+    m = GLMNet(alphas=alphas, l1_ratio=0.7, standardize=False, tol=1e-10, device="cpu").fit(X, Y)
+    for k, a in enumerate(alphas):
+        for b in range(B):
+            ref = ElasticNet(alpha=a, l1_ratio=0.7, tol=1e-12, max_iter=100_000).fit(X, Y[:, b])
+            np.testing.assert_allclose(m.coef_path_[k, b], ref.coef_, atol=1e-7)
+            np.testing.assert_allclose(m.intercept_path_[k, b], ref.intercept_, atol=1e-7)
+
+
+def test_path_starts_at_lambda_max_and_cv_selects():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 10))
+    y = rng.poisson(np.exp(0.3 + X[:, 0] - 0.5 * X[:, 1]))
+    m = GLMNet("poisson", n_alphas=15, cv=3, device="cpu").fit(X, y)
+    assert np.all(m.coef_path_[0] == 0) and np.any(m.coef_path_[1] != 0)
+    assert m.cv_deviance_.shape == (15, 1)
+    assert m.alpha_index_[0] > 0
+    assert set(np.flatnonzero(m.coef_)) >= {0, 1}
+    assert np.all(np.diff(m.deviance_explained_path_[:, 0]) >= -1e-9)
+
+
+def test_penalty_factor_zero_is_never_shrunk():
+    """An unpenalised covariate's coefficient equals the fit of intercept + covariates alone once the rest are zero."""
+    rng = np.random.default_rng(4)
+    n = 400
+    X = rng.normal(size=(n, 6))
+    cov = rng.normal(size=n) * 5
+    y = rng.poisson(np.exp(0.2 + 0.3 * cov / 5 + 0.4 * X[:, 0]))
+    Xf = np.c_[X, cov]
+    pf = np.r_[np.ones(6), 0.0]
+    m = GLMNet("poisson", penalty_factor=pf, n_alphas=10, tol=1e-8, device="cpu").fit(Xf, y)
+    assert np.all(m.coef_path_[0, 0, :6] == 0)
+    ref = sm.GLM(y, sm.add_constant(cov), family=sm.families.Poisson()).fit(tol=1e-12)
+    np.testing.assert_allclose(m.coef_path_[0, 0, 6], ref.params[1], rtol=1e-6)
+    assert np.all(m.coef_path_[:, 0, 6] != 0)
+    big = GLMNet("poisson", penalty_factor=pf, alpha=1e3, device="cpu").fit(Xf, y)
+    np.testing.assert_allclose(big.coef_[6], ref.params[1], rtol=1e-6)
+
+
+def test_bad_inputs_are_one_line_errors():
+    X = np.ones((5, 2))
+    with pytest.raises(S3RInputError, match="non-negative"):
+        GLMNet("poisson").fit(X, -np.ones(5))
+    with pytest.raises(S3RInputError, match="strictly positive"):
+        GLMNet("gamma").fit(X, np.zeros(5))
+    with pytest.raises(S3RInputError, match="penalty_factor"):
+        GLMNet(penalty_factor=[1]).fit(X, np.ones(5))
+    with pytest.raises(S3RInputError, match="unknown family"):
+        GLMNet("binomialx").fit(X, np.ones(5))
+
+
+@pytest.mark.parametrize("family", ["gaussian", "poisson"])
+def test_perturbseq_recovers_planted_effects(family):
+    counts, obs, effects, prog = simulate_perturbseq(n_cells=1500, n_genes=48, n_perturbations=6, n_programmes=3, effect=1.0, seed=1)
+    res = fit_perturbseq(counts, obs, perturbation_key="perturbation", covariates=["batch", "pct_mito"],
+                         genes=[f"gene_{j + 1}" for j in range(48)], family=family, alpha=0.01, device="cpu")
+    W = res.coef.loc[[f"P{j + 1}" for j in range(6)]].to_numpy()
+    hit = effects != 0
+    assert np.corrcoef(W.ravel(), effects.ravel())[0, 1] > 0.9
+    assert np.all(np.sign(W[hit]) == np.sign(effects[hit]))
+    assert np.median(np.abs(W[hit])) > 5 * np.median(np.abs(W[~hit]))
+    assert list(res.covariate_coef.index) == ["batch=b1", "pct_mito"]
+    assert res.programme_scores.shape[0] == 6
+    if family == "poisson":  # log fold changes on the count scale
+        np.testing.assert_allclose(np.median(W[hit] * np.sign(effects[hit])), 1.0, atol=0.15)
+
+
+def test_gene_programmes_group_co_regulated_genes():
+    from sklearn.metrics import adjusted_rand_score
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat([1, 2, 3], 10)
+    profiles = rng.normal(size=(8, 3))
+    coef = profiles[:, truth - 1] + 0.05 * rng.normal(size=(8, 30))
+    labels = gene_programmes(coef, n_programmes=3)
+    assert adjusted_rand_score(truth, labels) == 1.0
