@@ -9,6 +9,7 @@ stopped afterwards. Needs root and Debian packages; skipped otherwise.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,11 @@ def _sacct_jobs(workdir: Path, since: str) -> list[dict[str, str]]:
 def test_demo_on_slurm_routes_gpu_rules_to_gpu_partition(slurm_cluster, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(REPO / "config", workdir / "config")
+    # a small tuning budget keeps the serialised GPU jobs (one fake GPU) to 8 folds + 4 fits
+    config = workdir / "config" / "config.yaml"
+    text = re.sub(r"(?m)^  n_trials: \d+", "  n_trials: 2", config.read_text())
+    text = re.sub(r"(?m)^  rounds: \d+", "  rounds: 1", text)
+    config.write_text(re.sub(r"(?m)^  folds: \d+", "  folds: 2", text))
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 5))
     cmd = [
         "timeout", "-k", "30", str(RUN_TIMEOUT),
@@ -90,8 +96,6 @@ def test_demo_on_slurm_routes_gpu_rules_to_gpu_partition(slurm_cluster, tmp_path
         "--slurm-init-seconds-before-status-checks", "5",
         # the one node has 2 CPUs: cap the profile's threads (a GPU fit asks for 4) or the job never starts
         "--cores", str(os.cpu_count() or 1),
-        # a small tuning budget keeps the serialised GPU jobs (one fake GPU) to 8 folds + 4 fits
-        "--config", "tune={n_trials: 2, rounds: 1, folds: 2}",
     ]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     text = result.stdout + result.stderr

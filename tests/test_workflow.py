@@ -185,12 +185,12 @@ def test_config_outside_schema_stops_before_any_job(user_data):
     assert_stopped_before_jobs(user_data, result, "setting 'graph.k': 0 is less than the minimum of 1")
     result = snakemake(user_data, "--cores", "1", "--config", "modle={}")
     assert_stopped_before_jobs(user_data, result, "unknown setting 'modle' (did you mean 'model'?)")
-    path.write_text(path.read_text().replace("  k: 0", "  k: 7").replace("  folds: 3 ", "  folds: 1 "))
+    path.write_text(path.read_text().replace("  k: 0", "  k: 7").replace("  folds: 2 ", "  folds: 1 "))
     result = snakemake(user_data, "--cores", "1")
     assert_stopped_before_jobs(user_data, result, "setting 'tune.folds': 1 is less than the minimum of 2")
-    path.write_text(path.read_text().replace("  folds: 1 ", "  folds: 3 ").replace("  rounds: 2 ", "  rounds: 9 "))
+    path.write_text(path.read_text().replace("  folds: 1 ", "  folds: 2 ").replace("  rounds: 2 ", "  rounds: 9 "))
     result = snakemake(user_data, "--cores", "1")
-    assert_stopped_before_jobs(user_data, result, "9 rounds need at least as many trials; got 8")
+    assert_stopped_before_jobs(user_data, result, "9 rounds need at least as many trials; got 6")
 
 
 def test_failed_job_leaves_no_complete_output(user_data):
@@ -246,7 +246,7 @@ def test_demo_runs_locally_under_five_minutes(demo_run):
         chosen = json.loads((workdir / "results" / "tune" / sample / target / "best_params.json").read_text())
         assert chosen["source"] == "tune"
         trials = pd.read_csv(workdir / "results" / "tune" / sample / target / "trials.tsv", sep="\t")
-        assert len(trials) == 8 and (trials["state"] == "COMPLETE").all()
+        assert len(trials) == 6 and (trials["state"] == "COMPLETE").all()
         best = trials.loc[trials["cv_loss"].idxmin()]
         assert chosen["params"]["lambda_smooth"] == pytest.approx(best["lambda_smooth"])
         assert fit["parameters"]["alpha"] == pytest.approx(best["alpha"])
