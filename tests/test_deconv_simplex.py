@@ -43,9 +43,19 @@ def test_clipping_is_not_the_projection():
     np.testing.assert_allclose(out.numpy(), [[0.15, 0.85]], atol=1e-15)
 
 
+@pytest.fixture(params=["network", "sort"])
+def path(request, monkeypatch):
+    """Both ways of sorting: the compare–exchange network (many spots, few components) and torch.sort."""
+    if request.param == "network":
+        monkeypatch.setattr(simplex, "_NETWORK_MIN_NUMEL", 0)
+    else:
+        monkeypatch.setattr(simplex, "NETWORK_MAX", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("D", [1, 2, 3, 4, 7])
 @pytest.mark.parametrize("eps", [0.0, 1e-3, 0.05])
-def test_matches_brute_force(D, eps):
+def test_matches_brute_force(D, eps, path):
     rng = np.random.default_rng(D)
     values = rng.normal(scale=1.5, size=(40, D))
     values[:5] = values[:5].round(1)  # ties
@@ -56,17 +66,23 @@ def test_matches_brute_force(D, eps):
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-12)
 
 
-def test_sorting_network_and_sort_agree_and_large_d_uses_sort(monkeypatch):
+def test_sorting_network_and_sort_agree_at_scale():
     rng = np.random.default_rng(0)
-    for D in (3, 16, 25):
-        values = torch.as_tensor(rng.normal(size=(200, D)))
-        network = project_floor_simplex(values, 1e-3)
-        monkeypatch.setattr(simplex, "NETWORK_MAX", 0)
-        sorted_ = project_floor_simplex(values, 1e-3)
-        monkeypatch.undo()
-        torch.testing.assert_close(network, sorted_, rtol=0, atol=1e-14)
-        assert torch.all(network >= 1e-3 - 1e-15)
-        torch.testing.assert_close(network.sum(dim=1), torch.ones(200, dtype=torch.float64))
+    for D in (3, 16, 25):  # 25 > NETWORK_MAX falls back to torch.sort
+        values = torch.as_tensor(rng.normal(size=(3000, D)))
+        default = project_floor_simplex(values, 1e-3)
+        reference = torch.as_tensor(np.array([brute_force_projection(v, 1e-3) for v in values.numpy()[:3]])) if D <= 3 else None
+        if reference is not None:
+            torch.testing.assert_close(default[:3], reference, rtol=0, atol=1e-12)
+        on_the_other_path = simplex.NETWORK_MAX
+        try:
+            simplex.NETWORK_MAX = 0
+            sorted_ = project_floor_simplex(values, 1e-3)
+        finally:
+            simplex.NETWORK_MAX = on_the_other_path
+        torch.testing.assert_close(default, sorted_, rtol=0, atol=1e-14)
+        assert torch.all(default >= 1e-3 - 1e-15)
+        torch.testing.assert_close(default.sum(dim=1), torch.ones(3000, dtype=torch.float64))
 
 
 def test_component_major_layout_and_columns_agree_with_rows():

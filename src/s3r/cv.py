@@ -19,7 +19,7 @@ from scipy.spatial import cKDTree
 
 from s3r.errors import S3RInputError
 from s3r.graph import validate_coords
-from s3r.solver import resolve_device, resolve_dtype, solve_batch
+from s3r.solver import SMOOTH_MODES, resolve_device, resolve_dtype, solve_batch
 
 __all__ = [
     "FOLD_SCHEMES",
@@ -220,7 +220,10 @@ class CVProblem:
             model.get("smooth", "tv"), graph=model.get("graph", "knn"), k=model.get("k", 7),
             radius=model.get("radius"), max_edge_length=model.get("max_edge_length"), compat=model.get("compat", False),
         )
-        estimator._check_params()
+        if estimator.smooth not in SMOOTH_MODES:
+            raise S3RInputError(f"smooth must be one of {', '.join(SMOOTH_MODES)}; got {estimator.smooth!r}")
+        if estimator.compat and estimator.smooth != "graph_l1":
+            raise S3RInputError("compat reproduces the reference implementation's graph_l1 operator; use smooth graph_l1 or drop compat")
         dev, dt = resolve_device(device), resolve_dtype(dtype)
         operator, _ = estimator.build_smoothness(coords, dtype=dt, device=dev)
         return cls(
@@ -248,8 +251,8 @@ class FoldSolution:
 
 
 def solve_fold(
-    problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float = 1e-3, max_iter: int = 3000,
-    chunk: int = 250, warm: dict | None = None,
+    problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float = 1e-2, max_iter: int = 500,
+    chunk: int = 100, warm: dict | None = None,
 ) -> FoldSolution:
     """Solve every parameter set on one fold in one batch (held-out spots weighted 0).
 
@@ -371,7 +374,7 @@ def fold_losses(problem: CVProblem, solution: FoldSolution, folds, fold: int, pr
 
 
 def cross_validate(
-    problem: CVProblem, params: list[dict], folds, *, predictor: str = "graph", tol: float = 1e-3, max_iter: int = 3000,
+    problem: CVProblem, params: list[dict], folds, *, predictor: str = "graph", tol: float = 1e-2, max_iter: int = 500,
 ) -> np.ndarray:
     """(n_folds, B) held-out MSE of each parameter set on each fold."""
     folds = np.asarray(folds)

@@ -44,7 +44,7 @@ def add_parser(subparsers):
     model.add_argument("--penalty", choices=("tv", "soft_l1"), default="tv", help="exact TV (default) or soft-L1 √(u²+δ)")
     model.add_argument("--delta", type=float, default=1e-6, help="δ of the soft-L1 penalty (default 1e-6)")
     solver = p.add_argument_group("solver")
-    solver.add_argument("--tol", type=float, default=1e-5, help="relative objective change to stop at (default 1e-5)")
+    solver.add_argument("--tol", type=float, default=1e-4, help="relative objective change to stop at (default 1e-4)")
     solver.add_argument("--max-iter", type=int, default=100, help="outer iterations (default 100)")
     solver.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     solver.add_argument("--dtype", choices=("float64", "float32"), default="float64")

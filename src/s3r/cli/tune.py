@@ -42,11 +42,13 @@ def add_parser(subparsers):
                        help=f"log-uniform range for {name} (default 1e-3 1)")
     s.add_argument("--config", metavar="tune.json", help="tuning settings as JSON (keys as in s3r.tune.DEFAULT_CONFIG); flags win")
     v = p.add_argument_group("solver during the search")
-    v.add_argument("--tol", type=float, help="relative residual tolerance in CV (default 1e-3; s3r fit uses 1e-5)")
-    v.add_argument("--max-iter", type=int, help="iteration limit per CV solve (default 3000)")
+    v.add_argument("--tol", type=float, help="relative residual tolerance in CV (default 1e-2; s3r fit uses 1e-5)")
+    v.add_argument("--max-iter", type=int, help="iteration limit per CV solve (default 500)")
     v.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     v.add_argument("--dtype", choices=("float32", "float64"), help="precision during the search (default float32)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--workers", type=int, help="folds solved at once (default: one per CPU core; 1 on a GPU)")
+    p.add_argument("--keep-states", action="store_true", help="keep the per-fold warm-start solutions (round_*/fold_*.npz)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -98,11 +100,29 @@ def run(args) -> int:
     config = resolve_config(build_config(args))
     data = read_input(args)
     say = None if args.quiet else (lambda line: print(f"s3r tune: {line}", file=sys.stderr, flush=True))
-    best = run_search(data, config, args.out, progress=say)
+    best = run_search(data, config, args.out, workers=args.workers, keep_states=args.keep_states, progress=say)
     print(
         f"s3r tune: {data.target_name}: trial {best['trial']} of {best['n_trials']} ({best['selection']}): "
         f"lambda_smooth={best['lambda_smooth']:.4g} alpha={best['alpha']:.4g} beta={best['beta']:.4g}, "
         f"CV loss {best['cv_loss']:.6g}, {best['seconds']:.1f} s -> {Path(args.out) / 'best_params.json'}",
         file=sys.stderr,
     )
+    print(f"s3r tune: next: s3r fit <input> --params {Path(args.out) / 'best_params.json'}{fit_flags(config['model'])} --out FIT_DIR", file=sys.stderr)
     return 0
+
+
+def fit_flags(model: dict) -> str:
+    """The s3r fit flags that reproduce a non-default model (best_params.json carries λ, α, β and smooth only)."""
+    from s3r.tune import DEFAULT_CONFIG
+
+    default = DEFAULT_CONFIG["model"]
+    flags = []
+    for key, flag in (("graph", "--graph"), ("k", "--k"), ("radius", "--radius"), ("max_edge_length", "--max-edge-length")):
+        if model[key] != default[key]:
+            flags.append(f"{flag} {model[key]}")
+    for key, flag in (("compat", "--compat"), ("standardize", "--standardize"), ("fit_intercept", "--intercept")):
+        if model[key]:
+            flags.append(flag)
+    if not model["mask_zero_response"]:
+        flags.append("--no-mask")
+    return "".join(" " + f for f in flags)

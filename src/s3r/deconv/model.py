@@ -1,15 +1,18 @@
-"""The deconvolution estimator (design.md §5): alternate exact block steps, stop on a certificate.
+"""The deconvolution estimator (design.md §5): alternating block steps that each lower one objective.
 
     min_{X, B, w}  −Σ_i log z_i + λ Σ_e w_e Σ_d |(A X)_ed|,   z_i = Σ_k S_ik (X Bᵀ)_ik
 
-Each block step decreases the same objective (X-step to its residual tolerance, B-step monotone by
-restart, w-step exactly), so the objective trace is the convergence record. The fit stops when its relative
-change falls below ``tol`` while the last X-step met its own residual tolerance.
+The X-step is accepted only when it lowers the objective (a capped primal–dual run may not have yet), the
+B-step is monotone by restart and the w-step is exact, so the objective trace never goes up. An LP costs as
+much as hundreds of X iterations at 10⁵ spots, so the w-step runs when (X, B) have settled for the current
+weights or every few iterations, and the fit stops only after a w-step that changed the objective by less
+than ``tol`` (relative), with the last X-step's residuals below ``x_tol``.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -21,23 +24,49 @@ from s3r.deconv.operators import Incidence, locality_order, relabel_edges
 from s3r.deconv.scores import validate_scores
 from s3r.deconv.simplex import check_floor
 from s3r.deconv.wstep import check_weight_bounds, solve_w_step, uniform_weights
-from s3r.deconv.xstep import edge_jumps, negative_log_evidence, solve_x_step, solve_x_step_soft, tv_penalty
+from s3r.deconv.xstep import (
+    XStepResult,
+    edge_jumps,
+    negative_log_evidence,
+    solve_x_step,
+    solve_x_step_soft,
+    tv_penalty,
+)
 from s3r.errors import S3RInputError
 from s3r.graph import GRAPH_METHODS, SpatialGraph, build_graph
 from s3r.solver.device import resolve_device, resolve_dtype
 
 PENALTIES = ("tv", "soft_l1")
-_WEIGHT_TRIGGER = 10.0
+# the w-step also runs at least every this many iterations, so weights follow X even while it still moves
 _WEIGHT_EVERY = 5
+# capped X-step runs tried before an X-step that does not lower the objective is discarded
 _X_CHUNKS = 5
+
+
+@dataclass
+class _Problem:
+    """Everything fixed during a fit, in the solver's spot order and layout (component-major)."""
+
+    scores: torch.Tensor  # (K, n), rows of S rescaled to sum 1
+    incidence: Incidence
+    lam: float
+    delta: float  # 0 for exact TV
+    eps: float
+
+    def objective(self, X: torch.Tensor, B: torch.Tensor, weights: torch.Tensor) -> tuple[float, float, float]:
+        nll = float(negative_log_evidence(B.T @ self.scores, X))
+        penalty = float(tv_penalty(self.incidence, X, self.lam * weights, self.delta)) if self.lam > 0 else 0.0
+        return nll + penalty, nll, penalty
 
 
 class Deconvolution:
     """Spatially regularised cell-type deconvolution into D mixture components.
 
     After ``fit``: ``mixture_`` (X, spots × D), ``dictionary_`` (B, cell types × D), ``proportions_``
-    (X Bᵀ), ``edge_weights_`` (one per edge of ``graph_``), ``objective_trace_`` and ``report_``.
-    Scores are rescaled to sum 1 per spot, which shifts the objective by a constant and changes nothing else.
+    (X Bᵀ), ``edge_weights_`` (one per edge of ``graph_``), ``objective_trace_``, ``n_iter_`` and
+    ``report_``. Scores are rescaled to sum 1 per spot, which shifts the objective by a constant only.
+    λ is in log-likelihood units per unit jump; with learned weights each spot's weights sum to 1.
+    Results are bitwise reproducible for a seed on one machine with one thread count.
     """
 
     def __init__(
@@ -54,7 +83,7 @@ class Deconvolution:
         learn_weights: bool = True,
         penalty: str = "tv",
         delta: float = 1e-6,
-        tol: float = 1e-5,
+        tol: float = 1e-4,
         max_iter: int = 100,
         x_tol: float = 1e-4,
         x_max_iter: int = 200,
@@ -95,7 +124,7 @@ class Deconvolution:
         if D > n_spots:
             raise S3RInputError(f"n_components={D} exceeds the {n_spots} spots; lower --components")
         if not np.isfinite(self.lambda_smooth) or self.lambda_smooth < 0:
-            raise S3RInputError(f"lambda must be ≥ 0, not {self.lambda_smooth}; pass e.g. --lambda 0.5")
+            raise S3RInputError(f"lambda must be ≥ 0, not {self.lambda_smooth}; pass e.g. --lambda 10")
         if self.penalty not in PENALTIES:
             raise S3RInputError(f"unknown penalty {self.penalty!r}; choose one of {', '.join(PENALTIES)}")
         if self.penalty == "soft_l1" and not self.delta > 0:
@@ -108,6 +137,29 @@ class Deconvolution:
     def _log(self, message: str) -> None:
         if self.verbose:
             print(f"[deconvolve] {message}", flush=True)
+
+    def _x_step(self, problem: _Problem, X, B, weights, state: dict, current: float) -> tuple[torch.Tensor, XStepResult, int]:
+        """(X, last run, iterations): continue capped runs until the objective drops, else keep X."""
+        M = B.T @ problem.scores
+        costs = problem.lam * weights
+        start, iterations = X, 0
+        for _ in range(_X_CHUNKS):
+            if problem.delta > 0:
+                result = solve_x_step_soft(
+                    M, start, problem.incidence, costs, problem.eps,
+                    delta=problem.delta, tol=self.x_tol, max_iter=self.x_max_iter,
+                )
+            else:
+                result = solve_x_step(
+                    M, start, problem.incidence, costs, problem.eps,
+                    dual=state["dual"], sigma=state["sigma"], tol=self.x_tol, max_iter=self.x_max_iter,
+                )
+                state["dual"], state["sigma"] = result.dual, result.sigma or None
+            iterations += result.iterations
+            if result.converged or problem.objective(result.mixture, B, weights)[0] <= current:
+                return result.mixture, result, iterations
+            start = result.mixture
+        return X, result, iterations
 
     # ------------------------------------------------------------------------------------------------
     def fit(self, scores, coords=None, *, graph: SpatialGraph | None = None, spot_names: Sequence[str] | None = None):
@@ -126,84 +178,65 @@ class Deconvolution:
             raise S3RInputError(f"the graph has {graph.n_nodes} spots but the scores have {n} rows; align them")
         lam = float(self.lambda_smooth)
         learn = bool(self.learn_weights) and lam > 0 and graph.n_edges > 0
-        feasibility = None
-        if learn:
+        feasibility = {"learned_weights": False}
+        if learn:  # before any work: an infeasible LP is a user error with a named fix
             feasibility = check_weight_bounds(
                 graph.edges, n, self.w_min, self.w_max, node_names=names, graph_method=graph.method
             ).as_dict()
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
-        D, eps = int(self.n_components), float(self.eps)
+        D = int(self.n_components)
 
         # work in a cache-friendly spot order; everything is mapped back at the end
         order = locality_order(graph)
         edges, edge_position = relabel_edges(graph.edges, order)
-        incidence = Incidence(n, edges, D, device, dtype)
         normalised = values / values.sum(axis=1, keepdims=True)
-        S = torch.as_tensor(normalised[order].T.copy(), dtype=dtype, device=device)  # component-major (K, n)
-
-        adjacency = graph.adjacency()[order][:, order]
-        B_start, X_start = initial_factors(normalised[order], adjacency, D, eps, seed=self.seed)
+        problem = _Problem(
+            scores=torch.as_tensor(normalised[order].T.copy(), dtype=dtype, device=device),
+            incidence=Incidence(n, edges, D, device, dtype),
+            lam=lam,
+            delta=float(self.delta) if self.penalty == "soft_l1" else 0.0,
+            eps=float(self.eps),
+        )
+        B_start, X_start = initial_factors(
+            normalised[order], graph.adjacency()[order][:, order], D, problem.eps, seed=self.seed
+        )
         B = torch.as_tensor(B_start, dtype=dtype, device=device)
         X = torch.as_tensor(X_start, dtype=dtype, device=device)
-        weights_np = uniform_weights(edges, n)
-        weights = torch.as_tensor(weights_np, dtype=dtype, device=device)
-        delta = float(self.delta) if self.penalty == "soft_l1" else 0.0
+        weights = torch.as_tensor(uniform_weights(edges, n), dtype=dtype, device=device)
+        node_edge = problem.incidence.node_edge_matrix() if learn else None
 
-        def objective(X, B, weights):
-            nll = float(negative_log_evidence(B.T @ S, X))
-            pen = float(tv_penalty(incidence, X, lam * weights, delta)) if lam > 0 else 0.0
-            return nll + pen, nll, pen
-
-        total, nll, pen = objective(X, B, weights)
-        trace = [total]
-        steps: list[dict] = []
-        self._log(f"{n} spots, {K} cell types, {D} components, {graph.n_edges} edges, device {device}; start {total:.6g}")
-        dual, b_lipschitz = None, None
-        converged, stop_reason = False, "max_iter"
-        x_converged = False
-        since_weights = 0
-        w_steps = 0
+        total, nll, penalty = problem.objective(X, B, weights)
+        trace, steps = [total], []
+        self._log(f"{n} spots, {K} cell types, {D} components, {graph.n_edges} edges on {device}; objective {total:.8g}")
+        state = {"dual": None, "sigma": None}
+        b_lipschitz = None
+        converged, since_weights = False, 0
         for iteration in range(1, int(self.max_iter) + 1):
             step_started = time.perf_counter()
-            M = B.T @ S
-            x_result, x_iterations, x_kept = None, 0, False
-            for _ in range(_X_CHUNKS):  # an inexact primal–dual step may not descend yet: continue, else keep X
-                if delta > 0:
-                    x_result = solve_x_step_soft(M, X if x_result is None else x_result.mixture, incidence, lam * weights, eps, delta=delta, tol=self.x_tol, max_iter=self.x_max_iter)
-                else:
-                    x_start = X if x_result is None else x_result.mixture
-                    x_result = solve_x_step(M, x_start, incidence, lam * weights, eps, dual=dual, tol=self.x_tol, max_iter=self.x_max_iter)
-                    dual = x_result.dual
-                x_iterations += x_result.iterations
-                if objective(x_result.mixture, B, weights)[0] <= trace[-1] or x_result.converged:
-                    break
-            else:
-                x_kept = True
-            if not x_kept:
-                X = x_result.mixture
-            x_converged = x_result.converged
-            b_result = solve_b_step(S, X, B, eps, lipschitz=b_lipschitz, tol=self.b_tol, max_iter=self.b_max_iter)
-            B = b_result.point
-            b_lipschitz = 0.5 * b_result.lipschitz
-            total, nll, pen = objective(X, B, weights)
+            X, x_result, x_iterations = self._x_step(problem, X, B, weights, state, trace[-1])
+            b_result = solve_b_step(problem.scores, X, B, problem.eps, lipschitz=b_lipschitz, tol=self.b_tol, max_iter=self.b_max_iter)
+            B, b_lipschitz = b_result.point, 0.5 * b_result.lipschitz  # let the step grow again next time
+            total, nll, penalty = problem.objective(X, B, weights)
             change = abs(trace[-1] - total) / max(1.0, abs(total))
             since_weights += 1
-            weights_updated = False
-            if learn and (change <= self.tol * _WEIGHT_TRIGGER or since_weights >= _WEIGHT_EVERY):
-                costs = edge_jumps(incidence, X, delta)
-                weights_np = solve_w_step(costs.cpu().numpy(), incidence.node_edge_matrix(), self.w_min, self.w_max)
-                weights = torch.as_tensor(weights_np, dtype=dtype, device=device)
-                total, nll, pen = objective(X, B, weights)
+            weights_updated = learn and (change <= self.tol or since_weights >= _WEIGHT_EVERY)
+            if weights_updated:
+                costs = edge_jumps(problem.incidence, X, problem.delta).cpu().numpy()
+                new_weights = torch.as_tensor(solve_w_step(costs, node_edge, self.w_min, self.w_max), dtype=dtype, device=device)
+                if state["dual"] is not None:  # the dual lives in [−λw, λw]: rescale it, keeping where it saturates
+                    ratio = torch.where(weights > 0, new_weights / weights.clamp_min(1e-300), torch.zeros_like(weights))
+                    state["dual"] = state["dual"] * ratio
+                weights = new_weights
+                total, nll, penalty = problem.objective(X, B, weights)
                 change = abs(trace[-1] - total) / max(1.0, abs(total))
-                since_weights, weights_updated = 0, True
-                w_steps += 1
+                since_weights = 0
             trace.append(total)
             steps.append(
                 {
                     "iteration": iteration,
                     "objective": total,
                     "neg_log_likelihood": nll,
-                    "penalty": pen,
+                    "penalty": penalty,
                     "x_iterations": x_iterations,
                     "x_converged": x_result.converged,
                     "x_primal_residual": x_result.primal_residual,
@@ -215,11 +248,12 @@ class Deconvolution:
                 }
             )
             self._log(
-                f"iter {iteration}: objective {total:.8g} (rel change {change:.2e}), X-step {x_iterations} it "
-                f"{'✓' if x_result.converged else '…'}, B-step {b_result.iterations} it{', w-step' if weights_updated else ''}"
+                f"iteration {iteration}: objective {total:.8g} (relative change {change:.1e}); X-step {x_iterations} "
+                f"iterations{'' if x_result.converged else ' (capped)'}, B-step {b_result.iterations}"
+                f"{', weights updated' if weights_updated else ''}"
             )
-            if change <= self.tol and x_converged and (weights_updated or not learn):
-                converged, stop_reason = True, "relative objective change and X-step residuals below tolerance"
+            if change <= self.tol and x_result.converged and (weights_updated or not learn):
+                converged = True
                 break
 
         inverse = np.empty_like(order)
@@ -238,14 +272,18 @@ class Deconvolution:
         self.report_ = {
             "objective": trace[-1],
             "neg_log_likelihood": nll,
-            "penalty": pen,
+            "penalty": penalty,
             "objective_trace": trace,
             "steps": steps,
             "iterations": len(steps),
             "converged": converged,
-            "stop_reason": stop_reason,
+            "stop_reason": (
+                "relative objective change below tol after a w-step, X-step residuals below x_tol"
+                if converged
+                else "max_iter reached"
+            ),
             "seconds": time.perf_counter() - started,
-            "feasibility": feasibility if learn else {"learned_weights": False},
+            "feasibility": feasibility,
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "n_spots": n,
@@ -255,11 +293,11 @@ class Deconvolution:
             "graph": graph.method,
             "lambda": lam,
             "penalty_kind": self.penalty,
-            "eps": eps,
+            "eps": problem.eps,
             "w_min": self.w_min,
             "w_max": self.w_max,
             "learn_weights": learn,
-            "objective_note": "scores rescaled to sum 1 per spot (a constant shift of −Σ log z)",
+            "objective_note": "scores rescaled to sum 1 per spot (shifts −Σ log z by a constant)",
         }
         return self
 

@@ -18,6 +18,8 @@ import torch
 from s3r.errors import S3RInputError
 
 NETWORK_MAX = 16
+# below this many entries the per-call overhead of D² vector operations outweighs sorting
+_NETWORK_MIN_NUMEL = 4096
 
 
 def check_floor(eps: float, size: int, what: str = "rows") -> None:
@@ -56,15 +58,18 @@ def project_floor_simplex(
     radius = 1.0 - size * eps
     if radius <= 0:  # the set is the single point eps·1 (size·eps == 1)
         return torch.full_like(values, eps) if out is None else out.fill_(eps)
-    if size <= NETWORK_MAX:
-        ordered = _sorted_descending(values.unbind(dim))
-    else:
-        ordered = torch.sort(values, dim=dim, descending=True).values.unbind(dim)
-    partial = threshold = None
-    for j, part in enumerate(ordered, start=1):
-        partial = part.clone() if partial is None else partial.add_(part)
-        candidate = (partial - radius).div_(j)
-        threshold = candidate if threshold is None else torch.maximum(threshold, candidate, out=threshold)
+    if size <= NETWORK_MAX and values.numel() >= _NETWORK_MIN_NUMEL:
+        partial = threshold = None
+        for j, part in enumerate(_sorted_descending(values.unbind(dim)), start=1):
+            partial = part.clone() if partial is None else partial.add_(part)
+            candidate = (partial - radius).div_(j)
+            threshold = candidate if threshold is None else torch.maximum(threshold, candidate, out=threshold)
+    else:  # few vectors (a dictionary) or many components: one sort and one cumulative sum
+        ordered = torch.sort(values, dim=dim, descending=True).values
+        shape = [1] * values.dim()
+        shape[dim] = size
+        ranks = torch.arange(1, size + 1, dtype=values.dtype, device=values.device).view(shape)
+        threshold = ((ordered.cumsum(dim) - radius) / ranks).amax(dim)
     result = torch.sub(values, threshold.unsqueeze(dim), out=out)
     return result.clamp_(min=0).add_(eps)
 
