@@ -49,6 +49,7 @@ def provenance() -> dict:
         "loadavg_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
     }
 
 
@@ -79,7 +80,8 @@ def one(args) -> dict:
     params = params_for(args.n)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    progress = OUT / f"scaling_progress_n{args.n}_{args.dtype}_t{args.threads}.txt"
+    tag = "_malloc" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else ""
+    progress = OUT / f"scaling_progress_n{args.n}_{args.dtype}_t{args.threads}{tag}.txt"
     progress.parent.mkdir(parents=True, exist_ok=True)
     progress.write_text("iteration objective primal dual wall_s cpu_s peak_rss_gib\n")
 
@@ -127,7 +129,7 @@ def one(args) -> dict:
 
 def run(args) -> list:
     OUT.mkdir(parents=True, exist_ok=True)
-    out_path = OUT / "scaling.json"
+    out_path = OUT / f"scaling{args.tag}.json"
     rows = json.loads(out_path.read_text()) if out_path.exists() and args.append else []
     for n in args.sizes:
         for dtype in args.dtypes:
@@ -158,6 +160,7 @@ def main() -> None:
     r.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--append", action="store_true", help="keep earlier rows of benchmarks/out/scaling.json")
+    r.add_argument("--tag", default="", help="suffix of the output file (e.g. _malloc for a run under MALLOC_MMAP_MAX_=0)")
     o = sub.add_parser("one")
     o.add_argument("--n", type=int, required=True)
     o.add_argument("--dtype", default="float64")

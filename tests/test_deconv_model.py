@@ -69,7 +69,7 @@ def test_objective_trace_descends_and_report_is_complete(fitted):
         assert key in report
     assert report["converged"] and report["device"] == "cpu" and report["dtype"] == "float64"
     assert report["feasibility"]["feasible"] and report["feasibility"]["max_degree"] >= 3
-    assert any(step["weights_updated"] for step in report["steps"])
+    assert any(step["weights_changed"] for step in report["steps"])
 
 
 def test_same_seed_same_result_whatever_the_score_scale_or_container(simulation):

@@ -8,6 +8,7 @@ and a JSON record of the fit.
 
 from __future__ import annotations
 
+import argparse
 import platform
 import sys
 from pathlib import Path
@@ -23,7 +24,10 @@ _COORDINATE_PAIRS = (("x", "y"), ("row", "col"), ("array_row", "array_col"), ("i
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "deconvolve", help="cell-type mixtures smoothed over the tissue (graph TV)", description=__doc__
+        "deconvolve",
+        help="cell-type mixtures smoothed over the tissue (graph TV)",
+        description=__doc__.replace("``", "`"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     inputs = p.add_argument_group("input (scores, or counts with a reference)")
     inputs.add_argument("--scores", metavar="S.csv", help="spots × cell types likelihood scores (≥ 0, e.g. RCTD)")
@@ -34,7 +38,7 @@ def add_parser(subparsers):
     inputs.add_argument("--coord-columns", metavar="A,B", help="the two coordinate columns when C.csv has more")
     model = p.add_argument_group("model")
     model.add_argument("--components", type=int, required=True, metavar="D", help="number of mixture components")
-    model.add_argument("--lambda", dest="lambda_smooth", type=float, default=10.0, help="spatial weight λ (default 10)")
+    model.add_argument("--lambda", dest="lambda_smooth", type=float, default=10.0, metavar="L", help="spatial weight λ (default 10)")
     model.add_argument("--graph", choices=("delaunay", "mst"), default="delaunay", help="spot graph (default delaunay)")
     model.add_argument("--max-edge-length", type=float, help="drop longer Delaunay edges, in coordinate units")
     model.add_argument("--w-min", type=float, default=0.05, help="lower bound on edge weights (default 0.05)")

@@ -48,7 +48,11 @@ class XStepResult:
     primal_residual: float
     dual_residual: float
     backtracks: int
-    sigma: float = 0.0  # the dual step used last, to warm-start the next solve
+    sigma: float = 0.0  # the dual step at the end (after any rebalancing)
+    # primal–dual iterates do not descend monotonically: the lowest-objective iterate checked, if any beat
+    # the start, and its value
+    best_mixture: torch.Tensor | None = None
+    best_objective: float = float("inf")
 
 
 def negative_log_evidence(component_scores: torch.Tensor, mixture: torch.Tensor) -> torch.Tensor:
@@ -88,6 +92,7 @@ def solve_x_step(
     *,
     dual: torch.Tensor | None = None,
     sigma: float | None = None,
+    balance: bool = True,
     tol: float = 1e-5,
     max_iter: int = 5000,
     check_every: int = 10,
@@ -96,7 +101,8 @@ def solve_x_step(
 
     Residuals are what Condat–Vũ leaves of the optimality conditions after a step, in natural units: the
     primal one is a gradient (⟨∇_i f, X_i⟩ = −1 at every X, so gradients are O(1)), the dual one a jump in X.
-    The loop works in preallocated buffers: fresh temporaries of this size cost more than the arithmetic.
+    ``balance`` lets restarts rebalance σ (for cold starts; a warm dual wants its σ kept). The loop works in
+    preallocated buffers: fresh temporaries of this size cost more than the arithmetic.
     """
     M = component_scores
     D, n = M.shape
@@ -127,13 +133,14 @@ def solve_x_step(
 
     iterations, backtracks, converged = 0, 0, False
     primal_res = dual_res = float("inf")
+    best, best_value = None, float(loss.sum() + (caps * AX.abs()).sum())  # to beat: the start
     next_reestimate = _FIRST_REESTIMATE
     while iterations < max_iter:
         iterations += 1
         if iterations == next_reestimate:  # restart the estimates from the current curvature
             z = torch.mul(M, X, out=work).sum(dim=0)
             lipschitz = squared_scores / (z * z)
-            if sigma > 0 and math.isfinite(primal_res) and dual_res > 0 and primal_res > 0:
+            if balance and sigma > 0 and math.isfinite(primal_res) and dual_res > 0 and primal_res > 0:
                 ratio = primal_res / dual_res
                 if ratio > _BALANCE or ratio < 1 / _BALANCE:  # a large primal residual asks for a larger τ
                     sigma *= min(4.0, max(0.25, ratio**-0.5))
@@ -164,6 +171,9 @@ def solve_x_step(
         torch.div(negative_M, z_new, out=grad_new)
 
         if iterations % check_every == 0 or iterations == max_iter:
+            value = float(loss_new.sum() + (caps * AX_new.abs()).sum())
+            if value < best_value:
+                best_value, best = value, X_new.clone()
             primal = (grad_new - grad) - (AtY - AtY_new) - step / tau
             dual_gap = (AX_new - AX) + ((Y - Y_new) / sigma if sigma > 0 else 0.0)
             primal_res, dual_res = _rms(primal), _rms(dual_gap)
@@ -175,7 +185,7 @@ def solve_x_step(
         loss = loss_new
         if converged:
             break
-    return XStepResult(X, Y, iterations, converged, primal_res, dual_res, backtracks, sigma)
+    return XStepResult(X, Y, iterations, converged, primal_res, dual_res, backtracks, sigma, best, best_value)
 
 
 def solve_x_step_soft(
@@ -211,4 +221,8 @@ def solve_x_step_soft(
         tol=tol,
         max_iter=max_iter,
     )
-    return XStepResult(result.point, None, result.iterations, result.converged, result.residual, 0.0, result.backtracks)
+    improved = result.point if result.iterations > 0 else None
+    return XStepResult(
+        result.point, None, result.iterations, result.converged, result.residual, 0.0, result.backtracks,
+        best_mixture=improved, best_objective=result.value,
+    )
