@@ -21,7 +21,10 @@ class SquaredLoss:
         self.c = weights / self.n  # φ_i(ŷ) = c_i (y_i − ŷ_i)²
 
     def predict(self, W: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
-        pred = torch.linalg.vecdot(W, self.X.unsqueeze(1))
+        if W.shape[1] == 1:  # one problem: a batched mat-vec, no W-sized temporary
+            pred = torch.bmm(W, self.X.unsqueeze(-1)).squeeze(-1)
+        else:
+            pred = torch.linalg.vecdot(W, self.X.unsqueeze(1))
         if self.Z is not None:
             pred = pred + self.Z @ gamma.T
         return pred

@@ -47,6 +47,22 @@ class SparseGroupLasso:
         shrink = torch.clamp(1.0 - gthr / torch.clamp(col, min=torch.finfo(V.dtype).tiny), min=0.0)
         return U.mul_(shrink)
 
+    def prox_(self, V: torch.Tensor, step: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+        """prox, overwriting V (``work`` is a V-sized scratch buffer): the solver's allocation-free path."""
+        thr = (step * self.alpha).view(1, -1, 1)
+        if not self.uniform:
+            thr = thr * self.factor
+        torch.clamp(V, -thr, thr, out=work)
+        V.sub_(work)
+        if not self.all_free:
+            V.mul_(self.free)
+        col = torch.linalg.vector_norm(V, dim=0, keepdim=True)
+        gthr = (step * self.beta * self.sqrt_n).view(1, -1, 1)
+        if not self.uniform:
+            gthr = gthr * self.factor
+        shrink = torch.clamp(1.0 - gthr / torch.clamp(col, min=torch.finfo(V.dtype).tiny), min=0.0)
+        return V.mul_(shrink)
+
 
 class GraphL1:
     """λ ‖K W‖₁; used through its conjugate, whose prox is a clip to [−λ, λ]."""
@@ -59,6 +75,9 @@ class GraphL1:
 
     def dual_prox(self, U: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
         return torch.clamp(U, -self.lam, self.lam)
+
+    def dual_prox_(self, U: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        return U.clamp_(-self.lam, self.lam)
 
 
 class GraphQuadratic:
@@ -77,3 +96,7 @@ class GraphQuadratic:
     def dual_prox(self, U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         two_lam = 2 * self.lam
         return U * (two_lam / (two_lam + sigma))
+
+    def dual_prox_(self, U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        two_lam = 2 * self.lam
+        return U.mul_(two_lam / (two_lam + sigma))

@@ -49,11 +49,24 @@ class _State:
     pred: torch.Tensor  # (n, B)  M(W, γ)
     KtU: torch.Tensor | None  # (n, B, p)
 
-    def towards(self, other: "_State", rho: float) -> "_State":
-        """self + ρ(other − self), field by field."""
-        if rho == 1.0:
-            return other
-        return _State(**{f.name: (None if getattr(self, f.name) is None else torch.lerp(getattr(self, f.name), getattr(other, f.name), rho)) for f in fields(self)})
+    def empty_like(self) -> "_State":
+        return _State(**{f.name: (None if getattr(self, f.name) is None else torch.empty_like(getattr(self, f.name))) for f in fields(self)})
+
+    def relax_(self, other: "_State", rho: float) -> None:
+        """self ← self + ρ(other − self), field by field, in place."""
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if mine is not None:
+                mine.lerp_(getattr(other, f.name), rho)
+
+
+class _Buffers:
+    """Scratch tensors of the hot loop: at 10⁵ spots a fresh edge-sized tensor costs more than the arithmetic."""
+
+    def __init__(self, W: torch.Tensor, U: torch.Tensor | None):
+        self.W = torch.empty_like(W)  # 2W⁺ − W, then the prox's scratch
+        self.U = None if U is None else torch.empty_like(U)
+        self.U2 = None if U is None else torch.empty_like(U)
 
 
 def primal_dual(
@@ -99,21 +112,29 @@ def primal_dual(
             if has_gamma:
                 self.tau_g = (SAFETY / torch.clamp(kappa * datafit.covariate_norm2(self.sigma_v), min=tiny)).view(-1, 1)
 
-    def step(z: _State, s: Steps) -> _State:
-        base = z.W - s.t3 * z.KtU if smooth_on else z.W
-        V = torch.addcmul(base, (-s.tau.view(1, -1) * z.v).unsqueeze(-1), datafit.X.unsqueeze(1))
-        W = penalty.prox(V, s.tau)
-        gamma = z.gamma - s.tau_g * (z.v.T @ datafit.Z) if has_gamma else None
-        pred = datafit.predict(W, gamma)
-        v = datafit.dual_prox(z.v + s.sigma_v * (2 * pred - z.pred), s.sigma_v)
-        U = KtU = None
+    def step(z: _State, out: _State, s: Steps) -> None:
+        """One PDHG step from z, written into out's tensors (nothing edge- or W-sized is allocated)."""
+        V = out.W
         if smooth_on:
-            U = smooth.dual_prox(z.U + s.sigma_u * K.forward(2 * W - z.W), s.sigma_u)
-            KtU = K.adjoint(U)
-        return _State(W, gamma, v, U, pred, KtU)
+            torch.mul(z.KtU, -s.t3, out=V)
+            V.add_(z.W)
+        else:
+            V.copy_(z.W)
+        V.addcmul_((-s.tau.view(1, -1) * z.v).unsqueeze(-1), datafit.X.unsqueeze(1))
+        penalty.prox_(V, s.tau, buf.W)
+        if has_gamma:
+            out.gamma.copy_(z.gamma - s.tau_g * (z.v.T @ datafit.Z))
+        out.pred.copy_(datafit.predict(out.W, out.gamma))
+        out.v.copy_(datafit.dual_prox(z.v + s.sigma_v * (2 * out.pred - z.pred), s.sigma_v))
+        if smooth_on:
+            torch.mul(out.W, 2.0, out=buf.W).sub_(z.W)
+            KW = K.forward_into(buf.W, buf.U, buf.U2)
+            torch.addcmul(z.U, KW, s.sigma_u, out=out.U)
+            smooth.dual_prox_(out.U, s.sigma_u)
+            K.adjoint_into(out.U, out.KtU)
 
     def residuals(z: _State, z1: _State, s: Steps):
-        """Relative primal and dual residuals of the step z → z1, per problem."""
+        """Relative primal and dual residuals of the step z → z1, per problem (edge-sized work in buf)."""
         dW = z.W - z1.W
         dv = z.v - z1.v
         MtdV, Ztdv = datafit.adjoint(dv)
@@ -137,15 +158,19 @@ def primal_dual(
         scale_v = torch.maximum(torch.linalg.vector_norm(z1.pred * live, dim=0), torch.linalg.vector_norm(datafit.y * live, dim=0))
         rel_d = torch.linalg.vector_norm(Dv, dim=0) / torch.clamp(scale_v, min=tiny)
         if smooth_on:
-            DU = torch.where(lam_on, (z.U - z1.U) / s.sigma_u - K.forward(dW), torch.zeros_like(z.U))
-            scale_u = torch.maximum(batch_norm(K.forward(z1.W)), 1e-3 * (R / 2) ** 0.5 * batch_norm(z1.W))
-            rel_d = torch.maximum(rel_d, batch_norm(DU) / torch.clamp(scale_u, min=tiny))
+            scale_u = torch.maximum(
+                _edge_norm(K.forward_into(z1.W, buf.U, buf.U2)), 1e-3 * (R / 2) ** 0.5 * batch_norm(z1.W)
+            )
+            KdW = K.forward_into(dW, buf.U, buf.U2)
+            DU = torch.sub(z.U, z1.U, out=buf.U2).div_(s.sigma_u).sub_(KdW)
+            rel_u = torch.where(lam > 0, _edge_norm(DU), torch.zeros_like(lam))
+            rel_d = torch.maximum(rel_d, rel_u / torch.clamp(scale_u, min=tiny))
         return rel_p, rel_d
 
     def objective(z: _State) -> torch.Tensor:
         obj = datafit.value(z.pred) + penalty.value(z.W)
         if smooth_on:
-            obj = obj + smooth.value(K.forward(z.W))
+            obj = obj + smooth.value(K.forward_into(z.W, buf.U, buf.U2))
         return obj
 
     s = Steps(tau0.clone() if tau0 is not None else _initial_tau(datafit, lam, R, x2))
@@ -158,6 +183,8 @@ def primal_dual(
         U = smooth.dual_prox(U, s.sigma_u)
         KtU = K.adjoint(U)
     z = _State(W, gamma, v, U, datafit.predict(W, gamma), KtU)
+    zt = z.empty_like()
+    buf = _Buffers(W, U)
 
     converged = torch.zeros(B, dtype=torch.bool, device=device)
     iterations = np.full(B, max_iter, dtype=np.int64)
@@ -167,8 +194,7 @@ def primal_dual(
     adapt_factor, adaptations_left = 2.0, ADAPT_MAX
     it = 0
     for it in range(1, max_iter + 1):
-        zt = step(z, s)
-        z1 = z.towards(zt, RELAX)
+        step(z, zt, s)
 
         if it % check_every == 0 or it == max_iter:
             rel_p, rel_d = residuals(z, zt, s)
@@ -177,7 +203,7 @@ def primal_dual(
                 iterations[b] = it
             converged |= newly
             if it % (check_every * 10) == 0:
-                entry = {"iteration": it, "objective": objective(z1).tolist(), "primal_residual": rel_p.tolist(), "dual_residual": rel_d.tolist()}
+                entry = {"iteration": it, "objective": objective(zt).tolist(), "primal_residual": rel_p.tolist(), "dual_residual": rel_d.tolist()}
                 trace.append(entry)
                 if callback is not None:
                     callback(entry)
@@ -191,7 +217,7 @@ def primal_dual(
                     s = Steps(torch.where(grow, s.tau * adapt_factor, torch.where(shrink, s.tau / adapt_factor, s.tau)))
                     adaptations_left -= 1
                     adapt_factor = max(ADAPT_FLOOR, adapt_factor**0.9)
-        z = z1
+        z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
     z = zt  # the last prox output: exact zeros, not a relaxed combination
 
     return SolveResult(
@@ -223,3 +249,8 @@ def _initial_tau(datafit, lam, R, x2):
         tau_smooth = w_scale / (torch.clamp(lam, min=1e-12) * R**0.5)
         return torch.where(lam > 0, torch.sqrt(tau_data * tau_smooth), tau_data)
     return tau_data
+
+
+def _edge_norm(T: torch.Tensor) -> torch.Tensor:
+    """Frobenius norm per problem of an (m, B, p) tensor, without a squared temporary."""
+    return torch.linalg.vector_norm(T, dim=(0, 2))
