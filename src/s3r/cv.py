@@ -6,6 +6,9 @@ graph with observation weight 0: its coefficients are whatever the smoothness pe
 training spots, so its own response never enters its prediction. The neighbour average over *spatial*
 training neighbours is kept for comparison with the reference implementation's predictor (which used
 neighbouring index numbers instead, design.md §9).
+
+Count families (poisson, negative_binomial, gamma) are scored by the mean unit deviance on held-out spots,
+which for the gaussian is the squared error, so the loss means the same thing as the data fit being tuned.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "predict",
     "neighbour_average",
     "heldout_mse",
+    "heldout_deviance",
     "CVProblem",
     "FoldSolution",
     "solve_fold",
@@ -178,6 +182,39 @@ def heldout_mse(y, pred, scored) -> np.ndarray:
     return np.mean(resid**2, axis=0)
 
 
+def heldout_deviance(y, eta, scored, family) -> np.ndarray:
+    """Mean unit deviance over the scored spots per problem (``eta`` (n, B): linear predictor with offset)."""
+    y = np.asarray(y, dtype=np.float64)
+    eta = np.asarray(eta, dtype=np.float64)
+    scored = np.asarray(scored, dtype=bool)
+    if not scored.any():
+        return np.full(eta.shape[1], np.nan)
+    Y = torch.as_tensor(np.broadcast_to(y[scored, None], eta[scored].shape).copy())
+    E = torch.as_tensor(eta[scored])
+    return (2.0 * family.loss(Y, E)).mean(0).numpy()
+
+
+def reference_theta(y, offset=None) -> float:
+    """A negative binomial θ for tuning when the final fit estimates θ: the ML θ of the intercept (+ offset)
+    model. It fixes one deviance scale for every trial and fold, so held-out losses stay comparable (each
+    trial re-estimating θ would score trials on different scales); it errs towards overdispersion."""
+    from s3r.glm.families import NegativeBinomial, estimate_theta
+    from s3r.glm.metrics import null_eta
+
+    Y = torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, 1))
+    off = None if offset is None else torch.as_tensor(np.asarray(offset, dtype=np.float64).reshape(-1, 1))
+    w = torch.ones(Y.shape[0], dtype=torch.float64)
+    fam, theta = NegativeBinomial(), torch.tensor([10.0], dtype=torch.float64)
+    for _ in range(50):
+        fam.set_theta(theta)
+        new = estimate_theta(Y, fam.mean(null_eta(fam, Y, w, off)), w.unsqueeze(1), theta)
+        done = float((new - theta).abs().max() / theta.max()) < 1e-8
+        theta = new
+        if done:
+            break
+    return float(theta[0])
+
+
 # -- solving folds ---------------------------------------------------------------------------------------
 @dataclass
 class CVProblem:
@@ -196,16 +233,41 @@ class CVProblem:
     mask_zero_response: bool = True
     dtype: torch.dtype = torch.float32
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    family: str = "gaussian"
+    theta: float | None = None  # negative binomial θ, fixed for every fold and trial
+    offset: np.ndarray | None = None  # (n,) added to the linear predictor of the log-link families
+
+    @property
+    def gaussian(self) -> bool:
+        return self.family == "gaussian"
+
+    def glm_family(self):
+        from s3r.glm.families import get_family
+
+        return get_family(self.family, self.theta)
 
     @property
     def n_spots(self) -> int:
         return self.X.shape[0]
 
     @classmethod
-    def from_arrays(cls, X, y, coords, *, covariates=None, model: dict | None = None, dtype="float32", device="cpu") -> "CVProblem":
+    def from_arrays(cls, X, y, coords, *, covariates=None, model: dict | None = None, dtype="float32", device="cpu", offset=None) -> "CVProblem":
+        """``model`` as in s3r.tune's config (family and theta included); ``offset`` (n,) for log-link families."""
         from s3r.estimator import S3R
+        from s3r.glm.families import FAMILIES, get_family
 
         model = dict(model or {})
+        family = str(model.get("family") or "gaussian")
+        if family not in FAMILIES:
+            raise S3RInputError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        if offset is not None:
+            if family == "gaussian":
+                raise S3RInputError("an offset applies to the log-link families (poisson, negative_binomial, gamma); subtract it from y for gaussian")
+            offset = np.asarray(offset, dtype=np.float64).reshape(-1)
+            if offset.shape != y.shape or not np.all(np.isfinite(offset)):
+                raise S3RInputError(f"offset needs one finite value per spot ({y.shape[0]}); got {offset.shape[0]} values")
+        get_family(family).check_response(torch.as_tensor(y), "response")
         X = np.asarray(X, dtype=np.float64)
         if model.get("standardize"):
             scale = X.std(axis=0)
@@ -224,16 +286,26 @@ class CVProblem:
             raise S3RInputError(f"smooth must be one of {', '.join(SMOOTH_MODES)}; got {estimator.smooth!r}")
         if estimator.compat and estimator.smooth != "graph_l1":
             raise S3RInputError("compat reproduces the reference implementation's graph_l1 operator; use smooth graph_l1 or drop compat")
+        theta = None
+        if family == "negative_binomial":
+            theta = model.get("theta")
+            if theta is None:
+                theta = 1.0  # S3R's default for a fixed θ
+            elif theta == "estimate":
+                theta = reference_theta(y, offset)
+            theta = float(theta)
         dev, dt = resolve_device(device), resolve_dtype(dtype)
         operator, _ = estimator.build_smoothness(coords, dtype=dt, device=dev)
+        # zeros are observations for count families, not dropouts: the mask is the gaussian fit's only (as in S3R.fit)
+        mask = bool(model.get("mask_zero_response", True)) and family == "gaussian"
         return cls(
-            X=X, y=np.asarray(y, dtype=np.float64).reshape(-1), coords=validate_coords(coords), smooth=estimator.smooth,
-            operator=operator, covariates=Z, mask_zero_response=bool(model.get("mask_zero_response", True)), dtype=dt, device=dev,
+            X=X, y=y, coords=validate_coords(coords), smooth=estimator.smooth, operator=operator, covariates=Z,
+            mask_zero_response=mask, dtype=dt, device=dev, family=family, theta=theta, offset=offset,
         )
 
     @classmethod
-    def from_data(cls, data, *, model: dict | None = None, dtype="float32", device="cpu") -> "CVProblem":
-        return cls.from_arrays(data.X, data.y, data.coords, covariates=data.covariates, model=model, dtype=dtype, device=device)
+    def from_data(cls, data, *, model: dict | None = None, dtype="float32", device="cpu", offset=None) -> "CVProblem":
+        return cls.from_arrays(data.X, data.y, data.coords, covariates=data.covariates, model=model, dtype=dtype, device=device, offset=offset)
 
 
 @dataclass
@@ -260,6 +332,8 @@ def solve_fold(
     chunks (their state carried exactly), so one slow parameter set does not hold the rest in the loop.
     ``warm`` holds per-problem start values (W, data_dual, dual, step arrays stacked on axis 1 / 0).
     """
+    if not problem.gaussian:
+        return _solve_fold_glm(problem, params, folds, fold, tol=tol, max_iter=max_iter, warm=warm)
     n, B = problem.n_spots, len(params)
     held = heldout_mask(folds, fold)
     weights = training_weights(folds, fold)
@@ -307,6 +381,33 @@ def solve_fold(
     return FoldSolution(
         W=state["W"], gamma=state["gamma"], data_dual=state["data_dual"], dual=state["dual"], step=state["step"],
         converged=converged, iterations=iterations, seconds=time.perf_counter() - start,
+    )
+
+
+def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float, max_iter: int, warm: dict | None) -> FoldSolution:
+    """One batched solve with a GLM data fit (no chunking: restarting would discard the backtracked step and the
+    smoothness duals, which this solver cannot take back as a warm start); W and γ warm-start it."""
+    from s3r.solver.smooth_datafit_pd import solve_glm_batch
+
+    B = len(params)
+    start = time.perf_counter()
+    W0 = None if not warm or warm.get("W") is None else warm["W"]
+    gamma0 = None if not warm or warm.get("gamma") is None or problem.covariates is None else warm["gamma"]
+    res = solve_glm_batch(
+        problem.X, np.repeat(problem.y[:, None], B, axis=1), family=problem.family, theta=problem.theta,
+        smooth=problem.smooth, operator=problem.operator,
+        lambda_smooth=np.array([p["lambda_smooth"] for p in params], dtype=np.float64),
+        alpha=np.array([p["alpha"] for p in params], dtype=np.float64),
+        beta=np.array([p["beta"] for p in params], dtype=np.float64),
+        weights=training_weights(folds, fold), covariates=problem.covariates, offset=problem.offset,
+        W0=W0, gamma0=gamma0, tol=tol, max_iter=max_iter, device=problem.device, dtype=problem.dtype,
+    )
+    n = problem.n_spots
+    return FoldSolution(
+        W=res.W.cpu().numpy(), gamma=None if res.gamma is None else res.gamma.cpu().numpy(),
+        data_dual=np.zeros((n, B), dtype=_np_dtype(problem)), dual=None if res.dual is None else res.dual.cpu().numpy(),
+        step=np.asarray(res.step), converged=np.asarray(res.converged, dtype=bool), iterations=np.asarray(res.iterations, dtype=np.int64),
+        seconds=time.perf_counter() - start,
     )
 
 
@@ -360,7 +461,8 @@ def _scatter_state(state: dict, out: dict, active: np.ndarray, n: int, B: int) -
 
 
 def fold_losses(problem: CVProblem, solution: FoldSolution, folds, fold: int, predictor: str = "graph", k: int = 7) -> np.ndarray:
-    """Held-out MSE per problem of the batch; ``graph`` uses the fitted held-out rows as they are."""
+    """Held-out loss per problem of the batch: MSE (gaussian) or mean deviance (count families, offset included);
+    ``graph`` uses the fitted held-out rows as they are."""
     if predictor not in PREDICTORS:
         raise S3RInputError(f"unknown predictor {predictor!r}; use one of {', '.join(PREDICTORS)}")
     held = heldout_mask(folds, fold)
@@ -370,13 +472,17 @@ def fold_losses(problem: CVProblem, solution: FoldSolution, folds, fold: int, pr
     pred = predict(problem.X, W)
     if problem.covariates is not None and solution.gamma is not None:
         pred = pred + problem.covariates @ solution.gamma.astype(np.float64).T
-    return heldout_mse(problem.y, pred, scored_spots(problem.y, held, problem.mask_zero_response))
+    scored = scored_spots(problem.y, held, problem.mask_zero_response)
+    if not problem.gaussian:
+        eta = pred if problem.offset is None else pred + problem.offset[:, None]
+        return heldout_deviance(problem.y, eta, scored, problem.glm_family())
+    return heldout_mse(problem.y, pred, scored)
 
 
 def cross_validate(
     problem: CVProblem, params: list[dict], folds, *, predictor: str = "graph", tol: float = 1e-2, max_iter: int = 500,
 ) -> np.ndarray:
-    """(n_folds, B) held-out MSE of each parameter set on each fold."""
+    """(n_folds, B) held-out loss (MSE, or mean deviance for count families) of each parameter set on each fold."""
     folds = np.asarray(folds)
     return np.stack([
         fold_losses(problem, solve_fold(problem, params, folds, f, tol=tol, max_iter=max_iter), folds, f, predictor)

@@ -51,6 +51,11 @@ class S3R:
     ``compat=True`` — and ``quadratic`` = tr(Wᵀ L W)); ``lambda_smooth``, ``alpha``, ``beta`` weight it, the lasso
     and the group lasso (β is multiplied by √n, as in the reference). ``mask_zero_response`` fixes W_i = 0 where
     y_i == 0, like the reference; turn it off to let smoothness fill those spots in.
+
+    ``family`` swaps the squared error for a log-link count data fit (mean deviance); ``theta`` is the negative
+    binomial θ (Var = μ + μ²/θ): a number, None (1), or ``"estimate"``, which alternates the spatial fit with a
+    1-D maximum-likelihood update of θ given μ until θ changes by less than ``theta_tol`` (relative) and
+    reports it as ``theta_``.
     """
 
     def __init__(
@@ -77,7 +82,9 @@ class S3R:
         verbose: bool = False,
         callback=None,
         family: str = "gaussian",
-        theta: float | None = None,
+        theta: float | str | None = None,
+        theta_tol: float = 1e-3,
+        theta_max_iter: int = 25,
     ):
         self.smooth = smooth
         self.lambda_smooth = lambda_smooth
@@ -101,6 +108,8 @@ class S3R:
         self.callback = callback
         self.family = family
         self.theta = theta
+        self.theta_tol = theta_tol
+        self.theta_max_iter = theta_max_iter
 
     # -- scikit-learn plumbing -------------------------------------------------------------------------
     def get_params(self, deep: bool = True) -> dict:
@@ -134,6 +143,14 @@ class S3R:
 
         if self.family not in FAMILIES:
             raise S3RInputError(f"family must be one of {', '.join(FAMILIES)}; got {self.family!r}")
+        theta = self.theta
+        if theta is not None and theta != "estimate":
+            if isinstance(theta, bool) or not isinstance(theta, (int, float, np.floating)) or not np.isfinite(theta) or theta <= 0:
+                raise S3RInputError(f"theta must be a number > 0, None or 'estimate'; got {theta!r}")
+        if theta == "estimate" and self.family != "negative_binomial":
+            raise S3RInputError(f"theta='estimate' applies to family 'negative_binomial', not {self.family!r}")
+        if not self.theta_tol > 0 or int(self.theta_max_iter) < 1:
+            raise S3RInputError("theta_tol must be > 0 and theta_max_iter ≥ 1")
 
     def build_smoothness(self, coords, graph: SpatialGraph | None = None, *, dtype=torch.float64, device="cpu"):
         """The smoothness operator for these coordinates (and the graph it came from, if any)."""
@@ -187,13 +204,24 @@ class S3R:
         else:
             from s3r.solver.smooth_datafit_pd import solve_glm_batch
 
-            result = solve_glm_batch(
-                Xs, y, family=self.family, theta=self.theta, smooth=self.smooth, operator=operator,
-                lambda_smooth=self.lambda_smooth, alpha=self.alpha, beta=self.beta, weights=weights,
-                free_rows=free.astype(np.float64), covariates=Z, offset=off, penalty_factor=factor,
-                W0=warm.get("W0"), gamma0=warm.get("gamma0"), tol=self.tol, max_iter=self.max_iter, device=device,
-                dtype=dtype, callback=callback,
-            )
+            def solve(theta, W0, gamma0):
+                return solve_glm_batch(
+                    Xs, y, family=self.family, theta=theta, smooth=self.smooth, operator=operator,
+                    lambda_smooth=self.lambda_smooth, alpha=self.alpha, beta=self.beta, weights=weights,
+                    free_rows=free.astype(np.float64), covariates=Z, offset=off, penalty_factor=factor,
+                    W0=W0, gamma0=gamma0, tol=self.tol, max_iter=self.max_iter, device=device,
+                    dtype=dtype, callback=callback,
+                )
+
+            if self.theta == "estimate":
+                result, theta, self.theta_history_ = self._fit_theta(solve, Xs, y, Z, off, weights, warm)
+            else:
+                theta = (1.0 if self.theta is None else float(self.theta)) if self.family == "negative_binomial" else None
+                result = solve(theta, warm.get("W0"), warm.get("gamma0"))
+                self.theta_history_ = [] if theta is None else [theta]
+            self.theta_ = theta
+        if gaussian:
+            self.theta_, self.theta_history_ = None, []
         self._result = result
         W = result.W[:, 0, :].double().cpu().numpy()
         self.coef_ = W / self.scale_
@@ -215,6 +243,9 @@ class S3R:
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "family": self.family,
+            "theta": self.theta_,
+            "theta_estimated": self.theta == "estimate",
+            "theta_iterations": len(self.theta_history_) if self.theta == "estimate" else 0,
             "n_spots": int(n),
             "n_features": int(p),
             "n_edges": int(operator.shape[0]),
@@ -224,6 +255,46 @@ class S3R:
         }
         self.trace_ = result.trace
         return self
+
+    def _fit_theta(self, solve, Xs, y, Z, off, weights, warm):
+        """Alternate the spatial fit at fixed θ with the ML θ given its μ, each fit warm-started from the last.
+
+        Both steps lower the same negative log-likelihood (the penalties do not involve θ), so the alternation
+        settles; it starts from the intercept (+ offset) model's θ, which overstates the dispersion the spatial
+        fit leaves, so θ rises towards its value at the fitted μ.
+        """
+        from s3r.cv import reference_theta
+        from s3r.glm.families import estimate_theta
+
+        theta = reference_theta(y, off)
+        history = [theta]
+        W0, gamma0 = warm.get("W0"), warm.get("gamma0")
+        t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(len(y), -1))  # noqa: E731
+        w = t(np.ones(len(y)) if weights is None else weights)
+        for _ in range(int(self.theta_max_iter)):
+            result, used = solve(theta, W0, gamma0), theta
+            W0 = result.W
+            gamma0 = None if result.gamma is None else result.gamma.double().cpu().numpy()
+            eta = np.einsum("np,np->n", Xs, result.W[:, 0, :].double().cpu().numpy())
+            if gamma0 is not None:
+                eta = eta + Z @ gamma0[0]
+            if off is not None:
+                eta = eta + off
+            mu = np.exp(np.minimum(eta, 30.0))
+            new = float(estimate_theta(t(y), t(mu), w, torch.tensor([theta], dtype=torch.float64))[0])
+            history.append(new)
+            if abs(new - theta) <= self.theta_tol * theta:
+                break
+            theta = new
+        if used >= 0.999e6:
+            import warnings
+
+            warnings.warn(
+                "negative binomial theta ran to its upper bound (1e6): the per-spot coefficients absorb all the "
+                "overdispersion, so theta cannot be estimated at this smoothness; raise lambda_smooth or fix theta",
+                stacklevel=3,
+            )
+        return result, used, history
 
     def _design_covariates(self, covariates, n: int) -> np.ndarray | None:
         cols = []
@@ -281,7 +352,8 @@ class S3R:
     def _glm_family(self):
         from s3r.glm.families import get_family
 
-        return get_family(self.family, self.theta if self.theta is not None or self.family != "negative_binomial" else 1.0)
+        theta = getattr(self, "theta_", None)
+        return get_family(self.family, theta if theta is not None or self.family != "negative_binomial" else 1.0)
 
     def score(self, X, y, sample_weight=None, covariates=None, offset=None) -> float:
         """Coefficient of determination R² (weighted when ``sample_weight`` is given); deviance explained for count families."""

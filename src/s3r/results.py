@@ -36,8 +36,10 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, inputs: dict | None = None) -> Path:
-    """Write coefficients.csv (features × spots), coefficients.npz and fit.json into ``out_dir``."""
+def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, inputs: dict | None = None, offset=None) -> Path:
+    """Write coefficients.csv (features × spots), coefficients.npz and fit.json into ``out_dir``.
+
+    ``offset``: the one the count-family fit used, so the reported r2 (deviance explained) scores that model."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     coef = pd.DataFrame(model.coef_.T, index=data.feature_names, columns=data.spot_ids)
@@ -56,7 +58,7 @@ def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, 
         **model.report_,
         "target": data.target_name,
         "parameters": {key: value for key, value in model.get_params().items() if key != "callback"},
-        "r2": model.score(data.X, data.y, covariates=data.covariates),
+        "r2": model.score(data.X, data.y, covariates=data.covariates, **({} if offset is None else {"offset": offset})),
         "trace": model.trace_,
         "inputs": inputs or {},
         "extra": params or {},

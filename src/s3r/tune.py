@@ -69,6 +69,10 @@ DEFAULT_CONFIG: dict = {
         "mask_zero_response": True,
         "standardize": False,
         "fit_intercept": False,
+        # data fit: CV loss is the held-out mean deviance (MSE for gaussian); NB theta: a number, null (1) or
+        # "estimate" (the final fit estimates θ; CV ranks trials at the intercept model's θ, cv.reference_theta)
+        "family": "gaussian",
+        "theta": None,
     },
     # CV only ranks parameter sets: float32 and a relative residual of 1e-2 (the final fit uses 1e-5) move held-out
     # losses by a few per cent, well inside their fold-to-fold spread; the iteration cap stops the heavily smoothed
@@ -109,10 +113,22 @@ def resolve_config(config: dict | None = None) -> dict:
             raise S3RInputError(f"tuning setting {name} must be one of {', '.join(choices)}; got {merged[name]!r}")
     for name in PARAM_NAMES:
         merged["space"][name] = _check_range(name, merged["space"][name])
+    _check_family(merged["model"])
     solver = merged["solver"]
     if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < 1:
         raise S3RInputError("tuning solver settings need tol > 0, max_iter ≥ 1 and chunk ≥ 1")
     return merged
+
+
+def _check_family(model: dict) -> None:
+    from s3r.glm.families import FAMILIES
+
+    if model["family"] not in FAMILIES:
+        raise S3RInputError(f"tuning model.family must be one of {', '.join(FAMILIES)}; got {model['family']!r}")
+    theta = model["theta"]
+    ok = theta is None or theta == "estimate" or (isinstance(theta, (int, float)) and not isinstance(theta, bool) and math.isfinite(theta) and theta > 0)
+    if not ok:
+        raise S3RInputError(f"tuning model.theta must be a number > 0, null or 'estimate'; got {theta!r}")
 
 
 def _check_range(name: str, spec):
@@ -258,9 +274,10 @@ def _frozen(trial: dict, distributions: dict):
 
 
 # -- evaluate --------------------------------------------------------------------------------------------
-def make_problem(data: RegressionData, config: dict) -> cv.CVProblem:
+def make_problem(data: RegressionData, config: dict, offset=None) -> cv.CVProblem:
+    """``offset`` (n,): log library size or another fixed part of log μ for the count families."""
     config = resolve_config(config)
-    return cv.CVProblem.from_data(data, model=config["model"], dtype=config["solver"]["dtype"], device=config["solver"]["device"])
+    return cv.CVProblem.from_data(data, model=config["model"], dtype=config["solver"]["dtype"], device=config["solver"]["device"], offset=offset)
 
 
 def make_folds(coords, config: dict) -> np.ndarray:
@@ -268,7 +285,8 @@ def make_folds(coords, config: dict) -> np.ndarray:
     return cv.make_folds(coords, config["folds"], config["fold_scheme"], seed=config["seed"], blocks_per_fold=config["blocks_per_fold"])
 
 
-def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from: Sequence = (), state_out=None, problem: cv.CVProblem | None = None) -> dict:
+def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from: Sequence = (), state_out=None, problem: cv.CVProblem | None = None,
+                  offset=None) -> dict:
     """Held-out loss of every trial in a round on one fold, solved as one batch.
 
     ``data`` is a RegressionData (or pass a prebuilt ``problem``); ``trials`` a trials.json (path or dict);
@@ -279,7 +297,7 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     config = resolve_config(config)
     doc = trials if isinstance(trials, dict) else _read_json(trials)
     if problem is None:
-        problem = make_problem(data, config)
+        problem = make_problem(data, config, offset)
     folds = make_folds(problem.coords, config)
     fold = int(fold)
     if not 0 <= fold < config["folds"]:
@@ -304,6 +322,8 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
         "n_heldout": int(held.sum()),
         "n_scored": int(cv.scored_spots(problem.y, held, problem.mask_zero_response).sum()),
         "seconds": solution.seconds,
+        "family": problem.family,
+        "theta": problem.theta,
         "trials": [
             {
                 "number": t["number"],
@@ -495,7 +515,7 @@ def default_workers(config: dict) -> int:
 
 
 def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: int | None = None, keep_states: bool = False,
-               progress: Callable[[str], None] | None = None) -> dict:
+               progress: Callable[[str], None] | None = None, offset=None) -> dict:
     """All rounds with the very functions (and files) the workflow runs as separate jobs.
 
     Folds of a round run in ``workers`` threads. On a CPU each fold is solved single-threaded: these
@@ -513,7 +533,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(config, out_dir / "config.json")
     start = time.perf_counter()
-    problem = make_problem(data, config)
+    problem = make_problem(data, config, offset)
     folds = make_folds(problem.coords, config)
     write_csv(pd.DataFrame({"spot": data.spot_ids, "fold": folds}), out_dir / "folds.tsv", sep="\t", index=False)
     saved_threads = torch.get_num_threads()

@@ -23,6 +23,42 @@ def add_input_arguments(parser) -> None:
     group.add_argument("--covariates", metavar="C1,C2", help="unpenalised .obs covariates (with --h5ad)")
 
 
+def theta_value(text: str):
+    """--theta: a positive number, or 'estimate' (negative binomial θ by maximum likelihood)."""
+    import argparse
+
+    if text == "estimate":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0 or 'estimate', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"theta must be > 0, got {text}")
+    return value
+
+
+def read_offset(args):
+    """--offset COLUMN: an .obs column of the --h5ad input (e.g. log library size), or None."""
+    if not getattr(args, "offset", None):
+        return None
+    if not args.h5ad:
+        raise S3RInputError("--offset names an .obs column and needs --h5ad")
+    import anndata
+    import numpy as np
+
+    obs = anndata.read_h5ad(args.h5ad, backed="r").obs
+    if args.offset not in obs.columns:
+        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} is not in .obs (columns: {', '.join(map(str, list(obs.columns)[:12]))})")
+    try:
+        values = obs[args.offset].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} is not numeric; give log library sizes") from None
+    if not np.all(np.isfinite(values)):
+        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} has missing or infinite values; fill them (log of a positive size)")
+    return values
+
+
 def read_input(args) -> RegressionData:
     csv = [args.x, args.y, args.coords]
     if args.h5ad:

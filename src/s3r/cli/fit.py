@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from s3r.cli.common import Progress, add_input_arguments, describe_input, read_input
+from s3r.cli.common import Progress, add_input_arguments, describe_input, read_input, read_offset, theta_value
 from s3r.errors import S3RInputError
 from s3r.results import read_params, write_fit
 
@@ -30,7 +30,7 @@ def add_parser(subparsers):
     m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
     m.add_argument("--family", choices=("gaussian", "poisson", "negative_binomial", "gamma"), default="gaussian",
                    help="data fit: squared error (default) or a log-link count family (mean deviance)")
-    m.add_argument("--theta", type=float, help="negative binomial θ (default 1)")
+    m.add_argument("--theta", type=theta_value, help="negative binomial θ: a number, or 'estimate' (maximum likelihood, alternating with the fit; default 1)")
     m.add_argument("--offset", metavar="COLUMN", help="count families: .obs column added to log μ, e.g. log library size (with --h5ad)")
     s = p.add_argument_group("solver")
     s.add_argument("--tol", type=float, default=1e-5, help="relative primal/dual residual tolerance (default 1e-5)")
@@ -59,19 +59,6 @@ def resolve_params(args) -> dict:
     return params
 
 
-def _read_offset(args, n):
-    if not getattr(args, "offset", None):
-        return None
-    if not args.h5ad:
-        raise S3RInputError("--offset names an .obs column and needs --h5ad")
-    import anndata
-
-    obs = anndata.read_h5ad(args.h5ad, backed="r").obs
-    if args.offset not in obs.columns:
-        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} is not in .obs")
-    return obs[args.offset].to_numpy(dtype=float)
-
-
 def run(args) -> int:
     from s3r.estimator import S3R
 
@@ -84,14 +71,16 @@ def run(args) -> int:
         mask_zero_response=not args.no_mask, standardize=args.standardize, fit_intercept=args.intercept,
         tol=args.tol, max_iter=args.max_iter, device=args.device, dtype=args.dtype, callback=progress,
     )
-    offset = _read_offset(args, data.n_spots)
+    offset = read_offset(args)
     model.set_params(family=args.family, theta=args.theta)
     model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset)
     if progress:
         progress.close()
-    out = write_fit(args.out, model, data, inputs=describe_input(args))
+    out = write_fit(args.out, model, data, inputs=describe_input(args), offset=offset)
     r = model.report_
     state = "converged" if r["converged"] else f"NOT converged (max {args.max_iter} iterations; raise --max-iter or --tol)"
+    if r.get("theta") is not None:
+        state += f", theta {r['theta']:.4g}" + (" (estimated)" if r.get("theta_estimated") else "")
     print(
         f"s3r fit: {data.target_name}: {state} in {r['iterations']} iterations, {r['solve_seconds']:.2f} s on {r['device']}; "
         f"objective {r['objective']:.8g}; {r['selected_features']}/{r['n_features']} features selected -> {out}",

@@ -1,7 +1,8 @@
 """``s3r tune``: cross-validated search for λ, α, β, in one process with the code the workflow distributes.
 
 Writes DIR/best_params.json (for ``s3r fit --params``), DIR/trials.tsv, DIR/fold_scores.tsv, DIR/folds.tsv,
-DIR/study.journal (open with ``optuna-dashboard``) and the per-round files under DIR/round_*/.
+DIR/study.journal (open with ``optuna-dashboard``) and the per-round files under DIR/round_*/. With a count
+family the CV loss is the mean deviance on held-out spots (the squared error for gaussian).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from s3r.cli.common import add_input_arguments, read_input
+from s3r.cli.common import add_input_arguments, read_input, read_offset, theta_value
 from s3r.errors import S3RInputError
 
 
@@ -27,6 +28,11 @@ def add_parser(subparsers):
     m.add_argument("--no-mask", action="store_true", help="do not force W_i = 0 where y_i == 0")
     m.add_argument("--standardize", action="store_true", help="scale features to unit variance (CV and final fit alike)")
     m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
+    m.add_argument("--family", choices=("gaussian", "poisson", "negative_binomial", "gamma"), default=None,
+                   help="data fit: squared error (default) or a log-link count family; the CV loss is then the held-out mean deviance")
+    m.add_argument("--theta", type=theta_value,
+                   help="negative binomial θ: a number, or 'estimate' (CV ranks trials at the intercept model's θ; s3r fit estimates it); default 1")
+    m.add_argument("--offset", metavar="COLUMN", help="count families: .obs column added to log μ, e.g. log library size (with --h5ad)")
     s = p.add_argument_group("search")
     s.add_argument("--trials", type=int, default=None, help="parameter sets in total (default 30)")
     s.add_argument("--rounds", type=int, default=None, help="ask → evaluate → tell rounds; the first is space filling (default 3)")
@@ -72,7 +78,8 @@ def build_config(args) -> dict:
     }
     config.update({key: value for key, value in flags.items() if value is not None})
     model = dict(config.get("model", {}))
-    given = {"smooth": args.smooth, "graph": args.graph, "k": args.k, "radius": args.radius, "max_edge_length": args.max_edge_length}
+    given = {"smooth": args.smooth, "graph": args.graph, "k": args.k, "radius": args.radius, "max_edge_length": args.max_edge_length,
+             "family": args.family, "theta": args.theta}
     model.update({key: value for key, value in given.items() if value is not None})
     for key, flag in (("compat", args.compat), ("standardize", args.standardize), ("fit_intercept", args.intercept)):
         if flag:
@@ -99,15 +106,17 @@ def run(args) -> int:
 
     config = resolve_config(build_config(args))
     data = read_input(args)
+    offset = read_offset(args)
     say = None if args.quiet else (lambda line: print(f"s3r tune: {line}", file=sys.stderr, flush=True))
-    best = run_search(data, config, args.out, workers=args.workers, keep_states=args.keep_states, progress=say)
+    best = run_search(data, config, args.out, workers=args.workers, keep_states=args.keep_states, progress=say, offset=offset)
     print(
         f"s3r tune: {data.target_name}: trial {best['trial']} of {best['n_trials']} ({best['selection']}): "
         f"lambda_smooth={best['lambda_smooth']:.4g} alpha={best['alpha']:.4g} beta={best['beta']:.4g}, "
         f"CV loss {best['cv_loss']:.6g}, {best['seconds']:.1f} s -> {Path(args.out) / 'best_params.json'}",
         file=sys.stderr,
     )
-    print(f"s3r tune: next: s3r fit <input> --params {Path(args.out) / 'best_params.json'}{fit_flags(config['model'])} --out FIT_DIR", file=sys.stderr)
+    offset_flag = f" --offset {args.offset}" if args.offset else ""
+    print(f"s3r tune: next: s3r fit <input> --params {Path(args.out) / 'best_params.json'}{fit_flags(config['model'])}{offset_flag} --out FIT_DIR", file=sys.stderr)
     return 0
 
 
@@ -125,4 +134,8 @@ def fit_flags(model: dict) -> str:
             flags.append(flag)
     if not model["mask_zero_response"]:
         flags.append("--no-mask")
+    if model.get("family", "gaussian") != "gaussian":
+        flags.append(f"--family {model['family']}")
+    if model.get("theta") is not None:
+        flags.append(f"--theta {model['theta']}")
     return "".join(" " + f for f in flags)

@@ -1,0 +1,159 @@
+"""Tuning with a count data fit: the CV loss is the held-out mean deviance, and the fold jobs agree with one process."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from s3r import cv, tune
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData
+
+CONFIG = {
+    "n_trials": 4,
+    "rounds": 2,
+    "folds": 2,
+    "blocks_per_fold": 2,
+    "seed": 3,
+    "model": {"family": "poisson", "fit_intercept": True, "k": 5},
+    "space": {"beta": 1e-3},
+    "solver": {"tol": 1e-3, "max_iter": 1500, "dtype": "float64"},
+}
+
+
+@pytest.fixture(scope="module")
+def counts():
+    """Poisson counts whose log mean varies between two halves of the tissue, with a library-size offset."""
+    rng = np.random.default_rng(4)
+    n = 90
+    coords = rng.uniform(size=(n, 2))
+    X = rng.normal(size=(n, 3))
+    W = np.zeros((n, 3))
+    W[:, 0] = np.where(coords[:, 0] > 0.5, 0.8, -0.8)
+    W[:, 1] = 0.4
+    offset = rng.normal(0, 0.3, n)
+    y = rng.poisson(np.exp(np.log(6.0) + (X * W).sum(1) + offset)).astype(float)
+    data = RegressionData(X=X, y=y, coords=coords, spot_ids=[f"s{i}" for i in range(n)],
+                          feature_names=["f1", "f2", "f3"], target_name="gene")
+    return data, offset
+
+
+def test_heldout_loss_is_mean_poisson_deviance_and_ranks_parameters(counts):
+    data, offset = counts
+    config = tune.resolve_config(CONFIG)
+    problem = tune.make_problem(data, config, offset)
+    assert problem.family == "poisson" and not problem.mask_zero_response  # zeros are counts, not dropouts
+    folds = tune.make_folds(problem.coords, config)
+    good = {"lambda_smooth": 0.01, "alpha": 1e-3, "beta": 1e-3}
+    bad = {"lambda_smooth": 1.0, "alpha": 1.0, "beta": 1.0}  # every coefficient zero: intercept and offset only
+    losses = cv.cross_validate(problem, [good, bad], folds, tol=1e-6, max_iter=5000)
+    assert np.all(losses[:, 0] < losses[:, 1]) and losses[:, 0].mean() < 0.75 * losses[:, 1].mean()
+    # the bad trial by hand: the training intercept's Poisson deviance on the held-out spots
+    y = data.y
+    for f in range(2):
+        train, held = folds != f, folds == f
+        mu = np.exp(offset[held]) * y[train].sum() / np.exp(offset[train]).sum()
+        dev = 2 * (np.where(y[held] > 0, y[held] * np.log(np.where(y[held] > 0, y[held], 1) / mu), 0) - (y[held] - mu))
+        assert losses[f, 1] == pytest.approx(dev.mean(), rel=1e-5)
+
+
+def test_search_prefers_a_fitting_smoothness_to_an_oversmoothed_one(counts, tmp_path):
+    data, offset = counts
+    config = {**CONFIG, "n_trials": 3, "rounds": 1, "space": {"lambda_smooth": {"low": 1e-3, "high": 1.0}, "alpha": 1e-3, "beta": 1e-3}}
+    best = tune.run_search(data, config, tmp_path, offset=offset, workers=1)
+    trials = pd.read_csv(tmp_path / "trials.tsv", sep="\t")
+    worst = trials.loc[trials["cv_loss"].idxmax()]
+    assert best["lambda_smooth"] < worst["lambda_smooth"] and best["cv_loss"] < 0.9 * worst["cv_loss"]
+    assert json.loads((tmp_path / "best_params.json").read_text())["model"]["family"] == "poisson"
+    fold = json.loads((tmp_path / "round_0" / "fold_0.json").read_text())
+    assert fold["family"] == "poisson" and fold["theta"] is None
+
+
+def test_fold_jobs_match_one_process_for_a_count_family(counts, tmp_path):
+    """Each fold job builds its own problem from the data (as the workflow's tune_fold does) and warm-starts
+    from its own files; the recorded results equal the in-process search's byte for byte."""
+    data, offset = counts
+    one = tmp_path / "one"
+    best = tune.run_search(data, CONFIG, one, offset=offset, workers=1, keep_states=True)
+    jobs = tmp_path / "jobs"
+    results = []
+    for r in range(CONFIG["rounds"]):
+        rd = tune.round_dir(jobs, r)
+        tune.suggest(CONFIG, results, rd / "trials.json")
+        for k in reversed(range(CONFIG["folds"])):
+            warm = [tune.round_dir(jobs, q) / f"fold_{k}.npz" for q in range(r)]
+            tune.evaluate_fold(data, CONFIG, rd / "trials.json", k, rd / f"fold_{k}.json", warm_from=warm, offset=offset)
+        tune.tell(rd / "trials.json", [rd / f"fold_{k}.json" for k in range(CONFIG["folds"])], rd / "results.json")
+        results.append(rd / "results.json")
+        assert (rd / "results.json").read_bytes() == (tune.round_dir(one, r) / "results.json").read_bytes()
+    assert tune.select(results, CONFIG)["trial"] == best["trial"]
+    later = json.loads((tune.round_dir(jobs, 1) / "fold_0.json").read_text())
+    assert all(t["warm_from"] is not None for t in later["trials"])
+
+
+def test_negative_binomial_tuning_fixes_one_theta_for_every_trial(counts):
+    data, offset = counts
+    config = {**CONFIG, "model": {**CONFIG["model"], "family": "negative_binomial", "theta": "estimate"}}
+    problem = tune.make_problem(data, config, offset)
+    assert problem.theta == pytest.approx(cv.reference_theta(data.y, offset))
+    # the intercept model's θ: ML over θ with the intercept profiled out
+    import statsmodels.api as sm
+
+    ref = sm.NegativeBinomial(data.y, np.ones((len(data.y), 1)), offset=offset).fit(disp=0)
+    assert problem.theta == pytest.approx(1 / ref.params[-1], rel=1e-3)
+    fixed = tune.make_problem(data, {**config, "model": {**config["model"], "theta": 4.0}}, offset)
+    assert fixed.theta == 4.0
+
+
+@pytest.mark.parametrize(
+    "model, offset, message",
+    [
+        ({"family": "binomial"}, None, "model.family must be one of gaussian, poisson"),
+        ({"family": "negative_binomial", "theta": -1}, None, "model.theta must be a number > 0, null or 'estimate'"),
+        ({"family": "gaussian"}, np.zeros(90), "offset applies to the log-link families"),
+        ({"family": "poisson"}, np.zeros(5), "offset needs one finite value per spot"),
+    ],
+)
+def test_bad_family_settings_say_what_to_fix(counts, model, offset, message):
+    data, _ = counts
+    with pytest.raises(S3RInputError, match=message):
+        tune.make_problem(data, {**CONFIG, "model": model}, offset)
+
+
+def test_gamma_rejects_zero_counts_before_solving(counts):
+    data, _ = counts
+    with pytest.raises(S3RInputError, match="strictly positive"):
+        tune.make_problem(data, {**CONFIG, "model": {"family": "gamma"}})
+
+
+def test_cli_tune_family_and_offset(counts, tmp_path, capsys):
+    import anndata
+
+    from s3r.cli import main
+
+    data, offset = counts
+    adata = anndata.AnnData(
+        X=np.c_[data.X, data.y],
+        obs=pd.DataFrame({"log_lib": offset}, index=data.spot_ids),
+        var=pd.DataFrame(index=[*data.feature_names, "gene"]),
+        obsm={"spatial": data.coords},
+    )
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    out = tmp_path / "tuned"
+    args = ["tune", "--h5ad", str(tmp_path / "counts.h5ad"), "--target", "gene", "--features", "f1,f2,f3", "--family", "poisson",
+            "--offset", "log_lib", "--intercept", "--k", "5", "--trials", "2", "--rounds", "1", "--folds", "2",
+            "--blocks-per-fold", "2", "--max-iter", "800", "--dtype", "float64", "--out", str(out), "--quiet", "--workers", "1"]
+    assert main(args) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["family"] == "poisson"
+    err = capsys.readouterr().err
+    assert "--family poisson" in err and "--offset log_lib" in err
+    # the same folds through the library, with the offset: identical CV losses
+    best = json.loads((out / "best_params.json").read_text())
+    direct = tune.run_search(data, config, tmp_path / "direct", offset=offset, workers=1)
+    assert best["cv_loss"] == pytest.approx(direct["cv_loss"], rel=1e-12)
+    assert main([*args[:-5], "--offset", "no_such_column", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--offset column 'no_such_column' is not in .obs" in capsys.readouterr().err
