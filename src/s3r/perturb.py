@@ -12,6 +12,7 @@ fold changes either way.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -141,6 +142,7 @@ def fit_perturbseq(
     theta: float | None = None,
     device: str = "auto",
     random_state: int = 0,
+    programme_threshold: float = 0.7,
 ) -> PerturbSeqResult:
     """Fit all response genes at once; ``genes`` (names) overrides the highly-variable selection."""
     counts = counts.toarray() if hasattr(counts, "toarray") else np.asarray(counts, dtype=np.float64)
@@ -176,7 +178,7 @@ def fit_perturbseq(
     coef = np.atleast_2d(model.coef_)  # (genes, features)
     names = [gene_names[j] for j in cols]
     W = coef[:, : D.shape[1]].T
-    labels = gene_programmes(W, n_programmes)
+    labels = gene_programmes(W, n_programmes, threshold=programme_threshold)
     S, progs = programme_scores(W, labels)
     sc = model.scores(X, Y, offset)
     return PerturbSeqResult(
@@ -228,3 +230,141 @@ def simulate_perturbseq(n_cells=2000, n_genes=200, n_perturbations=10, n_program
         "log_total": np.log(counts.sum(1) + 1),
     }, index=[f"cell_{i + 1}" for i in range(n_cells)])
     return counts, obs, effects, prog_of_gene
+
+
+# -- workflow mode: one AnnData file in, tables and heatmaps out ----------------------------------------------
+QC_COVARIATES = ("total_counts", "log1p_total_counts", "pct_counts_mt")
+
+
+def qc_covariates(counts, gene_names, obs: pd.DataFrame, names) -> pd.DataFrame:
+    """``obs`` with the scanpy-named QC covariates among ``names`` added when .obs lacks them.
+
+    total_counts and log1p_total_counts from the counts; pct_counts_mt from genes named MT-* / mt-*, so a user
+    who has not run ``sc.pp.calculate_qc_metrics`` gets the same covariates the seed-002 analysis used.
+    """
+    wanted = [c for c in names if c in QC_COVARIATES and c not in obs.columns]
+    if not wanted:
+        return obs
+    obs = obs.copy()
+    total = np.asarray(counts.sum(1)).ravel().astype(np.float64)
+    for name in wanted:
+        if name == "total_counts":
+            obs[name] = total
+        elif name == "log1p_total_counts":
+            obs[name] = np.log1p(total)
+        else:
+            mito = np.array([str(g).upper().startswith("MT-") for g in gene_names])
+            if not mito.any():
+                raise S3RInputError("covariate 'pct_counts_mt' is not an .obs column and no gene is named MT-*; add the column or drop the covariate")
+            mt = np.asarray(counts[:, np.flatnonzero(mito)].sum(1)).ravel()
+            obs[name] = 100.0 * mt / np.where(total > 0, total, 1.0)
+    return obs
+
+
+def fit_perturbseq_h5ad(
+    path,
+    *,
+    perturbation_key: str = "perturbation",
+    control: str = "control",
+    covariates=(),
+    layer: str | None = None,
+    genes=None,
+    **options,
+) -> PerturbSeqResult:
+    """:func:`fit_perturbseq` on an AnnData file: counts from ``.X`` or ``layer`` (raw counts: the gaussian fit
+    log-normalises them itself, count families use them as they are), labels and covariates from ``.obs``.
+    ``options``: the keyword arguments of :func:`fit_perturbseq` (family, l1_ratio, alpha, cv, ...)."""
+    import anndata
+
+    from s3r.preprocess import holds_counts
+
+    path = Path(path)
+    if not path.is_file():
+        raise S3RInputError(f"{path}: h5ad file not found; check the path")
+    adata = anndata.read_h5ad(path)
+    if layer is not None and layer not in adata.layers:
+        raise S3RInputError(f"{path}: layer {layer!r} not found; layers are {', '.join(adata.layers.keys()) or 'none'}")
+    matrix = adata.X if layer is None else adata.layers[layer]
+    if matrix is None or not holds_counts(matrix):
+        where = ".X" if layer is None else f".layers[{layer!r}]"
+        raise S3RInputError(f"{path}: {where} does not hold raw counts (non-negative integers); name the counts layer (column 'layer')")
+    if perturbation_key not in adata.obs.columns:
+        raise S3RInputError(f"{path}: perturbation column {perturbation_key!r} is not in .obs (columns: {', '.join(map(str, list(adata.obs.columns)[:12]))})")
+    gene_names = [str(g) for g in adata.var_names]
+    obs = qc_covariates(matrix, gene_names, adata.obs, covariates)
+    try:
+        return fit_perturbseq(matrix, obs, perturbation_key=perturbation_key, control=control, covariates=list(covariates),
+                              gene_names=gene_names, genes=genes, **options)
+    except S3RInputError as err:
+        raise S3RInputError(f"{path}: {err}") from None
+
+
+def write_perturbseq(result: PerturbSeqResult, *, coefficients, programmes, programme_scores, gene_scores=None, summary=None, extra=None) -> None:
+    """Tables (tab-separated, atomic): perturbations × genes coefficients, gene → programme, perturbations ×
+    programmes scores, per-gene fit scores; and a JSON summary of the fit."""
+    from s3r.io import write_csv, write_json
+
+    write_csv(result.coef.rename_axis("perturbation"), coefficients, sep="\t")
+    write_csv(result.programmes.rename_axis("gene").to_frame(), programmes, sep="\t")
+    write_csv(result.programme_scores.rename_axis("perturbation"), programme_scores, sep="\t")
+    if gene_scores is not None:
+        write_csv(result.scores.rename_axis("gene"), gene_scores, sep="\t")
+    if summary is not None:
+        model = result.model
+        counts = result.programmes.value_counts().sort_index()
+        write_json({
+            "n_perturbations": int(result.coef.shape[0]),
+            "n_genes": int(result.coef.shape[1]),
+            "perturbations": list(result.coef.index),
+            "covariates": list(result.covariate_coef.index),
+            "programme_sizes": {str(k): int(v) for k, v in counts.items()},
+            "nonzero_fraction": float(np.mean(result.coef.to_numpy() != 0)),
+            "median_deviance_explained": float(np.median(result.scores["deviance_explained"])),
+            "alpha_median": float(np.median(np.atleast_1d(model.alpha_))),
+            "model": {k: v for k, v in model.get_params().items() if k != "penalty_factor"},
+            "report": model.report_,
+            **(extra or {}),
+        }, summary)
+
+
+def plot_perturbseq(coef: pd.DataFrame, programmes: pd.Series, programme_scores: pd.DataFrame, *, coefficients_png, scores_png,
+                    title: str = "") -> None:
+    """Clustered heatmaps: perturbations × genes (genes grouped by programme) and perturbations × programmes
+    (the :class:`PerturbSeqResult` tables, or the same read back from the TSVs :func:`write_perturbseq` wrote)."""
+    from s3r.report.programmes import clustered_heatmap
+
+    clustered_heatmap(coef, coefficients_png, title=f"{title} perturbation effects (genes grouped by programme)".strip(),
+                      col_clusters=pd.Series(programmes).reindex(coef.columns).tolist())
+    if programme_scores.shape[1] == 0:  # nothing moved: an empty-but-valid figure rather than a failed job
+        programme_scores = pd.DataFrame(np.zeros((programme_scores.shape[0], 1)), index=programme_scores.index, columns=["no programme"])
+    clustered_heatmap(programme_scores, scores_png, title=f"{title} programme scores (mean coefficient)".strip())
+
+
+def simulate_perturbseq_h5ad(path, *, n_cells=600, n_genes=200, n_perturbations=6, n_programmes=3, effect=1.0, theta=5.0,
+                             n_batches=2, seed=0) -> None:
+    """A perturb-seq AnnData file with planted effects (the workflow demo): raw counts in .X; .obs holds
+    ``perturbation``, ``batch``, ``pct_counts_mt``, ``total_counts`` and cell-cycle scores (``S_score``,
+    ``G2M_score``; noise here); the truth in ``.varm['true_effects']`` (genes × perturbations) and
+    ``.var['true_programme']``."""
+    import anndata
+
+    from s3r.io import atomic_path
+
+    counts, obs, effects, prog = simulate_perturbseq(n_cells, n_genes, n_perturbations, n_programmes, effect=effect, theta=theta,
+                                                     n_batches=n_batches, seed=seed)
+    rng = np.random.default_rng([seed, 1])
+    obs = pd.DataFrame({
+        "perturbation": pd.Categorical(obs["perturbation"]),
+        "batch": obs["batch"],
+        "pct_counts_mt": obs["pct_mito"].to_numpy(),
+        "total_counts": counts.sum(1),
+        "S_score": rng.normal(0, 0.2, n_cells),
+        "G2M_score": rng.normal(0, 0.2, n_cells),
+    }, index=obs.index)
+    genes = [f"gene_{j + 1}" for j in range(n_genes)]
+    adata = anndata.AnnData(
+        X=counts.astype(np.float32), obs=obs, var=pd.DataFrame({"true_programme": prog}, index=genes),
+        varm={"true_effects": effects.T}, uns={"perturbations": [f"P{j + 1}" for j in range(n_perturbations)]},
+    )
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp)

@@ -17,6 +17,7 @@ if Path(_SRC).is_dir():
 
 from s3r.errors import S3RInputError
 from s3r import workflow_support as ws
+from s3r import workflow_perturbseq as wps
 
 
 def _input_error(message):
@@ -68,9 +69,21 @@ if config["deconvolve"]["enabled"]:
     except S3RInputError as err:
         raise _input_error(err) from None
 
+# Perturb-seq screens: their own sheet (config perturbseq.samples), checked like the spatial one.
+PERTURBSEQ = {}
+if config["perturbseq"]["enabled"]:
+    try:
+        PERTURBSEQ = wps.read_perturbseq_sheet(
+            config["perturbseq"], deep=workflow.is_main_process
+        )
+    except S3RInputError as err:
+        raise _input_error(err) from None
+
 
 wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES),
+    screen="|".join(re.escape(s) for s in PERTURBSEQ) or "(?!)",
+    psdemo="|".join(re.escape(d) for d in config["perturbseq"]["demo"]) or "(?!)",
     round=r"\d+",
     fold=r"\d+",
     demo="|".join(re.escape(d) for d in config["demo"]) or "(?!)",
@@ -163,6 +176,30 @@ def deconvolve_params(wildcards):
     }
 
 
+def perturbseq_spec(wildcards):
+    return PERTURBSEQ[wildcards.screen]
+
+
+def perturbseq_input(wildcards):
+    return PERTURBSEQ[wildcards.screen]["h5ad"]
+
+
+def perturbseq_demo_spec(wildcards):
+    return config["perturbseq"]["demo"][wildcards.psdemo]
+
+
+def perturbseq_outputs():
+    out = []
+    for screen in PERTURBSEQ:
+        out += [
+            f"results/perturbseq/{screen}/coefficients.tsv",
+            f"results/perturbseq/{screen}/programme_scores.tsv",
+            f"results/report/perturbseq/{screen}/coefficients_heatmap.png",
+            f"results/report/perturbseq/{screen}/programme_scores_heatmap.png",
+        ]
+    return out
+
+
 def fit_files(wildcards):
     return [
         f"results/fits/{s}/{t}/fit.json"
@@ -176,4 +213,5 @@ def final_outputs():
     out += [f"results/report/{s}/{t}/coefficient_maps.png" for s, t in pairs]
     out += ["results/report/summary.tsv"]
     out += [f"results/deconvolution/{s}/proportions.csv" for s in deconvolve_samples()]
+    out += perturbseq_outputs()
     return out

@@ -1,0 +1,11 @@
+"""Rule simulate_perturbseq_demo: a small perturb-seq AnnData file with planted effects (deterministic)."""
+
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import _s3r_path  # noqa: E402,F401
+from s3r.perturb import simulate_perturbseq_h5ad  # noqa: E402
+
+simulate_perturbseq_h5ad(snakemake.output[0], **dict(snakemake.params.spec))
+print(f"simulated {snakemake.wildcards.psdemo}: {dict(snakemake.params.spec)}", file=sys.stderr)

@@ -1,0 +1,154 @@
+"""The workflow's perturb-seq mode: planted effects recovered through the rule's library call, sheet checks,
+QC covariates, and the rules in the workflow's plan (dry run) and, once, for real."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+
+from s3r.errors import S3RInputError
+from s3r.perturb import qc_covariates, simulate_perturbseq_h5ad
+from s3r.workflow_perturbseq import plot_screen, read_perturbseq_sheet, run_screen
+
+REPO = Path(__file__).resolve().parents[1]
+COVARIATES = ["batch", "pct_counts_mt", "total_counts", "S_score", "G2M_score"]
+SETTINGS = {"family": "gaussian", "l1_ratio": 0.5, "alpha": None, "n_alphas": 20, "cv": 3, "n_top_genes": 2000,
+            "n_programmes": None, "programme_threshold": 0.7, "seed": 0, "samples": "unused", "enabled": True}
+
+
+@pytest.fixture(scope="module")
+def screen(tmp_path_factory):
+    path = tmp_path_factory.mktemp("screen") / "screen.h5ad"
+    simulate_perturbseq_h5ad(path, n_cells=800, n_genes=120, n_perturbations=6, n_programmes=3, effect=1.0, seed=3)
+    return path
+
+
+def _outputs(d: Path) -> dict:
+    return {"coefficients": d / "coefficients.tsv", "programmes": d / "programmes.tsv", "programme_scores": d / "programme_scores.tsv",
+            "gene_scores": d / "gene_scores.tsv", "summary": d / "perturbseq.json"}
+
+
+@pytest.mark.parametrize("family", ["gaussian", "poisson"])
+def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, family):
+    spec = {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control", "covariates": COVARIATES, "layer": None, "genes": None}
+    out = _outputs(tmp_path)
+    run_screen(spec, {**SETTINGS, "family": family}, outputs=out)
+    truth = anndata.read_h5ad(screen)
+    effects = pd.DataFrame(truth.varm["true_effects"].T, index=truth.uns["perturbations"], columns=truth.var_names)
+    coef = pd.read_csv(out["coefficients"], sep="\t", index_col=0)
+    assert coef.index.name == "perturbation" and list(coef.index) == list(effects.index)  # control is the baseline, not a row
+    W, E = coef.loc[effects.index, effects.columns].to_numpy(), effects.to_numpy()
+    hit = E != 0
+    assert np.corrcoef(W.ravel(), E.ravel())[0, 1] > 0.95
+    assert np.all(np.sign(W[hit]) == np.sign(E[hit])) and np.median(np.abs(W[hit] - E[hit])) < 0.2  # log fold changes
+    # every planted programme is one inferred programme, and they are distinct
+    labels = pd.read_csv(out["programmes"], sep="\t", index_col=0)["programme"]
+    planted = truth.var["true_programme"]
+    found = [set(labels[planted.index[planted == q]]) for q in (1, 2, 3)]
+    assert all(len(f) == 1 for f in found) and len(set.union(*found)) == 3 and 0 not in set.union(*found)
+    # programme scores: P_j moves its planted programme (j mod 3) by ±1, here up for P1..P3 and down for P4..P6
+    # (exactly on the count scale; log1p of normalised expression compresses the decreases of low counts)
+    scores = pd.read_csv(out["programme_scores"], sep="\t", index_col=0)
+    for j in range(6):
+        (label,) = found[j % 3]
+        score, planted_score = scores.loc[f"P{j + 1}", f"programme_{label}"], (1.0 if j < 3 else -1.0)
+        if family == "poisson":
+            assert score == pytest.approx(planted_score, abs=0.25)  # the elastic net shrinks a little
+        else:
+            assert np.sign(score) == planted_score and abs(score) > 0.5
+        others = scores.loc[f"P{j + 1}"].drop(f"programme_{label}")
+        assert np.abs(others).max() < 0.25 * abs(score)
+    summary = json.loads(out["summary"].read_text())
+    assert summary["n_perturbations"] == 6 and summary["n_genes"] == 120 and summary["model"]["family"] == family
+    assert summary["covariates"] == ["batch=b1", "pct_counts_mt", "total_counts", "S_score", "G2M_score"]
+    gene_scores = pd.read_csv(out["gene_scores"], sep="\t", index_col=0)
+    assert gene_scores.loc[planted.index[planted > 0], "deviance_explained"].median() > 0.1
+
+
+def test_heatmaps_from_the_tables(screen, tmp_path):
+    pytest.importorskip("s3r.report.programmes")
+    spec = {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control", "covariates": ["batch"], "layer": None,
+            "genes": [f"gene_{j}" for j in range(1, 31)]}
+    out = _outputs(tmp_path)
+    run_screen(spec, {**SETTINGS, "cv": None, "alpha": 0.01}, outputs=out)
+    plot_screen(coefficients=out["coefficients"], programmes=out["programmes"], programme_scores=out["programme_scores"],
+                coefficients_png=tmp_path / "c.png", scores_png=tmp_path / "s.png", title="screen")
+    for png in ("c.png", "s.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(pd.read_csv(out["coefficients"], sep="\t", index_col=0).columns) == spec["genes"]
+
+
+def test_qc_covariates_are_computed_when_obs_lacks_them():
+    counts = np.array([[1, 3, 6], [0, 2, 2], [5, 0, 5]], dtype=float)
+    obs = pd.DataFrame({"pct_counts_mt": [9.0, 9.0, 9.0]})
+    out = qc_covariates(counts, ["MT-CO1", "ACTB", "GAPDH"], obs.drop(columns="pct_counts_mt"), ["pct_counts_mt", "total_counts", "log1p_total_counts"])
+    np.testing.assert_allclose(out["pct_counts_mt"], [10.0, 0.0, 50.0])
+    np.testing.assert_allclose(out["total_counts"], [10, 4, 10])
+    np.testing.assert_allclose(out["log1p_total_counts"], np.log1p([10, 4, 10]))
+    assert qc_covariates(counts, ["MT-CO1", "ACTB", "GAPDH"], obs, ["pct_counts_mt"]) is obs  # a user's own column wins
+    with pytest.raises(S3RInputError, match="no gene is named MT-"):
+        qc_covariates(counts, ["A", "B", "C"], obs.drop(columns="pct_counts_mt"), ["pct_counts_mt"])
+
+
+def _sheet(tmp_path, rows, header="sample\th5ad\tperturbation_key\tcontrol\tcovariates"):
+    path = tmp_path / "perturbseq.tsv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return {"samples": str(path), "demo": {}}
+
+
+def test_sheet_rows_are_checked_before_any_job(screen, tmp_path):
+    ok = read_perturbseq_sheet(_sheet(tmp_path, [f"s1\t{screen}\tperturbation\tcontrol\tbatch,total_counts"]))
+    assert ok == {"s1": {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control",
+                         "covariates": ["batch", "total_counts"], "layer": None, "genes": None}}
+    for row, message in (
+        (f"s1\t{screen}\tguide\tcontrol\t", "line 2 (screen 's1'), column 'perturbation_key': 'guide' is not an .obs column"),
+        (f"s1\t{screen}\tperturbation\tNTC\t", "column 'control': no cell is labelled 'NTC'"),
+        (f"s1\t{screen}\tperturbation\tcontrol\tbatch,phase", "column 'covariates': 'phase' is not an .obs column"),
+        (f"s1\tmissing.h5ad\tperturbation\tcontrol\t", "column 'h5ad': file 'missing.h5ad' not found"),
+        ("s 1\tx.h5ad\t\t\t", "column 'sample': give a name of letters"),
+    ):
+        with pytest.raises(S3RInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            read_perturbseq_sheet(_sheet(tmp_path, [row]))
+    with pytest.raises(S3RInputError, match="unknown column 'guides'"):
+        read_perturbseq_sheet(_sheet(tmp_path, [f"s1\t{screen}"], header="sample\th5ad\tguides"))
+    # a demo input does not exist yet: the workflow will simulate it
+    demo = {**_sheet(tmp_path, ["d\tresources/demo/perturbseq/d.h5ad\t\t\t"]), "demo": {"d": {}}}
+    assert read_perturbseq_sheet(demo)["d"]["control"] == "control"
+
+
+def _snakemake(workdir, *args, timeout=600):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def test_dry_run_plans_the_perturbseq_rules(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    result = _snakemake(tmp_path, "-n", "--quiet", "rules")
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-3000:]
+    for rule in ("simulate_perturbseq_demo", "perturbseq_fit", "perturbseq_heatmaps"):
+        assert rule in text, text[-3000:]
+    config = tmp_path / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("perturbseq:\n  enabled: true", "perturbseq:\n  enabled: false"))
+    result = _snakemake(tmp_path, "-n", "--quiet", "rules")
+    assert result.returncode == 0 and "perturbseq_fit" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_perturbseq_rules_run(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    targets = ["results/report/perturbseq/perturb/coefficients_heatmap.png", "results/perturbseq/perturb/programme_scores.tsv"]
+    result = _snakemake(tmp_path, "--cores", "2", *targets)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    scores = pd.read_csv(tmp_path / targets[1], sep="\t", index_col=0)
+    assert list(scores.index) == [f"P{j}" for j in range(1, 7)]
+    strength = np.sort(np.abs(scores.to_numpy()), axis=1)
+    assert (strength[:, -1] > 0.5).all() and (strength[:, -2] < 0.25 * strength[:, -1]).all()  # one programme each, strongly
