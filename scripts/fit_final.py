@@ -20,17 +20,21 @@ sample, target = snakemake.wildcards.sample, snakemake.wildcards.target
 with open(snakemake.input.params) as fh:
     chosen = json.load(fh)
 device = choose_device(snakemake.resources.get("gpu", 0))
-data = read_prepared(snakemake.input.data).regression_data(target)
+prepared = read_prepared(snakemake.input.data)
+data = prepared.regression_data(target)
 graph = read_graph(snakemake.input.graph)
 print(f"{sample}/{target}: {data.n_spots} spots, {data.n_features} features, device {device}", flush=True)
 
-model = S3R(**chosen["params"], device=device, verbose=True)
-model.fit(data.X, data.y, data.coords, covariates=data.covariates, graph=graph)
+params = dict(chosen["params"])
+params.pop("offset", None)  # which offset: a preprocessing choice, the values are in the prepared sample
+model = S3R(**params, device=device, verbose=True)
+model.fit(data.X, data.y, data.coords, covariates=data.covariates, graph=graph, offset=prepared.offset)
 write_fit(
     Path(snakemake.output.fit).parent,
     model,
     data,
     params={"sample": sample, "params_source": chosen.get("source", "unknown")},
     inputs=dict(snakemake.input.items()),
+    offset=prepared.offset,
 )
 print(model.report_, flush=True)

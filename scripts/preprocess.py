@@ -17,6 +17,8 @@ common = dict(
     max_features=settings["max_features"],
     standardize=settings["standardize"],
     log=sys.stderr,
+    raw_targets=spec.get("raw_targets", False),
+    offset=spec.get("offset"),
 )
 if spec["kind"] == "h5ad":
     prepared = prepare_h5ad(

@@ -14,9 +14,11 @@ from s3r.workflow_support import choose_device  # noqa: E402
 torch.set_num_threads(snakemake.threads)
 settings = dict(snakemake.params.settings)
 settings["solver"] = {**settings.get("solver", {}), "device": choose_device(snakemake.resources.get("gpu", 0))}
-data = read_prepared(snakemake.input.data).regression_data(snakemake.wildcards.target)
+prepared = read_prepared(snakemake.input.data)
+data = prepared.regression_data(snakemake.wildcards.target)
 result = evaluate_fold(
     data, settings, snakemake.input.trials, int(snakemake.wildcards.fold),
     out=snakemake.output.scores, warm_from=list(snakemake.input.warm), state_out=snakemake.output.state,
+    offset=prepared.offset,
 )
 print(f"fold {result['fold']}: {len(result['trials'])} trials in {result['seconds']:.2f} s", flush=True)

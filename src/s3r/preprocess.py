@@ -32,6 +32,25 @@ __all__ = [
 ]
 
 NORMALIZE_CHOICES = ("auto", True, False)
+LIBRARY_SIZE = "log_library_size"  # offset name: log of each spot's total counts
+
+
+def _offset(spec, totals, obs, source: str):
+    """The offset array for ``spec``: None, 'log_library_size' (log of the spots' total counts) or an .obs column."""
+    if spec is None:
+        return None
+    if spec == LIBRARY_SIZE:
+        if totals is None:
+            raise S3RInputError(f"{source}: offset {LIBRARY_SIZE!r} needs counts to sum; the input holds no counts matrix")
+        if np.any(totals <= 0):
+            raise S3RInputError(f"{source}: {int(np.sum(totals <= 0))} spot(s) have no counts, so log library size is undefined; drop them")
+        return np.log(totals)
+    if obs is None or spec not in obs.columns:
+        raise S3RInputError(f"{source}: offset column {spec!r} is not in .obs; name an .obs column or use {LIBRARY_SIZE!r}")
+    values = np.asarray(obs[spec], dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise S3RInputError(f"{source}: offset column {spec!r} has missing or infinite values; fill them")
+    return values
 
 
 @dataclass
@@ -50,6 +69,8 @@ class PreparedSample:
     feature_mean: np.ndarray | None = None
     feature_scale: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # log-link families: per-spot offset (log library size, or an .obs column), shared by every target
+    offset: np.ndarray | None = None
 
     def regression_data(self, target: str) -> RegressionData:
         if target not in self.target_names:
@@ -160,8 +181,13 @@ def prepare_reference_csv(
     max_features: int | None = None,
     standardize: bool = True,
     log=sys.stderr,
+    raw_targets: bool = False,
+    offset: str | None = None,
 ) -> PreparedSample:
-    """Reference CSV triplet → PreparedSample. Library sizes are X's column sums (its features)."""
+    """Reference CSV triplet → PreparedSample. Library sizes are X's column sums (its features).
+
+    ``raw_targets``: keep the targets as they are (counts, for a count family's data fit) while the features are
+    normalised; ``offset``: None or 'log_library_size'."""
     targets = _check_targets_listed(targets, str(y_path))
     data = read_reference_csv(x_path, y_path, coords_path, target=targets[0])  # validates all three files
     ydf = pd.read_csv(y_path, index_col=0, dtype={0: str})
@@ -176,10 +202,12 @@ def prepare_reference_csv(
 
     x_counts = holds_counts(X)
     normalized = _should_normalize(normalize, x_counts, bool((X >= 0).all()), str(x_path))
+    totals = X.sum(axis=1) if x_counts else None
+    offset_values = _offset(offset, totals, None, str(x_path))
     if normalized:
         totals = X.sum(axis=1)
         X = _log_normalize(X, totals, target_sum)
-        if holds_counts(Y):
+        if holds_counts(Y) and not raw_targets:
             Y = _log_normalize(Y, totals, target_sum)
     X, names = _select(X, names, features, targets, max_features, str(x_path))
     X, names, mean, scale, dropped = _standardize(X, names, standardize, str(x_path), log)
@@ -194,7 +222,10 @@ def prepare_reference_csv(
             "n_input_features": len(data.feature_names),
             "dropped_constant": dropped,
             "standardized": bool(standardize),
+            "raw_targets": bool(raw_targets),
+            "offset": offset,
         },
+        offset=offset_values,
     )
 
 
@@ -232,8 +263,11 @@ def prepare_h5ad(
     max_features: int | None = None,
     standardize: bool = True,
     log=sys.stderr,
+    raw_targets: bool = False,
+    offset: str | None = None,
 ) -> PreparedSample:
-    """AnnData → PreparedSample. ``features``: gene list, 'all', or 'obsm:<key>' (used as given, e.g.
+    """AnnData → PreparedSample (``raw_targets``, ``offset``: as for :func:`prepare_reference_csv`; the offset may
+    also name an .obs column). ``features``: gene list, 'all', or 'obsm:<key>' (used as given, e.g.
     cell-type proportions: not normalised). Library sizes are row sums over all genes of ``.X``/the layer."""
     import anndata
 
@@ -297,10 +331,12 @@ def prepare_h5ad(
         raise S3RInputError(f"{source}: target {targets[j]!r} has NaN/infinite values; fix or drop those spots")
 
     X = data.X
+    lib = totals if totals is not None else (np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel() if counts else None)
+    offset_values = _offset(offset, lib, adata.obs, source)
     if normalized:
         if obsm_key is None:
             X = _log_normalize(X, totals, target_sum)
-        genes = [j for j, t in enumerate(targets) if t in gene_targets]
+        genes = [j for j, t in enumerate(targets) if t in gene_targets and not raw_targets]
         Y[:, genes] = _log_normalize(Y[:, genes], totals, target_sum)
     names = list(data.feature_names)
     X, names, mean, scale, dropped = _standardize(X, names, standardize, source, log)
@@ -317,7 +353,10 @@ def prepare_h5ad(
             "feature_source": f".obsm[{obsm_key!r}]" if obsm_key else (f".layers[{layer!r}]" if layer else ".X"),
             "dropped_constant": dropped,
             "standardized": bool(standardize),
+            "raw_targets": bool(raw_targets),
+            "offset": offset,
         },
+        offset=offset_values,
     )
 
 
@@ -337,6 +376,8 @@ def write_prepared(path: str | os.PathLike, prepared: PreparedSample) -> None:
     )
     if prepared.covariates is not None:
         arrays["covariates"] = prepared.covariates
+    if prepared.offset is not None:
+        arrays["offset"] = prepared.offset
     write_npz(path, **arrays)
 
 
@@ -354,4 +395,5 @@ def read_prepared(path: str | os.PathLike) -> PreparedSample:
             feature_mean=f["feature_mean"],
             feature_scale=f["feature_scale"],
             info=json.loads(str(f["info"])),
+            offset=f["offset"] if "offset" in f.files else None,
         )

@@ -557,7 +557,7 @@ def model_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
     return settings
 
 
-_TUNE_MODEL_KEYS = ("smooth", "graph", "k", "radius", "max_edge_length", "compat", "mask_zero_response", "fit_intercept")
+_TUNE_MODEL_KEYS = ("smooth", "graph", "k", "radius", "max_edge_length", "compat", "mask_zero_response", "fit_intercept", "family", "theta")
 
 
 def tune_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:

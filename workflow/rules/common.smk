@@ -56,6 +56,18 @@ try:
 except S3RInputError as err:
     raise _input_error(err) from None
 
+_model = config["model"]
+if _model["offset"] and _model["family"] == "gaussian":
+    raise _input_error(
+        "config model.offset applies to the count families (poisson, negative_binomial, gamma); "
+        "set model.family or remove model.offset"
+    )
+if _model["theta"] is not None and _model["family"] != "negative_binomial":
+    raise _input_error(
+        f"config model.theta is the negative binomial dispersion; remove it or set model.family "
+        f"to negative_binomial (it is {_model['family']!r})"
+    )
+
 if config["tune"]["enabled"]:
     try:
         for _spec in SAMPLES.values():
@@ -113,6 +125,9 @@ def preprocess_params(wildcards):
         "layer": spec.layer,
         "spatial_key": spec.spatial_key,
         "settings": config["preprocess"],
+        # a count family fits raw target counts (features are still normalised), offset by log library size
+        "raw_targets": config["model"]["family"] != "gaussian",
+        "offset": config["model"]["offset"],
     }
 
 
