@@ -11,6 +11,20 @@ def batch_norm(T: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((T * T).sum(dim=dims))
 
 
+def clamp_into(T: torch.Tensor, bound: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """out = clip(T, −bound, bound) with bound broadcast per problem (1, B, 1).
+
+    torch's clamp with tensor bounds takes a slow three-operand broadcasting path (~4× a scalar clamp);
+    one bound for the whole batch becomes a scalar clamp, several a minimum then a maximum.
+    """
+    flat = bound.reshape(-1)
+    if flat.numel() == 1 or bool((flat == flat[0]).all()):
+        value = float(flat[0])
+        return torch.clamp(T, -value, value, out=out)
+    torch.minimum(T, bound, out=out)
+    return torch.maximum(out, -bound, out=out)
+
+
 class SparseGroupLasso:
     """α Σ_j f_j ‖W_:,j‖₁ + β √n Σ_j f_j ‖W_:,j‖₂ with groups = feature columns, plus rows fixed at zero.
 
@@ -52,11 +66,11 @@ class SparseGroupLasso:
         thr = (step * self.alpha).view(1, -1, 1)
         if not self.uniform:
             thr = thr * self.factor
-        torch.clamp(V, -thr, thr, out=work)
+        clamp_into(V, thr, work)
         V.sub_(work)
         if not self.all_free:
             V.mul_(self.free)
-        col = torch.linalg.vector_norm(V, dim=0, keepdim=True)
+        col = torch.mul(V, V, out=work).sum(0, keepdim=True).sqrt_()
         gthr = (step * self.beta * self.sqrt_n).view(1, -1, 1)
         if not self.uniform:
             gthr = gthr * self.factor
@@ -77,7 +91,7 @@ class GraphL1:
         return torch.clamp(U, -self.lam, self.lam)
 
     def dual_prox_(self, U: torch.Tensor, sigma: torch.Tensor | None = None) -> torch.Tensor:
-        return U.clamp_(-self.lam, self.lam)
+        return clamp_into(U, self.lam, U)
 
 
 class GraphQuadratic:
