@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from bench_common import provenance
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -42,24 +42,6 @@ MAX_ITER = 20_000
 EN_ALPHA, EN_L1_RATIO = 0.01, 0.5
 
 
-def provenance() -> dict:
-    """Where and on what code a figure was measured (the library changes; timings depend on the load)."""
-    import platform
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "dirty_library": bool(git("status", "--porcelain", "--", "../src")),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
 
 
 def kmeans_ari(W: np.ndarray, regions: np.ndarray) -> float:

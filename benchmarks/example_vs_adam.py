@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import provenance
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 DATA = Path(os.environ.get("S3R_EXAMPLE", HERE.parent.parent / "shared" / "data" / "s3r-example"))
@@ -42,24 +44,6 @@ REFERENCE_OBJECTIVE = 5073.09  # what the reference's 100,000 Adam iterations re
 REFERENCE_SECONDS = 452.0  # the reference loop on this 2-core machine
 
 
-def provenance() -> dict:
-    """Where and on what code a figure was measured (the library changes; timings depend on the load)."""
-    import platform
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "dirty_library": bool(git("status", "--porcelain", "--", "../src")),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
 
 
 def load():

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import provenance
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 BASE = {"lambda_smooth": 0.05, "alpha": 0.02, "beta": 0.05}  # at n = 1000; scaled by 1000/n
@@ -32,25 +34,6 @@ TOL = 1e-5  # the estimator's and `s3r fit`'s default
 MAX_ITER = 20_000
 
 
-def provenance() -> dict:
-    """Where and on what code a figure was measured (the library changes; timings depend on the load)."""
-    import platform
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "dirty_library": bool(git("status", "--porcelain", "--", "../src")),
-        "cpus": os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
-    }
 
 
 def params_for(n: int) -> dict:

@@ -20,14 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from bench_common import provenance
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -41,21 +41,6 @@ PREPRINT_RANGE_TOP = {"three_regions_highdim": 0.72, "four_regions_highdim": 0.7
 FINAL_TOL = 1e-5
 
 
-def provenance() -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True).stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "dirty_library": bool(git("status", "--porcelain", "--", "../src")),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "loadavg_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
 
 
 def kmeans_ari(W: np.ndarray, regions: np.ndarray) -> float:
