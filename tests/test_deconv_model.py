@@ -16,13 +16,7 @@ from s3r.deconv import (
 from s3r.errors import S3RInputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: a second OpenMP thread only adds wake-up latency (severe on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,7 @@ from s3r.deconv.simplex import check_floor, project_columns_floor_simplex, proje
 from s3r.errors import S3RInputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def brute_force_projection(v: np.ndarray, eps: float) -> np.ndarray:

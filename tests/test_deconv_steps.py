@@ -11,13 +11,7 @@ from s3r.deconv.xstep import negative_log_evidence, solve_x_step, solve_x_step_s
 from s3r.graph import delaunay_graph
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny problems: a second OpenMP thread only adds wake-up latency (severe on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_problem(n=30, D=3, seed=0, lam=0.3):

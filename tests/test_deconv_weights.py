@@ -12,13 +12,7 @@ from s3r.errors import S3RInputError
 from s3r.graph import SpatialGraph, delaunay_graph
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small problems: a second OpenMP thread only adds wake-up latency (severe on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def star_with_tail():
