@@ -322,15 +322,21 @@ class FoldSolution:
     seconds: float
 
 
+CPU_BATCH = 2  # parameter sets per batched solve on a CPU (see solve_fold)
+
+
 def solve_fold(
     problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float = 1e-2, max_iter: int = 500,
-    chunk: int = 100, warm: dict | None = None,
+    chunk: int = 100, warm: dict | None = None, batch: int = 0,
 ) -> FoldSolution:
-    """Solve every parameter set on one fold in one batch (held-out spots weighted 0).
+    """Solve every parameter set on one fold, ``batch`` at a time in one batched solve (held-out spots weighted 0).
 
-    The batch is solved in chunks of ``chunk`` iterations and converged problems leave the batch between
-    chunks (their state carried exactly), so one slow parameter set does not hold the rest in the loop.
-    ``warm`` holds per-problem start values (W, data_dual, dual, step arrays stacked on axis 1 / 0).
+    Each batch is solved in chunks of ``chunk`` iterations; converged problems leave it between chunks (their
+    state carried exactly) and the next parameter sets take their places, so one slow set does not hold the
+    rest in the loop. ``batch`` 0 means all at once on a GPU and ``CPU_BATCH`` on a CPU, where a batch whose
+    edge-sized arrays outgrow the cache costs more per problem than two small ones (1.6× at 1,000 spots × 100
+    features, batch 10 against 2). ``warm`` holds per-problem start values (W, data_dual, dual, step arrays
+    stacked on axis 1 / 0).
     """
     if not problem.gaussian:
         return _solve_fold_glm(problem, params, folds, fold, tol=tol, max_iter=max_iter, warm=warm)
@@ -353,8 +359,11 @@ def solve_fold(
         state = _scatter_state(state, {"W": np.zeros((n, int(zero.sum()), problem.X.shape[1]), dtype=_np_dtype(problem)),
                                        "gamma": None, "data_dual": None, "dual": None, "step": np.full(int(zero.sum()), np.nan)}, np.flatnonzero(zero), n, B)
         converged[zero] = True
-    active = np.flatnonzero(~zero)
-    while active.size:
+    queue = np.flatnonzero(~zero)
+    if batch <= 0:
+        batch = CPU_BATCH if problem.device.type == "cpu" else max(1, queue.size)
+    while queue.size:
+        active, queue = queue[:batch], queue[batch:]
         budget = int(min(chunk, max_iter - iterations[active].max()))
         take = lambda a, axis=1: None if a is None else np.take(a, active, axis=axis)  # noqa: E731
         step0 = take(state["step"], 0)
@@ -377,7 +386,7 @@ def solve_fold(
         }
         state = _scatter_state(state, out, active, n, B)
         converged[active] = done
-        active = active[~done & (iterations[active] < max_iter)]
+        queue = np.concatenate([active[~done & (iterations[active] < max_iter)], queue])
     return FoldSolution(
         W=state["W"], gamma=state["gamma"], data_dual=state["data_dual"], dual=state["dual"], step=state["step"],
         converged=converged, iterations=iterations, seconds=time.perf_counter() - start,

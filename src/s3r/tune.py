@@ -77,7 +77,8 @@ DEFAULT_CONFIG: dict = {
     # CV only ranks parameter sets: float32 and a relative residual of 1e-2 (the final fit uses 1e-5) move held-out
     # losses by a few per cent, well inside their fold-to-fold spread; the iteration cap stops the heavily smoothed
     # trials (λ near 1), which the solver is slowest on and CV rejects anyway, from taking most of the time
-    "solver": {"tol": 1e-2, "max_iter": 500, "chunk": 100, "dtype": "float32", "device": "auto", "warm_start": True},
+    # batch: parameter sets per batched solve, 0 = all on a GPU, cv.CPU_BATCH on a CPU
+    "solver": {"tol": 1e-2, "max_iter": 500, "chunk": 100, "batch": 0, "dtype": "float32", "device": "auto", "warm_start": True},
 }
 
 
@@ -115,8 +116,8 @@ def resolve_config(config: dict | None = None) -> dict:
         merged["space"][name] = _check_range(name, merged["space"][name])
     _check_family(merged["model"])
     solver = merged["solver"]
-    if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < 1:
-        raise S3RInputError("tuning solver settings need tol > 0, max_iter ≥ 1 and chunk ≥ 1")
+    if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < 1 or int(solver["batch"]) < 0:
+        raise S3RInputError("tuning solver settings need tol > 0, max_iter ≥ 1, chunk ≥ 1 and batch ≥ 0")
     return merged
 
 
@@ -312,7 +313,8 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
         if (warm["W"].shape[0], warm["W"].shape[2]) != expected:
             raise S3RInputError(f"warm-start states {[str(p) for p in warm_from]} are for another problem "
                                 f"({warm['W'].shape[0]} × {warm['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
-    solution = cv.solve_fold(problem, params, folds, fold, tol=solver["tol"], max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=warm)
+    solution = cv.solve_fold(problem, params, folds, fold, tol=solver["tol"], max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=warm,
+                             batch=int(solver["batch"]))
     losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
     held = cv.heldout_mask(folds, fold)
     result = {
