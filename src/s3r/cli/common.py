@@ -23,6 +23,32 @@ def add_input_arguments(parser) -> None:
     group.add_argument("--covariates", metavar="C1,C2", help="unpenalised .obs covariates (with --h5ad)")
 
 
+def add_model_arguments(parser, *, title: str, tuning: bool = False):
+    """The model options s3r fit and s3r tune share. With ``tuning`` the defaults are None, so a tuning
+    config file can supply what the flags leave out, and the help says how the search uses each option."""
+    fixed = (lambda value: None) if tuning else (lambda value: value)  # noqa: E731
+    m = parser.add_argument_group(title)
+    m.add_argument("--smooth", choices=("tv", "graph_l1", "quadratic"), default=None, help="smoothness penalty (default tv)")
+    m.add_argument("--graph", choices=("knn", "delaunay", "radius", "mst"), default=fixed("knn"), help="spot graph (default knn)")
+    m.add_argument("--k", type=int, default=fixed(7), help="neighbours for the kNN graph (default 7)")
+    m.add_argument("--radius", type=float, help="radius for --graph radius, in coordinate units")
+    m.add_argument("--max-edge-length", type=float, help="drop longer edges (so holes are not bridged)")
+    m.add_argument("--compat", action="store_true", help="the reference implementation's kNN operator (graph_l1)")
+    m.add_argument("--no-mask", action="store_true", help="do not force W_i = 0 where y_i == 0")
+    m.add_argument("--standardize", action="store_true",
+                   help="scale features to unit variance" + (" (CV and final fit alike)" if tuning else " before fitting"))
+    m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
+    m.add_argument("--family", choices=("gaussian", "poisson", "negative_binomial", "gamma"), default=fixed("gaussian"),
+                   help="data fit: squared error (default) or a log-link count family"
+                   + ("; the CV loss is then the held-out mean deviance" if tuning else " (mean deviance)"))
+    m.add_argument("--theta", type=theta_value,
+                   help="negative binomial θ: a number, or 'estimate' ("
+                   + ("CV ranks trials at the intercept model's θ; s3r fit estimates it" if tuning
+                      else "maximum likelihood, alternating with the fit") + "; default 1)")
+    m.add_argument("--offset", metavar="COLUMN", help="count families: .obs column added to log μ, e.g. log library size (with --h5ad)")
+    return m
+
+
 def theta_value(text: str):
     """--theta: a positive number, or 'estimate' (negative binomial θ by maximum likelihood)."""
     import argparse

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from s3r.cli.common import Progress, add_input_arguments, describe_input, read_input, read_offset, theta_value
+from s3r.cli.common import Progress, add_input_arguments, add_model_arguments, describe_input, read_input, read_offset
 from s3r.errors import S3RInputError
 from s3r.results import read_params, write_fit
 
@@ -14,24 +14,11 @@ DEFAULTS = {"lambda_smooth": 0.01, "alpha": 0.01, "beta": 0.01}
 def add_parser(subparsers):
     p = subparsers.add_parser("fit", help="fit S3R coefficients for one target", description=__doc__)
     add_input_arguments(p)
-    m = p.add_argument_group("model")
-    m.add_argument("--smooth", choices=("tv", "graph_l1", "quadratic"), default=None, help="smoothness penalty (default tv)")
+    m = add_model_arguments(p, title="model")
     m.add_argument("--lambda-smooth", type=float, help="smoothness weight λ (default 0.01)")
     m.add_argument("--alpha", type=float, help="lasso weight α (default 0.01)")
     m.add_argument("--beta", type=float, help="group-lasso weight β, multiplied by √n (default 0.01)")
     m.add_argument("--params", metavar="best_params.json", help="λ, α, β from a tuning run; explicit flags win")
-    m.add_argument("--graph", choices=("knn", "delaunay", "radius", "mst"), default="knn", help="spot graph (default knn)")
-    m.add_argument("--k", type=int, default=7, help="neighbours for the kNN graph (default 7)")
-    m.add_argument("--radius", type=float, help="radius for --graph radius, in coordinate units")
-    m.add_argument("--max-edge-length", type=float, help="drop longer edges (so holes are not bridged)")
-    m.add_argument("--compat", action="store_true", help="the reference implementation's kNN operator (graph_l1)")
-    m.add_argument("--no-mask", action="store_true", help="do not force W_i = 0 where y_i == 0")
-    m.add_argument("--standardize", action="store_true", help="scale features to unit variance before fitting")
-    m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
-    m.add_argument("--family", choices=("gaussian", "poisson", "negative_binomial", "gamma"), default="gaussian",
-                   help="data fit: squared error (default) or a log-link count family (mean deviance)")
-    m.add_argument("--theta", type=theta_value, help="negative binomial θ: a number, or 'estimate' (maximum likelihood, alternating with the fit; default 1)")
-    m.add_argument("--offset", metavar="COLUMN", help="count families: .obs column added to log μ, e.g. log library size (with --h5ad)")
     s = p.add_argument_group("solver")
     s.add_argument("--tol", type=float, default=1e-5, help="relative primal/dual residual tolerance (default 1e-5)")
     s.add_argument("--max-iter", type=int, default=20000)

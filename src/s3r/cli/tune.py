@@ -11,28 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from s3r.cli.common import add_input_arguments, read_input, read_offset, theta_value
+from s3r.cli.common import add_input_arguments, add_model_arguments, read_input, read_offset
 from s3r.errors import S3RInputError
 
 
 def add_parser(subparsers):
     p = subparsers.add_parser("tune", help="tune λ, α, β by spatial cross-validation (Optuna)", description=__doc__)
     add_input_arguments(p)
-    m = p.add_argument_group("model (as for s3r fit)")
-    m.add_argument("--smooth", choices=("tv", "graph_l1", "quadratic"), default=None, help="smoothness penalty (default tv)")
-    m.add_argument("--graph", choices=("knn", "delaunay", "radius", "mst"), default=None, help="spot graph (default knn)")
-    m.add_argument("--k", type=int, default=None, help="neighbours for the kNN graph (default 7)")
-    m.add_argument("--radius", type=float, help="radius for --graph radius, in coordinate units")
-    m.add_argument("--max-edge-length", type=float, help="drop longer edges (so holes are not bridged)")
-    m.add_argument("--compat", action="store_true", help="the reference implementation's kNN operator (graph_l1)")
-    m.add_argument("--no-mask", action="store_true", help="do not force W_i = 0 where y_i == 0")
-    m.add_argument("--standardize", action="store_true", help="scale features to unit variance (CV and final fit alike)")
-    m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
-    m.add_argument("--family", choices=("gaussian", "poisson", "negative_binomial", "gamma"), default=None,
-                   help="data fit: squared error (default) or a log-link count family; the CV loss is then the held-out mean deviance")
-    m.add_argument("--theta", type=theta_value,
-                   help="negative binomial θ: a number, or 'estimate' (CV ranks trials at the intercept model's θ; s3r fit estimates it); default 1")
-    m.add_argument("--offset", metavar="COLUMN", help="count families: .obs column added to log μ, e.g. log library size (with --h5ad)")
+    add_model_arguments(p, title="model (as for s3r fit)", tuning=True)
     s = p.add_argument_group("search")
     s.add_argument("--trials", type=int, default=None, help="parameter sets in total (default 30)")
     s.add_argument("--rounds", type=int, default=None, help="ask → evaluate → tell rounds; the first is space filling (default 3)")
