@@ -27,7 +27,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3r-example
 EXAMPLE_PARAMS = {"lambda_smooth": 0.002391076717339003, "alpha": 0.035065877784368496, "beta": 0.03960085437733601}
 PARAMS = {"lambda_smooth": 0.05, "alpha": 0.02, "beta": 0.05}
 FIT_KEYS = ("objective", "converged", "iterations", "solve_seconds", "primal_residual", "dual_residual", "device", "dtype", "parameters", "versions")
-NPZ_KEYS = {"coef", "spot_ids", "feature_names", "coords", "covariate_coef", "covariate_names", "intercept"}
+NPZ_KEYS = {"coef", "spot_ids", "feature_names", "coords", "covariate_coef", "covariate_names", "intercept", "observed", "fitted"}
 
 
 def _flags(params: dict) -> list[str]:
@@ -180,6 +180,8 @@ def test_csv_fit_writes_exactly_the_documented_files(runs, sim):
         assert list(npz["feature_names"]) == sim.feature_names
         np.testing.assert_array_equal(npz["coords"], sim.coords)
         assert npz["covariate_coef"].size == 0 and float(npz["intercept"]) == 0.0
+        np.testing.assert_array_equal(npz["observed"], sim.y)  # what observed-vs-predicted plots
+        np.testing.assert_allclose(npz["fitted"], np.einsum("ij,ij->i", sim.X, npz["coef"]), rtol=1e-10, atol=1e-8)
 
     for key in FIT_KEYS:
         assert key in report, key

@@ -53,6 +53,8 @@ def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, 
         covariate_coef=np.asarray(model.covariate_coef_),
         covariate_names=np.asarray(data.covariate_names),
         intercept=np.asarray(model.intercept_),
+        observed=np.asarray(data.y, dtype=np.float64),
+        fitted=np.asarray(model.predict(data.X, covariates=data.covariates, **({} if offset is None else {"offset": offset})), dtype=np.float64),
     )
     report = {
         **model.report_,

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["fit_report", "plot_coefficient_maps", "feature_table", "spot_domains", "use_report_style", "save_figure", "spatial_scatter", "spot_size"]
+__all__ = ["fit_report", "load_fit", "feature_table", "spot_domains", "programmes", "clustered_heatmap", "use_report_style", "save_figure",
+           "spatial_scatter", "spot_size"]
 
 _LAZY = {
     "fit_report": "s3r.report.fit_report",
-    "plot_coefficient_maps": "s3r.report.maps",
+    "load_fit": "s3r.report.fit_report",
     "feature_table": "s3r.report.fit_report",
-    "spot_domains": "s3r.report.fit_report",
+    "spot_domains": "s3r.report.domains",
+    "programmes": "s3r.report.programmes",
+    "clustered_heatmap": "s3r.report.programmes",
     "use_report_style": "s3r.report.style",
     "save_figure": "s3r.report.style",
     "spatial_scatter": "s3r.report.style",

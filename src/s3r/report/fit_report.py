@@ -1,0 +1,331 @@
+"""The report of one fit: which features drive the target, where, and how sure we are.
+
+Inputs are the files ``s3r fit`` / the workflow's ``fit_final`` write (``coefficients.npz``, ``fit.json``) and,
+when the parameters were tuned, the tuning directory (``round_*/results.json`` and the per-fold solutions
+``round_*/fold_*.npz``). Every figure is a PNG with an SVG beside it, drawn with the fixed style of
+:mod:`s3r.report.style`, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from s3r.errors import S3RInputError
+from s3r.io import write_csv
+
+__all__ = ["FitOutputs", "load_fit", "feature_table", "fold_selection", "tuning_trials", "fit_report"]
+
+
+@dataclass
+class FitOutputs:
+    W: np.ndarray  # spots × features
+    coords: np.ndarray
+    spot_ids: list[str]
+    feature_names: list[str]
+    report: dict  # fit.json
+    observed: np.ndarray | None = None
+    fitted: np.ndarray | None = None
+
+
+def load_fit(fit_dir) -> FitOutputs:
+    """Read a fit directory; a missing or foreign file is an S3RInputError naming it and the fix."""
+    fit_dir = Path(fit_dir)
+    npz_path, json_path = fit_dir / "coefficients.npz", fit_dir / "fit.json"
+    for path in (json_path, npz_path):
+        if not path.is_file():
+            raise S3RInputError(f"{path}: not found; --fit must be a directory written by 's3r fit' (coefficients.npz, fit.json)")
+    try:
+        report = json.loads(json_path.read_text())
+    except json.JSONDecodeError as err:
+        raise S3RInputError(f"{json_path}: not valid JSON (line {err.lineno}); rerun 's3r fit'") from None
+    with np.load(npz_path, allow_pickle=False) as f:
+        missing = [key for key in ("coef", "coords", "spot_ids", "feature_names") if key not in f.files]
+        if missing:
+            raise S3RInputError(f"{npz_path}: lacks {', '.join(missing)}; rerun 's3r fit' to rewrite it")
+        W = np.asarray(f["coef"], dtype=np.float64)
+        outputs = FitOutputs(
+            W=W, coords=np.asarray(f["coords"], dtype=np.float64), spot_ids=[str(s) for s in f["spot_ids"]],
+            feature_names=[str(s) for s in f["feature_names"]], report=report,
+            observed=np.asarray(f["observed"], dtype=np.float64) if "observed" in f.files else None,
+            fitted=np.asarray(f["fitted"], dtype=np.float64) if "fitted" in f.files else None,
+        )
+    return outputs
+
+
+# -- tables ------------------------------------------------------------------------------------------------
+def fold_selection(tune_dir, feature_names: Sequence[str]) -> tuple[np.ndarray, int] | None:
+    """(times each feature is selected across CV folds at the chosen trial, number of folds), or None.
+
+    The chosen trial is best_params.json's ``trial``; its per-fold solutions are in round_r/fold_k.npz of the
+    round it ran in. None when those state files were not kept (``s3r tune`` deletes them unless
+    ``--keep-states``; the workflow keeps them).
+    """
+    tune_dir = Path(tune_dir)
+    best_path = tune_dir / "best_params.json"
+    if not best_path.is_file():
+        return None
+    trial = json.loads(best_path.read_text()).get("trial")
+    if trial is None:  # parameters from config, not tuned
+        return None
+    counts, n_folds = np.zeros(len(feature_names), dtype=np.int64), 0
+    for state in sorted(tune_dir.glob("round_*/fold_*.npz")):
+        with np.load(state, allow_pickle=False) as f:
+            numbers = f["numbers"].tolist()
+            if trial not in numbers:
+                continue
+            W = f["W"][:, numbers.index(trial), :]
+        if W.shape[1] != len(feature_names):
+            raise S3RInputError(f"{state}: {W.shape[1]} features, the fit has {len(feature_names)}; --tune must be this fit's tuning directory")
+        counts += np.any(W != 0, axis=0)
+        n_folds += 1
+    return (counts, n_folds) if n_folds else None
+
+
+def feature_table(W: np.ndarray, feature_names: Sequence[str], folds: tuple[np.ndarray, int] | None = None) -> pd.DataFrame:
+    """Selected features (non-zero at some spot), strongest first: mean |coefficient| over spots, the share
+    of spots where it is non-zero, its largest |coefficient|, and in how many CV folds it was selected."""
+    W = np.asarray(W, dtype=np.float64)
+    mean_abs = np.abs(W).mean(axis=0)
+    share = (W != 0).mean(axis=0)
+    max_abs = np.abs(W).max(axis=0) if W.shape[0] else np.zeros(W.shape[1])
+    columns = {"feature": [], "mean_abs_coef": [], "share_nonzero": [], "max_abs_coef": [], "folds_selected": [], "n_folds": []}
+    for j in _strongest_first(mean_abs, feature_names):
+        if share[j] == 0:
+            continue
+        columns["feature"].append(str(feature_names[j]))
+        columns["mean_abs_coef"].append(float(mean_abs[j]))
+        columns["share_nonzero"].append(float(share[j]))
+        columns["max_abs_coef"].append(float(max_abs[j]))
+        columns["folds_selected"].append(int(folds[0][j]) if folds else pd.NA)
+        columns["n_folds"].append(int(folds[1]) if folds else pd.NA)
+    table = pd.DataFrame(columns)
+    return table.astype({"folds_selected": "Int64", "n_folds": "Int64"})
+
+
+def tuning_trials(tune_dir) -> pd.DataFrame:
+    """One row per trial of every round (number, round, λ, α, β, CV loss, its standard error, fold losses)."""
+    tune_dir = Path(tune_dir)
+    files = sorted(tune_dir.glob("round_*/results.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+    if not files:
+        raise S3RInputError(f"{tune_dir}: no round_*/results.json; --tune must be a directory written by 's3r tune' (or the workflow's results/tune/SAMPLE/TARGET)")
+    rows = []
+    for path in files:
+        for t in json.loads(path.read_text())["trials"]:
+            rows.append({"number": t["number"], "round": t["round"], **{k: t["params"][k] for k in ("lambda_smooth", "alpha", "beta")},
+                         "cv_loss": t.get("value"), "cv_se": t.get("se"), "fold_losses": t.get("fold_losses") or []})
+    return pd.DataFrame(rows).sort_values("number", kind="stable").reset_index(drop=True)
+
+
+def _strongest_first(values, names) -> list[int]:
+    from s3r.report.style import feature_order
+
+    return feature_order(values, names)
+
+
+# -- figures -----------------------------------------------------------------------------------------------
+def plot_coefficient_maps(fit: FitOutputs, png_path, *, max_features: int = 6, title: str = ""):
+    """Maps of the leading features' coefficients, each on a diverging scale centred at zero."""
+    import matplotlib.pyplot as plt
+
+    from s3r.report.style import grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
+
+    use_report_style()
+    mean_abs = np.abs(fit.W).mean(axis=0)
+    order = [j for j in _strongest_first(mean_abs, fit.feature_names) if mean_abs[j] > 0][:max_features]
+    rows, cols = grid_shape(len(order))
+    fig, axes = plt.subplots(rows, cols, figsize=panel_figsize(fit.coords, rows, cols), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    if not order:
+        axes[0, 0].text(0.5, 0.5, "no feature selected\n(all coefficients are 0)", ha="center", va="center")
+    for ax, j in zip(axes.ravel(), order):
+        ax.set_axis_on()
+        share = float((fit.W[:, j] != 0).mean())
+        spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=f"{fit.feature_names[j]} (non-zero at {share:.0%})")
+    fig.suptitle(title or "coefficients of the leading features")
+    fig.tight_layout()
+    return save_figure(fig, png_path)
+
+
+def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features: int = 30, title: str = ""):
+    """Features × spots, spots grouped by spatial domain: where each feature's effect switches on and off."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+
+    from s3r.report.style import categorical_colors, save_figure, use_report_style
+
+    use_report_style()
+    mean_abs = np.abs(fit.W).mean(axis=0)
+    features = [j for j in _strongest_first(mean_abs, fit.feature_names) if mean_abs[j] > 0][:max_features]
+    order = np.lexsort((np.arange(len(domains)), domains))
+    fig, (strip, ax) = plt.subplots(2, 1, figsize=(8.0, 1.2 + 0.22 * max(len(features), 1)), sharex=True,
+                                    gridspec_kw={"height_ratios": [1, max(len(features), 1) * 1.5]})
+    colors = categorical_colors(int(domains.max()) + 1)
+    strip.imshow(np.array([colors[d] for d in domains[order]])[None, :, :], aspect="auto", interpolation="nearest")
+    strip.set_yticks([])
+    strip.set_title(title or "coefficients by spatial domain")
+    bounds = np.flatnonzero(np.diff(domains[order])) + 0.5
+    for b in bounds:
+        strip.axvline(b, color="white", linewidth=1)
+    if features:
+        M = fit.W[order][:, features].T
+        limit = float(np.abs(M).max()) or 1.0
+        image = ax.imshow(M, aspect="auto", interpolation="nearest", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -limit, limit))
+        ax.set_yticks(range(len(features)), [fit.feature_names[j] for j in features])
+        for b in bounds:
+            ax.axvline(b, color="0.3", linewidth=0.6)
+        fig.colorbar(image, ax=[strip, ax], shrink=0.8, pad=0.01, label="coefficient")
+    else:
+        ax.text(0.5, 0.5, "no feature selected", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
+    ax.set_xticks([])
+    ax.set_xlabel(f"{len(domains)} spots, grouped by domain (D1 … D{int(domains.max()) + 1})")
+    return save_figure(fig, png_path)
+
+
+def plot_convergence(fit: FitOutputs, png_path, *, title: str = ""):
+    """Objective and relative residuals against iterations, from fit.json's trace."""
+    import matplotlib.pyplot as plt
+
+    from s3r.report.style import save_figure, use_report_style
+
+    use_report_style()
+    trace = fit.report.get("trace") or []
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.0, 3.2))
+    if trace:
+        its = [t["iteration"] for t in trace]
+        first = lambda v: v[0] if isinstance(v, list) else v  # noqa: E731
+        a.plot(its, [first(t["objective"]) for t in trace], marker=".", color="0.2")
+        b.semilogy(its, [first(t["primal_residual"]) for t in trace], marker=".", label="primal")
+        b.semilogy(its, [first(t["dual_residual"]) for t in trace], marker=".", label="dual")
+        tol = fit.report.get("tol")
+        if tol:
+            b.axhline(float(tol), color="tab:red", linestyle="--", linewidth=1, label=f"tolerance {float(tol):g}")
+        b.legend(frameon=False)
+    else:
+        a.text(0.5, 0.5, "converged before the first checkpoint", ha="center", va="center", transform=a.transAxes)
+    a.set_xlabel("iteration")
+    a.set_ylabel("objective")
+    b.set_xlabel("iteration")
+    b.set_ylabel("relative residual")
+    status = "converged" if fit.report.get("converged") else "NOT converged"
+    fig.suptitle(title or f"solver: {status} in {fit.report.get('iterations', '?')} iterations, {fit.report.get('solve_seconds', float('nan')):.2f} s")
+    fig.tight_layout()
+    return save_figure(fig, png_path)
+
+
+def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, title: str = ""):
+    import matplotlib.pyplot as plt
+
+    from s3r.report.style import save_figure, use_report_style
+
+    use_report_style()
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    y, yhat = fit.observed, fit.fitted
+    ax.scatter(y, yhat, s=6, alpha=0.6, linewidths=0, color="tab:blue")
+    lo, hi = float(min(y.min(), yhat.min())), float(max(y.max(), yhat.max()))
+    ax.plot([lo, hi], [lo, hi], color="0.4", linestyle="--", linewidth=1)
+    ax.set_xlabel("observed")
+    ax.set_ylabel("fitted")
+    r2 = fit.report.get("r2")
+    ax.set_title(title or (f"observed vs fitted (R² = {r2:.3f})" if isinstance(r2, (int, float)) else "observed vs fitted"))
+    fig.tight_layout()
+    return save_figure(fig, png_path)
+
+
+def plot_tuning(trials: pd.DataFrame, chosen: int | None, paths: dict[str, Path]) -> dict[str, dict[str, Path]]:
+    """Optimisation history, CV loss against each hyperparameter, and the fold spread per trial."""
+    import matplotlib.pyplot as plt
+
+    from s3r.report.style import save_figure, use_report_style
+
+    use_report_style()
+    ok = trials[trials["cv_loss"].notna()]
+    out = {}
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    ax.scatter(ok["number"], ok["cv_loss"], c=ok["round"], cmap="viridis", s=18, zorder=3, label="trial (colour: round)")
+    ax.step(ok["number"], ok["cv_loss"].cummin(), where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("CV loss")
+    ax.set_title("optimisation history")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    out["tuning_history"] = save_figure(fig, paths["tuning_history"])
+
+    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.2), sharey=True)
+    for ax, name, label in zip(axes, ("lambda_smooth", "alpha", "beta"), ("λ (smoothness)", "α (lasso)", "β (group lasso)")):
+        ax.scatter(ok[name], ok["cv_loss"], s=18, color="0.3")
+        if chosen is not None and chosen in set(ok["number"]):
+            row = ok[ok["number"] == chosen].iloc[0]
+            ax.scatter([row[name]], [row["cv_loss"]], s=60, facecolors="none", edgecolors="tab:red", linewidths=1.5, label="chosen")
+            ax.legend(frameon=False)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("CV loss")
+    fig.suptitle("CV loss against each hyperparameter")
+    fig.tight_layout()
+    out["tuning_parameters"] = save_figure(fig, paths["tuning_parameters"])
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    ranked = ok.sort_values(["cv_loss", "number"], kind="stable")
+    for i, (_, row) in enumerate(ranked.iterrows()):
+        losses = row["fold_losses"] or []
+        ax.scatter([i] * len(losses), losses, s=8, color="0.6", zorder=2)
+        ax.errorbar(i, row["cv_loss"], yerr=row["cv_se"] or 0, fmt="o", markersize=4,
+                    color="tab:red" if row["number"] == chosen else "0.1", zorder=3)
+    ax.set_xticks(range(len(ranked)), [str(n) for n in ranked["number"]], fontsize=6, rotation=90)
+    ax.set_xlabel("trial, best first")
+    ax.set_ylabel("CV loss (mean ± SE; dots: folds)")
+    ax.set_title("fold spread")
+    fig.tight_layout()
+    out["tuning_folds"] = save_figure(fig, paths["tuning_folds"])
+    return out
+
+
+# -- the whole per-fit report --------------------------------------------------------------------------------
+def fit_report(fit_dir, out_dir, *, tune_dir=None, max_features: int = 6, domains_k: int | None = None, title: str = "") -> dict[str, Path]:
+    """Write every figure and table of one fit into ``out_dir``; returns {name: PNG or TSV path}.
+
+    Names: coefficient_maps, heatmap, features (TSV), domains (TSV), convergence, observed_vs_predicted (when
+    the fit stored its fitted values), tuning_history, tuning_parameters, tuning_folds, trials (TSV) (with
+    ``tune_dir``).
+    """
+    from s3r.report.domains import domain_table, spot_domains
+
+    fit = load_fit(fit_dir)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    label = f"{title}: " if title else ""
+
+    folds = fold_selection(tune_dir, fit.feature_names) if tune_dir is not None else None
+    files["features"] = out / "features.tsv"
+    write_csv(feature_table(fit.W, fit.feature_names, folds), files["features"], sep="\t", index=False, na_rep="NA")
+
+    files["coefficient_maps"] = plot_coefficient_maps(fit, out / "coefficient_maps.png", max_features=max_features,
+                                                      title=f"{label}leading features' coefficients")["png"]
+    labels, _, _ = spot_domains(fit.W, k=domains_k, seed=0)
+    files["domains"] = out / "domains.tsv"
+    write_csv(domain_table(fit.spot_ids, labels), files["domains"], sep="\t", index=False)
+    files["heatmap"] = plot_heatmap(fit, labels, out / "heatmap.png", title=f"{label}coefficients by spatial domain")["png"]
+    files["convergence"] = plot_convergence(fit, out / "convergence.png")["png"]
+    if fit.observed is not None and fit.fitted is not None:
+        files["observed_vs_predicted"] = plot_observed_vs_predicted(fit, out / "observed_vs_predicted.png")["png"]
+
+    if tune_dir is not None:
+        trials = tuning_trials(tune_dir)
+        best_path = Path(tune_dir) / "best_params.json"
+        chosen = json.loads(best_path.read_text()).get("trial") if best_path.is_file() else None
+        names = ("tuning_history", "tuning_parameters", "tuning_folds")
+        figures = plot_tuning(trials, chosen, {name: out / f"{name}.png" for name in names})
+        files.update({name: figures[name]["png"] for name in names})
+        files["trials"] = out / "trials.tsv"
+        write_csv(trials.assign(fold_losses=[",".join(f"{v:.10g}" for v in x) for x in trials["fold_losses"]]),
+                  files["trials"], sep="\t", index=False)
+    return files

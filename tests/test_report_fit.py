@@ -1,0 +1,103 @@
+"""The per-fit report: the feature table's numbers, planted features leading, files, determinism, bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from s3r import S3R, tune
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData
+from s3r.report.fit_report import feature_table, fit_report, fold_selection
+from s3r.results import write_fit
+from s3r.simulate import simulate
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report_fit")
+    sim = simulate("five_regions", sigma=1.0, seed=0)
+    data = RegressionData(sim.X, sim.y, sim.coords, sim.spot_ids, sim.feature_names, "target")
+    best = tune.run_search(data, {"n_trials": 4, "rounds": 2, "folds": 3}, root / "tune", keep_states=True)
+    model = S3R("tv", lambda_smooth=0.05, alpha=0.005, beta=0.01).fit(sim.X, sim.y, sim.coords)
+    write_fit(root / "fit", model, data)
+    return sim, model, root, best
+
+
+def test_feature_table_numbers_are_the_coefficients_summaries():
+    W = np.array([[0.0, 2.0, 0.0, -1.0], [0.0, -4.0, 0.0, 0.0], [0.0, 0.0, 0.0, 3.0]])
+    table = feature_table(W, ["a", "b", "c", "d"], (np.array([0, 5, 0, 2]), 5))
+    assert table["feature"].tolist() == ["b", "d"]  # never-selected a, c left out; strongest first
+    assert table["mean_abs_coef"].tolist() == [2.0, 4.0 / 3.0]
+    assert table["share_nonzero"].tolist() == [2 / 3, 2 / 3]
+    assert table["max_abs_coef"].tolist() == [4.0, 3.0]
+    assert table["folds_selected"].tolist() == [5, 2] and table["n_folds"].tolist() == [5, 5]
+    assert feature_table(W, list("abcd"))["folds_selected"].isna().all()
+
+
+def test_report_files_contents_and_planted_features_lead(fitted):
+    sim, model, root, best = fitted
+    files = fit_report(root / "fit", root / "report", tune_dir=root / "tune", title="sim / target")
+    expected = {"features", "coefficient_maps", "domains", "heatmap", "convergence", "observed_vs_predicted",
+                "tuning_history", "tuning_parameters", "tuning_folds", "trials"}
+    assert set(files) == expected
+    for name, path in files.items():
+        if path.suffix == ".png":
+            assert path.read_bytes()[:8] == PNG_MAGIC, name
+            assert path.with_suffix(".svg").read_text().lstrip().startswith("<?xml"), name
+    table = pd.read_csv(files["features"], sep="\t")
+    W = model.coef_
+    names = sim.feature_names
+    for _, row in table.iterrows():
+        j = names.index(row["feature"])
+        assert row["mean_abs_coef"] == pytest.approx(np.abs(W[:, j]).mean(), rel=1e-12)
+        assert row["share_nonzero"] == pytest.approx((W[:, j] != 0).mean(), rel=1e-12)
+    assert len(table) == int(np.any(W != 0, axis=0).sum())
+    planted = {names[j] for support in sim.informative.values() for j in support}
+    assert set(table["feature"].head(5)) <= planted
+    # stability: the chosen trial's per-fold solutions, counted independently here
+    counts, n_folds = fold_selection(root / "tune", names)
+    assert n_folds == 3 and table["n_folds"].eq(3).all()
+    assert table["folds_selected"].tolist() == [int(counts[names.index(f)]) for f in table["feature"]]
+    domains = pd.read_csv(files["domains"], sep="\t")
+    assert domains["spot"].tolist() == sim.spot_ids and domains["domain"].str.fullmatch(r"D\d+").all()
+    trials = pd.read_csv(files["trials"], sep="\t")
+    assert trials["number"].tolist() == list(range(4))
+    assert int(trials.loc[trials["cv_loss"].idxmin(), "number"]) == best["trial"]
+
+
+def test_report_is_byte_identical_on_rerun(fitted, tmp_path):
+    _, _, root, _ = fitted
+    first = fit_report(root / "fit", tmp_path / "a", tune_dir=root / "tune")
+    second = fit_report(root / "fit", tmp_path / "b", tune_dir=root / "tune")
+    for name in first:
+        assert first[name].read_bytes() == second[name].read_bytes(), name
+        if first[name].suffix == ".png":
+            assert first[name].with_suffix(".svg").read_bytes() == second[name].with_suffix(".svg").read_bytes(), name
+
+
+def test_without_kept_states_stability_is_na_not_invented(fitted, tmp_path):
+    _, _, root, _ = fitted
+    tune_copy = tmp_path / "tune"
+    shutil.copytree(root / "tune", tune_copy)
+    for state in tune_copy.glob("round_*/fold_*.npz"):
+        state.unlink()
+    files = fit_report(root / "fit", tmp_path / "out", tune_dir=tune_copy)
+    table = pd.read_csv(files["features"], sep="\t", keep_default_na=False)
+    assert (table["folds_selected"] == "NA").all() and (table["n_folds"] == "NA").all()
+
+
+def test_bad_directories_name_the_path_and_the_fix(fitted, tmp_path):
+    _, _, root, _ = fitted
+    with pytest.raises(S3RInputError, match=r"fit\.json: not found; --fit must be a directory written by 's3r fit'"):
+        fit_report(tmp_path, tmp_path / "out")
+    empty_tune = tmp_path / "tune"
+    empty_tune.mkdir()
+    (empty_tune / "best_params.json").write_text(json.dumps({"lambda_smooth": 0.1, "alpha": 0.1, "beta": 0.1}))
+    with pytest.raises(S3RInputError, match=r"no round_\*/results\.json; --tune must be a directory written by 's3r tune'"):
+        fit_report(root / "fit", tmp_path / "out", tune_dir=empty_tune)
