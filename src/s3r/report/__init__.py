@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["fit_report", "load_fit", "feature_table", "spot_domains", "programmes", "clustered_heatmap", "use_report_style", "save_figure",
+__all__ = ["fit_report", "load_fit", "feature_table", "spot_domains", "clustered_heatmap", "use_report_style", "save_figure",
            "spatial_scatter", "spot_size"]
 
 _LAZY = {
@@ -19,7 +19,6 @@ _LAZY = {
     "load_fit": "s3r.report.fit_report",
     "feature_table": "s3r.report.fit_report",
     "spot_domains": "s3r.report.domains",
-    "programmes": "s3r.report.programmes",
     "clustered_heatmap": "s3r.report.programmes",
     "use_report_style": "s3r.report.style",
     "save_figure": "s3r.report.style",
