@@ -199,15 +199,13 @@ def clustered_heatmap(matrix: pd.DataFrame, png_path, *, title: str = "", center
         kwargs.update(cmap=DIVERGING, vmin=-limit, vmax=limit, center=0.0)
     else:
         kwargs.update(cmap=SEQUENTIAL)
-    legends = []
+    legends = {}
     if row_clusters is not None:
-        colors, palette = _cluster_colors([row_clusters[i] for i in rows])
+        colors, legends["rows"] = _cluster_colors([row_clusters[i] for i in rows])
         kwargs["row_colors"] = colors
-        legends.append(palette)
     if col_clusters is not None:
-        colors, palette = _cluster_colors([col_clusters[i] for i in cols])
+        colors, legends["cols"] = _cluster_colors([col_clusters[i] for i in cols])
         kwargs["col_colors"] = colors
-        legends.append(palette)
     n_rows, n_cols = data.shape
     width = float(np.clip(3.5 + 0.22 * n_cols, 5.0, 18.0))
     height = float(np.clip(2.5 + 0.2 * n_rows, 4.0, 18.0))
@@ -222,16 +220,18 @@ def clustered_heatmap(matrix: pd.DataFrame, png_path, *, title: str = "", center
         figsize=(width, height),
         dendrogram_ratio=(0.12, 0.1),
         cbar_pos=(0.01, 0.85, 0.025, 0.12),
-        cbar_kws={"label": "coefficient" if center_zero else "value"},
         linewidths=0,
         **kwargs,
     )
-    if legends:
-        from matplotlib.patches import Patch
+    grid.ax_cbar.set_title("coefficient" if center_zero else "value", fontsize=8, loc="left")
+    from matplotlib.patches import Patch
 
-        handles = [Patch(color=c, label=str(lab)) for palette in legends for lab, c in palette.items()]
-        grid.ax_heatmap.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.15), frameon=False,
-                               fontsize=7, ncol=1 if len(handles) <= 16 else 2)
+    # Cluster keys go where a dendrogram would be: that axis is empty when clusters replace the tree.
+    for which, palette in legends.items():
+        ax = grid.ax_row_dendrogram if which == "rows" else grid.ax_col_dendrogram
+        handles = [Patch(color=c, label=str(lab)) for lab, c in palette.items()]
+        ncol = 1 if which == "rows" else min(len(handles), 8)
+        ax.legend(handles=handles, loc="center", frameon=False, fontsize=7, ncol=ncol, handlelength=1.0)
     if title:
         grid.figure.suptitle(title, y=1.0)
     grid.ax_heatmap.set_xlabel(str(M.columns.name or ""))

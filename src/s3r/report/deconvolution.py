@@ -1,0 +1,143 @@
+"""Figures of a spatially smooth deconvolution (``s3r deconvolve`` or the workflow's deconvolve rule).
+
+Reads ``proportions.csv`` (spots × cell types) and ``edge_weights.csv`` (spot_a, spot_b, weight) from the
+output directory and draws: the proportion of every cell type on the tissue (small multiples on one 0–1
+scale, so panels compare), the argmax regions (each spot coloured by its dominant cell type), and the learned
+edge weights on the spot graph (low weights mark where the model let the mixture jump: tissue boundaries).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from s3r.errors import S3RInputError
+
+__all__ = ["deconvolution_report", "align_coords"]
+
+SUMMARY_FILES = ("deconvolve.json", "deconvolution.json")  # CLI, workflow
+
+
+def _read(path: Path, what: str, fix: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise S3RInputError(f"{path}: {what} not found; {fix}")
+    try:
+        return pd.read_csv(path, index_col=None)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise S3RInputError(f"{path}: cannot read {what} ({str(err).splitlines()[0]}); rewrite it as CSV") from None
+
+
+def align_coords(coords, spots: list[str], source: str) -> np.ndarray:
+    """Coordinates in ``spots`` order: from a DataFrame indexed by spot id, or an (n, 2) array already aligned."""
+    if isinstance(coords, pd.DataFrame):
+        index = [str(s) for s in coords.index]
+        lookup = dict(zip(index, range(len(index))))
+        missing = [s for s in spots if s not in lookup]
+        if missing:
+            raise S3RInputError(
+                f"{source}: {len(missing)} spot(s) without coordinates, e.g. {missing[0]!r}; pass the sample's coordinates"
+            )
+        values = coords.to_numpy(dtype=np.float64)[[lookup[s] for s in spots]]
+    else:
+        values = np.asarray(coords, dtype=np.float64)
+        if values.ndim != 2 or values.shape[0] != len(spots):
+            raise S3RInputError(
+                f"{source}: coordinates of shape {values.shape} for {len(spots)} spots; pass one (x, y) row per spot"
+            )
+    if values.shape[1] < 2:
+        raise S3RInputError(f"{source}: coordinates need two columns (x, y), got {values.shape[1]}")
+    return values[:, :2]
+
+
+def deconvolution_report(deconv_dir, out_dir, *, coords, title: str = "") -> dict[str, Path]:
+    """Draw proportions.png, regions.png and (when edge_weights.csv exists) edge_weights.png (+ SVGs) into
+    ``out_dir``; write regions.csv (spot, dominant cell type, its proportion). Returns {name: path}."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from s3r.report.style import grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
+    from s3r.io import write_csv
+
+    deconv_dir, out_dir = Path(deconv_dir), Path(out_dir)
+    fix = "point --deconv at the output directory of 's3r deconvolve' (or results/deconvolution/<sample>)"
+    table = _read(deconv_dir / "proportions.csv", "cell-type proportions", fix)
+    table = table.set_index(table.columns[0])
+    spots = [str(s) for s in table.index]
+    if table.shape[1] == 0 or not np.isfinite(table.to_numpy(dtype=np.float64)).all():
+        raise S3RInputError(f"{deconv_dir / 'proportions.csv'}: needs one finite column per cell type; rerun the deconvolution")
+    P = table.to_numpy(dtype=np.float64)
+    cell_types = [str(c) for c in table.columns]
+    xy = align_coords(coords, spots, str(deconv_dir / "proportions.csv"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    use_report_style()
+    paths: dict[str, Path] = {}
+
+    # 1. proportions, one panel per cell type on a shared 0-1 scale
+    nrows, ncols = grid_shape(len(cell_types), max_cols=4)
+    fig, axes = plt.subplots(nrows, ncols, figsize=panel_figsize(xy, nrows, ncols, panel_width=3.0), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, j in zip(axes.ravel(), range(len(cell_types))):
+        ax.set_axis_on()
+        points = spatial_scatter(ax, xy, P[:, j], cmap="magma_r", vmax=1.0, title=cell_types[j], colorbar=False)
+        points.set_clim(0.0, 1.0)
+    fig.suptitle(f"{title}\ncell-type proportions" if title else "cell-type proportions")
+    fig.tight_layout()
+    fig.colorbar(points, ax=axes.ravel().tolist(), shrink=0.6, pad=0.02, label="proportion")
+    paths.update({f"proportions_{k}": v for k, v in save_figure(fig, out_dir / "proportions.png").items()})
+
+    # 2. argmax regions
+    dominant = np.asarray(cell_types, dtype=object)[np.argmax(P, axis=1)]
+    write_csv(
+        pd.DataFrame({"spot": spots, "dominant": dominant, "proportion": P.max(axis=1)}),
+        out_dir / "regions.csv",
+        index=False,
+    )
+    paths["regions_csv"] = out_dir / "regions.csv"
+    fig, ax = plt.subplots(figsize=panel_figsize(xy, 1, 1, extra_width=1.6))
+    spatial_scatter(ax, xy, dominant, categorical=True, title="dominant cell type per spot", legend_title="cell type")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    paths.update({f"regions_{k}": v for k, v in save_figure(fig, out_dir / "regions.png").items()})
+
+    # 3. learned edge weights on the graph
+    edges_path = deconv_dir / "edge_weights.csv"
+    if edges_path.is_file():
+        edges = _read(edges_path, "edge weights", fix)
+        missing = [c for c in ("spot_a", "spot_b", "weight") if c not in edges.columns]
+        if missing:
+            raise S3RInputError(f"{edges_path}: missing column(s) {', '.join(missing)}; expected spot_a, spot_b, weight")
+        lookup = {s: i for i, s in enumerate(spots)}
+        a = edges["spot_a"].astype(str).map(lookup)
+        b = edges["spot_b"].astype(str).map(lookup)
+        if a.isna().any() or b.isna().any():
+            bad = edges.loc[a.isna() | b.isna()].iloc[0]
+            raise S3RInputError(
+                f"{edges_path}: edge ({bad['spot_a']}, {bad['spot_b']}) names a spot not in proportions.csv; "
+                "both files must come from the same run"
+            )
+        w = edges["weight"].to_numpy(dtype=np.float64)
+        segments = np.stack([xy[a.to_numpy(dtype=np.int64)], xy[b.to_numpy(dtype=np.int64)]], axis=1)
+        fig, ax = plt.subplots(figsize=panel_figsize(xy, 1, 1, extra_width=1.0))
+        ax.scatter(xy[:, 0], xy[:, 1], s=2.0, color="0.75", linewidths=0)
+        order = np.argsort(-w, kind="stable")  # low weights (boundaries) drawn last, on top
+        lines = LineCollection(segments[order], array=w[order], cmap="viridis", linewidths=1.0)
+        if len(w) and np.ptp(w) > 0:
+            lines.set_clim(float(w.min()), float(w.max()))
+        ax.add_collection(lines)
+        ax.set_aspect("equal")
+        ax.autoscale_view()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(f"learned edge weights ({len(w)} edges; low = boundary)")
+        fig.colorbar(lines, ax=ax, shrink=0.8, pad=0.02, label="edge weight")
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        paths.update({f"edge_weights_{k}": v for k, v in save_figure(fig, out_dir / "edge_weights.png").items()})
+    return paths

@@ -1,0 +1,118 @@
+"""The batch summary: one row per (sample, target) across the whole run.
+
+Answers "did every fit work, and with what?" at a glance: the size of the problem, the graph, the chosen
+parameters and where they came from, the cross-validation loss of the chosen trial (when tuned), how many
+features were selected (and the strongest ones), and the solver's runtime, iterations and convergence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from s3r.errors import S3RInputError
+
+__all__ = ["summarise_fits", "COLUMNS"]
+
+COLUMNS = [
+    "sample", "target", "n_spots", "n_features", "graph", "n_edges", "graph_components", "smooth",
+    "lambda_smooth", "alpha", "beta", "params_source", "cv_loss", "cv_se", "trial", "n_trials",
+    "selected_features", "top_features", "nonzero_fraction", "r2", "objective", "converged", "iterations",
+    "solve_seconds", "device",
+]
+TOP_FEATURES = 5
+
+
+def _load(path, what: str) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise S3RInputError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as err:
+        raise S3RInputError(f"{path}: {what} is not valid JSON (line {err.lineno}): {err.msg}; rerun the job that wrote it") from None
+
+
+def _top_features(npz: Path) -> str:
+    """The strongest selected features by coefficient norm over spots, strongest first (ties by name)."""
+    if not npz.is_file():
+        return ""
+    with np.load(npz, allow_pickle=False) as f:
+        W, names = f["coef"], [str(n) for n in f["feature_names"]]
+    norms = np.linalg.norm(W, axis=0)
+    order = sorted((j for j in range(len(names)) if norms[j] > 0), key=lambda j: (-norms[j], names[j]))
+    return ",".join(names[j] for j in order[:TOP_FEATURES])
+
+
+def _tuning(doc: dict) -> dict:
+    """CV loss and trial of the chosen parameters: workflow best_params.json keeps them under "tuning",
+    ``s3r tune`` writes them at the top level; parameters from config carry none."""
+    tuned = doc.get("tuning") if isinstance(doc.get("tuning"), dict) else doc
+    return {key: tuned.get(key) for key in ("cv_loss", "cv_se", "trial", "n_trials")}
+
+
+def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons: Sequence = ()) -> pd.DataFrame:
+    """One row per fit (``fit.json`` files), sorted by sample and target, columns :data:`COLUMNS`.
+
+    ``graph_jsons``: the graph summaries (``results/graphs/<sample>.json``), matched by sample.
+    ``params_jsons``: the ``best_params.json`` each fit used, in the same order as ``fit_jsons``; a file that
+    names its sample and target must name the fit's.
+    """
+    if params_jsons and len(params_jsons) != len(fit_jsons):
+        raise S3RInputError(
+            f"{len(params_jsons)} parameter files for {len(fit_jsons)} fits; pass one best_params.json per fit.json, in the same order"
+        )
+    graphs = {}
+    for path in graph_jsons:
+        g = _load(path, "graph summary")
+        graphs[g.get("sample")] = g
+    rows = []
+    for i, path in enumerate(fit_jsons):
+        fit = _load(path, "fit report")
+        extra, params = fit.get("extra", {}) or {}, fit.get("parameters", {}) or {}
+        sample, target = extra.get("sample"), fit.get("target")
+        tuning = dict.fromkeys(("cv_loss", "cv_se", "trial", "n_trials"))
+        source = extra.get("params_source")
+        if params_jsons:
+            doc = _load(params_jsons[i], "parameter file")
+            for key, mine in (("sample", sample), ("target", target)):
+                if key in doc and mine is not None and str(doc[key]) != str(mine):
+                    raise S3RInputError(
+                        f"{params_jsons[i]}: parameters for {key} {doc[key]!r}, but {path} is {key} {mine!r}; "
+                        "pass the files in the same order"
+                    )
+            tuning = _tuning(doc)
+            source = source or doc.get("source") or ("tune" if tuning["cv_loss"] is not None else None)
+        graph = graphs.get(sample, {})
+        rows.append(
+            {
+                "sample": sample,
+                "target": target,
+                "n_spots": fit.get("n_spots"),
+                "n_features": fit.get("n_features"),
+                "graph": params.get("graph"),
+                "n_edges": graph.get("n_edges", fit.get("n_edges")),
+                "graph_components": graph.get("n_components"),
+                "smooth": params.get("smooth"),
+                "lambda_smooth": params.get("lambda_smooth"),
+                "alpha": params.get("alpha"),
+                "beta": params.get("beta"),
+                "params_source": source,
+                **tuning,
+                "selected_features": fit.get("selected_features"),
+                "top_features": _top_features(Path(path).with_name("coefficients.npz")),
+                "nonzero_fraction": fit.get("nonzero_fraction"),
+                "r2": fit.get("r2"),
+                "objective": fit.get("objective"),
+                "converged": fit.get("converged"),
+                "iterations": fit.get("iterations"),
+                "solve_seconds": fit.get("solve_seconds"),
+                "device": fit.get("device"),
+            }
+        )
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.sort_values(["sample", "target"], kind="stable").reset_index(drop=True)
