@@ -121,4 +121,4 @@ def test_demo_on_slurm_routes_gpu_rules_to_gpu_partition(slurm_cluster, tmp_path
             assert job["Partition"] == "cpu" and "gres/gpu" not in job["AllocTRES"], job
     assert len(rules.get("fit_final", [])) == 4, rules.keys()
     assert len(rules.get("tune_fold", [])) == 8, rules.keys()
-    assert {"simulate_demo", "preprocess", "graph", "coefficient_maps"} <= set(rules), rules.keys()
+    assert {"simulate_demo", "preprocess", "graph", "fit_report"} <= set(rules), rules.keys()

@@ -240,8 +240,13 @@ def test_demo_runs_locally_under_five_minutes(demo_run):
         assert np.isfinite(coef.to_numpy()).all()
         fit = json.loads((fit_dir / "fit.json").read_text())
         assert fit  # written by s3r.results.write_fit
-        png = workdir / "results" / "report" / sample / target / "coefficient_maps.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        report_dir = workdir / "results" / "report" / sample / target
+        for figure in ("coefficient_maps", "heatmap", "convergence", "observed_vs_predicted", "tuning_history", "tuning_parameters", "tuning_folds"):
+            assert (report_dir / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+            assert (report_dir / f"{figure}.svg").is_file(), figure
+        features = pd.read_csv(report_dir / "features.tsv", sep="\t")
+        assert len(features) == int((coef.to_numpy() != 0).any(axis=1).sum())  # every selected feature, once
+        assert features["n_folds"].eq(2).all() and features["folds_selected"].between(0, 2).all()
         # the parameters came from the cross-validation rounds, and the study is on disk for optuna-dashboard
         chosen = json.loads((workdir / "results" / "tune" / sample / target / "best_params.json").read_text())
         assert chosen["source"] == "tune"
@@ -271,7 +276,8 @@ def test_report_html(demo_run):
     assert result.returncode == 0, output(result)
     html = (workdir / "report.html").read_text(errors="replace")
     assert len(html) > 100_000
-    assert "coefficient_maps.png" in html and "summary.tsv" in html
+    for name in ("coefficient_maps.png", "heatmap.png", "features.tsv", "tuning_history.png", "convergence.png", "summary.tsv"):
+        assert name in html, name
 
 
 @pytest.mark.slow

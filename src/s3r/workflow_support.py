@@ -31,7 +31,6 @@ __all__ = [
     "simulate_demo",
     "model_settings",
     "choose_device",
-    "plot_coefficient_maps",
     "summarise_fits",
     "load_scores",
     "run_deconvolution",
@@ -687,51 +686,6 @@ def choose_device(gpus_granted, log=None) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def plot_coefficient_maps(coef_npz, fit_json, out_png, *, max_features: int = 6, title: str = "") -> None:
-    """Spatial maps of the features with the largest coefficient norms, one symmetric colour scale each."""
-    import json
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from s3r.io import atomic_path
-
-    with np.load(coef_npz, allow_pickle=False) as f:
-        W, coords, names = f["coef"], f["coords"], f["feature_names"].tolist()
-    with open(fit_json) as fh:
-        fit = json.load(fh)
-    norms = np.linalg.norm(W, axis=0)
-    order = [j for j in np.argsort(-norms, kind="stable") if norms[j] > 0][:max_features]
-    panels = max(len(order), 1)
-    ncols = min(3, panels)
-    nrows = math.ceil(panels / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.8 * nrows), squeeze=False)
-    size = float(np.clip(4000.0 / max(len(coords), 1), 2.0, 40.0))
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    if not order:
-        axes[0, 0].text(0.5, 0.5, "no feature selected\n(all coefficients are 0)", ha="center", va="center")
-    for ax, j in zip(axes.ravel(), order):
-        limit = float(np.abs(W[:, j]).max())
-        points = ax.scatter(
-            coords[:, 0], coords[:, 1], c=W[:, j], s=size, cmap="RdBu_r", vmin=-limit, vmax=limit, linewidths=0
-        )
-        ax.set_aspect("equal")
-        ax.set_title(f"{names[j]}  (‖w‖ = {norms[j]:.3g})", fontsize=10)
-        fig.colorbar(points, ax=ax, shrink=0.8)
-    r2 = fit.get("r2")
-    status = "converged" if fit.get("converged") else "NOT converged"
-    details = f"R² = {r2:.3f}, " if isinstance(r2, (int, float)) else ""
-    fig.suptitle(f"{title}\n{details}{fit.get('selected_features', '?')} features selected, {status}", fontsize=11)
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
 def summarise_fits(fit_jsons, graph_jsons):
     """One row per (sample, target): size, graph, parameters and their source, diagnostics, in-sample R²."""
     import json
@@ -834,8 +788,13 @@ def check_deconvolve_options(options: dict) -> None:
             )
 
 
-def run_deconvolution(spec: dict, inputs: dict, *, proportions, mixture, summary, device: str) -> None:
-    """Fit s3r.deconv.Deconvolution with config 'deconvolve.options' and write its outputs atomically."""
+def run_deconvolution(spec: dict, inputs: dict, *, proportions, mixture, summary, device: str, edge_weights=None,
+                      dictionary=None) -> None:
+    """Fit s3r.deconv.Deconvolution with config 'deconvolve.options' and write its outputs atomically.
+
+    Files as ``s3r deconvolve`` writes them (the report reads either): proportions/mixture (spots × ...),
+    dictionary (cell types × components), edge_weights (spot_a, spot_b, weight), and the JSON summary.
+    """
     import pandas as pd
 
     from s3r.deconv import Deconvolution
@@ -846,8 +805,16 @@ def run_deconvolution(spec: dict, inputs: dict, *, proportions, mixture, summary
     model = Deconvolution(**options, device=device, verbose=True)
     model.fit(scores, coords)
     spots = list(scores.index)
-    write_csv(pd.DataFrame(model.proportions_, index=spots, columns=model.cell_types_), proportions)
-    write_csv(pd.DataFrame(model.mixture_, index=spots, columns=model.component_names()), mixture)
+    index = pd.Index(spots, name="spot")
+    write_csv(pd.DataFrame(model.proportions_, index=index, columns=model.cell_types_), proportions)
+    write_csv(pd.DataFrame(model.mixture_, index=index, columns=model.component_names()), mixture)
+    if dictionary is not None:
+        cell_types = pd.Index(model.cell_types_, name="cell_type")
+        write_csv(pd.DataFrame(model.dictionary_, index=cell_types, columns=model.component_names()), dictionary)
+    if edge_weights is not None:
+        ids, edges = np.asarray(spots, dtype=object), model.graph_.edges
+        table = pd.DataFrame({"spot_a": ids[edges[:, 0]], "spot_b": ids[edges[:, 1]], "weight": model.edge_weights_})
+        write_csv(table, edge_weights, index=False)
     report = {k: v for k, v in model.report_.items() if k not in ("steps", "objective_trace")}
     report |= {
         "cell_types": list(model.cell_types_),

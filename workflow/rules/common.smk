@@ -165,6 +165,15 @@ def tune_all_results(wildcards):
     return [f"{_tune_dir(wildcards)}/round_{r}/results.json" for r in range(config["tune"]["rounds"])]
 
 
+def tune_all_states(wildcards):
+    """Every fold's solutions: the report counts in how many folds each feature was selected."""
+    return [
+        f"{_tune_dir(wildcards)}/round_{r}/fold_{k}.npz"
+        for r in range(config["tune"]["rounds"])
+        for k in range(config["tune"]["folds"])
+    ]
+
+
 def deconvolve_enabled():
     return config["deconvolve"]["enabled"]
 
@@ -225,7 +234,7 @@ def fit_files(wildcards):
 def final_outputs():
     pairs = sample_targets()
     out = [f"results/fits/{s}/{t}/coefficients.csv" for s, t in pairs]
-    out += [f"results/report/{s}/{t}/coefficient_maps.png" for s, t in pairs]
+    out += [f"results/report/{s}/{t}/features.tsv" for s, t in pairs]
     out += ["results/report/summary.tsv"]
     out += [f"results/deconvolution/{s}/proportions.csv" for s in deconvolve_samples()]
     out += perturbseq_outputs()

@@ -19,7 +19,7 @@ import pandas as pd
 from s3r.errors import S3RInputError
 from s3r.io import write_csv
 
-__all__ = ["FitOutputs", "load_fit", "feature_table", "fold_selection", "tuning_trials", "fit_report"]
+__all__ = ["FitOutputs", "load_fit", "chosen_trial", "feature_table", "fold_selection", "tuning_trials", "fit_report"]
 
 
 @dataclass
@@ -67,10 +67,7 @@ def fold_selection(tune_dir, feature_names: Sequence[str]) -> tuple[np.ndarray, 
     ``--keep-states``; the workflow keeps them).
     """
     tune_dir = Path(tune_dir)
-    best_path = tune_dir / "best_params.json"
-    if not best_path.is_file():
-        return None
-    trial = json.loads(best_path.read_text()).get("trial")
+    trial = chosen_trial(tune_dir)
     if trial is None:  # parameters from config, not tuned
         return None
     counts, n_folds = np.zeros(len(feature_names), dtype=np.int64), 0
@@ -85,6 +82,17 @@ def fold_selection(tune_dir, feature_names: Sequence[str]) -> tuple[np.ndarray, 
         counts += np.any(W != 0, axis=0)
         n_folds += 1
     return (counts, n_folds) if n_folds else None
+
+
+def chosen_trial(tune_dir) -> int | None:
+    """The selected trial's number from best_params.json: ``s3r tune``'s ("trial") or the workflow's
+    ("tuning": {"trial"}); None when the parameters were not tuned."""
+    path = Path(tune_dir) / "best_params.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    trial = doc.get("trial", (doc.get("tuning") or {}).get("trial"))
+    return int(trial) if trial is not None else None
 
 
 def feature_table(W: np.ndarray, feature_names: Sequence[str], folds: tuple[np.ndarray, int] | None = None) -> pd.DataFrame:
@@ -320,8 +328,7 @@ def fit_report(fit_dir, out_dir, *, tune_dir=None, max_features: int = 6, domain
 
     if tune_dir is not None:
         trials = tuning_trials(tune_dir)
-        best_path = Path(tune_dir) / "best_params.json"
-        chosen = json.loads(best_path.read_text()).get("trial") if best_path.is_file() else None
+        chosen = chosen_trial(tune_dir)
         names = ("tuning_history", "tuning_parameters", "tuning_folds")
         figures = plot_tuning(trials, chosen, {name: out / f"{name}.png" for name in names})
         files.update({name: figures[name]["png"] for name in names})
