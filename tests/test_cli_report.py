@@ -6,11 +6,8 @@ import re
 import pandas as pd
 import pytest
 
-from s3r import S3R, tune
+from conftest import tuned_fit
 from s3r.cli import main
-from s3r.io import RegressionData
-from s3r.results import write_fit
-from s3r.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -18,11 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_report")
-    sim = simulate("three_regions_highdim", sigma=1.0, seed=0)
-    data = RegressionData(sim.X, sim.y, sim.coords, sim.spot_ids, sim.feature_names, "target")
-    best = tune.run_search(data, {"n_trials": 4, "rounds": 1, "folds": 2}, root / "tune", keep_states=True)
-    model = S3R("tv", lambda_smooth=best["lambda_smooth"], alpha=best["alpha"], beta=best["beta"]).fit(sim.X, sim.y, sim.coords)
-    write_fit(root / "fit", model, data)
+    tuned_fit(root, "three_regions_highdim", {"n_trials": 4, "rounds": 1, "folds": 2})
     return root
 
 

@@ -7,12 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from s3r import S3R, tune
+from conftest import tuned_fit
 from s3r.errors import S3RInputError
-from s3r.io import RegressionData
 from s3r.report.fit_report import feature_table, fit_report, fold_selection
-from s3r.results import write_fit
-from s3r.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -21,11 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     root = tmp_path_factory.mktemp("report_fit")
-    sim = simulate("five_regions", sigma=1.0, seed=0)
-    data = RegressionData(sim.X, sim.y, sim.coords, sim.spot_ids, sim.feature_names, "target")
-    best = tune.run_search(data, {"n_trials": 4, "rounds": 2, "folds": 3}, root / "tune", keep_states=True)
-    model = S3R("tv", lambda_smooth=0.05, alpha=0.005, beta=0.01).fit(sim.X, sim.y, sim.coords)
-    write_fit(root / "fit", model, data)
+    sim, model, best = tuned_fit(root, "five_regions", {"n_trials": 4, "rounds": 2, "folds": 3},
+                                 params={"lambda_smooth": 0.05, "alpha": 0.005, "beta": 0.01})
     return sim, model, root, best
 
 
