@@ -16,5 +16,7 @@ run_deconvolution(
     proportions=snakemake.output.proportions,
     mixture=snakemake.output.mixture,
     summary=snakemake.output.summary,
+    dictionary=snakemake.output.dictionary,
+    edge_weights=snakemake.output.edge_weights,
     device=choose_device(snakemake.resources.get("gpu", 0)),
 )

@@ -1,4 +1,4 @@
-"""Rule summary: one row per (sample, target) over the whole batch."""
+"""Rule summary: one row per (sample, target) over the whole batch, with the tuning's CV loss."""
 
 import sys
 
@@ -6,8 +6,8 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import _s3r_path  # noqa: E402,F401
 from s3r.io import write_csv  # noqa: E402
-from s3r.workflow_support import summarise_fits  # noqa: E402
+from s3r.report.summary import summarise_fits  # noqa: E402
 
-table = summarise_fits(list(snakemake.input.fits), list(snakemake.input.graphs))
+table = summarise_fits(list(snakemake.input.fits), list(snakemake.input.graphs), list(snakemake.input.params))
 write_csv(table, snakemake.output[0], sep="\t", index=False)
 print(table.to_string(), file=sys.stderr)

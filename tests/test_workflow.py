@@ -307,8 +307,14 @@ def test_deconvolution_rule_runs_when_enabled(tmp_path):
         .replace("    graph: delaunay\n", "    graph: delaunay\n    max_iter: 2\n    x_max_iter: 200\n")
     )
     target = "results/deconvolution/tissue/proportions.csv"
-    result = snakemake(workdir, target, "--cores", "2", "--resources", "gpu=0")
+    maps = "results/report/tissue/deconvolution/edge_weights.png"
+    result = snakemake(workdir, target, maps, "--cores", "2", "--resources", "gpu=0")
     assert result.returncode == 0, output(result)[-5000:]
+    edges = pd.read_csv(workdir / "results" / "deconvolution" / "tissue" / "edge_weights.csv")
+    assert list(edges.columns) == ["spot_a", "spot_b", "weight"] and set(edges["spot_a"]) <= set(sim.spot_ids)
+    assert (edges["weight"] > 0).all()
+    for name in ("proportions", "regions", "edge_weights"):
+        assert (workdir / maps).with_name(f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     proportions = pd.read_csv(workdir / target, index_col=0)
     assert list(proportions.index) == sim.spot_ids and list(proportions.columns) == sim.cell_types
     np.testing.assert_allclose(proportions.sum(axis=1), 1.0, atol=1e-6)

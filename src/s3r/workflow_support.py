@@ -686,48 +686,11 @@ def choose_device(gpus_granted, log=None) -> str:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def summarise_fits(fit_jsons, graph_jsons):
-    """One row per (sample, target): size, graph, parameters and their source, diagnostics, in-sample R²."""
-    import json
+def summarise_fits(fit_jsons, graph_jsons=(), params_jsons=()):
+    """One row per (sample, target); moved to :func:`s3r.report.summary.summarise_fits` (kept for callers)."""
+    from s3r.report.summary import summarise_fits as summarise
 
-    import pandas as pd
-
-    graphs = {}
-    for path in graph_jsons:
-        with open(path) as fh:
-            g = json.load(fh)
-        graphs[g["sample"]] = g
-    rows = []
-    for path in fit_jsons:
-        with open(path) as fh:
-            fit = json.load(fh)
-        extra, params = fit.get("extra", {}), fit.get("parameters", {})
-        graph = graphs.get(extra.get("sample"), {})
-        rows.append(
-            {
-                "sample": extra.get("sample"),
-                "target": fit.get("target"),
-                "n_spots": fit.get("n_spots"),
-                "n_features": fit.get("n_features"),
-                "graph": params.get("graph"),
-                "n_edges": graph.get("n_edges"),
-                "graph_components": graph.get("n_components"),
-                "smooth": params.get("smooth"),
-                "lambda_smooth": params.get("lambda_smooth"),
-                "alpha": params.get("alpha"),
-                "beta": params.get("beta"),
-                "params_source": extra.get("params_source"),
-                "selected_features": fit.get("selected_features"),
-                "nonzero_fraction": fit.get("nonzero_fraction"),
-                "r2": fit.get("r2"),
-                "objective": fit.get("objective"),
-                "converged": fit.get("converged"),
-                "iterations": fit.get("iterations"),
-                "solve_seconds": fit.get("solve_seconds"),
-                "device": fit.get("device"),
-            }
-        )
-    return pd.DataFrame(rows).sort_values(["sample", "target"], kind="stable").reset_index(drop=True)
+    return summarise(fit_jsons, graph_jsons, params_jsons)
 
 
 # ---------------------------------------------------------------------------------------------------------

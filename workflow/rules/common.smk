@@ -231,11 +231,27 @@ def fit_files(wildcards):
     ]
 
 
+def fit_params_files(wildcards):
+    """The best_params.json each fit used, in fit_files' order (the summary pairs them by position)."""
+    return [f"results/tune/{s}/{t}/best_params.json" for s, t in sample_targets()]
+
+
+def sample_target_names(wildcards):
+    return list(SAMPLES[wildcards.sample].targets)
+
+
+def sample_coefficient_files(wildcards):
+    """Every target's coefficients of one sample, in sample_target_names' order."""
+    return [f"results/fits/{wildcards.sample}/{t}/coefficients.npz" for t in SAMPLES[wildcards.sample].targets]
+
+
 def final_outputs():
     pairs = sample_targets()
     out = [f"results/fits/{s}/{t}/coefficients.csv" for s, t in pairs]
     out += [f"results/report/{s}/{t}/features.tsv" for s, t in pairs]
+    out += [f"results/report/{s}/programmes.tsv" for s in SAMPLES]
     out += ["results/report/summary.tsv"]
     out += [f"results/deconvolution/{s}/proportions.csv" for s in deconvolve_samples()]
+    out += [f"results/report/{s}/deconvolution/proportions.png" for s in deconvolve_samples()]
     out += perturbseq_outputs()
     return out

@@ -7,6 +7,8 @@ rule deconvolve:
     output:
         proportions="results/deconvolution/{sample}/proportions.csv",
         mixture="results/deconvolution/{sample}/mixture.csv",
+        dictionary="results/deconvolution/{sample}/dictionary.csv",
+        edge_weights="results/deconvolution/{sample}/edge_weights.csv",
         summary="results/deconvolution/{sample}/deconvolution.json",
     params:
         spec=deconvolve_params,

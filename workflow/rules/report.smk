@@ -135,9 +135,97 @@ else:
             "../../scripts/fit_report.py"
 
 
+# Per sample: spatial domains over all its targets' coefficient maps, and the coefficient programmes.
+rule sample_report:
+    input:
+        npz=sample_coefficient_files,
+    output:
+        domains=report(
+            "results/report/{sample}/domains.png",
+            caption="../report/domains.rst",
+            category="{sample}",
+            subcategory="sample-wide",
+            labels={"sample": "{sample}", "target": "all targets", "figure": "spatial domains"},
+        ),
+        domains_svg="results/report/{sample}/domains.svg",
+        domain_table="results/report/{sample}/domains.tsv",
+        heatmap=report(
+            "results/report/{sample}/programmes.png",
+            caption="../report/programmes.rst",
+            category="{sample}",
+            subcategory="sample-wide",
+            labels={"sample": "{sample}", "target": "all targets", "figure": "coefficient programmes"},
+        ),
+        heatmap_svg="results/report/{sample}/programmes.svg",
+        membership=report(
+            "results/report/{sample}/programmes.tsv",
+            caption="../report/programme_tables.rst",
+            category="{sample}",
+            subcategory="sample-wide",
+            labels={"sample": "{sample}", "target": "all targets", "figure": "programme membership"},
+        ),
+        scores=report(
+            "results/report/{sample}/programme_scores.tsv",
+            caption="../report/programme_tables.rst",
+            category="{sample}",
+            subcategory="sample-wide",
+            labels={"sample": "{sample}", "target": "all targets", "figure": "programme scores"},
+        ),
+        summary="results/report/{sample}/coefficient_summary.tsv",
+    params:
+        targets=sample_target_names,
+        settings=config["report"],
+    log:
+        "logs/sample_report/{sample}.log",
+    conda:
+        "../../envs/s3r-cpu.yaml"
+    script:
+        "../../scripts/sample_report.py"
+
+
+# Per deconvolved sample: proportion maps, argmax regions and the learned edge weights.
+rule deconvolution_report:
+    input:
+        proportions="results/deconvolution/{sample}/proportions.csv",
+        edge_weights="results/deconvolution/{sample}/edge_weights.csv",
+        data="results/preprocessed/{sample}.npz",
+    output:
+        proportions=report(
+            "results/report/{sample}/deconvolution/proportions.png",
+            caption="../report/deconvolution.rst",
+            category="{sample}",
+            subcategory="deconvolution",
+            labels={"sample": "{sample}", "target": "cell types", "figure": "proportions"},
+        ),
+        regions=report(
+            "results/report/{sample}/deconvolution/regions.png",
+            caption="../report/deconvolution.rst",
+            category="{sample}",
+            subcategory="deconvolution",
+            labels={"sample": "{sample}", "target": "cell types", "figure": "dominant cell type"},
+        ),
+        edge_weights=report(
+            "results/report/{sample}/deconvolution/edge_weights.png",
+            caption="../report/deconvolution.rst",
+            category="{sample}",
+            subcategory="deconvolution",
+            labels={"sample": "{sample}", "target": "cell types", "figure": "learned edge weights"},
+        ),
+        svgs=multiext("results/report/{sample}/deconvolution/", "proportions.svg", "regions.svg", "edge_weights.svg"),
+        regions_table="results/report/{sample}/deconvolution/regions.csv",
+    log:
+        "logs/deconvolution_report/{sample}.log",
+    conda:
+        "../../envs/s3r-cpu.yaml"
+    script:
+        "../../scripts/deconvolution_report.py"
+
+
+# Per batch: one row per (sample, target), with the tuning's CV loss of the chosen parameters.
 rule summary:
     input:
         fits=fit_files,
+        params=fit_params_files,
         graphs=expand("results/graphs/{sample}.json", sample=SAMPLES),
     output:
         report(

@@ -1,0 +1,20 @@
+"""Rule sample_report: spatial domains over all targets of a sample, and its coefficient programmes."""
+
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "w")
+
+import _s3r_path  # noqa: E402,F401
+from s3r.report.sample import sample_report  # noqa: E402
+
+settings = snakemake.params.settings
+paths = sample_report(
+    dict(zip(snakemake.params.targets, snakemake.input.npz)),
+    Path(snakemake.output.domains).parent,
+    k=settings["domains_k"],
+    n_programmes=settings["n_programmes"],
+    threshold=settings["programme_threshold"],
+    title=snakemake.wildcards.sample,
+)
+print("\n".join(f"{name}: {path}" for name, path in paths.items()), file=sys.stderr)
