@@ -3,6 +3,7 @@
 import base64
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,7 +16,15 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_report")
-    tuned_fit(root, "three_regions_highdim", {"n_trials": 4, "rounds": 1, "folds": 2})
+    sim, _, _ = tuned_fit(root, "three_regions_highdim", {"n_trials": 4, "rounds": 1, "folds": 2})
+    # a deconvolution of the same spots: cell-type scores planted on the simulated regions
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.5, 1.0, size=(sim.n_spots, 4))
+    scores[np.arange(sim.n_spots), sim.regions] += 3.0
+    pd.DataFrame(scores, index=sim.spot_ids, columns=[f"type_{i}" for i in range(4)]).to_csv(root / "S.csv")
+    pd.DataFrame(sim.coords, index=sim.spot_ids, columns=["x", "y"]).to_csv(root / "C.csv")
+    assert main(["deconvolve", "--scores", str(root / "S.csv"), "--coords", str(root / "C.csv"), "--components", "3",
+                 "--max-iter", "5", "--out", str(root / "deconv"), "--quiet"]) == 0
     return root
 
 
@@ -37,6 +46,16 @@ def test_report_command_writes_page_with_every_section(dirs, capsys):
     assert "open" in capsys.readouterr().err
 
 
+def test_report_with_a_deconvolution_adds_its_maps(dirs):
+    out = dirs / "with_deconv"
+    assert main(["report", "--fit", str(dirs / "fit"), "--deconv", str(dirs / "deconv"), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    for name in ("proportions", "regions", "edge_weights"):
+        assert f"<section id='{name}'>" in page and (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    regions = pd.read_csv(out / "regions.csv")
+    assert len(regions) == len(pd.read_csv(dirs / "S.csv"))
+
+
 def test_report_without_tuning_has_no_tuning_sections(dirs):
     out = dirs / "plain"
     assert main(["report", "--fit", str(dirs / "fit"), "--out", str(out)]) == 0
@@ -51,6 +70,7 @@ def test_report_without_tuning_has_no_tuning_sections(dirs):
         (["--fit", "{root}/missing"], r"missing/fit\.json: not found; --fit must be a directory written by 's3r fit'"),
         (["--fit", "{root}/fit", "--tune", "{root}/nowhere"], r"nowhere: --tune directory not found; pass the --out directory of s3r tune"),
         (["--fit", "{root}/fit", "--max-features", "0"], r"--max-features must be ≥ 1, got 0"),
+        (["--fit", "{root}/fit", "--deconv", "{root}/none"], r"none: --deconv directory not found; pass the --out directory of s3r deconvolve"),
     ],
 )
 def test_bad_input_is_one_line(dirs, capsys, args, message):

@@ -1,8 +1,9 @@
 """``s3r report``: the figures and tables of one fit, and one self-contained HTML page to open them in.
 
 For users outside the workflow: point it at the directory ``s3r fit`` wrote (and the one ``s3r tune`` wrote,
-with ``--keep-states`` for the per-fold stability of each feature). Writes PNG + SVG figures, TSV tables and
-DIR/index.html (images embedded, so the page can be mailed or archived as one file).
+with ``--keep-states`` for the per-fold stability of each feature; and the one ``s3r deconvolve`` wrote for
+the same spots). Writes PNG + SVG figures, TSV tables and DIR/index.html (images embedded, so the page can be
+mailed or archived as one file).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ SECTIONS = (
     ("Tuning: fold spread", "tuning_folds", "Mean CV loss ± standard error and the per-fold losses, best trial first."),
     ("Solver convergence", "convergence", "Objective and relative residuals of the final fit."),
     ("Observed vs fitted", "observed_vs_predicted", "One point per spot."),
+    ("Deconvolution: cell-type proportions", "proportions", "Per cell type, on a shared 0–1 scale."),
+    ("Deconvolution: dominant cell type", "regions", "The cell type with the largest proportion at each spot."),
+    ("Deconvolution: learned edge weights", "edge_weights", "The graph-TV weights the deconvolution learned, on the spot graph."),
 )
 
 
@@ -30,6 +34,7 @@ def add_parser(subparsers):
     p = subparsers.add_parser("report", help="figures, tables and an HTML page for one fit", description=__doc__)
     p.add_argument("--fit", required=True, metavar="DIR", help="directory written by s3r fit")
     p.add_argument("--tune", metavar="DIR", help="directory written by s3r tune (tuning evidence, fold stability)")
+    p.add_argument("--deconv", metavar="DIR", help="directory written by s3r deconvolve for the same spots (maps drawn at the fit's coordinates)")
     p.add_argument("--max-features", type=int, default=6, help="coefficient maps drawn (default 6)")
     p.add_argument("--domains", type=int, metavar="K", help="spatial domains for the heatmap (default: chosen by silhouette)")
     p.add_argument("--title", default="", help="title on the figures and the page")
@@ -44,10 +49,26 @@ def run(args) -> int:
         raise S3RInputError(f"--max-features must be ≥ 1, got {args.max_features}")
     if args.tune is not None and not Path(args.tune).is_dir():
         raise S3RInputError(f"{args.tune}: --tune directory not found; pass the --out directory of s3r tune")
+    if args.deconv is not None and not Path(args.deconv).is_dir():
+        raise S3RInputError(f"{args.deconv}: --deconv directory not found; pass the --out directory of s3r deconvolve")
     files = fit_report(args.fit, args.out, tune_dir=args.tune, max_features=args.max_features, domains_k=args.domains, title=args.title)
+    if args.deconv is not None:
+        files.update(_deconvolution(args))
     page = write_index(files, Path(args.out) / "index.html", title=args.title or f"s3r report: {Path(args.fit).resolve().name}")
     print(f"[s3r report] {len(files)} figures and tables; open {page}", file=sys.stderr)
     return 0
+
+
+def _deconvolution(args) -> dict[str, Path]:
+    import pandas as pd
+
+    from s3r.report.deconvolution import deconvolution_report
+    from s3r.report.fit_report import load_fit
+
+    fit = load_fit(args.fit)
+    coords = pd.DataFrame(fit.coords, index=fit.spot_ids)
+    drawn = deconvolution_report(args.deconv, Path(args.out), coords=coords, title=args.title)
+    return {name: drawn[f"{name}_png"] for name in ("proportions", "regions", "edge_weights") if f"{name}_png" in drawn}
 
 
 def write_index(files: dict[str, Path], path: Path, *, title: str) -> Path:
