@@ -25,6 +25,9 @@ __all__ = [
     "spatial_scatter",
     "categorical_colors",
     "save_figure",
+    "grid_shape",
+    "panel_figsize",
+    "feature_order",
 ]
 
 DPI = 120
@@ -80,20 +83,26 @@ def _nn_spacing(coords: np.ndarray) -> float:
     return float(np.median(dist[:, 1]))
 
 
-def spot_size(coords, ax_width_in: float, *, fill: float = 0.9) -> float:
+def spot_size(coords, ax_width_in: float, ax_height_in: float | None = None, *, fill: float = 0.9) -> float:
     """Marker area (points²) at which spots of the given layout tile an axis ``ax_width_in`` inches wide.
 
-    The spot pitch (median nearest-neighbour distance) is converted to points with the axis scale the equal
-    aspect ratio gives (the wider of the two extents fills the width); ``fill`` < 1 leaves a hairline gap.
+    The spot pitch (median nearest-neighbour distance) is converted to points with the scale an equal aspect
+    ratio gives: the tissue fills the width, or the height when that is the tighter side (``ax_height_in``).
+    ``fill`` < 1 leaves a hairline gap between spots.
     """
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[0] == 0:
         return 4.0
-    extent = float(np.ptp(coords, axis=0).max()) if coords.shape[0] > 1 else 0.0
     pitch = _nn_spacing(coords)
-    if extent <= 0 or pitch <= 0:
+    span = np.ptp(coords, axis=0) if coords.shape[0] > 1 else np.zeros(2)
+    scales = [float(ax_width_in) / span[0]] if span[0] > 0 else []
+    if ax_height_in is not None and span[1] > 0:
+        scales.append(float(ax_height_in) / span[1])
+    if not scales and span.max() > 0:
+        scales = [float(ax_width_in) / float(span.max())]
+    if pitch <= 0 or not scales:
         return 36.0
-    diameter_pt = fill * pitch / extent * float(ax_width_in) * 72.0
+    diameter_pt = fill * pitch * min(scales) * 72.0
     return float(np.clip(diameter_pt**2, 0.25, 400.0))
 
 
@@ -109,9 +118,12 @@ def categorical_colors(n: int) -> list:
     return [cmap(i / n) for i in range(n)]
 
 
-def _axis_width_in(ax) -> float:
+def _axis_size_in(ax, colorbar: bool) -> tuple[float, float]:
+    """The axis box in inches, less the share a colour bar will take from its width (fraction 0.15 + pad)."""
     fig = ax.get_figure()
-    return float(ax.get_position().width * fig.get_figwidth())
+    box = ax.get_position()
+    width = box.width * fig.get_figwidth() * (0.83 if colorbar else 1.0)
+    return float(width), float(box.height * fig.get_figheight())
 
 
 def spatial_scatter(
@@ -138,7 +150,7 @@ def spatial_scatter(
     import matplotlib.colors as mcolors
 
     coords = np.asarray(coords, dtype=np.float64)
-    s = spot_size(coords, _axis_width_in(ax)) if size is None else float(size)
+    s = spot_size(coords, *_axis_size_in(ax, colorbar and not categorical)) if size is None else float(size)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -177,7 +189,7 @@ def spatial_scatter(
         cmap = cmap or SEQUENTIAL
     points = ax.scatter(coords[:, 0], coords[:, 1], c=values, s=s, cmap=cmap, norm=norm, linewidths=0)
     if colorbar:
-        ax.get_figure().colorbar(points, ax=ax, shrink=0.8, pad=0.02)
+        ax.get_figure().colorbar(points, ax=ax, shrink=0.8, fraction=0.15, pad=0.02)
     return points
 
 
