@@ -78,3 +78,41 @@ def test_bad_input_is_one_line(dirs, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert re.search(message, err), err
+
+
+def test_report_with_the_input_data_recomputes_observed_vs_predicted(dirs, tmp_path):
+    """A fit directory without stored fitted values (older s3r fit) gets the figure when the data are passed."""
+    import shutil
+
+    from s3r.simulate import simulate, write_reference_csv
+
+    sim = simulate("three_regions_highdim", sigma=1.0, seed=0)  # the data tuned_fit fitted
+    csv = write_reference_csv(sim, tmp_path / "csv")
+    old = tmp_path / "fit"
+    shutil.copytree(dirs / "fit", old)
+    with np.load(old / "coefficients.npz") as f:
+        np.savez_compressed(old / "coefficients.npz", **{k: f[k] for k in f.files if k not in ("observed", "fitted")})
+    assert main(["report", "--fit", str(old), "--out", str(tmp_path / "plain")]) == 0
+    assert "observed_vs_predicted" not in (tmp_path / "plain" / "index.html").read_text()
+    data = ["--x", str(csv["X"]), "--y", str(csv["Y"]), "--coords", str(csv["coords"])]
+    assert main(["report", "--fit", str(old), *data, "--out", str(tmp_path / "with")]) == 0
+    assert "<section id='observed_vs_predicted'>" in (tmp_path / "with" / "index.html").read_text()
+    # identical values to those the complete fit directory stores → identical figure
+    assert main(["report", "--fit", str(dirs / "fit"), "--out", str(tmp_path / "stored")]) == 0
+    assert (tmp_path / "with" / "observed_vs_predicted.png").read_bytes() == (tmp_path / "stored" / "observed_vs_predicted.png").read_bytes()
+
+
+def test_report_with_data_of_other_spots_is_one_line(dirs, tmp_path, capsys):
+    from s3r.simulate import simulate
+
+    sim = simulate("three_regions_highdim", sigma=1.0, seed=0)
+    ids = [f"other_{i}" for i in range(sim.n_spots)]
+    pd.DataFrame(sim.X.T, index=sim.feature_names, columns=ids).to_csv(tmp_path / "X.csv")
+    pd.DataFrame({"target": sim.y}, index=ids).to_csv(tmp_path / "Y.csv")
+    pd.DataFrame({"row": sim.coords[:, 0], "col": sim.coords[:, 1]}, index=ids).to_csv(tmp_path / "C.csv")
+    code = main(["report", "--fit", str(dirs / "fit"), "--x", str(tmp_path / "X.csv"), "--y", str(tmp_path / "Y.csv"),
+                 "--coords", str(tmp_path / "C.csv"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(rf"X\.csv: {sim.n_spots} of the fit's {sim.n_spots} spots are missing \(e\.g\. '{sim.spot_ids[0]}'\); "
+                     r"pass the data the fit was run on", err), err

@@ -95,3 +95,55 @@ def test_bad_directories_name_the_path_and_the_fix(fitted, tmp_path):
     (empty_tune / "best_params.json").write_text(json.dumps({"lambda_smooth": 0.1, "alpha": 0.1, "beta": 0.1}))
     with pytest.raises(S3RInputError, match=r"no round_\*/results\.json; --tune must be a directory written by 's3r tune'"):
         fit_report(root / "fit", tmp_path / "out", tune_dir=empty_tune)
+
+
+def test_prediction_from_data_matches_the_model_whatever_the_order(fitted):
+    """Given the input data (spots and features shuffled), ŷ is recomputed from the stored coefficients."""
+    from s3r.io import RegressionData
+    from s3r.report.fit_report import load_fit, observed_and_predicted
+
+    sim, model, root, _ = fitted
+    fit = load_fit(root / "fit")
+    rng = np.random.default_rng(1)
+    rows, cols = rng.permutation(sim.n_spots), rng.permutation(len(sim.feature_names))
+    data = RegressionData(sim.X[np.ix_(rows, cols)], sim.y[rows], sim.coords[rows], [sim.spot_ids[i] for i in rows],
+                          [sim.feature_names[j] for j in cols], "target")
+    observed, predicted = observed_and_predicted(fit, data)
+    np.testing.assert_array_equal(observed, sim.y)
+    np.testing.assert_allclose(predicted, model.predict(sim.X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(predicted, fit.fitted, rtol=0, atol=1e-12)  # what write_fit stored
+    short = RegressionData(sim.X[:, 1:], sim.y, sim.coords, sim.spot_ids, sim.feature_names[1:], "target")
+    with pytest.raises(S3RInputError, match=rf"X\.csv: lacks feature\(s\) '{sim.feature_names[0]}' of the fit; pass the data the fit was run on"):
+        observed_and_predicted(fit, short, source="X.csv")
+    few = RegressionData(sim.X[1:], sim.y[1:], sim.coords[1:], sim.spot_ids[1:], sim.feature_names, "target")
+    with pytest.raises(S3RInputError, match=rf"1 of the fit's {sim.n_spots} spots are missing \(e\.g\. '{sim.spot_ids[0]}'\)"):
+        observed_and_predicted(fit, few)
+
+
+def test_observed_vs_predicted_from_data_for_a_fit_without_stored_values(fitted, tmp_path):
+    """Older fit directories lack observed/fitted: the figure comes only when the data are given."""
+    from s3r.io import RegressionData
+
+    sim, _, root, _ = fitted
+    old = tmp_path / "fit"
+    shutil.copytree(root / "fit", old)
+    with np.load(old / "coefficients.npz") as f:
+        arrays = {key: f[key] for key in f.files if key not in ("observed", "fitted")}
+    np.savez_compressed(old / "coefficients.npz", **arrays)
+    assert "observed_vs_predicted" not in fit_report(old, tmp_path / "without")
+    data = RegressionData(sim.X, sim.y, sim.coords, sim.spot_ids, sim.feature_names, "target")
+    files = fit_report(old, tmp_path / "with", data=data)
+    assert files["observed_vs_predicted"].read_bytes()[:8] == PNG_MAGIC
+    # same values as the stored ones → the same picture as the report of the complete fit directory
+    stored = fit_report(root / "fit", tmp_path / "stored")
+    assert files["observed_vs_predicted"].read_bytes() == stored["observed_vs_predicted"].read_bytes()
+
+
+def test_coefficient_maps_keep_their_old_name_and_take_a_fit_directory(fitted, tmp_path):
+    from s3r.report import plot_coefficient_maps
+
+    _, _, root, _ = fitted
+    paths = plot_coefficient_maps(root / "fit", tmp_path / "maps.png", max_features=2)
+    assert paths["png"].read_bytes()[:8] == PNG_MAGIC and paths["svg"].read_text().lstrip().startswith("<?xml")
+    with pytest.raises(S3RInputError, match=r"fit\.json: not found"):
+        plot_coefficient_maps(tmp_path, tmp_path / "x.png")

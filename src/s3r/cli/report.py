@@ -2,7 +2,9 @@
 
 For users outside the workflow: point it at the directory ``s3r fit`` wrote (and the one ``s3r tune`` wrote,
 with ``--keep-states`` for the per-fold stability of each feature; and the one ``s3r deconvolve`` wrote for
-the same spots). Writes PNG + SVG figures, TSV tables and DIR/index.html (images embedded, so the page can be
+the same spots). The fit's input data (``--x/--y/--coords`` or ``--h5ad --target --features``) are optional: with
+them observed vs predicted is recomputed from the coefficients; without, the values ``s3r fit`` stored are
+used. Writes PNG + SVG figures, TSV tables and DIR/index.html (images embedded, so the page can be
 mailed or archived as one file).
 """
 
@@ -13,6 +15,7 @@ import html
 import sys
 from pathlib import Path
 
+from s3r.cli.common import add_input_arguments, read_input
 from s3r.errors import S3RInputError
 
 SECTIONS = (
@@ -23,7 +26,7 @@ SECTIONS = (
     ("Tuning: CV loss by parameter", "tuning_parameters", "CV loss against λ, α and β; the chosen trial circled."),
     ("Tuning: fold spread", "tuning_folds", "Mean CV loss ± standard error and the per-fold losses, best trial first."),
     ("Solver convergence", "convergence", "Objective and relative residuals of the final fit."),
-    ("Observed vs fitted", "observed_vs_predicted", "One point per spot."),
+    ("Observed vs predicted", "observed_vs_predicted", "One point per spot, and both as maps on one colour scale."),
     ("Deconvolution: cell-type proportions", "proportions", "Per cell type, on a shared 0–1 scale."),
     ("Deconvolution: dominant cell type", "regions", "The cell type with the largest proportion at each spot."),
     ("Deconvolution: learned edge weights", "edge_weights", "The graph-TV weights the deconvolution learned, on the spot graph."),
@@ -35,6 +38,7 @@ def add_parser(subparsers):
     p.add_argument("--fit", required=True, metavar="DIR", help="directory written by s3r fit")
     p.add_argument("--tune", metavar="DIR", help="directory written by s3r tune (tuning evidence, fold stability)")
     p.add_argument("--deconv", metavar="DIR", help="directory written by s3r deconvolve for the same spots (maps drawn at the fit's coordinates)")
+    add_input_arguments(p)
     p.add_argument("--max-features", type=int, default=6, help="coefficient maps drawn (default 6)")
     p.add_argument("--domains", type=int, metavar="K", help="spatial domains for the heatmap (default: chosen by silhouette)")
     p.add_argument("--title", default="", help="title on the figures and the page")
@@ -51,7 +55,12 @@ def run(args) -> int:
         raise S3RInputError(f"{args.tune}: --tune directory not found; pass the --out directory of s3r tune")
     if args.deconv is not None and not Path(args.deconv).is_dir():
         raise S3RInputError(f"{args.deconv}: --deconv directory not found; pass the --out directory of s3r deconvolve")
-    files = fit_report(args.fit, args.out, tune_dir=args.tune, max_features=args.max_features, domains_k=args.domains, title=args.title)
+    data, source = None, "data"
+    if any(getattr(args, name) for name in ("x", "y", "coords", "h5ad")):
+        data = read_input(args)
+        source = args.h5ad or args.x
+    files = fit_report(args.fit, args.out, tune_dir=args.tune, data=data, data_source=str(source), max_features=args.max_features,
+                       domains_k=args.domains, title=args.title)
     if args.deconv is not None:
         files.update(_deconvolution(args))
     page = write_index(files, Path(args.out) / "index.html", title=args.title or f"s3r report: {Path(args.fit).resolve().name}")

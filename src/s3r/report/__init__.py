@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["fit_report", "load_fit", "feature_table", "spot_domains", "clustered_heatmap", "use_report_style", "save_figure",
+__all__ = ["fit_report", "load_fit", "feature_table", "plot_coefficient_maps", "observed_and_predicted", "spot_domains", "clustered_heatmap", "use_report_style", "save_figure",
            "spatial_scatter", "spot_size"]
 
 _LAZY = {
     "fit_report": "s3r.report.fit_report",
     "load_fit": "s3r.report.fit_report",
     "feature_table": "s3r.report.fit_report",
+    "plot_coefficient_maps": "s3r.report.fit_report",  # formerly s3r.workflow_support.plot_coefficient_maps
+    "observed_and_predicted": "s3r.report.fit_report",
     "spot_domains": "s3r.report.domains",
     "clustered_heatmap": "s3r.report.programmes",
     "use_report_style": "s3r.report.style",

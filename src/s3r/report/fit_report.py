@@ -19,7 +19,8 @@ import pandas as pd
 from s3r.errors import S3RInputError
 from s3r.io import write_csv
 
-__all__ = ["FitOutputs", "load_fit", "chosen_trial", "feature_table", "fold_selection", "tuning_trials", "fit_report"]
+__all__ = ["FitOutputs", "load_fit", "chosen_trial", "feature_table", "fold_selection", "tuning_trials", "observed_and_predicted",
+           "plot_coefficient_maps", "fit_report"]
 
 
 @dataclass
@@ -31,6 +32,9 @@ class FitOutputs:
     report: dict  # fit.json
     observed: np.ndarray | None = None
     fitted: np.ndarray | None = None
+    covariate_coef: np.ndarray | None = None
+    covariate_names: list[str] | None = None
+    intercept: float = 0.0
 
 
 def load_fit(fit_dir) -> FitOutputs:
@@ -54,8 +58,57 @@ def load_fit(fit_dir) -> FitOutputs:
             feature_names=[str(s) for s in f["feature_names"]], report=report,
             observed=np.asarray(f["observed"], dtype=np.float64) if "observed" in f.files else None,
             fitted=np.asarray(f["fitted"], dtype=np.float64) if "fitted" in f.files else None,
+            covariate_coef=np.asarray(f["covariate_coef"], dtype=np.float64).reshape(-1) if "covariate_coef" in f.files else None,
+            covariate_names=[str(s) for s in f["covariate_names"]] if "covariate_names" in f.files else None,
+            intercept=float(np.asarray(f["intercept"]).reshape(-1)[0]) if "intercept" in f.files else 0.0,
         )
     return outputs
+
+
+def observed_and_predicted(fit: FitOutputs, data=None, *, source: str = "data") -> tuple[np.ndarray, np.ndarray] | None:
+    """(observed, predicted) per fitted spot, in the fit's spot order; None when neither is available.
+
+    With ``data`` (a :class:`~s3r.io.RegressionData` of the same spots, e.g. the fit's input), the prediction is
+    recomputed from the stored coefficients, ŷ_i = ⟨x_i, W_i⟩ + z_iᵀγ + intercept, matching spots and features by
+    name, so fits written before ``write_fit`` stored its fitted values can be checked too. Without ``data``, the
+    values ``write_fit`` stored are used. Count families need their offset, which only the stored values carry.
+    """
+    if data is None:
+        if fit.observed is None or fit.fitted is None:
+            return None
+        return fit.observed, fit.fitted
+    family = fit.report.get("family", "gaussian")
+    if family != "gaussian":
+        if fit.fitted is None:
+            raise S3RInputError(f"{source}: predictions of a {family} fit need its offset (log library size), which only the fit's "
+                                f"stored values carry; refit with the current 's3r fit' to store them, or omit the data")
+        return _align(data, fit, source)[1], fit.fitted
+    rows, y = _align(data, fit, source)
+    missing = [f for f in fit.feature_names if f not in data.feature_names]
+    if missing:
+        raise S3RInputError(f"{source}: lacks feature(s) {', '.join(repr(f) for f in missing[:3])} of the fit; pass the data the fit was run on")
+    cols = [data.feature_names.index(f) for f in fit.feature_names]
+    X = data.X[np.ix_(rows, cols)]
+    predicted = np.einsum("np,np->n", X, fit.W) + fit.intercept
+    gamma = fit.covariate_coef if fit.covariate_coef is not None else np.zeros(0)
+    if gamma.size:
+        names = fit.covariate_names or []
+        if data.covariates is None or any(c not in data.covariate_names for c in names):
+            raise S3RInputError(f"{source}: the fit used covariates {', '.join(names)}; pass them with the data (--covariates)")
+        Z = data.covariates[np.ix_(rows, [data.covariate_names.index(c) for c in names])]
+        predicted = predicted + Z @ gamma
+    return y, predicted
+
+
+def _align(data, fit: FitOutputs, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``data`` in the fit's spot order, and y in that order."""
+    index = {s: i for i, s in enumerate(data.spot_ids)}
+    absent = [s for s in fit.spot_ids if s not in index]
+    if absent:
+        raise S3RInputError(f"{source}: {len(absent)} of the fit's {len(fit.spot_ids)} spots are missing (e.g. {absent[0]!r}); "
+                            f"pass the data the fit was run on")
+    rows = np.array([index[s] for s in fit.spot_ids], dtype=np.int64)
+    return rows, data.y[rows]
 
 
 # -- tables ------------------------------------------------------------------------------------------------
@@ -137,12 +190,15 @@ def _strongest_first(values, names) -> list[int]:
 
 
 # -- figures -----------------------------------------------------------------------------------------------
-def plot_coefficient_maps(fit: FitOutputs, png_path, *, max_features: int = 6, title: str = ""):
-    """Maps of the leading features' coefficients, each on a diverging scale centred at zero."""
+def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = "") -> dict[str, Path]:
+    """Maps of the leading features' coefficients (largest mean |coefficient| first), each on a diverging scale
+    centred at zero. ``fit``: a :class:`FitOutputs` or a fit directory. Returns {"png": ..., "svg": ...}."""
     import matplotlib.pyplot as plt
 
     from s3r.report.style import grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
 
+    if not isinstance(fit, FitOutputs):
+        fit = load_fit(fit)
     use_report_style()
     mean_abs = np.abs(fit.W).mean(axis=0)
     order = [j for j in _strongest_first(mean_abs, fit.feature_names) if mean_abs[j] > 0][:max_features]
@@ -209,7 +265,10 @@ def plot_convergence(fit: FitOutputs, png_path, *, title: str = ""):
     if trace:
         its = [t["iteration"] for t in trace]
         first = lambda v: v[0] if isinstance(v, list) else v  # noqa: E731
-        a.plot(its, [first(t["objective"]) for t in trace], marker=".", color="0.2")
+        objective = [first(t["objective"]) for t in trace]
+        a.plot(its, objective, marker=".", color="0.2")
+        if all(v is not None and v > 0 for v in objective):
+            a.set_yscale("log")
         b.semilogy(its, [first(t["primal_residual"]) for t in trace], marker=".", label="primal")
         b.semilogy(its, [first(t["dual_residual"]) for t in trace], marker=".", label="dual")
         tol = fit.report.get("tol")
@@ -228,21 +287,32 @@ def plot_convergence(fit: FitOutputs, png_path, *, title: str = ""):
     return save_figure(fig, png_path)
 
 
-def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, title: str = ""):
+def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, predicted=None, title: str = ""):
+    """Observed against predicted per spot (with R² of these points), and both as maps on one colour scale,
+    so a misfit shows where it is, not only how large."""
     import matplotlib.pyplot as plt
 
-    from s3r.report.style import save_figure, use_report_style
+    from s3r.report.style import panel_figsize, save_figure, spatial_scatter, use_report_style
 
     use_report_style()
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
-    y, yhat = fit.observed, fit.fitted
+    y = np.asarray(fit.observed if observed is None else observed, dtype=np.float64)
+    yhat = np.asarray(fit.fitted if predicted is None else predicted, dtype=np.float64)
+    width, height = panel_figsize(fit.coords, 1, 2)
+    fig, axes = plt.subplots(1, 3, figsize=(width + 3.6, max(height, 3.4)), gridspec_kw={"width_ratios": [1.0, 1.15, 1.15]})
+    ax = axes[0]
     ax.scatter(y, yhat, s=6, alpha=0.6, linewidths=0, color="tab:blue")
     lo, hi = float(min(y.min(), yhat.min())), float(max(y.max(), yhat.max()))
     ax.plot([lo, hi], [lo, hi], color="0.4", linestyle="--", linewidth=1)
+    ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("observed")
-    ax.set_ylabel("fitted")
-    r2 = fit.report.get("r2")
-    ax.set_title(title or (f"observed vs fitted (R² = {r2:.3f})" if isinstance(r2, (int, float)) else "observed vs fitted"))
+    ax.set_ylabel("predicted")
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - yhat) ** 2).sum()) / total if total > 0 else float("nan")
+    ax.set_title(f"R² = {r2:.3f}")
+    vmin, vmax = lo, hi
+    for panel, values, name in ((axes[1], y, "observed"), (axes[2], yhat, "predicted")):
+        spatial_scatter(panel, fit.coords, values, vmin=vmin, vmax=vmax, title=name)
+    fig.suptitle(title or "observed vs predicted")
     fig.tight_layout()
     return save_figure(fig, png_path)
 
@@ -297,12 +367,13 @@ def plot_tuning(trials: pd.DataFrame, chosen: int | None, paths: dict[str, Path]
 
 
 # -- the whole per-fit report --------------------------------------------------------------------------------
-def fit_report(fit_dir, out_dir, *, tune_dir=None, max_features: int = 6, domains_k: int | None = None, title: str = "") -> dict[str, Path]:
+def fit_report(fit_dir, out_dir, *, tune_dir=None, data=None, max_features: int = 6, domains_k: int | None = None,
+               title: str = "", data_source: str = "data") -> dict[str, Path]:
     """Write every figure and table of one fit into ``out_dir``; returns {name: PNG or TSV path}.
 
-    Names: coefficient_maps, heatmap, features (TSV), domains (TSV), convergence, observed_vs_predicted (when
-    the fit stored its fitted values), tuning_history, tuning_parameters, tuning_folds, trials (TSV) (with
-    ``tune_dir``).
+    Names: coefficient_maps, heatmap, features (TSV), domains (TSV), convergence, observed_vs_predicted (with
+    ``data``, a RegressionData of the fitted spots, or when the fit stored its fitted values), tuning_history,
+    tuning_parameters, tuning_folds, trials (TSV) (with ``tune_dir``). ``data_source`` names the data in errors.
     """
     from s3r.report.domains import domain_table, spot_domains
 
@@ -323,8 +394,10 @@ def fit_report(fit_dir, out_dir, *, tune_dir=None, max_features: int = 6, domain
     write_csv(domain_table(fit.spot_ids, labels), files["domains"], sep="\t", index=False)
     files["heatmap"] = plot_heatmap(fit, labels, out / "heatmap.png", title=f"{label}coefficients by spatial domain")["png"]
     files["convergence"] = plot_convergence(fit, out / "convergence.png")["png"]
-    if fit.observed is not None and fit.fitted is not None:
-        files["observed_vs_predicted"] = plot_observed_vs_predicted(fit, out / "observed_vs_predicted.png")["png"]
+    pair = observed_and_predicted(fit, data, source=data_source)
+    if pair is not None:
+        files["observed_vs_predicted"] = plot_observed_vs_predicted(fit, out / "observed_vs_predicted.png", observed=pair[0],
+                                                                    predicted=pair[1])["png"]
 
     if tune_dir is not None:
         trials = tuning_trials(tune_dir)

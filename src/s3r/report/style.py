@@ -134,6 +134,7 @@ def spatial_scatter(
     cmap=None,
     center_zero: bool = False,
     vmax: float | None = None,
+    vmin: float | None = None,
     title: str = "",
     colorbar: bool = True,
     categorical: bool = False,
@@ -144,6 +145,7 @@ def spatial_scatter(
 
     ``center_zero``: a diverging map with zero at the midpoint and symmetric limits ±``vmax`` (default: the
     largest absolute value), so white means "no effect" and equal colour distance means equal magnitude.
+    Otherwise a sequential map over [``vmin``, ``vmax``] (default: the values' range), e.g. to share one scale.
     ``categorical``: ``values`` are labels; one colour each and a legend instead of a colour bar.
     Returns the PathCollection.
     """
@@ -181,7 +183,7 @@ def spatial_scatter(
         norm = mcolors.TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
         cmap = cmap or DIVERGING
     else:
-        lo = float(finite.min()) if finite.size else 0.0
+        lo = float(vmin) if vmin is not None else (float(finite.min()) if finite.size else 0.0)
         hi = float(vmax) if vmax is not None else (float(finite.max()) if finite.size else 1.0)
         if hi <= lo:
             hi = lo + 1.0
