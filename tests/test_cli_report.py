@@ -40,6 +40,9 @@ def test_report_command_writes_page_with_every_section(dirs, capsys):
     for encoded in images:  # embedded, so the page stands alone; each decodes to the PNG written beside it
         assert base64.b64decode(encoded)[:8] == b"\x89PNG\r\n\x1a\n"
     assert base64.b64decode(images[0]) == (out / "coefficient_maps.png").read_bytes()
+    links = re.findall(r"<a href='([^']+)'>", page)  # vector copies and tables, relative to the page
+    assert "coefficient_maps.svg" in links and "features.tsv" in links and "trials.tsv" not in links
+    assert all((out / link).is_file() for link in links)
     features = pd.read_csv(out / "features.tsv", sep="\t")
     for name in features["feature"]:
         assert f"<td>{name}</td>" in page

@@ -80,6 +80,13 @@ def _deconvolution(args) -> dict[str, Path]:
     return {name: drawn[f"{name}_png"] for name in ("proportions", "regions", "edge_weights") if f"{name}_png" in drawn}
 
 
+def _relative(target: Path, base: Path) -> str:
+    """Link from the page to a file written beside it (relative, so the directory can be moved as a whole)."""
+    import os
+
+    return Path(os.path.relpath(Path(target).resolve(), Path(base).resolve())).as_posix()
+
+
 def write_index(files: dict[str, Path], path: Path, *, title: str) -> Path:
     """One HTML page with a section per figure or table present in ``files`` (PNG embedded as base64)."""
     import pandas as pd
@@ -98,9 +105,14 @@ def write_index(files: dict[str, Path], path: Path, *, title: str) -> Path:
         if target.suffix == ".png":
             data = base64.b64encode(target.read_bytes()).decode("ascii")
             parts.append(f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{data}'>")
+            links = [f"<a href='{html.escape(_relative(v, path.parent))}'>{v.suffix[1:].upper()}</a>"
+                     for v in (target.with_suffix(".svg"), target.with_suffix(".pdf")) if v.is_file()]
+            if links:
+                parts.append(f"<p class='files'>vector copy: {' '.join(links)}</p>")
         else:
-            table = pd.read_csv(target, sep="\t", keep_default_na=False)
+            table = pd.read_csv(target, sep="\t" if target.suffix == ".tsv" else ",", keep_default_na=False)
             parts.append(table.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
+            parts.append(f"<p class='files'>table: <a href='{html.escape(_relative(target, path.parent))}'>{html.escape(target.name)}</a></p>")
         parts.append("</section>")
     parts.append("</body></html>\n")
     with atomic_write(path, "w") as fh:
