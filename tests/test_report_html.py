@@ -72,8 +72,11 @@ def find_chromium() -> str:
             return shutil.which(name)
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], capture_output=True,
-                       timeout=900, env=env)
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        subprocess.run(install, capture_output=True, timeout=900, env=env)
+        if not shutil.which("chromium"):  # a fresh machine has no package lists yet
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, env=env)
+            subprocess.run(install, capture_output=True, timeout=900, env=env)
         if shutil.which("chromium"):
             return shutil.which("chromium")
     pytest.skip("headless Chromium is not installed and cannot be installed here (apt-get install chromium, as root)")
