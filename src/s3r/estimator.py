@@ -12,22 +12,13 @@ import numpy as np
 import torch
 
 from s3r.errors import S3RInputError
+from s3r.validation import finite_matrix
 from s3r.graph import SpatialGraph, build_graph, neighbour_mean_operator, reference_knn_operator, validate_coords
 from s3r.solver import SMOOTH_MODES, build_operator, resolve_device, resolve_dtype, solve_batch
 
 
 def _as_matrix(X, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise S3RInputError(f"{name} must be numeric: {err}") from None
-    if arr.ndim != 2:
-        raise S3RInputError(f"{name} must be a 2-D array (spots × columns); got {arr.ndim}-D")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise S3RInputError(f"{name} has a non-finite value at row {r}, column {c}; impute or drop that spot")
-    return arr
+    return finite_matrix(X, name)
 
 
 def _as_vector(y, n: int, name: str) -> np.ndarray:

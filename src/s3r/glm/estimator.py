@@ -19,26 +19,15 @@ import numpy as np
 import torch
 
 from s3r.errors import S3RInputError
+from s3r.validation import finite_matrix
 from s3r.glm import solver as S
 from s3r.glm.families import NegativeBinomial, estimate_theta, get_family, pearson_dispersion
 from s3r.glm.metrics import glm_scores, null_eta
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
 
 
-def _matrix(X, name):
-    try:
-        a = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise S3RInputError(f"{name} must be numeric: {err}") from None
-    if a.ndim == 1:
-        a = a.reshape(-1, 1)
-    if a.ndim != 2:
-        raise S3RInputError(f"{name} must be 2-D; got {a.ndim}-D")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise S3RInputError(f"{name} has a non-finite value at row {r}, column {c}; impute or drop it")
-    return a
+def _matrix(X, name: str) -> np.ndarray:
+    return finite_matrix(X, name, allow_vector=True)
 
 
 class GLMNet:

@@ -1,0 +1,25 @@
+"""Checks on array inputs shared by the estimators: one clear message instead of a numpy traceback."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s3r.errors import S3RInputError
+
+
+def finite_matrix(X, name: str, *, allow_vector: bool = False) -> np.ndarray:
+    """X as a finite float64 (rows × columns) array; sparse input is densified, a vector becomes one column
+    when ``allow_vector``. Non-numeric, wrongly shaped or non-finite input is an S3RInputError naming the cell."""
+    try:
+        arr = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise S3RInputError(f"{name} must be numeric: {err}") from None
+    if allow_vector and arr.ndim == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2:
+        raise S3RInputError(f"{name} must be a 2-D array (rows × columns); got {arr.ndim}-D")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise S3RInputError(f"{name} has a non-finite value at row {r}, column {c}; impute or drop that row")
+    return arr
