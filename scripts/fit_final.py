@@ -33,7 +33,9 @@ write_fit(
     Path(snakemake.output.fit).parent,
     model,
     data,
-    params={"sample": sample, "params_source": chosen.get("source", "unknown")},
+    params={"sample": sample, "params_source": chosen.get("source", "unknown"),
+            **{key: chosen["tuning"][key] for key in ("effect_found", "verdict", "warnings", "null_cv_loss", "cv_loss")
+               if key in chosen.get("tuning", {})}},
     inputs=dict(snakemake.input.items()),
     offset=prepared.offset,
 )

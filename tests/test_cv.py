@@ -74,20 +74,34 @@ def test_fold_errors(sim):
         cv.make_folds(sim.coords, 5, "stripes")
 
 
-def test_heldout_response_never_enters_its_own_prediction(sim, problem):
+@pytest.mark.parametrize("scaling", ["reference", "standard"])
+def test_heldout_response_never_enters_its_own_prediction(sim, scaling):
+    """Not through the fit, the mask, nor (standard scaling) the response's centre and spread."""
+    problem = cv.CVProblem.from_arrays(sim.X, sim.y, sim.coords, dtype="float64", model={"scaling": scaling})
     folds = cv.make_folds(sim.coords, 4, "blocks", seed=0)
     params = [{"lambda_smooth": 0.05, "alpha": 0.003, "beta": 0.003}, {"lambda_smooth": 0.3, "alpha": 0.001, "beta": 0.01}]
+    if scaling == "standard":
+        sc = problem.natural_scales()
+        params = [{k: sc[k] * f for k, f in zip(sc, fr)} for fr in ((1e-2, 1e-4, 1e-3), (1e-1, 1e-3, 1e-2))]
     held = cv.heldout_mask(folds, 1)
     base = cv.solve_fold(problem, params, folds, 1, tol=1e-4, max_iter=2000)
     assert base.converged.all()
     y2 = sim.y.copy()
     y2[held] = np.where(np.arange(held.sum()) % 3 == 0, 0.0, -5.0 * y2[held] + 7.0)  # including y = 0 (the mask)
-    changed = cv.CVProblem.from_arrays(sim.X, y2, sim.coords, dtype="float64")
+    changed = cv.CVProblem.from_arrays(sim.X, y2, sim.coords, dtype="float64", model={"scaling": scaling})
     again = cv.solve_fold(changed, params, folds, 1, tol=1e-4, max_iter=2000)
-    assert np.array_equal(again.W, base.W)
-    assert np.array_equal(cv.predict(sim.X, again.W)[held], cv.predict(sim.X, base.W)[held])
+    W1, W0 = changed.coefficients(again.W)[0], problem.coefficients(base.W)[0]
+    if scaling == "reference":
+        assert np.array_equal(W1, W0)
+    else:  # the same problem on another scale: equal within the solver's tolerance (a leak would move W by ~50 %)
+        np.testing.assert_allclose(W1, W0, rtol=0, atol=1e-4 * np.abs(W0).max())
+        assert abs(changed.y_scale / problem.y_scale - 1) > 0.5
+    pred = lambda pr, sol: pr.y_center + pr.y_scale * (cv.predict(pr.X, sol.W) + pr.covariates @ sol.gamma.T)  # noqa: E731
+    if scaling == "standard":
+        a, b = pred(changed, again)[held], pred(problem, base)[held]
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * np.abs(b).max())
     # the graph predictor is not trivial: held-out spots get non-zero coefficients from their neighbours
-    assert np.abs(base.W[held]).sum() > 0
+    assert np.abs(W0[held]).sum() > 0
 
 
 def test_neighbour_average_uses_spatial_neighbours():
@@ -116,29 +130,39 @@ def test_scored_spots_skip_dropouts_only_with_the_mask():
     assert cv.heldout_mse(np.array([1.0, 2.0]), np.array([[1.0, 0.0], [4.0, 2.0]]), np.array([True, True])).tolist() == [2.0, 0.5]
 
 
-def test_zero_screen_agrees_with_the_solver(sim, problem):
+@pytest.mark.parametrize("scaling", ["reference", "standard"])
+def test_zero_screen_agrees_with_the_solver(sim, scaling):
+    """Exact at the screening thresholds, with the intercept (standard) at its own optimum."""
+    problem = cv.CVProblem.from_arrays(sim.X, sim.y, sim.coords, dtype="float64", model={"scaling": scaling})
     folds = cv.make_folds(sim.coords, 3, "random", seed=0)
-    params = [{"lambda_smooth": 0.01, "alpha": a, "beta": b} for a, b in ((50.0, 0.001), (0.001, 5.0), (0.002, 0.002))]
-    weights, free = cv.training_weights(folds, 0), cv.free_rows(sim.y, cv.heldout_mask(folds, 0), True)
-    zero = cv.zero_is_optimal(problem, weights, free, [p["alpha"] for p in params], [p["beta"] for p in params])
-    assert zero.tolist() == [True, True, False]
+    weights = cv.training_weights(folds, 0)
+    sc = problem.natural_scales(weights)
+    fr = ((1.02, 1e-4), (1e-4, 1.02), (0.97, 1e-4), (1e-2, 1e-2))
+    params = [{"lambda_smooth": 1e-3 * sc["lambda_smooth"], "alpha": a * sc["alpha"], "beta": b * sc["beta"]} for a, b in fr]
+    lam, alpha, beta = cv._penalties(problem, params, weights)
+    zero = cv.zero_is_optimal(problem, weights, alpha, beta)
+    assert zero.tolist() == [True, True, False, False]
     from s3r.solver import solve_batch
 
-    res = solve_batch(sim.X, np.repeat(sim.y[:, None], 3, 1), smooth="tv", operator=problem.operator, lambda_smooth=0.01,
-                      alpha=[p["alpha"] for p in params], beta=[p["beta"] for p in params], weights=weights, tol=1e-6, max_iter=5000)
-    W = res.W.numpy()
-    assert np.abs(W[:, :2]).max() < 1e-8 and np.abs(W[:, 2]).max() > 0.1
+    res = solve_batch(problem.X, np.repeat(problem.y[:, None], 4, 1), smooth="tv", operator=problem.operator, lambda_smooth=lam,
+                      alpha=alpha, beta=beta, weights=weights, free_rows=problem.free_rows(cv.heldout_mask(folds, 0)),
+                      covariates=problem.covariates, tol=1e-7, max_iter=20000)
+    W = np.abs(res.W.numpy()).max(axis=(0, 2))
+    assert W[0] < 1e-8 and W[1] < 1e-8 and W[2] > 1e-6 and W[3] > 1e-2 * np.abs(problem.y).max()
 
 
 def test_cross_validate_shapes_and_predictors(sim, problem):
     folds = cv.make_folds(sim.coords, 3, "blocks", seed=0)
-    params = [{"lambda_smooth": 0.1, "alpha": 0.003, "beta": 0.003}, {"lambda_smooth": 1.0, "alpha": 1.0, "beta": 1.0}]
+    sc = problem.natural_scales()
+    params = [{"lambda_smooth": 1e-2 * sc["lambda_smooth"], "alpha": 1e-4 * sc["alpha"], "beta": 1e-3 * sc["beta"]},
+              {name: 2.0 * v for name, v in sc.items()}]
     graph = cv.cross_validate(problem, params, folds, tol=1e-3)
     assert graph.shape == (3, 2)
-    # the all-zero model predicts 0: its loss is the mean of y² on each fold, whichever predictor
+    # the all-zero map leaves the intercept fitted on the training spots: its loss is the null model's
     for f in range(3):
         held = folds == f
-        assert graph[f, 1] == pytest.approx(np.mean(sim.y[held] ** 2))
+        assert graph[f, 1] == pytest.approx(np.mean((sim.y[held] - sim.y[~held].mean()) ** 2))
+        assert graph[f, 1] == pytest.approx(cv.null_loss(problem, folds, f))
     assert np.all(graph[:, 0] < graph[:, 1])
     solution = cv.solve_fold(problem, params, folds, 0, tol=1e-3)
     nbrs = cv.fold_losses(problem, solution, folds, 0, "neighbours")

@@ -62,6 +62,6 @@ def test_s3r_fit_family_poisson(tmp_path):
     pd.DataFrame({"target": y}, index=ids).to_csv(tmp_path / "Y.csv")
     pd.DataFrame(coords, columns=["row", "col"], index=ids).to_csv(tmp_path / "C.csv")
     rc = main(["fit", "--x", str(tmp_path / "X.csv"), "--y", str(tmp_path / "Y.csv"), "--coords", str(tmp_path / "C.csv"),
-               "--family", "poisson", "--k", "4", "--out", str(tmp_path / "out"), "--quiet"])
+               "--family", "poisson", "--k", "4", "--scaling", "reference", "--out", str(tmp_path / "out"), "--quiet"])
     assert rc == 0
     assert (tmp_path / "out" / "fit.json").exists()

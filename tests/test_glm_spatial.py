@@ -57,7 +57,8 @@ def test_s3r_estimator_poisson_family_and_gaussian_default_untouched():
     from s3r import S3R
 
     coords, X, y, off = _problem(3, n=40)
-    m = S3R("tv", 0.02, 0.01, 0.005, k=4, family="poisson", tol=1e-6, device="cpu").fit(X, y, coords, offset=off)
+    # the design carries its own intercept column, so the reference parameterisation (no added intercept) applies
+    m = S3R("tv", 0.02, 0.01, 0.005, k=4, family="poisson", tol=1e-6, device="cpu", scaling="reference").fit(X, y, coords, offset=off)
     assert m.report_["converged"] and m.report_["family"] == "poisson"
     assert m.report_["n_masked_spots"] == 0  # zeros are counts, not dropouts
     mu = m.predict(X, offset=off)

@@ -25,7 +25,7 @@ def _nb_counts(theta, seed=1, n=300):
 
 def test_estimated_theta_recovers_the_planted_one():
     coords, X, W, offset, y = _nb_counts(3.0)
-    model = S3R("tv", 0.01, 0.0, 0.0, family="negative_binomial", theta="estimate", tol=1e-4, device="cpu")
+    model = S3R("tv", 0.01, 0.0, 0.0, family="negative_binomial", theta="estimate", tol=1e-4, device="cpu", scaling="reference")
     model.fit(X, y, coords, offset=offset)
     assert model.theta_ == pytest.approx(3.0, rel=0.2)
     assert model.report_["theta"] == model.theta_ and model.report_["theta_estimated"]
@@ -34,13 +34,13 @@ def test_estimated_theta_recovers_the_planted_one():
     assert abs(hist[-1] - hist[-2]) <= model.theta_tol * hist[-2] and len(hist) <= model.theta_max_iter + 1
     assert np.abs(model.coef_ - W).mean() < 0.15
     # at the estimated θ held fixed, the fit is the same one
-    fixed = S3R("tv", 0.01, 0.0, 0.0, family="negative_binomial", theta=model.theta_, tol=1e-4, device="cpu").fit(X, y, coords, offset=offset)
+    fixed = S3R("tv", 0.01, 0.0, 0.0, family="negative_binomial", theta=model.theta_, tol=1e-4, device="cpu", scaling="reference").fit(X, y, coords, offset=offset)
     np.testing.assert_allclose(fixed.coef_, model.coef_, atol=2e-2)
 
 
 def test_strong_overdispersion_is_recovered_too():
     coords, X, _, offset, y = _nb_counts(0.5, seed=2, n=200)
-    m = S3R("tv", 0.01, 0.0, 0.0, family="negative_binomial", theta="estimate", tol=1e-4, device="cpu").fit(X, y, coords, offset=offset)
+    m = S3R("tv", 0.01, 0.0, 0.0, family="negative_binomial", theta="estimate", tol=1e-4, device="cpu", scaling="reference").fit(X, y, coords, offset=offset)
     assert m.theta_ == pytest.approx(0.5, rel=0.25)
 
 
@@ -64,7 +64,7 @@ def test_cli_fit_theta_estimate_reports_theta(tmp_path, capsys):
         X=np.c_[X, y], obs=pd.DataFrame({"log_lib": offset}, index=ids), var=pd.DataFrame(index=["one", "x1", "gene"]),
         obsm={"spatial": coords},
     ).write_h5ad(tmp_path / "nb.h5ad")
-    code = main(["fit", "--h5ad", str(tmp_path / "nb.h5ad"), "--target", "gene", "--features", "one,x1", "--family",
+    code = main(["fit", "--scaling", "reference", "--h5ad", str(tmp_path / "nb.h5ad"), "--target", "gene", "--features", "one,x1", "--family",
                  "negative_binomial", "--theta", "estimate", "--offset", "log_lib", "--lambda-smooth", "0.01", "--alpha", "0",
                  "--beta", "0", "--tol", "1e-4", "--out", str(tmp_path / "fit"), "--quiet"])
     assert code == 0
@@ -73,6 +73,6 @@ def test_cli_fit_theta_estimate_reports_theta(tmp_path, capsys):
     assert 0 < report["r2"] < 1  # deviance explained, scored with the offset the fit used
     assert f"theta {report['theta']:.4g} (estimated)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["fit", "--h5ad", str(tmp_path / "nb.h5ad"), "--target", "gene", "--features", "one,x1", "--family",
+        main(["fit", "--scaling", "reference", "--h5ad", str(tmp_path / "nb.h5ad"), "--target", "gene", "--features", "one,x1", "--family",
               "negative_binomial", "--theta", "-2", "--out", str(tmp_path / "bad")])
     assert "argument --theta: theta must be > 0, got -2" in capsys.readouterr().err

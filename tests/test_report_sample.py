@@ -281,8 +281,10 @@ def test_summary_table_exact_contents(tmp_path):
     fits = [fit("s2", "y", 2, True), fit("s1", "y", 1, False)]
     params = tmp_path / "p2.json", tmp_path / "p1.json"
     params[0].write_text(json.dumps({"sample": "s2", "target": "y", "source": "tune",
-                                     "tuning": {"cv_loss": 0.5, "cv_se": 0.05, "trial": 3, "n_trials": 6}}))
-    params[1].write_text(json.dumps({"cv_loss": 0.7, "cv_se": None, "trial": 0, "n_trials": 4}))  # s3r tune's layout
+                                     "tuning": {"cv_loss": 0.5, "cv_se": 0.05, "trial": 3, "n_trials": 6, "null_cv_loss": 0.9,
+                                                "effect_found": True, "verdict": "the features explain the target"}}))
+    params[1].write_text(json.dumps({"cv_loss": 0.7, "cv_se": None, "trial": 0, "n_trials": 4, "null_cv_loss": 0.69,
+                                     "effect_found": False, "verdict": "no spatially varying effect of the features found: ..."}))  # s3r tune's layout
     graph = tmp_path / "g.json"
     graph.write_text(json.dumps({"sample": "s1", "n_edges": 10, "n_components": 1}))
     table = summarise_fits(fits, [graph], params)
@@ -292,11 +294,13 @@ def test_summary_table_exact_contents(tmp_path):
     assert row == {
         "sample": "s1", "target": "y", "n_spots": 3, "n_features": 3, "graph": "knn", "n_edges": 10,
         "graph_components": 1, "smooth": "tv", "lambda_smooth": 0.1, "alpha": 0.2, "beta": 0.3,
-        "params_source": "tune", "cv_loss": 0.7, "trial": 0, "n_trials": 4, "selected_features": 1,
+        "params_source": "tune", "cv_loss": 0.7, "null_cv_loss": 0.69, "trial": 0, "n_trials": 4, "effect_found": False,
+        "verdict": "no spatially varying effect of the features found: ...", "selected_features": 1,
         "top_features": "c,a", "nonzero_fraction": 0.5, "r2": 0.9, "objective": 1.5, "converged": False,
         "iterations": 40, "solve_seconds": 0.25, "device": "cpu",
     }
     assert table["sample"].tolist() == ["s1", "s2"] and table["cv_loss"].tolist() == [0.7, 0.5]
+    assert table["effect_found"].tolist() == [False, True]  # the verdict in words, beside the numbers
     assert pd.isna(table.loc[1, "n_edges"])  # no graph summary for s2
 
     with pytest.raises(S3RInputError, match="parameters for sample 's2', but .* is sample 's1'"):

@@ -77,7 +77,8 @@ def test_objective_matches_cvxpy(smooth, compat, variant):
     if Z is not None:
         y = y + Z @ np.array([1.0, -2.0])
     lam, alpha, beta = 0.05, 0.02, 0.01
-    model = S3R(smooth, lam, alpha, beta, k=5 if not compat else 7, compat=compat, mask_zero_response=True, tol=TOL, max_iter=50_000, device="cpu")
+    model = S3R(smooth, lam, alpha, beta, k=5 if not compat else 7, compat=compat, scaling="reference", mask_zero_response=True, tol=TOL,
+                max_iter=50_000, device="cpu")
     model.fit(X, y, coords, sample_weight=weights, covariates=Z)
     assert model.report_["converged"]
     K = operator_matrix(smooth, coords, compat)
@@ -88,13 +89,30 @@ def test_objective_matches_cvxpy(smooth, compat, variant):
     assert np.all(model.coef_[~free] == 0.0)
 
 
+@pytest.mark.parametrize("smooth", ["tv", "graph_l1", "quadratic"])
+def test_standard_scaling_matches_cvxpy(smooth):
+    """The default parameterisation, written out independently: (1/n) Σ ((y_i − b − ⟨x_i, W_i⟩)/s_y)² + (1/n)[λ S(W̃) +
+    α Σ|W̃| + β √n Σ‖W̃_j‖] with W̃ = W s_j / s_y (s_y the target's sd, s_j each feature's root mean square)."""
+    coords, X, y = small_problem(seed=11, zeros=3)
+    y = 40.0 + 25.0 * y  # an arbitrary scale and offset
+    n = X.shape[0]
+    lam, alpha, beta = 0.5, 0.02, 0.05
+    model = S3R(smooth, lam, alpha, beta, k=5, tol=TOL, max_iter=50_000, device="cpu").fit(X, y, coords)
+    assert model.report_["converged"] and model.report_["scaling"] == "standard"
+    s = np.sqrt(np.mean(X**2, axis=0))
+    K = operator_matrix(smooth, coords)
+    expected = cvxpy_optimum(X / s, y / y.std(), K, smooth, lam / n, alpha / n, beta / n, Z=np.ones((n, 1)))
+    assert abs(model.report_["objective"] - expected) <= 1e-4 * abs(expected)
+    assert np.all(model.coef_[y == 0] != 0) or not np.any(model.coef_)  # no zero mask by default
+
+
 def test_weighted_incidence_matches_cvxpy():
     coords, X, y = small_problem(seed=5)
     graph = knn_graph(coords, 5)
     w = np.random.default_rng(0).uniform(0.5, 2.0, size=graph.n_edges)
     graph = graph.with_weights(w)
     for smooth in ("tv", "quadratic"):
-        model = S3R(smooth, 0.05, 0.02, 0.01, tol=TOL, device="cpu").fit(X, y, coords, graph=graph)
+        model = S3R(smooth, 0.05, 0.02, 0.01, tol=TOL, scaling="reference", device="cpu").fit(X, y, coords, graph=graph)
         A = graph.incidence()
         K = (A.T.multiply(w if smooth == "tv" else np.sqrt(w))).T.tocsr()
         expected = cvxpy_optimum(X, y, K, smooth, 0.05, 0.02, 0.01)
@@ -199,11 +217,11 @@ def test_batch_equals_separate_solves():
 
 def test_warm_start_reaches_the_same_optimum_faster():
     coords, X, y = small_problem(seed=12, n=80)
-    model = S3R("tv", 0.05, 0.02, 0.01, tol=1e-7, device="cpu", warm_start=True).fit(X, y, coords)
+    model = S3R("tv", 0.05, 0.02, 0.01, tol=1e-7, device="cpu", warm_start=True, scaling="reference").fit(X, y, coords)
     warm_total = fresh_total = 0
     for lam in (0.055, 0.06, 0.065):
         model.set_params(lambda_smooth=lam).fit(X, y, coords)
-        fresh = S3R("tv", lam, 0.02, 0.01, tol=1e-7, device="cpu").fit(X, y, coords)
+        fresh = S3R("tv", lam, 0.02, 0.01, tol=1e-7, device="cpu", scaling="reference").fit(X, y, coords)
         assert abs(model.report_["objective"] - fresh.report_["objective"]) <= 1e-6 * fresh.report_["objective"]
         warm_total += model.report_["iterations"]
         fresh_total += fresh.report_["iterations"]
@@ -223,7 +241,7 @@ def test_unpenalised_features_are_never_shrunk_to_zero():
 def test_covariate_coefficients_recovered():
     coords, X, y = small_problem(seed=12, n=200)
     Z = np.random.default_rng(2).normal(size=(200, 2))
-    model = S3R("tv", 0.02, 0.001, 0.001, fit_intercept=True, mask_zero_response=False, device="cpu")
+    model = S3R("tv", 0.02, 0.001, 0.001, scaling="reference", fit_intercept=True, mask_zero_response=False, device="cpu")
     model.fit(X, y + Z @ np.array([3.0, -1.0]) + 5.0, coords, covariates=Z)
     np.testing.assert_allclose(model.covariate_coef_, [3.0, -1.0], atol=0.15)
     assert abs(model.intercept_ - 5.0) < 0.3
@@ -236,7 +254,10 @@ def test_recovers_regions_of_a_paper_style_simulation():
     from s3r.simulate import simulate
 
     sim = simulate("three_regions", sigma=1.0, seed=0)
-    model = S3R("tv", 0.05, 0.01, 0.02, device="cpu", tol=1e-6).fit(sim.X, sim.y, sim.coords)
+    from s3r.problem import assemble
+
+    sc = assemble(sim.X, sim.y, sim.coords, model={}).natural_scales()  # fractions near the CV optimum of this design
+    model = S3R("tv", 1e-2 * sc["lambda_smooth"], 1e-4 * sc["alpha"], 1e-3 * sc["beta"], device="cpu", tol=1e-6).fit(sim.X, sim.y, sim.coords)
     labels = KMeans(sim.n_regions, n_init=10, random_state=0).fit_predict(model.coef_)
     assert adjusted_rand_score(sim.regions, labels) > 0.8
     # every informative feature is selected; uninformative ones are zero or negligible next to them

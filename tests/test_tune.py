@@ -61,7 +61,9 @@ def result_files(out: Path) -> list[Path]:
 def test_config_defaults_and_errors():
     config = tune.resolve_config()
     assert config["n_trials"] == 30 and config["folds"] == 5 and config["fold_scheme"] == "blocks"
-    assert config["space"]["alpha"] == {"low": 1e-3, "high": 1.0, "log": True}
+    assert config["space"]["alpha"] == {"low": 1e-5, "high": 1.0, "log": True, "relative": True}
+    # a range given as low/high alone is absolute (configurations written before relative ranges keep their meaning)
+    assert tune.resolve_config({"space": {"alpha": {"low": 1e-3, "high": 1.0}}})["space"]["alpha"]["relative"] is False
     assert tune.resolve_config({"space": {"beta": 0.0}})["space"]["beta"] == 0.0  # a fixed parameter
     for bad, match in (
         ({"trails": 3}, "unknown tuning setting"),
@@ -79,9 +81,12 @@ def test_first_round_is_space_filling_and_seeded(tmp_path):
     doc = tune.suggest({"n_trials": 8, "rounds": 1}, (), tmp_path / "t.json")
     assert json.loads((tmp_path / "t.json").read_text()) == json.loads(json.dumps(doc))
     assert doc["sampler"] == "latin_hypercube" and [t["number"] for t in doc["trials"]] == list(range(8))
-    for name in tune.PARAM_NAMES:  # a Latin hypercube: one point per eighth of each log range
-        bins = np.floor(np.log10([t["params"][name] for t in doc["trials"]]) / -3 * 8).astype(int)
+    space = tune.resolve_config()["space"]
+    for name in tune.PARAM_NAMES:  # a Latin hypercube: one point per eighth of each (relative) log range
+        decades = -np.log10(space[name]["low"])
+        bins = np.floor(np.log10([t["search"][name] for t in doc["trials"]]) / -decades * 8).astype(int)
         assert sorted(np.clip(bins, 0, 7)) == list(range(8))
+    assert all("params" not in t for t in doc["trials"])  # relative: absolute values need the data
     assert tune.suggest({"n_trials": 8, "rounds": 1}) == doc
     assert tune.suggest({"n_trials": 8, "rounds": 1, "seed": 1})["trials"] != doc["trials"]
 
@@ -199,3 +204,48 @@ def test_cli_tune_then_fit(csv_paths, tmp_path, capsys):
     report = json.loads((fit_out / "fit.json").read_text())
     assert report["parameters"]["lambda_smooth"] == json.loads((out / "best_params.json").read_text())["lambda_smooth"]
     assert main(["tune", "--x", csv_paths["X"], "--y", csv_paths["Y"], "--coords", csv_paths["coords"], "--folds", "1", "--out", str(out)]) == 2
+
+
+def test_rounds_where_every_trial_is_zero_and_an_honest_null(tmp_path):
+    """Three rounds in which every trial is screened to W = 0 (α beyond its zero threshold): no crash, states hold
+    numeric arrays only, and a target that the features do not explain is reported as such, in words."""
+    sim = simulate("three_regions", sigma=1.0, n_spots=90, n_features=12, seed=2)
+    rng = np.random.default_rng(0)
+    y = 2.0 + rng.normal(size=sim.n_spots)  # no relation to the features
+    from s3r.io import RegressionData
+
+    data = RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names, target_name="noise")
+    config = {"n_trials": 6, "rounds": 3, "folds": 3, "blocks_per_fold": 2, "seed": 1,
+              "space": {"alpha": {"low": 1.5, "high": 3.0, "relative": True}}}
+    best = tune.run_search(data, config, tmp_path / "zero", keep_states=True)
+    for state in (tmp_path / "zero").glob("round_*/fold_*.npz"):
+        with np.load(state, allow_pickle=False) as z:  # would raise on an object array
+            assert all(z[key].dtype != object for key in z.files)
+    assert best["effect_found"] is False and best["verdict"].startswith(tune.NO_EFFECT)
+    assert best["null_cv_loss"] == pytest.approx(best["cv_loss"])  # W = 0: the intercept-only model itself
+    config = tune.resolve_config({})
+    edge = tune._edge_warnings({"search": {"lambda_smooth": 0.01, "alpha": 1.0, "beta": 1.0001e-4}}, config)
+    assert len(edge) == 2 and "alpha" in edge[0] and "high end" in edge[0] and "beta" in edge[1] and "low end" in edge[1]
+    # the default search on the same noise finds nothing better than the intercept either
+    default = tune.run_search(data, {"n_trials": 6, "rounds": 3, "folds": 3, "blocks_per_fold": 2, "seed": 1}, tmp_path / "default")
+    assert default["effect_found"] is False and "no spatially varying effect" in default["verdict"]
+    doc = json.loads((tmp_path / "default" / "best_params.json").read_text())
+    assert doc["effect_found"] is False and doc["verdict"] == default["verdict"]
+    assert set(doc["scales"]) == set(tune.PARAM_NAMES) and all(v > 0 for v in doc["scales"].values())
+    # the absolute values are the relative point times the data's scales
+    for name in tune.PARAM_NAMES:
+        assert doc[name] == pytest.approx(doc["search"][name] * doc["scales"][name], rel=1e-12)
+
+
+def test_signal_is_found_with_default_ranges(tmp_path):
+    """Unit-scale, expression-like data with effects comparable to the noise: the default relative search finds
+    a model clearly better than the intercept (the absolute box of earlier versions searched only W = 0 here)."""
+    sim = simulate("three_regions", sigma=1.0, n_spots=200, n_features=15, seed=6)
+    s = np.einsum("np,np->n", sim.X, sim.W)
+    y = 1.0 + (s - s.mean()) / s.std() + 0.7 * np.random.default_rng(1).normal(size=sim.n_spots)
+    from s3r.io import RegressionData
+
+    data = RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names, target_name="expr")
+    best = tune.run_search(data, {"n_trials": 9, "rounds": 3, "folds": 3, "blocks_per_fold": 2}, tmp_path)
+    assert best["effect_found"] is True, best["verdict"]
+    assert best["cv_loss"] < 0.95 * best["null_cv_loss"]

@@ -18,7 +18,7 @@ CONFIG = {
     "folds": 2,
     "blocks_per_fold": 2,
     "seed": 3,
-    "model": {"family": "poisson", "fit_intercept": True, "k": 5},
+    "model": {"family": "poisson", "fit_intercept": True, "k": 5, "scaling": "reference"},  # penalties in the reference's units
     "space": {"beta": 1e-3},
     "solver": {"tol": 1e-3, "max_iter": 1500, "dtype": "float64"},
 }
@@ -144,13 +144,13 @@ def test_cli_tune_family_and_offset(counts, tmp_path, capsys):
     adata.write_h5ad(tmp_path / "counts.h5ad")
     out = tmp_path / "tuned"
     args = ["tune", "--h5ad", str(tmp_path / "counts.h5ad"), "--target", "gene", "--features", "f1,f2,f3", "--family", "poisson",
-            "--offset", "log_lib", "--intercept", "--k", "5", "--trials", "2", "--rounds", "1", "--folds", "2",
+            "--offset", "log_lib", "--intercept", "--scaling", "reference", "--k", "5", "--trials", "2", "--rounds", "1", "--folds", "2",
             "--blocks-per-fold", "2", "--max-iter", "800", "--dtype", "float64", "--out", str(out), "--quiet", "--workers", "1"]
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["family"] == "poisson"
     err = capsys.readouterr().err
-    assert "--family poisson" in err and "--offset log_lib" in err
+    assert "--params" in err and "--offset log_lib" in err  # the family travels in best_params.json's model
     # the same folds through the library, with the offset: identical CV losses
     best = json.loads((out / "best_params.json").read_text())
     direct = tune.run_search(data, config, tmp_path / "direct", offset=offset, workers=1)

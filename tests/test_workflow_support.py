@@ -20,6 +20,7 @@ from s3r.workflow_support import (
     read_graph,
     read_sample_sheet,
     simulate_demo,
+    tune_settings,
     write_graph,
 )
 
@@ -99,6 +100,13 @@ def test_comments_blank_lines_and_overrides(inputs):
     }
     settings = model_settings(config, spec)
     assert settings["alpha"] == 0.5 and settings["lambda_smooth"] == 0.1 and settings["graph"] == "knn"
+    # under tuning the sheet's value holds alpha fixed for this sample (it used to be searched over silently)
+    tuned = tune_settings({**config, "tune": {"n_trials": 4, "rounds": 2, "folds": 2}}, spec)
+    assert tuned["space"]["alpha"] == 0.5 and "lambda_smooth" not in tuned["space"]
+    from s3r.tune import resolve_config
+
+    resolved = resolve_config(tuned)
+    assert resolved["space"]["alpha"] == 0.5 and resolved["space"]["beta"]["relative"] is True
 
 
 @pytest.mark.parametrize(

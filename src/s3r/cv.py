@@ -22,7 +22,8 @@ from scipy.spatial import cKDTree
 
 from s3r.errors import S3RInputError
 from s3r.graph import validate_coords
-from s3r.solver import SMOOTH_MODES, resolve_device, resolve_dtype, solve_batch
+from s3r.problem import Problem
+from s3r.solver import solve_batch
 
 __all__ = [
     "FOLD_SCHEMES",
@@ -216,96 +217,9 @@ def reference_theta(y, offset=None) -> float:
 
 
 # -- solving folds ---------------------------------------------------------------------------------------
-@dataclass
-class CVProblem:
-    """What every fold shares: the (standardised) design, response, covariates and smoothness operator.
-
-    Standardisation uses all spots' X (features only, no response), exactly as the final fit does; the
-    reference standardised inside CV but not in the final fit (design.md §9).
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    coords: np.ndarray
-    smooth: str
-    operator: object
-    covariates: np.ndarray | None = None
-    mask_zero_response: bool = True
-    dtype: torch.dtype = torch.float32
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    family: str = "gaussian"
-    theta: float | None = None  # negative binomial θ, fixed for every fold and trial
-    offset: np.ndarray | None = None  # (n,) added to the linear predictor of the log-link families
-
-    @property
-    def gaussian(self) -> bool:
-        return self.family == "gaussian"
-
-    def glm_family(self):
-        from s3r.glm.families import get_family
-
-        return get_family(self.family, self.theta)
-
-    @property
-    def n_spots(self) -> int:
-        return self.X.shape[0]
-
-    @classmethod
-    def from_arrays(cls, X, y, coords, *, covariates=None, model: dict | None = None, dtype="float32", device="cpu", offset=None) -> "CVProblem":
-        """``model`` as in s3r.tune's config (family and theta included); ``offset`` (n,) for log-link families."""
-        from s3r.estimator import S3R
-        from s3r.glm.families import FAMILIES, get_family
-
-        model = dict(model or {})
-        family = str(model.get("family") or "gaussian")
-        if family not in FAMILIES:
-            raise S3RInputError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
-        if offset is not None:
-            if family == "gaussian":
-                raise S3RInputError("an offset applies to the log-link families (poisson, negative_binomial, gamma); subtract it from y for gaussian")
-            offset = np.asarray(offset, dtype=np.float64).reshape(-1)
-            if offset.shape != y.shape or not np.all(np.isfinite(offset)):
-                raise S3RInputError(f"offset needs one finite value per spot ({y.shape[0]}); got {offset.shape[0]} values")
-        get_family(family).check_response(torch.as_tensor(y), "response")
-        X = np.asarray(X, dtype=np.float64)
-        if model.get("standardize"):
-            scale = X.std(axis=0)
-            X = X / np.where(scale > 0, scale, 1.0)
-        cols = []
-        if model.get("fit_intercept"):
-            cols.append(np.ones((X.shape[0], 1)))
-        if covariates is not None and np.size(covariates):
-            cols.append(np.asarray(covariates, dtype=np.float64).reshape(X.shape[0], -1))
-        Z = np.hstack(cols) if cols else None
-        estimator = S3R(
-            model.get("smooth", "tv"), graph=model.get("graph", "knn"), k=model.get("k", 7),
-            radius=model.get("radius"), max_edge_length=model.get("max_edge_length"), compat=model.get("compat", False),
-        )
-        if estimator.smooth not in SMOOTH_MODES:
-            raise S3RInputError(f"smooth must be one of {', '.join(SMOOTH_MODES)}; got {estimator.smooth!r}")
-        if estimator.compat and estimator.smooth != "graph_l1":
-            raise S3RInputError("compat reproduces the reference implementation's graph_l1 operator; use smooth graph_l1 or drop compat")
-        theta = None
-        if family == "negative_binomial":
-            theta = model.get("theta")
-            if theta is None:
-                theta = 1.0  # S3R's default for a fixed θ
-            elif theta == "estimate":
-                theta = reference_theta(y, offset)
-            theta = float(theta)
-        dev, dt = resolve_device(device), resolve_dtype(dtype)
-        operator, _ = estimator.build_smoothness(coords, dtype=dt, device=dev)
-        # zeros are observations for count families, not dropouts: the mask is the gaussian fit's only (as in S3R.fit)
-        mask = bool(model.get("mask_zero_response", True)) and family == "gaussian"
-        return cls(
-            X=X, y=y, coords=validate_coords(coords), smooth=estimator.smooth, operator=operator, covariates=Z,
-            mask_zero_response=mask, dtype=dt, device=dev, family=family, theta=theta, offset=offset,
-        )
-
-    @classmethod
-    def from_data(cls, data, *, model: dict | None = None, dtype="float32", device="cpu", offset=None) -> "CVProblem":
-        return cls.from_arrays(data.X, data.y, data.coords, covariates=data.covariates, model=model, dtype=dtype, device=device, offset=offset)
+# One assembly (s3r.problem) for the final fit and every fold: the design, scaling, intercept, mask, family, θ and
+# operator are built once from all spots' features; a fold only changes the observation weights.
+CVProblem = Problem
 
 
 @dataclass
@@ -343,10 +257,8 @@ def solve_fold(
     n, B = problem.n_spots, len(params)
     held = heldout_mask(folds, fold)
     weights = training_weights(folds, fold)
-    free = free_rows(problem.y, held, problem.mask_zero_response)
-    lam = np.array([p["lambda_smooth"] for p in params], dtype=np.float64)
-    alpha = np.array([p["alpha"] for p in params], dtype=np.float64)
-    beta = np.array([p["beta"] for p in params], dtype=np.float64)
+    free = problem.free_rows(held)
+    lam, alpha, beta = _penalties(problem, params, weights)
     state = {key: None for key in ("W", "gamma", "data_dual", "dual", "step")}
     if warm:
         state.update({key: warm.get(key) for key in state})
@@ -354,10 +266,19 @@ def solve_fold(
     converged = np.zeros(B, dtype=bool)
     iterations = np.zeros(B, dtype=np.int64)
     start = time.perf_counter()
-    zero = zero_is_optimal(problem, weights, free, alpha, beta)
-    if zero.any():  # exact: no solve needed, and W = 0 is what the solver would converge to
-        state = _scatter_state(state, {"W": np.zeros((n, int(zero.sum()), problem.X.shape[1]), dtype=_np_dtype(problem)),
-                                       "gamma": None, "data_dual": None, "dual": None, "step": np.full(int(zero.sum()), np.nan)}, np.flatnonzero(zero), n, B)
+    zero = zero_is_optimal(problem, weights, alpha, beta)
+    if zero.any():  # exact: no solve needed, and W = 0 (covariates at their own fit) is what the solver would reach
+        nz, dt = int(zero.sum()), _np_dtype(problem)
+        eta = problem.null_eta(weights)
+        gamma = None
+        if problem.covariates is not None:
+            g0 = np.linalg.lstsq(problem.covariates, eta - (0 if problem.offset is None else problem.offset), rcond=None)[0]
+            gamma = np.repeat(g0[None].astype(dt), nz, axis=0)
+        # the data dual at that optimum, v_i = 2c_i(ŷ_i − y_i); every state entry is a plain numeric array
+        v = ((2.0 / n) * weights * (eta - problem.y)).astype(dt) if problem.gaussian else np.zeros(n, dtype=dt)
+        state = _scatter_state(state, {"W": np.zeros((n, nz, problem.X.shape[1]), dtype=dt), "gamma": gamma,
+                                       "data_dual": np.repeat(v[:, None], nz, axis=1), "dual": None,
+                                       "step": np.full(nz, np.nan)}, np.flatnonzero(zero), n, B)
         converged[zero] = True
     queue = np.flatnonzero(~zero)
     if batch <= 0:
@@ -372,7 +293,7 @@ def solve_fold(
         res = solve_batch(
             problem.X, np.repeat(problem.y[:, None], active.size, axis=1), smooth=problem.smooth, operator=problem.operator,
             lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free,
-            covariates=problem.covariates, W0=take(state["W"]), gamma0=take(state["gamma"], 0), data_dual0=_t(take(state["data_dual"]), problem),
+            covariates=problem.covariates, penalty_factor=problem.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0), data_dual0=_t(take(state["data_dual"]), problem),
             dual0=_t(take(state["dual"]), problem), step0=step0, tol=tol, max_iter=budget,
             device=problem.device, dtype=problem.dtype,
         )
@@ -400,15 +321,17 @@ def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *,
 
     B = len(params)
     start = time.perf_counter()
+    weights = training_weights(folds, fold)
+    lam, alpha, beta = _penalties(problem, params, weights)
     W0 = None if not warm or warm.get("W") is None else warm["W"]
     gamma0 = None if not warm or warm.get("gamma") is None or problem.covariates is None else warm["gamma"]
+    if gamma0 is None and problem.covariates is not None:  # start the covariates at their training-spot fit
+        eta = problem.null_eta(weights) - (0 if problem.offset is None else problem.offset)
+        gamma0 = np.repeat(np.linalg.lstsq(problem.covariates, eta, rcond=None)[0][None], B, axis=0)
     res = solve_glm_batch(
         problem.X, np.repeat(problem.y[:, None], B, axis=1), family=problem.family, theta=problem.theta,
-        smooth=problem.smooth, operator=problem.operator,
-        lambda_smooth=np.array([p["lambda_smooth"] for p in params], dtype=np.float64),
-        alpha=np.array([p["alpha"] for p in params], dtype=np.float64),
-        beta=np.array([p["beta"] for p in params], dtype=np.float64),
-        weights=training_weights(folds, fold), covariates=problem.covariates, offset=problem.offset,
+        smooth=problem.smooth, operator=problem.operator, lambda_smooth=lam, alpha=alpha, beta=beta,
+        weights=weights, covariates=problem.covariates, offset=problem.offset, penalty_factor=problem.penalty_factor,
         W0=W0, gamma0=gamma0, tol=tol, max_iter=max_iter, device=problem.device, dtype=problem.dtype,
     )
     n = problem.n_spots
@@ -420,23 +343,45 @@ def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *,
     )
 
 
-def zero_is_optimal(problem: CVProblem, weights, free, alpha, beta) -> np.ndarray:
+def _penalties(problem: Problem, params: list[dict], weights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The solver's λ, α, β for these parameter sets on these training weights (s3r.problem's mapping)."""
+    get = lambda key: np.array([p[key] for p in params], dtype=np.float64)  # noqa: E731
+    return problem.solver_penalties(get("lambda_smooth"), get("alpha"), get("beta"), weights)
+
+
+def zero_is_optimal(problem: Problem, weights, alpha, beta) -> np.ndarray:
     """(B,) True where W = 0 already satisfies the optimality conditions, so the solve can be skipped.
 
-    At W = 0 the smoothness subdifferential contains 0, so W = 0 is optimal when the sparse group lasso alone
-    absorbs the data-fit gradient G: ‖S_α(G_:j)‖₂ ≤ β√n for every feature j. Much of the default search box
-    (large α or β) lies there; those trials cost nothing. Not used with covariates (γ moves the gradient).
+    ``alpha``, ``beta`` are the solver's (mapped) values. At W = 0 the smoothness subdifferential contains 0, so
+    W = 0 is optimal when the sparse group lasso alone absorbs the data-fit gradient G at the covariates-only fit:
+    ‖S_{α f_j}(G_:j)‖₂ ≤ β f_j √n for every feature j (f = penalty factors). Exact, with or without covariates
+    (they sit at their own optimum given W = 0).
     """
     alpha = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
     beta = np.atleast_1d(np.asarray(beta, dtype=np.float64))
-    if problem.covariates is not None:
-        return np.zeros(alpha.shape[0], dtype=bool)
     n = problem.n_spots
-    G = (2.0 / n) * (np.asarray(weights) * np.asarray(free) * problem.y)[:, None] * problem.X  # (n, p), sign irrelevant
-    A = np.abs(G)[None] - alpha[:, None, None]  # (B, n, p)
+    G = np.abs(problem.null_gradient(weights))  # (n, p_s)
+    pf = np.ones(G.shape[1]) if problem.penalty_factor is None else problem.penalty_factor
+    unpenalised = pf == 0
+    if unpenalised.any() and np.any(G[:, unpenalised] > 1e-12 * max(float(G.max()), 1e-300)):
+        return np.zeros(alpha.shape[0], dtype=bool)  # only the smoothness term holds those columns: no closed form
+    A = G[None] - alpha[:, None, None] * pf[None, None, :]  # (B, n, p)
     col = np.sqrt((np.maximum(A, 0.0) ** 2).sum(axis=1))  # (B, p)
-    slack = 1e-9 * max(float(np.abs(G).max()), 1e-300)
-    return np.all(col <= beta[:, None] * np.sqrt(n) - slack, axis=1)
+    slack = 1e-9 * max(float(G.max()), 1e-300)
+    ok = col <= beta[:, None] * pf[None, :] * np.sqrt(n) - slack
+    ok[:, unpenalised] = True
+    return np.all(ok, axis=1)
+
+
+def null_loss(problem: Problem, folds, fold: int) -> float:
+    """Held-out loss of the covariates-only model (the intercept) fitted on the training spots: the yardstick a
+    spatially varying effect has to beat."""
+    held = heldout_mask(folds, fold)
+    eta = problem.null_eta(training_weights(folds, fold))
+    scored = scored_spots(problem.nonzero, held, problem.mask_zero_response)
+    if not problem.gaussian:
+        return float(heldout_deviance(problem.y, eta[:, None], scored, problem.glm_family())[0])
+    return float(problem.to_user_loss(heldout_mse(problem.y, eta[:, None], scored))[0])
 
 
 def _np_dtype(problem: CVProblem):
@@ -452,7 +397,7 @@ def _scatter_state(state: dict, out: dict, active: np.ndarray, n: int, B: int) -
     new = {}
     for key, value in out.items():
         if value is None:
-            new[key] = None
+            new[key] = state.get(key)  # nothing new for these problems: keep what the others have
             continue
         axis = 0 if key in ("gamma", "step") else 1
         full = state.get(key)
@@ -481,11 +426,11 @@ def fold_losses(problem: CVProblem, solution: FoldSolution, folds, fold: int, pr
     pred = predict(problem.X, W)
     if problem.covariates is not None and solution.gamma is not None:
         pred = pred + problem.covariates @ solution.gamma.astype(np.float64).T
-    scored = scored_spots(problem.y, held, problem.mask_zero_response)
+    scored = scored_spots(problem.nonzero, held, problem.mask_zero_response)
     if not problem.gaussian:
         eta = pred if problem.offset is None else pred + problem.offset[:, None]
         return heldout_deviance(problem.y, eta, scored, problem.glm_family())
-    return heldout_mse(problem.y, pred, scored)
+    return problem.to_user_loss(heldout_mse(problem.y, pred, scored))
 
 
 def cross_validate(

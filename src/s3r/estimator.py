@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from s3r.errors import S3RInputError
 from s3r.validation import finite_matrix
@@ -34,8 +35,17 @@ def _as_vector(y, n: int, name: str) -> np.ndarray:
     return arr
 
 
-class S3R:
+class S3R(BaseEstimator):
     """Spatially smooth sparse regression.
+
+    ``scaling`` picks the parameterisation of λ, α, β (see :mod:`s3r.problem`): ``standard`` (the default) is
+    scale-free — target standardised, features divided by their root mean square, loss and penalties both means
+    over spots — so the same values mean the same on any section; ``reference`` is the reference
+    implementation's objective on the raw data (implied by ``compat``). ``fit_intercept``, ``standardize`` and
+    ``mask_zero_response`` default (None) to the parameterisation's choice: intercept, scaling and no mask for
+    ``standard``; none of them, and the y == 0 mask, for ``reference``. ``spatial_intercept`` adds a spatially
+    varying intercept penalised by the smoothness term only, so domain-level mean shifts do not leak into the
+    feature coefficients (reported as ``spatial_intercept_``).
 
     Parameters mirror the objective: ``smooth`` picks S (``tv`` = Σ_edges |W_a − W_b|, ``graph_l1`` = ‖G W‖₁ with G
     each spot against its neighbours' mean — or the reference implementation's kNN operator with
@@ -61,9 +71,11 @@ class S3R:
         radius: float | None = None,
         max_edge_length: float | None = None,
         compat: bool = False,
-        mask_zero_response: bool = True,
-        standardize: bool = False,
-        fit_intercept: bool = False,
+        scaling: str | None = None,
+        mask_zero_response: bool | None = None,
+        standardize: bool | None = None,
+        fit_intercept: bool | None = None,
+        spatial_intercept: bool = False,
         penalty_factor=None,
         tol: float = 1e-5,
         max_iter: int = 20_000,
@@ -86,6 +98,8 @@ class S3R:
         self.radius = radius
         self.max_edge_length = max_edge_length
         self.compat = compat
+        self.scaling = scaling
+        self.spatial_intercept = spatial_intercept
         self.mask_zero_response = mask_zero_response
         self.standardize = standardize
         self.fit_intercept = fit_intercept
@@ -101,22 +115,6 @@ class S3R:
         self.theta = theta
         self.theta_tol = theta_tol
         self.theta_max_iter = theta_max_iter
-
-    # -- scikit-learn plumbing -------------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict:
-        names = self.__init__.__code__.co_varnames[1 : self.__init__.__code__.co_argcount + self.__init__.__code__.co_kwonlyargcount]
-        return {name: getattr(self, name) for name in names}
-
-    def set_params(self, **params) -> "S3R":
-        valid = self.get_params()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"unknown parameter {key!r} for S3R")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        return f"S3R(smooth={self.smooth!r}, lambda_smooth={self.lambda_smooth}, alpha={self.alpha}, beta={self.beta})"
 
     # -- fitting ---------------------------------------------------------------------------------------
     def _check_params(self) -> None:
@@ -143,87 +141,98 @@ class S3R:
         if not self.theta_tol > 0 or int(self.theta_max_iter) < 1:
             raise S3RInputError("theta_tol must be > 0 and theta_max_iter ≥ 1")
 
+    def model_settings(self) -> dict:
+        """The model part of the parameters, in the form :func:`s3r.problem.assemble` (and tuning) take."""
+        return {
+            "smooth": self.smooth, "graph": self.graph, "k": self.k, "radius": self.radius, "max_edge_length": self.max_edge_length,
+            "compat": self.compat, "scaling": self.scaling, "fit_intercept": self.fit_intercept, "standardize": self.standardize,
+            "mask_zero_response": self.mask_zero_response, "spatial_intercept": self.spatial_intercept,
+            "family": self.family, "theta": self.theta,
+        }
+
     def build_smoothness(self, coords, graph: SpatialGraph | None = None, *, dtype=torch.float64, device="cpu"):
         """The smoothness operator for these coordinates (and the graph it came from, if any)."""
-        coords = validate_coords(coords, source="coordinates", min_spots=2)
-        if self.smooth == "graph_l1" and self.compat:
-            if coords.shape[0] < self.k + 1:
-                raise S3RInputError(f"the reference kNN operator needs more than k={self.k} spots; got {coords.shape[0]}")
-            return build_operator("graph_l1", matrix=reference_knn_operator(coords, self.k), device=device, dtype=dtype), None
-        if graph is None:
-            graph = build_graph(coords, method=self.graph, k=self.k, radius=self.radius, max_edge_length=self.max_edge_length)
-        elif graph.n_nodes != coords.shape[0]:
-            raise S3RInputError(f"the graph has {graph.n_nodes} nodes but there are {coords.shape[0]} spots")
-        if self.smooth == "graph_l1":
-            return build_operator("graph_l1", matrix=neighbour_mean_operator(graph), device=device, dtype=dtype), graph
-        return build_operator(self.smooth, edges=graph.edges, edge_weights=graph.weights, n_nodes=graph.n_nodes, device=device, dtype=dtype), graph
+        from s3r.problem import smoothness_operator
+
+        return smoothness_operator(self.smooth, coords, graph_method=self.graph, k=self.k, radius=self.radius,
+                                   max_edge_length=self.max_edge_length, compat=self.compat, graph=graph, dtype=dtype, device=device)
 
     def fit(self, X, y, coords=None, *, sample_weight=None, covariates=None, graph: SpatialGraph | None = None, offset=None) -> "S3R":
         """``offset`` (log library size): added to the linear predictor of count families (log μ = ⟨x, W⟩ + offset)."""
+        from s3r.problem import assemble
+
         self._check_params()
         X = _as_matrix(X, "X")
         n, p = X.shape
-        y = _as_vector(y, n, "y")
-        if coords is None and graph is None:
-            raise S3RInputError("coordinates are required (or a prebuilt graph)")
+        _as_vector(y, n, "y")
         weights = None if sample_weight is None else _as_vector(sample_weight, n, "sample_weight")
         if weights is not None and (np.any(weights < 0) or np.any(weights > 1)):
             raise S3RInputError("sample_weight must lie in [0, 1] (observation weights o_i)")
-        Z = self._design_covariates(covariates, n)
-        factor = self._penalty_factor(p)
-
-        self.scale_ = X.std(axis=0) if self.standardize else np.ones(p)
-        self.scale_ = np.where(self.scale_ > 0, self.scale_, 1.0)
-        Xs = X / self.scale_
-        gaussian = self.family == "gaussian"
-        # zeros are observations for count families, not dropouts: the reference mask applies to the gaussian fit only
-        free = (y != 0) if self.mask_zero_response and gaussian else np.ones(n, dtype=bool)
         off = None if offset is None else _as_vector(offset, n, "offset")
-        if off is not None and gaussian:
-            raise S3RInputError("offset applies to the log-link families (poisson, negative_binomial, gamma); subtract it from y for gaussian")
-
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
-        operator, self.graph_ = self.build_smoothness(coords, graph, dtype=dtype, device=device)
-        warm = self._warm_state(n, p, Z)
+        problem = assemble(X, y, coords, model=self.model_settings(), covariates=covariates, offset=off,
+                           penalty_factor=self.penalty_factor, graph=graph, dtype=dtype, device=device)
+        self.problem_ = problem
+        self.graph_ = problem.graph
+        self.scale_ = problem.x_scale[:p]
+        Z = problem.covariates
+        free = problem.free_rows()
+        lam, alpha, beta = problem.solver_penalties(self.lambda_smooth, self.alpha, self.beta, weights)
+        warm = self._warm_state(n, problem.X.shape[1], Z)
         callback = self.callback or (_verbose_printer() if self.verbose else None)
-        if gaussian:
+        if problem.gaussian:
             result = solve_batch(
-                Xs, y, smooth=self.smooth, operator=operator, lambda_smooth=self.lambda_smooth, alpha=self.alpha,
-                beta=self.beta, weights=weights, free_rows=free.astype(np.float64), covariates=Z, penalty_factor=factor,
+                problem.X, problem.y, smooth=problem.smooth, operator=problem.operator, lambda_smooth=lam, alpha=alpha,
+                beta=beta, weights=weights, free_rows=free, covariates=Z, penalty_factor=problem.penalty_factor,
                 tol=self.tol, max_iter=self.max_iter, device=device, dtype=dtype, callback=callback, **warm,
             )
+            self.theta_, self.theta_history_ = None, []
         else:
             from s3r.solver.smooth_datafit_pd import solve_glm_batch
 
+            gamma_start = _null_gamma(problem, weights)
+
             def solve(theta, W0, gamma0):
                 return solve_glm_batch(
-                    Xs, y, family=self.family, theta=theta, smooth=self.smooth, operator=operator,
-                    lambda_smooth=self.lambda_smooth, alpha=self.alpha, beta=self.beta, weights=weights,
-                    free_rows=free.astype(np.float64), covariates=Z, offset=off, penalty_factor=factor,
-                    W0=W0, gamma0=gamma0, tol=self.tol, max_iter=self.max_iter, device=device,
+                    problem.X, problem.y, family=self.family, theta=theta, smooth=problem.smooth, operator=problem.operator,
+                    lambda_smooth=lam, alpha=alpha, beta=beta, weights=weights,
+                    free_rows=free, covariates=Z, offset=off, penalty_factor=problem.penalty_factor,
+                    W0=W0, gamma0=gamma_start if gamma0 is None else gamma0, tol=self.tol, max_iter=self.max_iter, device=device,
                     dtype=dtype, callback=callback,
                 )
 
             if self.theta == "estimate":
-                result, theta, self.theta_history_ = self._fit_theta(solve, Xs, y, Z, off, weights, warm)
+                result, theta, self.theta_history_ = self._fit_theta(solve, problem.X, problem.y, Z, off, weights, warm)
             else:
                 theta = (1.0 if self.theta is None else float(self.theta)) if self.family == "negative_binomial" else None
                 result = solve(theta, warm.get("W0"), warm.get("gamma0"))
                 self.theta_history_ = [] if theta is None else [theta]
             self.theta_ = theta
-        if gaussian:
-            self.theta_, self.theta_history_ = None, []
         self._result = result
         W = result.W[:, 0, :].double().cpu().numpy()
-        self.coef_ = W / self.scale_
-        gamma = result.gamma[0].double().cpu().numpy() if result.gamma is not None else np.zeros(0)
-        self.intercept_ = float(gamma[0]) if self.fit_intercept else 0.0
-        self.covariate_coef_ = gamma[1:] if self.fit_intercept else gamma
-        self.mask_ = ~free
+        self.coef_, self.spatial_intercept_ = problem.coefficients(W)
+        gamma = result.gamma[0].double().cpu().numpy() if result.gamma is not None else None
+        intercept, self.covariate_coef_ = problem.covariate_coefficients(gamma)
+        self.intercept_ = float(intercept)
+        self.mask_ = free == 0
         self.n_features_in_ = p
         self.n_iter_ = int(result.iterations[0])
+        c = problem.penalty_multiplier(weights)
         self.report_ = {
-            "objective": float(result.objective[0]),
+            "objective": float(result.objective[0]) / (c * n) if problem.scaling == "standard" else float(result.objective[0]),
+            "objective_scale": "standard: (1/Σo) Σ o_i (ỹ_i − ŷ_i)² + (1/n)(λ S + α Σ|W̃| + β √n Σ‖W̃_j‖), on the standardised scale"
+            if problem.scaling == "standard" else "reference: (1/n) Σ o_i (y_i − ŷ_i)² + λ S + α Σ|W| + β √n Σ‖W_j‖",
+            "scaling": problem.scaling,
+            "solver_penalties": {"lambda_smooth": float(lam), "alpha": float(alpha), "beta": float(beta)},
+            "y_center": problem.y_center,
+            "y_scale": problem.y_scale,
+            "x_scale": [float(v) for v in problem.x_scale[:p]],
+            # reference-form weights on the raw data: λ_j = λ·c·s_j (α, β alike), c = s_y·Σo/n² (README, Parameterisation)
+            "reference_factor": float(problem.y_scale * c) if problem.scaling == "standard" else 1.0,
+            "fit_intercept": problem.fit_intercept,
+            "spatial_intercept": problem.spatial_intercept,
+            "standardize": bool(np.any(problem.x_scale[:p] != 1.0)) or bool(self.standardize),
+            "mask_zero_response": problem.mask_zero_response,
             "converged": bool(result.converged[0]),
             "iterations": int(result.iterations[0]),
             "solve_seconds": float(result.seconds),
@@ -239,8 +248,8 @@ class S3R:
             "theta_iterations": len(self.theta_history_) if self.theta == "estimate" else 0,
             "n_spots": int(n),
             "n_features": int(p),
-            "n_edges": int(operator.shape[0]),
-            "n_masked_spots": int((~free).sum()),
+            "n_edges": int(problem.operator.shape[0]),
+            "n_masked_spots": int((free == 0).sum()),
             "nonzero_fraction": float(np.mean(self.coef_ != 0)),
             "selected_features": int(np.sum(np.any(self.coef_ != 0, axis=0))),
         }
@@ -287,23 +296,6 @@ class S3R:
             )
         return result, used, history
 
-    def _design_covariates(self, covariates, n: int) -> np.ndarray | None:
-        cols = []
-        if self.fit_intercept:
-            cols.append(np.ones((n, 1)))
-        if covariates is not None:
-            Z = _as_matrix(np.asarray(covariates, dtype=np.float64).reshape(n, -1), "covariates")
-            cols.append(Z)
-        return np.hstack(cols) if cols else None
-
-    def _penalty_factor(self, p: int) -> np.ndarray | None:
-        if self.penalty_factor is None:
-            return None
-        f = np.asarray(self.penalty_factor, dtype=np.float64).reshape(-1)
-        if f.shape[0] != p or np.any(f < 0) or not np.all(np.isfinite(f)):
-            raise S3RInputError(f"penalty_factor needs {p} finite values ≥ 0 (one per feature); got {f.shape[0]}")
-        return f
-
     def _warm_state(self, n: int, p: int, Z) -> dict:
         prev = getattr(self, "_result", None)
         if not self.warm_start or prev is None or prev.W.shape != (n, 1, p):
@@ -330,6 +322,8 @@ class S3R:
         if X.shape != self.coef_.shape:
             raise S3RInputError(f"X has shape {X.shape} but the model was fitted on {self.coef_.shape} (spots × features); per-spot coefficients predict the fitted spots only")
         pred = np.einsum("np,np->n", X, self.coef_) + self.intercept_
+        if getattr(self, "spatial_intercept_", None) is not None:
+            pred = pred + self.spatial_intercept_
         if self.covariate_coef_.size:
             if covariates is None:
                 raise S3RInputError("the model was fitted with covariates; pass them to predict()")
@@ -363,6 +357,17 @@ class S3R:
         ss_res = float(np.sum(w * (y - pred) ** 2))
         ss_tot = float(np.sum(w * (y - mean) ** 2))
         return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+
+
+def _null_gamma(problem, weights) -> np.ndarray | None:
+    """The covariates-only fit's γ: where a log-link solve starts, so the intercept need not crawl there."""
+    if problem.covariates is None:
+        return None
+    eta = problem.null_eta(weights)
+    if problem.offset is not None:
+        eta = eta - problem.offset
+    gamma, *_ = np.linalg.lstsq(problem.covariates, eta, rcond=None)
+    return gamma.reshape(1, -1)
 
 
 def _verbose_printer():

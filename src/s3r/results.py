@@ -71,8 +71,9 @@ def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, 
     return out
 
 
-def read_params(path) -> dict[str, float]:
-    """λ, α, β from a best_params.json (ours, or with the reference's ``lambda`` key)."""
+def read_params(path) -> dict:
+    """λ, α, β from a best_params.json (ours, or with the reference's ``lambda`` key), with ``smooth`` and the
+    tuning's ``model`` settings when the file has them."""
     path = Path(path)
     if not path.is_file():
         raise S3RInputError(f"{path}: parameter file not found; pass the best_params.json written by 's3r tune'")
@@ -80,6 +81,7 @@ def read_params(path) -> dict[str, float]:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
+    outer = raw if isinstance(raw, dict) else {}
     if isinstance(raw, dict) and isinstance(raw.get("params"), dict):
         raw = raw["params"]
     if not isinstance(raw, dict):
@@ -100,4 +102,8 @@ def read_params(path) -> dict[str, float]:
     for key in ("smooth",):
         if key in raw:
             params[key] = raw[key]
+    if isinstance(outer.get("model"), dict):
+        params["model"] = outer["model"]
+    elif isinstance(outer.get("tuning"), dict) and isinstance(outer["tuning"].get("model"), dict):
+        params["model"] = outer["tuning"]["model"]
     return params

@@ -57,8 +57,18 @@ DEFAULT_CONFIG: dict = {
     "blocks_per_fold": cv.DEFAULT_BLOCKS_PER_FOLD,
     "predictor": "graph",
     "selection": "best",
-    # the reference's search space; a number instead of a range fixes that parameter
-    "space": {name: {"low": 1e-3, "high": 1.0, "log": True} for name in PARAM_NAMES},
+    # ranges relative to the data's natural scales (Problem.natural_scales: the exact α and β that zero every
+    # coefficient at λ = 0, the λ that holds every map constant), so every search spans "nothing selected" to
+    # "nearly unpenalised" on any data set; relative: false makes low/high absolute values; a number fixes a
+    # parameter (absolute). α reaches lower than β: its threshold is a maximum over single spots, while with
+    # smoothing whole regions share one gradient (measured on the paper layouts: optimum α ≈ 1e-4–1e-3 of it)
+    "space": {
+        "lambda_smooth": {"low": 1e-4, "high": 1.0, "log": True, "relative": True},
+        "alpha": {"low": 1e-5, "high": 1.0, "log": True, "relative": True},
+        "beta": {"low": 1e-4, "high": 1.0, "log": True, "relative": True},
+    },
+    # null = the parameterisation's default (s3r.problem.resolve_model): standard scaling with an intercept,
+    # scaled features and no zero mask; compat: true (or scaling: reference) gives the reference implementation's
     "model": {
         "smooth": "tv",
         "graph": "knn",
@@ -66,9 +76,11 @@ DEFAULT_CONFIG: dict = {
         "radius": None,
         "max_edge_length": None,
         "compat": False,
-        "mask_zero_response": True,
-        "standardize": False,
-        "fit_intercept": False,
+        "scaling": None,
+        "mask_zero_response": None,
+        "standardize": None,
+        "fit_intercept": None,
+        "spatial_intercept": False,
         # data fit: CV loss is the held-out mean deviance (MSE for gaussian); NB theta: a number, null (1) or
         # "estimate" (the final fit estimates θ; CV ranks trials at the intercept model's θ, cv.reference_theta)
         "family": "gaussian",
@@ -105,6 +117,11 @@ def resolve_config(config: dict | None = None) -> dict:
     for name in ("n_trials", "rounds", "folds", "blocks_per_fold", "seed"):
         if not isinstance(merged[name], (int, np.integer)) or isinstance(merged[name], bool) or merged[name] < (0 if name == "seed" else 1):
             raise S3RInputError(f"tuning setting {name} must be a whole number ≥ {0 if name == 'seed' else 1}; got {merged[name]!r}")
+    if isinstance(merged["space"], dict):
+        for name in PARAM_NAMES:  # a partial range (say only "high") keeps the default's other keys
+            spec = merged["space"][name]
+            if isinstance(spec, dict) and not {"low", "high"} <= set(spec):
+                merged["space"][name] = {**DEFAULT_CONFIG["space"][name], **spec}
     if merged["rounds"] > merged["n_trials"]:
         raise S3RInputError(f"{merged['rounds']} rounds need at least as many trials; got {merged['n_trials']}")
     if merged["folds"] < 2:
@@ -137,12 +154,32 @@ def _check_range(name: str, spec):
         if not math.isfinite(spec) or spec < 0:
             raise S3RInputError(f"fixed {name} must be a finite number ≥ 0; got {spec}")
         return float(spec)
-    if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log"}:
-        raise S3RInputError(f"search range for {name} must be {{low, high, log}} or a fixed number; got {spec!r}")
+    if not isinstance(spec, dict) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "log", "relative"}:
+        raise S3RInputError(f"search range for {name} must be {{low, high, log, relative}} or a fixed number; got {spec!r}")
     low, high, log = float(spec["low"]), float(spec["high"]), bool(spec.get("log", True))
     if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high <= low or (log and low <= 0):
         raise S3RInputError(f"search range for {name} needs 0 ≤ low < high (low > 0 on a log scale); got [{low}, {high}]")
-    return {"low": low, "high": high, "log": log}
+    return {"low": low, "high": high, "log": log, "relative": bool(spec.get("relative", False))}
+
+
+def _relative(config: dict) -> bool:
+    return any(isinstance(spec, dict) and spec["relative"] for spec in config["space"].values())
+
+
+def absolute_params(config: dict, search: dict, scales: dict | None) -> dict:
+    """λ, α, β for a point of the search space: relative coordinates times the data's natural scales."""
+    out = {}
+    for name in PARAM_NAMES:
+        spec = config["space"][name]
+        if not isinstance(spec, dict):
+            out[name] = float(spec)
+        elif spec["relative"]:
+            if scales is None:
+                raise S3RInputError("a relative search range needs the data's natural scales (Problem.natural_scales)")
+            out[name] = float(search[name]) * float(scales[name])
+        else:
+            out[name] = float(search[name])
+    return out
 
 
 def _distributions(config: dict) -> dict:
@@ -236,11 +273,25 @@ def suggest(config: dict, previous: Sequence = (), out=None) -> dict:
         "sampler": sampler_name,
         "sampler_seed": sampler_seed,
         "distributions": {name: optuna.distributions.distribution_to_json(d) for name, d in distributions.items()},
-        "trials": [{"number": start + i, "round": r, "params": _full_params(config, t)} for i, t in enumerate(tuned)],
+        "trials": [_new_trial(config, start + i, r, t) for i, t in enumerate(tuned)],
     }
     if out is not None:
         write_json(doc, out)
     return doc
+
+
+def _new_trial(config: dict, number: int, r: int, tuned: dict) -> dict:
+    """A proposed trial: its point in the search space; absolute λ, α, β too when they need no data."""
+    trial = {"number": number, "round": r, "search": {name: float(v) for name, v in tuned.items()}}
+    if not _relative(config):
+        trial["params"] = _full_params(config, tuned)
+    return trial
+
+
+def _search_point(trial: dict, distributions) -> dict:
+    """The trial's coordinates in the search space (files of the earlier format hold only absolute params)."""
+    point = trial.get("search") or trial["params"]
+    return {name: point[name] for name in distributions}
 
 
 def _latin_hypercube(distributions: dict, size: int, seed: int) -> list[dict]:
@@ -266,7 +317,7 @@ def _latin_hypercube(distributions: dict, size: int, seed: int) -> list[dict]:
 def _frozen(trial: dict, distributions: dict):
     import optuna
 
-    params = {name: trial["params"][name] for name in distributions}
+    params = _search_point(trial, distributions)
     attrs = {key: trial[key] for key in ("round", "std", "se", "fold_losses", "converged") if key in trial}
     value = trial.get("value")
     if value is None or not math.isfinite(value):
@@ -287,7 +338,7 @@ def make_folds(coords, config: dict) -> np.ndarray:
 
 
 def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from: Sequence = (), state_out=None, problem: cv.CVProblem | None = None,
-                  offset=None) -> dict:
+                  offset=None, scales: dict | None = None) -> dict:
     """Held-out loss of every trial in a round on one fold, solved as one batch.
 
     ``data`` is a RegressionData (or pass a prebuilt ``problem``); ``trials`` a trials.json (path or dict);
@@ -304,11 +355,14 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     if not 0 <= fold < config["folds"]:
         raise S3RInputError(f"fold must be in 0..{config['folds'] - 1}; got {fold}")
     entries = doc["trials"]
-    params = [t["params"] for t in entries]
+    if scales is None and _relative(config):  # deterministic from the data: every fold job computes the same
+        scales = problem.natural_scales()
+    params = [absolute_params(config, t.get("search", t.get("params", {})), scales) for t in entries]
+    search = [t.get("search") or t["params"] for t in entries]
     solver = config["solver"]
     warm, sources = None, [None] * len(entries)
     if solver["warm_start"] and warm_from:
-        warm, sources = _nearest_warm_start(params, warm_from, config)
+        warm, sources = _nearest_warm_start(search, warm_from, config)
         expected = (problem.n_spots, problem.X.shape[1])
         if (warm["W"].shape[0], warm["W"].shape[2]) != expected:
             raise S3RInputError(f"warm-start states {[str(p) for p in warm_from]} are for another problem "
@@ -326,9 +380,12 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
         "seconds": solution.seconds,
         "family": problem.family,
         "theta": problem.theta,
+        "scales": scales,
+        "null_loss": cv.null_loss(problem, folds, fold),
         "trials": [
             {
                 "number": t["number"],
+                "params": params[b],
                 "loss": float(loss) if np.isfinite(loss) else None,
                 "converged": bool(solution.converged[b]),
                 "iterations": int(solution.iterations[b]),
@@ -339,7 +396,7 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     }
     if out is not None or state_out is not None:
         state_path = Path(state_out) if state_out is not None else Path(out).with_suffix(".npz")
-        arrays = {"numbers": np.array([t["number"] for t in entries]), "log_params": _log_params(params, config), "W": solution.W, "data_dual": solution.data_dual, "step": solution.step}
+        arrays = {"numbers": np.array([t["number"] for t in entries]), "log_params": _log_params(search, config), "W": solution.W, "data_dual": solution.data_dual, "step": solution.step}
         if solution.gamma is not None:
             arrays["gamma"] = solution.gamma
         write_npz(state_path, **arrays)
@@ -367,8 +424,8 @@ def _nearest_warm_start(params: list[dict], warm_from: Sequence, config: dict) -
     """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number)."""
     stores = []
     for path in warm_from:
-        with np.load(path) as z:
-            stores.append({key: z[key] for key in z.files})
+        with np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
+            stores.append({key: z[key] for key in z.files if z[key].dtype != object})
     numbers = np.concatenate([s["numbers"] for s in stores])
     points = np.concatenate([s["log_params"] for s in stores])
     order = np.argsort(numbers, kind="stable")
@@ -404,10 +461,12 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
         ok = all(loss is not None and math.isfinite(loss) for loss in losses)
         values = np.array(losses, dtype=np.float64) if ok else None
         std = float(values.std(ddof=1)) if ok and k > 1 else None
+        params = folds[0]["trials"][b].get("params") or trial["params"] if folds else trial["params"]
         recorded.append({
             "number": trial["number"],
             "round": doc["round"],
-            "params": trial["params"],
+            "params": params,
+            "search": trial.get("search") or {name: params[name] for name in PARAM_NAMES},
             "state": "COMPLETE" if ok else "FAIL",
             "value": float(values.mean()) if ok else None,
             "std": std,
@@ -417,21 +476,37 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
             "iterations": [f["trials"][b]["iterations"] for f in folds],
         })
     result = {"format": FORMAT, "round": doc["round"], "folds": [f["fold"] for f in folds], "distributions": doc["distributions"], "trials": recorded}
+    null = [f.get("null_loss") for f in folds]
+    if folds and all(v is not None and math.isfinite(v) for v in null):
+        values = np.array(null, dtype=np.float64)
+        result["null"] = {"value": float(values.mean()), "se": float(values.std(ddof=1) / math.sqrt(k)) if k > 1 else None, "fold_losses": null}
+    if folds and folds[0].get("scales") is not None:
+        result["scales"] = folds[0]["scales"]
     if out is not None:
         write_json(result, out)
     return result
 
 
 # -- select ----------------------------------------------------------------------------------------------
+EDGE = 0.02  # a chosen value within 2 % of a range's end (on the search's scale) sits at its edge
+NO_EFFECT = "no spatially varying effect of the features found"
+
+
 def select(results: Sequence, config: dict, out=None) -> dict:
     """The best trial, or (selection = one_se) the most regularised trial within one standard error of it.
 
     "Most regularised" = the largest sum of the tuned parameters' positions in their ranges (on the search's
     scale): the simplest, smoothest, sparsest map the data cannot tell apart from the best. Ties go to the
     lower trial number, so the choice is deterministic.
+
+    The verdict: the intercept-only (covariates-only) model's held-out loss on the same folds is the yardstick.
+    When the best trial does not beat it by more than the standard error of their paired fold differences, the
+    output says in words that no effect was found (``effect_found`` false, ``verdict``) rather than handing
+    on a map that only looks like a result. A chosen value at the edge of its range is reported in ``warnings``.
     """
     config = resolve_config(config)
-    trials = [t for t in _load_results(results) if t["state"] == "COMPLETE"]
+    docs = [item if isinstance(item, dict) else _read_json(item) for item in results]
+    trials = [t for t in _load_results(docs) if t["state"] == "COMPLETE"]
     if not trials:
         raise S3RInputError("no tuning trial completed on every fold; check the fold logs (solver failures?)")
     best = min(trials, key=lambda t: (t["value"], t["number"]))
@@ -439,8 +514,11 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     if config["selection"] == "one_se":
         limit = best["value"] + (best["se"] or 0.0)
         within = [t for t in trials if t["value"] <= limit]
-        strength = _log_params([t["params"] for t in within], config).sum(axis=1)
+        strength = _log_params([t.get("search") or t["params"] for t in within], config).sum(axis=1)
         chosen = min(zip(within, strength), key=lambda ts: (-ts[1], ts[0]["number"]))[0]
+    null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
+    scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
+    effect, verdict = _verdict(best, null, config)
     doc = {
         **chosen["params"],
         "smooth": config["model"]["smooth"],
@@ -450,12 +528,50 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "cv_se": chosen["se"],
         "best_trial": best["number"],
         "best_cv_loss": best["value"],
+        "null_cv_loss": None if null is None else null["value"],
+        "null_cv_se": None if null is None else null["se"],
+        "effect_found": effect,
+        "verdict": verdict,
+        "search": chosen.get("search"),
+        "scales": scales,
+        "space": config["space"],
+        "warnings": _edge_warnings(chosen, config),
         "n_trials": len(trials),
         "model": config["model"],
     }
     if out is not None:
         write_json(doc, out)
     return doc
+
+
+def _verdict(best: dict, null: dict | None, config: dict) -> tuple[bool | None, str]:
+    if null is None:
+        return None, "no intercept-only comparison was recorded (tuning files from an earlier version)"
+    diffs = np.array(null["fold_losses"], dtype=np.float64) - np.array(best["fold_losses"], dtype=np.float64)
+    gain = float(diffs.mean())
+    se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else 0.0
+    rel = gain / null["value"] if null["value"] else 0.0
+    what = "intercept-only" if config["model"].get("fit_intercept") is not False else "all-zero"
+    if gain > se and gain > 0:
+        return True, (f"the features explain the target beyond the {what} model: held-out loss {best['value']:.4g} against "
+                      f"{null['value']:.4g} ({100 * rel:.1f} % lower; paired fold difference {gain:.3g} ± {se:.2g} SE)")
+    return False, (f"{NO_EFFECT}: no trial beats the {what} model by more than its standard error "
+                   f"(best held-out loss {best['value']:.4g}, {what} {null['value']:.4g}, difference {gain:.3g} ± {se:.2g} SE)")
+
+
+def _edge_warnings(trial: dict, config: dict) -> list[str]:
+    point = trial.get("search") or trial["params"]
+    out = []
+    for name, spec in config["space"].items():
+        if not isinstance(spec, dict):
+            continue
+        pos = _log_params([point], {"space": {name: spec}})[0, 0]
+        if pos <= EDGE or pos >= 1 - EDGE:
+            end = "low" if pos <= EDGE else "high"
+            kind = "relative to its natural scale " if spec["relative"] else ""
+            out.append(f"{name} = {point[name]:.3g} {kind}sits at the {end} end of its search range "
+                       f"[{spec['low']:.3g}, {spec['high']:.3g}]; the optimum may lie beyond it: widen that range")
+    return out
 
 
 # -- outputs ---------------------------------------------------------------------------------------------
@@ -466,7 +582,8 @@ def write_tables(results: Sequence, out_dir) -> tuple[Path, Path]:
     rows, fold_rows = [], []
     for t in trials:
         rows.append({
-            "number": t["number"], "round": t["round"], **t["params"], "state": t["state"], "cv_loss": t["value"],
+            "number": t["number"], "round": t["round"], **t["params"], **{f"{k}_search": v for k, v in (t.get("search") or {}).items()},
+            "state": t["state"], "cv_loss": t["value"],
             "cv_std": t["std"], "cv_se": t["se"], "all_converged": all(t["converged"]), "max_iterations": max(t["iterations"]),
         })
         for fold, loss, conv, its in zip(range(len(t["fold_losses"])), t["fold_losses"], t["converged"], t["iterations"]):
@@ -537,6 +654,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     start = time.perf_counter()
     problem = make_problem(data, config, offset)
     folds = make_folds(problem.coords, config)
+    scales = problem.natural_scales() if _relative(config) else None
     write_csv(pd.DataFrame({"spot": data.spot_ids, "fold": folds}), out_dir / "folds.tsv", sep="\t", index=False)
     saved_threads = torch.get_num_threads()
     if problem.device.type == "cpu":
@@ -550,7 +668,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
 
                 def run_fold(k, rd=rd, trials=trials, r=r):
                     warm = [round_dir(out_dir, q) / f"fold_{k}.npz" for q in range(r)]
-                    evaluate_fold(None, config, trials, k, rd / f"fold_{k}.json", warm_from=warm, problem=problem)
+                    evaluate_fold(None, config, trials, k, rd / f"fold_{k}.json", warm_from=warm, problem=problem, scales=scales)
                     return rd / f"fold_{k}.json"
 
                 fold_files = []

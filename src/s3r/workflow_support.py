@@ -556,7 +556,8 @@ def model_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
     return settings
 
 
-_TUNE_MODEL_KEYS = ("smooth", "graph", "k", "radius", "max_edge_length", "compat", "mask_zero_response", "fit_intercept", "family", "theta")
+_TUNE_MODEL_KEYS = ("smooth", "graph", "k", "radius", "max_edge_length", "compat", "scaling", "mask_zero_response", "fit_intercept",
+                    "spatial_intercept", "family", "theta")
 
 
 def tune_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
@@ -569,6 +570,9 @@ def tune_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
         key: tune[key] for key in ("seed", "n_trials", "rounds", "folds", "fold_scheme", "selection") if key in tune
     }
     settings["space"] = dict(tune.get("space") or {})
+    # a λ, α or β the sample sheet sets for this sample is held fixed in its search (not silently searched over)
+    settings["space"].update({key: float(spec.overrides[key]) for key in ("lambda_smooth", "alpha", "beta") if spec.overrides.get(key) is not None
+                              and spec.overrides[key] == spec.overrides[key]})
     settings["model"] = {key: model[key] for key in _TUNE_MODEL_KEYS if key in model}
     settings["solver"] = dict(tune.get("solver") or {})
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -26,18 +27,27 @@ def add_input_arguments(parser) -> None:
 def add_model_arguments(parser, *, title: str, tuning: bool = False):
     """The model options s3r fit and s3r tune share. With ``tuning`` the defaults are None, so a tuning
     config file can supply what the flags leave out, and the help says how the search uses each option."""
-    fixed = (lambda value: None) if tuning else (lambda value: value)  # noqa: E731
+    fixed = lambda value: None  # noqa: E731  (None = not given: s3r fit takes it from --params' model, else the default)
     m = parser.add_argument_group(title)
     m.add_argument("--smooth", choices=("tv", "graph_l1", "quadratic"), default=None, help="smoothness penalty (default tv)")
     m.add_argument("--graph", choices=("knn", "delaunay", "radius", "mst"), default=fixed("knn"), help="spot graph (default knn)")
     m.add_argument("--k", type=int, default=fixed(7), help="neighbours for the kNN graph (default 7)")
     m.add_argument("--radius", type=float, help="radius for --graph radius, in coordinate units")
     m.add_argument("--max-edge-length", type=float, help="drop longer edges (so holes are not bridged)")
-    m.add_argument("--compat", action="store_true", help="the reference implementation's kNN operator (graph_l1)")
-    m.add_argument("--no-mask", action="store_true", help="do not force W_i = 0 where y_i == 0")
-    m.add_argument("--standardize", action="store_true",
-                   help="scale features to unit variance" + (" (CV and final fit alike)" if tuning else " before fitting"))
-    m.add_argument("--intercept", action="store_true", help="add an unpenalised global intercept")
+    m.add_argument("--compat", action="store_true",
+                   help="the reference implementation: its kNN operator (graph_l1) and, unless --scaling says otherwise, its parameterisation")
+    m.add_argument("--scaling", choices=("standard", "reference"),
+                   help="standard (default): scale-free λ, α, β (target standardised, features scaled, loss and penalties per spot); "
+                   "reference: the reference implementation's objective on raw data (README, 'Parameterisation')")
+    on_off = argparse.BooleanOptionalAction
+    m.add_argument("--mask", action=on_off, default=None,
+                   help="force W_i = 0 where y_i == 0, the reference's dropout mask (default: off; on with --scaling reference)")
+    m.add_argument("--standardize", action=on_off, default=None,
+                   help="divide features by their root mean square (default: on; off with --scaling reference)")
+    m.add_argument("--intercept", action=on_off, default=None,
+                   help="an unpenalised global intercept (default: on; off with --scaling reference)")
+    m.add_argument("--spatial-intercept", action="store_true", default=None,
+                   help="also a spatially varying intercept, penalised by the smoothness term only")
     m.add_argument("--family", choices=("gaussian", "poisson", "negative_binomial", "gamma"), default=fixed("gaussian"),
                    help="data fit: squared error (default) or a log-link count family"
                    + ("; the CV loss is then the held-out mean deviance" if tuning else " (mean deviance)"))
@@ -137,3 +147,15 @@ class Progress:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+MODEL_FLAGS = {"scaling": "scaling", "mask_zero_response": "mask", "standardize": "standardize", "fit_intercept": "intercept",
+               "spatial_intercept": "spatial_intercept"}
+
+
+def model_flags(args) -> dict:
+    """The parameterisation settings given on the command line (None = not given)."""
+    out = {key: getattr(args, attr) for key, attr in MODEL_FLAGS.items() if getattr(args, attr, None) is not None}
+    if getattr(args, "compat", False):
+        out["compat"] = True
+    return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from s3r.cli.common import Progress, add_input_arguments, add_model_arguments, describe_input, read_input, read_offset
+from s3r.cli.common import model_flags, Progress, add_input_arguments, add_model_arguments, describe_input, read_input, read_offset
 from s3r.errors import S3RInputError
 from s3r.results import read_params, write_fit
 
@@ -35,6 +35,7 @@ def resolve_params(args) -> dict:
     if args.params:
         from_file = read_params(args.params)
         smooth = from_file.pop("smooth", smooth)
+        from_file.pop("model", None)
         params.update(from_file)
     for key in DEFAULTS:
         value = getattr(args, key)
@@ -46,28 +47,48 @@ def resolve_params(args) -> dict:
     return params
 
 
+def tuning_verdict(path) -> dict:
+    """What the tuning behind --params concluded (effect found or not, in words), for fit.json and the report."""
+    if not path:
+        return {}
+    import json
+
+    raw = json.loads(open(path).read())
+    tuned = raw.get("tuning") if isinstance(raw.get("tuning"), dict) else raw
+    return {key: tuned[key] for key in ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss") if key in tuned}
+
+
 def run(args) -> int:
     from s3r.estimator import S3R
 
     data = read_input(args)
     params = resolve_params(args)
     progress = None if args.quiet else Progress()
+    # a tuning run's model settings (parameterisation, intercept, ...) come with its λ, α, β; flags win
+    tuned_model = read_params(args.params).get("model", {}) if args.params else {}
+    settings = {key: tuned_model[key] for key in ("scaling", "mask_zero_response", "standardize", "fit_intercept", "spatial_intercept", "compat")
+                if tuned_model.get(key) is not None}
+    settings.update(model_flags(args))
+    chosen = lambda key, flag, default: flag if flag is not None else tuned_model.get(key, default)  # noqa: E731
     model = S3R(
         params["smooth"], params["lambda_smooth"], params["alpha"], params["beta"],
-        graph=args.graph, k=args.k, radius=args.radius, max_edge_length=args.max_edge_length, compat=args.compat,
-        mask_zero_response=not args.no_mask, standardize=args.standardize, fit_intercept=args.intercept,
-        tol=args.tol, max_iter=args.max_iter, device=args.device, dtype=args.dtype, callback=progress,
+        graph=chosen("graph", args.graph, "knn"), k=chosen("k", args.k, 7), radius=chosen("radius", args.radius, None),
+        max_edge_length=chosen("max_edge_length", args.max_edge_length, None),
+        tol=args.tol, max_iter=args.max_iter, device=args.device, dtype=args.dtype, callback=progress, **settings,
     )
     offset = read_offset(args)
-    model.set_params(family=args.family, theta=args.theta)
+    model.set_params(family=chosen("family", args.family, "gaussian") or "gaussian", theta=chosen("theta", args.theta, None))
     model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset)
     if progress:
         progress.close()
-    out = write_fit(args.out, model, data, inputs=describe_input(args), offset=offset)
+    out = write_fit(args.out, model, data, params=tuning_verdict(args.params), inputs=describe_input(args), offset=offset)
     r = model.report_
     state = "converged" if r["converged"] else f"NOT converged (max {args.max_iter} iterations; raise --max-iter or --tol)"
     if r.get("theta") is not None:
         state += f", theta {r['theta']:.4g}" + (" (estimated)" if r.get("theta_estimated") else "")
+    verdict = tuning_verdict(args.params)
+    if verdict.get("effect_found") is False:
+        print(f"s3r fit: {data.target_name}: {verdict['verdict']}", file=sys.stderr)
     print(
         f"s3r fit: {data.target_name}: {state} in {r['iterations']} iterations, {r['solve_seconds']:.2f} s on {r['device']}; "
         f"objective {r['objective']:.8g}; {r['selected_features']}/{r['n_features']} features selected -> {out}",

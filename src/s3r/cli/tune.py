@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from s3r.cli.common import add_input_arguments, add_model_arguments, read_input, read_offset
+from s3r.cli.common import model_flags, add_input_arguments, add_model_arguments, read_input, read_offset
 from s3r.errors import S3RInputError
 
 
@@ -31,7 +31,9 @@ def add_parser(subparsers):
     s.add_argument("--seed", type=int, default=None, help="seed for folds and sampler (default 0)")
     for name, flag in (("lambda_smooth", "--lambda-range"), ("alpha", "--alpha-range"), ("beta", "--beta-range")):
         s.add_argument(flag, dest=f"{name}_range", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                       help=f"log-uniform range for {name} (default 1e-3 1)")
+                       help=f"log-uniform range for {name}, as fractions of its natural scale from the data (see --absolute-ranges)")
+    s.add_argument("--absolute-ranges", action="store_true",
+                   help="read --lambda-range/--alpha-range/--beta-range as absolute values, not fractions of the data's natural scales")
     s.add_argument("--config", metavar="tune.json", help="tuning settings as JSON (keys as in s3r.tune.DEFAULT_CONFIG); flags win")
     v = p.add_argument_group("solver during the search")
     v.add_argument("--tol", type=float, help="relative residual tolerance in CV (default 1e-2; s3r fit uses 1e-5)")
@@ -67,17 +69,13 @@ def build_config(args) -> dict:
     given = {"smooth": args.smooth, "graph": args.graph, "k": args.k, "radius": args.radius, "max_edge_length": args.max_edge_length,
              "family": args.family, "theta": args.theta}
     model.update({key: value for key, value in given.items() if value is not None})
-    for key, flag in (("compat", args.compat), ("standardize", args.standardize), ("fit_intercept", args.intercept)):
-        if flag:
-            model[key] = True
-    if args.no_mask:
-        model["mask_zero_response"] = False
+    model.update(model_flags(args))
     config["model"] = model
     space = dict(config.get("space", {}))
     for name in ("lambda_smooth", "alpha", "beta"):
         rng = getattr(args, f"{name}_range")
         if rng is not None:
-            space[name] = {"low": rng[0], "high": rng[1], "log": True}
+            space[name] = {"low": rng[0], "high": rng[1], "log": True, "relative": not args.absolute_ranges}
     if space:
         config["space"] = space
     solver = dict(config.get("solver", {}))
@@ -101,27 +99,14 @@ def run(args) -> int:
         f"CV loss {best['cv_loss']:.6g}, {best['seconds']:.1f} s -> {Path(args.out) / 'best_params.json'}",
         file=sys.stderr,
     )
+    print(f"s3r tune: {best['verdict']}", file=sys.stderr)
+    for warning in best.get("warnings", []):
+        print(f"s3r tune: warning: {warning}", file=sys.stderr)
     offset_flag = f" --offset {args.offset}" if args.offset else ""
     print(f"s3r tune: next: s3r fit <input> --params {Path(args.out) / 'best_params.json'}{fit_flags(config['model'])}{offset_flag} --out FIT_DIR", file=sys.stderr)
     return 0
 
 
 def fit_flags(model: dict) -> str:
-    """The s3r fit flags that reproduce a non-default model (best_params.json carries λ, α, β and smooth only)."""
-    from s3r.tune import DEFAULT_CONFIG
-
-    default = DEFAULT_CONFIG["model"]
-    flags = []
-    for key, flag in (("graph", "--graph"), ("k", "--k"), ("radius", "--radius"), ("max_edge_length", "--max-edge-length")):
-        if model[key] != default[key]:
-            flags.append(f"{flag} {model[key]}")
-    for key, flag in (("compat", "--compat"), ("standardize", "--standardize"), ("fit_intercept", "--intercept")):
-        if model[key]:
-            flags.append(flag)
-    if not model["mask_zero_response"]:
-        flags.append("--no-mask")
-    if model.get("family", "gaussian") != "gaussian":
-        flags.append(f"--family {model['family']}")
-    if model.get("theta") is not None:
-        flags.append(f"--theta {model['theta']}")
-    return "".join(" " + f for f in flags)
+    """Flags s3r fit needs beyond --params: none for the model, which best_params.json carries ("model")."""
+    return ""

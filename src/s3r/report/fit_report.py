@@ -206,15 +206,33 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     fig, axes = plt.subplots(rows, cols, figsize=panel_figsize(fit.coords, rows, cols), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
+    verdict = fit_verdict(fit)
     if not order:
         axes[0, 0].text(0.5, 0.5, "no feature selected\n(all coefficients are 0)", ha="center", va="center")
     for ax, j in zip(axes.ravel(), order):
         ax.set_axis_on()
         share = float((fit.W[:, j] != 0).mean())
         spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=f"{fit.feature_names[j]} (non-zero at {share:.0%})")
-    fig.suptitle(title or "coefficients of the leading features")
+    heading = title or "coefficients of the leading features"
+    if verdict is not None and verdict[0] is False:  # said in words, not left to an empty-looking map
+        heading = f"NO EFFECT FOUND: {heading}\n{_wrap(verdict[1])}"
+    fig.suptitle(heading)
     fig.tight_layout()
     return save_figure(fig, png_path)
+
+
+def fit_verdict(fit) -> tuple[bool | None, str] | None:
+    """(effect_found, words) from the tuning that chose this fit's parameters, or None for untuned fits."""
+    extra = (fit.report or {}).get("extra") or {}
+    if "verdict" not in extra:
+        return None
+    return extra.get("effect_found"), str(extra["verdict"])
+
+
+def _wrap(text: str, width: int = 90) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features: int = 30, title: str = ""):

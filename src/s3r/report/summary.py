@@ -20,8 +20,8 @@ __all__ = ["summarise_fits", "COLUMNS"]
 
 COLUMNS = [
     "sample", "target", "n_spots", "n_features", "graph", "n_edges", "graph_components", "smooth",
-    "lambda_smooth", "alpha", "beta", "params_source", "cv_loss", "cv_se", "trial", "n_trials",
-    "selected_features", "top_features", "nonzero_fraction", "r2", "objective", "converged", "iterations",
+    "lambda_smooth", "alpha", "beta", "params_source", "cv_loss", "cv_se", "null_cv_loss", "trial", "n_trials",
+    "effect_found", "verdict", "selected_features", "top_features", "nonzero_fraction", "r2", "objective", "converged", "iterations",
     "solve_seconds", "device",
 ]
 TOP_FEATURES = 5
@@ -52,7 +52,11 @@ def _tuning(doc: dict) -> dict:
     """CV loss and trial of the chosen parameters: workflow best_params.json keeps them under "tuning",
     ``s3r tune`` writes them at the top level; parameters from config carry none."""
     tuned = doc.get("tuning") if isinstance(doc.get("tuning"), dict) else doc
-    return {key: tuned.get(key) for key in ("cv_loss", "cv_se", "trial", "n_trials")}
+    return {key: tuned.get(key) for key in TUNING_KEYS}
+
+
+# the verdict says in words whether the features beat the intercept-only model in cross-validation
+TUNING_KEYS = ("cv_loss", "cv_se", "null_cv_loss", "trial", "n_trials", "effect_found", "verdict")
 
 
 def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons: Sequence = ()) -> pd.DataFrame:
@@ -75,7 +79,8 @@ def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons
         fit = _load(path, "fit report")
         extra, params = fit.get("extra", {}) or {}, fit.get("parameters", {}) or {}
         sample, target = extra.get("sample"), fit.get("target")
-        tuning = dict.fromkeys(("cv_loss", "cv_se", "trial", "n_trials"))
+        tuning = dict.fromkeys(TUNING_KEYS)
+        tuning.update({key: extra[key] for key in ("effect_found", "verdict", "null_cv_loss", "cv_loss") if key in extra})
         source = extra.get("params_source")
         if params_jsons:
             doc = _load(params_jsons[i], "parameter file")

@@ -23,6 +23,10 @@ class LinearOperator:
     def adjoint(self, U: torch.Tensor) -> torch.Tensor:  # (m, B, p) -> (n, B, p)
         raise NotImplementedError
 
+    def to_scipy(self) -> sp.csr_matrix:
+        """K as a scipy CSR matrix (m × n), for set-up computations outside the hot loop."""
+        return self._scipy
+
     def norm_bound(self) -> float:
         """An upper bound on ‖K‖₂²; step sizes need a bound, not an estimate."""
         raise NotImplementedError
@@ -67,7 +71,9 @@ class IncidenceOperator(LinearOperator):
         rows = np.concatenate([edges[:, 0], edges[:, 1]])
         cols = np.concatenate([np.arange(m), np.arange(m)])
         vals = np.concatenate([weights, -weights])
-        self._KT = _to_torch_csr(sp.csr_matrix((vals, (rows, cols)), shape=(int(n_nodes), m)), device, dtype)
+        KT = sp.csr_matrix((vals, (rows, cols)), shape=(int(n_nodes), m))
+        self._KT = _to_torch_csr(KT, device, dtype)
+        self._scipy = KT.T.tocsr()
 
     def forward(self, W):
         out = torch.empty((self.shape[0],) + tuple(W.shape[1:]), dtype=W.dtype, device=W.device)
@@ -98,6 +104,7 @@ class SparseMatrixOperator(LinearOperator):
         K = sp.csr_matrix(K, dtype=np.float64)
         K.sum_duplicates()
         self.shape = K.shape
+        self._scipy = K
         self._K = _to_torch_csr(K, device, dtype)
         self._KT = _to_torch_csr(K.T.tocsr(), device, dtype)
         self._bound = _gershgorin_bound(K)

@@ -91,6 +91,7 @@ def primal_dual(
     n, B, p = W0.shape
     tiny = torch.finfo(dtype).tiny
     has_gamma = gamma0 is not None
+    eliminate = has_gamma and getattr(datafit, "eliminates_covariates", False)
     has_smooth = K is not None and smooth is not None
     R = float(K.norm_bound()) if has_smooth else 0.0
     lam = smooth.lam.view(-1) if has_smooth else torch.zeros(B, dtype=dtype, device=device)
@@ -98,7 +99,7 @@ def primal_dual(
     share = torch.where(lam > 0, torch.full_like(lam, DATA_SHARE), torch.ones_like(lam)) if smooth_on else torch.ones_like(lam)
     x2 = datafit.row_norms2()
     x2 = torch.clamp(x2, min=max(float(x2.mean()) * 1e-8, float(tiny)))
-    kappa = 2.0 if has_gamma else 1.0  # block-diagonal majorant when γ shares the data dual
+    kappa = 2.0 if has_gamma and not eliminate else 1.0  # block-diagonal majorant when a stepped γ shares the data dual
     live = datafit.c > 0  # spots whose data dual is not pinned at 0 (o_i = 0)
     lam_on = lam.view(1, -1, 1) > 0
 
@@ -109,7 +110,7 @@ def primal_dual(
             self.sigma_v = SAFETY * share.view(1, -1) / (kappa * tau.view(1, -1) * x2)  # (n, B)
             self.sigma_u = (SAFETY * (1 - share) / (tau * max(R, 1e-300))).view(1, -1, 1) if smooth_on else None
             self.tau_g = None
-            if has_gamma:
+            if has_gamma and not eliminate:
                 self.tau_g = (SAFETY / torch.clamp(kappa * datafit.covariate_norm2(self.sigma_v), min=tiny)).view(-1, 1)
 
     def step(z: _State, out: _State, s: Steps) -> None:
@@ -122,10 +123,16 @@ def primal_dual(
             V.copy_(z.W)
         V.addcmul_((-s.tau.view(1, -1) * z.v).unsqueeze(-1), datafit.X.unsqueeze(1))
         penalty.prox_(V, s.tau, buf.W)
-        if has_gamma:
-            out.gamma.copy_(z.gamma - s.tau_g * (z.v.T @ datafit.Z))
-        out.pred.copy_(datafit.predict(out.W, out.gamma))
-        out.v.copy_(datafit.dual_prox(z.v + s.sigma_v * (2 * out.pred - z.pred), s.sigma_v))
+        if eliminate:  # pred holds MW only; γ comes out of the constrained dual prox
+            out.pred.copy_(datafit.predict_w(out.W))
+            v_new, g_new = datafit.dual_prox_eliminated(z.v + s.sigma_v * (2 * out.pred - z.pred), s.sigma_v)
+            out.v.copy_(v_new)
+            out.gamma.copy_(g_new)
+        else:
+            if has_gamma:
+                out.gamma.copy_(z.gamma - s.tau_g * (z.v.T @ datafit.Z))
+            out.pred.copy_(datafit.predict(out.W, out.gamma))
+            out.v.copy_(datafit.dual_prox(z.v + s.sigma_v * (2 * out.pred - z.pred), s.sigma_v))
         if smooth_on:
             torch.mul(out.W, 2.0, out=buf.W).sub_(z.W)
             KW = K.forward_into(buf.W, buf.U, buf.U2)
@@ -150,12 +157,13 @@ def primal_dual(
             scale_p = torch.maximum(scale_p, batch_norm(z1.KtU))
         scale_p = torch.maximum(scale_p, batch_norm(g_h))
         p2 = (P * P).sum(dim=(0, 2))
-        if has_gamma:
+        if has_gamma and not eliminate:
             Pg = (z.gamma - z1.gamma) / s.tau_g - Ztdv
             p2 = p2 + (Pg * Pg).sum(-1)
         rel_p = torch.sqrt(p2) / torch.clamp(scale_p, min=tiny)
         Dv = torch.where(live, dv / s.sigma_v - (z.pred - z1.pred), torch.zeros_like(dv))
-        scale_v = torch.maximum(torch.linalg.vector_norm(z1.pred * live, dim=0), torch.linalg.vector_norm(datafit.y * live, dim=0))
+        full1 = datafit.predict(z1.W, z1.gamma) if eliminate else z1.pred
+        scale_v = torch.maximum(torch.linalg.vector_norm(full1 * live, dim=0), torch.linalg.vector_norm(datafit.y * live, dim=0))
         rel_d = torch.linalg.vector_norm(Dv, dim=0) / torch.clamp(scale_v, min=tiny)
         if smooth_on:
             KW1 = K.forward_into(z1.W, buf.U, buf.U2)
@@ -167,7 +175,8 @@ def primal_dual(
         return rel_p, rel_d
 
     def objective(z: _State) -> torch.Tensor:
-        obj = datafit.value(z.pred) + penalty.value(z.W)
+        pred = z.pred + datafit.Z @ z.gamma.T if eliminate else z.pred
+        obj = datafit.value(pred) + penalty.value(z.W)
         if smooth_on:
             obj = obj + smooth.value(K.forward_into(z.W, buf.U, buf.U2))
         return obj
@@ -181,7 +190,7 @@ def primal_dual(
         U = U0.clone() if U0 is not None else torch.zeros((K.shape[0], B, p), dtype=dtype, device=device)
         U = smooth.dual_prox(U, s.sigma_u)
         KtU = K.adjoint(U)
-    z = _State(W, gamma, v, U, datafit.predict(W, gamma), KtU)
+    z = _State(W, gamma, v, U, datafit.predict_w(W) if eliminate else datafit.predict(W, gamma), KtU)
     zt = z.empty_like()
     buf = _Buffers(W, U)
 
