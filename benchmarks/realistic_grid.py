@@ -35,6 +35,7 @@ import json
 import os
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -203,9 +204,17 @@ def cmd_grid(args) -> None:
         for sigma in args.sigmas:
             if (layout, sigma) in done:
                 continue
-            row = run_cell(layout, sigma, args.seed, args.workers, config)
+            try:
+                row = run_cell(layout, sigma, args.seed, args.workers, config)
+            except Exception as exc:  # a failure is a result: recorded, and the grid goes on
+                traceback.print_exc()
+                row = {"layout": layout, "sigma": sigma, "design": DESIGN, "seed": args.seed, "defaults": config is None,
+                       "error": f"{type(exc).__name__}: {exc}", "loadavg_before": os.getloadavg()}
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
+            if "error" in row:
+                print(f"{layout:22s} σ={sigma:<4} FAILED: {row['error']}", flush=True)
+                continue
             print(f"{layout:22s} σ={sigma:<4} ARI {row['ari']:.3f}{' ALL-ZERO' if row['all_zero'] else ''} "
                   f"selected {row['n_selected']} (recall {row['support_recall']:.2f}) CV/null {row['cv_ratio_to_null'] or float('nan'):.3f} "
                   f"search {row['search_wall_s']:.0f} s wall", flush=True)
@@ -231,6 +240,10 @@ def table(path) -> str:
               "λ, α, β selected | CV loss / intercept-only | search wall s | load |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['layout']} | {r['sigma']:g} | | | FAILED | {PREPRINT_MEAN[r['sigma']]:.2f} | NO | | | "
+                         f"{r['error'][:80]} | | | {_fmt(r.get('loadavg_before', [None])[0], '.1f')} |")
+            continue
         b = r.get("best", {})
         params = ", ".join(_fmt(b.get(k)) for k in ("lambda_smooth", "alpha", "beta"))
         load = r.get("loadavg_before", [None])[0]
@@ -241,16 +254,23 @@ def table(path) -> str:
             f"{_fmt(r.get('cv_ratio_to_null'), '.3f')} | {r['search_wall_s']:.0f} | {_fmt(load, '.1f')} |"
             + ("" if r.get("defaults", True) else " NOT DEFAULTS |")
         )
+    failed = [r for r in rows if "error" in r]
+    done = [r for r in rows if "error" not in r]
     if rows:
-        by_sigma = {s: [r["ari"] for r in rows if r["sigma"] == s] for s in SIGMAS}
-        means = " · ".join(f"σ={s:g}: {np.mean(v):.3f} (preprint {PREPRINT_MEAN[s]:.2f})" for s, v in by_sigma.items() if v)
-        mean = float(np.mean([r["ari"] for r in rows]))
         lines.append("")
+    if done:
+        by_sigma = {s: [r["ari"] for r in done if r["sigma"] == s] for s in SIGMAS}
+        means = " · ".join(f"σ={s:g}: {np.mean(v):.3f} (preprint {PREPRINT_MEAN[s]:.2f})" for s, v in by_sigma.items() if v)
+        mean = float(np.mean([r["ari"] for r in done]))
         lines.append(
-            f"Mean ARI {mean:.3f} over {len(rows)} cells (target ≥ {TARGET_MEAN_ARI:.2f}); per σ: {means}; above the preprint "
-            f"in {sum(above_preprint(r) for r in rows)}/{len(rows)} cells; all-zero maps in {sum(r['all_zero'] for r in rows)}/{len(rows)}."
+            f"Mean ARI {mean:.3f} over {len(done)} completed cells (target ≥ {TARGET_MEAN_ARI:.2f}); per σ: {means}; above the "
+            f"preprint in {sum(above_preprint(r) for r in done)}/{len(rows)} cells; all-zero maps in "
+            f"{sum(r['all_zero'] for r in done)}/{len(rows)}."
         )
-        dropped = sorted({k for r in rows for k in r.get("dropped_keys", [])})
+    if failed:
+        lines.append(f"Failed cells (counted as not above the preprint): {len(failed)}/{len(rows)}: "
+                     + "; ".join(f"{r['layout']} σ={r['sigma']:g}: {r['error']}" for r in failed) + ".")
+        dropped = sorted({k for r in done for k in r.get("dropped_keys", [])})
         if dropped:
             lines.append(f"Keys of the selected parameters that S3R did not accept (not passed to the final fit): {', '.join(dropped)}.")
     return "\n".join(lines)
