@@ -166,8 +166,8 @@ def cmd_run(args) -> None:
     doc["rmse"] = {m: rmse(pred[m], y) if np.isfinite(pred[m]).all() else None for m in METHODS}
     doc["rmse_common"] = {m: rmse(pred[m][ok], y[ok]) for m in METHODS}
     doc["n_common"] = int(ok.sum())
-    doc["rmse_fold_mean"] = {m: float(np.mean([r["rmse"][m] for r in doc["per_fold"] if r["rmse"][m] is not None]))
-                             for m in METHODS}
+    doc["rmse_fold_mean"] = {m: None if any(r["rmse"][m] is None for r in doc["per_fold"])
+                             else float(np.mean([r["rmse"][m] for r in doc["per_fold"]])) for m in METHODS}
     doc["predictions"] = {m: pred[m].tolist() for m in METHODS}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ def table(path) -> str:
     ]
     for m in METHODS:
         lines.append(
-            f"| {m} | {_num(doc['rmse'][m])} | {doc['rmse_common'][m]:.3f} | {doc['rmse_fold_mean'][m]:.3f} | "
+            f"| {m} | {_num(doc['rmse'][m])} | {doc['rmse_common'][m]:.3f} | {_num(doc['rmse_fold_mean'][m])} | "
             + " | ".join(_num(r["rmse"][m]) for r in doc["per_fold"])
             + f" | {ISSUE_TODAY.get(m, '–')} |"
         )
