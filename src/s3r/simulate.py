@@ -16,6 +16,23 @@ Coefficient design (the paper does not fix one; this one is chosen to be defensi
   high-SNR regime.
 - Independent random streams (spawned from ``seed``) drive locations, X, coefficients and noise: with the
   same seed, changing σ changes only the noise, and the coefficients do not depend on the geometry.
+
+Two designs (``simulate(..., design=...)``):
+
+- ``"reference"`` (the default, unchanged since the first release; the same seed gives bit-identical arrays):
+  X ~ N(0, 1) independent, coefficients 30–60, no intercept, so y has sd ≈ 100 and σ ∈ {0.5, 1, 2} is
+  noise far below the signal (R² > 0.9999). This is the scale every earlier benchmark was measured on.
+- ``"expression"``: unit-scale, log-expression-like features and effects comparable to the noise.
+  Features are ``log1p`` of Poisson counts whose log-rates share ``EXPRESSION_PROGRAMMES`` = 5 latent
+  programmes (each feature loads on one) and a per-spot library-size factor, so they are non-negative, have
+  about 20 % zeros, sd ≈ 0.5–1 and correlations ≈ 0.5 within a programme (≈ 0.05 between). The programmes
+  are drawn independently per spot: the features carry no information on the regions, which are visible only
+  through the coefficients. The informative features, signs and relative magnitudes are those of the
+  reference design for the same seed; one global factor (``Simulation.coef_scale``) rescales W so that the
+  signal ⟨x_i, w_i⟩ has sd exactly 1 over the simulated spots. y = intercept + ⟨x_i, w_i⟩ + σ·ε with
+  intercept ``EXPRESSION_INTERCEPT`` = 2 (a baseline log-expression) unless given, so σ is the noise sd
+  relative to the signal's: σ = 0.5, 1, 2 give a signal R² of 1/(1 + σ²) = 0.8, 0.5, 0.2. The model is
+  the plain one on the features as given (not centred): the regions' mean targets differ by x̄·w_r.
 """
 
 from __future__ import annotations
@@ -39,10 +56,14 @@ __all__ = [
     "HIGHDIM_LAYOUTS",
     "N_INFORMATIVE",
     "COEF_RANGE",
+    "DESIGNS",
+    "EXPRESSION_PROGRAMMES",
+    "EXPRESSION_INTERCEPT",
     "Simulation",
     "load_layout",
     "load_geometry",
     "simulate",
+    "simulate_target",
     "write_reference_csv",
     "write_h5ad",
 ]
@@ -67,6 +88,14 @@ _POOL_STRIDE = 3  # window step: consecutive regions share N_INFORMATIVE - _POOL
 COEF_RANGE = (30.0, 60.0)
 HIGHDIM_RATIO = 1.5  # p = round(1.5 n) in the high-dimensional layouts
 DEFAULT_N_FEATURES = 100
+DESIGNS = ("reference", "expression")
+EXPRESSION_PROGRAMMES = 5  # latent programmes shared by the features of the expression design
+EXPRESSION_INTERCEPT = 2.0  # baseline log-expression of the target in the expression design
+# log-rate of feature j at spot i: log m_j + loading·z_{i,g(j)} + own·e_ij + library_i, counts ~ Poisson(exp(.))
+_EXPR_LOG_MEAN = (np.log(2.0), 0.7)  # log m_j ~ N(mean, sd): median 2 counts per spot, most in 0.5–8
+_EXPR_LOADING = 0.8  # programme effect on the log-rate (sd)
+_EXPR_OWN = 0.5  # feature-specific log-rate noise (sd)
+_EXPR_LIBRARY = 0.3  # per-spot library-size factor on the log scale (sd), shared by all features
 
 
 @dataclass
@@ -83,6 +112,9 @@ class Simulation:
     seed: int
     informative: dict[int, list[int]]  # region -> sorted informative feature indices
     geometry: str = "layout"
+    design: str = "reference"  # "reference" or "expression", see the module docstring
+    intercept: float = 0.0  # y = intercept + <x_i, w_i> + sigma * noise
+    coef_scale: float = 1.0  # factor applied to the reference-range coefficients (expression: signal sd 1)
 
     @property
     def n_spots(self) -> int:
@@ -95,6 +127,11 @@ class Simulation:
     @property
     def n_regions(self) -> int:
         return len(self.informative)
+
+    @property
+    def signal(self) -> np.ndarray:
+        """The noiseless part of y without the intercept, ⟨x_i, w_i⟩ per spot."""
+        return np.einsum("ij,ij->i", self.X, self.W)
 
     @property
     def spot_ids(self) -> list[str]:
@@ -159,6 +196,42 @@ def _coefficients(rng: np.random.Generator, n_regions: int, p: int) -> tuple[np.
     return B, informative
 
 
+def _expression_design(rng: np.random.Generator, n: int, p: int) -> np.ndarray:
+    """log1p of Poisson counts from shared latent programmes (module docstring, design "expression")."""
+    programme = rng.integers(0, EXPRESSION_PROGRAMMES, size=p)
+    log_mean = rng.normal(*_EXPR_LOG_MEAN, size=p)
+    z = rng.standard_normal((n, EXPRESSION_PROGRAMMES))
+    library = _EXPR_LIBRARY * rng.standard_normal(n)
+    log_rate = log_mean + _EXPR_LOADING * z[:, programme] + _EXPR_OWN * rng.standard_normal((n, p)) + library[:, None]
+    return np.log1p(rng.poisson(np.exp(log_rate)).astype(np.float64))
+
+
+def _signal_scale(X: np.ndarray, W: np.ndarray) -> float:
+    sd = float(np.einsum("ij,ij->i", X, W).std())
+    if not np.isfinite(sd) or sd <= 0:
+        raise S3RInputError(
+            f"simulation: the expression design's signal is constant on these {len(X)} spots, so it cannot be "
+            f"scaled to sd 1; simulate more spots"
+        )
+    return 1.0 / sd
+
+
+def _check_sigma(sigma) -> float:
+    try:
+        sigma = float(sigma)
+    except (TypeError, ValueError):
+        raise S3RInputError(f"simulation: sigma must be a number, not {sigma!r}") from None
+    if not np.isfinite(sigma) or sigma < 0:
+        raise S3RInputError(f"simulation: sigma must be finite and >= 0, not {sigma}")
+    return sigma
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise S3RInputError(f"simulation: seed must be a non-negative integer, not {seed!r}")
+    return int(seed)
+
+
 def simulate(
     layout: str = "three_regions",
     *,
@@ -167,25 +240,36 @@ def simulate(
     geometry: str | np.ndarray = "layout",
     n_spots: int | None = None,
     seed: int = 0,
+    design: str = "reference",
+    intercept: float | None = None,
 ) -> Simulation:
-    """Simulate y = ⟨x_i, W_region(i)⟩ + σ·ε on one of the paper's region layouts.
+    """Simulate y = intercept + ⟨x_i, W_region(i)⟩ + σ·ε on one of the paper's region layouts.
 
     ``geometry``: ``"layout"`` (the layout's own points), ``"uniform"`` (``n_spots`` uniform points), a name
     in ``GEOMETRIES`` or an (n, 2) array; real geometries and arrays are scaled into the unit square and
     labelled by the nearest layout point. ``n_spots`` subsamples any geometry but ``"uniform"``.
     ``n_features`` defaults to 100, or round(1.5 n) for the high-dimensional layouts (p > n).
+
+    ``design``: ``"reference"`` (default; X ~ N(0, 1), coefficients 30–60, y sd ≈ 100, so σ is tiny next
+    to the signal) or ``"expression"`` (log1p-count features from shared programmes, signal sd exactly 1, so
+    σ is the noise sd relative to the signal: R² = 1/(1 + σ²)); see the module docstring.
+    ``intercept``: the baseline added to y; default 0 in the reference design and ``EXPRESSION_INTERCEPT``
+    (2.0) in the expression design.
     """
     if layout not in LAYOUTS:
         raise _unknown("layout", layout, LAYOUTS)
+    if not isinstance(design, str) or design not in DESIGNS:
+        raise _unknown("design", design, DESIGNS)
+    if intercept is None:
+        intercept = EXPRESSION_INTERCEPT if design == "expression" else 0.0
     try:
-        sigma = float(sigma)
+        intercept = float(intercept)
     except (TypeError, ValueError):
-        raise S3RInputError(f"simulation: sigma must be a number, not {sigma!r}") from None
-    if not np.isfinite(sigma) or sigma < 0:
-        raise S3RInputError(f"simulation: sigma must be finite and >= 0, not {sigma}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise S3RInputError(f"simulation: seed must be a non-negative integer, not {seed!r}")
-    seed = int(seed)
+        raise S3RInputError(f"simulation: intercept must be a number, not {intercept!r}") from None
+    if not np.isfinite(intercept):
+        raise S3RInputError(f"simulation: intercept must be finite, not {intercept}")
+    sigma = _check_sigma(sigma)
+    seed = _check_seed(seed)
     if n_spots is not None and (isinstance(n_spots, bool) or not isinstance(n_spots, (int, np.integer)) or n_spots < 1):
         raise S3RInputError(f"simulation: n_spots must be a positive integer, not {n_spots!r}")
 
@@ -248,10 +332,17 @@ def simulate(
             f"{need} informative features); raise n_features"
         )
 
-    X = x_rng.standard_normal((n, p))
     B, informative = _coefficients(coef_rng, n_regions, p)
-    W = B[regions]
+    if design == "reference":
+        X = x_rng.standard_normal((n, p))
+        W, coef_scale = B[regions], 1.0
+    else:
+        X = _expression_design(x_rng, n, p)
+        coef_scale = _signal_scale(X, B[regions])
+        W = B[regions] * coef_scale
     y = np.einsum("ij,ij->i", X, W) + sigma * noise_rng.standard_normal(n)
+    if intercept != 0.0:
+        y = y + intercept
     return Simulation(
         X=X,
         y=y,
@@ -263,7 +354,31 @@ def simulate(
         seed=seed,
         informative=informative,
         geometry=geometry_name,
+        design=design,
+        intercept=intercept,
+        coef_scale=coef_scale,
     )
+
+
+def simulate_target(sim: Simulation, seed: int, sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A further target on ``sim``'s features, spots and regions, as a second gene would be: coefficients drawn
+    afresh by the layout's rules (the informative features ``simulate(..., seed=seed)`` would pick), new noise,
+    the same design rules (expression: scaled to signal sd 1 on ``sim.X``, plus ``sim.intercept``).
+
+    ``sigma`` defaults to ``sim.sigma``. Returns ``(y, W)``.
+    """
+    seed = _check_seed(seed)
+    sigma = sim.sigma if sigma is None else _check_sigma(sigma)
+    streams = np.random.SeedSequence([seed, LAYOUTS.index(sim.layout)]).spawn(4)
+    coef_rng, noise_rng = np.random.default_rng(streams[2]), np.random.default_rng(streams[3])
+    B, _ = _coefficients(coef_rng, sim.n_regions, sim.n_features)
+    W = B[sim.regions]
+    if sim.design == "expression":
+        W = W * _signal_scale(sim.X, W)
+    y = np.einsum("ij,ij->i", sim.X, W) + sigma * noise_rng.standard_normal(sim.n_spots)
+    if sim.intercept != 0.0:
+        y = y + sim.intercept
+    return y, W
 
 
 def write_reference_csv(sim: Simulation, out_dir: str | os.PathLike, prefix: str = "") -> dict[str, Path]:
@@ -311,6 +426,9 @@ def write_h5ad(sim: Simulation, path: str | os.PathLike, target_name: str = "tar
                 "geometry": sim.geometry,
                 "sigma": float(sim.sigma),
                 "seed": int(sim.seed),
+                "design": sim.design,
+                "intercept": float(sim.intercept),
+                "coef_scale": float(sim.coef_scale),
                 "informative": {str(r): np.asarray(v, dtype=np.int64) for r, v in sim.informative.items()},
             }
         },

@@ -615,17 +615,20 @@ def simulate_demo(spec: dict, *, x_csv, y_csv, coords_csv, h5ad) -> None:
 
     All targets share the design X and the spots; the first is the simulator's own response, each further
     target is a fresh coefficient draw on the same regions (another seed), so two targets of a sample have
-    different informative features, as two genes would.
+    different informative features, as two genes would. ``spec["design"]`` (default ``"reference"``) picks
+    the simulator's design (``s3r.simulate``): ``"expression"`` gives log-expression-like features and
+    targets whose signal has sd 1, so ``sigma`` is the noise sd relative to the signal.
     """
     import pandas as pd
 
     from s3r.io import atomic_path, write_csv
-    from s3r.simulate import simulate
+    from s3r.simulate import simulate, simulate_target
 
     seed, sigma = int(spec["seed"]), float(spec["sigma"])
+    design = spec.get("design", "reference")
     base = simulate(
         spec["layout"], sigma=sigma, n_features=spec["n_features"], geometry=spec["geometry"],
-        n_spots=spec["n_spots"], seed=seed,
+        n_spots=spec["n_spots"], seed=seed, design=design,
     )
     X, n = base.X, base.n_spots
     responses, truths = {}, {}
@@ -633,6 +636,10 @@ def simulate_demo(spec: dict, *, x_csv, y_csv, coords_csv, h5ad) -> None:
         if k == 0:
             responses[name], truths[name] = base.y, base.W
             continue
+        if design != "reference":
+            responses[name], truths[name] = simulate_target(base, seed=seed + k)
+            continue
+        # the reference design's further targets, kept as they were so its demo data do not change
         other = simulate(spec["layout"], sigma=sigma, n_features=base.n_features, geometry=base.coords, seed=seed + k)
         noise = np.random.default_rng([seed, k]).standard_normal(n)
         responses[name] = np.einsum("ij,ij->i", X, other.W) + sigma * noise
