@@ -129,3 +129,20 @@ def test_real_section_with_intercept_converges():
     assert model.report_["converged"], model.report_
     assert model.score(data.X, data.y) > 0.5
     assert model.intercept_ == pytest.approx(data.y.mean(), rel=0.5)
+
+
+def test_count_family_with_its_intercept_converges():
+    """Poisson with a library-size offset and the default intercept (minimised out exactly at every iterate)."""
+    rng = np.random.default_rng(5)
+    n = 120
+    coords = rng.uniform(size=(n, 2))
+    X = rng.normal(size=(n, 3))
+    off = rng.normal(0.0, 0.3, n)
+    y = rng.poisson(np.exp(1.5 + 0.6 * X[:, 0] * (coords[:, 0] > 0.5) + off)).astype(float)
+    sc = assemble(X, y, coords, model={"family": "poisson"}, offset=off).natural_scales()
+    m = S3R("tv", 0.05 * sc["lambda_smooth"], 1e-3 * sc["alpha"], 1e-2 * sc["beta"], family="poisson", tol=1e-6, device="cpu")
+    m.fit(X, y, coords, offset=off)
+    assert m.report_["converged"], m.report_
+    assert m.intercept_ == pytest.approx(1.5, abs=0.25)
+    right = coords[:, 0] > 0.5
+    assert m.coef_[right, 0].mean() > m.coef_[~right, 0].mean() + 0.2  # the effect where it was planted
