@@ -27,8 +27,17 @@ SETTINGS = {"family": "gaussian", "l1_ratio": 0.5, "alpha": None, "n_alphas": 20
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory):
     path = tmp_path_factory.mktemp("screen") / "screen.h5ad"
-    simulate_perturbseq_h5ad(path, n_cells=800, n_genes=120, n_perturbations=6, n_programmes=3, effect=1.0, seed=3)
+    simulate_perturbseq_h5ad(path, n_cells=800, n_genes=120, n_perturbations=6, n_programmes=3, effect=1.0, seed=3,
+                             gmt=path.with_suffix(".gmt"))
     return path
+
+
+def _spec(path, **kw):
+    ad = anndata.read_h5ad(path, backed="r")
+    spec = {"h5ad": str(path), "perturbation_key": "perturbation", "control": "control", "covariates": COVARIATES, "layer": None,
+            "genes": None, "s_genes": list(ad.uns["s_genes"]), "g2m_genes": list(ad.uns["g2m_genes"]), "gmt": str(Path(path).with_suffix(".gmt"))}
+    ad.file.close()
+    return {**spec, **kw}
 
 
 def _outputs(d: Path) -> dict:
@@ -38,7 +47,7 @@ def _outputs(d: Path) -> dict:
 
 @pytest.mark.parametrize("family", ["gaussian", "poisson"])
 def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, family):
-    spec = {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control", "covariates": COVARIATES, "layer": None, "genes": None}
+    spec = _spec(screen)
     out = _outputs(tmp_path)
     run_screen(spec, {**SETTINGS, "family": family}, outputs=out)
     truth = anndata.read_h5ad(screen)
@@ -75,8 +84,7 @@ def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, fa
 
 def test_heatmaps_from_the_tables(screen, tmp_path):
     pytest.importorskip("s3r.report.programmes")
-    spec = {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control", "covariates": ["batch"], "layer": None,
-            "genes": [f"gene_{j}" for j in range(1, 31)]}
+    spec = _spec(screen, covariates=["batch"], genes=[f"gene_{j}" for j in range(1, 31)])
     out = _outputs(tmp_path)
     run_screen(spec, {**SETTINGS, "cv": None, "alpha": 0.01}, outputs=out)
     plot_screen(coefficients=out["coefficients"], programmes=out["programmes"], programme_scores=out["programme_scores"],
@@ -107,7 +115,8 @@ def _sheet(tmp_path, rows, header="sample\th5ad\tperturbation_key\tcontrol\tcova
 def test_sheet_rows_are_checked_before_any_job(screen, tmp_path):
     ok = read_perturbseq_sheet(_sheet(tmp_path, [f"s1\t{screen}\tperturbation\tcontrol\tbatch,total_counts"]))
     assert ok == {"s1": {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control",
-                         "covariates": ["batch", "total_counts"], "layer": None, "genes": None}}
+                         "covariates": ["batch", "total_counts"], "layer": None, "genes": None, "s_genes": None, "g2m_genes": None,
+                         "gmt": None}}
     for row, message in (
         (f"s1\t{screen}\tguide\tcontrol\t", "line 2 (screen 's1'), column 'perturbation_key': 'guide' is not an .obs column"),
         (f"s1\t{screen}\tperturbation\tNTC\t", "column 'control': no cell is labelled 'NTC'"),
@@ -134,7 +143,7 @@ def test_dry_run_plans_the_perturbseq_rules(tmp_path):
     result = _snakemake(tmp_path, "-n", "--quiet", "rules")
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
-    for rule in ("simulate_perturbseq_demo", "perturbseq_fit", "perturbseq_heatmaps"):
+    for rule in ("simulate_perturbseq_demo", "perturbseq_fit", "perturbseq_figures"):
         assert rule in text, text[-3000:]
     config = tmp_path / "config" / "config.yaml"
     config.write_text(config.read_text().replace("perturbseq:\n  enabled: true", "perturbseq:\n  enabled: false"))
