@@ -98,6 +98,8 @@ def highly_variable_genes(counts, n_top: int = 2000, n_bins: int = 20) -> np.nda
     """Indices of the ``n_top`` genes with the largest dispersion z-score within mean bins (Seurat-style)."""
     L = log_normalise(counts)
     mean, var = column_mean_var(L, ddof=1)
+    # dense and sparse sums differ in the last bits; rounding keeps ranks and bins (so the selection) identical
+    mean, var = np.round(mean, 10), np.round(var, 10)
     if L.shape[0] <= 1:
         var = np.zeros(L.shape[1])
     disp = np.log(np.where(mean > 0, var / np.where(mean > 0, mean, 1), 1e-12) + 1e-12)
