@@ -525,7 +525,7 @@ def simulate_perturbseq_h5ad(path, *, n_cells=600, n_genes=200, n_perturbations=
     ``perturbation``, ``batch``, ``pct_counts_mt``, ``total_counts`` and the true cell-cycle activities; the
     S/G2M gene lists in ``.uns['s_genes']``/``.uns['g2m_genes']``; the truth in ``.varm['true_effects']`` (genes ×
     perturbations) and ``.var['true_programme']``. ``gmt``: also write a GMT file whose sets are the planted
-    programmes (``PLANTED_<q>``), the cell-cycle lists and decoys of random genes — the offline enrichment demo."""
+    programmes (``PLANTED_<q>``), the cell-cycle lists and decoys of genes nothing moves — the offline enrichment demo."""
     import anndata
 
     from s3r.io import atomic_path, atomic_write
@@ -554,7 +554,9 @@ def simulate_perturbseq_h5ad(path, *, n_cells=600, n_genes=200, n_perturbations=
         lines = [f"PLANTED_{q}\tplanted programme {q}\t" + "\t".join(genes[j] for j in np.flatnonzero(prog == q)) for q in range(1, n_programmes + 1)]
         lines += [f"CELL_CYCLE_S\tsimulated S phase\t" + "\t".join(genes[j] for j in s_idx),
                   f"CELL_CYCLE_G2M\tsimulated G2M phase\t" + "\t".join(genes[j] for j in g_idx)]
+        quiet = np.setdiff1d(np.flatnonzero(prog == 0), np.r_[s_idx, g_idx])  # genes nothing moves: negative controls
         for d in range(1, 6):
-            lines.append(f"DECOY_{d}\trandom genes\t" + "\t".join(genes[j] for j in np.sort(rng.choice(n_genes, size=max(3, n_genes // 12), replace=False))))
+            pick = np.sort(rng.choice(quiet, size=min(len(quiet), max(3, n_genes // 12)), replace=False))
+            lines.append(f"DECOY_{d}\tgenes no perturbation moves\t" + "\t".join(genes[j] for j in pick))
         with atomic_write(gmt, "w") as fh:
             fh.write("\n".join(lines) + "\n")

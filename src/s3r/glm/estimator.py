@@ -132,6 +132,7 @@ class GLMNet:
         device: str = "auto",
         dtype: str = "float64",
         batch_size: int | None = None,
+        score_metric: str | None = None,
     ):
         self.family = family
         self.l1_ratio = l1_ratio
@@ -152,9 +153,10 @@ class GLMNet:
         self.device = device
         self.dtype = dtype
         self.batch_size = batch_size
+        self.score_metric = score_metric
 
     def get_params(self, deep=True):
-        code = self.__init__.__code__
+        code = GLMNet.__init__.__code__  # subclasses (GLM, GLMCV) only change defaults
         return {k: getattr(self, k) for k in code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]}
 
     def set_params(self, **params):
@@ -537,8 +539,44 @@ class GLMNet:
         return {k: float(v[0]) for k, v in out.items()} if self._one else out
 
     def score(self, X, Y, offset=None, sample_weight=None) -> float:
-        """Deviance explained D² (R² for the gaussian), averaged over responses."""
-        return float(np.mean(self.scores(X, Y, offset, sample_weight)["deviance_explained"]))
+        """Averaged over responses: deviance explained D² (R² for the gaussian) by default; with
+        ``score_metric`` (spateo's names) "deviance" (mean deviance, lower is better) or "pseudo_r2" (McFadden)."""
+        key = {None: "deviance_explained", "deviance_explained": "deviance_explained", "deviance": "deviance",
+               "pseudo_r2": "pseudo_r2", "pseudo_R2": "pseudo_r2"}.get(self.score_metric)
+        if key is None:
+            raise S3RInputError(f"score_metric must be 'deviance', 'pseudo_r2' or 'deviance_explained', not {self.score_metric!r}")
+        return float(np.mean(self.scores(X, Y, offset, sample_weight)[key]))
+
+    def fit_predict(self, X, Y, *, offset=None, sample_weight=None) -> np.ndarray:
+        """Fit, then the expected response on the same X (spateo's ``fit_predict``)."""
+        return self.fit(X, Y, offset=offset, sample_weight=sample_weight).predict(X, offset)
+
+    def clip_coeffs(self, threshold: float = 1e-8):
+        """Set coefficients with |β| < ``threshold`` to exactly 0 (spateo's name; solvers leave round-off
+        where a coefficient should vanish) and return self."""
+        self._check_fitted()
+        coef = np.array(self.coef_, dtype=np.float64)
+        coef[np.abs(coef) < threshold] = 0.0
+        self.coef_ = coef
+        return self
 
 
 ElasticNetGLM = GLMNet
+
+
+class GLM(GLMNet):
+    """spateo-style name (``spateo.tools.CCI_effects_modeling.regression_utils.GLM``): one elastic-net GLM,
+    ``score_metric`` "deviance" by default. Tikhonov ``Tau`` is not offered (use ``penalty_factor`` for
+    per-feature ridge/lasso weights)."""
+
+    def __init__(self, family: str = "gaussian", *, score_metric: str = "deviance", **kwargs):
+        super().__init__(family, score_metric=score_metric, **kwargs)
+
+
+class GLMCV(GLMNet):
+    """spateo-style name: the path with ``cv``-fold cross-validation (default 5) choosing the penalty per
+    response by held-out deviance; ``score_metric`` "deviance" by default."""
+
+    def __init__(self, family: str = "gaussian", *, cv: int | None = 5, score_metric: str = "deviance", **kwargs):
+        super().__init__(family, cv=cv, score_metric=score_metric, **kwargs)
+

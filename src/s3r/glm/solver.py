@@ -253,8 +253,8 @@ def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max
         ea = eta if full else eta[:, act]
         Ya = P.Ycols(idx)
         fam = P.family.subset(idx)
-        g = fam.gradient(Ya, ea) * P.w.unsqueeze(1)
-        h = fam.weight(Ya, ea)
+        g, h = fam.gradient_weight(Ya, ea)
+        g = g * P.w.unsqueeze(1)
         grad = g.T @ P.Xa  # (Ba, q)
         Hs = _hessians(P, h)
         with _small_ops(Ua):
