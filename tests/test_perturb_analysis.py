@@ -141,7 +141,7 @@ def test_real_screen_ifng_pathway_knockouts_lower_the_interferon_programme(tmp_p
 
     spec = {"h5ad": str(REAL), "perturbation_key": "perturbation", "control": "control", "covariates": ["bio_rep", "log1p_total_counts"],
             "layer": None, "genes": None, "s_genes": None, "g2m_genes": None, "gmt": None}
-    settings = {"family": "gaussian", "alpha": None, "n_alphas": 12, "cv": 3, "n_top_genes": 299, "seed": 0}
+    settings = {"family": "gaussian", "alpha": None, "n_alphas": 8, "cv": 3, "n_top_genes": 299, "seed": 0}
     out = {k: tmp_path / f"{k}.tsv" for k in ("coefficients", "covariate_coefficients", "programmes", "modules", "programme_scores",
                                              "programme_tests", "alpha_performance", "cell_scores")}
     run_screen(spec, settings, outputs=out)
