@@ -76,9 +76,11 @@ def log_normalise(counts, target_sum: float = 1e4):
     """log1p(counts / library size · target_sum); sparse in, sparse out (zeros stay zeros)."""
     lib = library_sizes(counts)
     scale = target_sum / np.where(lib > 0, lib, 1)
-    if sp.issparse(counts):
-        out = sp.csr_matrix(sp.diags(scale) @ counts)
-        return out.log1p()
+    if sp.issparse(counts):  # one copy: scale and log1p the stored values in place
+        out = sp.csr_matrix(counts, dtype=np.float64, copy=True)
+        out.data *= np.repeat(scale, np.diff(out.indptr))
+        np.log1p(out.data, out=out.data)
+        return out
     return np.log1p(np.asarray(counts, dtype=np.float64) * scale[:, None])
 
 
@@ -209,10 +211,12 @@ def fit_perturbseq(
     if np.any(lib <= 0):
         raise S3RInputError(f"{int(np.sum(lib <= 0))} cell(s) have no counts; filter empty cells first")
     offset = None
+    every = len(cols) == g and np.array_equal(cols, np.arange(g))  # all genes, in order: no column copy
     if family == "gaussian":
-        Y = log_normalise(counts)[:, cols]
+        Y = log_normalise(counts)
+        Y = Y if every else Y[:, cols]
     else:
-        Y = counts[:, cols]
+        Y = counts if every else counts[:, cols]
         offset = np.log(lib)
     X = np.hstack([D, C])
     pf = np.r_[np.ones(D.shape[1]), np.zeros(C.shape[1])]

@@ -32,13 +32,16 @@ def _matrix(X, name: str) -> np.ndarray:
 
 
 def _sparse_responses(Y, name: str = "Y"):
-    """Sparse Y stays sparse (CSC: column blocks are cheap); only its stored values are checked."""
-    Y = sp.csc_matrix(Y, dtype=np.float64)
+    """Sparse Y stays sparse and, when already CSR or CSC float64, is not copied (at 10⁸ non-zeros every copy
+    is a gigabyte); only its stored values are checked."""
+    if not (sp.isspmatrix_csr(Y) or sp.isspmatrix_csc(Y)) or Y.dtype != np.float64:
+        Y = sp.csr_matrix(Y, dtype=np.float64)
     bad = ~np.isfinite(Y.data)
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        col = int(np.searchsorted(Y.indptr, k, side="right") - 1)
-        raise S3RInputError(f"{name} has a non-finite value at row {int(Y.indices[k])}, column {col}; impute or drop that row")
+        major = int(np.searchsorted(Y.indptr, k, side="right") - 1)
+        row, col = (major, int(Y.indices[k])) if sp.isspmatrix_csr(Y) else (int(Y.indices[k]), major)
+        raise S3RInputError(f"{name} has a non-finite value at row {row}, column {col}; impute or drop that row")
     return Y
 
 
@@ -51,7 +54,13 @@ def _gram_stats(Xa: np.ndarray, Y, w: np.ndarray, off=None):
         if off is not None:
             raise S3RInputError("a gaussian offset with sparse responses would densify them; pass dense Y or no offset")
         c = np.asarray(Y.T @ Xw)
-        yy = np.asarray(Y.multiply(Y).T @ w).ravel()
+        if sp.isspmatrix_csr(Y):  # Σ_i w_i y_ib² from the stored values: one nnz-sized temporary
+            tmp = np.repeat(w, np.diff(Y.indptr))
+            tmp *= Y.data
+            tmp *= Y.data
+            yy = np.bincount(Y.indices, weights=tmp, minlength=Y.shape[1])
+        else:
+            yy = np.asarray(Y.multiply(Y).T @ w).ravel()
     else:
         R = Y if off is None else Y - off
         c = (Xw.T @ R).T
