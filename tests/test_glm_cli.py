@@ -100,6 +100,7 @@ def test_perturbseq_mode_every_model_flag_acts(h5ad, tmp_path):
     (["--perturbation", "perturbation", "--alpha", "0.1", "--cv", "3"], "--alpha fixes the penalty"),
     (["--perturbation", "perturbation", "--theta", "5"], "--theta is the negative binomial's dispersion"),
     (["--features", "obs:batch", "--control", "ctrl"], "--control and --n-programmes belong to the perturb-seq mode"),
+    (["--perturbation", "perturbation", "--offset", "library"], "perturb-seq mode fits gaussian to log-normalised expression, with no offset"),
 ])
 def test_contradictory_flags_are_refused(h5ad, tmp_path, capsys, flags, message):
     path, _ = h5ad

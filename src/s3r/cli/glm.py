@@ -131,6 +131,8 @@ def run(args) -> int:
     if args.perturbation:
         if args.offset not in (None, "library"):
             raise S3RInputError("perturb-seq mode uses log library size as the offset for count families; drop --offset or use --offset library")
+        if args.offset and args.family == "gaussian":
+            raise S3RInputError("perturb-seq mode fits gaussian to log-normalised expression, with no offset; drop --offset or use a count family")
         cols = _responses(args, adata, M, counts_all)
         res = fit_perturbseq(
             counts_all, adata.obs, perturbation_key=args.perturbation, control=args.control, covariates=cov_cols,
