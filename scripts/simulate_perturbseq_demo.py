@@ -1,4 +1,4 @@
-"""Rule simulate_perturbseq_demo: a small perturb-seq AnnData file with planted effects (deterministic)."""
+"""Rule simulate_perturbseq_demo: a small perturb-seq AnnData file with planted effects and its GMT (deterministic)."""
 
 import sys
 
@@ -7,5 +7,5 @@ sys.stderr = open(snakemake.log[0], "w")
 import _s3r_path  # noqa: E402,F401
 from s3r.perturb import simulate_perturbseq_h5ad  # noqa: E402
 
-simulate_perturbseq_h5ad(snakemake.output[0], **dict(snakemake.params.spec))
+simulate_perturbseq_h5ad(snakemake.output.h5ad, gmt=snakemake.output.gmt, **dict(snakemake.params.spec))
 print(f"simulated {snakemake.wildcards.psdemo}: {dict(snakemake.params.spec)}", file=sys.stderr)

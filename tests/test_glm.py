@@ -129,3 +129,23 @@ def test_gene_programmes_group_co_regulated_genes():
     coef = profiles[:, truth - 1] + 0.05 * rng.normal(size=(8, 30))
     labels = gene_programmes(coef, n_programmes=3)
     assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_spateo_style_api_names():
+    """GLM / GLMCV with score_metric, fit_predict and clip_coeffs; pseudo-R² is statsmodels' McFadden."""
+    from s3r.glm import GLM, GLMCV
+
+    rng, X, off, mu = _data(5)
+    y = rng.poisson(mu)
+    m = GLM("poisson", alpha=0.0, standardize=False, tol=1e-10, device="cpu", score_metric="pseudo_r2")
+    pred = m.fit_predict(X, y, offset=off)
+    np.testing.assert_allclose(pred, m.predict(X, off))
+    ref = sm.GLM(y, sm.add_constant(X), family=sm.families.Poisson(), offset=off).fit(tol=1e-12)
+    assert m.score(X, y, offset=off) == pytest.approx(ref.pseudo_rsquared(kind="mcf"), rel=1e-6)
+    assert m.set_params(score_metric="deviance").score(X, y, offset=off) == pytest.approx(ref.deviance / len(y), rel=1e-6)
+    cv = GLMCV("poisson", n_alphas=6, device="cpu").fit(X, y, offset=off)
+    assert cv.cv == 5 and cv.cv_deviance_.shape == (6, 1) and cv.get_params()["score_metric"] == "deviance"
+    m.coef_ = np.r_[1e-12, m.coef_[1:]]  # round-off where a coefficient should vanish
+    assert m.clip_coeffs(1e-9).coef_[0] == 0.0 and np.all(m.coef_[1:] != 0)
+    with pytest.raises(S3RInputError, match="score_metric must be"):
+        m.set_params(score_metric="r2").score(X, y, offset=off)

@@ -65,3 +65,45 @@ def test_s3r_fit_family_poisson(tmp_path):
                "--family", "poisson", "--k", "4", "--scaling", "reference", "--out", str(tmp_path / "out"), "--quiet"])
     assert rc == 0
     assert (tmp_path / "out" / "fit.json").exists()
+
+
+def _perturb_run(path, out, *extra):
+    genes = ",".join(f"gene_{j + 1}" for j in range(30))
+    rc = main(["glm", "--h5ad", str(path), "--perturbation", "perturbation", "--covariates", "batch", "--responses", genes,
+               "--n-alphas", "8", *extra, "--out", str(out), "--quiet"])
+    assert rc == 0
+    return pd.read_csv(out / "coefficients.csv", index_col=0), np.load(out / "path.npz"), __import__("json").loads((out / "glm.json").read_text())
+
+
+def test_perturbseq_mode_every_model_flag_acts(h5ad, tmp_path):
+    """Issue 14: --eps, --selection, --standardize, --dtype and --tol used to be ignored in perturb-seq mode."""
+    path, _ = h5ad
+    base, bpath, bjson = _perturb_run(path, tmp_path / "base", "--cv", "3")
+    assert bjson["report"]["dtype"] == "float64"
+    _, epath, _ = _perturb_run(path, tmp_path / "eps", "--cv", "3", "--eps", "0.1")
+    np.testing.assert_allclose(epath["alphas"][-1] / epath["alphas"][0], 0.1)
+    np.testing.assert_allclose(bpath["alphas"][-1] / bpath["alphas"][0], 1e-3)
+    _, spath, _ = _perturb_run(path, tmp_path / "1se", "--cv", "3", "--selection", "1se")
+    assert np.all(spath["alpha_index"] <= bpath["alpha_index"]) and np.any(spath["alpha_index"] < bpath["alpha_index"])
+    std, _, _ = _perturb_run(path, tmp_path / "std", "--cv", "3", "--standardize")
+    assert np.abs(std.to_numpy() - base.to_numpy()).max() > 1e-3
+    f32, _, fjson = _perturb_run(path, tmp_path / "f32", "--cv", "3", "--dtype", "float32")
+    assert fjson["report"]["dtype"] == "float32"
+    np.testing.assert_allclose(f32.to_numpy(), base.to_numpy(), atol=2e-3)
+    loose, _, _ = _perturb_run(path, tmp_path / "tol", "--cv", "3", "--tol", "1e-1")
+    assert not np.array_equal(loose.to_numpy(), base.to_numpy())
+    assert (tmp_path / "base" / "modules.csv").read_text().splitlines()[0] == "perturbation,module"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--perturbation", "perturbation", "--selection", "1se"], "--selection 1se needs --cv"),
+    (["--perturbation", "perturbation", "--alpha", "0.1", "--cv", "3"], "--alpha fixes the penalty"),
+    (["--perturbation", "perturbation", "--theta", "5"], "--theta is the negative binomial's dispersion"),
+    (["--features", "obs:batch", "--control", "ctrl"], "--control and --n-programmes belong to the perturb-seq mode"),
+    (["--perturbation", "perturbation", "--offset", "library"], "perturb-seq mode fits gaussian to log-normalised expression, with no offset"),
+])
+def test_contradictory_flags_are_refused(h5ad, tmp_path, capsys, flags, message):
+    path, _ = h5ad
+    rc = main(["glm", "--h5ad", str(path), *flags, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1

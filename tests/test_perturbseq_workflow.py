@@ -27,18 +27,28 @@ SETTINGS = {"family": "gaussian", "l1_ratio": 0.5, "alpha": None, "n_alphas": 20
 @pytest.fixture(scope="module")
 def screen(tmp_path_factory):
     path = tmp_path_factory.mktemp("screen") / "screen.h5ad"
-    simulate_perturbseq_h5ad(path, n_cells=800, n_genes=120, n_perturbations=6, n_programmes=3, effect=1.0, seed=3)
+    simulate_perturbseq_h5ad(path, n_cells=800, n_genes=120, n_perturbations=6, n_programmes=3, effect=1.0, seed=3,
+                             gmt=path.with_suffix(".gmt"))
     return path
 
 
+def _spec(path, **kw):
+    ad = anndata.read_h5ad(path, backed="r")
+    spec = {"h5ad": str(path), "perturbation_key": "perturbation", "control": "control", "covariates": COVARIATES, "layer": None,
+            "genes": None, "s_genes": list(ad.uns["s_genes"]), "g2m_genes": list(ad.uns["g2m_genes"]), "gmt": str(Path(path).with_suffix(".gmt"))}
+    ad.file.close()
+    return {**spec, **kw}
+
+
 def _outputs(d: Path) -> dict:
-    return {"coefficients": d / "coefficients.tsv", "programmes": d / "programmes.tsv", "programme_scores": d / "programme_scores.tsv",
-            "gene_scores": d / "gene_scores.tsv", "summary": d / "perturbseq.json"}
+    from s3r.workflow_perturbseq import OUTPUT_TABLES
+
+    return {k: d / ("perturbseq.json" if k == "summary" else f"{k}.tsv") for k in OUTPUT_TABLES}
 
 
 @pytest.mark.parametrize("family", ["gaussian", "poisson"])
 def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, family):
-    spec = {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control", "covariates": COVARIATES, "layer": None, "genes": None}
+    spec = _spec(screen)
     out = _outputs(tmp_path)
     run_screen(spec, {**SETTINGS, "family": family}, outputs=out)
     truth = anndata.read_h5ad(screen)
@@ -71,18 +81,48 @@ def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, fa
     assert summary["covariates"] == ["batch=b1", "pct_counts_mt", "total_counts", "S_score", "G2M_score"]
     gene_scores = pd.read_csv(out["gene_scores"], sep="\t", index_col=0)
     assert gene_scores.loc[planted.index[planted > 0], "deviance_explained"].median() > 0.1
+    # M beside W: covariates × genes with the intercept first; the cell-cycle scores computed from the gene lists
+    # carry the planted cell cycle (S genes rise with S_score), and nothing else does
+    M = pd.read_csv(out["covariate_coefficients"], sep="\t", index_col=0)
+    assert list(M.index) == ["(intercept)", "batch=b1", "pct_counts_mt", "total_counts", "S_score", "G2M_score"]
+    assert list(M.columns) == list(coef.columns)
+    s_genes, g2m_genes = truth.uns["s_genes"], truth.uns["g2m_genes"]
+    assert M.loc["S_score", s_genes].min() > 0.3 and M.loc["G2M_score", g2m_genes].min() > 0.3
+    others = [g for g in M.columns if g not in set(s_genes) | set(g2m_genes)]
+    assert np.median(np.abs(M.loc["S_score", others])) < 0.35 * M.loc["S_score", s_genes].median()  # controls: score noise
+    # per-cell scores: every planted programme's inferred programme rises/falls in its perturbations' cells
+    tests = pd.read_csv(out["programme_tests"], sep="\t").set_index(["perturbation", "programme"])
+    for j in range(6):
+        (label,) = found[j % 3]
+        row = tests.loc[(f"P{j + 1}", f"P{label}")]
+        assert np.sign(row["mean_difference"]) == (1.0 if j < 3 else -1.0) and row["p_adj"] < 1e-10
+    # enrichment in the demo GMT: each inferred programme is its planted set, decoys are not significant
+    enr = pd.read_csv(out["enrichment"], sep="\t")
+    for q in (1, 2, 3):
+        (label,) = found[q - 1]
+        top = enr[enr["programme"] == f"P{label}"].iloc[0]
+        assert top["gene_set"] == f"PLANTED_{q}" and top["p_adj"] < 1e-10
+    planted_progs = {f"P{next(iter(f))}" for f in found}
+    decoys = enr[enr["gene_set"].str.startswith("DECOY") & enr["programme"].isin(planted_progs)]
+    assert len(decoys) == 15 and (decoys["p_adj"] > 0.05).all()
+    cells = pd.read_csv(out["cell_scores"], sep="\t", index_col=0)
+    assert np.corrcoef(cells["S_score"], truth.obs["true_S"])[0, 1] > 0.5
+    assert summary["n_cells"] == 800 and set(summary["module_sizes"]) == {"1", "2", "3", "4", "5", "6"}
 
 
 def test_heatmaps_from_the_tables(screen, tmp_path):
     pytest.importorskip("s3r.report.programmes")
-    spec = {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control", "covariates": ["batch"], "layer": None,
-            "genes": [f"gene_{j}" for j in range(1, 31)]}
+    spec = _spec(screen, covariates=["batch"], genes=[f"gene_{j}" for j in range(1, 31)])
     out = _outputs(tmp_path)
-    run_screen(spec, {**SETTINGS, "cv": None, "alpha": 0.01}, outputs=out)
-    plot_screen(coefficients=out["coefficients"], programmes=out["programmes"], programme_scores=out["programme_scores"],
-                coefficients_png=tmp_path / "c.png", scores_png=tmp_path / "s.png", title="screen")
-    for png in ("c.png", "s.png"):
-        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_screen(spec, {**SETTINGS, "cv": 3, "n_alphas": 5}, outputs=out)
+    figs = {k: tmp_path / f"{k}.png" for k in ("coefficients_png", "scores_png", "shifts_png", "dotplot_png", "alpha_png", "enrichment_png")}
+    plot_screen(**{k: out[k] for k in ("coefficients", "programmes", "modules", "programme_scores", "programme_tests", "alpha_performance",
+                                       "enrichment")}, **figs, title="screen")
+    for png in figs.values():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.with_suffix(".svg").is_file()
+    perf = pd.read_csv(out["alpha_performance"], sep="\t")
+    assert list(perf["path_index"]) == list(range(5)) and perf["n_genes_chosen"].sum() == 30
+    np.testing.assert_allclose(perf["lambda_ratio"], np.geomspace(1, 1e-3, 5))
     assert list(pd.read_csv(out["coefficients"], sep="\t", index_col=0).columns) == spec["genes"]
 
 
@@ -107,7 +147,8 @@ def _sheet(tmp_path, rows, header="sample\th5ad\tperturbation_key\tcontrol\tcova
 def test_sheet_rows_are_checked_before_any_job(screen, tmp_path):
     ok = read_perturbseq_sheet(_sheet(tmp_path, [f"s1\t{screen}\tperturbation\tcontrol\tbatch,total_counts"]))
     assert ok == {"s1": {"h5ad": str(screen), "perturbation_key": "perturbation", "control": "control",
-                         "covariates": ["batch", "total_counts"], "layer": None, "genes": None}}
+                         "covariates": ["batch", "total_counts"], "layer": None, "genes": None, "s_genes": None, "g2m_genes": None,
+                         "gmt": None}}
     for row, message in (
         (f"s1\t{screen}\tguide\tcontrol\t", "line 2 (screen 's1'), column 'perturbation_key': 'guide' is not an .obs column"),
         (f"s1\t{screen}\tperturbation\tNTC\t", "column 'control': no cell is labelled 'NTC'"),
@@ -134,7 +175,7 @@ def test_dry_run_plans_the_perturbseq_rules(tmp_path):
     result = _snakemake(tmp_path, "-n", "--quiet", "rules")
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
-    for rule in ("simulate_perturbseq_demo", "perturbseq_fit", "perturbseq_heatmaps"):
+    for rule in ("simulate_perturbseq_demo", "perturbseq_fit", "perturbseq_figures"):
         assert rule in text, text[-3000:]
     config = tmp_path / "config" / "config.yaml"
     config.write_text(config.read_text().replace("perturbseq:\n  enabled: true", "perturbseq:\n  enabled: false"))
@@ -152,3 +193,30 @@ def test_perturbseq_rules_run(tmp_path):
     assert list(scores.index) == [f"P{j}" for j in range(1, 7)]
     strength = np.sort(np.abs(scores.to_numpy()), axis=1)
     assert (strength[:, -1] > 0.5).all() and (strength[:, -2] < 0.25 * strength[:, -1]).all()  # one programme each, strongly
+
+
+def test_modules_group_perturbations_that_move_the_same_programme(tmp_path):
+    """12 perturbations on 3 programmes: P1 & P7 raise programme 1, P4 & P10 lower it, and so on — six modules
+    of two, each pair exactly the perturbations sharing a planted effect."""
+    from sklearn.metrics import adjusted_rand_score
+
+    path = tmp_path / "s12.h5ad"
+    simulate_perturbseq_h5ad(path, n_cells=1300, n_genes=90, n_perturbations=12, n_programmes=3, seed=4, cell_cycle=0.0)
+    spec = {"h5ad": str(path), "perturbation_key": "perturbation", "control": "control", "covariates": ["batch"], "layer": None,
+            "genes": None, "s_genes": None, "g2m_genes": None, "gmt": None}
+    out = {k: tmp_path / f"{k}.tsv" for k in ("coefficients", "programmes", "programme_scores", "modules")}
+    run_screen(spec, {**SETTINGS, "cv": None, "alpha": 0.02}, outputs=out)
+    text = out["modules"].read_text().splitlines()
+    assert text[0] == "perturbation\tmodule" and len(text) == 13
+    mods = pd.read_csv(out["modules"], sep="\t", index_col=0)["module"]
+    truth = [j % 6 for j in range(12)]
+    assert adjusted_rand_score(truth, mods.loc[[f"P{j + 1}" for j in range(12)]]) == 1.0
+
+
+def test_cell_cycle_covariates_need_gene_lists(screen, tmp_path):
+    spec = _spec(screen, s_genes=None, g2m_genes=None)
+    with pytest.raises(S3RInputError, match=r"covariate 'S_score' is not an \.obs column; give S- and G2M-phase gene lists"):
+        run_screen(spec, SETTINGS, outputs=_outputs(tmp_path))
+    with pytest.raises(S3RInputError, match="column 's_genes'.*gene list file 'nope/s.txt' not found"):
+        read_perturbseq_sheet(_sheet(tmp_path, [f"s1\t{screen}\tperturbation\tcontrol\tS_score\tnope/s.txt"],
+                                     header="sample\th5ad\tperturbation_key\tcontrol\tcovariates\ts_genes"))

@@ -205,7 +205,8 @@ def perturbseq_spec(wildcards):
 
 
 def perturbseq_input(wildcards):
-    return PERTURBSEQ[wildcards.screen]["h5ad"]
+    spec = PERTURBSEQ[wildcards.screen]
+    return {"h5ad": spec["h5ad"], **({"gmt": spec["gmt"]} if spec.get("gmt") else {})}
 
 
 def perturbseq_demo_spec(wildcards):
@@ -220,6 +221,9 @@ def perturbseq_outputs():
             f"results/perturbseq/{screen}/programme_scores.tsv",
             f"results/report/perturbseq/{screen}/coefficients_heatmap.png",
             f"results/report/perturbseq/{screen}/programme_scores_heatmap.png",
+            f"results/report/perturbseq/{screen}/programme_dotplot.png",
+            f"results/report/perturbseq/{screen}/alpha_performance.png",
+            f"results/report/perturbseq/{screen}/enrichment.png",
         ]
     return out
 

@@ -1,11 +1,13 @@
 # Perturb-seq mode (config 'perturbseq', screens in their own sheet): per screen, one batched elastic net over
 # all response genes (perturbations one-hot against the control, covariates unpenalised, lambda by path
-# cross-validation), gene programmes from the coefficient matrix, and clustered heatmaps.
+# cross-validation), gene programmes and perturbation modules from the coefficient matrix, per-cell programme
+# scores tested against the control, enrichment in the screen's gene sets, and the figures of seed 002.
 
 
 rule simulate_perturbseq_demo:
     output:
-        "resources/demo/perturbseq/{psdemo}.h5ad",
+        h5ad="resources/demo/perturbseq/{psdemo}.h5ad",
+        gmt="resources/demo/perturbseq/{psdemo}.gmt",
     params:
         spec=perturbseq_demo_spec,
     log:
@@ -18,14 +20,21 @@ rule simulate_perturbseq_demo:
 
 rule perturbseq_fit:
     input:
-        perturbseq_input,
+        unpack(perturbseq_input),
     output:
         coefficients=report(
             "results/perturbseq/{screen}/coefficients.tsv",
             caption="../report/perturbseq.rst",
             category="Perturb-seq",
             subcategory="{screen}",
-            labels={"screen": "{screen}", "table": "perturbations x genes coefficients"},
+            labels={"screen": "{screen}", "table": "W: perturbations x genes coefficients"},
+        ),
+        covariate_coefficients=report(
+            "results/perturbseq/{screen}/covariate_coefficients.tsv",
+            caption="../report/perturbseq.rst",
+            category="Perturb-seq",
+            subcategory="{screen}",
+            labels={"screen": "{screen}", "table": "M: covariates x genes coefficients"},
         ),
         programmes=report(
             "results/perturbseq/{screen}/programmes.tsv",
@@ -34,14 +43,25 @@ rule perturbseq_fit:
             subcategory="{screen}",
             labels={"screen": "{screen}", "table": "gene programmes"},
         ),
-        programme_scores=report(
-            "results/perturbseq/{screen}/programme_scores.tsv",
+        modules="results/perturbseq/{screen}/modules.tsv",
+        programme_scores="results/perturbseq/{screen}/programme_scores.tsv",
+        gene_scores="results/perturbseq/{screen}/gene_scores.tsv",
+        cell_scores="results/perturbseq/{screen}/cell_scores.tsv",
+        programme_tests=report(
+            "results/perturbseq/{screen}/programme_tests.tsv",
             caption="../report/perturbseq.rst",
             category="Perturb-seq",
             subcategory="{screen}",
-            labels={"screen": "{screen}", "table": "programme scores"},
+            labels={"screen": "{screen}", "table": "programme score minus control, tests"},
         ),
-        gene_scores="results/perturbseq/{screen}/gene_scores.tsv",
+        enrichment=report(
+            "results/perturbseq/{screen}/enrichment.tsv",
+            caption="../report/perturbseq.rst",
+            category="Perturb-seq",
+            subcategory="{screen}",
+            labels={"screen": "{screen}", "table": "programme enrichment"},
+        ),
+        alpha_performance="results/perturbseq/{screen}/alpha_performance.tsv",
         summary="results/perturbseq/{screen}/perturbseq.json",
     params:
         spec=perturbseq_spec,
@@ -58,11 +78,15 @@ rule perturbseq_fit:
         "../../scripts/perturbseq_fit.py"
 
 
-rule perturbseq_heatmaps:
+rule perturbseq_figures:
     input:
         coefficients="results/perturbseq/{screen}/coefficients.tsv",
         programmes="results/perturbseq/{screen}/programmes.tsv",
+        modules="results/perturbseq/{screen}/modules.tsv",
         programme_scores="results/perturbseq/{screen}/programme_scores.tsv",
+        programme_tests="results/perturbseq/{screen}/programme_tests.tsv",
+        alpha_performance="results/perturbseq/{screen}/alpha_performance.tsv",
+        enrichment="results/perturbseq/{screen}/enrichment.tsv",
     output:
         coefficients_png=report(
             "results/report/perturbseq/{screen}/coefficients_heatmap.png",
@@ -76,11 +100,39 @@ rule perturbseq_heatmaps:
             caption="../report/perturbseq.rst",
             category="Perturb-seq",
             subcategory="{screen}",
-            labels={"screen": "{screen}", "figure": "programme scores"},
+            labels={"screen": "{screen}", "figure": "programme mean coefficients"},
+        ),
+        shifts_png=report(
+            "results/report/perturbseq/{screen}/programme_shifts_heatmap.png",
+            caption="../report/perturbseq.rst",
+            category="Perturb-seq",
+            subcategory="{screen}",
+            labels={"screen": "{screen}", "figure": "programme score minus control"},
+        ),
+        dotplot_png=report(
+            "results/report/perturbseq/{screen}/programme_dotplot.png",
+            caption="../report/perturbseq.rst",
+            category="Perturb-seq",
+            subcategory="{screen}",
+            labels={"screen": "{screen}", "figure": "programme dot plot"},
+        ),
+        alpha_png=report(
+            "results/report/perturbseq/{screen}/alpha_performance.png",
+            caption="../report/perturbseq.rst",
+            category="Perturb-seq",
+            subcategory="{screen}",
+            labels={"screen": "{screen}", "figure": "penalty selection"},
+        ),
+        enrichment_png=report(
+            "results/report/perturbseq/{screen}/enrichment.png",
+            caption="../report/perturbseq.rst",
+            category="Perturb-seq",
+            subcategory="{screen}",
+            labels={"screen": "{screen}", "figure": "programme enrichment"},
         ),
     log:
-        "logs/perturbseq_heatmaps/{screen}.log",
+        "logs/perturbseq_figures/{screen}.log",
     conda:
         "../../envs/s3r-cpu.yaml"
     script:
-        "../../scripts/perturbseq_heatmaps.py"
+        "../../scripts/perturbseq_figures.py"

@@ -4,7 +4,8 @@ Two designs from one AnnData file: features = genes / .obs columns / an .obsm ma
 perturb-seq (``--perturbation COLUMN --control LEVEL``: one-hot perturbations, programmes of genes).
 Covariates (``--covariates``, .obs columns) are unpenalised. Writes DIR/coefficients.csv (features ×
 responses at the selected λ), DIR/scores.csv, DIR/path.npz, DIR/glm.json and, for perturb-seq,
-DIR/covariate_coefficients.csv, DIR/programmes.csv, DIR/programme_scores.csv.
+DIR/covariate_coefficients.csv, DIR/programmes.csv, DIR/modules.csv, DIR/programme_scores.csv. Every model and
+solver flag acts in both designs (sparse counts stay sparse in perturb-seq mode); contradictory ones are refused.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from s3r.errors import S3RInputError
 from s3r.glm.families import FAMILIES
@@ -27,7 +29,7 @@ def add_parser(subparsers):
     i.add_argument("--responses", metavar="G1,G2|hvg:N", default="hvg:2000", help="response genes, or hvg:N highly variable genes (default hvg:2000)")
     i.add_argument("--features", metavar="G1,G2|obs:C1,C2|obsm:KEY", help="penalised features (not with --perturbation)")
     i.add_argument("--perturbation", metavar="COLUMN", help="perturb-seq mode: .obs column of perturbation labels")
-    i.add_argument("--control", default="control", help="control level of --perturbation (default control)")
+    i.add_argument("--control", help="control level of --perturbation (default control)")
     i.add_argument("--covariates", metavar="C1,C2", help="unpenalised .obs covariates (categorical → one-hot)")
     i.add_argument("--offset", metavar="COLUMN|library", help="offset on the link scale: an .obs column, or 'library' = log total counts")
     m = p.add_argument_group("model")
@@ -35,11 +37,13 @@ def add_parser(subparsers):
     m.add_argument("--theta", type=float, help="negative binomial θ (default: estimated per response)")
     m.add_argument("--l1-ratio", type=float, default=0.5, help="lasso share of the elastic net (default 0.5)")
     m.add_argument("--alpha", type=float, help="a single penalty λ (default: a path)")
-    m.add_argument("--n-alphas", type=int, default=20, help="path length from λ_max (default 20)")
-    m.add_argument("--eps", type=float, default=1e-3, help="smallest λ as a fraction of λ_max (default 1e-3)")
+    m.add_argument("--n-alphas", type=int, help="path length from λ_max (default 20; not with --alpha)")
+    m.add_argument("--eps", type=float, help="smallest λ as a fraction of λ_max (default 1e-3; not with --alpha)")
     m.add_argument("--cv", type=int, default=0, help="folds for path cross-validation by deviance (default 0: keep the last λ)")
     m.add_argument("--selection", choices=("min", "1se"), default="min", help="CV rule (default min)")
-    m.add_argument("--standardize", action="store_true", help="penalise coefficients of unit-variance features (glmnet style)")
+    m.add_argument("--standardize", action="store_true",
+                   help="penalise coefficients of unit-variance features (glmnet style; off by default here, unlike the GLMNet class: "
+                        "one-hot perturbations are on one scale already)")
     m.add_argument("--n-programmes", type=int, help="perturb-seq: number of gene programmes (default: cut at correlation distance 0.7)")
     s = p.add_argument_group("solver")
     s.add_argument("--tol", type=float, default=1e-6)
@@ -102,13 +106,24 @@ def run(args) -> int:
     from s3r.io import write_csv, write_json, write_npz
     from s3r.perturb import covariate_matrix, fit_perturbseq, log_normalise
 
+    if args.selection != "min" and not args.cv:
+        raise S3RInputError("--selection 1se needs --cv K (it picks among cross-validated penalties); add --cv or drop --selection")
+    if args.alpha is not None and (args.cv or args.eps is not None or args.n_alphas is not None):
+        raise S3RInputError("--alpha fixes the penalty; --cv, --eps and --n-alphas shape a penalty path: give one or the other")
+    if args.theta is not None and args.family != "negative_binomial":
+        raise S3RInputError(f"--theta is the negative binomial's dispersion; drop it or use --family negative_binomial (not {args.family})")
+    if not args.perturbation and (args.control is not None or args.n_programmes is not None):
+        raise S3RInputError("--control and --n-programmes belong to the perturb-seq mode; add --perturbation COLUMN or drop them")
+    args.eps = 1e-3 if args.eps is None else args.eps
+    args.n_alphas = 20 if args.n_alphas is None else args.n_alphas
+    args.control = "control" if args.control is None else args.control
     if args.perturbation and args.features:
         raise S3RInputError("give --features or --perturbation, not both")
     if not args.perturbation and not args.features:
         raise S3RInputError("give --features (G1,G2 | obs:C1,C2 | obsm:KEY) or --perturbation COLUMN")
     adata, M = _read(args)
     out = Path(args.out)
-    counts_all = _dense(M)
+    counts_all = sp.csr_matrix(M, dtype=np.float64) if sp.issparse(M) else _dense(M)  # sparse stays sparse
     cov_cols = _split(args.covariates)
     cv = args.cv or None
     params = {k: v for k, v in vars(args).items() if not k.startswith("_")}
@@ -116,17 +131,21 @@ def run(args) -> int:
     if args.perturbation:
         if args.offset not in (None, "library"):
             raise S3RInputError("perturb-seq mode uses log library size as the offset for count families; drop --offset or use --offset library")
+        if args.offset and args.family == "gaussian":
+            raise S3RInputError("perturb-seq mode fits gaussian to log-normalised expression, with no offset; drop --offset or use a count family")
         cols = _responses(args, adata, M, counts_all)
         res = fit_perturbseq(
             counts_all, adata.obs, perturbation_key=args.perturbation, control=args.control, covariates=cov_cols,
             gene_names=[str(g) for g in adata.var_names], genes=[str(adata.var_names[j]) for j in cols], family=args.family,
-            l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, cv=cv, n_programmes=args.n_programmes,
+            l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv, selection=args.selection,
+            standardize=args.standardize, tol=args.tol, dtype=args.dtype, n_programmes=args.n_programmes,
             theta=args.theta, device=args.device, random_state=args.seed,
         )
         model = res.model
         write_csv(res.coef, out / "coefficients.csv", index_label="perturbation")
         write_csv(res.covariate_coef, out / "covariate_coefficients.csv", index_label="covariate")
         write_csv(res.programmes.to_frame(), out / "programmes.csv", index_label="gene")
+        write_csv(res.modules.to_frame(), out / "modules.csv", index_label="perturbation")
         write_csv(res.programme_scores, out / "programme_scores.csv", index_label="perturbation")
         scores = res.scores
         names = list(res.coef.columns)
@@ -134,6 +153,7 @@ def run(args) -> int:
         cols = _responses(args, adata, M, counts_all)
         names = [str(adata.var_names[j]) for j in cols]
         Y = counts_all[:, cols]
+        Y = Y.toarray() if sp.issparse(Y) else Y
         if args.family == "gaussian" and args.layer is None and np.all(Y == np.round(Y)) and Y.max(initial=0) > 50:
             print("s3r glm: note: gaussian family on what look like raw counts; consider --family poisson or a log-normalised layer", file=sys.stderr)
         feat = args.features
@@ -148,14 +168,14 @@ def run(args) -> int:
             fnames = [str(c) for c in obj.columns] if hasattr(obj, "columns") else [f"{key}_{j + 1}" for j in range(X.shape[1])]
         else:
             fcols = _gene_index(adata, _split(feat), "feature")
-            X = log_normalise(counts_all)[:, fcols] if args.family != "gaussian" or args.layer is None else _dense(M, fcols)
+            X = _dense(log_normalise(counts_all)[:, fcols]) if args.family != "gaussian" or args.layer is None else _dense(M, fcols)
             fnames = [str(adata.var_names[j]) for j in fcols]
         C, cnames = covariate_matrix(adata.obs, cov_cols)
         Xf = np.hstack([X, C])
         pf = np.r_[np.ones(X.shape[1]), np.zeros(C.shape[1])]
         offset = None
         if args.offset == "library":
-            lib = counts_all.sum(1)
+            lib = np.asarray(counts_all.sum(1)).ravel()
             if np.any(lib <= 0):
                 raise S3RInputError(f"{int(np.sum(lib <= 0))} cell(s) have zero total counts; filter them or give --offset COLUMN")
             offset = np.log(lib)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from s3r.errors import S3RInputError
@@ -28,6 +29,82 @@ from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
 
 def _matrix(X, name: str) -> np.ndarray:
     return finite_matrix(X, name, allow_vector=True)
+
+
+def _sparse_responses(Y, name: str = "Y"):
+    """Sparse Y stays sparse and, when already CSR or CSC float64, is not copied (at 10⁸ non-zeros every copy
+    is a gigabyte); only its stored values are checked."""
+    if not (sp.isspmatrix_csr(Y) or sp.isspmatrix_csc(Y)) or Y.dtype != np.float64:
+        Y = sp.csr_matrix(Y, dtype=np.float64)
+    bad = ~np.isfinite(Y.data)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        major = int(np.searchsorted(Y.indptr, k, side="right") - 1)
+        row, col = (major, int(Y.indices[k])) if sp.isspmatrix_csr(Y) else (int(Y.indices[k]), major)
+        raise S3RInputError(f"{name} has a non-finite value at row {row}, column {col}; impute or drop that row")
+    return Y
+
+
+def _gram_stats(Xa: np.ndarray, Y, w: np.ndarray, off=None):
+    """(H, c, yy) = (X̃ᵀWX̃, (Y − o)ᵀWX̃, Σ w (y − o)²) for weights w summing to 1: all a gaussian fit and its
+    deviances need, from sparse Y in O(nnz · q) without an n × responses dense matrix."""
+    Xw = Xa * w[:, None]
+    H = Xw.T @ Xa
+    if sp.issparse(Y):
+        if off is not None:
+            raise S3RInputError("a gaussian offset with sparse responses would densify them; pass dense Y or no offset")
+        c = np.asarray(Y.T @ Xw)
+        if sp.isspmatrix_csr(Y):  # Σ_i w_i y_ib² from the stored values: one nnz-sized temporary
+            tmp = np.repeat(w, np.diff(Y.indptr))
+            tmp *= Y.data
+            tmp *= Y.data
+            yy = np.bincount(Y.indices, weights=tmp, minlength=Y.shape[1])
+        else:
+            yy = np.asarray(Y.multiply(Y).T @ w).ravel()
+    else:
+        R = Y if off is None else Y - off
+        c = (Xw.T @ R).T
+        yy = w @ (R * R)
+    return H, c, yy
+
+
+def _gaussian_dev(U: np.ndarray, H: np.ndarray, c: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """Weighted mean squared residual of coefficients U (..., B, q) from Gram statistics."""
+    return np.maximum(yy - 2 * (U * c).sum(-1) + np.einsum("...i,ij,...j->...", U, H, U), 0.0)
+
+
+def _onehot_structure(X: np.ndarray, mean: np.ndarray, sd: np.ndarray, dev, dt):
+    """The solver's :class:`~s3r.glm.solver.OneHotStructure` when ≥ 2 columns of X (taken greedily in order)
+    are 0/1 indicators of disjoint groups — the perturbations of a perturb-seq design; else None."""
+    n, p = X.shape
+    binary = [j for j in range(p) if np.all((X[:, j] == 0) | (X[:, j] == 1))]
+    taken, used = [], np.zeros(n, dtype=bool)
+    for j in binary:
+        on = X[:, j] == 1
+        if not (on & used).any():
+            taken.append(j)
+            used |= on
+    if len(taken) < 2:
+        return None
+    groups = np.full(n, -1, dtype=np.int64)
+    for g, j in enumerate(taken):
+        groups[X[:, j] == 1] = g
+    rest = [j for j in range(p) if j not in set(taken)]
+    q = p + 1
+    T = np.zeros((q, q))
+    T[0, 0] = 1.0
+    T[0, 1:] = -mean / sd
+    T[np.arange(1, q), np.arange(1, q)] = 1 / sd
+    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
+    Z = np.c_[np.ones(n), X[:, rest]]
+    return S.OneHotStructure(torch.as_tensor(groups, device=dev), torch.as_tensor(np.array(taken) + 1, device=dev),
+                             torch.as_tensor(np.r_[0, np.array(rest, dtype=np.int64) + 1], device=dev), t(Z), t(T))
+
+
+def _response_blocks(n: int, B: int, batch_size: int | None):
+    """Column blocks sized so a dense n × block float64 slice stays near 256 MB."""
+    size = int(batch_size) if batch_size else max(16, 32_000_000 // max(n, 1))
+    return [np.arange(s, min(B, s + size)) for s in range(0, B, size)]
 
 
 class GLMNet:
@@ -63,6 +140,8 @@ class GLMNet:
         random_state: int = 0,
         device: str = "auto",
         dtype: str = "float64",
+        batch_size: int | None = None,
+        score_metric: str | None = None,
     ):
         self.family = family
         self.l1_ratio = l1_ratio
@@ -82,9 +161,11 @@ class GLMNet:
         self.random_state = random_state
         self.device = device
         self.dtype = dtype
+        self.batch_size = batch_size
+        self.score_metric = score_metric
 
     def get_params(self, deep=True):
-        code = self.__init__.__code__
+        code = GLMNet.__init__.__code__  # subclasses (GLM, GLMCV) only change defaults
         return {k: getattr(self, k) for k in code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]}
 
     def set_params(self, **params):
@@ -102,9 +183,13 @@ class GLMNet:
             raise S3RInputError("selection must be 'min' or '1se'")
         X = _matrix(X, "X")
         n, p = X.shape
-        Y = np.asarray(Y, dtype=np.float64)
-        self._one = Y.ndim == 1
-        Y = _matrix(Y, "Y")
+        if sp.issparse(Y):
+            Y = _sparse_responses(Y)
+            self._one = False
+        else:
+            Y = np.asarray(Y, dtype=np.float64)
+            self._one = Y.ndim == 1
+            Y = _matrix(Y, "Y")
         if Y.shape[0] != n:
             raise S3RInputError(f"Y has {Y.shape[0]} rows but X has {n}; they must describe the same cells/spots")
         off = None if offset is None else _matrix(np.asarray(offset, dtype=np.float64).reshape(n, -1), "offset")
@@ -117,7 +202,9 @@ class GLMNet:
         if pf.shape[0] != p or np.any(pf < 0) or not np.all(np.isfinite(pf)):
             raise S3RInputError(f"penalty_factor needs {p} finite values ≥ 0 (one per feature); got {pf.shape[0]}")
         fam = get_family(self.family, self.theta)
-        fam.check_response(torch.as_tensor(Y), "Y")
+        fam.check_response(torch.as_tensor(Y.data if sp.issparse(Y) else Y), "Y")
+        if sp.issparse(Y) and fam.name == "gamma":
+            raise S3RInputError("the gamma family needs strictly positive responses; sparse Y has zeros (pass a dense, positive Y)")
         return X, Y, off, w, pf, fam
 
     def _problem(self, X, Y, off, w, pf, fam, dev, dt):
@@ -130,13 +217,22 @@ class GLMNet:
         t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
         Xa = torch.cat([torch.ones((X.shape[0], 1), dtype=dt, device=dev), t(Xs)], 1)
         pft = torch.cat([torch.zeros(1, dtype=dt, device=dev), t(pf)])
-        P = S.Problem(Xa, t(Y), t(wn), None if off is None else t(off), fam, pft, self.fit_intercept)
+        if fam.name == "gaussian":  # the Gram statistics are the whole problem: Y (sparse or dense) is not copied
+            P = S.Problem(Xa, None, t(wn), None, fam, pft, self.fit_intercept)
+            H, c, yy = _gram_stats(np.c_[np.ones(X.shape[0]), Xs], Y, wn, off)
+            P._gram = (t(H), t(c), t(yy))
+            P.n_responses = c.shape[0]
+        else:
+            P = S.Problem(Xa, t(Y), t(wn), None if off is None else t(off), fam, pft, self.fit_intercept)
+            P.structure = _onehot_structure(X, mean, sd, dev, dt)
         return P, mean, sd
 
     # -- fitting ------------------------------------------------------------------------------------------
     def fit(self, X, Y, *, offset=None, sample_weight=None):
         start = time.perf_counter()
         X, Y, off, w, pf, fam = self._check(X, Y, offset, sample_weight)
+        if sp.issparse(Y) and not (fam.name == "gaussian" and off is None):
+            return self._fit_blocks(X, Y, off, w, start)
         dev, dt = resolve_device(self.device), resolve_dtype(self.dtype)
         n, p = X.shape
         B = Y.shape[1]
@@ -165,7 +261,7 @@ class GLMNet:
             with cpu_threads(dev, n * B * 4):
                 self._cross_validate(X, Y, off, w, pf, fam0, dev, dt)
         else:
-            self.cv_deviance_ = self.cv_deviance_se_ = None
+            self.cv_deviance_ = self.cv_deviance_se_ = self.cv_null_deviance_ = self.cv_deviance_explained_ = None
             self.alpha_index_ = np.full(B, K - 1, dtype=np.int64)
         cols = np.arange(B)
         self.alpha_ = self.alphas_[self.alpha_index_, cols]
@@ -186,9 +282,37 @@ class GLMNet:
         }
         return self
 
+    _PER_RESPONSE = ("alphas_", "coef_path_", "intercept_path_", "deviance_path_", "deviance_explained_path_", "objective_path_",
+                     "n_nonzero_path_", "cv_deviance_", "cv_deviance_se_", "cv_null_deviance_", "cv_deviance_explained_")
+
+    def _fit_blocks(self, X, Y, off, w, start):
+        """Sparse counts with a non-gaussian family: responses are independent problems, so they are fitted in
+        column blocks, each densified on its own (memory: nnz + n × block, never n × all responses)."""
+        n, B = Y.shape
+        parts = []
+        for cols in _response_blocks(n, B, self.batch_size):
+            o = None if off is None else (off if off.shape[1] == 1 else off[:, cols])
+            parts.append(GLMNet(**self.get_params()).fit(X, Y[:, cols].toarray(), offset=o, sample_weight=w))
+        first = parts[0]
+        for name in self._PER_RESPONSE:
+            vals = [getattr(m, name) for m in parts]
+            setattr(self, name, None if vals[0] is None else np.concatenate(vals, axis=1))
+        for name in ("alpha_index_", "alpha_", "coef_", "intercept_", "dispersion_", "theta_"):
+            vals = [np.atleast_1d(getattr(m, name)) if name != "coef_" else np.atleast_2d(m.coef_) for m in parts]
+            setattr(self, name, None if getattr(first, name) is None else np.concatenate(vals, axis=0))
+        self._one = False
+        self.n_features_in_, self.family_ = first.n_features_in_, first.family_
+        self.report_ = {**first.report_, "n_responses": int(B), "converged": all(m.report_["converged"] for m in parts),
+                        "newton_iterations": sum(m.report_["newton_iterations"] for m in parts),
+                        "cd_sweeps": sum(m.report_["cd_sweeps"] for m in parts), "response_blocks": len(parts),
+                        "seconds": time.perf_counter() - start}
+        return self
+
     def _fit_path(self, X, Y, off, w, pf, fam, dev, dt, lam_grid):
         P, mean, sd = self._problem(X, Y, off, w, pf, fam, dev, dt)
-        B, q = P.B, P.Xa.shape[1]
+        gaussian = fam.name == "gaussian"
+        B, q = (P.n_responses if gaussian else P.B), P.Xa.shape[1]
+        n = X.shape[0]
         a = float(self.l1_ratio)
         pft = P.pf
         nb_est = isinstance(fam, NegativeBinomial) and not fam.fixed
@@ -209,10 +333,15 @@ class GLMNet:
         U, info = self._solve(P, zero, a, U, unpen, one, theta, nb_est)
         theta = info.get("theta", theta)
         scale = torch.clamp(info["fit"], min=1e-12)
-        eta = P.eta(U)
-        grad = (P.family.gradient(P.Y, eta) * P.w.unsqueeze(1)).T @ P.Xa  # (B, q)
         ws = P.w.unsqueeze(1)
-        null_dev = (ws * P.family.deviance(P.Y, P.family.mean(null_eta(P.family, P.Y, P.w, P.offset)))).sum(0)
+        if gaussian:  # gradient and intercept-only deviance from the Gram statistics
+            H, c, yy = P.gram()
+            grad = U @ H - c
+            null_dev = torch.clamp(yy - c[:, 0] ** 2, min=0)
+        else:
+            eta = P.eta(U)
+            grad = (P.family.gradient(P.Y, eta) * P.w.unsqueeze(1)).T @ P.Xa  # (B, q)
+            null_dev = (ws * P.family.deviance(P.Y, P.family.mean(null_eta(P.family, P.Y, P.w, P.offset)))).sum(0)
         if lam_grid is None:
             ratio = torch.where(pft > 0, grad.abs() / (max(a, 1e-3) * torch.clamp(pft, min=1e-300)), torch.zeros_like(grad))
             lmax = ratio.max(1).values.double().cpu().numpy() if q > 1 else np.zeros(B)
@@ -246,12 +375,12 @@ class GLMNet:
             dvk = 2 * info["fit"]  # the fit is half the weighted mean deviance (gaussian: from the Gram, no n × B pass)
             devs[k] = dvk.double().cpu().numpy()
             d2[k] = (1 - dvk / torch.clamp(null_dev, min=1e-300)).double().cpu().numpy()
-            df = max(1.0, float(P.Y.shape[0]) - float(np.mean((beta != 0).sum(1))) - 1)
+            df = max(1.0, float(n) - float(np.mean((beta != 0).sum(1))) - 1)
             if fam.name == "gamma":
                 mu = P.family.mean(info["eta"])
-                disp[k] = pearson_dispersion(P.Y, mu, P.w * P.Y.shape[0], df).double().cpu().numpy()
+                disp[k] = pearson_dispersion(P.Y, mu, P.w * n, df).double().cpu().numpy()
             elif fam.name == "gaussian":
-                disp[k] = devs[k] * P.Y.shape[0] / df
+                disp[k] = devs[k] * n / df
             else:
                 disp[k] = 1.0
             if thetas is not None:
@@ -287,7 +416,11 @@ class GLMNet:
         return U, info
 
     def _cross_validate(self, X, Y, off, w, pf, fam, dev, dt):
-        """K-fold CV on the full-data λ grid; held-out loss is the mean deviance (θ re-estimated per fold)."""
+        """K-fold CV on the full-data λ grid; held-out loss is the mean deviance (θ re-estimated per fold).
+
+        Also the held-out deviance of each fold's intercept-only fit (same offset), so that held-out deviance
+        explained (R² for the gaussian) can be read per λ: the seed-002 penalty-selection view.
+        """
         n, B = Y.shape
         K = self.alphas_.shape[0]
         folds = int(self.cv)
@@ -295,28 +428,51 @@ class GLMNet:
             raise S3RInputError(f"cv must be between 2 and the number of samples ({n}); got {folds}")
         rng = np.random.default_rng(self.random_state)
         fold_of = rng.permutation(np.arange(n) % folds)
+        gaussian = fam.name == "gaussian"
+        Yr = Y.tocsr() if sp.issparse(Y) else Y  # row slices
         losses = np.zeros((folds, K, B))
+        nulls = np.zeros((folds, K, B))
         sizes = np.zeros(folds)
         for f in range(folds):
             tr, te = fold_of != f, fold_of == f
             famf = get_family(self.family, self.theta)
             offtr = None if off is None else off[tr]
-            path = self._fit_path(X[tr], Y[tr], offtr, w[tr], pf, famf, dev, dt, self.alphas_)
-            eta = path["intercept"][:, None, :] + np.einsum("np,kbp->knb", X[te], path["coef"])
-            if off is not None:
-                eta = eta + off[te][None]
-            Yt = torch.as_tensor(Y[te], dtype=torch.float64)
-            wt = torch.as_tensor(w[te], dtype=torch.float64)
-            for k in range(K):
-                if path["theta"] is not None:
-                    famf.set_theta(torch.as_tensor(path["theta"][k], dtype=torch.float64))
-                mu = famf.mean(torch.as_tensor(eta[k], dtype=torch.float64))
-                losses[f, k] = ((wt.unsqueeze(1) * famf.deviance(Yt, mu)).sum(0) / wt.sum()).numpy()
+            Ytr, Yte = Yr[tr], Yr[te]
+            path = self._fit_path(X[tr], Ytr, offtr, w[tr], pf, famf, dev, dt, self.alphas_)
+            wt_np = w[te] / w[te].sum()
+            if gaussian:  # held-out squared error from the test fold's Gram statistics: no n × B residuals
+                wtr = w[tr] / w[tr].sum()
+                Rtr = Ytr if offtr is None else Ytr - offtr
+                b0 = np.asarray(Rtr.T @ wtr).ravel()  # training intercept-only fit
+                H, c, yy = _gram_stats(np.c_[np.ones(int(te.sum())), X[te]], Yte, wt_np, None if off is None else off[te])
+                U = np.concatenate([path["intercept"][..., None], path["coef"]], -1)  # (K, B, q)
+                losses[f] = _gaussian_dev(U, H, c, yy)
+                nulls[f] = np.maximum(yy - 2 * b0 * c[:, 0] + b0 * b0 * H[0, 0], 0.0)[None, :]
+            else:
+                eta = path["intercept"][:, None, :] + np.einsum("np,kbp->knb", X[te], path["coef"])
+                e0 = null_eta(famf, torch.as_tensor(Ytr, dtype=torch.float64), torch.as_tensor(w[tr], dtype=torch.float64),
+                              None if offtr is None else torch.as_tensor(offtr, dtype=torch.float64)).numpy()
+                b0 = e0[0] - (0.0 if offtr is None else offtr[0])
+                eta0 = np.broadcast_to(b0, (int(te.sum()), B))
+                if off is not None:
+                    eta = eta + off[te][None]
+                    eta0 = eta0 + off[te]
+                Yt = torch.as_tensor(Yte, dtype=torch.float64)
+                wt = torch.as_tensor(wt_np, dtype=torch.float64).unsqueeze(1)
+                mu0 = famf.mean(torch.as_tensor(np.ascontiguousarray(eta0), dtype=torch.float64))
+                for k in range(K):
+                    if path["theta"] is not None:
+                        famf.set_theta(torch.as_tensor(path["theta"][k], dtype=torch.float64))
+                    mu = famf.mean(torch.as_tensor(eta[k], dtype=torch.float64))
+                    losses[f, k] = (wt * famf.deviance(Yt, mu)).sum(0).numpy()
+                    nulls[f, k] = (wt * famf.deviance(Yt, mu0)).sum(0).numpy()
             sizes[f] = w[te].sum()
         wf = sizes / sizes.sum()
         mean = np.einsum("f,fkb->kb", wf, losses)
         se = np.sqrt(np.einsum("f,fkb->kb", wf, (losses - mean) ** 2) / max(folds - 1, 1))
         self.cv_deviance_, self.cv_deviance_se_ = mean, se
+        self.cv_null_deviance_ = np.einsum("f,fkb->kb", wf, nulls)
+        self.cv_deviance_explained_ = 1 - mean / np.maximum(self.cv_null_deviance_, 1e-300)
         best = np.argmin(mean, axis=0)
         if self.selection == "1se":
             cols = np.arange(B)
@@ -352,21 +508,84 @@ class GLMNet:
         return fam
 
     def scores(self, X, Y, offset=None, sample_weight=None) -> dict:
-        """Per-response deviance, null deviance, deviance explained and pseudo-R² (arrays, or floats for 1-D Y)."""
-        eta = np.asarray(self.linear_predictor(X, offset)).reshape(np.asarray(X).shape[0], -1)
-        n = eta.shape[0]
-        Yt = torch.as_tensor(np.asarray(Y, dtype=np.float64).reshape(n, -1))
-        w = torch.as_tensor(np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64))
-        off = None if offset is None else torch.as_tensor(np.asarray(offset, dtype=np.float64).reshape(n, -1))
-        fam = self._family_at_fit()
-        kw = {"dispersion": torch.as_tensor(np.atleast_1d(self.dispersion_))} if fam.name == "gamma" else {}
-        sc = glm_scores(fam, Yt, torch.as_tensor(eta), w, off, **kw)
-        out = {k: v.numpy() for k, v in sc.items()}
+        """Per-response deviance, null deviance, deviance explained and pseudo-R² (arrays, or floats for 1-D Y).
+
+        Sparse Y is never densified whole: gaussian scores come from Gram statistics, other families are
+        scored in column blocks.
+        """
+        self._check_fitted()
+        X = _matrix(X, "X")
+        n = X.shape[0]
+        coef, icpt = np.atleast_2d(self.coef_), np.atleast_1d(self.intercept_)
+        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        off = None if offset is None else np.asarray(offset, dtype=np.float64).reshape(n, -1)
+        if sp.issparse(Y):
+            Y = _sparse_responses(Y)
+            if self.family_ == "gaussian" and off is None:
+                H, c, yy = _gram_stats(np.c_[np.ones(n), X], Y, w / w.sum())
+                dev = _gaussian_dev(np.c_[icpt, coef], H, c, yy)
+                dev0 = np.maximum(yy - c[:, 0] ** 2, 0.0)
+                ll, ll0 = -0.5 * (1 + np.log(2 * np.pi * np.maximum(dev, 1e-300))), -0.5 * (1 + np.log(2 * np.pi * np.maximum(dev0, 1e-300)))
+                return {"deviance": dev, "null_deviance": dev0, "deviance_explained": 1 - dev / np.maximum(dev0, 1e-300),
+                        "pseudo_r2": 1 - ll / np.where(ll0 == 0, -1e-300, ll0)}
+        else:
+            Y = np.asarray(Y, dtype=np.float64).reshape(n, -1)
+        parts = []
+        fam_all = self._family_at_fit()
+        disp = np.atleast_1d(self.dispersion_)
+        wt = torch.as_tensor(w)
+        for cols in _response_blocks(n, Y.shape[1], self.batch_size if sp.issparse(Y) else Y.shape[1]):
+            Yb = Y[:, cols].toarray() if sp.issparse(Y) else Y[:, cols]
+            eta = X @ coef[cols].T + icpt[cols][None, :]
+            ob = None if off is None else (off if off.shape[1] == 1 else off[:, cols])
+            if ob is not None:
+                eta = eta + ob
+            fam = fam_all.subset(torch.as_tensor(cols)) if len(cols) < Y.shape[1] else fam_all
+            kw = {"dispersion": torch.as_tensor(disp[cols])} if fam.name == "gamma" else {}
+            sc = glm_scores(fam, torch.as_tensor(Yb), torch.as_tensor(eta), wt, None if ob is None else torch.as_tensor(ob), **kw)
+            parts.append({k: v.numpy() for k, v in sc.items()})
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         return {k: float(v[0]) for k, v in out.items()} if self._one else out
 
     def score(self, X, Y, offset=None, sample_weight=None) -> float:
-        """Deviance explained D² (R² for the gaussian), averaged over responses."""
-        return float(np.mean(self.scores(X, Y, offset, sample_weight)["deviance_explained"]))
+        """Averaged over responses: deviance explained D² (R² for the gaussian) by default; with
+        ``score_metric`` (spateo's names) "deviance" (mean deviance, lower is better) or "pseudo_r2" (McFadden)."""
+        key = {None: "deviance_explained", "deviance_explained": "deviance_explained", "deviance": "deviance",
+               "pseudo_r2": "pseudo_r2", "pseudo_R2": "pseudo_r2"}.get(self.score_metric)
+        if key is None:
+            raise S3RInputError(f"score_metric must be 'deviance', 'pseudo_r2' or 'deviance_explained', not {self.score_metric!r}")
+        return float(np.mean(self.scores(X, Y, offset, sample_weight)[key]))
+
+    def fit_predict(self, X, Y, *, offset=None, sample_weight=None) -> np.ndarray:
+        """Fit, then the expected response on the same X (spateo's ``fit_predict``)."""
+        return self.fit(X, Y, offset=offset, sample_weight=sample_weight).predict(X, offset)
+
+    def clip_coeffs(self, threshold: float = 1e-8):
+        """Set coefficients with |β| < ``threshold`` to exactly 0 (spateo's name; solvers leave round-off
+        where a coefficient should vanish) and return self."""
+        self._check_fitted()
+        coef = np.array(self.coef_, dtype=np.float64)
+        coef[np.abs(coef) < threshold] = 0.0
+        self.coef_ = coef
+        return self
 
 
 ElasticNetGLM = GLMNet
+
+
+class GLM(GLMNet):
+    """spateo-style name (``spateo.tools.CCI_effects_modeling.regression_utils.GLM``): one elastic-net GLM,
+    ``score_metric`` "deviance" by default. Tikhonov ``Tau`` is not offered (use ``penalty_factor`` for
+    per-feature ridge/lasso weights)."""
+
+    def __init__(self, family: str = "gaussian", *, score_metric: str = "deviance", **kwargs):
+        super().__init__(family, score_metric=score_metric, **kwargs)
+
+
+class GLMCV(GLMNet):
+    """spateo-style name: the path with ``cv``-fold cross-validation (default 5) choosing the penalty per
+    response by held-out deviance; ``score_metric`` "deviance" by default."""
+
+    def __init__(self, family: str = "gaussian", *, cv: int | None = 5, score_metric: str = "deviance", **kwargs):
+        super().__init__(family, cv=cv, score_metric=score_metric, **kwargs)
+

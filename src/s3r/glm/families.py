@@ -55,6 +55,10 @@ class Family:
         """Full log-likelihood per observation (for pseudo-R² and statsmodels comparisons)."""
         raise NotImplementedError
 
+    def gradient_weight(self, y, eta):
+        """(∂ℓ/∂η, Fisher weight) together: families with a log link compute μ = exp(η) once for both."""
+        return self.gradient(y, eta), self.weight(y, eta)
+
     def check_response(self, y, where: str = "response") -> None:
         pass
 
@@ -108,6 +112,10 @@ class Poisson(Family):
     def loglik(self, y, mu):
         return y * torch.log(mu) - mu - torch.lgamma(y + 1)
 
+    def gradient_weight(self, y, eta):
+        mu = self.mean(eta)
+        return mu - y, mu
+
     def check_response(self, y, where="response"):
         _check_nonneg(y, where, self.name)
 
@@ -154,6 +162,11 @@ class NegativeBinomial(Family):
     def weight(self, y, eta):
         mu, th = self.mean(eta), self._th(eta)
         return th * mu / (mu + th)
+
+    def gradient_weight(self, y, eta):
+        mu, th = self.mean(eta), self._th(eta)
+        r = th / (mu + th)
+        return r * (mu - y), r * mu
 
     def loglik(self, y, mu):
         th = self._th(mu)

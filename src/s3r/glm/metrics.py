@@ -31,6 +31,9 @@ def null_eta(family, Y: torch.Tensor, w: torch.Tensor, offset: torch.Tensor | No
     off = torch.zeros_like(Y[:1]) if offset is None else offset
     if offset is None:
         return b.unsqueeze(0) + off
+    if family.name == "poisson":  # closed form: Σ w y = e^b Σ w e^o
+        b = torch.log(torch.clamp((w.unsqueeze(1) * Y).sum(0), min=1e-300)) - torch.log((w.unsqueeze(1) * torch.exp(off)).sum(0))
+        return b.unsqueeze(0) + off
     b = b - (w.unsqueeze(1) * off).sum(0) / w.sum()
     for _ in range(n_iter):
         eta = b.unsqueeze(0) + off

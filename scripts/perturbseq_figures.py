@@ -1,4 +1,4 @@
-"""Rule perturbseq_heatmaps: clustered heatmaps of a screen's coefficients and programme scores."""
+"""Rule perturbseq_figures: a screen's heatmaps, programme dot plot, penalty selection and enrichment plots."""
 
 import sys
 
