@@ -147,3 +147,16 @@ def test_coefficient_maps_keep_their_old_name_and_take_a_fit_directory(fitted, t
     assert paths["png"].read_bytes()[:8] == PNG_MAGIC and paths["svg"].read_text().lstrip().startswith("<?xml")
     with pytest.raises(S3RInputError, match=r"fit\.json: not found"):
         plot_coefficient_maps(tmp_path, tmp_path / "x.png")
+
+
+def test_convergence_plot_of_a_flat_all_zero_fit(tmp_path):
+    """An all-zero fit has a constant objective and, at W = 0, an unscaled dual residual: the plot must still draw."""
+    from types import SimpleNamespace
+
+    from s3r.report.fit_report import plot_convergence
+
+    trace = [{"iteration": 10 * (i + 1), "objective": [1.0], "primal_residual": [0.0 if i else 1e-7], "dual_residual": [10.0 ** (280 - 20 * i)]}
+             for i in range(8)]
+    fit = SimpleNamespace(report={"trace": trace, "tol": 1e-5, "converged": True, "iterations": 80, "solve_seconds": 0.1})
+    out = plot_convergence(fit, tmp_path / "convergence.png")
+    assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -285,10 +285,13 @@ def plot_convergence(fit: FitOutputs, png_path, *, title: str = ""):
         first = lambda v: v[0] if isinstance(v, list) else v  # noqa: E731
         objective = [first(t["objective"]) for t in trace]
         a.plot(its, objective, marker=".", color="0.2")
-        if all(v is not None and v > 0 for v in objective):
+        # a log axis only when the values are positive and span a range (a flat series, e.g. the all-zero model's
+        # constant objective, has no decades for matplotlib to label)
+        if all(v is not None and v > 0 for v in objective) and max(objective) > 1.001 * min(objective):
             a.set_yscale("log")
-        b.semilogy(its, [first(t["primal_residual"]) for t in trace], marker=".", label="primal")
-        b.semilogy(its, [first(t["dual_residual"]) for t in trace], marker=".", label="dual")
+        floor = lambda vals: [min(max(float(first(v)), 1e-16), 1e16) for v in vals]  # noqa: E731  (0 has no log; W = 0 gives an unscaled dual residual)
+        b.semilogy(its, floor(t["primal_residual"] for t in trace), marker=".", label="primal")
+        b.semilogy(its, floor(t["dual_residual"] for t in trace), marker=".", label="dual")
         tol = fit.report.get("tol")
         if tol:
             b.axhline(float(tol), color="tab:red", linestyle="--", linewidth=1, label=f"tolerance {float(tol):g}")
