@@ -43,7 +43,7 @@ def test_deconvolve_writes_every_output(inputs, tmp_path, capsys):
     np.testing.assert_allclose(proportions.to_numpy(), mixture.to_numpy() @ dictionary.to_numpy().T, atol=1e-9)
     assert list(edges.columns) == ["spot_a", "spot_b", "weight"] and set(edges.spot_a) <= set(sim.spot_ids)
     sums = pd.concat([edges.groupby("spot_a").weight.sum(), edges.groupby("spot_b").weight.sum()], axis=1).fillna(0).sum(axis=1)
-    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-8)
+    assert sums.min() >= 1.0 - 1e-8 and np.median(sums.to_numpy()) == pytest.approx(1.0)  # "at_least": tight at most spots
     for key in ("objective_trace", "iterations", "seconds", "converged", "feasibility", "parameters", "versions"):
         assert key in record
     assert record["iterations"] == 6 and record["parameters"]["lambda"] == 5.0
@@ -55,7 +55,7 @@ def test_infeasible_weights_are_one_line_and_a_nonzero_exit(inputs, tmp_path, ca
     folder, _ = inputs
     code = main(
         ["deconvolve", "--scores", str(folder / "S.csv"), "--coords", str(folder / "C.csv"), "--components", "2",
-         "--graph", "mst", "--out", str(tmp_path / "o"), "--quiet"]
+         "--graph", "mst", "--weight-constraint", "equal", "--out", str(tmp_path / "o"), "--quiet"]
     )
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1

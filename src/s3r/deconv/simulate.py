@@ -108,3 +108,69 @@ def simulate_deconvolution(
     return DeconvolutionSimulation(
         scores, coords, mixture, dictionary, regions, shown, geometry, layout, float(signal), int(seed)
     )
+
+
+@dataclass
+class CountSimulation:
+    """Spot counts from known cell-type proportions and a reference (the proportions mode's model)."""
+
+    counts: np.ndarray  # (n, G)
+    reference: np.ndarray  # (K, G) mean expression of one cell of each type (as a reference would give it)
+    proportions: np.ndarray  # (n, K) true fractions of cells
+    coords: np.ndarray  # (n, 2)
+    regions: np.ndarray  # (n,)
+    platform_effects: np.ndarray  # (G,) true γ applied to the spatial counts
+    seed: int
+
+    @property
+    def cell_types(self) -> list[str]:
+        return [f"type_{k + 1}" for k in range(self.reference.shape[0])]
+
+    @property
+    def genes(self) -> list[str]:
+        return [f"gene_{g + 1}" for g in range(self.reference.shape[1])]
+
+    @property
+    def spot_ids(self) -> list[str]:
+        return [f"spot_{i + 1}" for i in range(self.counts.shape[0])]
+
+
+def simulate_counts(
+    n_spots: int = 400,
+    n_types: int = 5,
+    n_genes: int = 60,
+    *,
+    n_regions: int = 4,
+    spatial: bool = True,
+    depth: float = 150.0,
+    platform_sd: float = 0.0,
+    concentration: float = 1.0,
+    seed: int = 0,
+) -> CountSimulation:
+    """Spots on a jittered grid in the unit square; counts ~ Poisson(a_i · γ ∘ Σ_k n_ik m_k).
+
+    ``spatial``: proportions are constant within ``n_regions`` vertical bands (one Dirichlet draw per band)
+    with sharp borders; otherwise every spot draws its own, so no spatial term can help. Cell types differ
+    in RNA content (sizes 0.5–2), so cell and transcript fractions differ. Library sizes vary 3-fold around
+    ``depth``; ``platform_sd`` is the sd of log γ (0: reference and spots on the same platform).
+    """
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil(np.sqrt(n_spots)))
+    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), axis=-1).reshape(-1, 2)[:n_spots]
+    coords = (grid + rng.uniform(-0.2, 0.2, size=grid.shape)) / side
+    sizes = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=n_types))
+    profiles = rng.gamma(0.4, size=(n_types, n_genes)) + 1e-3
+    reference = sizes[:, None] * profiles / profiles.sum(axis=1, keepdims=True) * n_genes
+    if spatial:
+        regions = np.minimum((coords[:, 0] * n_regions).astype(np.int64), n_regions - 1)
+        region_fractions = rng.dirichlet(np.full(n_types, concentration), size=n_regions)
+        proportions = region_fractions[regions]
+    else:
+        regions = np.zeros(n_spots, dtype=np.int64)
+        proportions = rng.dirichlet(np.full(n_types, concentration), size=n_spots)
+    gamma = np.exp(rng.normal(0.0, platform_sd, size=n_genes)) if platform_sd > 0 else np.ones(n_genes)
+    expected = (proportions @ reference) * gamma
+    library = depth * np.exp(rng.uniform(np.log(1 / np.sqrt(3)), np.log(np.sqrt(3)), size=n_spots))
+    expected *= (library / expected.sum(axis=1))[:, None]
+    counts = rng.poisson(expected).astype(np.float64)
+    return CountSimulation(counts, reference, proportions, coords, regions, gamma, seed)
