@@ -73,6 +73,16 @@ def test_deep_counts_recover_cell_fractions_exactly_per_spot():
                                sim.proportions, atol=1e-12)
 
 
+def test_family_auto_takes_nb_only_for_overdispersed_counts(spatial):
+    poisson = CellTypeProportions(lambda_smooth=0.0).fit(spatial.counts, spatial.reference, spatial.coords)
+    assert poisson.report_["family"] == "poisson" and poisson.report_["overdispersion"] < 0.2
+    sim = simulate_counts(n_spots=300, depth=2000, theta=5.0, seed=4)
+    nb = CellTypeProportions(lambda_smooth=0.0).fit(sim.counts, sim.reference, sim.coords)
+    assert nb.report_["family"] == "nb" and 3.0 < nb.theta_ < 8.0 and nb.report_["overdispersion"] > 1.0
+    forced = CellTypeProportions(lambda_smooth=0.0, family="poisson").fit(sim.counts, sim.reference, sim.coords)
+    assert rmse(nb.proportions_, sim.proportions) < rmse(forced.proportions_, sim.proportions)
+
+
 def test_platform_effects_are_recovered(spatial):
     gamma = platform_effects(spatial.counts, spatial.reference)
     assert np.corrcoef(np.log(gamma), np.log(spatial.platform_effects))[0, 1] > 0.85
@@ -152,3 +162,11 @@ def test_inputs_are_checked_with_one_line_errors():
         CellTypeProportions(n_folds=1).fit(counts, reference, sim.coords)
     with pytest.raises(S3RInputError, match="lambda must be a number ≥ 0 or 'auto'"):
         CellTypeProportions(lambda_smooth="best").fit(counts, reference, sim.coords)
+
+
+def test_lambda_is_chosen_on_a_compact_window_of_large_sections(spatial):
+    sim = spatial
+    model = CellTypeProportions(lambdas=(0.0, 0.2, 1.0), cv_max_spots=150).fit(sim.counts, sim.reference, sim.coords)
+    assert model.report_["cv_spots"] == 150 and model.lambda_ > 0
+    assert rmse(model.proportions_, sim.proportions) < rmse(
+        CellTypeProportions(lambda_smooth=0.0).fit(sim.counts, sim.reference, sim.coords).proportions_, sim.proportions)

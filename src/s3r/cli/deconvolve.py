@@ -50,7 +50,8 @@ def add_parser(subparsers):
                        help="spatial weight λ, or 'auto' (default: auto in proportions mode, 10 in components mode)")
     model.add_argument("--lambdas", metavar="L1,L2,...", help="proportions mode: the λ path searched by 'auto' (0 is always added)")
     model.add_argument("--folds", type=int, default=3, help="proportions mode: gene folds for choosing λ (default 3)")
-    model.add_argument("--family", choices=("poisson", "nb"), default="poisson", help="proportions mode: count likelihood (default poisson)")
+    model.add_argument("--family", choices=("auto", "poisson", "nb"), default="auto",
+                       help="proportions mode: count likelihood; auto (default): NB when the extra-Poisson variance exceeds the Poisson variance")
     model.add_argument("--theta", type=float, help="proportions mode: NB dispersion (default: estimated)")
     model.add_argument("--no-platform-effects", action="store_true", help="proportions mode: do not estimate per-gene platform effects")
     model.add_argument("--graph", choices=("delaunay", "mst", "mst_combined"), default="delaunay",

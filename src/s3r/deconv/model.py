@@ -195,7 +195,11 @@ class Deconvolution:
             raise S3RInputError(f"the graph has {graph.n_nodes} spots but the scores have {n} rows; align them")
         lam = float(self.lambda_smooth)
         learn = bool(self.learn_weights) and lam > 0 and graph.n_edges > 0
-        feasibility = {"learned_weights": learn, "constraint": self.weight_constraint}
+        degrees = np.bincount(np.asarray(graph.edges).ravel(), minlength=n)
+        feasibility = {  # "at_least" is feasible on every graph (w ≡ w_max satisfies it)
+            "learned_weights": learn, "constraint": self.weight_constraint, "feasible": True,
+            "min_degree": int(degrees.min()) if n else 0, "max_degree": int(degrees.max()) if n else 0,
+        }
         if learn and self.weight_constraint == "equal":  # before any work: an infeasible LP is a user error
             feasibility = check_weight_bounds(
                 graph.edges, n, self.w_min, self.w_max, node_names=names, graph_method=graph.method

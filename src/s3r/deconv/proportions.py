@@ -91,7 +91,7 @@ class CellTypeProportions:
         lambda_smooth="auto",
         lambdas=DEFAULT_LAMBDAS,
         n_folds: int = 3,
-        family: str = "poisson",
+        family: str = "auto",
         theta: float | None = None,
         estimate_platform_effects: bool = True,
         prior_sd: float = 0.5,
@@ -110,6 +110,7 @@ class CellTypeProportions:
         weight_tol: float = 1e-5,
         cv_tol: float = 1e-3,
         cv_max_iter: int = 1000,
+        cv_max_spots: int | None = 20000,
         device: str = "auto",
         dtype: str = "float64",
         seed: int = 0,
@@ -137,6 +138,7 @@ class CellTypeProportions:
         self.weight_tol = weight_tol
         self.cv_tol = cv_tol
         self.cv_max_iter = cv_max_iter
+        self.cv_max_spots = cv_max_spots
         self.device = device
         self.dtype = dtype
         self.seed = seed
@@ -159,8 +161,8 @@ class CellTypeProportions:
         return values
 
     def _check_parameters(self, n_genes: int) -> None:
-        if self.family not in FAMILIES:
-            raise S3RInputError(f"unknown family {self.family!r}; choose poisson or nb (--family)")
+        if self.family not in FAMILIES + ("auto",):
+            raise S3RInputError(f"unknown family {self.family!r}; choose auto, poisson or nb (--family)")
         if self.graph not in GRAPHS:
             raise S3RInputError(f"unknown graph {self.graph!r}; choose one of {', '.join(GRAPHS)} (--graph)")
         if self.weight_constraint not in WEIGHT_CONSTRAINTS:
@@ -209,7 +211,7 @@ class CellTypeProportions:
         return CountTerm(
             torch.as_tensor(Y.T.copy(), dtype=self._dtype, device=self._device),
             torch.as_tensor(profiles, dtype=self._dtype, device=self._device),
-            family=self.family, theta=theta, scale=scale,
+            family=self._family, theta=theta, scale=scale,
         )
 
     # ------------------------------------------------------------------------------------------------
@@ -228,6 +230,8 @@ class CellTypeProportions:
         profiles, sizes = profiles_from_reference(M, gamma, self.floor)
         scale = float(np.median(Y.sum(axis=1)))
         theta = self.theta
+        family = self.family
+        overdispersion = None
 
         if graph is None:
             if coords is None:
@@ -239,7 +243,7 @@ class CellTypeProportions:
 
         # per-spot fit first (λ = 0): the start of every path, NB's θ, and the combined-distance MST
         start_V = np.tile(_bulk_start(Y, profiles), (n, 1))
-        if graph is None or self.family == "nb" and theta is None:
+        if graph is None or family == "auto" or family == "nb" and theta is None:
             empty = Incidence(n, np.zeros((0, 2), dtype=np.int64), K, self._device, self._dtype)
             self._uniform = torch.zeros(0, dtype=self._dtype, device=self._device)
             term = CountTerm(
@@ -249,12 +253,19 @@ class CellTypeProportions:
             V0 = torch.as_tensor(start_V.T.copy(), dtype=self._dtype, device=self._device)
             per_spot = solve_proportions(term, V0, empty, self._uniform, tol=self.cv_tol, max_iter=self.cv_max_iter)
             start_V = per_spot.fractions.T.cpu().numpy()
-            if self.family == "nb" and theta is None:
+            if family != "poisson":
                 means = (start_V @ profiles) * Y.sum(axis=1, keepdims=True)
-                theta = estimate_nb_theta(Y, means)
-                self._log(f"NB dispersion θ = {theta:.4g} (moments of the per-spot Poisson fit)")
+                theta = estimate_nb_theta(Y, means) if theta is None else float(theta)
+                overdispersion = float((means**2).sum() / theta / means.sum())
+                self._log(f"NB dispersion θ = {theta:.4g} (moments of the per-spot Poisson fit); extra-Poisson "
+                          f"variance {overdispersion:.3g}× the Poisson variance")
+            if family == "auto":
+                # the extra-Poisson variance μ²/θ against the Poisson μ: NB only where it dominates
+                family = "nb" if overdispersion is not None and overdispersion > 1.0 else "poisson"
+                theta = theta if family == "nb" else None
             if graph is None:
                 graph = combined_mst(coords, cell_fractions(start_V, sizes), self.mst_alpha, self.max_edge_length)
+        self._family = family
 
         order = locality_order(graph)
         edges, edge_position = relabel_edges(graph.edges, order)
@@ -266,9 +277,21 @@ class CellTypeProportions:
         self._log(f"{n} spots, {K} cell types, {G} genes, {graph.n_edges} {graph.method} edges on {self._device}")
 
         # λ by held-out genes
-        cv_table = None
+        cv_table, cv_spots = None, 0
         if len(candidates) > 1:
-            cv_table = self._cross_validate(Y_ordered, M, gamma, sizes, scale, theta, incidence, node_edge, V_start, candidates)
+            cv_Y, cv_incidence, cv_node_edge, cv_V = Y_ordered, incidence, node_edge, V_start
+            if self.cv_max_spots is not None and n > int(self.cv_max_spots):
+                window = self._cv_window(coords if coords is not None else None, order, edges, n)
+                cv_Y, cv_V = Y_ordered[window], V_start[:, torch.as_tensor(window, device=V_start.device)]
+                cv_edges = _subgraph_edges(edges, window, n)
+                cv_incidence = Incidence(len(window), cv_edges, K, self._device, self._dtype)
+                cv_node_edge = cv_incidence.node_edge_matrix()
+                saved, self._uniform = self._uniform, torch.as_tensor(uniform_weights(cv_edges, len(window)), dtype=self._dtype, device=self._device)
+                self._log(f"choosing λ on a window of {len(window)} spots around the tissue's centre")
+            cv_table = self._cross_validate(cv_Y, M, gamma, sizes, scale, theta, cv_incidence, cv_node_edge, cv_V, candidates)
+            if cv_Y is not Y_ordered:
+                self._uniform = saved
+            cv_spots = int(cv_Y.shape[0])
             mean = cv_table.groupby("lambda")["heldout_loglik_per_count"].mean()
             lam = float(mean.idxmax())
             self._log(f"chose λ = {lam:g} by held-out genes: " + ", ".join(f"{l:g}: {v:.5f}" for l, v in mean.items()))
@@ -303,11 +326,14 @@ class CellTypeProportions:
         self.certificate_ = fit.result.certificate()
         self.report_ = {
             "mode": "proportions",
-            "family": self.family,
+            "family": family,
+            "family_choice": "given" if self.family != "auto" else "NB when the extra-Poisson variance exceeds the Poisson variance",
+            "overdispersion": overdispersion,
             "theta": theta,
             "lambda": lam,
             "lambda_choice": "held-out genes" if cv_table is not None else "given",
-            "candidates": candidates,
+            "candidates": sorted(set(cv_table["lambda"])) if cv_table is not None else candidates,
+            "cv_spots": cv_spots,
             "n_spots": n,
             "n_genes": G,
             "n_cell_types": K,
@@ -330,6 +356,19 @@ class CellTypeProportions:
             f"{fit.result.dual_residual:.1e}, gap {fit.result.gap:.1e}); {self.report_['seconds']:.1f} s"
         )
         return self
+
+    def _cv_window(self, coords, order, edges, n) -> np.ndarray:
+        """The ``cv_max_spots`` spots nearest the centroid (in the solver's order): a compact piece of tissue
+        whose graph is the full graph's restriction, so λ (unit-free) transfers to the whole section."""
+        from scipy.spatial import cKDTree
+
+        if coords is None:  # a given graph without coordinates: a breadth-first ball from spot 0
+            adjacency = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+            seen = sp.csgraph.breadth_first_order(adjacency + adjacency.T, 0, return_predecessors=False)
+            return np.sort(seen[: int(self.cv_max_spots)])
+        xy = np.asarray(coords, dtype=np.float64)[order]
+        _, nearest = cKDTree(xy).query(xy.mean(axis=0), k=int(self.cv_max_spots))
+        return np.sort(np.asarray(nearest, dtype=np.int64))
 
     def _cross_validate(self, Y, M, gamma, sizes, scale, theta, incidence, node_edge, V_start, candidates) -> pd.DataFrame:
         """Held-out log-likelihood per count of each fold's genes, fitted on the other genes, per λ.
@@ -365,7 +404,7 @@ class CellTypeProportions:
                 pi = transcript_fractions(P, state["test_sizes"]) @ state["test_profiles"]
                 counts = state["test_counts"]
                 has = counts.sum(axis=1) > 0
-                loglik = _heldout_loglik(counts[has], pi[has], self.family, theta)
+                loglik = _heldout_loglik(counts[has], pi[has], self._family, theta)
                 rows.append({
                     "fold": fold, "lambda": lam, "heldout_loglik_per_count": loglik / float(counts.sum()),
                     "iterations": fit.result.iterations, "converged": fit.result.converged,
@@ -389,6 +428,14 @@ class CellTypeProportions:
         table = pd.DataFrame({"mean": grouped.mean(), "se": grouped.std(ddof=1) / np.sqrt(grouped.count())}).reset_index()
         table["chosen"] = table["lambda"] == self.lambda_
         return table
+
+
+def _subgraph_edges(edges: np.ndarray, nodes: np.ndarray, n: int) -> np.ndarray:
+    """Edges with both ends in ``nodes`` (sorted), relabelled 0..len(nodes)−1."""
+    label = np.full(n, -1, dtype=np.int64)
+    label[nodes] = np.arange(len(nodes))
+    kept = edges[(label[edges[:, 0]] >= 0) & (label[edges[:, 1]] >= 0)]
+    return label[kept]
 
 
 def _bulk_start(Y: np.ndarray, profiles: np.ndarray) -> np.ndarray:
