@@ -193,6 +193,9 @@ class CountTerm:
         """
         Z = self.composition(V) if Z is None else Z
         weights = self.Y / (Z * Z)
+        if self.family == "nb":  # NB's second derivative in Z: y/Z² − N²(y+θ)/(NZ+θ)², far below y/Z² for large y
+            mu_theta = Z * self.library + self.theta
+            weights = (weights - self.library**2 * (self.Y + self.theta) / (mu_theta * mu_theta)).clamp_min(0.0)
         trace = (self.row_norms @ weights) / self.scale
         K = V.shape[0]
         if K < 2:
