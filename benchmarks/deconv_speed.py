@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lambda", dest="lam", default="0.2")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--family", default="auto")
     args = parser.parse_args(argv)
     import numpy as np
     import torch
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     lam = args.lam if args.lam == "auto" else float(args.lam)
     load_before = os.getloadavg()
     wall, cpu = time.perf_counter(), time.process_time()
-    model = CellTypeProportions(lambda_smooth=lam, dtype=args.dtype, verbose=True).fit(sim.counts, sim.reference, sim.coords)
+    model = CellTypeProportions(lambda_smooth=lam, family=args.family, dtype=args.dtype, verbose=True).fit(sim.counts, sim.reference, sim.coords)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     row = {
         "spots": args.spots, "types": args.types, "genes": args.genes, "lambda": model.lambda_, "lambda_given": args.lam,
