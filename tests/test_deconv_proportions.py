@@ -170,3 +170,30 @@ def test_lambda_is_chosen_on_a_compact_window_of_large_sections(spatial):
     assert model.report_["cv_spots"] == 150 and model.lambda_ > 0
     assert rmse(model.proportions_, sim.proportions) < rmse(
         CellTypeProportions(lambda_smooth=0.0).fit(sim.counts, sim.reference, sim.coords).proportions_, sim.proportions)
+
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+
+@pytest.mark.skipif(not (REAL / "hypothalamus_merfish.h5ad").is_file(), reason="../shared/data/real is absent")
+def test_merfish_pseudo_spots_beat_nnls_by_a_fifth():
+    """Real truth: 200 µm squares of plane 0.21, reference from plane 0.26 (benchmarks/README.md)."""
+    import anndata
+    from scipy.optimize import nnls
+
+    from s3r.deconv.simulate import pseudo_spots
+
+    adata = anndata.read_h5ad(REAL / "hypothalamus_merfish.h5ad")
+    classes = adata.obs["Cell_class"].astype(str).str.replace(r" \d+$", "", regex=True).to_numpy()
+    keep = ~np.isin(classes, ["Ambiguous", "Ependymal"])
+    z, X = adata.obs["z"].to_numpy(), adata.X.tocsr()
+    types = sorted(set(classes[keep]))
+    reference = np.stack([np.asarray(X[keep & (z == 0.26) & (classes == t)].mean(axis=0)).ravel() for t in types])
+    cells = keep & (z == 0.21)
+    spots = pseudo_spots(adata.obsm["spatial"][cells], classes[cells], X[cells], 200.0, types=types)
+    assert spots.counts.shape == (81, 161) and spots.fractions.sum(axis=1) == pytest.approx(1.0)
+    baseline = np.array([nnls(reference.T, y)[0] for y in spots.counts])
+    baseline /= baseline.sum(axis=1, keepdims=True)
+    model = CellTypeProportions(lambda_smooth=0.0).fit(spots.counts, reference, spots.coords)
+    assert model.report_["family"] == "nb"
+    assert rmse(model.proportions_, spots.fractions) < 0.8 * rmse(baseline, spots.fractions)
