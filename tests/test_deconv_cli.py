@@ -43,7 +43,7 @@ def test_deconvolve_writes_every_output(inputs, tmp_path, capsys):
     np.testing.assert_allclose(proportions.to_numpy(), mixture.to_numpy() @ dictionary.to_numpy().T, atol=1e-9)
     assert list(edges.columns) == ["spot_a", "spot_b", "weight"] and set(edges.spot_a) <= set(sim.spot_ids)
     sums = pd.concat([edges.groupby("spot_a").weight.sum(), edges.groupby("spot_b").weight.sum()], axis=1).fillna(0).sum(axis=1)
-    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-8)
+    assert sums.min() >= 1.0 - 1e-8 and np.median(sums.to_numpy()) == pytest.approx(1.0)  # "at_least": tight at most spots
     for key in ("objective_trace", "iterations", "seconds", "converged", "feasibility", "parameters", "versions"):
         assert key in record
     assert record["iterations"] == 6 and record["parameters"]["lambda"] == 5.0
@@ -55,7 +55,7 @@ def test_infeasible_weights_are_one_line_and_a_nonzero_exit(inputs, tmp_path, ca
     folder, _ = inputs
     code = main(
         ["deconvolve", "--scores", str(folder / "S.csv"), "--coords", str(folder / "C.csv"), "--components", "2",
-         "--graph", "mst", "--out", str(tmp_path / "o"), "--quiet"]
+         "--graph", "mst", "--weight-constraint", "equal", "--out", str(tmp_path / "o"), "--quiet"]
     )
     err = capsys.readouterr().err.strip()
     assert code != 0 and len(err.splitlines()) == 1
@@ -113,3 +113,50 @@ def test_deconvolve_from_counts_and_reference(tmp_path):
     assert list(pd.read_csv(out / "proportions.csv", index_col=0).columns) == list(reference.index)
     assert pd.read_csv(out / "scores.csv", index_col=0).shape == (200, 4)
     assert json.loads((out / "deconvolve.json").read_text())["inputs"]["reference"].endswith("reference.csv")
+
+
+def test_proportions_mode_is_the_default_with_a_reference_and_writes_its_evidence(tmp_path, capsys):
+    import anndata
+
+    from s3r.deconv import simulate_counts
+    from s3r.report.deconvolution import deconvolution_report
+
+    sim = simulate_counts(n_spots=200, n_types=3, n_genes=40, seed=6)
+    pd.DataFrame(sim.counts, index=sim.spot_ids, columns=sim.genes).to_csv(tmp_path / "counts.csv")
+    pd.DataFrame(sim.coords, index=sim.spot_ids, columns=["x", "y"]).to_csv(tmp_path / "C.csv")
+    rng = np.random.default_rng(0)  # single cells around each type's mean: the reference as an .h5ad
+    cells = np.concatenate([rng.poisson(np.tile(sim.reference[k] * 4, (25, 1))) for k in range(3)]).astype(float)
+    anndata.AnnData(X=cells, obs=pd.DataFrame({"celltype": np.repeat(sim.cell_types, 25)}, index=[f"c{i}" for i in range(75)]),
+                    var=pd.DataFrame(index=sim.genes)).write_h5ad(tmp_path / "cells.h5ad")
+    out = tmp_path / "out"
+    args = ["deconvolve", "--counts", str(tmp_path / "counts.csv"), "--reference", str(tmp_path / "cells.h5ad"),
+            "--coords", str(tmp_path / "C.csv"), "--lambdas", "0,0.2", "--out", str(out), "--quiet"]
+    assert main(args) == 2  # input errors exit 2; the default .obs column is "cell_type"
+    assert "no .obs['cell_type'] with cell types (columns: celltype); pass --cell-type-key" in capsys.readouterr().err
+    assert main(args + ["--cell-type-key", "celltype"]) == 0
+    proportions = pd.read_csv(out / "proportions.csv", index_col=0)
+    assert list(proportions.index) == sim.spot_ids and list(proportions.columns) == sim.cell_types
+    assert np.sqrt(np.mean((proportions.to_numpy() - sim.proportions) ** 2)) < 0.1
+    choice = pd.read_csv(out / "lambda_choice.csv")
+    cv = pd.read_csv(out / "lambda_cv.csv")
+    assert list(choice.columns) == ["lambda", "mean", "se", "chosen"] and choice["lambda"].iloc[0] == 0.0
+    np.testing.assert_allclose(choice["mean"], cv.groupby("lambda")["heldout_loglik_per_count"].mean().to_numpy())
+    record = json.loads((out / "deconvolve.json").read_text())
+    assert record["mode"] == "proportions" and record["lambda"] == choice.loc[choice["chosen"], "lambda"].item()
+    assert record["certificate"]["converged"] and [row["lambda"] for row in record["lambda_evidence"]] == list(choice["lambda"])
+    assert list(pd.read_csv(out / "platform_effects.csv", index_col=0).index) == sim.genes
+    assert not list(out.glob(".*tmp*"))
+    coords = pd.DataFrame(sim.coords, index=sim.spot_ids)
+    paths = deconvolution_report(out, tmp_path / "report", coords=coords)
+    assert paths["lambda_choice_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_proportions_mode_input_errors_are_one_line(inputs, tmp_path, capsys):
+    folder, _ = inputs
+    code = main(["deconvolve", "--scores", str(folder / "S.csv"), "--coords", str(folder / "C.csv"), "--mode", "proportions",
+                 "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1 and "--mode proportions fits counts: pass --counts and --reference" in err
+    code = main(["deconvolve", "--scores", str(folder / "S.csv"), "--coords", str(folder / "C.csv"), "--mode", "components",
+                 "--out", str(tmp_path / "o"), "--quiet"])
+    assert code != 0 and "needs the number of mixture components: pass --components D" in capsys.readouterr().err

@@ -48,9 +48,10 @@ def test_fitted_state_respects_the_constraints(simulation, fitted):
     np.testing.assert_allclose(fitted.mixture_.sum(axis=1), 1.0, atol=1e-12)
     np.testing.assert_allclose(fitted.dictionary_.sum(axis=0), 1.0, atol=1e-12)
     np.testing.assert_allclose(fitted.proportions_, fitted.mixture_ @ fitted.dictionary_.T)
-    # learned weights are stored in the caller's edge order: every spot's weights sum to 1
+    # learned weights are stored in the caller's edge order: every spot keeps weight ≥ 1 ("at_least"), tight
+    # at most spots (an edge-order mix-up breaks the bound)
     node_sums = abs(fitted.graph_.incidence()).T @ fitted.edge_weights_
-    np.testing.assert_allclose(node_sums, 1.0, atol=1e-8)
+    assert node_sums.min() >= 1.0 - 1e-8 and np.median(node_sums) == pytest.approx(1.0)
     assert fitted.edge_weights_.min() >= fitted.w_min - 1e-12 and fitted.edge_weights_.max() <= fitted.w_max + 1e-12
 
 

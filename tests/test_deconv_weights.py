@@ -56,15 +56,47 @@ def test_isolated_spots_are_named():
         check_weight_bounds(graph.edges, 4, 0.05, 1.0)
 
 
-def test_fit_on_a_real_mst_fails_before_any_iteration_with_one_line():
+def test_equal_constraint_on_a_real_mst_fails_before_any_iteration_with_one_line():
     sim = simulate_deconvolution("dlpfc_151507", n_spots=300, seed=1)
-    model = Deconvolution(2, graph="mst", max_iter=1)
+    model = Deconvolution(2, graph="mst", weight_constraint="equal", max_iter=1)
     with pytest.raises(S3RInputError) as err:
         model.fit(sim.scores, sim.coords)
     assert "\n" not in str(err.value) and "mst" in str(err.value)
     assert not hasattr(model, "mixture_")
-    # fixed weights are the documented way out
+    # fixed weights are a way out
     Deconvolution(2, graph="mst", learn_weights=False, max_iter=2).fit(sim.scores, sim.coords)
+
+
+def test_at_least_constraint_learns_weights_on_a_tree():
+    """The default w-step on an MST: feasible, every leaf edge at min(1, w_max), weights moved off the
+    boundary edges (low weight where the true regions differ)."""
+    sim = simulate_deconvolution("dlpfc_151507", n_spots=300, seed=1)
+    model = Deconvolution(2, graph="mst", lambda_smooth=10.0, w_max=0.8, max_iter=15, seed=1).fit(sim.scores, sim.coords)
+    edges, weights = model.graph_.edges, model.edge_weights_
+    assert model.report_["feasibility"]["constraint"] == "at_least"
+    assert sum(step["weights_changed"] for step in model.report_["steps"]) >= 1
+    degree = np.bincount(edges.ravel(), minlength=300)
+    leaf_edge = (degree[edges[:, 0]] == 1) | (degree[edges[:, 1]] == 1)
+    np.testing.assert_allclose(weights[leaf_edge], 0.8, atol=1e-9)
+    sums = np.bincount(edges.ravel(), weights=np.repeat(weights, 2), minlength=300)
+    assert sums.min() >= np.minimum(1.0, degree * 0.8).min() - 1e-9
+    crossing = sim.regions[edges[:, 0]] != sim.regions[edges[:, 1]]
+    assert crossing.any() and weights[crossing].mean() < weights[~crossing].mean()
+
+
+def test_at_least_lp_is_feasible_where_equal_is_not():
+    # a star: the centre has three leaves, each leaf edge must carry 1, so "equal" cannot hold at the centre
+    edges = np.array([[0, 1], [0, 2], [0, 3]])
+    incidence = Incidence(4, edges, 1, torch.device("cpu"), torch.float64)
+    with pytest.raises(S3RInputError, match="infeasible"):
+        check_weight_bounds(edges, 4, 0.0, 1.0, graph_method="mst")
+    weights = solve_w_step(np.array([1.0, 2.0, 3.0]), incidence.node_edge_matrix(), 0.0, 0.5, "at_least")
+    np.testing.assert_allclose(weights, 0.5)  # each leaf needs min(1, 1·0.5) = 0.5
+    # a path a–b–c–d with a dear middle edge: the ends keep their edges, the middle one drops to w_min
+    path = np.array([[0, 1], [1, 2], [2, 3]])
+    incidence = Incidence(4, path, 1, torch.device("cpu"), torch.float64)
+    weights = solve_w_step(np.array([1.0, 5.0, 1.0]), incidence.node_edge_matrix(), 0.1, 1.0, "at_least")
+    np.testing.assert_allclose(weights, [1.0, 0.1, 1.0], atol=1e-9)
 
 
 def test_lp_solution_is_feasible_and_optimal():

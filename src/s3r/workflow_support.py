@@ -53,6 +53,8 @@ SHEET_COLUMNS = {
     "layer": ".h5ad layer holding the expression (default .X)",
     "spatial_key": ".obsm key of the coordinates (default 'spatial')",
     "scores": "deconvolution input: an .obsm key (.h5ad) or a CSV of spots x cell types",
+    "reference": "proportions-mode deconvolution: single cells (.h5ad with .obs cell types) or a CSV of cell types x genes",
+    "cell_type_key": ".obs column of cell types in a reference .h5ad (default 'cell_type')",
     # per-sample overrides of config 'model' / 'graph'
     "smooth": "override model.smooth",
     "lambda_smooth": "override model.lambda_smooth",
@@ -81,6 +83,8 @@ class SampleSpec:
     layer: str | None = None
     spatial_key: str = "spatial"
     scores: str | None = None
+    reference: str | None = None
+    cell_type_key: str = "cell_type"
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -388,6 +392,8 @@ def _check_csv_sample(
     scores = record.get("scores")
     if scores:
         _require_file(row, "scores", scores, generated)
+    if record.get("reference"):
+        raise row.error("reference", "proportions need spot counts, so an .h5ad sample (counts in .X or a layer); use column 'h5ad'")
     return SampleSpec(
         name=row.name, line=row.line, kind="csv", inputs=paths, targets=targets, features=features, scores=scores,
     )
@@ -445,6 +451,14 @@ def _check_h5ad_sample(row: _Row, record: dict, generated: dict, demo_targets: l
     spatial_key = record.get("spatial_key") or "spatial"
     covariates = _split_names(record["covariates"]) if record.get("covariates") else None
     scores = record.get("scores")
+    reference = record.get("reference")
+    cell_type_key = record.get("cell_type_key") or "cell_type"
+    if reference:
+        if scores:
+            raise row.error("reference", "give either 'scores' (components mode) or 'reference' (proportions), not both")
+        if not reference.endswith((".h5ad", ".csv")):
+            raise row.error("reference", f"{reference!r} is neither an .h5ad of single cells nor a .csv of cell types x genes")
+        _require_file(row, "reference", reference, generated)
 
     if _require_file(row, "h5ad", path, generated):
         try:
@@ -502,6 +516,7 @@ def _check_h5ad_sample(row: _Row, record: dict, generated: dict, demo_targets: l
     return SampleSpec(
         name=row.name, line=row.line, kind="h5ad", inputs={"h5ad": path}, targets=targets, features=features,
         covariates=covariates, layer=layer, spatial_key=spatial_key, scores=scores,
+        reference=reference, cell_type_key=cell_type_key,
     )
 
 
@@ -748,18 +763,59 @@ def load_scores(spec: dict, inputs: dict):
     return scores, coords.loc[scores.index].to_numpy(dtype=np.float64)
 
 
-def check_deconvolve_options(options: dict) -> None:
-    """Unknown option names fail at start-up rather than in a GPU job."""
+def check_deconvolve_options(options: dict, section: str = "options") -> None:
+    """Unknown option names fail at start-up rather than in a GPU job ('options': components mode,
+    'proportions': proportions mode)."""
     import inspect
 
-    from s3r.deconv import Deconvolution
+    from s3r.deconv import CellTypeProportions, Deconvolution
 
-    known = [p for p in inspect.signature(Deconvolution.__init__).parameters if p not in ("self", "device", "verbose")]
+    estimator = CellTypeProportions if section == "proportions" else Deconvolution
+    known = [p for p in inspect.signature(estimator.__init__).parameters if p not in ("self", "device", "verbose")]
     for key in options:
         if key not in known:
             raise S3RInputError(
-                f"config: unknown setting 'deconvolve.options.{key}'{_suggest(key, known)}; known: {', '.join(known)}"
+                f"config: unknown setting 'deconvolve.{section}.{key}'{_suggest(key, known)}; known: {', '.join(known)}"
             )
+
+
+def run_proportions(spec: dict, inputs: dict, *, proportions, edge_weights, lambda_choice, summary, device: str) -> None:
+    """Cell-type proportions of an .h5ad sample against its reference (config 'deconvolve.proportions'),
+    written as ``s3r deconvolve`` writes them: proportions.csv, edge_weights.csv, lambda_choice.csv, JSON."""
+    import anndata
+    import pandas as pd
+
+    from s3r.deconv import CellTypeProportions, reference_from_h5ad
+    from s3r.io import write_csv, write_json
+
+    adata = anndata.read_h5ad(inputs["h5ad"])
+    matrix = adata.layers[spec["layer"]] if spec.get("layer") else adata.X
+    spots = [str(s) for s in adata.obs_names]
+    genes = [str(g) for g in adata.var_names]
+    counts = pd.DataFrame(matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix), index=spots, columns=genes)
+    coords = np.asarray(adata.obsm[spec["spatial_key"]], dtype=np.float64)[:, :2]
+    source = inputs["reference"]
+    if source.endswith(".h5ad"):
+        reference = reference_from_h5ad(source, spec.get("cell_type_key") or "cell_type")
+    else:
+        reference = pd.read_csv(source, index_col=0)
+    options = dict(spec["settings"].get("proportions") or {})
+    model = CellTypeProportions(**options, device=device, verbose=True)
+    model.fit(counts, reference, coords, source_counts=inputs["h5ad"], source_reference=source)
+    index = pd.Index(model.spot_names_, name="spot")
+    write_csv(pd.DataFrame(model.proportions_, index=index, columns=model.cell_types_), proportions)
+    ids, edges = np.asarray(model.spot_names_, dtype=object), model.graph_.edges
+    write_csv(pd.DataFrame({"spot_a": ids[edges[:, 0]], "spot_b": ids[edges[:, 1]], "weight": model.edge_weights_}),
+              edge_weights, index=False)
+    choice = model.summary_of_choice()
+    write_csv(choice, lambda_choice, index=False)
+    report = dict(model.report_) | {
+        "cell_types": list(model.cell_types_),
+        "lambda_evidence": choice.to_dict(orient="records"),
+        "platform_effects": dict(zip(model.genes_, map(float, model.platform_effects_))),
+        "options": options,
+    }
+    write_json(report, summary)
 
 
 def run_deconvolution(spec: dict, inputs: dict, *, proportions, mixture, summary, device: str, edge_weights=None,

@@ -78,6 +78,7 @@ if config["tune"]["enabled"]:
 if config["deconvolve"]["enabled"]:
     try:
         ws.check_deconvolve_options(config["deconvolve"]["options"])
+        ws.check_deconvolve_options(config["deconvolve"]["proportions"], "proportions")
     except S3RInputError as err:
         raise _input_error(err) from None
 
@@ -182,6 +183,30 @@ def deconvolve_samples():
     return [name for name, spec in SAMPLES.items() if spec.scores] if deconvolve_enabled() else []
 
 
+def proportions_samples():
+    return [name for name, spec in SAMPLES.items() if spec.reference] if deconvolve_enabled() else []
+
+
+def proportions_input(wildcards):
+    spec = SAMPLES[wildcards.sample]
+    return {"h5ad": spec.inputs["h5ad"], "reference": spec.reference}
+
+
+def proportions_params(wildcards):
+    spec = SAMPLES[wildcards.sample]
+    return {
+        "layer": spec.layer,
+        "spatial_key": spec.spatial_key,
+        "cell_type_key": spec.cell_type_key,
+        "settings": config["deconvolve"],
+    }
+
+
+def samples_pattern(names):
+    """A wildcard constraint matching exactly these samples (none: matches nothing)."""
+    return "|".join(re.escape(s) for s in names) or "(?!)"
+
+
 def deconvolve_input(wildcards):
     spec = SAMPLES[wildcards.sample]
     inputs = dict(spec.inputs)
@@ -257,5 +282,7 @@ def final_outputs():
     out += ["results/report/summary.tsv"]
     out += [f"results/deconvolution/{s}/proportions.csv" for s in deconvolve_samples()]
     out += [f"results/report/{s}/deconvolution/proportions.png" for s in deconvolve_samples()]
+    out += [f"results/deconvolution/{s}/lambda_choice.csv" for s in proportions_samples()]
+    out += [f"results/report/{s}/deconvolution/proportions.png" for s in proportions_samples()]
     out += perturbseq_outputs()
     return out

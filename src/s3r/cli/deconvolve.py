@@ -1,9 +1,14 @@
 """``s3r deconvolve``: spatially regularised cell-type deconvolution of one sample.
 
-Reads per-spot cell-type likelihood scores (``--scores``), or spot counts with a reference of cell-type mean
-profiles (``--counts`` + ``--reference``, scored with a Poisson likelihood), and spot coordinates; writes
-the mixtures X, the dictionary B, the proportions X Bᵀ (usable as S3R features), the learned edge weights
-and a JSON record of the fit.
+Two modes. ``proportions`` (the default with ``--counts`` + ``--reference``): cell-type proportions per spot
+fitted directly to the counts (Poisson or negative binomial, per-spot library size, per-gene platform
+effects), smoothed by graph TV with learned edge weights, λ chosen by held-out genes unless ``--lambda`` is a
+number; writes proportions.csv, transcript_fractions.csv, platform_effects.csv, lambda_cv.csv,
+lambda_choice.csv, edge_weights.csv and deconvolve.json. ``components`` (with ``--scores``, or with
+``--components D``): per-spot likelihood scores explained by D latent mixtures X and a dictionary B (the seed's
+model); writes mixture.csv, dictionary.csv, proportions.csv (X Bᵀ), edge_weights.csv and deconvolve.json.
+A reference is a CSV (cell types × genes, mean expression per cell) or an .h5ad of single cells with
+``.obs['cell_type']`` (``--cell-type-key``), averaged per type.
 """
 
 from __future__ import annotations
@@ -32,14 +37,28 @@ def add_parser(subparsers):
     inputs = p.add_argument_group("input (scores, or counts with a reference)")
     inputs.add_argument("--scores", metavar="S.csv", help="spots × cell types likelihood scores (≥ 0, e.g. RCTD)")
     inputs.add_argument("--counts", metavar="COUNTS.csv", help="spots × genes counts (with --reference)")
-    inputs.add_argument("--reference", metavar="REF.csv", help="cell types × genes mean expression (with --counts)")
-    inputs.add_argument("--temperature", type=float, default=1.0, help="divide Poisson log-likelihoods by this (default 1)")
+    inputs.add_argument("--reference", metavar="REF", help="cell types × genes mean expression (.csv) or single cells (.h5ad)")
+    inputs.add_argument("--cell-type-key", default="cell_type", help="the .obs column of an .h5ad reference (default cell_type)")
+    inputs.add_argument("--temperature", type=float, default=1.0, help="components mode: divide Poisson log-likelihoods by this (default 1)")
     inputs.add_argument("--coords", metavar="C.csv", required=True, help="spots × coordinates (x, y or row, col)")
     inputs.add_argument("--coord-columns", metavar="A,B", help="the two coordinate columns when C.csv has more")
     model = p.add_argument_group("model")
-    model.add_argument("--components", type=int, required=True, metavar="D", help="number of mixture components")
-    model.add_argument("--lambda", dest="lambda_smooth", type=float, default=10.0, metavar="L", help="spatial weight λ (default 10)")
-    model.add_argument("--graph", choices=("delaunay", "mst"), default="delaunay", help="spot graph (default delaunay)")
+    model.add_argument("--mode", choices=("proportions", "components"),
+                       help="default: proportions with --reference (unless --components is given), components with --scores")
+    model.add_argument("--components", type=int, metavar="D", help="components mode: number of mixture components")
+    model.add_argument("--lambda", dest="lambda_smooth", default=None, metavar="L",
+                       help="spatial weight λ, or 'auto' (default: auto in proportions mode, 10 in components mode)")
+    model.add_argument("--lambdas", metavar="L1,L2,...", help="proportions mode: the λ path searched by 'auto' (0 is always added)")
+    model.add_argument("--folds", type=int, default=3, help="proportions mode: gene folds for choosing λ (default 3)")
+    model.add_argument("--family", choices=("auto", "poisson", "nb"), default="auto",
+                       help="proportions mode: count likelihood; auto (default): NB when the extra-Poisson variance exceeds the Poisson variance")
+    model.add_argument("--theta", type=float, help="proportions mode: NB dispersion (default: estimated)")
+    model.add_argument("--no-platform-effects", action="store_true", help="proportions mode: do not estimate per-gene platform effects")
+    model.add_argument("--graph", choices=("delaunay", "mst", "mst_combined"), default="delaunay",
+                       help="spot graph (default delaunay); mst_combined (proportions mode): MST on composition + α·distance")
+    model.add_argument("--mst-alpha", type=float, default=1.0, help="α of mst_combined (default 1)")
+    model.add_argument("--weight-constraint", choices=("at_least", "equal"), default="at_least",
+                       help="w-step: each spot keeps ≥ min(1, deg·w_max) weight (default, feasible on every graph) or exactly 1")
     model.add_argument("--max-edge-length", type=float, help="drop longer Delaunay edges, in coordinate units")
     model.add_argument("--w-min", type=float, default=0.05, help="lower bound on edge weights (default 0.05)")
     model.add_argument("--w-max", type=float, default=1.0, help="upper bound on edge weights (default 1)")
@@ -48,8 +67,8 @@ def add_parser(subparsers):
     model.add_argument("--penalty", choices=("tv", "soft_l1"), default="tv", help="exact TV (default) or soft-L1 √(u²+δ)")
     model.add_argument("--delta", type=float, default=1e-6, help="δ of the soft-L1 penalty (default 1e-6)")
     solver = p.add_argument_group("solver")
-    solver.add_argument("--tol", type=float, default=1e-4, help="relative objective change to stop at (default 1e-4)")
-    solver.add_argument("--max-iter", type=int, default=100, help="outer iterations (default 100)")
+    solver.add_argument("--tol", type=float, default=1e-4, help="stopping tolerance (default 1e-4)")
+    solver.add_argument("--max-iter", type=int, help="components: outer iterations (default 100); proportions: iterations per solve (default 3000)")
     solver.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     solver.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     solver.add_argument("--seed", type=int, default=0, help="seed of the k-means initialisation (default 0)")
@@ -108,52 +127,186 @@ def _oriented(table: pd.DataFrame, row_ids: set, path: str, rows: str, columns: 
     return table
 
 
+def _read_reference(args) -> pd.DataFrame:
+    if str(args.reference).endswith(".h5ad"):
+        from s3r.deconv.counts import reference_from_h5ad
+
+        return reference_from_h5ad(args.reference, args.cell_type_key)
+    return _read_table(args.reference, "reference", "cell type", "gene")
+
+
+def _counts_and_reference(args, coords_ids: set) -> tuple[pd.DataFrame, pd.DataFrame]:
+    counts = _oriented(_read_table(args.counts, "counts", "spot", "gene"), coords_ids, args.counts, "spots", "genes")
+    reference = _read_reference(args)
+    genes = set(map(str, counts.columns))
+    if len(genes & set(map(str, reference.index))) > len(genes & set(map(str, reference.columns))):
+        reference = reference.T  # written genes × cell types
+    return counts, reference
+
+
 def _scores_from_args(args, coords_ids: set) -> tuple[pd.DataFrame, dict]:
     from s3r.deconv.scores import poisson_scores
 
-    if args.scores and (args.counts or args.reference):
-        raise S3RInputError("give either --scores or --counts with --reference, not both")
     if args.scores:
         scores = _read_table(args.scores, "scores", "spot", "cell type")
         return scores, {"scores": args.scores}
-    if not (args.counts and args.reference):
-        raise S3RInputError("missing input: pass --scores S.csv, or both --counts COUNTS.csv and --reference REF.csv")
-    counts = _oriented(_read_table(args.counts, "counts", "spot", "gene"), coords_ids, args.counts, "spots", "genes")
-    reference = _read_table(args.reference, "reference", "cell type", "gene")
-    genes = set(map(str, counts.columns))
-    if len(genes & set(reference.index)) > len(genes & set(reference.columns)):
-        reference = reference.T  # written genes × cell types
+    counts, reference = _counts_and_reference(args, coords_ids)
     scores = poisson_scores(
         counts, reference, temperature=args.temperature, source_counts=args.counts, source_reference=args.reference
     )
     return scores, {"counts": args.counts, "reference": args.reference, "temperature": args.temperature}
 
 
-def run(args) -> int:
+def _mode(args) -> str:
+    if args.scores and (args.counts or args.reference):
+        raise S3RInputError("give either --scores or --counts with --reference, not both")
+    if not args.scores and not (args.counts and args.reference):
+        raise S3RInputError("missing input: pass --counts COUNTS.csv with --reference REF, or --scores S.csv")
+    mode = args.mode or ("components" if args.scores or args.components is not None else "proportions")
+    if mode == "proportions" and args.scores:
+        raise S3RInputError("--mode proportions fits counts: pass --counts and --reference instead of --scores (or --mode components)")
+    if mode == "components" and args.components is None:
+        raise S3RInputError("--mode components needs the number of mixture components: pass --components D")
+    return mode
+
+
+def _lambda(args, mode: str):
+    value = args.lambda_smooth
+    if value is None:
+        return "auto" if mode == "proportions" else 10.0
+    if str(value).lower() == "auto":
+        if mode == "components":
+            raise S3RInputError("--lambda auto is for the proportions mode; give a number (e.g. --lambda 10) with --components")
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise S3RInputError(f"--lambda must be a number ≥ 0 or 'auto', not {value!r}") from None
+
+
+def _lambdas(text: str | None):
+    from s3r.deconv.proportions import DEFAULT_LAMBDAS
+
+    if not text:
+        return DEFAULT_LAMBDAS
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise S3RInputError(f"--lambdas must be numbers separated by commas (e.g. 0,0.05,0.2), not {text!r}") from None
+
+
+def _versions() -> dict:
     import torch
 
+    return {"s3r": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _edge_table(spot_ids, edges, weights) -> pd.DataFrame:
+    ids = np.asarray(spot_ids, dtype=object)
+    return pd.DataFrame({"spot_a": ids[edges[:, 0]], "spot_b": ids[edges[:, 1]], "weight": weights})
+
+
+def run(args) -> int:
+    mode = _mode(args)
+    lam = _lambda(args, mode)
+    coords_table = _coordinates(args.coords, args.coord_columns)
+    if mode == "proportions":
+        return _run_proportions(args, lam, coords_table)
+    return _run_components(args, lam, coords_table)
+
+
+def _run_proportions(args, lam, coords_table) -> int:
+    from s3r.deconv.proportions import CellTypeProportions
+    from s3r.io import write_csv, write_json
+
+    counts, reference = _counts_and_reference(args, set(coords_table.index))
+    spot_ids = [str(s) for s in counts.index]
+    coords = _align(coords_table, args.coords, spot_ids, args.counts)
+    model = CellTypeProportions(
+        lambda_smooth=lam,
+        lambdas=_lambdas(args.lambdas),
+        n_folds=args.folds,
+        family=args.family,
+        theta=args.theta,
+        estimate_platform_effects=not args.no_platform_effects,
+        graph=args.graph,
+        max_edge_length=args.max_edge_length,
+        mst_alpha=args.mst_alpha,
+        learn_weights=not args.fixed_weights,
+        w_min=args.w_min,
+        w_max=args.w_max,
+        weight_constraint=args.weight_constraint,
+        tol=args.tol,
+        max_iter=args.max_iter or 3000,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        verbose=not args.quiet,
+    )
+    model.fit(counts, reference, coords.to_numpy(dtype=np.float64), source_counts=args.counts, source_reference=args.reference)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    spots = pd.Index(model.spot_names_, name="spot")
+    types = list(model.cell_types_)
+    write_csv(pd.DataFrame(model.proportions_, index=spots, columns=types), out / "proportions.csv")
+    write_csv(pd.DataFrame(model.transcript_fractions_, index=spots, columns=types), out / "transcript_fractions.csv")
+    write_csv(
+        pd.DataFrame({"platform_effect": model.platform_effects_}, index=pd.Index(model.genes_, name="gene")),
+        out / "platform_effects.csv",
+    )
+    cv = model.cv_ if model.cv_ is not None else pd.DataFrame(columns=["fold", "lambda", "heldout_loglik_per_count"])
+    write_csv(cv, out / "lambda_cv.csv", index=False)
+    choice = model.summary_of_choice()
+    write_csv(choice, out / "lambda_choice.csv", index=False)
+    write_csv(_edge_table(model.spot_names_, model.graph_.edges, model.edge_weights_), out / "edge_weights.csv", index=False)
+    report = dict(model.report_)
+    report.update(
+        {
+            "cell_types": types,
+            "cell_sizes": dict(zip(types, map(float, model.cell_sizes_))),
+            "lambda_evidence": choice.to_dict(orient="records"),
+            "inputs": {"counts": args.counts, "reference": args.reference, "coords": args.coords},
+            "parameters": {key: value for key, value in model.__dict__.items() if not key.startswith("_") and not key.endswith("_")},
+            "versions": _versions(),
+        }
+    )
+    write_json(report, out / "deconvolve.json")
+    if not args.quiet:
+        state = "converged" if model.report_["converged"] else "stopped at --max-iter"
+        print(
+            f"s3r deconvolve: proportions at λ = {model.lambda_:g} ({report['lambda_choice']}), {state}, "
+            f"{model.report_['seconds']:.1f} s; wrote {out}/proportions.csv, lambda_choice.csv, deconvolve.json and more",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _run_components(args, lam, coords_table) -> int:
     from s3r.deconv import Deconvolution
     from s3r.io import write_csv, write_json
 
-    coords_table = _coordinates(args.coords, args.coord_columns)
     scores, inputs = _scores_from_args(args, set(coords_table.index))
     spots_path = args.scores or args.counts
     spot_ids = [str(s) for s in scores.index]
     coords = _align(coords_table, args.coords, spot_ids, spots_path)
-
+    if args.graph == "mst_combined":
+        raise S3RInputError("--graph mst_combined needs proportions (the proportions mode); use delaunay or mst with --components")
+    max_iter = args.max_iter or 100
     model = Deconvolution(
         args.components,
-        lambda_smooth=args.lambda_smooth,
+        lambda_smooth=lam,
         graph=args.graph,
         max_edge_length=args.max_edge_length,
         eps=args.eps,
         w_min=args.w_min,
         w_max=args.w_max,
         learn_weights=not args.fixed_weights,
+        weight_constraint=args.weight_constraint,
         penalty=args.penalty,
         delta=args.delta,
         tol=args.tol,
-        max_iter=args.max_iter,
+        max_iter=max_iter,
         device=args.device,
         dtype=args.dtype,
         seed=args.seed,
@@ -169,40 +322,31 @@ def run(args) -> int:
     write_csv(pd.DataFrame(model.mixture_, index=spots, columns=components), out / "mixture.csv")
     write_csv(pd.DataFrame(model.dictionary_, index=cell_types, columns=components), out / "dictionary.csv")
     write_csv(pd.DataFrame(model.proportions_, index=spots, columns=cell_types), out / "proportions.csv")
-    edges = model.graph_.edges
-    write_csv(
-        pd.DataFrame(
-            {
-                "spot_a": np.asarray(spot_ids, dtype=object)[edges[:, 0]],
-                "spot_b": np.asarray(spot_ids, dtype=object)[edges[:, 1]],
-                "weight": model.edge_weights_,
-            }
-        ),
-        out / "edge_weights.csv",
-        index=False,
-    )
+    write_csv(_edge_table(spot_ids, model.graph_.edges, model.edge_weights_), out / "edge_weights.csv", index=False)
     if "counts" in inputs:
         write_csv(scores.rename_axis("spot"), out / "scores.csv")
     report = dict(model.report_)
     report.update(
         {
+            "mode": "components",
             "inputs": {**inputs, "coords": args.coords},
             "parameters": {
                 "components": args.components,
-                "lambda": args.lambda_smooth,
+                "lambda": lam,
                 "graph": args.graph,
                 "max_edge_length": args.max_edge_length,
                 "w_min": args.w_min,
                 "w_max": args.w_max,
                 "fixed_weights": args.fixed_weights,
+                "weight_constraint": args.weight_constraint,
                 "eps": args.eps,
                 "penalty": args.penalty,
                 "delta": args.delta,
                 "tol": args.tol,
-                "max_iter": args.max_iter,
+                "max_iter": max_iter,
                 "seed": args.seed,
             },
-            "versions": {"s3r": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "versions": _versions(),
         }
     )
     write_json(report, out / "deconvolve.json")

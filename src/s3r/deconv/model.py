@@ -23,7 +23,7 @@ from s3r.deconv.init import initial_factors
 from s3r.deconv.operators import Incidence, locality_order, relabel_edges
 from s3r.deconv.scores import validate_scores
 from s3r.deconv.simplex import check_floor
-from s3r.deconv.wstep import check_weight_bounds, solve_w_step, uniform_weights
+from s3r.deconv.wstep import WEIGHT_CONSTRAINTS, check_weight_bounds, solve_w_step, uniform_weights
 from s3r.deconv.xstep import (
     XStepResult,
     default_dual_step,
@@ -88,6 +88,7 @@ class Deconvolution:
         w_min: float = 0.05,
         w_max: float = 1.0,
         learn_weights: bool = True,
+        weight_constraint: str = "at_least",
         penalty: str = "tv",
         delta: float = 1e-6,
         tol: float = 1e-4,
@@ -110,6 +111,7 @@ class Deconvolution:
         self.w_min = w_min
         self.w_max = w_max
         self.learn_weights = learn_weights
+        self.weight_constraint = weight_constraint
         self.penalty = penalty
         self.delta = delta
         self.tol = tol
@@ -136,6 +138,10 @@ class Deconvolution:
             raise S3RInputError(f"unknown penalty {self.penalty!r}; choose one of {', '.join(PENALTIES)}")
         if self.penalty == "soft_l1" and not self.delta > 0:
             raise S3RInputError(f"the soft_l1 penalty needs delta > 0, not {self.delta}")
+        if self.weight_constraint not in WEIGHT_CONSTRAINTS:
+            raise S3RInputError(
+                f"unknown weight_constraint {self.weight_constraint!r}; choose one of {', '.join(WEIGHT_CONSTRAINTS)}"
+            )
         if self.graph not in GRAPH_METHODS:
             raise S3RInputError(f"unknown graph {self.graph!r}; choose delaunay (default) or mst")
         check_floor(self.eps, D, "mixtures (rows of X) with this many components")
@@ -189,11 +195,15 @@ class Deconvolution:
             raise S3RInputError(f"the graph has {graph.n_nodes} spots but the scores have {n} rows; align them")
         lam = float(self.lambda_smooth)
         learn = bool(self.learn_weights) and lam > 0 and graph.n_edges > 0
-        feasibility = {"learned_weights": False}
-        if learn:  # before any work: an infeasible LP is a user error with a named fix
+        degrees = np.bincount(np.asarray(graph.edges).ravel(), minlength=n)
+        feasibility = {  # "at_least" is feasible on every graph (w ≡ w_max satisfies it)
+            "learned_weights": learn, "constraint": self.weight_constraint, "feasible": True,
+            "min_degree": int(degrees.min()) if n else 0, "max_degree": int(degrees.max()) if n else 0,
+        }
+        if learn and self.weight_constraint == "equal":  # before any work: an infeasible LP is a user error
             feasibility = check_weight_bounds(
                 graph.edges, n, self.w_min, self.w_max, node_names=names, graph_method=graph.method
-            ).as_dict()
+            ).as_dict() | {"learned_weights": True, "constraint": "equal"}
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         D = int(self.n_components)
 
@@ -235,7 +245,7 @@ class Deconvolution:
             if w_step:
                 since_weights = 0
                 costs = edge_jumps(problem.incidence, X, problem.delta).cpu().numpy()
-                candidate = solve_w_step(costs, node_edge, self.w_min, self.w_max)
+                candidate = solve_w_step(costs, node_edge, self.w_min, self.w_max, self.weight_constraint)
                 gain = lam * float(costs @ (weights.cpu().numpy() - candidate))
                 # flat regions give many near-zero costs and so many equally good vertices; swapping between
                 # them gains nothing and unsettles the X-step's dual, so only a real gain changes the weights

@@ -108,3 +108,110 @@ def simulate_deconvolution(
     return DeconvolutionSimulation(
         scores, coords, mixture, dictionary, regions, shown, geometry, layout, float(signal), int(seed)
     )
+
+
+@dataclass
+class CountSimulation:
+    """Spot counts from known cell-type proportions and a reference (the proportions mode's model)."""
+
+    counts: np.ndarray  # (n, G)
+    reference: np.ndarray  # (K, G) mean expression of one cell of each type (as a reference would give it)
+    proportions: np.ndarray  # (n, K) true fractions of cells
+    coords: np.ndarray  # (n, 2)
+    regions: np.ndarray  # (n,)
+    platform_effects: np.ndarray  # (G,) true γ applied to the spatial counts
+    seed: int
+
+    @property
+    def cell_types(self) -> list[str]:
+        return [f"type_{k + 1}" for k in range(self.reference.shape[0])]
+
+    @property
+    def genes(self) -> list[str]:
+        return [f"gene_{g + 1}" for g in range(self.reference.shape[1])]
+
+    @property
+    def spot_ids(self) -> list[str]:
+        return [f"spot_{i + 1}" for i in range(self.counts.shape[0])]
+
+
+def simulate_counts(
+    n_spots: int = 400,
+    n_types: int = 5,
+    n_genes: int = 60,
+    *,
+    n_regions: int = 4,
+    spatial: bool = True,
+    depth: float = 150.0,
+    platform_sd: float = 0.0,
+    concentration: float = 1.0,
+    theta: float | None = None,
+    seed: int = 0,
+) -> CountSimulation:
+    """Spots on a jittered grid in the unit square; counts ~ Poisson(a_i · γ ∘ Σ_k n_ik m_k).
+
+    ``spatial``: proportions are constant within ``n_regions`` vertical bands (one Dirichlet draw per band)
+    with sharp borders; otherwise every spot draws its own, so no spatial term can help. Cell types differ
+    in RNA content (sizes 0.5–2), so cell and transcript fractions differ. Library sizes vary 3-fold around
+    ``depth``; ``platform_sd`` is the sd of log γ (0: reference and spots on the same platform); ``theta``
+    makes the counts negative binomial (gamma–Poisson, Var = μ + μ²/θ).
+    """
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil(np.sqrt(n_spots)))
+    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side), indexing="ij"), axis=-1).reshape(-1, 2)[:n_spots]
+    coords = (grid + rng.uniform(-0.2, 0.2, size=grid.shape)) / side
+    sizes = np.exp(rng.uniform(np.log(0.5), np.log(2.0), size=n_types))
+    profiles = rng.gamma(0.4, size=(n_types, n_genes)) + 1e-3
+    reference = sizes[:, None] * profiles / profiles.sum(axis=1, keepdims=True) * n_genes
+    if spatial:
+        regions = np.minimum((coords[:, 0] * n_regions).astype(np.int64), n_regions - 1)
+        region_fractions = rng.dirichlet(np.full(n_types, concentration), size=n_regions)
+        proportions = region_fractions[regions]
+    else:
+        regions = np.zeros(n_spots, dtype=np.int64)
+        proportions = rng.dirichlet(np.full(n_types, concentration), size=n_spots)
+    gamma = np.exp(rng.normal(0.0, platform_sd, size=n_genes)) if platform_sd > 0 else np.ones(n_genes)
+    expected = (proportions @ reference) * gamma
+    library = depth * np.exp(rng.uniform(np.log(1 / np.sqrt(3)), np.log(np.sqrt(3)), size=n_spots))
+    expected *= (library / expected.sum(axis=1))[:, None]
+    if theta is not None:
+        expected = expected * rng.gamma(theta, 1.0 / theta, size=expected.shape)
+    counts = rng.poisson(expected).astype(np.float64)
+    return CountSimulation(counts, reference, proportions, coords, regions, gamma, seed)
+
+
+@dataclass
+class PseudoSpots:
+    """Single cells binned into squares: summed expression, true fractions of cells, square centres."""
+
+    counts: np.ndarray  # (n_bins, G)
+    fractions: np.ndarray  # (n_bins, K)
+    coords: np.ndarray  # (n_bins, 2)
+    n_cells: np.ndarray  # (n_bins,)
+    cell_types: list[str]
+
+
+def pseudo_spots(coords, cell_types, expression, size: float, *, types: list[str] | None = None) -> PseudoSpots:
+    """Bin cells into ``size`` × ``size`` squares (the grid starts at the lowest coordinates): known truth for
+    deconvolution from real single-cell data, the class fractions of each square's cells."""
+    import scipy.sparse as sp
+
+    xy = np.asarray(coords, dtype=np.float64)
+    labels = np.asarray(cell_types).astype(str)
+    if not size > 0:
+        raise S3RInputError(f"pseudo-spot size must be > 0, not {size}")
+    if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] != labels.shape[0] or expression.shape[0] != labels.shape[0]:
+        raise S3RInputError("pseudo_spots: coords (n × 2), cell types (n) and expression (n × genes) must have one row per cell")
+    names = sorted(set(labels)) if types is None else list(types)
+    codes = np.searchsorted(names, labels) if types is None else np.array([names.index(t) for t in labels])
+    cells = np.floor((xy - xy.min(axis=0)) / size).astype(np.int64)
+    keys, bins = np.unique(cells[:, 0] * (cells[:, 1].max() + 1) + cells[:, 1], return_inverse=True)
+    membership = sp.csr_matrix((np.ones(len(bins)), (bins, np.arange(len(bins)))), shape=(len(keys), len(bins)))
+    summed = membership @ expression
+    counts = np.asarray(summed.todense() if sp.issparse(summed) else summed, dtype=np.float64)
+    tallies = np.zeros((len(keys), len(names)))
+    np.add.at(tallies, (bins, codes), 1.0)
+    n_cells = tallies.sum(axis=1)
+    width = cells[:, 1].max() + 1
+    centres = (np.column_stack([keys // width, keys % width]) + 0.5) * size + xy.min(axis=0)
+    return PseudoSpots(counts, tallies / n_cells[:, None], centres, n_cells, names)

@@ -1,12 +1,19 @@
 """w-step: edge weights by linear programming, with feasibility checked and explained first.
 
-    min_w Σ_e c_e w_e   s.t.  Σ_{e ∋ v} w_e = 1 for every spot v,  w_min ≤ w_e ≤ w_max
+    min_w Σ_e c_e w_e   s.t.  Σ_{e ∋ v} w_e = 1 for every spot v,  w_min ≤ w_e ≤ w_max       ("equal")
+    min_w Σ_e c_e w_e   s.t.  Σ_{e ∋ v} w_e ≥ b_v = min(1, deg_v·w_max),  w_min ≤ w_e ≤ w_max  ("at_least")
 
 c_e is edge e's total jump Σ_d |(A X)_ed|, so weight flows away from edges that cross region boundaries.
 The earlier implementation kept its old weights without a word when this LP was infeasible, which happens
 whenever a spot has deg·w_min > 1 or deg·w_max < 1 (MST leaves), or, on a tree, when a spot has two leaf
 neighbours (each leaf edge must carry weight 1). Those cases are found here by cheap bound propagation and
 reported by spot, with the option to change; HiGHS solves the LP.
+
+The "at_least" form keeps what the normalisation is for (no spot can shed all its weight, so w = 0 is not
+a solution) but is feasible on every graph: w ≡ w_max satisfies it, a leaf's one edge simply takes
+min(1, w_max), and on a tree the weights still move (a chain spot keeps weight on its cheaper edge). With
+non-negative costs the optimum is tight at most spots (a few carry up to 2), so λ keeps roughly the
+scale it has with "equal".
 """
 
 from __future__ import annotations
@@ -131,18 +138,33 @@ def uniform_weights(edges: np.ndarray, n_nodes: int) -> np.ndarray:
     return 2.0 / (degrees[edges[:, 0]] + degrees[edges[:, 1]])
 
 
+WEIGHT_CONSTRAINTS = ("at_least", "equal")
+
+
+def node_weight_floor(node_edge: sp.csr_matrix, w_max: float) -> np.ndarray:
+    """b_v = min(1, deg_v·w_max): the weight every spot keeps under the "at_least" constraint."""
+    degrees = np.diff(sp.csr_matrix(node_edge).indptr).astype(np.float64)
+    return np.minimum(1.0, degrees * float(w_max))
+
+
 def solve_w_step(
     edge_costs: np.ndarray,
     node_edge: sp.csr_matrix,
     w_min: float,
     w_max: float,
+    constraint: str = "equal",
 ) -> np.ndarray:
-    """HiGHS on the degree-constrained LP; run check_weight_bounds first so failures here are rare and loud."""
+    """HiGHS on the degree-constrained LP; for "equal" run check_weight_bounds first so failures are loud."""
+    if constraint not in WEIGHT_CONSTRAINTS:
+        raise S3RInputError(f"unknown weight constraint {constraint!r}; choose one of {', '.join(WEIGHT_CONSTRAINTS)}")
     n_nodes = node_edge.shape[0]
+    if constraint == "equal":
+        rows = {"A_eq": node_edge, "b_eq": np.ones(n_nodes)}
+    else:
+        rows = {"A_ub": -node_edge, "b_ub": -node_weight_floor(node_edge, w_max)}
     result = linprog(
         np.asarray(edge_costs, dtype=np.float64),
-        A_eq=node_edge,
-        b_eq=np.ones(n_nodes),
+        **rows,
         bounds=(w_min, w_max),
         method="highs",
         options={"presolve": False},  # presolve finds little to remove here and costs ~30% of the solve

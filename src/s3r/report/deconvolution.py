@@ -3,7 +3,9 @@
 Reads ``proportions.csv`` (spots × cell types) and ``edge_weights.csv`` (spot_a, spot_b, weight) from the
 output directory and draws: the proportion of every cell type on the tissue (small multiples on one 0–1
 scale, so panels compare), the argmax regions (each spot coloured by its dominant cell type), and the learned
-edge weights on the spot graph (low weights mark where the model let the mixture jump: tissue boundaries).
+edge weights on the spot graph (low weights mark where the model let the mixture jump: tissue boundaries),
+and, for the proportions mode, the evidence behind λ (``lambda_choice.csv``: held-out score per λ, the chosen
+one marked), so a reader sees whether the spatial term earned its place.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def align_coords(coords, spots: list[str], source: str) -> np.ndarray:
 
 
 def deconvolution_report(deconv_dir, out_dir, *, coords, title: str = "") -> dict[str, Path]:
-    """Draw proportions.png, regions.png and (when edge_weights.csv exists) edge_weights.png (+ SVGs) into
-    ``out_dir``; write regions.csv (spot, dominant cell type, its proportion). Returns {name: path}."""
+    """Draw proportions.png, regions.png and (when edge_weights.csv / lambda_choice.csv exist) edge_weights.png
+    and lambda_choice.png (+ SVGs) into ``out_dir``; write regions.csv (spot, dominant cell type, its
+    proportion). Returns {name: path}."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
@@ -140,4 +143,26 @@ def deconvolution_report(deconv_dir, out_dir, *, coords, title: str = "") -> dic
             fig.suptitle(title)
         fig.tight_layout()
         paths.update({f"edge_weights_{k}": v for k, v in save_figure(fig, out_dir / "edge_weights.png").items()})
+
+    # 4. the evidence behind λ (proportions mode)
+    choice_path = deconv_dir / "lambda_choice.csv"
+    if choice_path.is_file():
+        choice = _read(choice_path, "the λ choice", fix)
+        missing = [c for c in ("lambda", "mean", "se", "chosen") if c not in choice.columns]
+        if missing:
+            raise S3RInputError(f"{choice_path}: missing column(s) {', '.join(missing)}; expected lambda, mean, se, chosen")
+        if len(choice) > 1:
+            lam = choice["lambda"].to_numpy(dtype=np.float64)
+            fig, ax = plt.subplots(figsize=(4.5, 3.2))
+            ax.errorbar(lam, choice["mean"], yerr=choice["se"].fillna(0.0), marker="o", color="0.3", capsize=2)
+            chosen = choice["chosen"].astype(str).str.lower() == "true"
+            ax.plot(lam[chosen], choice.loc[chosen, "mean"], "o", color="tab:red", markersize=9, label="chosen")
+            positive = lam[lam > 0]
+            ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
+            ax.set_xlabel("λ (0 = no spatial term)")
+            ax.set_ylabel("held-out log-likelihood per count")
+            ax.set_title("λ chosen by held-out genes")
+            ax.legend(frameon=False)
+            fig.tight_layout()
+            paths.update({f"lambda_choice_{k}": v for k, v in save_figure(fig, out_dir / "lambda_choice.png").items()})
     return paths

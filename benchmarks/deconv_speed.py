@@ -1,0 +1,57 @@
+"""Proportions-mode speed and memory: simulated counts, 20 cell types × 300 genes, up to 100,000 spots.
+
+One fit per subprocess (peak RSS is its own), torch limited to ``--threads``. Counts from
+s3r.deconv.simulate_counts (8 vertical bands of constant proportions, depth 1,000). Reports wall and CPU
+seconds of ``CellTypeProportions.fit`` (graph, platform effects, λ choice when 'auto', final fit) and the
+machine's load average, since a shared machine inflates wall time.
+
+    python benchmarks/deconv_speed.py --spots 100000 --lambda 0.2 --dtype float32
+    python benchmarks/deconv_speed.py --spots 100000 --lambda auto --dtype float32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spots", type=int, default=100_000)
+    parser.add_argument("--types", type=int, default=20)
+    parser.add_argument("--genes", type=int, default=300)
+    parser.add_argument("--lambda", dest="lam", default="0.2")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--family", default="auto")
+    args = parser.parse_args(argv)
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from s3r.deconv import CellTypeProportions, simulate_counts
+
+    sim = simulate_counts(n_spots=args.spots, n_types=args.types, n_genes=args.genes, n_regions=8, depth=1000, seed=0)
+    lam = args.lam if args.lam == "auto" else float(args.lam)
+    load_before = os.getloadavg()
+    wall, cpu = time.perf_counter(), time.process_time()
+    model = CellTypeProportions(lambda_smooth=lam, family=args.family, dtype=args.dtype, verbose=True).fit(sim.counts, sim.reference, sim.coords)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    row = {
+        "spots": args.spots, "types": args.types, "genes": args.genes, "lambda": model.lambda_, "lambda_given": args.lam,
+        "dtype": args.dtype, "threads": args.threads, "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rmse": round(float(np.sqrt(np.mean((model.proportions_ - sim.proportions) ** 2))), 4),
+        "family": model.report_["family"], "certificate": model.certificate_,
+        "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
+    }
+    print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""Rule deconvolve_proportions: cell-type proportions of one sample against its reference (s3r.deconv)."""
+
+import sys
+
+sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # the solver's progress goes to stdout
+
+import torch  # noqa: E402
+
+import _s3r_path  # noqa: E402,F401
+from s3r.workflow_support import choose_device, run_proportions  # noqa: E402
+
+torch.set_num_threads(snakemake.threads)  # the CPUs this job was given, not every core of the node
+run_proportions(
+    snakemake.params.spec,
+    dict(snakemake.input.items()),
+    proportions=snakemake.output.proportions,
+    edge_weights=snakemake.output.edge_weights,
+    lambda_choice=snakemake.output.lambda_choice,
+    summary=snakemake.output.summary,
+    device=choose_device(snakemake.resources.get("gpu", 0)),
+)

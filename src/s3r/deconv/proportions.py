@@ -1,0 +1,454 @@
+"""Cell-type proportions from spot counts and a reference, smoothed by graph TV with λ chosen by the data.
+
+The components mode (s3r.deconv.model) explains per-spot scores by a learned dictionary that can drift away
+from the cell types; here the unknowns are the proportions themselves (spots × cell types, rows on the
+simplex), fitted with a count likelihood against the reference profiles (s3r.deconv.counts: per-spot
+library size, per-gene platform effects, Poisson or negative binomial):
+
+    min_{V, w}  Σ_i f_i(V_i)/ν + λ Σ_e w_e Σ_k |V_ki − V_kj|,   ν = median library size
+
+V are transcript fractions (convex in them); cell fractions P ∝ V/s follow. For fixed w the problem is
+convex and solved to a certificate (s3r.deconv.pstep); the w-step is the LP of s3r.deconv.wstep, feasible on
+every graph with the "at_least" constraint. λ = "auto" picks λ from a path that starts at 0 by the
+likelihood of held-out genes: the genes are split into folds, proportions are fitted on the others (warm
+started along the path), and each fold's genes are predicted from them. A spatial term that only smooths
+noise away from the truth predicts held-out genes worse, so λ = 0 wins whenever the term does not help.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import minimum_spanning_tree
+
+from s3r.deconv.counts import (
+    FAMILIES,
+    _bulk_composition,
+    CountTerm,
+    cell_fractions,
+    estimate_nb_theta,
+    match_counts_reference,
+    platform_effects,
+    profiles_from_reference,
+    transcript_fractions,
+)
+from s3r.deconv.operators import Incidence, locality_order, relabel_edges
+from s3r.deconv.pstep import PStepResult, solve_proportions
+from s3r.deconv.wstep import WEIGHT_CONSTRAINTS, solve_w_step, uniform_weights
+from s3r.errors import S3RInputError
+from s3r.graph import SpatialGraph, build_graph, delaunay_graph, validate_coords
+from s3r.solver.device import resolve_device, resolve_dtype
+
+GRAPHS = ("delaunay", "mst", "mst_combined", "knn")
+DEFAULT_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+_EXTEND = 3  # more λ tried (each ×2.5) while the largest so far scores best
+
+
+def combined_mst(coords, fractions: np.ndarray, alpha: float = 1.0, max_edge_length: float | None = None) -> SpatialGraph:
+    """The seed's MST on d_e = ½‖P_a − P_b‖₁ + α·ℓ_e/median(ℓ) over Delaunay edges: a tree that avoids
+    crossing between spots of different composition, so TV along it does not blur boundaries."""
+    xy = validate_coords(coords)
+    base = delaunay_graph(xy, max_edge_length=max_edge_length)
+    a, b = base.edges[:, 0], base.edges[:, 1]
+    lengths = np.linalg.norm(xy[a] - xy[b], axis=1)
+    dissimilarity = 0.5 * np.abs(fractions[a] - fractions[b]).sum(axis=1)
+    distance = dissimilarity + alpha * lengths / max(float(np.median(lengths)), 1e-300) + 1e-12
+    n = xy.shape[0]
+    tree = minimum_spanning_tree(sp.csr_matrix((distance, (a, b)), shape=(n, n))).tocoo()
+    return SpatialGraph(n, np.column_stack([tree.row, tree.col]), method="mst_combined")
+
+
+@dataclass
+class _Fit:
+    fractions: torch.Tensor  # V (K, n)
+    dual: torch.Tensor
+    weights: torch.Tensor
+    sigma: float | None
+    result: PStepResult
+    outer: int
+    weight_changes: int
+    seconds: float
+    lam: float = 0.0
+
+
+class CellTypeProportions:
+    """Cell-type proportions per spot (rows on the simplex) from counts and reference profiles.
+
+    After ``fit``: ``proportions_`` (fractions of cells, spots × types), ``transcript_fractions_``,
+    ``platform_effects_`` (per gene), ``lambda_`` (the λ used), ``cv_`` (held-out score per λ and fold, or
+    None), ``edge_weights_``, ``graph_``, ``certificate_`` and ``report_``. ``lambda_smooth="auto"`` chooses
+    λ among ``lambdas`` (0 included) by held-out genes. Same seed and thread count → same numbers.
+    """
+
+    def __init__(
+        self,
+        *,
+        lambda_smooth="auto",
+        lambdas=DEFAULT_LAMBDAS,
+        n_folds: int = 3,
+        family: str = "auto",
+        theta: float | None = None,
+        estimate_platform_effects: bool = True,
+        prior_sd: float = 0.5,
+        floor: float = 1e-4,
+        graph: str = "delaunay",
+        max_edge_length: float | None = None,
+        mst_alpha: float = 1.0,
+        k: int = 7,
+        learn_weights: bool = True,
+        w_min: float = 0.05,
+        w_max: float = 1.0,
+        weight_constraint: str = "at_least",
+        tol: float = 1e-4,
+        max_iter: int = 3000,
+        max_outer: int = 8,
+        weight_tol: float = 1e-5,
+        cv_tol: float = 1e-3,
+        cv_max_iter: int = 1000,
+        cv_max_spots: int | None = 20000,
+        device: str = "auto",
+        dtype: str = "float64",
+        seed: int = 0,
+        verbose: bool = False,
+    ):
+        self.lambda_smooth = lambda_smooth
+        self.lambdas = lambdas
+        self.n_folds = n_folds
+        self.family = family
+        self.theta = theta
+        self.estimate_platform_effects = estimate_platform_effects
+        self.prior_sd = prior_sd
+        self.floor = floor
+        self.graph = graph
+        self.max_edge_length = max_edge_length
+        self.mst_alpha = mst_alpha
+        self.k = k
+        self.learn_weights = learn_weights
+        self.w_min = w_min
+        self.w_max = w_max
+        self.weight_constraint = weight_constraint
+        self.tol = tol
+        self.max_iter = max_iter
+        self.max_outer = max_outer
+        self.weight_tol = weight_tol
+        self.cv_tol = cv_tol
+        self.cv_max_iter = cv_max_iter
+        self.cv_max_spots = cv_max_spots
+        self.device = device
+        self.dtype = dtype
+        self.seed = seed
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------------------------------------
+    def _log(self, message: str) -> None:
+        if self.verbose:
+            print(f"[proportions] {message}", flush=True)
+
+    def _candidates(self) -> list[float]:
+        if isinstance(self.lambda_smooth, str):
+            if self.lambda_smooth != "auto":
+                raise S3RInputError(f"lambda must be a number ≥ 0 or 'auto', not {self.lambda_smooth!r}")
+            values = sorted({float(v) for v in self.lambdas} | {0.0})
+        else:
+            values = [float(self.lambda_smooth)]
+        if any(not np.isfinite(v) or v < 0 for v in values):
+            raise S3RInputError(f"λ values must be finite and ≥ 0, got {values}; fix --lambda / --lambdas")
+        return values
+
+    def _check_parameters(self, n_genes: int) -> None:
+        if self.family not in FAMILIES + ("auto",):
+            raise S3RInputError(f"unknown family {self.family!r}; choose auto, poisson or nb (--family)")
+        if self.graph not in GRAPHS:
+            raise S3RInputError(f"unknown graph {self.graph!r}; choose one of {', '.join(GRAPHS)} (--graph)")
+        if self.weight_constraint not in WEIGHT_CONSTRAINTS:
+            raise S3RInputError(f"unknown weight_constraint {self.weight_constraint!r}; choose one of {', '.join(WEIGHT_CONSTRAINTS)}")
+        if not (0 <= self.w_min <= self.w_max) or not np.isfinite(self.w_max) or self.w_max <= 0:
+            raise S3RInputError(f"edge-weight bounds must satisfy 0 ≤ w_min ≤ w_max, w_max > 0 (got {self.w_min}, {self.w_max}); fix --w-min/--w-max")
+        if not 0 <= self.floor < 1:
+            raise S3RInputError(f"floor must lie in [0, 1), not {self.floor}")
+        if self.theta is not None and not self.theta > 0:
+            raise S3RInputError(f"theta (NB dispersion) must be > 0, not {self.theta}; omit it to estimate it")
+        if isinstance(self.lambda_smooth, str) and self.lambda_smooth == "auto":
+            folds = self.n_folds
+            if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2 or folds > n_genes:
+                raise S3RInputError(f"n_folds must be an integer in 2..{n_genes} (the genes), not {folds!r}; fix --folds")
+
+    # ------------------------------------------------------------------------------------------------
+    def _solve(self, term: CountTerm, incidence: Incidence, node_edge, lam: float, start: _Fit | None,
+               V0: torch.Tensor, tol: float, max_iter: int) -> _Fit:
+        """Alternate the convex V-step and the exact w-step until new weights gain less than ``tol``."""
+        started = time.perf_counter()
+        learn = bool(self.learn_weights) and lam > 0 and incidence.n_edges > 0
+        if start is None:
+            V, dual, sigma = V0, None, None
+            weights = self._uniform
+        else:
+            V, dual, sigma, weights = start.fractions, start.dual, start.sigma, start.weights
+        previous_lam = getattr(start, "lam", None)
+        if previous_lam is not None and previous_lam > 0 and lam > 0 and dual is not None:
+            dual = dual * (lam / previous_lam)  # the dual box scales with λ
+        changes, outer = 0, 0
+        for outer in range(1, int(self.max_outer) + 1):
+            result = solve_proportions(term, V, incidence, lam * weights, dual=dual, sigma=sigma, tol=tol, max_iter=max_iter)
+            V, dual, sigma = result.fractions, result.dual, result.sigma or sigma
+            if not learn:
+                break
+            costs = incidence.apply(V).abs().sum(dim=0).cpu().numpy()
+            candidate = solve_w_step(costs, node_edge, self.w_min, self.w_max, self.weight_constraint)
+            gain = lam * float(costs @ (weights.cpu().numpy() - candidate))
+            if gain <= self.weight_tol * max(1.0, abs(result.objective)):
+                break
+            weights = torch.as_tensor(candidate, dtype=V.dtype, device=V.device)
+            changes += 1
+        return _Fit(V, dual, weights, sigma, result, outer, changes, time.perf_counter() - started, lam)
+
+    def _term(self, Y: np.ndarray, profiles: np.ndarray, theta, scale: float) -> CountTerm:
+        return CountTerm(
+            torch.as_tensor(Y.T.copy(), dtype=self._dtype, device=self._device),
+            torch.as_tensor(profiles, dtype=self._dtype, device=self._device),
+            family=self._family, theta=theta, scale=scale,
+        )
+
+    # ------------------------------------------------------------------------------------------------
+    def fit(self, counts, reference, coords=None, *, graph: SpatialGraph | None = None,
+            source_counts: str = "counts", source_reference: str = "reference"):
+        """Fit to counts (spots × genes) with reference means per cell (cell types × genes)."""
+        started = time.perf_counter()
+        data = match_counts_reference(counts, reference, source_counts=source_counts, source_reference=source_reference)
+        Y, M = data.counts, data.reference
+        n, G = Y.shape
+        K = M.shape[0]
+        self._check_parameters(G)
+        candidates = self._candidates()
+        self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        gamma = platform_effects(Y, M, prior_sd=self.prior_sd) if self.estimate_platform_effects else np.ones(G)
+        profiles, sizes = profiles_from_reference(M, gamma, self.floor)
+        scale = float(np.median(Y.sum(axis=1)))
+        theta = self.theta
+        family = self.family
+        overdispersion = None
+
+        if graph is None:
+            if coords is None:
+                raise S3RInputError("coordinates are required to build the spatial graph (or pass graph=)")
+            if self.graph in ("delaunay", "mst", "knn"):
+                graph = build_graph(coords, self.graph, k=self.k, max_edge_length=self.max_edge_length)
+        if graph is not None and graph.n_nodes != n:
+            raise S3RInputError(f"the graph has {graph.n_nodes} spots but the counts have {n} rows; align them")
+
+        # per-spot fit first (λ = 0): the start of every path, NB's θ, and the combined-distance MST
+        start_V = np.tile(_bulk_start(Y, profiles), (n, 1))
+        if graph is None or family == "auto" or family == "nb" and theta is None:
+            empty = Incidence(n, np.zeros((0, 2), dtype=np.int64), K, self._device, self._dtype)
+            self._uniform = torch.zeros(0, dtype=self._dtype, device=self._device)
+            term = CountTerm(
+                torch.as_tensor(Y.T.copy(), dtype=self._dtype, device=self._device),
+                torch.as_tensor(profiles, dtype=self._dtype, device=self._device), family="poisson", scale=scale,
+            )
+            V0 = torch.as_tensor(start_V.T.copy(), dtype=self._dtype, device=self._device)
+            per_spot = solve_proportions(term, V0, empty, self._uniform, tol=self.cv_tol, max_iter=self.cv_max_iter)
+            start_V = per_spot.fractions.T.cpu().numpy()
+            if family != "poisson":
+                means = (start_V @ profiles) * Y.sum(axis=1, keepdims=True)
+                theta = estimate_nb_theta(Y, means) if theta is None else float(theta)
+                overdispersion = float((means**2).sum() / theta / means.sum())
+                self._log(f"NB dispersion θ = {theta:.4g} (moments of the per-spot Poisson fit); extra-Poisson "
+                          f"variance {overdispersion:.3g}× the Poisson variance")
+            if family == "auto":
+                # the extra-Poisson variance μ²/θ against the Poisson μ: NB only where it dominates
+                family = "nb" if overdispersion is not None and overdispersion > 1.0 else "poisson"
+                theta = theta if family == "nb" else None
+            if graph is None:
+                graph = combined_mst(coords, cell_fractions(start_V, sizes), self.mst_alpha, self.max_edge_length)
+        self._family = family
+
+        order = locality_order(graph)
+        edges, edge_position = relabel_edges(graph.edges, order)
+        incidence = Incidence(n, edges, K, self._device, self._dtype)
+        node_edge = incidence.node_edge_matrix()
+        self._uniform = torch.as_tensor(uniform_weights(edges, n), dtype=self._dtype, device=self._device)
+        Y_ordered = Y[order]
+        V_start = torch.as_tensor(start_V[order].T.copy(), dtype=self._dtype, device=self._device)
+        self._log(f"{n} spots, {K} cell types, {G} genes, {graph.n_edges} {graph.method} edges on {self._device}")
+
+        # λ by held-out genes
+        cv_table, cv_spots = None, 0
+        if len(candidates) > 1:
+            cv_Y, cv_incidence, cv_node_edge, cv_V = Y_ordered, incidence, node_edge, V_start
+            if self.cv_max_spots is not None and n > int(self.cv_max_spots):
+                window = self._cv_window(coords if coords is not None else None, order, edges, n)
+                cv_Y, cv_V = Y_ordered[window], V_start[:, torch.as_tensor(window, device=V_start.device)]
+                cv_edges = _subgraph_edges(edges, window, n)
+                cv_incidence = Incidence(len(window), cv_edges, K, self._device, self._dtype)
+                cv_node_edge = cv_incidence.node_edge_matrix()
+                saved, self._uniform = self._uniform, torch.as_tensor(uniform_weights(cv_edges, len(window)), dtype=self._dtype, device=self._device)
+                self._log(f"choosing λ on a window of {len(window)} spots around the tissue's centre")
+            cv_table = self._cross_validate(cv_Y, M, gamma, sizes, scale, theta, cv_incidence, cv_node_edge, cv_V, candidates)
+            if cv_Y is not Y_ordered:
+                self._uniform = saved
+            cv_spots = int(cv_Y.shape[0])
+            mean = cv_table.groupby("lambda")["heldout_loglik_per_count"].mean()
+            lam = float(mean.idxmax())
+            self._log(f"chose λ = {lam:g} by held-out genes: " + ", ".join(f"{l:g}: {v:.5f}" for l, v in mean.items()))
+        else:
+            lam = candidates[0]
+
+        term = self._term(Y_ordered, profiles, theta, scale)
+        path = [0.0, lam] if lam > 0 else [0.0]
+        fit = None
+        for value in path:
+            fit = self._solve(term, incidence, node_edge, value, fit, V_start, self.tol, self.max_iter)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(n)
+        V = fit.fractions.T.cpu().numpy()[inverse]
+        V = np.clip(V, 0.0, None)
+        V /= V.sum(axis=1, keepdims=True)
+        edge_weights = np.empty(graph.n_edges)
+        edge_weights[edge_position] = fit.weights.cpu().numpy() if graph.n_edges else np.zeros(0)
+
+        self.spot_names_ = data.spots
+        self.cell_types_ = data.cell_types
+        self.genes_ = data.genes
+        self.transcript_fractions_ = V
+        self.proportions_ = cell_fractions(V, sizes)
+        self.cell_sizes_ = sizes
+        self.platform_effects_ = gamma
+        self.lambda_ = lam
+        self.theta_ = theta
+        self.cv_ = cv_table
+        self.edge_weights_ = edge_weights
+        self.graph_ = graph.with_weights(edge_weights)
+        self.certificate_ = fit.result.certificate()
+        self.report_ = {
+            "mode": "proportions",
+            "family": family,
+            "family_choice": "given" if self.family != "auto" else "NB when the extra-Poisson variance exceeds the Poisson variance",
+            "overdispersion": overdispersion,
+            "theta": theta,
+            "lambda": lam,
+            "lambda_choice": "held-out genes" if cv_table is not None else "given",
+            "candidates": sorted(set(cv_table["lambda"])) if cv_table is not None else candidates,
+            "cv_spots": cv_spots,
+            "n_spots": n,
+            "n_genes": G,
+            "n_cell_types": K,
+            "graph": graph.method,
+            "n_edges": graph.n_edges,
+            "learned_weights": bool(self.learn_weights) and lam > 0 and graph.n_edges > 0,
+            "weight_constraint": self.weight_constraint,
+            "weight_changes": fit.weight_changes,
+            "outer_iterations": fit.outer,
+            "certificate": self.certificate_,
+            "converged": self.certificate_["converged"],
+            "library_size_median": scale,
+            "device": str(self._device),
+            "dtype": str(self._dtype).replace("torch.", ""),
+            "seconds": time.perf_counter() - started,
+        }
+        self._log(
+            f"λ = {lam:g}: {'converged' if fit.result.converged else 'stopped at max_iter'} after "
+            f"{fit.result.iterations} iterations (residuals {fit.result.primal_residual:.1e}, "
+            f"{fit.result.dual_residual:.1e}, gap {fit.result.gap:.1e}); {self.report_['seconds']:.1f} s"
+        )
+        return self
+
+    def _cv_window(self, coords, order, edges, n) -> np.ndarray:
+        """The ``cv_max_spots`` spots nearest the centroid (in the solver's order): a compact piece of tissue
+        whose graph is the full graph's restriction, so λ (unit-free) transfers to the whole section."""
+        from scipy.spatial import cKDTree
+
+        if coords is None:  # a given graph without coordinates: a breadth-first ball from spot 0
+            adjacency = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
+            seen = sp.csgraph.breadth_first_order(adjacency + adjacency.T, 0, return_predecessors=False)
+            return np.sort(seen[: int(self.cv_max_spots)])
+        xy = np.asarray(coords, dtype=np.float64)[order]
+        _, nearest = cKDTree(xy).query(xy.mean(axis=0), k=int(self.cv_max_spots))
+        return np.sort(np.asarray(nearest, dtype=np.int64))
+
+    def _cross_validate(self, Y, M, gamma, sizes, scale, theta, incidence, node_edge, V_start, candidates) -> pd.DataFrame:
+        """Held-out log-likelihood per count of each fold's genes, fitted on the other genes, per λ.
+
+        The path runs upwards from λ = 0, each fold warm-started from its fit at the previous λ. When the
+        largest candidate scores best, the path goes on (×2.5, up to ``_EXTEND`` more) until the score drops.
+        """
+        G = Y.shape[1]
+        rng = np.random.default_rng(self.seed)
+        fold_of = np.empty(G, dtype=np.int64)
+        fold_of[rng.permutation(G)] = np.arange(G) % int(self.n_folds)
+        folds = []
+        start_P = cell_fractions(V_start.T.cpu().numpy(), sizes)
+        for fold in range(int(self.n_folds)):
+            test, train = fold_of == fold, fold_of != fold
+            train_profiles, train_sizes = profiles_from_reference(M[:, train], gamma[train], self.floor)
+            test_profiles, test_sizes = profiles_from_reference(M[:, test], gamma[test], self.floor)
+            start_V = torch.as_tensor(transcript_fractions(start_P, train_sizes).T.copy(), dtype=self._dtype, device=self._device)
+            folds.append({
+                "term": self._term(Y[:, train], train_profiles, theta, scale),
+                "train_sizes": train_sizes, "test_sizes": test_sizes, "test_profiles": test_profiles,
+                "test_counts": Y[:, test], "start": start_V, "fit": None,
+            })
+        rows, path = [], list(candidates)
+        extended, position = 0, 0
+        while position < len(path):
+            lam = path[position]
+            for fold, state in enumerate(folds):
+                fit = self._solve(state["term"], incidence, node_edge, lam, state["fit"], state["start"], self.cv_tol, self.cv_max_iter)
+                state["fit"] = fit
+                V = np.clip(fit.fractions.T.cpu().numpy(), 0, None)
+                P = cell_fractions(V / V.sum(axis=1, keepdims=True), state["train_sizes"])
+                pi = transcript_fractions(P, state["test_sizes"]) @ state["test_profiles"]
+                counts = state["test_counts"]
+                has = counts.sum(axis=1) > 0
+                loglik = _heldout_loglik(counts[has], pi[has], self._family, theta)
+                rows.append({
+                    "fold": fold, "lambda": lam, "heldout_loglik_per_count": loglik / float(counts.sum()),
+                    "iterations": fit.result.iterations, "converged": fit.result.converged,
+                    "weight_changes": fit.weight_changes, "seconds": fit.seconds,
+                })
+                self._log(f"λ = {lam:g}, fold {fold + 1}/{self.n_folds}: held-out {rows[-1]['heldout_loglik_per_count']:.5f} "
+                          f"per count ({fit.result.iterations} iterations, {fit.seconds:.1f} s)")
+            position += 1
+            if position == len(path) and lam > 0 and extended < _EXTEND:
+                mean = pd.DataFrame(rows).groupby("lambda")["heldout_loglik_per_count"].mean()
+                if mean.idxmax() == lam:
+                    path.append(lam * 2.5)
+                    extended += 1
+        return pd.DataFrame(rows)
+
+    def summary_of_choice(self) -> pd.DataFrame:
+        """Per λ: mean and standard error over folds of the held-out score, and which one was chosen."""
+        if self.cv_ is None:
+            return pd.DataFrame({"lambda": [self.lambda_], "chosen": [True]})
+        grouped = self.cv_.groupby("lambda")["heldout_loglik_per_count"]
+        table = pd.DataFrame({"mean": grouped.mean(), "se": grouped.std(ddof=1) / np.sqrt(grouped.count())}).reset_index()
+        table["chosen"] = table["lambda"] == self.lambda_
+        return table
+
+
+def _subgraph_edges(edges: np.ndarray, nodes: np.ndarray, n: int) -> np.ndarray:
+    """Edges with both ends in ``nodes`` (sorted), relabelled 0..len(nodes)−1."""
+    label = np.full(n, -1, dtype=np.int64)
+    label[nodes] = np.arange(len(nodes))
+    kept = edges[(label[edges[:, 0]] >= 0) & (label[edges[:, 1]] >= 0)]
+    return label[kept]
+
+
+def _bulk_start(Y: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+    """Every spot starts at the pseudo-bulk's transcript fractions, kept off the simplex's faces."""
+    v = _bulk_composition(Y.sum(axis=0), profiles, iterations=200)
+    v = 0.9 * v + 0.1 / v.size
+    return v / v.sum()
+
+
+def _heldout_loglik(counts: np.ndarray, composition: np.ndarray, family: str, theta) -> float:
+    """Log-likelihood of held-out genes given their spot totals, up to terms free of the fit."""
+    composition = composition / composition.sum(axis=1, keepdims=True)
+    if family == "poisson":
+        return float((counts * np.log(composition)).sum())
+    mu = composition * counts.sum(axis=1, keepdims=True)
+    return float((counts * np.log(mu) - (counts + theta) * np.log(mu + theta)).sum())
