@@ -269,11 +269,9 @@ def solve_fold(
     zero = zero_is_optimal(problem, weights, alpha, beta)
     if zero.any():  # exact: no solve needed, and W = 0 (covariates at their own fit) is what the solver would reach
         nz, dt = int(zero.sum()), _np_dtype(problem)
-        eta = problem.null_eta(weights)
-        gamma = None
-        if problem.covariates is not None:
-            g0 = np.linalg.lstsq(problem.covariates, eta - (0 if problem.offset is None else problem.offset), rcond=None)[0]
-            gamma = np.repeat(g0[None].astype(dt), nz, axis=0)
+        g0 = problem.null_gamma(weights)
+        eta = problem.null_eta(weights) if g0 is None else problem.covariates @ g0
+        gamma = None if g0 is None else np.repeat(g0[None].astype(dt), nz, axis=0)
         # the data dual at that optimum, v_i = 2c_i(ŷ_i − y_i); every state entry is a plain numeric array
         v = ((2.0 / n) * weights * (eta - problem.y)).astype(dt) if problem.gaussian else np.zeros(n, dtype=dt)
         state = _scatter_state(state, {"W": np.zeros((n, nz, problem.X.shape[1]), dtype=dt), "gamma": gamma,
@@ -326,8 +324,7 @@ def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *,
     W0 = None if not warm or warm.get("W") is None else warm["W"]
     gamma0 = None if not warm or warm.get("gamma") is None or problem.covariates is None else warm["gamma"]
     if gamma0 is None and problem.covariates is not None:  # start the covariates at their training-spot fit
-        eta = problem.null_eta(weights) - (0 if problem.offset is None else problem.offset)
-        gamma0 = np.repeat(np.linalg.lstsq(problem.covariates, eta, rcond=None)[0][None], B, axis=0)
+        gamma0 = np.repeat(problem.null_gamma(weights)[None], B, axis=0)
     res = solve_glm_batch(
         problem.X, np.repeat(problem.y[:, None], B, axis=1), family=problem.family, theta=problem.theta,
         smooth=problem.smooth, operator=problem.operator, lambda_smooth=lam, alpha=alpha, beta=beta,

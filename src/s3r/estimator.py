@@ -190,7 +190,7 @@ class S3R(BaseEstimator):
         else:
             from s3r.solver.smooth_datafit_pd import solve_glm_batch
 
-            gamma_start = _null_gamma(problem, weights)
+            gamma_start = None if Z is None else problem.null_gamma(weights).reshape(1, -1)  # no crawl to the intercept
 
             def solve(theta, W0, gamma0):
                 return solve_glm_batch(
@@ -357,17 +357,6 @@ class S3R(BaseEstimator):
         ss_res = float(np.sum(w * (y - pred) ** 2))
         ss_tot = float(np.sum(w * (y - mean) ** 2))
         return 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
-
-
-def _null_gamma(problem, weights) -> np.ndarray | None:
-    """The covariates-only fit's γ: where a log-link solve starts, so the intercept need not crawl there."""
-    if problem.covariates is None:
-        return None
-    eta = problem.null_eta(weights)
-    if problem.offset is not None:
-        eta = eta - problem.offset
-    gamma, *_ = np.linalg.lstsq(problem.covariates, eta, rcond=None)
-    return gamma.reshape(1, -1)
 
 
 def _verbose_printer():

@@ -194,18 +194,18 @@ class Problem:
         return np.asarray(loss, dtype=np.float64) * (self.y_scale**2 if self.gaussian else 1.0)
 
     # -- the intercept-only model -------------------------------------------------------------------------
-    def null_eta(self, weights=None) -> np.ndarray:
-        """Linear predictor (solver scale, offset included) of the covariates-only model fitted on ``weights``."""
+    def null_gamma(self, weights=None) -> np.ndarray | None:
+        """(q,) covariate coefficients (solver scale) of the covariates-only model fitted on ``weights``; None
+        without covariates. The yardstick of tuning, and where every solve starts its covariates."""
+        Z = self.covariates
+        if Z is None:
+            return None
         n = self.n_spots
         o = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
         off = np.zeros(n) if self.offset is None else self.offset
-        Z = self.covariates
-        if Z is None:
-            return off.copy()
         if self.gaussian:
             sw = np.sqrt(o)
-            gamma, *_ = np.linalg.lstsq(Z * sw[:, None], (self.y - off) * sw, rcond=None)
-            return Z @ gamma + off
+            return np.linalg.lstsq(Z * sw[:, None], (self.y - off) * sw, rcond=None)[0]
         fam = self.glm_family()
         Y = torch.as_tensor(self.y.reshape(-1, 1))
         gamma = np.zeros(Z.shape[1])
@@ -221,7 +221,13 @@ class Problem:
             gamma = gamma - step
             if np.max(np.abs(step)) < 1e-10:
                 break
-        return Z @ gamma + off
+        return gamma
+
+    def null_eta(self, weights=None) -> np.ndarray:
+        """Linear predictor (solver scale, offset included) of the covariates-only model fitted on ``weights``."""
+        off = np.zeros(self.n_spots) if self.offset is None else self.offset
+        gamma = self.null_gamma(weights)
+        return off.copy() if gamma is None else self.covariates @ gamma + off
 
     def null_gradient(self, weights=None) -> np.ndarray:
         """(n, p_s) gradient of the solver's data fit at W = 0 (covariates at their optimum), masked rows zero."""
