@@ -138,7 +138,7 @@ def test_zero_screen_agrees_with_the_solver(sim, scaling):
     weights = cv.training_weights(folds, 0)
     sc = problem.natural_scales(weights)
     fr = ((1.02, 1e-4), (1e-4, 1.02), (0.97, 1e-4), (1e-2, 1e-2))
-    params = [{"lambda_smooth": 1e-3 * sc["lambda_smooth"], "alpha": a * sc["alpha"], "beta": b * sc["beta"]} for a, b in fr]
+    params = [{"lambda_smooth": 1e-3 * sc["lambda_smooth"], "alpha": a * sc["alpha_zero"], "beta": b * sc["beta_zero"]} for a, b in fr]
     lam, alpha, beta = cv._penalties(problem, params, weights)
     zero = cv.zero_is_optimal(problem, weights, alpha, beta)
     assert zero.tolist() == [True, True, False, False]
@@ -155,7 +155,7 @@ def test_cross_validate_shapes_and_predictors(sim, problem):
     folds = cv.make_folds(sim.coords, 3, "blocks", seed=0)
     sc = problem.natural_scales()
     params = [{"lambda_smooth": 1e-2 * sc["lambda_smooth"], "alpha": 1e-4 * sc["alpha"], "beta": 1e-3 * sc["beta"]},
-              {name: 2.0 * v for name, v in sc.items()}]
+              {name: 2.0 * sc[name] for name in ("lambda_smooth", "alpha", "beta")}]
     graph = cv.cross_validate(problem, params, folds, tol=1e-3)
     assert graph.shape == (3, 2)
     # the all-zero map leaves the intercept fitted on the training spots: its loss is the null model's
@@ -167,3 +167,21 @@ def test_cross_validate_shapes_and_predictors(sim, problem):
     solution = cv.solve_fold(problem, params, folds, 0, tol=1e-3)
     nbrs = cv.fold_losses(problem, solution, folds, 0, "neighbours")
     assert nbrs[1] == pytest.approx(graph[0, 1]) and nbrs[0] != graph[0, 0]
+
+def test_map_pieces_counts_fused_constant_pieces():
+    """The fused lasso's degrees of freedom: non-zero constant pieces per feature (tv); non-zeros otherwise."""
+    coords = np.array([[x, y] for x in range(6) for y in range(4)], dtype=float)
+    left = coords[:, 0] < 3
+    X = np.random.default_rng(0).normal(size=(24, 3))
+    tv = cv.CVProblem.from_arrays(X, X[:, 0], coords, dtype="float64", model={"smooth": "tv", "graph": "knn", "k": 4})
+    W = np.zeros((24, 3, 3))
+    W[:, 0, 0] = 1.0  # one piece
+    W[:, 1, 0] = np.where(left, 1.0, -2.0)  # two pieces of one feature
+    W[:, 1, 2] = np.where(left, 0.5, 0.0)  # plus one non-zero piece of another
+    W[:, 2, :] = np.arange(24)[:, None] + 1.0  # every spot its own value in every feature: 72 pieces
+    W[0, 2, 0] = W[1, 2, 0] + 0.01  # neighbours (0, 0) and (0, 1) within rtol × 24 of each other: one piece
+    pieces = cv.map_pieces(tv, W)
+    assert pieces[:2].tolist() == [1, 3]
+    assert pieces[2] == 71
+    quad = cv.CVProblem.from_arrays(X, X[:, 0], coords, dtype="float64", model={"smooth": "quadratic"})
+    assert cv.map_pieces(quad, W).tolist() == [24, 36, 72]

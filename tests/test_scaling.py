@@ -49,15 +49,35 @@ def test_same_penalties_mean_the_same_on_any_scale(sim):
 
 
 @pytest.mark.parametrize("name", ["alpha", "beta"])
-def test_natural_scales_of_alpha_and_beta_are_exact_zero_thresholds(sim, name):
+def test_zero_thresholds_at_lambda_zero_are_exact(sim, name):
+    """alpha_zero / beta_zero: above them W = 0 whatever λ; at λ = 0 they are the exact thresholds."""
     y = unit_scale(sim)
-    scale = assemble(sim.X, y, sim.coords, model={}).natural_scales()[name]
+    scale = assemble(sim.X, y, sim.coords, model={}).natural_scales()[f"{name}_zero"]
     other = "beta" if name == "alpha" else "alpha"
     just_above = fit(sim, y, lambda_smooth=0.0, **{name: 1.001 * scale, other: 0.0})
     just_below = fit(sim, y, lambda_smooth=0.0, **{name: 0.98 * scale, other: 0.0})
     assert just_above.report_["converged"] and just_below.report_["converged"]
     assert np.abs(just_above.coef_).max() == 0.0
     assert np.abs(just_below.coef_).max() > 0.0
+
+
+@pytest.mark.parametrize("name, below", [("alpha", 0.8), ("beta", 0.9)])
+def test_search_scales_of_alpha_and_beta_are_exact_for_the_constant_model(name, below):
+    """The search scales: exact zero thresholds of the spatially constant model (λ far above its own scale),
+    and far below the λ = 0 thresholds on spatial data (a search relative to those would mostly find W = 0)."""
+    small = simulate("three_regions", geometry="uniform", n_spots=40, n_features=12, sigma=1.0, seed=4)
+    y = unit_scale(small)
+    sc = assemble(small.X, y, small.coords, model={}).natural_scales()
+    assert sc[name] < 0.5 * sc[f"{name}_zero"]
+    other = "beta" if name == "alpha" else "alpha"
+    lam = 10.0 * sc["lambda_smooth"]
+    above = fit(small, y, lambda_smooth=lam, **{name: 1.01 * sc[name], other: 0.0}, max_iter=100_000)
+    under = fit(small, y, lambda_smooth=lam, **{name: below * sc[name], other: 0.0}, max_iter=100_000)
+    assert above.report_["converged"] and under.report_["converged"]
+    assert np.abs(above.coef_).max() == 0.0
+    W = under.coef_
+    assert np.abs(W).max() > 1e-3
+    assert np.abs(W - W.mean(axis=0)).max() < 1e-6 * np.abs(W).max()  # one value per feature: the constant model
 
 
 @pytest.mark.parametrize("smooth", ["tv", "graph_l1"])
@@ -124,7 +144,7 @@ def test_real_section_with_intercept_converges():
     prepared = prepare_h5ad(REAL, targets=["MBP"], features=["MYRF", "OLIG2", "SOX10", "OLIG1", "QKI"], log=open("/dev/null", "w"))
     data = prepared.regression_data("MBP")
     sc = assemble(data.X, data.y, data.coords, model={}).natural_scales()
-    model = S3R("tv", 0.02 * sc["lambda_smooth"], 1e-4 * sc["alpha"], 2e-3 * sc["beta"], device="cpu", max_iter=20_000)
+    model = S3R("tv", 0.02 * sc["lambda_smooth"], 1e-4 * sc["alpha_zero"], 2e-3 * sc["beta_zero"], device="cpu", max_iter=20_000)
     model.fit(data.X, data.y, data.coords)
     assert model.report_["converged"], model.report_
     assert model.score(data.X, data.y) > 0.5
@@ -140,7 +160,7 @@ def test_count_family_with_its_intercept_converges():
     off = rng.normal(0.0, 0.3, n)
     y = rng.poisson(np.exp(1.5 + 0.6 * X[:, 0] * (coords[:, 0] > 0.5) + off)).astype(float)
     sc = assemble(X, y, coords, model={"family": "poisson"}, offset=off).natural_scales()
-    m = S3R("tv", 0.05 * sc["lambda_smooth"], 1e-3 * sc["alpha"], 1e-2 * sc["beta"], family="poisson", tol=1e-6, device="cpu")
+    m = S3R("tv", 0.05 * sc["lambda_smooth"], 1e-3 * sc["alpha_zero"], 1e-2 * sc["beta_zero"], family="poisson", tol=1e-6, device="cpu")
     m.fit(X, y, coords, offset=off)
     assert m.report_["converged"], m.report_
     assert m.intercept_ == pytest.approx(1.5, abs=0.25)

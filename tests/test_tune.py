@@ -61,7 +61,8 @@ def result_files(out: Path) -> list[Path]:
 def test_config_defaults_and_errors():
     config = tune.resolve_config()
     assert config["n_trials"] == 30 and config["folds"] == 5 and config["fold_scheme"] == "blocks"
-    assert config["space"]["alpha"] == {"low": 1e-5, "high": 1.0, "log": True, "relative": True}
+    assert config["space"]["alpha"] == {"low": 1e-4, "high": 1.0, "log": True, "relative": True}
+    assert config["selection"] == "one_se"
     # a range given as low/high alone is absolute (configurations written before relative ranges keep their meaning)
     assert tune.resolve_config({"space": {"alpha": {"low": 1e-3, "high": 1.0}}})["space"]["alpha"]["relative"] is False
     assert tune.resolve_config({"space": {"beta": 0.0}})["space"]["beta"] == 0.0  # a fixed parameter
@@ -154,7 +155,9 @@ def test_outputs_tables_and_journal(in_process):
     assert len(folds) == CONFIG["n_trials"] * CONFIG["folds"]
     means = folds.groupby("number")["loss"].mean()
     assert np.allclose(means.to_numpy(), trials["cv_loss"].to_numpy())
-    assert best["cv_loss"] == pytest.approx(trials["cv_loss"].min())
+    assert best["best_cv_loss"] == pytest.approx(trials["cv_loss"].min())
+    assert best["cv_loss"] <= trials["cv_loss"].min() + trials.loc[trials["cv_loss"].idxmin(), "cv_se"] + 1e-12  # one_se
+    assert best["map_pieces"] == trials.loc[trials["number"] == best["trial"], "map_pieces"].item()
     params = read_params(out / "best_params.json")
     assert params["smooth"] == "tv" and params["lambda_smooth"] == best["lambda_smooth"]
     study = optuna.load_study(study_name="s3r-tune", storage=JournalStorage(JournalFileBackend(str(out / "study.journal"))))
@@ -163,10 +166,10 @@ def test_outputs_tables_and_journal(in_process):
     assert not list(out.glob("*.lock")) and not list(out.glob("*.tmp*"))
 
 
-def fake_results(values, ses, params):
+def fake_results(values, ses, params, pieces=None):
     trials = [
         {"number": i, "round": 0, "params": p, "state": "COMPLETE", "value": v, "std": s * 2, "se": s,
-         "fold_losses": [v] * 4, "converged": [True] * 4, "iterations": [10] * 4}
+         "fold_losses": [v] * 4, "converged": [True] * 4, "iterations": [10] * 4, "pieces": None if pieces is None else pieces[i]}
         for i, (v, s, p) in enumerate(zip(values, ses, params))
     ]
     return [{"round": 0, "trials": trials}]
@@ -180,9 +183,13 @@ def test_select_best_and_one_standard_error():
         {"lambda_smooth": 0.001, "alpha": 0.001, "beta": 0.001},
     ]
     results = fake_results([10.0, 10.5, 13.0, 10.0], [1.0, 1.0, 1.0, 1.0], params)
-    assert tune.select(results, {})["trial"] == 0  # ties go to the lower number
-    chosen = tune.select(results, {"selection": "one_se"})
+    assert tune.select(results, {"selection": "best"})["trial"] == 0  # ties go to the lower number
+    chosen = tune.select(results, {})  # one_se is the default; without recorded map sizes: the most regularised
     assert chosen["trial"] == 1 and chosen["best_trial"] == 0 and chosen["cv_loss"] == 10.5
+    # with map sizes (cv.map_pieces): the smallest map within one SE, whatever its penalties' positions
+    sized = fake_results([10.0, 10.5, 13.0, 10.0], [1.0, 1.0, 1.0, 1.0], params, pieces=[40.0, 55.0, 3.0, 12.0])
+    chosen = tune.select(sized, {})
+    assert chosen["trial"] == 3 and chosen["map_pieces"] == 12.0
 
 
 def test_cli_tune_then_fit(csv_paths, tmp_path, capsys):
@@ -215,8 +222,9 @@ def test_rounds_where_every_trial_is_zero_and_an_honest_null(tmp_path):
     from s3r.io import RegressionData
 
     data = RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names, target_name="noise")
+    zero = tune.make_problem(data, tune.resolve_config({})).natural_scales()["alpha_zero"]  # W = 0 at any λ beyond it
     config = {"n_trials": 6, "rounds": 3, "folds": 3, "blocks_per_fold": 2, "seed": 1,
-              "space": {"alpha": {"low": 1.5, "high": 3.0, "relative": True}}}
+              "space": {"alpha": {"low": 1.5 * zero, "high": 3.0 * zero, "relative": False}}}
     best = tune.run_search(data, config, tmp_path / "zero", keep_states=True)
     for state in (tmp_path / "zero").glob("round_*/fold_*.npz"):
         with np.load(state, allow_pickle=False) as z:  # would raise on an object array
@@ -231,7 +239,7 @@ def test_rounds_where_every_trial_is_zero_and_an_honest_null(tmp_path):
     assert default["effect_found"] is False and "no spatially varying effect" in default["verdict"]
     doc = json.loads((tmp_path / "default" / "best_params.json").read_text())
     assert doc["effect_found"] is False and doc["verdict"] == default["verdict"]
-    assert set(doc["scales"]) == set(tune.PARAM_NAMES) and all(v > 0 for v in doc["scales"].values())
+    assert set(doc["scales"]) == {*tune.PARAM_NAMES, "alpha_zero", "beta_zero"} and all(v > 0 for v in doc["scales"].values())
     # the absolute values are the relative point times the data's scales
     for name in tune.PARAM_NAMES:
         assert doc[name] == pytest.approx(doc["search"][name] * doc["scales"][name], rel=1e-12)
@@ -248,4 +256,5 @@ def test_signal_is_found_with_default_ranges(tmp_path):
     data = RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names, target_name="expr")
     best = tune.run_search(data, {"n_trials": 9, "rounds": 3, "folds": 3, "blocks_per_fold": 2}, tmp_path)
     assert best["effect_found"] is True, best["verdict"]
-    assert best["cv_loss"] < 0.95 * best["null_cv_loss"]
+    assert best["best_cv_loss"] < 0.95 * best["null_cv_loss"]
+    assert best["cv_loss"] < best["null_cv_loss"]  # the simplest model within one SE of the best still beats the null

@@ -62,7 +62,8 @@ def test_heldout_loss_is_mean_poisson_deviance_and_ranks_parameters(counts):
 
 def test_search_prefers_a_fitting_smoothness_to_an_oversmoothed_one(counts, tmp_path):
     data, offset = counts
-    config = {**CONFIG, "n_trials": 3, "rounds": 1, "space": {"lambda_smooth": {"low": 1e-3, "high": 1.0}, "alpha": 1e-3, "beta": 1e-3}}
+    config = {**CONFIG, "n_trials": 3, "rounds": 1, "selection": "best",  # the ranking itself, not the one-SE choice
+              "space": {"lambda_smooth": {"low": 1e-3, "high": 1.0}, "alpha": 1e-3, "beta": 1e-3}}
     best = tune.run_search(data, config, tmp_path, offset=offset, workers=1)
     trials = pd.read_csv(tmp_path / "trials.tsv", sep="\t")
     worst = trials.loc[trials["cv_loss"].idxmax()]

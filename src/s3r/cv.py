@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from s3r.errors import S3RInputError
@@ -170,6 +172,34 @@ def neighbour_average(W, coords, train, k: int = 7) -> np.ndarray:
     nearest = train_idx[np.asarray(nearest).reshape(held.size, k)]
     W[held] = W[nearest].mean(axis=1)
     return W
+
+
+def map_pieces(problem: Problem, W, rtol: float = 1e-3) -> np.ndarray:
+    """(B,) size of each fitted map: its degrees of freedom, for choosing the simplest of equally good models.
+
+    For ``tv`` the number of non-zero constant pieces summed over features — the degrees of freedom of the
+    fused lasso (Tibshirani & Taylor 2011): spots joined by an edge with equal coefficients form one piece.
+    Other smoothness modes do not fuse, so there it is the number of non-zero coefficients. Entries within
+    ``rtol`` × the map's largest |coefficient| count as equal (tuning stops its solves early).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    n, B, p = W.shape
+    out = np.zeros(B, dtype=np.int64)
+    edges = np.asarray(problem.graph.edges) if problem.graph is not None and problem.smooth == "tv" else None
+    for b in range(B):
+        Wb = W[:, b, :]
+        tol = rtol * float(np.abs(Wb).max())
+        nonzero = np.abs(Wb) > tol
+        if tol == 0.0 or edges is None:
+            out[b] = int(nonzero.sum())
+            continue
+        a, c = edges[:, 0], edges[:, 1]
+        same = (np.abs(Wb[a] - Wb[c]) <= tol) & nonzero[a] & nonzero[c]  # (edges, p)
+        e, j = np.nonzero(same)
+        joined = sp.coo_matrix((np.ones(e.size), (a[e] * p + j, c[e] * p + j)), shape=(n * p, n * p))
+        _, labels = connected_components(joined, directed=False)
+        out[b] = int(np.unique(labels[nonzero.ravel()]).size)
+    return out
 
 
 def heldout_mse(y, pred, scored) -> np.ndarray:

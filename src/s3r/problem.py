@@ -244,11 +244,17 @@ class Problem:
 
     # -- natural scales of λ, α, β ------------------------------------------------------------------------
     def natural_scales(self, weights=None) -> dict:
-        """Data-driven scales (user units): the smallest α and β that zero every coefficient on their own (exact,
-        from the optimality conditions at W = 0 with λ = 0), and the λ beyond which the smoothness term alone
+        """Data-driven scales (user units) for the search, as glmnet's λ_max is for the lasso.
+
+        ``alpha`` and ``beta``: the smallest α and β that zero every coefficient of the spatially constant model
+        (λ → ∞; exact, from the optimality conditions at W = 0 — the gradient pooled over each connected part of
+        the graph — when no spots are fixed at zero by the y = 0 mask), the
+        threshold that smoothing makes relevant — with smoothing, whole regions share one gradient.
+        ``alpha_zero`` and ``beta_zero``: the same thresholds at λ = 0 (a maximum over single spots), above
+        which W = 0 is optimal for every λ; they are 10–100× larger on spatial data, so a search relative to
+        them spends most trials on empty maps. ``lambda_smooth``: the λ beyond which the smoothness term alone
         holds every map spatially constant at W = 0 (a min-norm edge flow absorbing the gradient's spatial
-        variation; an upper bound on the exact threshold). Searching fractions of these spans "nothing selected"
-        to "nearly unpenalised" on any data set, as glmnet's λ_max does for the lasso.
+        variation; an upper bound on the exact threshold).
         """
         G = self.null_gradient(weights)
         n = self.n_spots
@@ -257,13 +263,29 @@ class Problem:
         one = np.ones(1)
         c_lam, c, _ = (float(v[0]) for v in self.solver_penalties(one, one, one, weights))
         if pen.any():
-            alpha = float(np.max(np.abs(G[:, pen]) / pf[pen]))
-            beta = float(np.max(np.linalg.norm(G[:, pen], axis=0) / pf[pen]) / np.sqrt(n))
+            alpha_zero = float(np.max(np.abs(G[:, pen]) / pf[pen]))
+            beta_zero = float(np.max(np.linalg.norm(G[:, pen], axis=0) / pf[pen]) / np.sqrt(n))
+            # per component c, with λ → ∞ each map is one value w_c: its gradient g_c = Σ_{i∈c} G_i, its penalties
+            # α n_c |w_c| and β √n (Σ_c n_c w_c²)^½, so zero is optimal iff |g_c| ≤ α n_c, resp. (Σ_c g_c²/n_c)^½ ≤ β √n
+            comps = self._components()
+            g = np.stack([G[rows][:, pen].sum(axis=0) for rows in comps]) / pf[pen]  # (components, p_pen)
+            size = np.array([rows.sum() for rows in comps], dtype=np.float64)[:, None]
+            alpha = float(np.max(np.abs(g) / size))
+            beta = float(np.max(np.sqrt(np.sum(g**2 / size, axis=0))) / np.sqrt(n))
         else:
-            alpha = beta = 0.0
+            alpha_zero = beta_zero = alpha = beta = 0.0
         lam = self._smooth_scale(G)
         tiny = 1e-12
-        return {"lambda_smooth": max(lam / c_lam, tiny), "alpha": max(alpha / c, tiny), "beta": max(beta / c, tiny)}
+        return {"lambda_smooth": max(lam / c_lam, tiny), "alpha": max(alpha / c, tiny), "beta": max(beta / c, tiny),
+                "alpha_zero": max(alpha_zero / c, tiny), "beta_zero": max(beta_zero / c, tiny)}
+
+    def _components(self) -> list[np.ndarray]:
+        """Boolean rows of each connected component of the graph (one for the whole section without a graph):
+        with λ → ∞ a map is constant on each component, not across them."""
+        if self.graph is None:
+            return [np.ones(self.n_spots, dtype=bool)]
+        n_comp, labels = self.graph.components()
+        return [labels == c for c in range(n_comp)]
 
     def _smooth_scale(self, G: np.ndarray) -> float:
         if self.operator is None:
@@ -275,21 +297,16 @@ class Problem:
             deg = np.asarray(abs(K).T @ abs(K) @ np.ones(K.shape[1])).ravel()
             x2 = np.mean(np.sum(self.X**2, axis=1))
             return float(x2 / max(np.mean(deg), 1e-300))
-        return _min_norm_flow_bound(K, G, self.graph)
+        return _min_norm_flow_bound(K, G, self._components())
 
 
-def _min_norm_flow_bound(K: sp.csr_matrix, G: np.ndarray, graph: SpatialGraph | None, tol: float = 1e-4, max_iter: int = 3000) -> float:
+def _min_norm_flow_bound(K: sp.csr_matrix, G: np.ndarray, components: list[np.ndarray], tol: float = 1e-4, max_iter: int = 3000) -> float:
     """max_j ‖K φ_j‖∞ with (KᵀK) φ_j = G_:j minus its per-component mean: an edge dual that absorbs the
     spatial variation of the gradient (preconditioned CG, all columns at once)."""
     A = (K.T @ K).tocsr()
     D = np.array(G, dtype=np.float64)
-    if graph is not None:
-        n_comp, labels = graph.components()
-        for c in range(n_comp):
-            rows = labels == c
-            D[rows] -= D[rows].mean(axis=0)
-    else:
-        D -= D.mean(axis=0)
+    for rows in components:
+        D[rows] -= D[rows].mean(axis=0)
     diag = A.diagonal()
     minv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)[:, None]
     X = np.zeros_like(D)

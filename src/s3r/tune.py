@@ -56,15 +56,15 @@ DEFAULT_CONFIG: dict = {
     "fold_scheme": "blocks",
     "blocks_per_fold": cv.DEFAULT_BLOCKS_PER_FOLD,
     "predictor": "graph",
-    "selection": "best",
+    "selection": "one_se",
     # ranges relative to the data's natural scales (Problem.natural_scales: the exact α and β that zero every
-    # coefficient at λ = 0, the λ that holds every map constant), so every search spans "nothing selected" to
-    # "nearly unpenalised" on any data set; relative: false makes low/high absolute values; a number fixes a
-    # parameter (absolute). α reaches lower than β: its threshold is a maximum over single spots, while with
-    # smoothing whole regions share one gradient (measured on the paper layouts: optimum α ≈ 1e-4–1e-3 of it)
+    # coefficient of the spatially constant model — glmnet's λ_max of the pooled problem — and the λ that holds
+    # every map constant), so every search spans "nothing selected" to "nearly unpenalised" on any data set;
+    # relative: false makes low/high absolute values; a number fixes a parameter (absolute). Measured on the
+    # realistic simulations and DLPFC: the selected α, β sit at 1e-3–1e-1 of these scales, λ at 1e-3–1e-1.
     "space": {
         "lambda_smooth": {"low": 1e-4, "high": 1.0, "log": True, "relative": True},
-        "alpha": {"low": 1e-5, "high": 1.0, "log": True, "relative": True},
+        "alpha": {"low": 1e-4, "high": 1.0, "log": True, "relative": True},
         "beta": {"low": 1e-4, "high": 1.0, "log": True, "relative": True},
     },
     # null = the parameterisation's default (s3r.problem.resolve_model): standard scaling with an intercept,
@@ -370,6 +370,7 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     solution = cv.solve_fold(problem, params, folds, fold, tol=solver["tol"], max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=warm,
                              batch=int(solver["batch"]))
     losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
+    pieces = cv.map_pieces(problem, solution.W)
     held = cv.heldout_mask(folds, fold)
     result = {
         "format": FORMAT,
@@ -389,6 +390,7 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
                 "loss": float(loss) if np.isfinite(loss) else None,
                 "converged": bool(solution.converged[b]),
                 "iterations": int(solution.iterations[b]),
+                "pieces": int(pieces[b]),
                 "warm_from": sources[b],
             }
             for b, (t, loss) in enumerate(zip(entries, losses))
@@ -474,6 +476,7 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
             "fold_losses": losses,
             "converged": [f["trials"][b]["converged"] for f in folds],
             "iterations": [f["trials"][b]["iterations"] for f in folds],
+            "pieces": _mean_or_none([f["trials"][b].get("pieces") for f in folds]),
         })
     result = {"format": FORMAT, "round": doc["round"], "folds": [f["fold"] for f in folds], "distributions": doc["distributions"], "trials": recorded}
     null = [f.get("null_loss") for f in folds]
@@ -487,17 +490,23 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
     return result
 
 
+def _mean_or_none(values: list) -> float | None:
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None
+
+
 # -- select ----------------------------------------------------------------------------------------------
 EDGE = 0.02  # a chosen value within 2 % of a range's end (on the search's scale) sits at its edge
 NO_EFFECT = "no spatially varying effect of the features found"
 
 
 def select(results: Sequence, config: dict, out=None) -> dict:
-    """The best trial, or (selection = one_se) the most regularised trial within one standard error of it.
+    """The best trial, or (selection = one_se, the default) the simplest trial within one standard error of it.
 
-    "Most regularised" = the largest sum of the tuned parameters' positions in their ranges (on the search's
-    scale): the simplest, smoothest, sparsest map the data cannot tell apart from the best. Ties go to the
-    lower trial number, so the choice is deterministic.
+    "Simplest" = the smallest map: fewest non-zero constant pieces over all features, averaged over the folds
+    (``cv.map_pieces``, the fused lasso's degrees of freedom) — glmnet's lambda.1se, with the model size
+    measured on the fitted maps rather than read off one penalty, since three penalties trade off. Ties (and
+    results from versions that did not record the size) go to the largest sum of the tuned parameters'
+    positions in their ranges, then to the lower trial number, so the choice is deterministic.
 
     The verdict: the intercept-only (covariates-only) model's held-out loss on the same folds is the yardstick.
     When the best trial does not beat it by more than the standard error of their paired fold differences, the
@@ -515,7 +524,8 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         limit = best["value"] + (best["se"] or 0.0)
         within = [t for t in trials if t["value"] <= limit]
         strength = _log_params([t.get("search") or t["params"] for t in within], config).sum(axis=1)
-        chosen = min(zip(within, strength), key=lambda ts: (-ts[1], ts[0]["number"]))[0]
+        size = [t["pieces"] if t.get("pieces") is not None else math.inf for t in within]
+        chosen = min(zip(within, strength, size), key=lambda tss: (tss[2], -tss[1], tss[0]["number"]))[0]
     null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
     effect, verdict = _verdict(best, null, config)
@@ -526,6 +536,7 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "trial": chosen["number"],
         "cv_loss": chosen["value"],
         "cv_se": chosen["se"],
+        "map_pieces": chosen.get("pieces"),
         "best_trial": best["number"],
         "best_cv_loss": best["value"],
         "null_cv_loss": None if null is None else null["value"],
@@ -585,6 +596,7 @@ def write_tables(results: Sequence, out_dir) -> tuple[Path, Path]:
             "number": t["number"], "round": t["round"], **t["params"], **{f"{k}_search": v for k, v in (t.get("search") or {}).items()},
             "state": t["state"], "cv_loss": t["value"],
             "cv_std": t["std"], "cv_se": t["se"], "all_converged": all(t["converged"]), "max_iterations": max(t["iterations"]),
+            "map_pieces": t.get("pieces"),
         })
         for fold, loss, conv, its in zip(range(len(t["fold_losses"])), t["fold_losses"], t["converged"], t["iterations"]):
             fold_rows.append({"number": t["number"], "fold": fold, "loss": loss, "converged": conv, "iterations": its})
