@@ -105,3 +105,31 @@ def write_results_h5ad(adata, path) -> Path:
     with atomic_path(path) as tmp:
         adata.write_h5ad(tmp)
     return path
+
+
+CV_KEYS = ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss")
+
+
+def sample_anndata(*, prepared_path, fit_jsons, params_jsons=(), h5ad=None, domains_tsv=None):
+    """The workflow's results/anndata/<sample>.h5ad: the sample's input (its .h5ad, else the prepared features),
+    every target's fit with the CV evidence of its best_params.json, and the sample's spatial domains."""
+    import anndata
+
+    from s3r.preprocess import read_prepared
+
+    if h5ad:
+        adata = anndata.read_h5ad(h5ad)
+    else:
+        prepared = read_prepared(prepared_path)
+        adata = anndata_from_prepared(prepared.X, prepared.feature_names, prepared.spot_ids, prepared.coords)
+    params_jsons = list(params_jsons) or [None] * len(fit_jsons)
+    for fit_json, params_json in zip(fit_jsons, params_jsons):
+        cv = {}
+        if params_json:
+            tuning = json.loads(Path(params_json).read_text()).get("tuning", {})
+            cv = {key: tuning[key] for key in CV_KEYS if key in tuning}
+        attach_fit(adata, fit_dir=Path(fit_json).parent, cv=cv)
+    if domains_tsv:
+        table = pd.read_csv(domains_tsv, sep="\t", dtype=str).set_index("spot")["domain"]
+        adata.obs["s3r_domain"] = pd.Categorical(table.reindex([str(o) for o in adata.obs_names]).to_numpy())
+    return adata
