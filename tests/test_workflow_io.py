@@ -107,3 +107,25 @@ def test_cli_fit_on_the_folder_gives_the_workflows_coefficients(run, section, tm
     a = json.loads((tmp_path / "cli" / "fit.json").read_text())["normalisation"]
     b = json.loads((run / "results" / "fits" / "dlpfc" / TARGET / "fit.json").read_text())["normalisation"]
     assert a == b
+
+
+def test_workflow_end_to_end_from_a_xenium_folder(tmp_path):
+    import anndata
+
+    adata = load_dlpfc()
+    keep = list(adata.var_names[:60]) + [g for g in [TARGET, *FEATURES] if g not in set(adata.var_names[:60])]
+    adata = adata[:800, keep].copy()
+    ids = [f"cell{i:05d}-1" for i in range(adata.n_obs)]
+    outs = write_xenium(tmp_path / "xenium" / "outs", adata.X, ids, [str(g) for g in adata.var_names],
+                        np.asarray(adata.obsm["spatial"]) * 2.5)
+    row = {"sample": "xen", "xenium": str(outs.parent), "targets": TARGET, "features": ",".join(FEATURES)}
+    workdir = workdir_for(tmp_path / "work", [row])
+    result = snakemake(workdir, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--resources", "gpu=0")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    imported = anndata.read_h5ad(workdir / "results" / "input" / "xen.h5ad")
+    assert list(imported.obs_names) == ids and set(imported.var["feature_types"]) == {"Gene Expression"}
+    out = anndata.read_h5ad(workdir / "results" / "anndata" / "xen.h5ad")
+    assert out.n_obs == 800 and list(out.obsm[f"s3r_{TARGET}"].columns) == FEATURES
+    np.testing.assert_array_equal(out.obsm["spatial"], np.asarray(adata.obsm["spatial"]) * 2.5)
+    report = json.loads((workdir / "results" / "fits" / "xen" / TARGET / "fit.json").read_text())
+    assert report["normalisation"]["counts_detected"] and report["normalisation"]["policy"] == "auto"

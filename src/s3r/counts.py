@@ -48,7 +48,8 @@ def describe(info: dict) -> dict[str, Any]:
     offset = info.get("offset")
     return {
         "counts_detected": bool(info.get("input_counts")),
-        "policy": info.get("policy") or ("off" if info.get("normalize") is False else "auto"),
+        # under 'auto' detected counts are always normalised, so counts left as stored mean the policy was off
+        "policy": info.get("policy") or ("off" if info.get("input_counts") and not normalised else "auto"),
         "features": (step if normalised and not str(info.get("feature_source", "")).startswith(".obsm") else "as stored")
         + (", centred and scaled to unit variance" if info.get("standardized") else ""),
         "target": "raw counts (count family)" if normalised and info.get("raw_targets") else step,
