@@ -91,6 +91,7 @@ def test_workflow_writes_results_back_into_anndata(run, section):
     assert adata.uns["s3r"][TARGET]["cv"]["cv_loss"] == pytest.approx(tuning["cv_loss"])
     assert "hires" in adata.uns["spatial"]["lib1"]["images"]
     assert (run / "results" / "report" / "dlpfc" / TARGET / "coefficient_maps.png").is_file()
+    assert "maps over the tissue image (hires)" in (run / "logs" / "fit_report" / "dlpfc" / f"{TARGET}.log").read_text()
 
 
 def test_cli_fit_on_the_folder_gives_the_workflows_coefficients(run, section, tmp_path):

@@ -1,12 +1,19 @@
 # The report: per (sample, target) figures and tables, and one batch summary table.
 
 
+def tissue_input(wildcards):
+    """The sample's .h5ad when its coordinates are .obsm['spatial']: maps are drawn over its tissue image, if any."""
+    spec = SAMPLES[wildcards.sample]
+    return {"h5ad": spec.inputs["h5ad"]} if spec.kind == "h5ad" and spec.spatial_key == "spatial" else {}
+
+
 # Per (sample, target): the fit's report (maps, heatmap by spatial domain, feature table with CV stability,
 # convergence, observed vs fitted, and the tuning evidence when tuning ran). Figures carry an SVG beside the PNG.
 if config["tune"]["enabled"]:
 
     rule fit_report:
         input:
+            unpack(tissue_input),
             npz="results/fits/{sample}/{target}/coefficients.npz",
             fit="results/fits/{sample}/{target}/fit.json",
             best="results/tune/{sample}/{target}/best_params.json",
@@ -85,6 +92,7 @@ else:
 
     rule fit_report:
         input:
+            unpack(tissue_input),
             npz="results/fits/{sample}/{target}/coefficients.npz",
             fit="results/fits/{sample}/{target}/fit.json",
         output:
@@ -138,6 +146,7 @@ else:
 # Per sample: spatial domains over all its targets' coefficient maps, and the coefficient programmes.
 rule sample_report:
     input:
+        unpack(tissue_input),
         npz=sample_coefficient_files,
     output:
         domains=report(

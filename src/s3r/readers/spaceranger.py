@@ -81,7 +81,10 @@ def _read_images(spatial: Path) -> dict:
         if png.is_file():
             import matplotlib.image
 
-            images[res] = matplotlib.image.imread(png)
+            image = matplotlib.image.imread(png)
+            if image.dtype.kind == "f":  # PNGs decode to float32 in [0, 1]; 8 bits per channel is what they hold
+                image = np.round(image * 255).astype(np.uint8)
+            images[res] = image
     return images
 
 
