@@ -2,7 +2,7 @@
 
 The folder is written first (10x layouts, tests/tenx_layouts.py: the HDF5 matrix with control probes and
 codewords, cells.csv.gz and, with pyarrow, cells.parquet); each read then runs in a fresh Python process so its
-peak RSS (ru_maxrss of the child) is the reader's own, imports included.
+peak RSS (ru_maxrss of the child) is the reader's own, imports included. Raw results: benchmarks/out/xenium_read.json.
 
     python benchmarks/xenium_read.py [--cells 100000] [--genes 300] [--repeats 3] [--keep DIR]
 """
@@ -92,7 +92,10 @@ def main() -> None:
                   f"(nnz {runs[0]['nnz']}), folder {size / 2**20:.1f} MiB; read {best:.2f} s (best of {len(runs)}; "
                   f"process incl. imports {min(r['process_wall_s'] for r in runs):.2f} s), peak RSS {peak:.0f} MiB", flush=True)
     result["children_max_rss_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps(result, indent=1))
+    out = HERE / "out" / "xenium_read.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":
