@@ -159,3 +159,15 @@ def test_two_inputs_and_stray_bin_size_are_refused(section, capsys):
     assert code == 2 and capsys.readouterr().err.strip() == "s3r fit: error: give one input, not --h5ad and --spaceranger"
     code = main(["fit", "--h5ad", "x.h5ad", "--bin-size", "8", "--target", TARGET, "--features", "PLP1", "--out", "x"])
     assert code == 2 and capsys.readouterr().err.strip() == "s3r fit: error: --bin-size selects Visium HD bins and needs --spaceranger"
+
+
+def test_tune_reads_the_folder_through_the_same_policy(section, one_torch_thread, capsys):
+    out = section["root"] / "tuned"
+    code = main(["tune", "--spaceranger", str(section["outs"]), "--target", TARGET, "--features", ",".join(FEATURES),
+                 "--trials", "2", "--rounds", "1", "--folds", "2", "--max-iter", "100", "--workers", "1", "--quiet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    trials = pd.read_csv(out / "trials.tsv", sep="\t")
+    assert len(trials) == 2 and (trials["state"] == "COMPLETE").all()
+    # the folds are blocks of the fitted spots: the in-tissue spots, in the matrix's order
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    assert sorted(map(str, folds.iloc[:, 0])) == section["spots"]

@@ -2,14 +2,6 @@
 # .h5ad (results/input/), and every sample's results go back into AnnData (results/anndata/).
 
 
-def folder_source(wildcards):
-    return getattr(SAMPLES[wildcards.sample], "source", None) or {}
-
-
-def folder_matrix(wildcards):
-    return folder_source(wildcards)["matrix"]
-
-
 rule import_folder:
     input:
         matrix=folder_matrix,
@@ -23,18 +15,6 @@ rule import_folder:
         "../../envs/s3r-cpu.yaml"
     script:
         "../../scripts/import_folder.py"
-
-
-def anndata_input(wildcards):
-    spec = SAMPLES[wildcards.sample]
-    targets = spec.targets
-    return {
-        **({"h5ad": spec.inputs["h5ad"]} if spec.kind == "h5ad" else {}),
-        "data": f"results/preprocessed/{wildcards.sample}.npz",
-        "fits": [f"results/fits/{wildcards.sample}/{t}/fit.json" for t in targets],
-        "params": [f"results/tune/{wildcards.sample}/{t}/best_params.json" for t in targets],
-        "domains": f"results/report/{wildcards.sample}/domains.tsv",
-    }
 
 
 rule anndata:

@@ -1,12 +1,6 @@
 # The report: per (sample, target) figures and tables, and one batch summary table.
 
 
-def tissue_input(wildcards):
-    """The sample's .h5ad when its coordinates are .obsm['spatial']: maps are drawn over its tissue image, if any."""
-    spec = SAMPLES[wildcards.sample]
-    return {"h5ad": spec.inputs["h5ad"]} if spec.kind == "h5ad" and spec.spatial_key == "spatial" else {}
-
-
 # Per (sample, target): the fit's report (maps, heatmap by spatial domain, feature table with CV stability,
 # convergence, observed vs fitted, and the tuning evidence when tuning ran). Figures carry an SVG beside the PNG.
 if config["tune"]["enabled"]:
