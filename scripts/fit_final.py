@@ -11,6 +11,7 @@ import torch  # noqa: E402
 
 import _s3r_path  # noqa: E402,F401
 from s3r import S3R  # noqa: E402
+from s3r.counts import describe as describe_normalisation  # noqa: E402
 from s3r.preprocess import read_prepared  # noqa: E402
 from s3r.results import write_fit  # noqa: E402
 from s3r.workflow_support import choose_device, read_graph  # noqa: E402
@@ -38,5 +39,6 @@ write_fit(
                if key in chosen.get("tuning", {})}},
     inputs=dict(snakemake.input.items()),
     offset=prepared.offset,
+    normalisation=describe_normalisation(prepared.info),
 )
 print(model.report_, flush=True)

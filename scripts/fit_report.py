@@ -7,8 +7,11 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import _s3r_path  # noqa: E402,F401
 from s3r.report.fit_report import fit_report  # noqa: E402
+from s3r.report.tissue import load_tissue  # noqa: E402
 
 best = snakemake.input.get("best")
+tissue = load_tissue(snakemake.input.get("h5ad"))
+print(f"maps over the tissue image ({tissue.resolution})" if tissue else "plain maps (no tissue image)", file=sys.stderr)
 fit_report(
     Path(snakemake.input.fit).parent,
     Path(snakemake.output.maps).parent,
@@ -16,4 +19,5 @@ fit_report(
     max_features=snakemake.params.max_features,
     domains_k=snakemake.params.domains_k,
     title=f"{snakemake.wildcards.sample} / {snakemake.wildcards.target}",
+    tissue=tissue,
 )

@@ -7,6 +7,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import _s3r_path  # noqa: E402,F401
 from s3r.report.sample import sample_report  # noqa: E402
+from s3r.report.tissue import load_tissue  # noqa: E402
 
 settings = snakemake.params.settings
 paths = sample_report(
@@ -16,5 +17,6 @@ paths = sample_report(
     n_programmes=settings["n_programmes"],
     threshold=settings["programme_threshold"],
     title=snakemake.wildcards.sample,
+    tissue=load_tissue(snakemake.input.get("h5ad")),
 )
 print("\n".join(f"{name}: {path}" for name, path in paths.items()), file=sys.stderr)

@@ -355,8 +355,9 @@ def read_h5ad(
     layer: str | None = None,
     spatial_key: str = "spatial",
     covariates: Sequence[str] = (),
+    source: str | None = None,
 ) -> RegressionData:
-    """Read one regression problem from an AnnData file.
+    """Read one regression problem from an AnnData file (or an AnnData object already in memory).
 
     ``target``: a gene (or, failing that, a numeric ``.obs`` column). ``features``: a list of genes, or a
     string naming an ``.obsm`` key (e.g. cell-type proportions) whose columns become the features — named by
@@ -365,18 +366,23 @@ def read_h5ad(
     """
     import anndata
 
-    path = Path(path)
-    if not path.exists():
-        raise S3RInputError(f"{path}: h5ad file not found; check the path")
-    if not path.is_file():
-        raise S3RInputError(f"{path}: path is not a file; give the path of the .h5ad file")
-    if path.stat().st_size == 0:
-        raise S3RInputError(f"{path}: h5ad file is empty; rewrite it with AnnData.write_h5ad")
-    try:
-        adata = anndata.read_h5ad(path)
-    except Exception as err:  # h5py/anndata raise many types for a corrupt or foreign file
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise S3RInputError(f"{path}: cannot read as an AnnData .h5ad file ({msg}); check the file") from None
+    if isinstance(path, anndata.AnnData):  # already read (e.g. from a Space Ranger or Xenium folder)
+        from s3r.readers import input_source
+
+        adata, path = path, Path(source or input_source(path))
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise S3RInputError(f"{path}: h5ad file not found; check the path")
+        if not path.is_file():
+            raise S3RInputError(f"{path}: path is not a file; give the path of the .h5ad file")
+        if path.stat().st_size == 0:
+            raise S3RInputError(f"{path}: h5ad file is empty; rewrite it with AnnData.write_h5ad")
+        try:
+            adata = anndata.read_h5ad(path)
+        except Exception as err:  # h5py/anndata raise many types for a corrupt or foreign file
+            msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise S3RInputError(f"{path}: cannot read as an AnnData .h5ad file ({msg}); check the file") from None
 
     var_names = pd.Index([str(v) for v in adata.var_names])
     obs_names = [str(o) for o in adata.obs_names]

@@ -35,6 +35,14 @@ NORMALIZE_CHOICES = ("auto", True, False)
 LIBRARY_SIZE = "log_library_size"  # offset name: log of each spot's total counts
 
 
+def _auto_offset(spec, normalised_counts: bool):
+    """Offset 'auto' (the counts policy, s3r.counts): log library size exactly when raw counts were detected and
+    normalisation is on; any other spec is kept as given."""
+    if spec == "auto":
+        return LIBRARY_SIZE if normalised_counts else None
+    return spec
+
+
 def _offset(spec, totals, obs, source: str):
     """The offset array for ``spec``: None, 'log_library_size' (log of the spots' total counts) or an .obs column."""
     if spec is None:
@@ -202,6 +210,7 @@ def prepare_reference_csv(
 
     x_counts = holds_counts(X)
     normalized = _should_normalize(normalize, x_counts, bool((X >= 0).all()), str(x_path))
+    offset = _auto_offset(offset, normalized and x_counts)
     totals = X.sum(axis=1) if x_counts else None
     offset_values = _offset(offset, totals, None, str(x_path))
     if normalized:
@@ -271,12 +280,18 @@ def prepare_h5ad(
     cell-type proportions: not normalised). Library sizes are row sums over all genes of ``.X``/the layer."""
     import anndata
 
-    source = str(path)
+    if isinstance(path, anndata.AnnData):  # already read, e.g. from a Space Ranger or Xenium folder
+        from s3r.readers import input_source
+
+        adata = path
+        source = input_source(adata)
+    else:
+        source = str(path)
+        if not Path(path).is_file():
+            raise S3RInputError(f"{source}: h5ad file not found; check the path")
+        adata = anndata.read_h5ad(path)
     targets = _check_targets_listed(targets, source)
     _check_normalize(normalize)
-    if not Path(path).is_file():
-        raise S3RInputError(f"{source}: h5ad file not found; check the path")
-    adata = anndata.read_h5ad(path)
     if layer is not None and layer not in adata.layers:
         raise S3RInputError(f"{source}: layer {layer!r} not found; layers are {', '.join(adata.layers.keys()) or 'none'}")
     matrix = adata.X if layer is None else adata.layers[layer]
@@ -314,7 +329,8 @@ def prepare_h5ad(
 
     # The library reader does the checks and densifies only the chosen columns.
     data = read_h5ad(
-        path, target=targets[0], features=feature_arg, layer=layer, spatial_key=spatial_key, covariates=covariates
+        adata, target=targets[0], features=feature_arg, layer=layer, spatial_key=spatial_key, covariates=covariates,
+        source=source,
     )
     Y = np.empty((data.n_spots, len(targets)))
     for j, t in enumerate(targets):
@@ -331,6 +347,7 @@ def prepare_h5ad(
         raise S3RInputError(f"{source}: target {targets[j]!r} has NaN/infinite values; fix or drop those spots")
 
     X = data.X
+    offset = _auto_offset(offset, normalized and counts)
     lib = totals if totals is not None else (np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel() if counts else None)
     offset_values = _offset(offset, lib, adata.obs, source)
     if normalized:

@@ -36,10 +36,12 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, inputs: dict | None = None, offset=None) -> Path:
+def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, inputs: dict | None = None, offset=None,
+              normalisation: dict | None = None) -> Path:
     """Write coefficients.csv (features × spots), coefficients.npz and fit.json into ``out_dir``.
 
-    ``offset``: the one the count-family fit used, so the reported r2 (deviance explained) scores that model."""
+    ``offset``: the one the count-family fit used, so the reported r2 (deviance explained) scores that model;
+    ``normalisation``: what the counts policy did to the values (s3r.counts.describe), recorded in fit.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     coef = pd.DataFrame(model.coef_.T, index=data.feature_names, columns=data.spot_ids)
@@ -63,6 +65,7 @@ def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, 
         "r2": model.score(data.X, data.y, covariates=data.covariates, **({} if offset is None else {"offset": offset})),
         "trace": model.trace_,
         "inputs": inputs or {},
+        **({"normalisation": normalisation} if normalisation is not None else {}),
         "extra": params or {},
         "versions": library_versions(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -44,6 +44,9 @@ __all__ = [
 SHEET_COLUMNS = {
     "sample": "unique sample name (letters, digits, '_', '-', '.')",
     "h5ad": "AnnData .h5ad input",
+    "spaceranger": "a Space Ranger outs/ folder (Visium, Visium HD)",
+    "bin_size": "Visium HD bin size in µm (with spaceranger)",
+    "xenium": "a Xenium outs/ folder",
     "x_csv": "reference CSV: X, features x spots",
     "y_csv": "reference CSV: Y, spots x targets",
     "coords_csv": "reference CSV: coordinates, spots x (row, col)",
@@ -63,7 +66,7 @@ SHEET_COLUMNS = {
     "graph": "override graph.method",
     "k": "override graph.k",
 }
-_NUMERIC_COLUMNS = {"lambda_smooth": float, "alpha": float, "beta": float, "k": int}
+_NUMERIC_COLUMNS = {"lambda_smooth": float, "alpha": float, "beta": float, "k": int, "bin_size": int}
 _MODEL_OVERRIDES = ("smooth", "lambda_smooth", "alpha", "beta")
 _GRAPH_OVERRIDES = {"graph": "method", "k": "k"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -542,13 +545,17 @@ def check_samples(
         for p in input_paths:
             if _norm(p) in generated:
                 demo_targets = generated[_norm(p)][1]["targets"]
-        if record.get("h5ad"):
+        if record.get("spaceranger") or record.get("xenium"):  # instrument folders: s3r.readers.sheet
+            from s3r.readers.sheet import check_folder_sample
+
+            spec = check_folder_sample(row, record, deep)
+        elif record.get("h5ad"):
             spec = _check_h5ad_sample(row, record, generated, demo_targets)
         elif any(record.get(c) for c in ("x_csv", "y_csv", "coords_csv")):
             spec = _check_csv_sample(row, record, generated, demo_targets, deep)
         else:
             raise row.error(
-                "h5ad", "no input; give an .h5ad path in column 'h5ad' or the reference CSVs in x_csv, y_csv, coords_csv"
+                "h5ad", "no input; give an .h5ad path in column 'h5ad', a folder in 'spaceranger' or 'xenium', or the reference CSVs in x_csv, y_csv, coords_csv"
             )
         spec.overrides = {c: record[c] for c in (*_MODEL_OVERRIDES, *_GRAPH_OVERRIDES) if c in record}
         specs[name] = spec

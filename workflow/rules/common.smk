@@ -18,6 +18,7 @@ if Path(_SRC).is_dir():
 from s3r.errors import S3RInputError
 from s3r import workflow_support as ws
 from s3r import workflow_perturbseq as wps
+from s3r.counts import prepare_kwargs as counts_policy
 
 
 def _input_error(message):
@@ -118,6 +119,9 @@ def preprocess_input(wildcards):
 
 def preprocess_params(wildcards):
     spec = SAMPLES[wildcards.sample]
+    # the counts policy shared with s3r fit/tune (s3r.counts): log-normalised counts for gaussian; raw targets with
+    # a log library size offset for the count families; preprocess.normalize false turns it off
+    policy = counts_policy(config["model"]["family"], config["preprocess"]["normalize"], config["model"]["offset"])
     return {
         "kind": spec.kind,
         "targets": spec.targets,
@@ -125,10 +129,9 @@ def preprocess_params(wildcards):
         "covariates": spec.covariates,
         "layer": spec.layer,
         "spatial_key": spec.spatial_key,
-        "settings": config["preprocess"],
-        # a count family fits raw target counts (features are still normalised), offset by log library size
-        "raw_targets": config["model"]["family"] != "gaussian",
-        "offset": config["model"]["offset"],
+        "settings": {**config["preprocess"], "normalize": policy["normalize"]},
+        "raw_targets": policy["raw_targets"],
+        "offset": policy["offset"],
     }
 
 
@@ -280,6 +283,7 @@ def final_outputs():
     out += [f"results/report/{s}/{t}/features.tsv" for s, t in pairs]
     out += [f"results/report/{s}/programmes.tsv" for s in SAMPLES]
     out += ["results/report/summary.tsv"]
+    out += [f"results/anndata/{s}.h5ad" for s in SAMPLES]
     out += [f"results/deconvolution/{s}/proportions.csv" for s in deconvolve_samples()]
     out += [f"results/report/{s}/deconvolution/proportions.png" for s in deconvolve_samples()]
     out += [f"results/deconvolution/{s}/lambda_choice.csv" for s in proportions_samples()]

@@ -7,6 +7,7 @@ if config["tune"]["enabled"]:
 
     rule fit_report:
         input:
+            unpack(tissue_input),
             npz="results/fits/{sample}/{target}/coefficients.npz",
             fit="results/fits/{sample}/{target}/fit.json",
             best="results/tune/{sample}/{target}/best_params.json",
@@ -85,6 +86,7 @@ else:
 
     rule fit_report:
         input:
+            unpack(tissue_input),
             npz="results/fits/{sample}/{target}/coefficients.npz",
             fit="results/fits/{sample}/{target}/fit.json",
         output:
@@ -138,6 +140,7 @@ else:
 # Per sample: spatial domains over all its targets' coefficient maps, and the coefficient programmes.
 rule sample_report:
     input:
+        unpack(tissue_input),
         npz=sample_coefficient_files,
     output:
         domains=report(

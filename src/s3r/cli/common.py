@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field
 
 from s3r.errors import S3RInputError
 from s3r.io import RegressionData, read_h5ad, read_reference_csv
@@ -22,6 +23,13 @@ def add_input_arguments(parser) -> None:
     group.add_argument("--layer", help="expression layer instead of .X (with --h5ad)")
     group.add_argument("--spatial-key", default="spatial", help="obsm key of the coordinates (default: spatial)")
     group.add_argument("--covariates", metavar="C1,C2", help="unpenalised .obs covariates (with --h5ad)")
+    group.add_argument("--spaceranger", metavar="DIR", help="a Space Ranger outs/ folder (Visium; Visium HD with --bin-size), in-tissue spots")
+    group.add_argument("--bin-size", type=int, metavar="UM", help="Visium HD: the bin size in µm (2, 8, 16, ...) under outs/binned_outputs/")
+    group.add_argument("--xenium", metavar="DIR", help="a Xenium outs/ folder (cells, centroids in µm; control probes dropped)")
+    group.add_argument("--normalisation", choices=("auto", "off"), default="auto",
+                       help="auto (default): raw counts are library-size normalised + log1p (gaussian) or kept raw with a log "
+                       "library size offset (count families), features centred and scaled, as in the workflow; off: values as stored")
+    group.add_argument("--target-sum", type=float, default=1e4, help="counts per spot after library-size normalisation (default 10000)")
 
 
 def add_model_arguments(parser, *, title: str, tuning: bool = False):
@@ -114,9 +122,99 @@ def read_input(args) -> RegressionData:
 
 
 def describe_input(args) -> dict:
+    for kind in ("spaceranger", "xenium"):
+        if getattr(args, kind, None):
+            out = {kind: getattr(args, kind), "target": args.target, "features": args.features, "layer": args.layer}
+            return {**out, "bin_size_um": args.bin_size} if kind == "spaceranger" else out
     if args.h5ad:
         return {"h5ad": args.h5ad, "target": args.target, "features": args.features, "layer": args.layer}
     return {"x": args.x, "y": args.y, "coords": args.coords}
+
+
+@dataclass
+class LoadedInput:
+    """What a subcommand fits: the problem, its offset, what the counts policy did, and the input as AnnData
+    (None for the CSV triplet) for --write-h5ad."""
+
+    data: RegressionData
+    offset: object = None
+    normalisation: dict = field(default_factory=dict)
+    adata: object = None
+
+
+def input_kind(args) -> tuple[str, str | None]:
+    """The one input given: ('csv', None) or (kind, path) for h5ad / spaceranger / xenium."""
+    given = [(k, getattr(args, k, None)) for k in ("h5ad", "spaceranger", "xenium") if getattr(args, k, None)]
+    if len(given) > 1:
+        raise S3RInputError(f"give one input, not {' and '.join('--' + k for k, _ in given)}")
+    if given and any([args.x, args.y, args.coords]):
+        raise S3RInputError(f"give either --{given[0][0]} or the --x/--y/--coords triplet, not both")
+    if getattr(args, "bin_size", None) is not None and not getattr(args, "spaceranger", None):
+        raise S3RInputError("--bin-size selects Visium HD bins and needs --spaceranger")
+    return given[0] if given else ("csv", None)
+
+
+def load_input(args, family: str | None) -> LoadedInput:
+    """Read the input and apply the counts policy (s3r.counts) exactly as the workflow's preprocess step does."""
+    from s3r.counts import describe, prepare_kwargs
+    from s3r.preprocess import holds_counts, prepare_h5ad, prepare_reference_csv
+
+    kind, path = input_kind(args)
+    policy = getattr(args, "normalisation", "auto")
+    target_sum = getattr(args, "target_sum", 1e4)
+    if kind == "csv":
+        data = read_input(args)
+        if getattr(args, "offset", None):
+            raise S3RInputError("--offset names an .obs column and needs an AnnData input (--h5ad, --spaceranger or --xenium)")
+        if policy == "auto" and holds_counts(data.X):
+            kwargs = prepare_kwargs(family, policy)
+            prepared = prepare_reference_csv(args.x, args.y, args.coords, targets=[data.target_name], features=list(data.feature_names),
+                                             target_sum=target_sum, standardize=True, **kwargs)
+            return LoadedInput(prepared.regression_data(data.target_name), prepared.offset, describe(prepared.info))
+        return LoadedInput(data, None, describe({"input_counts": holds_counts(data.X), "normalized": False, "policy": policy}))
+
+    from s3r.readers import read_spatial
+
+    if not args.target or not args.features:
+        raise S3RInputError(f"--{kind} needs --target GENE and --features G1,G2,... (or --features obsm:KEY)")
+    adata = read_spatial(kind, path, bin_size=getattr(args, "bin_size", None))
+    obsm = args.features.startswith("obsm:")
+    features = args.features if obsm else [f for f in args.features.split(",") if f]
+    covariates = [c for c in (args.covariates or "").split(",") if c]
+    if args.layer is not None and args.layer not in adata.layers:
+        from s3r.readers import input_source
+
+        raise S3RInputError(f"{input_source(adata, path)}: layer {args.layer!r} not found; layers are {', '.join(adata.layers.keys()) or 'none'}")
+    matrix = adata.X if args.layer is None else adata.layers[args.layer]
+    counts = matrix is not None and holds_counts(matrix)
+    if policy == "auto" and counts:
+        kwargs = prepare_kwargs(family, policy, getattr(args, "offset", None))
+        prepared = prepare_h5ad(adata, targets=[args.target], features=features, covariates=covariates, layer=args.layer,
+                                spatial_key=args.spatial_key, target_sum=target_sum, standardize=True, **kwargs)
+        return LoadedInput(prepared.regression_data(args.target), prepared.offset, describe(prepared.info), adata)
+    from s3r.readers import input_source
+
+    data = read_h5ad(adata, target=args.target, features=features[len("obsm:"):] if obsm else features, layer=args.layer,
+                     spatial_key=args.spatial_key, covariates=covariates, source=input_source(adata, path))
+    offset = _offset_column(adata, args, input_source(adata, path))
+    return LoadedInput(data, offset, describe({"input_counts": counts, "normalized": False, "policy": policy, "offset": getattr(args, "offset", None)}), adata)
+
+
+def _offset_column(adata, args, source):
+    if not getattr(args, "offset", None):
+        return None
+    import numpy as np
+
+    obs = adata.obs
+    if args.offset not in obs.columns:
+        raise S3RInputError(f"{source}: --offset column {args.offset!r} is not in .obs (columns: {', '.join(map(str, list(obs.columns)[:12]))})")
+    try:
+        values = obs[args.offset].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        raise S3RInputError(f"{source}: --offset column {args.offset!r} is not numeric; give log library sizes") from None
+    if not np.all(np.isfinite(values)):
+        raise S3RInputError(f"{source}: --offset column {args.offset!r} has missing or infinite values; fill them (log of a positive size)")
+    return values
 
 
 class Progress:

@@ -40,7 +40,10 @@ def add_parser(subparsers):
     inputs.add_argument("--reference", metavar="REF", help="cell types × genes mean expression (.csv) or single cells (.h5ad)")
     inputs.add_argument("--cell-type-key", default="cell_type", help="the .obs column of an .h5ad reference (default cell_type)")
     inputs.add_argument("--temperature", type=float, default=1.0, help="components mode: divide Poisson log-likelihoods by this (default 1)")
-    inputs.add_argument("--coords", metavar="C.csv", required=True, help="spots × coordinates (x, y or row, col)")
+    inputs.add_argument("--coords", metavar="C.csv", help="spots × coordinates (x, y or row, col); not with --spaceranger/--xenium")
+    inputs.add_argument("--spaceranger", metavar="DIR", help="counts and coordinates from a Space Ranger outs/ folder (with --reference)")
+    inputs.add_argument("--bin-size", type=int, metavar="UM", help="Visium HD: the bin size in µm, with --spaceranger")
+    inputs.add_argument("--xenium", metavar="DIR", help="counts and coordinates from a Xenium outs/ folder (with --reference)")
     inputs.add_argument("--coord-columns", metavar="A,B", help="the two coordinate columns when C.csv has more")
     model = p.add_argument_group("model")
     model.add_argument("--mode", choices=("proportions", "components"),
@@ -135,9 +138,23 @@ def _read_reference(args) -> pd.DataFrame:
     return _read_table(args.reference, "reference", "cell type", "gene")
 
 
+def _folder_counts(adata, reference: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Raw counts of an instrument folder on the reference's genes only (densifying all genes would not fit)."""
+    genes = set(map(str, reference.index)) | set(map(str, reference.columns))
+    keep = [g for g in map(str, adata.var_names) if g in genes]
+    if not keep:
+        raise S3RInputError(f"{source}: no gene of the matrix is in the reference {len(genes)} names; check the reference's gene names")
+    sub = adata[:, keep].X
+    dense = sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub)
+    return pd.DataFrame(dense.astype(np.float64), index=pd.Index(map(str, adata.obs_names)), columns=keep)
+
+
 def _counts_and_reference(args, coords_ids: set) -> tuple[pd.DataFrame, pd.DataFrame]:
-    counts = _oriented(_read_table(args.counts, "counts", "spot", "gene"), coords_ids, args.counts, "spots", "genes")
     reference = _read_reference(args)
+    if getattr(args, "_folder", None) is not None:
+        counts = _folder_counts(args._folder, reference, args.counts)
+    else:
+        counts = _oriented(_read_table(args.counts, "counts", "spot", "gene"), coords_ids, args.counts, "spots", "genes")
     genes = set(map(str, counts.columns))
     if len(genes & set(map(str, reference.index))) > len(genes & set(map(str, reference.columns))):
         reference = reference.T  # written genes × cell types
@@ -206,10 +223,31 @@ def _edge_table(spot_ids, edges, weights) -> pd.DataFrame:
     return pd.DataFrame({"spot_a": ids[edges[:, 0]], "spot_b": ids[edges[:, 1]], "weight": weights})
 
 
+def _folder_input(args) -> pd.DataFrame | None:
+    """--spaceranger/--xenium: the folder's AnnData stands in for --counts, its .obsm['spatial'] for --coords."""
+    given = [k for k in ("spaceranger", "xenium") if getattr(args, k, None)]
+    if getattr(args, "bin_size", None) is not None and not getattr(args, "spaceranger", None):
+        raise S3RInputError("--bin-size selects Visium HD bins and needs --spaceranger")
+    if not given:
+        if not args.coords:
+            raise S3RInputError("missing --coords C.csv (or give --spaceranger DIR / --xenium DIR, which carry coordinates)")
+        return None
+    if len(given) > 1 or args.counts or args.coords or args.scores:
+        raise S3RInputError(f"--{given[0]} replaces --counts and --coords; give it with --reference only")
+    from s3r.readers import input_source, read_spatial
+
+    kind = given[0]
+    args._folder = read_spatial(kind, getattr(args, kind), bin_size=args.bin_size, images=False)
+    args.counts = args.coords = input_source(args._folder, getattr(args, kind))
+    xy = np.asarray(args._folder.obsm["spatial"], dtype=np.float64)
+    return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1]}, index=pd.Index(map(str, args._folder.obs_names)))
+
+
 def run(args) -> int:
+    folder_coords = _folder_input(args)
     mode = _mode(args)
     lam = _lambda(args, mode)
-    coords_table = _coordinates(args.coords, args.coord_columns)
+    coords_table = folder_coords if folder_coords is not None else _coordinates(args.coords, args.coord_columns)
     if mode == "proportions":
         return _run_proportions(args, lam, coords_table)
     return _run_components(args, lam, coords_table)

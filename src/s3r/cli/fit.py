@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from s3r.cli.common import model_flags, Progress, add_input_arguments, add_model_arguments, describe_input, read_input, read_offset
+from s3r.cli.common import model_flags, Progress, add_input_arguments, add_model_arguments, describe_input, load_input
 from s3r.errors import S3RInputError
 from s3r.results import read_params, write_fit
 
@@ -25,6 +25,8 @@ def add_parser(subparsers):
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     s.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--write-h5ad", metavar="FILE", help="also write the input spots with the results as AnnData "
+                   "(.obsm['s3r_<target>'] coefficients, .obs fitted values, .uns['s3r'] parameters and selected features)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     return p
 
@@ -61,7 +63,6 @@ def tuning_verdict(path) -> dict:
 def run(args) -> int:
     from s3r.estimator import S3R
 
-    data = read_input(args)
     params = resolve_params(args)
     progress = None if args.quiet else Progress()
     # a tuning run's model settings (parameterisation, intercept, ...) come with its λ, α, β; flags win
@@ -76,12 +77,21 @@ def run(args) -> int:
         max_edge_length=chosen("max_edge_length", args.max_edge_length, None),
         tol=args.tol, max_iter=args.max_iter, device=args.device, dtype=args.dtype, callback=progress, **settings,
     )
-    offset = read_offset(args)
-    model.set_params(family=chosen("family", args.family, "gaussian") or "gaussian", theta=chosen("theta", args.theta, None))
+    family = chosen("family", args.family, "gaussian") or "gaussian"
+    loaded = load_input(args, family)
+    data, offset = loaded.data, loaded.offset
+    model.set_params(family=family, theta=chosen("theta", args.theta, None))
     model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset)
     if progress:
         progress.close()
-    out = write_fit(args.out, model, data, params=tuning_verdict(args.params), inputs=describe_input(args), offset=offset)
+    out = write_fit(args.out, model, data, params=tuning_verdict(args.params), inputs=describe_input(args), offset=offset,
+                    normalisation=loaded.normalisation)
+    if args.write_h5ad:
+        from s3r.anndata_out import attach_fit, input_anndata, write_results_h5ad
+
+        adata = input_anndata(loaded)
+        attach_fit(adata, fit_dir=out, cv=tuning_verdict(args.params))
+        write_results_h5ad(adata, args.write_h5ad)
     r = model.report_
     state = "converged" if r["converged"] else f"NOT converged (max {args.max_iter} iterations; raise --max-iter or --tol)"
     if r.get("theta") is not None:

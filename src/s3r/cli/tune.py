@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from s3r.cli.common import model_flags, add_input_arguments, add_model_arguments, read_input, read_offset
+from s3r.cli.common import model_flags, add_input_arguments, add_model_arguments, load_input
 from s3r.errors import S3RInputError
 
 
@@ -89,8 +89,8 @@ def run(args) -> int:
     from s3r.tune import resolve_config, run_search
 
     config = resolve_config(build_config(args))
-    data = read_input(args)
-    offset = read_offset(args)
+    loaded = load_input(args, config["model"].get("family"))
+    data, offset = loaded.data, loaded.offset
     say = None if args.quiet else (lambda line: print(f"s3r tune: {line}", file=sys.stderr, flush=True))
     best = run_search(data, config, args.out, workers=args.workers, keep_states=args.keep_states, progress=say, offset=offset)
     print(

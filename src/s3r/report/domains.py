@@ -137,7 +137,7 @@ def domain_table(spot_ids: Sequence[str], labels: np.ndarray):
     return pd.DataFrame({"spot": list(map(str, spot_ids)), "domain": [f"D{int(d) + 1}" for d in labels]})
 
 
-def plot_domains(coords, labels, png_path, *, title: str = "", silhouette_by_k: dict | None = None) -> dict[str, Path]:
+def plot_domains(coords, labels, png_path, *, title: str = "", silhouette_by_k: dict | None = None, tissue=None) -> dict[str, Path]:
     """Domain map (one colour per domain, true aspect ratio), with the silhouette curve when k was chosen."""
     import matplotlib.pyplot as plt
 
@@ -153,7 +153,7 @@ def plot_domains(coords, labels, png_path, *, title: str = "", silhouette_by_k: 
                              gridspec_kw={"width_ratios": [width, 3.0]} if ncols == 2 else None)
     k = len(np.unique(labels))
     spatial_scatter(axes[0, 0], coords, names, categorical=True, title=f"{k} spatial domain{'s' * (k != 1)}",
-                    legend_title="domain")
+                    legend_title="domain", tissue=tissue)
     if ncols == 2:
         ax = axes[0, 1]
         ks = sorted(curve)

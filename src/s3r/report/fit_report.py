@@ -190,7 +190,7 @@ def _strongest_first(values, names) -> list[int]:
 
 
 # -- figures -----------------------------------------------------------------------------------------------
-def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = "") -> dict[str, Path]:
+def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = "", tissue=None) -> dict[str, Path]:
     """Maps of the leading features' coefficients (largest mean |coefficient| first), each on a diverging scale
     centred at zero. ``fit``: a :class:`FitOutputs` or a fit directory. Returns {"png": ..., "svg": ...}."""
     import matplotlib.pyplot as plt
@@ -212,7 +212,8 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     for ax, j in zip(axes.ravel(), order):
         ax.set_axis_on()
         share = float((fit.W[:, j] != 0).mean())
-        spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=f"{fit.feature_names[j]} (non-zero at {share:.0%})")
+        spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=f"{fit.feature_names[j]} (non-zero at {share:.0%})",
+                        tissue=tissue)
     heading = title or "coefficients of the leading features"
     if verdict is not None and verdict[0] is False:  # said in words, not left to an empty-looking map
         heading = f"NO EFFECT FOUND: {heading}\n{_wrap(verdict[1])}"
@@ -389,8 +390,10 @@ def plot_tuning(trials: pd.DataFrame, chosen: int | None, paths: dict[str, Path]
 
 # -- the whole per-fit report --------------------------------------------------------------------------------
 def fit_report(fit_dir, out_dir, *, tune_dir=None, data=None, max_features: int = 6, domains_k: int | None = None,
-               title: str = "", data_source: str = "data") -> dict[str, Path]:
+               title: str = "", data_source: str = "data", tissue=None) -> dict[str, Path]:
     """Write every figure and table of one fit into ``out_dir``; returns {name: PNG or TSV path}.
+
+    ``tissue``: a tissue image (s3r.report.tissue) to draw the coefficient maps over; plain maps without one.
 
     Names: coefficient_maps, heatmap, features (TSV), domains (TSV), convergence, observed_vs_predicted (with
     ``data``, a RegressionData of the fitted spots, or when the fit stored its fitted values), tuning_history,
@@ -409,7 +412,7 @@ def fit_report(fit_dir, out_dir, *, tune_dir=None, data=None, max_features: int 
     write_csv(feature_table(fit.W, fit.feature_names, folds), files["features"], sep="\t", index=False, na_rep="NA")
 
     files["coefficient_maps"] = plot_coefficient_maps(fit, out / "coefficient_maps.png", max_features=max_features,
-                                                      title=f"{label}leading features' coefficients")["png"]
+                                                      title=f"{label}leading features' coefficients", tissue=tissue)["png"]
     labels, _, _ = spot_domains(fit.W, k=domains_k, seed=0)
     files["domains"] = out / "domains.tsv"
     write_csv(domain_table(fit.spot_ids, labels), files["domains"], sep="\t", index=False)

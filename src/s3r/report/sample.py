@@ -44,8 +44,9 @@ def read_coefficients(npz_paths: Mapping[str, str | Path]):
 
 def sample_report(npz_paths: Mapping[str, str | Path], out_dir, *, k: int | None = None,
                   k_range: tuple[int, int] = (2, 8), n_programmes: int | None = None, threshold: float | None = None,
-                  seed: int = 0, title: str = "") -> dict[str, Path]:
-    """Domains and programmes of one sample from {target: coefficients.npz}; returns {name: path}."""
+                  seed: int = 0, title: str = "", tissue=None) -> dict[str, Path]:
+    """Domains and programmes of one sample from {target: coefficients.npz}; returns {name: path}. ``tissue``: a
+    tissue image (s3r.report.tissue) under the domain map."""
     from s3r.io import write_csv
     from s3r.report.domains import domain_table, plot_domains, spot_domains, stack_coefficients
     from s3r.report.programmes import (
@@ -67,7 +68,7 @@ def sample_report(npz_paths: Mapping[str, str | Path], out_dir, *, k: int | None
     paths["domains_tsv"] = out / "domains.tsv"
     how = "fixed k" if k is not None else "k by silhouette"
     figs = plot_domains(coords, labels, out / "domains.png", title=f"{title} — domains ({how})" if title else "",
-                        silhouette_by_k=silhouettes if k is None else None)
+                        silhouette_by_k=silhouettes if k is None else None, tissue=tissue)
     paths.update({f"domains_{fmt}": p for fmt, p in figs.items()})
 
     matrix = coefficient_summary(coefs, features)

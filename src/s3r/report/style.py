@@ -140,6 +140,7 @@ def spatial_scatter(
     categorical: bool = False,
     size: float | None = None,
     legend_title: str = "",
+    tissue=None,
 ):
     """One value per spot at its coordinates, true aspect ratio, orientation as given.
 
@@ -147,6 +148,7 @@ def spatial_scatter(
     largest absolute value), so white means "no effect" and equal colour distance means equal magnitude.
     Otherwise a sequential map over [``vmin``, ``vmax``] (default: the values' range), e.g. to share one scale.
     ``categorical``: ``values`` are labels; one colour each and a legend instead of a colour bar.
+    ``tissue``: a :class:`s3r.report.tissue.Tissue` drawn underneath (coordinates in its full-resolution pixels).
     Returns the PathCollection.
     """
     import matplotlib.colors as mcolors
@@ -160,6 +162,10 @@ def spatial_scatter(
         ax.spines[side].set_visible(False)
     if title:
         ax.set_title(title)
+    if tissue is not None:
+        from s3r.report.tissue import draw_tissue
+
+        draw_tissue(ax, tissue, coords)
     if categorical:
         labels = np.asarray(values)
         levels = sorted(set(labels.tolist()), key=lambda v: (str(type(v)), v))

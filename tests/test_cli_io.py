@@ -1,0 +1,173 @@
+"""s3r fit/tune on a Space Ranger folder: the counts policy, fit.json's "normalisation", --write-h5ad."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from s3r import S3R
+from s3r.cli import main
+from tenx_layouts import DLPFC, load_dlpfc, write_spaceranger
+
+pytestmark = pytest.mark.skipif(not DLPFC.is_file(), reason="../shared/data/real/dlpfc_151675.h5ad is absent")
+
+TARGET = "MBP"
+FEATURES = ["PLP1", "MOBP", "PCP4", "SOX10", "SNAP25"]
+SOLVER = ["--tol", "1e-4", "--max-iter", "400", "--lambda-smooth", "0.05", "--alpha", "0.05", "--beta", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def section(tmp_path_factory):
+    adata = load_dlpfc()
+    keep = list(adata.var_names[:150]) + [g for g in [TARGET, *FEATURES] if g not in set(adata.var_names[:150])]
+    adata = adata[:, keep].copy()
+    root = tmp_path_factory.mktemp("io")
+    outs = write_spaceranger(root / "outs", adata, n_off_tissue=4)
+    # the reference values, computed here from the counts: spots in the matrix's (sorted) order
+    order = sorted(str(s) for s in adata.obs_names)
+    sub = adata[order]
+    counts = sub.X.toarray().astype(np.float64)
+    totals = counts.sum(axis=1)  # all genes, the antibody feature excluded
+    names = list(sub.var_names)
+    lognorm = np.log1p(counts / totals[:, None] * 1e4)
+    X = lognorm[:, [names.index(f) for f in FEATURES]]
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    xy = np.asarray(sub.obsm["spatial"])
+    coords = np.column_stack([np.round(xy[:, 0] * 10), np.round(xy[:, 1] * 10)])
+    return {"outs": outs, "root": root, "spots": order, "X": X, "coords": coords, "totals": totals,
+            "y_log": lognorm[:, names.index(TARGET)], "y_raw": counts[:, names.index(TARGET)], "adata": adata}
+
+
+def _fit(section, name, *extra):
+    out = section["root"] / name
+    code = main(["fit", "--spaceranger", str(section["outs"]), "--target", TARGET, "--features", ",".join(FEATURES),
+                 *SOLVER, "--quiet", "--out", str(out), *extra])
+    return code, out
+
+
+def _coef(out):
+    return pd.read_csv(out / "coefficients.csv", index_col=0, float_precision="round_trip")
+
+
+def _direct(section, y, **kw):
+    family = kw.pop("family", "gaussian")
+    model = S3R("tv", 0.05, 0.05, 0.05, tol=1e-4, max_iter=400, family=family)
+    return model.fit(section["X"], y, section["coords"], **kw)
+
+
+def test_gaussian_fit_normalises_counts_as_the_workflow_does(section, one_torch_thread):
+    code, out = _fit(section, "gauss", "--write-h5ad", str(section["root"] / "gauss.h5ad"))
+    assert code in (0, 3)
+    report = json.loads((out / "fit.json").read_text())
+    assert report["normalisation"] == {
+        "counts_detected": True, "policy": "auto",
+        "features": "library-size normalised to 10000 per spot, then log1p, centred and scaled to unit variance",
+        "target": "library-size normalised to 10000 per spot, then log1p", "offset": None, "target_sum": 10000.0,
+    }
+    assert report["inputs"]["spaceranger"] == str(section["outs"])
+    coef = _coef(out)
+    assert list(coef.index) == FEATURES and list(coef.columns) == section["spots"]
+    expected = _direct(section, section["y_log"])
+    np.testing.assert_allclose(coef.to_numpy().T, expected.coef_, rtol=0, atol=1e-9)
+
+
+def test_count_family_keeps_raw_target_with_log_library_size_offset(section, one_torch_thread):
+    code, out = _fit(section, "poisson", "--family", "poisson")
+    assert code in (0, 3)
+    report = json.loads((out / "fit.json").read_text())
+    assert report["normalisation"]["target"] == "raw counts (count family)"
+    assert report["normalisation"]["offset"] == "log library size (log of each spot's total counts)"
+    expected = _direct(section, section["y_raw"], family="poisson", offset=np.log(section["totals"]))
+    np.testing.assert_allclose(_coef(out).to_numpy().T, expected.coef_, rtol=0, atol=1e-9)
+
+
+def test_normalisation_off_fits_the_stored_counts(section, one_torch_thread):
+    code, out = _fit(section, "off", "--normalisation", "off")
+    assert code in (0, 3)
+    report = json.loads((out / "fit.json").read_text())
+    assert report["normalisation"] == {"counts_detected": True, "policy": "off", "features": "as stored", "target": "as stored",
+                                       "offset": None, "target_sum": None}
+    sub = section["adata"][section["spots"]]
+    X = sub[:, FEATURES].X.toarray().astype(np.float64)
+    y = sub[:, TARGET].X.toarray().ravel().astype(np.float64)
+    expected = S3R("tv", 0.05, 0.05, 0.05, tol=1e-4, max_iter=400).fit(X, y, section["coords"])
+    np.testing.assert_allclose(_coef(out).to_numpy().T, expected.coef_, rtol=0, atol=1e-9)
+
+
+def test_write_h5ad_holds_the_input_spots_and_every_result(section, one_torch_thread):
+    import anndata
+
+    path = section["root"] / "gauss.h5ad"
+    if not path.is_file():
+        _fit(section, "gauss", "--write-h5ad", str(path))
+    adata = anndata.read_h5ad(path)
+    assert adata.n_obs == 3592 and adata.n_vars == section["adata"].n_vars and list(adata.obs_names) == section["spots"]
+    coef = _coef(section["root"] / "gauss")
+    frame = adata.obsm[f"s3r_{TARGET}"]
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == FEATURES
+    np.testing.assert_array_equal(frame.to_numpy(), coef.to_numpy().T)
+    with np.load(section["root"] / "gauss" / "coefficients.npz") as npz:
+        np.testing.assert_array_equal(adata.obs[f"s3r_{TARGET}_fitted"].to_numpy(), npz["fitted"])
+        np.testing.assert_allclose(adata.obs[f"s3r_{TARGET}_observed"].to_numpy(), section["y_log"], rtol=1e-14, atol=0)
+    uns = adata.uns["s3r"][TARGET]
+    selected = [f for f in FEATURES if np.any(coef.loc[f].to_numpy() != 0)]
+    assert list(uns["selected_features"]) == selected and selected
+    for f in selected:
+        np.testing.assert_array_equal(adata.obs[f"s3r_{TARGET}:{f}"].to_numpy(), coef.loc[f].to_numpy())
+    assert uns["parameters"]["lambda_smooth"] == 0.05 and uns["parameters"]["family"] == "gaussian"
+    assert uns["normalisation"]["policy"] == "auto"
+    # the input's counts, image and scale factors come back unchanged
+    assert (adata.X != section["adata"][section["spots"]].X).nnz == 0
+    assert "hires" in adata.uns["spatial"]["lib1"]["images"]
+
+
+def test_scanpy_draws_a_coefficient_map_over_the_tissue(section, tmp_path, one_torch_thread):
+    sc = pytest.importorskip("scanpy")
+    import anndata
+    import matplotlib
+
+    matplotlib.use("Agg")
+    path = section["root"] / "gauss.h5ad"
+    if not path.is_file():
+        _fit(section, "gauss", "--write-h5ad", str(path))
+    adata = anndata.read_h5ad(path)
+    feature = list(adata.uns["s3r"][TARGET]["selected_features"])[0]
+    # scanpy >= 1.11 points to squidpy for this (a FutureWarning); the call still draws
+    ax = sc.pl.spatial(adata, color=f"s3r_{TARGET}:{feature}", show=False, return_fig=False)
+    ax = ax[0] if isinstance(ax, list) else ax
+    assert len(ax.images) == 1  # the tissue image under the spots
+    values = ax.collections[0].get_array()
+    np.testing.assert_allclose(np.sort(np.asarray(values)), np.sort(adata.obs[f"s3r_{TARGET}:{feature}"].to_numpy()))
+    ax.figure.savefig(tmp_path / "map.png")
+    assert (tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_unknown_target_gene_stops_with_one_line_naming_the_matrix(section, capsys):
+    code = main(["fit", "--spaceranger", str(section["outs"]), "--target", "NOPE1", "--features", ",".join(FEATURES),
+                 "--out", str(section["root"] / "bad")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err == (f"s3r fit: error: {section['outs'] / 'filtered_feature_bc_matrix.h5'}: target gene 'NOPE1' not in var_names "
+                   f"(did you mean 'NOS1', 'CNDP1'?); check the gene name")
+
+
+def test_two_inputs_and_stray_bin_size_are_refused(section, capsys):
+    code = main(["fit", "--spaceranger", str(section["outs"]), "--h5ad", "x.h5ad", "--target", TARGET, "--features", "PLP1", "--out", "x"])
+    assert code == 2 and capsys.readouterr().err.strip() == "s3r fit: error: give one input, not --h5ad and --spaceranger"
+    code = main(["fit", "--h5ad", "x.h5ad", "--bin-size", "8", "--target", TARGET, "--features", "PLP1", "--out", "x"])
+    assert code == 2 and capsys.readouterr().err.strip() == "s3r fit: error: --bin-size selects Visium HD bins and needs --spaceranger"
+
+
+def test_tune_reads_the_folder_through_the_same_policy(section, one_torch_thread, capsys):
+    out = section["root"] / "tuned"
+    code = main(["tune", "--spaceranger", str(section["outs"]), "--target", TARGET, "--features", ",".join(FEATURES),
+                 "--trials", "2", "--rounds", "1", "--folds", "2", "--max-iter", "100", "--workers", "1", "--quiet", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    trials = pd.read_csv(out / "trials.tsv", sep="\t")
+    assert len(trials) == 2 and (trials["state"] == "COMPLETE").all()
+    # the folds are blocks of the fitted spots: the in-tissue spots, in the matrix's order
+    folds = pd.read_csv(out / "folds.tsv", sep="\t")
+    assert sorted(map(str, folds.iloc[:, 0])) == section["spots"]

@@ -1,0 +1,132 @@
+"""The workflow from a Space Ranger folder: start-up checks, then normalised, tuned, fitted, reported and
+written back to results/anndata/<sample>.h5ad; s3r fit --spaceranger reproduces the workflow's fit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from tenx_layouts import DLPFC, load_dlpfc, write_spaceranger, write_xenium
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "MBP"
+FEATURES = ["PLP1", "MOBP", "PCP4", "SOX10", "SNAP25"]
+pytestmark = pytest.mark.skipif(not DLPFC.is_file(), reason="../shared/data/real/dlpfc_151675.h5ad is absent")
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def workdir_for(root: Path, sheet_rows: list[dict]) -> Path:
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["demo"] = {}
+    config["perturbseq"]["enabled"] = False
+    config["perturbseq"]["demo"] = {}
+    config["tune"].update(n_trials=2, rounds=1, folds=2)
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    pd.DataFrame(sheet_rows).to_csv(root / "config" / "samples.tsv", sep="\t", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def section(tmp_path_factory):
+    adata = load_dlpfc()
+    keep = list(adata.var_names[:150]) + [g for g in [TARGET, *FEATURES] if g not in set(adata.var_names[:150])]
+    root = tmp_path_factory.mktemp("wfio")
+    return {"root": root, "adata": adata[:, keep].copy(), "outs": write_spaceranger(root / "outs", adata[:, keep].copy(), n_off_tissue=4)}
+
+
+def test_bad_folders_stop_at_start_up_with_one_line(section, tmp_path):
+    row = {"sample": "dlpfc", "spaceranger": str(section["outs"]), "targets": "NOPE1", "features": ",".join(FEATURES)}
+    result = snakemake(workdir_for(tmp_path / "a", [row]), "-n")
+    text = result.stdout + result.stderr
+    matrix = section["outs"] / "filtered_feature_bc_matrix.h5"
+    assert result.returncode != 0
+    assert (f"s3r: config/samples.tsv line 2 (sample 'dlpfc'), column 'targets': target 'NOPE1' is not a gene of {matrix} "
+            f"(did you mean 'NOS1', 'CNDP1'?); check the name") in text, text[-3000:]
+    row = {**row, "targets": TARGET, "spaceranger": str(tmp_path / "empty")}
+    (tmp_path / "empty").mkdir()
+    result = snakemake(workdir_for(tmp_path / "b", [row]), "-n")
+    text = result.stdout + result.stderr
+    assert (f"s3r: config/samples.tsv line 2 (sample 'dlpfc'), column 'spaceranger': {tmp_path / 'empty' / 'filtered_feature_bc_matrix.h5'}: "
+            f"feature-barcode matrix not found; point --spaceranger") in text, text[-3000:]
+
+
+@pytest.fixture(scope="module")
+def run(section):
+    row = {"sample": "dlpfc", "spaceranger": str(section["outs"]), "targets": TARGET, "features": ",".join(FEATURES)}
+    workdir = workdir_for(section["root"] / "work", [row])
+    result = snakemake(workdir, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--resources", "gpu=0")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return workdir
+
+
+def test_workflow_writes_results_back_into_anndata(run, section):
+    import anndata
+
+    fit_dir = run / "results" / "fits" / "dlpfc" / TARGET
+    report = json.loads((fit_dir / "fit.json").read_text())
+    assert report["normalisation"]["policy"] == "auto" and report["normalisation"]["counts_detected"]
+    assert report["normalisation"]["target"] == "library-size normalised to 10000 per spot, then log1p"
+    adata = anndata.read_h5ad(run / "results" / "anndata" / "dlpfc.h5ad")
+    assert adata.n_obs == 3592 and adata.n_vars == section["adata"].n_vars
+    coef = pd.read_csv(fit_dir / "coefficients.csv", index_col=0, float_precision="round_trip")
+    frame = adata.obsm[f"s3r_{TARGET}"]
+    assert list(frame.columns) == list(coef.index)
+    np.testing.assert_array_equal(frame.loc[list(coef.columns)].to_numpy(), coef.to_numpy().T)
+    domains = pd.read_csv(run / "results" / "report" / "dlpfc" / "domains.tsv", sep="\t").set_index("spot")["domain"]
+    assert list(adata.obs["s3r_domain"].astype(str)) == list(domains.loc[list(adata.obs_names)])
+    tuning = json.loads((run / "results" / "tune" / "dlpfc" / TARGET / "best_params.json").read_text())["tuning"]
+    assert adata.uns["s3r"][TARGET]["cv"]["cv_loss"] == pytest.approx(tuning["cv_loss"])
+    assert "hires" in adata.uns["spatial"]["lib1"]["images"]
+    assert (run / "results" / "report" / "dlpfc" / TARGET / "coefficient_maps.png").is_file()
+    assert "maps over the tissue image (hires)" in (run / "logs" / "fit_report" / "dlpfc" / f"{TARGET}.log").read_text()
+
+
+def test_cli_fit_on_the_folder_gives_the_workflows_coefficients(run, section, tmp_path):
+    from s3r.cli import main
+
+    best = run / "results" / "tune" / "dlpfc" / TARGET / "best_params.json"
+    code = main(["fit", "--spaceranger", str(section["outs"]), "--target", TARGET, "--features", ",".join(FEATURES),
+                 "--params", str(best), "--quiet", "--out", str(tmp_path / "cli")])
+    assert code == 0
+    ours = pd.read_csv(tmp_path / "cli" / "coefficients.csv", index_col=0, float_precision="round_trip")
+    theirs = pd.read_csv(run / "results" / "fits" / "dlpfc" / TARGET / "coefficients.csv", index_col=0, float_precision="round_trip")
+    assert list(ours.index) == list(theirs.index) and list(ours.columns) == list(theirs.columns)
+    np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=0, atol=1e-8)
+    a = json.loads((tmp_path / "cli" / "fit.json").read_text())["normalisation"]
+    b = json.loads((run / "results" / "fits" / "dlpfc" / TARGET / "fit.json").read_text())["normalisation"]
+    assert a == b
+
+
+def test_workflow_end_to_end_from_a_xenium_folder(tmp_path):
+    import anndata
+
+    adata = load_dlpfc()
+    keep = list(adata.var_names[:60]) + [g for g in [TARGET, *FEATURES] if g not in set(adata.var_names[:60])]
+    adata = adata[:800, keep].copy()
+    ids = [f"cell{i:05d}-1" for i in range(adata.n_obs)]
+    outs = write_xenium(tmp_path / "xenium" / "outs", adata.X, ids, [str(g) for g in adata.var_names],
+                        np.asarray(adata.obsm["spatial"]) * 2.5)
+    row = {"sample": "xen", "xenium": str(outs.parent), "targets": TARGET, "features": ",".join(FEATURES)}
+    workdir = workdir_for(tmp_path / "work", [row])
+    result = snakemake(workdir, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--resources", "gpu=0")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    imported = anndata.read_h5ad(workdir / "results" / "input" / "xen.h5ad")
+    assert list(imported.obs_names) == ids and set(imported.var["feature_types"]) == {"Gene Expression"}
+    out = anndata.read_h5ad(workdir / "results" / "anndata" / "xen.h5ad")
+    assert out.n_obs == 800 and list(out.obsm[f"s3r_{TARGET}"].columns) == FEATURES
+    np.testing.assert_array_equal(out.obsm["spatial"], np.asarray(adata.obsm["spatial"]) * 2.5)
+    report = json.loads((workdir / "results" / "fits" / "xen" / TARGET / "fit.json").read_text())
+    assert report["normalisation"]["counts_detected"] and report["normalisation"]["policy"] == "auto"
