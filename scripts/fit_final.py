@@ -13,7 +13,8 @@ import _s3r_path  # noqa: E402,F401
 from s3r import S3R  # noqa: E402
 from s3r.preprocess import read_prepared  # noqa: E402
 from s3r.results import write_fit  # noqa: E402
-from s3r.workflow_support import choose_device, read_graph  # noqa: E402
+from s3r.graph_io import read_graph  # noqa: E402
+from s3r.solver.device import choose_device  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)  # the CPUs this job was given, not every core of the node
 sample, target = snakemake.wildcards.sample, snakemake.wildcards.target

@@ -16,8 +16,8 @@ if Path(_SRC).is_dir():
     sys.path.insert(0, _SRC)
 
 from s3r.errors import S3RInputError
-from s3r import workflow_support as ws
-from s3r import workflow_perturbseq as wps
+from s3r.workflow import samples as ws_samples, screens as ws_screens, settings as ws_settings
+from s3r.workflow.sheet import schema_error_message
 
 
 def _input_error(message):
@@ -28,10 +28,10 @@ def _input_error(message):
 try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as err:
-    raise _input_error(ws.schema_error_message(err, source="config")) from None
+    raise _input_error(schema_error_message(err, source="config")) from None
 
 try:
-    SAMPLE_SHEET, _SHEET_LINES = ws.read_sample_sheet(config["samples"])
+    SAMPLE_SHEET, _SHEET_LINES = ws_samples.read_sample_sheet(config["samples"])
 except S3RInputError as err:
     raise _input_error(err) from None
 
@@ -39,14 +39,14 @@ try:
     validate(SAMPLE_SHEET, schema="../schemas/samples.schema.yaml")
 except WorkflowError as err:
     raise _input_error(
-        ws.schema_error_message(
+        schema_error_message(
             err, source=config["samples"], lines=_SHEET_LINES, frame=SAMPLE_SHEET
         )
     ) from None
 
 try:
     # Jobs parse the workflow again; the main process has already read every table once.
-    SAMPLES = ws.check_samples(
+    SAMPLES = ws_samples.check_samples(
         SAMPLE_SHEET,
         _SHEET_LINES,
         sheet=config["samples"],
@@ -71,14 +71,14 @@ if _model["theta"] is not None and _model["family"] != "negative_binomial":
 if config["tune"]["enabled"]:
     try:
         for _spec in SAMPLES.values():
-            ws.tune_settings(config, _spec)
+            ws_settings.tune_settings(config, _spec)
     except S3RInputError as err:
         raise _input_error(err) from None
 
 if config["deconvolve"]["enabled"]:
     try:
-        ws.check_deconvolve_options(config["deconvolve"]["options"])
-        ws.check_deconvolve_options(config["deconvolve"]["proportions"], "proportions")
+        ws_settings.check_deconvolve_options(config["deconvolve"]["options"])
+        ws_settings.check_deconvolve_options(config["deconvolve"]["proportions"], "proportions")
     except S3RInputError as err:
         raise _input_error(err) from None
 
@@ -86,7 +86,7 @@ if config["deconvolve"]["enabled"]:
 PERTURBSEQ = {}
 if config["perturbseq"]["enabled"]:
     try:
-        PERTURBSEQ = wps.read_perturbseq_sheet(
+        PERTURBSEQ = ws_screens.read_perturbseq_sheet(
             config["perturbseq"], deep=workflow.is_main_process
         )
     except S3RInputError as err:
@@ -133,15 +133,15 @@ def preprocess_params(wildcards):
 
 
 def graph_params(wildcards):
-    return ws.graph_settings(config, SAMPLES[wildcards.sample])
+    return ws_settings.graph_settings(config, SAMPLES[wildcards.sample])
 
 
 def model_params(wildcards):
-    return ws.model_settings(config, SAMPLES[wildcards.sample])
+    return ws_settings.model_settings(config, SAMPLES[wildcards.sample])
 
 
 def tune_settings(wildcards):
-    return ws.tune_settings(config, SAMPLES[wildcards.sample])
+    return ws_settings.tune_settings(config, SAMPLES[wildcards.sample])
 
 
 def _tune_dir(wildcards):

@@ -1,4 +1,4 @@
-"""Sample sheet checks: every bad row is reported with its line, its column and a fix, before any job runs."""
+"""Sample sheet checks (s3r.workflow): every bad row is reported with its line, its column and a fix, before any job runs."""
 
 from __future__ import annotations
 
@@ -12,17 +12,12 @@ import pytest
 
 from s3r.errors import S3RInputError
 from s3r.graph import knn_graph
-from s3r.workflow_support import (
-    check_samples,
-    choose_device,
-    demo_paths,
-    model_settings,
-    read_graph,
-    read_sample_sheet,
-    simulate_demo,
-    tune_settings,
-    write_graph,
-)
+from s3r.graph_io import read_graph, write_graph
+from s3r.simulate_demo import simulate_demo
+from s3r.solver.device import choose_device
+from s3r.workflow.paths import demo_paths
+from s3r.workflow.samples import check_samples, read_sample_sheet
+from s3r.workflow.settings import model_settings, tune_settings
 
 HEADER = ["sample", "h5ad", "x_csv", "y_csv", "coords_csv", "targets", "features", "covariates", "alpha"]
 
