@@ -540,7 +540,9 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "model": config["model"],
     }
     if out is not None:
-        write_json(doc, out)
+        from s3r.artifacts import write_params
+
+        write_params(out, {**chosen["params"], "smooth": config["model"]["smooth"]}, source="tune", tuning=doc)
     return doc
 
 

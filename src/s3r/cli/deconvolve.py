@@ -211,7 +211,8 @@ def run(args) -> int:
 
 
 def _run_proportions(args, lam, coords_table) -> int:
-    from s3r.deconv.outputs import SUMMARY_NAME, write_proportions_tables
+    from s3r.artifacts import DECONV_SUMMARY
+    from s3r.deconv.outputs import write_proportions_tables
     from s3r.deconv.proportions import CellTypeProportions
     from s3r.io import write_json
 
@@ -260,7 +261,7 @@ def _run_proportions(args, lam, coords_table) -> int:
             "versions": _versions(),
         }
     )
-    write_json(report, out / SUMMARY_NAME)
+    write_json(report, out / DECONV_SUMMARY)
     if not args.quiet:
         state = "converged" if model.report_["converged"] else "stopped at --max-iter"
         print(
@@ -273,7 +274,8 @@ def _run_proportions(args, lam, coords_table) -> int:
 
 def _run_components(args, lam, coords_table) -> int:
     from s3r.deconv import Deconvolution
-    from s3r.deconv.outputs import SUMMARY_NAME, write_components_tables
+    from s3r.artifacts import DECONV_SUMMARY
+    from s3r.deconv.outputs import write_components_tables
     from s3r.io import write_csv, write_json
 
     scores, inputs = _scores_from_args(args, set(coords_table.index))
@@ -336,7 +338,7 @@ def _run_components(args, lam, coords_table) -> int:
             "versions": _versions(),
         }
     )
-    write_json(report, out / SUMMARY_NAME)
+    write_json(report, out / DECONV_SUMMARY)
     if not args.quiet:
         state = "converged" if model.report_["converged"] else "stopped at --max-iter"
         print(

@@ -1,7 +1,7 @@
 """The deconvolution output tables, written by one function per mode for ``s3r deconvolve`` and the workflow.
 
 The report reads these files whichever front end wrote them, so their names, index labels and column order
-are fixed here once. The JSON summary's name is :data:`SUMMARY_NAME`.
+are fixed here once. The JSON summary's name is :data:`s3r.artifacts.DECONV_SUMMARY`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import pandas as pd
 
 from s3r.io import write_csv
 
-__all__ = ["SUMMARY_NAME", "edge_table", "write_proportions_tables", "write_components_tables"]
-
-SUMMARY_NAME = "deconvolve.json"
+__all__ = ["edge_table", "write_proportions_tables", "write_components_tables"]
 
 
 def edge_table(spot_ids, edges, weights) -> pd.DataFrame:

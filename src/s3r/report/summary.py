@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from s3r.artifacts import read_params_file
 from s3r.errors import S3RInputError
 
 __all__ = ["summarise_fits", "COLUMNS"]
@@ -49,9 +50,8 @@ def _top_features(npz: Path) -> str:
 
 
 def _tuning(doc: dict) -> dict:
-    """CV loss and trial of the chosen parameters: workflow best_params.json keeps them under "tuning",
-    ``s3r tune`` writes them at the top level; parameters from config carry none."""
-    tuned = doc.get("tuning") if isinstance(doc.get("tuning"), dict) else doc
+    """CV loss and trial of the chosen parameters (the parameter file's "tuning"); parameters from config carry none."""
+    tuned = doc["tuning"] or {}
     return {key: tuned.get(key) for key in TUNING_KEYS}
 
 
@@ -83,9 +83,9 @@ def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons
         tuning.update({key: extra[key] for key in ("effect_found", "verdict", "null_cv_loss", "cv_loss") if key in extra})
         source = extra.get("params_source")
         if params_jsons:
-            doc = _load(params_jsons[i], "parameter file")
+            doc = read_params_file(params_jsons[i])
             for key, mine in (("sample", sample), ("target", target)):
-                if key in doc and mine is not None and str(doc[key]) != str(mine):
+                if doc[key] is not None and mine is not None and str(doc[key]) != str(mine):
                     raise S3RInputError(
                         f"{params_jsons[i]}: parameters for {key} {doc[key]!r}, but {path} is {key} {mine!r}; "
                         "pass the files in the same order"
