@@ -8,7 +8,6 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
 from s3r import S3R  # noqa: E402
 from s3r.artifacts import read_params_file  # noqa: E402
 from s3r.preprocess import read_prepared  # noqa: E402

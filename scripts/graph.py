@@ -4,7 +4,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.graph import build_graph  # noqa: E402
 from s3r.graph_io import graph_summary, write_graph  # noqa: E402
 from s3r.io import write_json  # noqa: E402

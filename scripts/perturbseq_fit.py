@@ -7,7 +7,6 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import torch  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
 from s3r.workflow.jobs import OUTPUT_TABLES, run_screen  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)

@@ -6,7 +6,6 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
 from s3r.artifacts import write_params  # noqa: E402
 from s3r.tune import PARAM_NAMES, export_study, select, write_tables  # noqa: E402
 

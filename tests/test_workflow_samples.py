@@ -229,11 +229,15 @@ def test_shallow_check_skips_reading_tables(inputs):
 
 
 def test_scripts_import_the_checkout_library():
+    """One mechanism: common.smk puts src/ first on PYTHONPATH, which every script's interpreter inherits."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    code = "import sys; sys.path.append('scripts'); import _s3r_path, s3r; print(sys.path[0]); print(s3r.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True).stdout
-    first, module = out.split()
-    assert Path(first) == repo / "src" and Path(module).is_relative_to(repo / "src")
+    common = (repo / "workflow" / "rules" / "common.smk").read_text()
+    assert "PYTHONPATH=os.pathsep.join([_SRC" in common
+    assert not any("sys.path" in s.read_text() for s in (repo / "scripts").glob("*.py"))
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    code = "import s3r; print(s3r.__file__)"
+    module = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True).stdout
+    assert Path(module.strip()).is_relative_to(repo / "src")

@@ -1,5 +1,6 @@
 # Helpers only (no rules): config and sample sheet checks at parse time, input functions, target lists.
 # Everything that can be wrong with the inputs is caught here, before any job is scheduled.
+import os
 import re
 import sys
 from pathlib import Path
@@ -7,13 +8,16 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The library is imported from this checkout's src/ first, so the workflow and the library always match,
-# whether or not s3r is installed in the environment that runs Snakemake.
+# The one way every process imports the library: this checkout's src/ first, so the workflow and the library
+# always match, whether or not s3r is installed (conda envs hold only the dependencies). sys.path serves this
+# parse; PYTHONPATH is inherited by the scripts' interpreters, locally and in SLURM jobs (which parse again).
 _SRC = str(Path(workflow.basedir).parent / "src")
 if Path(_SRC).is_dir():
     if _SRC in sys.path:
         sys.path.remove(_SRC)
     sys.path.insert(0, _SRC)
+    _paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _SRC]
+    os.environ.update(PYTHONPATH=os.pathsep.join([_SRC, *_paths]))
 
 from s3r.errors import S3RInputError
 from s3r.workflow import samples as ws_samples, screens as ws_screens, settings as ws_settings
@@ -261,8 +265,13 @@ def fit_files(wildcards):
 
 
 def fit_params_files(wildcards):
-    """The best_params.json each fit used, in fit_files' order (the summary pairs them by position)."""
-    return [f"results/tune/{s}/{t}/best_params.json" for s, t in sample_targets()]
+    """The best_params.json each fit used (inputs of the summary; fit_params_pairs says which is whose)."""
+    return [path for _, _, path in fit_params_pairs()]
+
+
+def fit_params_pairs():
+    """[sample, target, best_params.json] per fit: the summary pairs fits and parameters by name, not position."""
+    return [[s, t, f"results/tune/{s}/{t}/best_params.json"] for s, t in sample_targets()]
 
 
 def sample_target_names(wildcards):
@@ -286,3 +295,48 @@ def final_outputs():
     out += [f"results/report/{s}/deconvolution/proportions.png" for s in proportions_samples()]
     out += perturbseq_outputs()
     return out
+
+
+def fit_report_input(wildcards):
+    """The fit, and with tuning on its tuning files (the report reads the chosen trial's fold solutions)."""
+    files = {
+        "npz": f"results/fits/{wildcards.sample}/{wildcards.target}/coefficients.npz",
+        "fit": f"results/fits/{wildcards.sample}/{wildcards.target}/fit.json",
+    }
+    if config["tune"]["enabled"]:
+        files.update(
+            best=f"results/tune/{wildcards.sample}/{wildcards.target}/best_params.json",
+            results=tune_all_results(wildcards),
+            states=tune_all_states(wildcards),
+        )
+    return files
+
+
+def fit_report_tuning_outputs():
+    """The tuning figures exist only when tuning ran."""
+    if not config["tune"]["enabled"]:
+        return {}
+    return {
+        "history": report(
+            "results/report/{sample}/{target}/tuning_history.png",
+            caption="../report/tuning.rst",
+            category="{sample}",
+            subcategory="{target}",
+            labels={"sample": "{sample}", "target": "{target}", "figure": "tuning history"},
+        ),
+        "parameters": report(
+            "results/report/{sample}/{target}/tuning_parameters.png",
+            caption="../report/tuning.rst",
+            category="{sample}",
+            subcategory="{target}",
+            labels={"sample": "{sample}", "target": "{target}", "figure": "CV loss by parameter"},
+        ),
+        "folds": report(
+            "results/report/{sample}/{target}/tuning_folds.png",
+            caption="../report/tuning.rst",
+            category="{sample}",
+            subcategory="{target}",
+            labels={"sample": "{sample}", "target": "{target}", "figure": "CV fold spread"},
+        ),
+        "trials": "results/report/{sample}/{target}/trials.tsv",
+    }
