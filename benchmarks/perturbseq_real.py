@@ -34,7 +34,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
 
-    from s3r.workflow_perturbseq import OUTPUT_TABLES, plot_screen, run_screen
+    from s3r.workflow.jobs import OUTPUT_TABLES, plot_screen, run_screen
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -7,7 +7,6 @@ sys.stderr = open(snakemake.log[0], "w")
 
 import pandas as pd  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
 from s3r.preprocess import read_prepared  # noqa: E402
 from s3r.report.deconvolution import deconvolution_report  # noqa: E402
 

@@ -6,8 +6,8 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # the solver's progress g
 
 import torch  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
-from s3r.workflow_support import choose_device, run_deconvolution  # noqa: E402
+from s3r.solver.device import choose_device  # noqa: E402
+from s3r.workflow.jobs import run_deconvolution  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)  # the CPUs this job was given, not every core of the node
 run_deconvolution(

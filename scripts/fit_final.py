@@ -4,22 +4,21 @@ import sys
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # the solver's progress goes to stdout
 
-import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
 from s3r import S3R  # noqa: E402
+from s3r.artifacts import read_params_file  # noqa: E402
 from s3r.counts import describe as describe_normalisation  # noqa: E402
 from s3r.preprocess import read_prepared  # noqa: E402
 from s3r.results import write_fit  # noqa: E402
-from s3r.workflow_support import choose_device, read_graph  # noqa: E402
+from s3r.graph_io import read_graph  # noqa: E402
+from s3r.solver.device import choose_device  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)  # the CPUs this job was given, not every core of the node
 sample, target = snakemake.wildcards.sample, snakemake.wildcards.target
-with open(snakemake.input.params) as fh:
-    chosen = json.load(fh)
+chosen = read_params_file(snakemake.input.params)
 device = choose_device(snakemake.resources.get("gpu", 0))
 prepared = read_prepared(snakemake.input.data)
 data = prepared.regression_data(target)
@@ -34,9 +33,9 @@ write_fit(
     Path(snakemake.output.fit).parent,
     model,
     data,
-    params={"sample": sample, "params_source": chosen.get("source", "unknown"),
+    params={"sample": sample, "params_source": chosen["source"] or "unknown",
             **{key: chosen["tuning"][key] for key in ("effect_found", "verdict", "warnings", "null_cv_loss", "cv_loss")
-               if key in chosen.get("tuning", {})}},
+               if key in (chosen["tuning"] or {})}},
     inputs=dict(snakemake.input.items()),
     offset=prepared.offset,
     normalisation=describe_normalisation(prepared.info),

@@ -7,8 +7,7 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import torch  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
-from s3r.workflow_perturbseq import OUTPUT_TABLES, run_screen  # noqa: E402
+from s3r.workflow.jobs import OUTPUT_TABLES, run_screen  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 outputs = {key: snakemake.output[key] for key in OUTPUT_TABLES}

@@ -4,7 +4,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.preprocess import prepare_h5ad, prepare_reference_csv, write_prepared  # noqa: E402
 
 spec = snakemake.params.spec

@@ -5,7 +5,6 @@ from pathlib import Path
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.report.sample import sample_report  # noqa: E402
 from s3r.report.tissue import load_tissue  # noqa: E402
 

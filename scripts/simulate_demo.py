@@ -4,8 +4,7 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
-from s3r.workflow_support import simulate_demo  # noqa: E402
+from s3r.simulate_demo import simulate_demo  # noqa: E402
 
 simulate_demo(snakemake.params.spec, **dict(snakemake.output.items()))
 print(f"simulated {snakemake.wildcards.demo}: {snakemake.params.spec}", file=sys.stderr)

@@ -4,7 +4,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.perturb import simulate_perturbseq_h5ad  # noqa: E402
 
 simulate_perturbseq_h5ad(snakemake.output.h5ad, gmt=snakemake.output.gmt, **dict(snakemake.params.spec))

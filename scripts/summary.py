@@ -4,10 +4,10 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.io import write_csv  # noqa: E402
 from s3r.report.summary import summarise_fits  # noqa: E402
 
-table = summarise_fits(list(snakemake.input.fits), list(snakemake.input.graphs), list(snakemake.input.params))
+params = {(sample, target): path for sample, target, path in snakemake.params.pairs}  # by name, not position
+table = summarise_fits(list(snakemake.input.fits), list(snakemake.input.graphs), params)
 write_csv(table, snakemake.output[0], sep="\t", index=False)
 print(table.to_string(), file=sys.stderr)

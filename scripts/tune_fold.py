@@ -6,10 +6,9 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")
 
 import torch  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
 from s3r.preprocess import read_prepared  # noqa: E402
 from s3r.tune import evaluate_fold  # noqa: E402
-from s3r.workflow_support import choose_device  # noqa: E402
+from s3r.solver.device import choose_device  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 settings = dict(snakemake.params.settings)

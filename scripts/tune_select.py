@@ -6,8 +6,7 @@ sys.stderr = open(snakemake.log[0], "w")
 
 from pathlib import Path  # noqa: E402
 
-import _s3r_path  # noqa: E402,F401
-from s3r.io import write_json  # noqa: E402
+from s3r.artifacts import write_params  # noqa: E402
 from s3r.tune import PARAM_NAMES, export_study, select, write_tables  # noqa: E402
 
 settings = dict(snakemake.params.settings)
@@ -17,13 +16,7 @@ params = dict(snakemake.params.model)
 params.update({name: chosen[name] for name in PARAM_NAMES})
 write_tables(results, Path(snakemake.output.trials).parent)
 export_study(results, settings, snakemake.output.study)
-write_json(
-    {
-        "sample": snakemake.wildcards.sample,
-        "target": snakemake.wildcards.target,
-        "source": "tune",
-        "params": params,
-        "tuning": chosen,
-    },
-    snakemake.output.best,
+write_params(
+    snakemake.output.best, params, source="tune", tuning=chosen,
+    sample=snakemake.wildcards.sample, target=snakemake.wildcards.target,
 )

@@ -4,7 +4,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.tune import suggest  # noqa: E402
 
 doc = suggest(dict(snakemake.params.settings), previous=list(snakemake.input.previous), out=snakemake.output[0])

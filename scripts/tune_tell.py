@@ -4,7 +4,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.tune import tell  # noqa: E402
 
 tell(snakemake.input.trials, list(snakemake.input.folds), out=snakemake.output[0])

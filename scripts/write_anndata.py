@@ -4,7 +4,6 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-import _s3r_path  # noqa: E402,F401
 from s3r.anndata_out import sample_anndata, write_results_h5ad  # noqa: E402
 
 adata = sample_anndata(

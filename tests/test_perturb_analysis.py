@@ -137,7 +137,7 @@ def test_unmoved_pool_removes_crosstalk_between_programmes():
 def test_real_screen_ifng_pathway_knockouts_lower_the_interferon_programme(tmp_path):
     """Papalexi et al. 2021: IFNGR1, IFNGR2, JAK2 and STAT1 knock-outs lower interferon-response genes; they
     must form one perturbation module and significantly lower the programme holding those genes."""
-    from s3r.workflow_perturbseq import run_screen
+    from s3r.workflow.jobs import run_screen
 
     spec = {"h5ad": str(REAL), "perturbation_key": "perturbation", "control": "control", "covariates": ["bio_rep", "log1p_total_counts"],
             "layer": None, "genes": None, "s_genes": None, "g2m_genes": None, "gmt": None}

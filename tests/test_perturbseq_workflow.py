@@ -16,7 +16,8 @@ import pytest
 
 from s3r.errors import S3RInputError
 from s3r.perturb import qc_covariates, simulate_perturbseq_h5ad
-from s3r.workflow_perturbseq import plot_screen, read_perturbseq_sheet, run_screen
+from s3r.workflow.jobs import plot_screen, run_screen
+from s3r.workflow.screens import read_perturbseq_sheet
 
 REPO = Path(__file__).resolve().parents[1]
 COVARIATES = ["batch", "pct_counts_mt", "total_counts", "S_score", "G2M_score"]
@@ -41,7 +42,7 @@ def _spec(path, **kw):
 
 
 def _outputs(d: Path) -> dict:
-    from s3r.workflow_perturbseq import OUTPUT_TABLES
+    from s3r.workflow.jobs import OUTPUT_TABLES
 
     return {k: d / ("perturbseq.json" if k == "summary" else f"{k}.tsv") for k in OUTPUT_TABLES}
 

@@ -307,3 +307,8 @@ def test_summary_table_exact_contents(tmp_path):
         summarise_fits(fits[::-1], [graph], params)
     with pytest.raises(S3RInputError, match="2 parameter files for 1 fits"):
         summarise_fits(fits[:1], [], params)
+    # the workflow names each fit's parameter file: any order pairs the same
+    by_pair = {("s1", "y"): params[1], ("s2", "y"): params[0]}
+    assert summarise_fits(fits[::-1], [graph], by_pair).equals(table)
+    with pytest.raises(S3RInputError, match="no parameter file for sample 's1', target 'y'"):
+        summarise_fits(fits, [graph], {("s2", "y"): params[0]})

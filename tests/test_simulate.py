@@ -411,12 +411,12 @@ def test_h5ad_records_the_design(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The workflow's demo writer (s3r.workflow_support.simulate_demo, config 'demo.<name>.design')
+# The workflow's demo writer (s3r.simulate_demo.simulate_demo, config 'demo.<name>.design')
 # ---------------------------------------------------------------------------------------------------------
 
 
 def _demo(tmp_path, spec, run="one"):
-    from s3r.workflow_support import simulate_demo
+    from s3r.simulate_demo import simulate_demo
 
     names = {"x_csv": "X.csv", "y_csv": "Y.csv", "coords_csv": "coords.csv", "h5ad": "demo.h5ad"}
     paths = {k: str(tmp_path / run / v) for k, v in names.items()}

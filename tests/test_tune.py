@@ -209,7 +209,7 @@ def test_cli_tune_then_fit(csv_paths, tmp_path, capsys):
            "--params", str(out / "best_params.json"), "--out", str(fit_out), "--quiet"]
     assert main(fit) in (0, 3)
     report = json.loads((fit_out / "fit.json").read_text())
-    assert report["parameters"]["lambda_smooth"] == json.loads((out / "best_params.json").read_text())["lambda_smooth"]
+    assert report["parameters"]["lambda_smooth"] == json.loads((out / "best_params.json").read_text())["params"]["lambda_smooth"]
     assert main(["tune", "--x", csv_paths["X"], "--y", csv_paths["Y"], "--coords", csv_paths["coords"], "--folds", "1", "--out", str(out)]) == 2
 
 
@@ -238,6 +238,9 @@ def test_rounds_where_every_trial_is_zero_and_an_honest_null(tmp_path):
     default = tune.run_search(data, {"n_trials": 6, "rounds": 3, "folds": 3, "blocks_per_fold": 2, "seed": 1}, tmp_path / "default")
     assert default["effect_found"] is False and "no spatially varying effect" in default["verdict"]
     doc = json.loads((tmp_path / "default" / "best_params.json").read_text())
+    assert doc["format"] == "s3r-params/1" and doc["source"] == "tune" and doc["params"]["smooth"] == "tv"
+    assert all(doc["params"][name] == doc["tuning"][name] for name in tune.PARAM_NAMES)
+    doc = doc["tuning"]
     assert doc["effect_found"] is False and doc["verdict"] == default["verdict"]
     assert set(doc["scales"]) == {*tune.PARAM_NAMES, "alpha_zero", "beta_zero"} and all(v > 0 for v in doc["scales"].values())
     # the absolute values are the relative point times the data's scales

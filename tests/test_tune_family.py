@@ -68,7 +68,7 @@ def test_search_prefers_a_fitting_smoothness_to_an_oversmoothed_one(counts, tmp_
     trials = pd.read_csv(tmp_path / "trials.tsv", sep="\t")
     worst = trials.loc[trials["cv_loss"].idxmax()]
     assert best["lambda_smooth"] < worst["lambda_smooth"] and best["cv_loss"] < 0.9 * worst["cv_loss"]
-    assert json.loads((tmp_path / "best_params.json").read_text())["model"]["family"] == "poisson"
+    assert json.loads((tmp_path / "best_params.json").read_text())["tuning"]["model"]["family"] == "poisson"
     fold = json.loads((tmp_path / "round_0" / "fold_0.json").read_text())
     assert fold["family"] == "poisson" and fold["theta"] is None
 
@@ -153,7 +153,7 @@ def test_cli_tune_family_and_offset(counts, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--params" in err and "--offset log_lib" in err  # the family travels in best_params.json's model
     # the same folds through the library, with the offset: identical CV losses
-    best = json.loads((out / "best_params.json").read_text())
+    best = json.loads((out / "best_params.json").read_text())["tuning"]
     direct = tune.run_search(data, config, tmp_path / "direct", offset=offset, workers=1)
     assert best["cv_loss"] == pytest.approx(direct["cv_loss"], rel=1e-12)
     assert main([*args[:-5], "--offset", "no_such_column", "--out", str(tmp_path / "x"), "--quiet"]) == 2

@@ -317,7 +317,7 @@ def test_deconvolution_rule_runs_when_enabled(tmp_path):
     proportions = pd.read_csv(workdir / target, index_col=0)
     assert list(proportions.index) == sim.spot_ids and list(proportions.columns) == sim.cell_types
     np.testing.assert_allclose(proportions.sum(axis=1), 1.0, atol=1e-6)
-    summary = json.loads((workdir / "results" / "deconvolution" / "tissue" / "deconvolution.json").read_text())
+    summary = json.loads((workdir / "results" / "deconvolution" / "tissue" / "deconvolve.json").read_text())
     assert summary["n_spots"] == 80 and summary["device"] == "cpu"
 
     config.write_text(config.read_text().replace("n_components: 3", "n_component: 3"))

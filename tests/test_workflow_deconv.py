@@ -98,6 +98,6 @@ def test_proportions_rule_and_report_run_end_to_end(tmp_path):
     choice = pd.read_csv(workdir / "results" / "deconvolution" / "tissue" / "lambda_choice.csv")
     assert list(choice.columns) == ["lambda", "mean", "se", "chosen"] and choice["chosen"].sum() == 1
     assert 0.0 in set(choice["lambda"])
-    summary = json.loads((workdir / "results" / "deconvolution" / "tissue" / "deconvolution.json").read_text())
+    summary = json.loads((workdir / "results" / "deconvolution" / "tissue" / "deconvolve.json").read_text())
     assert summary["mode"] == "proportions" and summary["lambda"] == choice.loc[choice["chosen"], "lambda"].item()
     assert (workdir / maps).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ almost its own coefficients), so the default holds out contiguous spatial blocks
 graph with observation weight 0: its coefficients are whatever the smoothness penalty extends into it from
 training spots, so its own response never enters its prediction. The neighbour average over *spatial*
 training neighbours is kept for comparison with the reference implementation's predictor (which used
-neighbouring index numbers instead, design.md §9).
+neighbouring index numbers instead).
 
 Count families (poisson, negative_binomial, gamma) are scored by the mean unit deviance on held-out spots,
 which for the gaussian is the squared error, so the loss means the same thing as the data fit being tuned.

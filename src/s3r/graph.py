@@ -1,7 +1,7 @@
 """Spatial graphs over spots, built sparse from coordinates.
 
 Everything here is O(n · neighbours): a dense n × n matrix of 23k cells already costs 4 GB, which is the
-reference implementation's scaling wall (design.md §9). Edge lists are kept canonical (i < j, unique,
+reference implementation's scaling wall. Edge lists are kept canonical (i < j, unique,
 lexicographically sorted, int64) so that the same coordinates always give bit-identical operators.
 """
 
@@ -343,7 +343,7 @@ def _nearest_neighbours(coords: np.ndarray, k: int) -> np.ndarray:
 def knn_graph(coords, k: int = 7) -> SpatialGraph:
     """Symmetrised kNN: an edge when either spot is among the other's k nearest.
 
-    The one-directional relation the reference used drops edges (design.md §9); the union is symmetric.
+    The one-directional relation the reference used drops edges; the union is symmetric.
     """
     k = _check_k(k)
     xy = validate_coords(coords, min_spots=k + 1)
@@ -461,7 +461,7 @@ def build_graph(
 
 
 def reference_knn_operator(coords, k: int = 7) -> sp.csr_matrix:
-    """The reference S3R "L mode" operator G = Eᵀ, reproduced exactly for --compat (design.md §1).
+    """The reference S3R "L mode" operator G = Eᵀ, reproduced exactly for --compat.
 
     E has row i = +1 at the k nearest neighbours of i, −1 at i, and its last row zeroed. The quirks (one-way
     kNN, the zeroed row, the transpose) are deliberate: they make objectives comparable with the reference.

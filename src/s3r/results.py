@@ -7,17 +7,16 @@ atomically, so a killed job never leaves a half-written file that looks complete
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from s3r.artifacts import PARAM_KEYS, read_params_file
 from s3r.errors import S3RInputError
 from s3r.io import RegressionData, write_csv, write_json, write_npz
 
-PARAM_KEYS = ("lambda_smooth", "alpha", "beta")
 
 
 def library_versions() -> dict[str, str]:
@@ -75,22 +74,10 @@ def write_fit(out_dir, model, data: RegressionData, params: dict | None = None, 
 
 
 def read_params(path) -> dict:
-    """λ, α, β from a best_params.json (ours, or with the reference's ``lambda`` key), with ``smooth`` and the
-    tuning's ``model`` settings when the file has them."""
-    path = Path(path)
-    if not path.is_file():
-        raise S3RInputError(f"{path}: parameter file not found; pass the best_params.json written by 's3r tune'")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
-    outer = raw if isinstance(raw, dict) else {}
-    if isinstance(raw, dict) and isinstance(raw.get("params"), dict):
-        raw = raw["params"]
-    if not isinstance(raw, dict):
-        raise S3RInputError(f"{path}: expected a JSON object with keys {', '.join(PARAM_KEYS)}")
-    if "lambda_smooth" not in raw and "lambda" in raw:
-        raw = {**raw, "lambda_smooth": raw["lambda"]}
+    """λ, α, β (checked) from a parameter file (:mod:`s3r.artifacts`), with ``smooth`` and the tuning's
+    ``model`` settings when the file has them."""
+    doc = read_params_file(path)
+    raw = doc["params"]
     params = {}
     for key in PARAM_KEYS:
         if key not in raw:
@@ -102,11 +89,9 @@ def read_params(path) -> dict:
         if not np.isfinite(value) or value < 0:
             raise S3RInputError(f"{path}: {key} must be a finite number ≥ 0, got {value}")
         params[key] = value
-    for key in ("smooth",):
-        if key in raw:
-            params[key] = raw[key]
-    if isinstance(outer.get("model"), dict):
-        params["model"] = outer["model"]
-    elif isinstance(outer.get("tuning"), dict) and isinstance(outer["tuning"].get("model"), dict):
-        params["model"] = outer["tuning"]["model"]
+    if "smooth" in raw:
+        params["smooth"] = raw["smooth"]
+    model = (doc["tuning"] or {}).get("model")
+    if isinstance(model, dict):
+        params["model"] = model
     return params

@@ -1,4 +1,4 @@
-"""Simulated data in the design of the S3R paper's simulation study (design.md §10).
+"""Simulated data in the design of the S3R paper's simulation study.
 
 Regions come from the paper's own ground-truth layouts (bundled in ``s3r/data/regions``), so scores are
 comparable with the published ones; real tissue geometries (``s3r/data/geometry``) put the same regions on

@@ -3,8 +3,8 @@
 Every step reads and writes small JSON files, so a workflow can run each as a separate job (one job per
 fold, on a GPU) and ``run_search`` can run the same steps in one process. No database is shared by concurrent
 jobs: the result files are the record, and ``suggest`` rebuilds the Optuna study from them in trial-number
-order with a sampler seeded from (seed, number of trials), which makes the proposals reproducible
-(design.md §4). The finished study is exported once to an Optuna journal file for ``optuna-dashboard``.
+order with a sampler seeded from (seed, number of trials), which makes the proposals reproducible.
+The finished study is exported once to an Optuna journal file for ``optuna-dashboard``.
 
 Files (``DIR/round_{r}/``): ``trials.json`` (suggest), ``fold_{k}.json`` and ``fold_{k}.npz`` (evaluate_fold:
 losses, and the solutions later rounds warm-start from), ``results.json`` (tell); then ``best_params.json``
@@ -551,7 +551,9 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "model": config["model"],
     }
     if out is not None:
-        write_json(doc, out)
+        from s3r.artifacts import write_params
+
+        write_params(out, {**chosen["params"], "smooth": config["model"]["smooth"]}, source="tune", tuning=doc)
     return doc
 
 

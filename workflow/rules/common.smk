@@ -1,5 +1,6 @@
 # Helpers only (no rules): config and sample sheet checks at parse time, input functions, target lists.
 # Everything that can be wrong with the inputs is caught here, before any job is scheduled.
+import os
 import re
 import sys
 from pathlib import Path
@@ -7,17 +8,20 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The library is imported from this checkout's src/ first, so the workflow and the library always match,
-# whether or not s3r is installed in the environment that runs Snakemake.
+# The one way every process imports the library: this checkout's src/ first, so the workflow and the library
+# always match, whether or not s3r is installed (conda envs hold only the dependencies). sys.path serves this
+# parse; PYTHONPATH is inherited by the scripts' interpreters, locally and in SLURM jobs (which parse again).
 _SRC = str(Path(workflow.basedir).parent / "src")
 if Path(_SRC).is_dir():
     if _SRC in sys.path:
         sys.path.remove(_SRC)
     sys.path.insert(0, _SRC)
+    _paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != _SRC]
+    os.environ.update(PYTHONPATH=os.pathsep.join([_SRC, *_paths]))
 
 from s3r.errors import S3RInputError
-from s3r import workflow_support as ws
-from s3r import workflow_perturbseq as wps
+from s3r.workflow import samples as ws_samples, screens as ws_screens, settings as ws_settings
+from s3r.workflow.sheet import schema_error_message
 from s3r.counts import prepare_kwargs as counts_policy
 
 
@@ -29,10 +33,10 @@ def _input_error(message):
 try:
     validate(config, schema="../schemas/config.schema.yaml")
 except WorkflowError as err:
-    raise _input_error(ws.schema_error_message(err, source="config")) from None
+    raise _input_error(schema_error_message(err, source="config")) from None
 
 try:
-    SAMPLE_SHEET, _SHEET_LINES = ws.read_sample_sheet(config["samples"])
+    SAMPLE_SHEET, _SHEET_LINES = ws_samples.read_sample_sheet(config["samples"])
 except S3RInputError as err:
     raise _input_error(err) from None
 
@@ -40,14 +44,14 @@ try:
     validate(SAMPLE_SHEET, schema="../schemas/samples.schema.yaml")
 except WorkflowError as err:
     raise _input_error(
-        ws.schema_error_message(
+        schema_error_message(
             err, source=config["samples"], lines=_SHEET_LINES, frame=SAMPLE_SHEET
         )
     ) from None
 
 try:
     # Jobs parse the workflow again; the main process has already read every table once.
-    SAMPLES = ws.check_samples(
+    SAMPLES = ws_samples.check_samples(
         SAMPLE_SHEET,
         _SHEET_LINES,
         sheet=config["samples"],
@@ -72,14 +76,14 @@ if _model["theta"] is not None and _model["family"] != "negative_binomial":
 if config["tune"]["enabled"]:
     try:
         for _spec in SAMPLES.values():
-            ws.tune_settings(config, _spec)
+            ws_settings.tune_settings(config, _spec)
     except S3RInputError as err:
         raise _input_error(err) from None
 
 if config["deconvolve"]["enabled"]:
     try:
-        ws.check_deconvolve_options(config["deconvolve"]["options"])
-        ws.check_deconvolve_options(config["deconvolve"]["proportions"], "proportions")
+        ws_settings.check_deconvolve_options(config["deconvolve"]["options"])
+        ws_settings.check_deconvolve_options(config["deconvolve"]["proportions"], "proportions")
     except S3RInputError as err:
         raise _input_error(err) from None
 
@@ -87,7 +91,7 @@ if config["deconvolve"]["enabled"]:
 PERTURBSEQ = {}
 if config["perturbseq"]["enabled"]:
     try:
-        PERTURBSEQ = wps.read_perturbseq_sheet(
+        PERTURBSEQ = ws_screens.read_perturbseq_sheet(
             config["perturbseq"], deep=workflow.is_main_process
         )
     except S3RInputError as err:
@@ -136,15 +140,15 @@ def preprocess_params(wildcards):
 
 
 def graph_params(wildcards):
-    return ws.graph_settings(config, SAMPLES[wildcards.sample])
+    return ws_settings.graph_settings(config, SAMPLES[wildcards.sample])
 
 
 def model_params(wildcards):
-    return ws.model_settings(config, SAMPLES[wildcards.sample])
+    return ws_settings.model_settings(config, SAMPLES[wildcards.sample])
 
 
 def tune_settings(wildcards):
-    return ws.tune_settings(config, SAMPLES[wildcards.sample])
+    return ws_settings.tune_settings(config, SAMPLES[wildcards.sample])
 
 
 def _tune_dir(wildcards):
@@ -264,8 +268,13 @@ def fit_files(wildcards):
 
 
 def fit_params_files(wildcards):
-    """The best_params.json each fit used, in fit_files' order (the summary pairs them by position)."""
-    return [f"results/tune/{s}/{t}/best_params.json" for s, t in sample_targets()]
+    """The best_params.json each fit used (inputs of the summary; fit_params_pairs says which is whose)."""
+    return [path for _, _, path in fit_params_pairs()]
+
+
+def fit_params_pairs():
+    """[sample, target, best_params.json] per fit: the summary pairs fits and parameters by name, not position."""
+    return [[s, t, f"results/tune/{s}/{t}/best_params.json"] for s, t in sample_targets()]
 
 
 def sample_target_names(wildcards):
@@ -290,3 +299,48 @@ def final_outputs():
     out += [f"results/report/{s}/deconvolution/proportions.png" for s in proportions_samples()]
     out += perturbseq_outputs()
     return out
+
+
+def fit_report_input(wildcards):
+    """The fit, and with tuning on its tuning files (the report reads the chosen trial's fold solutions)."""
+    files = {
+        "npz": f"results/fits/{wildcards.sample}/{wildcards.target}/coefficients.npz",
+        "fit": f"results/fits/{wildcards.sample}/{wildcards.target}/fit.json",
+    }
+    if config["tune"]["enabled"]:
+        files.update(
+            best=f"results/tune/{wildcards.sample}/{wildcards.target}/best_params.json",
+            results=tune_all_results(wildcards),
+            states=tune_all_states(wildcards),
+        )
+    return files
+
+
+def fit_report_tuning_outputs():
+    """The tuning figures exist only when tuning ran."""
+    if not config["tune"]["enabled"]:
+        return {}
+    return {
+        "history": report(
+            "results/report/{sample}/{target}/tuning_history.png",
+            caption="../report/tuning.rst",
+            category="{sample}",
+            subcategory="{target}",
+            labels={"sample": "{sample}", "target": "{target}", "figure": "tuning history"},
+        ),
+        "parameters": report(
+            "results/report/{sample}/{target}/tuning_parameters.png",
+            caption="../report/tuning.rst",
+            category="{sample}",
+            subcategory="{target}",
+            labels={"sample": "{sample}", "target": "{target}", "figure": "CV loss by parameter"},
+        ),
+        "folds": report(
+            "results/report/{sample}/{target}/tuning_folds.png",
+            caption="../report/tuning.rst",
+            category="{sample}",
+            subcategory="{target}",
+            labels={"sample": "{sample}", "target": "{target}", "figure": "CV fold spread"},
+        ),
+        "trials": "results/report/{sample}/{target}/trials.tsv",
+    }

@@ -12,7 +12,7 @@ rule deconvolve:
         mixture="results/deconvolution/{sample}/mixture.csv",
         dictionary="results/deconvolution/{sample}/dictionary.csv",
         edge_weights="results/deconvolution/{sample}/edge_weights.csv",
-        summary="results/deconvolution/{sample}/deconvolution.json",
+        summary="results/deconvolution/{sample}/deconvolve.json",
     params:
         spec=deconvolve_params,
     log:
@@ -37,7 +37,7 @@ rule deconvolve_proportions:
         proportions="results/deconvolution/{sample}/proportions.csv",
         edge_weights="results/deconvolution/{sample}/edge_weights.csv",
         lambda_choice="results/deconvolution/{sample}/lambda_choice.csv",
-        summary="results/deconvolution/{sample}/deconvolution.json",
+        summary="results/deconvolution/{sample}/deconvolve.json",
     params:
         spec=proportions_params,
     log:

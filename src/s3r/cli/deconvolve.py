@@ -218,11 +218,6 @@ def _versions() -> dict:
     return {"s3r": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def _edge_table(spot_ids, edges, weights) -> pd.DataFrame:
-    ids = np.asarray(spot_ids, dtype=object)
-    return pd.DataFrame({"spot_a": ids[edges[:, 0]], "spot_b": ids[edges[:, 1]], "weight": weights})
-
-
 def _folder_input(args) -> pd.DataFrame | None:
     """--spaceranger/--xenium: the folder's AnnData stands in for --counts, its .obsm['spatial'] for --coords."""
     given = [k for k in ("spaceranger", "xenium") if getattr(args, k, None)]
@@ -254,8 +249,10 @@ def run(args) -> int:
 
 
 def _run_proportions(args, lam, coords_table) -> int:
+    from s3r.artifacts import DECONV_SUMMARY
+    from s3r.deconv.outputs import write_proportions_tables
     from s3r.deconv.proportions import CellTypeProportions
-    from s3r.io import write_csv, write_json
+    from s3r.io import write_json
 
     counts, reference = _counts_and_reference(args, set(coords_table.index))
     spot_ids = [str(s) for s in counts.index]
@@ -285,19 +282,12 @@ def _run_proportions(args, lam, coords_table) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spots = pd.Index(model.spot_names_, name="spot")
     types = list(model.cell_types_)
-    write_csv(pd.DataFrame(model.proportions_, index=spots, columns=types), out / "proportions.csv")
-    write_csv(pd.DataFrame(model.transcript_fractions_, index=spots, columns=types), out / "transcript_fractions.csv")
-    write_csv(
-        pd.DataFrame({"platform_effect": model.platform_effects_}, index=pd.Index(model.genes_, name="gene")),
-        out / "platform_effects.csv",
+    choice = write_proportions_tables(
+        model, proportions=out / "proportions.csv", transcript_fractions=out / "transcript_fractions.csv",
+        platform_effects=out / "platform_effects.csv", lambda_cv=out / "lambda_cv.csv",
+        lambda_choice=out / "lambda_choice.csv", edge_weights=out / "edge_weights.csv",
     )
-    cv = model.cv_ if model.cv_ is not None else pd.DataFrame(columns=["fold", "lambda", "heldout_loglik_per_count"])
-    write_csv(cv, out / "lambda_cv.csv", index=False)
-    choice = model.summary_of_choice()
-    write_csv(choice, out / "lambda_choice.csv", index=False)
-    write_csv(_edge_table(model.spot_names_, model.graph_.edges, model.edge_weights_), out / "edge_weights.csv", index=False)
     report = dict(model.report_)
     report.update(
         {
@@ -309,7 +299,7 @@ def _run_proportions(args, lam, coords_table) -> int:
             "versions": _versions(),
         }
     )
-    write_json(report, out / "deconvolve.json")
+    write_json(report, out / DECONV_SUMMARY)
     if not args.quiet:
         state = "converged" if model.report_["converged"] else "stopped at --max-iter"
         print(
@@ -322,6 +312,8 @@ def _run_proportions(args, lam, coords_table) -> int:
 
 def _run_components(args, lam, coords_table) -> int:
     from s3r.deconv import Deconvolution
+    from s3r.artifacts import DECONV_SUMMARY
+    from s3r.deconv.outputs import write_components_tables
     from s3r.io import write_csv, write_json
 
     scores, inputs = _scores_from_args(args, set(coords_table.index))
@@ -354,13 +346,10 @@ def _run_components(args, lam, coords_table) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    components = model.component_names()
-    spots = pd.Index(spot_ids, name="spot")
-    cell_types = pd.Index(model.cell_types_, name="cell_type")
-    write_csv(pd.DataFrame(model.mixture_, index=spots, columns=components), out / "mixture.csv")
-    write_csv(pd.DataFrame(model.dictionary_, index=cell_types, columns=components), out / "dictionary.csv")
-    write_csv(pd.DataFrame(model.proportions_, index=spots, columns=cell_types), out / "proportions.csv")
-    write_csv(_edge_table(spot_ids, model.graph_.edges, model.edge_weights_), out / "edge_weights.csv", index=False)
+    write_components_tables(
+        model, spot_ids, proportions=out / "proportions.csv", mixture=out / "mixture.csv",
+        dictionary=out / "dictionary.csv", edge_weights=out / "edge_weights.csv",
+    )
     if "counts" in inputs:
         write_csv(scores.rename_axis("spot"), out / "scores.csv")
     report = dict(model.report_)
@@ -387,7 +376,7 @@ def _run_components(args, lam, coords_table) -> int:
             "versions": _versions(),
         }
     )
-    write_json(report, out / "deconvolve.json")
+    write_json(report, out / DECONV_SUMMARY)
     if not args.quiet:
         state = "converged" if model.report_["converged"] else "stopped at --max-iter"
         print(

@@ -53,10 +53,9 @@ def tuning_verdict(path) -> dict:
     """What the tuning behind --params concluded (effect found or not, in words), for fit.json and the report."""
     if not path:
         return {}
-    import json
+    from s3r.artifacts import read_params_file
 
-    raw = json.loads(open(path).read())
-    tuned = raw.get("tuning") if isinstance(raw.get("tuning"), dict) else raw
+    tuned = read_params_file(path)["tuning"] or {}
     return {key: tuned[key] for key in ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss") if key in tuned}
 
 

@@ -1,4 +1,4 @@
-"""Spatially regularised cell-type deconvolution (design.md §5).
+"""Spatially regularised cell-type deconvolution.
 
 Two modes. Proportions (:class:`CellTypeProportions`): cell-type proportions fitted directly to spot counts
 against reference profiles with a count likelihood, graph TV with learned edge weights, λ chosen by held-out

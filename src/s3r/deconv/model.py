@@ -1,4 +1,4 @@
-"""The deconvolution estimator (design.md §5): alternating block steps that each lower one objective.
+"""The deconvolution estimator: alternating block steps that each lower one objective.
 
     min_{X, B, w}  −Σ_i log z_i + λ Σ_e w_e Σ_d |(A X)_ed|,   z_i = Σ_k S_ik (X Bᵀ)_ik
 

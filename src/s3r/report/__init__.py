@@ -18,7 +18,7 @@ _LAZY = {
     "fit_report": "s3r.report.fit_report",
     "load_fit": "s3r.report.fit_report",
     "feature_table": "s3r.report.fit_report",
-    "plot_coefficient_maps": "s3r.report.fit_report",  # formerly s3r.workflow_support.plot_coefficient_maps
+    "plot_coefficient_maps": "s3r.report.fit_report",
     "observed_and_predicted": "s3r.report.fit_report",
     "spot_domains": "s3r.report.domains",
     "clustered_heatmap": "s3r.report.programmes",

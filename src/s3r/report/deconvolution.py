@@ -19,9 +19,6 @@ from s3r.errors import S3RInputError
 
 __all__ = ["deconvolution_report", "align_coords"]
 
-SUMMARY_FILES = ("deconvolve.json", "deconvolution.json")  # CLI, workflow
-
-
 def _read(path: Path, what: str, fix: str) -> pd.DataFrame:
     if not path.is_file():
         raise S3RInputError(f"{path}: {what} not found; {fix}")

@@ -138,13 +138,13 @@ def fold_selection(tune_dir, feature_names: Sequence[str]) -> tuple[np.ndarray, 
 
 
 def chosen_trial(tune_dir) -> int | None:
-    """The selected trial's number from best_params.json: ``s3r tune``'s ("trial") or the workflow's
-    ("tuning": {"trial"}); None when the parameters were not tuned."""
-    path = Path(tune_dir) / "best_params.json"
+    """The selected trial's number from the parameter file; None when the parameters were not tuned."""
+    from s3r.artifacts import PARAMS_FILE, read_params_file
+
+    path = Path(tune_dir) / PARAMS_FILE
     if not path.is_file():
         return None
-    doc = json.loads(path.read_text())
-    trial = doc.get("trial", (doc.get("tuning") or {}).get("trial"))
+    trial = (read_params_file(path)["tuning"] or {}).get("trial")
     return int(trial) if trial is not None else None
 
 

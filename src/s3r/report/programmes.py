@@ -1,4 +1,4 @@
-"""Coefficient programmes of one sample: features that act on the targets together (design.md §7, seed 002).
+"""Coefficient programmes of one sample: features that act on the targets together.
 
 The input is one features × targets matrix: for each target, a summary over spots of each feature's
 coefficient. The summary is the **signed mean over spots**: the sign says whether a feature raises or lowers

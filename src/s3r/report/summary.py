@@ -8,12 +8,13 @@ features were selected (and the strongest ones), and the solver's runtime, itera
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from s3r.artifacts import read_params_file
 from s3r.errors import S3RInputError
 
 __all__ = ["summarise_fits", "COLUMNS"]
@@ -49,10 +50,17 @@ def _top_features(npz: Path) -> str:
 
 
 def _tuning(doc: dict) -> dict:
-    """CV loss and trial of the chosen parameters: workflow best_params.json keeps them under "tuning",
-    ``s3r tune`` writes them at the top level; parameters from config carry none."""
-    tuned = doc.get("tuning") if isinstance(doc.get("tuning"), dict) else doc
+    """CV loss and trial of the chosen parameters (the parameter file's "tuning"); parameters from config carry none."""
+    tuned = doc["tuning"] or {}
     return {key: tuned.get(key) for key in TUNING_KEYS}
+
+
+def _params_path(by_pair: Mapping, sample, target, fit_path):
+    """The parameter file of this fit's (sample, target), from the workflow's explicit pairing."""
+    for (s, t), params_path in by_pair.items():
+        if (str(s), str(t)) == (str(sample), str(target)):
+            return params_path
+    raise S3RInputError(f"{fit_path}: no parameter file for sample {sample!r}, target {target!r}; pass one per fit")
 
 
 # the verdict says in words whether the features beat the intercept-only model in cross-validation
@@ -63,10 +71,12 @@ def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons
     """One row per fit (``fit.json`` files), sorted by sample and target, columns :data:`COLUMNS`.
 
     ``graph_jsons``: the graph summaries (``results/graphs/<sample>.json``), matched by sample.
-    ``params_jsons``: the ``best_params.json`` each fit used, in the same order as ``fit_jsons``; a file that
-    names its sample and target must name the fit's.
+    ``params_jsons``: the ``best_params.json`` each fit used: a mapping ``{(sample, target): path}`` (the
+    workflow's explicit pairing), or a sequence in the same order as ``fit_jsons``; a file that names its
+    sample and target must name the fit's.
     """
-    if params_jsons and len(params_jsons) != len(fit_jsons):
+    by_pair = isinstance(params_jsons, Mapping)
+    if params_jsons and not by_pair and len(params_jsons) != len(fit_jsons):
         raise S3RInputError(
             f"{len(params_jsons)} parameter files for {len(fit_jsons)} fits; pass one best_params.json per fit.json, in the same order"
         )
@@ -83,11 +93,12 @@ def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons
         tuning.update({key: extra[key] for key in ("effect_found", "verdict", "null_cv_loss", "cv_loss") if key in extra})
         source = extra.get("params_source")
         if params_jsons:
-            doc = _load(params_jsons[i], "parameter file")
+            params_path = _params_path(params_jsons, sample, target, path) if by_pair else params_jsons[i]
+            doc = read_params_file(params_path)
             for key, mine in (("sample", sample), ("target", target)):
-                if key in doc and mine is not None and str(doc[key]) != str(mine):
+                if doc[key] is not None and mine is not None and str(doc[key]) != str(mine):
                     raise S3RInputError(
-                        f"{params_jsons[i]}: parameters for {key} {doc[key]!r}, but {path} is {key} {mine!r}; "
+                        f"{params_path}: parameters for {key} {doc[key]!r}, but {path} is {key} {mine!r}; "
                         "pass the files in the same order"
                     )
             tuning = _tuning(doc)

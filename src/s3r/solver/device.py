@@ -57,3 +57,22 @@ class cpu_threads:
         if self.saved is not None:
             torch.set_num_threads(self.saved)
         return False
+
+
+def choose_device(gpus_granted, log=None) -> str:
+    """'cuda' only when the scheduler granted this job a GPU and CUDA is usable.
+
+    A GPU present but not granted belongs to another job (local runs with ``--resources gpu=0`` scale the
+    request to 0); a GPU granted but not usable (a CPU-only torch build, a fake GRES) falls back to the CPU
+    with a warning rather than failing the job.
+    """
+    import sys
+
+    log = log or sys.stderr
+    granted = int(gpus_granted or 0) > 0
+    available = torch.cuda.is_available()
+    if granted and available:
+        return "cuda"
+    if granted:
+        print("warning: a GPU was requested but CUDA is not available to torch here; running on the CPU", file=log)
+    return "cpu"

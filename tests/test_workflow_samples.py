@@ -1,4 +1,4 @@
-"""Sample sheet checks: every bad row is reported with its line, its column and a fix, before any job runs."""
+"""Sample sheet checks (s3r.workflow): every bad row is reported with its line, its column and a fix, before any job runs."""
 
 from __future__ import annotations
 
@@ -12,17 +12,12 @@ import pytest
 
 from s3r.errors import S3RInputError
 from s3r.graph import knn_graph
-from s3r.workflow_support import (
-    check_samples,
-    choose_device,
-    demo_paths,
-    model_settings,
-    read_graph,
-    read_sample_sheet,
-    simulate_demo,
-    tune_settings,
-    write_graph,
-)
+from s3r.graph_io import read_graph, write_graph
+from s3r.simulate_demo import simulate_demo
+from s3r.solver.device import choose_device
+from s3r.workflow.paths import demo_paths
+from s3r.workflow.samples import check_samples, read_sample_sheet
+from s3r.workflow.settings import model_settings, tune_settings
 
 HEADER = ["sample", "h5ad", "x_csv", "y_csv", "coords_csv", "targets", "features", "covariates", "alpha"]
 
@@ -234,11 +229,15 @@ def test_shallow_check_skips_reading_tables(inputs):
 
 
 def test_scripts_import_the_checkout_library():
+    """One mechanism: common.smk puts src/ first on PYTHONPATH, which every script's interpreter inherits."""
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    code = "import sys; sys.path.append('scripts'); import _s3r_path, s3r; print(sys.path[0]); print(s3r.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True).stdout
-    first, module = out.split()
-    assert Path(first) == repo / "src" and Path(module).is_relative_to(repo / "src")
+    common = (repo / "workflow" / "rules" / "common.smk").read_text()
+    assert "PYTHONPATH=os.pathsep.join([_SRC" in common
+    assert not any("sys.path" in s.read_text() for s in (repo / "scripts").glob("*.py"))
+    env = {**os.environ, "PYTHONPATH": str(repo / "src")}
+    code = "import s3r; print(s3r.__file__)"
+    module = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True).stdout
+    assert Path(module.strip()).is_relative_to(repo / "src")

@@ -43,7 +43,8 @@ def _gene_names(kind: str, path: str, bin_size, deep: bool) -> tuple[list[str], 
 
 def check_folder_sample(row, record: dict, deep: bool = True):
     """A SampleSpec for a row whose input is a Space Ranger or Xenium folder (columns as for an .h5ad row)."""
-    from s3r import workflow_support as ws
+    from s3r.workflow import samples as ws
+    from s3r.workflow.sheet import names_or_file, split_names, suggest
 
     given = [c for c in FOLDER_COLUMNS if record.get(c)]
     if len(given) > 1:
@@ -69,22 +70,22 @@ def check_folder_sample(row, record: dict, deep: bool = True):
     if targets_value == "all":
         if features_value == "all":
             raise row.error("targets", "'all' targets with 'all' features leaves nothing to regress on; list the features")
-        excluded = set(ws._names_or_file(row, "features", features_value))
+        excluded = set(names_or_file(row, "features", features_value))
         targets = [g for g in genes if g not in excluded]
     else:
-        targets = ws._names_or_file(row, "targets", targets_value)
+        targets = names_or_file(row, "targets", targets_value)
     ws._check_target_names(row, "targets", targets)
     gene_set = set(genes)
     absent = [t for t in targets if t not in gene_set and t not in obs_columns]
     if absent:
-        raise row.error("targets", f"target {absent[0]!r} is not a gene of {matrix}{ws._suggest(absent[0], genes)}; check the name")
+        raise row.error("targets", f"target {absent[0]!r} is not a gene of {matrix}{suggest(absent[0], genes)}; check the name")
     if features_value.startswith("obsm:"):
         raise row.error("features", f"a {kind} folder has no .obsm features; list genes, give a file, or write 'all'")
     features = ws._resolve_features(row, features_value, genes, targets)
-    covariates = ws._split_names(record["covariates"]) if record.get("covariates") else None
+    covariates = split_names(record["covariates"]) if record.get("covariates") else None
     for c in covariates or []:
         if deep and c not in obs_columns:
-            raise row.error("covariates", f"{c!r} is not a column of the {kind} cell/spot table{ws._suggest(c, obs_columns)}; check the name")
+            raise row.error("covariates", f"{c!r} is not a column of the {kind} cell/spot table{suggest(c, obs_columns)}; check the name")
     reference = record.get("reference")
     if reference and not Path(reference).is_file():
         raise row.error("reference", f"{reference!r} not found; fix the path")
