@@ -65,7 +65,16 @@ def one(args) -> dict:
     mode = {"on": True, "off": False, "auto": "auto"}[args.mode]
     estimator.solve_batch = lambda *a, **k: solve(*a, **{**k, "working_set": mode})  # the one switch under test
     params = LEVELS[args.level]
-    model = S3R("tv", **params, k=7, dtype=args.dtype, tol=TOL, max_iter=MAX_ITER)
+    progress = OUT / f"working_set_progress_n{args.n}_{args.level}_{args.mode}.txt"
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text("iteration working_set objective primal dual wall_s\n")
+
+    def log(entry):  # every 100 iterations, so a long fit shows where it is
+        with progress.open("a") as fh:
+            fh.write(f"{entry['iteration']} {entry.get('working_set', '-')} {entry['objective'][0]:.10g} {entry['primal_residual'][0]:.3e} "
+                     f"{entry['dual_residual'][0]:.3e} {time.perf_counter() - t0:.1f}\n")
+
+    model = S3R("tv", **params, k=7, dtype=args.dtype, tol=TOL, max_iter=MAX_ITER, callback=log)
     cpu0, t0 = time.process_time(), time.perf_counter()
     model.fit(sim.X, sim.y, sim.coords, graph=graph)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0

@@ -80,9 +80,12 @@ def test_batched_working_set_matches_separate_full_solves(monkeypatch):
     weights[:10, 2] = 0.0  # a held-out fold
     op, _ = operator_for("tv", coords)
     lam, alpha, beta = np.array([0.05, 0.1, 0.02]), np.array([0.02, 0.01, 0.05]), np.array([0.03, 0.05, 0.02])
+    seen = []
     batch = solve_batch(X, Y, smooth="tv", operator=op, lambda_smooth=lam, alpha=alpha, beta=beta, weights=weights, tol=1e-8,
-                        device="cpu", working_set=True)
+                        device="cpu", working_set=True, callback=seen.append)
     assert batch.converged.all() and batch.working_set["check_passed"]
+    its = [e["iteration"] for e in seen]
+    assert its and its == sorted(its) and all(e["working_set"] >= 2 for e in seen)  # progress counts across the outer solves
     for b in range(3):
         single = solve_batch(X, Y[:, b], smooth="tv", operator=op, lambda_smooth=lam[b], alpha=alpha[b], beta=beta[b],
                              weights=weights[:, b], tol=1e-8, device="cpu", working_set=False)

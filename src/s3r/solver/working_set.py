@@ -196,7 +196,7 @@ def solve_working_set(
     trace: list[dict] = []
     certified = False
     res = None
-    outer = 0
+    outer = steps_run = 0
     while True:
         outer += 1
         cols = np.flatnonzero(ws)
@@ -204,8 +204,8 @@ def solve_working_set(
         sub_fit = type(datafit)(X[:, J].contiguous(), datafit.y, datafit.o, datafit.Z)
         sub_pen = SparseGroupLasso(penalty.alpha, penalty.beta, factor[J], n, free)
         budget = int(max_iter - total_it.max())
-        offset = int(total_it.max())
-        cb = None if callback is None else (lambda e, o=offset: callback({**e, "iteration": e["iteration"] + o}))
+        offset = steps_run  # iterations of the outer solves so far (trace and callback count on)
+        cb = None if callback is None else (lambda e, o=offset, k=int(cols.size): callback({**e, "iteration": e["iteration"] + o, "working_set": k}))
         if U is not None and U_cols.size != cols.size:  # new columns start at zero
             grown = torch.zeros((U.shape[0], B, cols.size), dtype=U.dtype, device=U.device)
             grown[:, :, torch.as_tensor(np.searchsorted(cols, U_cols), device=U.device)] = U
@@ -215,6 +215,7 @@ def solve_working_set(
             v0=v, U0=U, tau0=tau, tol=tol, max_iter=max(budget, 1), callback=cb,
         )
         total_it += np.asarray(res.iterations)
+        steps_run += int(np.max(res.iterations))
         trace += [{**e, "iteration": e["iteration"] + offset, "working_set": int(cols.size)} for e in res.trace]
         W = torch.zeros((n, B, p), dtype=W0.dtype, device=W0.device)
         W[:, :, J] = res.W
