@@ -240,6 +240,11 @@ class S3R(BaseEstimator):
             "dual_residual": float(result.dual_residual[0]),
             "tol": float(self.tol),
             "method": result.method,
+            # working-set solves: the features solved for, the outer solves, and whether every feature left out was
+            # certified optimal at zero (s3r.solver.working_set); None when every feature was solved for
+            "working_set_size": None if result.working_set is None else result.working_set["size"],
+            "working_set_outer_iterations": None if result.working_set is None else result.working_set["outer_iterations"],
+            "working_set_check_passed": None if result.working_set is None else result.working_set["check_passed"],
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "family": self.family,

@@ -17,6 +17,7 @@ from s3r.solver.operators import IncidenceOperator, LinearOperator, SparseMatrix
 from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso
 from s3r.solver.primal_dual import primal_dual
 from s3r.solver.result import SolveResult
+from s3r.solver.working_set import MIN_SIZE, solve_working_set
 
 SMOOTH_MODES = ("tv", "graph_l1", "quadratic")
 
@@ -67,8 +68,14 @@ def solve_batch(
     device="auto",
     dtype="float64",
     callback=None,
+    working_set="auto",
 ) -> SolveResult:
-    """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p)."""
+    """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p).
+
+    ``working_set``: True solves on the features that can be non-zero and certifies the others at zero
+    (:mod:`s3r.solver.working_set`); False moves every feature on every iteration; ``"auto"`` picks by
+    :func:`use_working_set`.
+    """
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -104,9 +111,25 @@ def solve_batch(
     if operator is not None:
         smooth_term = GraphQuadratic(lam) if smooth == "quadratic" else GraphL1(lam)
     warm = lambda a: None if a is None else torch.as_tensor(a, dtype=dt, device=dev)  # noqa: E731
-    tau0 = None if step0 is None else torch.as_tensor(np.asarray(step0, dtype=np.float64).reshape(B), dtype=dt, device=dev)
+    step0 = None if step0 is None else np.asarray(step0, dtype=np.float64).reshape(B)
+    if step0 is not None and not np.all(np.isfinite(step0) & (step0 > 0)):
+        step0 = None  # a problem solved without iterating (W = 0 certified) has no step to pass on
+    tau0 = None if step0 is None else torch.as_tensor(step0, dtype=dt, device=dev)
+    if working_set == "auto":
+        working_set = use_working_set(p, a, b, pf)
     with cpu_threads(dev, n_entries):
+        if working_set:
+            return solve_working_set(
+                datafit, penalty, smooth_term, operator, Wt, gt, inner=primal_dual,
+                v0=warm(data_dual0), U0=warm(dual0), tau0=tau0, tol=tol, max_iter=max_iter, callback=callback,
+            )
         return primal_dual(
             datafit, penalty, smooth_term, operator, Wt, gt,
             v0=warm(data_dual0), U0=warm(dual0), tau0=tau0, tol=tol, max_iter=max_iter, callback=callback,
         )
+
+
+def use_working_set(p: int, alpha: torch.Tensor, beta: torch.Tensor, factor: torch.Tensor) -> bool:
+    """Working sets pay when some features can be certified at zero: more features than the smallest working
+    set, and a sparsity penalty on every problem of the batch (without one, every feature is non-zero)."""
+    return p > 2 * MIN_SIZE and bool(((alpha > 0) | (beta > 0)).all()) and bool((factor > 0).any())

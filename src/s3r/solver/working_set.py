@@ -1,0 +1,273 @@
+"""Working sets over feature groups: solve on the features that can be non-zero, certify the rest at zero.
+
+The penalty is separable over feature columns — α f_j‖W_j‖₁ + β√n f_j‖W_j‖₂ + λ S(K W_j) — and the data fit sees
+W only through the prediction, so the full problem's optimality condition for a column j held at W_j = 0 is
+
+    0 ∈ g_j + α f_j ∂‖·‖₁(0) + β√n f_j ∂‖·‖₂(0) + λ Kᵀ ∂‖·‖₁(0)      (tv, graph_l1)
+    g_j = X_j ⊙ v,   v_i = 2c_i(ŷ_i − y_i)   the data-fit gradient at the current W (covariates at their optimum)
+
+(rows fixed at zero are free in the condition; the quadratic smoothness has zero gradient at 0 and drops out).
+Written with an edge certificate z ∈ [−1, 1]^m: W_j = 0 is optimal iff some z has
+
+    ‖ S_{α f_j}(g_j + λ Kᵀ z) ‖₂ ≤ β √n f_j        (S the soft-threshold; the norm over the free rows)
+
+— soft-thresholding takes the best ℓ1 subgradient, the ℓ2 ball absorbs the rest. ``check_excluded`` tries z = 0
+(closed form: exact for λ = 0 and for the quadratic smoothness), then minimises ½‖S(g_j + λKᵀz)‖² over the box by
+FISTA for a bounded number of iterations. Any feasible z that meets the inequality proves W_j = 0 optimal, so
+**an excluded feature is never one that should be non-zero** (up to the inner solve's tolerance, through g_j);
+a feature whose certificate is not found in the budget is treated as a violator and added to the working set,
+where the solver decides — the test may include a feature unnecessarily, never exclude one wrongly.
+
+The outer loop (celer / skglm style): start from the unpenalised features and those non-zero in a warm start
+(or, from a cold start, the strongest violators at W = 0 by a short certificate search — if none violates, W = 0
+is returned without a solve), solve the restricted problem with the primal–dual solver to the tolerance, check
+every excluded feature, add the worst violators (at most doubling the set), re-solve warm-started (W, data dual,
+the working set's smoothness dual, step), until the check passes for all. Only the final check decides
+convergence; the covariates are set to their exact optimum at the final W.
+
+Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
+``CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from s3r.solver.penalties import GraphL1, SparseGroupLasso
+from s3r.solver.result import SolveResult
+
+MIN_SIZE = 8  # smallest working set and smallest number of features added per outer iteration
+CERT_ITER = 300  # FISTA iterations spent looking for one chunk of edge certificates
+START_ITER = 30  # FISTA iterations of the first check, which only ranks the candidates
+CERT_CHECK = 10  # check the certificate inequality every this many FISTA iterations
+CHUNK_ELEMS = 1 << 22  # edge-sized elements per certificate chunk (m × B × columns): bounds the check's memory
+
+
+def covariate_optimum(datafit, pred: torch.Tensor) -> torch.Tensor | None:
+    """(B, q) γ minimising Σ c_i (y_i − pred_i − z_iγ)²: the covariates eliminated exactly at this W."""
+    if datafit.Z is None:
+        return None
+    Z, c = datafit.Z, datafit.c
+    G = torch.einsum("nq,nb,nr->bqr", Z, c, Z)
+    q = Z.shape[1]
+    ridge = 1e-12 * torch.clamp(torch.diagonal(G, dim1=1, dim2=2).amax(-1), min=torch.finfo(G.dtype).tiny)
+    rhs = torch.einsum("nq,nb->bq", Z, c * (datafit.y - pred)).unsqueeze(-1)
+    return torch.linalg.solve(G + ridge.view(-1, 1, 1) * torch.eye(q, dtype=G.dtype, device=G.device), rhs).squeeze(-1)
+
+
+def data_gradient(datafit, W: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """(n, B) v = ∇φ(ŷ) at W with the covariates at their optimum, zero on rows fixed at zero."""
+    pred = datafit.predict_w(W)
+    gamma = covariate_optimum(datafit, pred)
+    if gamma is not None:
+        pred = pred + datafit.Z @ gamma.T
+    return 2 * datafit.c * (pred - datafit.y) * free
+
+
+def _soft(A: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return A - torch.clamp(A, -a, a) if a.numel() == 1 else A - torch.minimum(torch.maximum(A, -a), a)
+
+
+def check_excluded(
+    X: torch.Tensor, v: torch.Tensor, free: torch.Tensor, cols: np.ndarray, alpha: torch.Tensor, beta: torch.Tensor,
+    factor: torch.Tensor, K, lam: torch.Tensor | None, *, max_iter: int = CERT_ITER,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Optimality of W_j = 0 for each column j in ``cols`` given the data gradient v (module docstring).
+
+    Returns (violates, score, fista_iterations). ``violates[k]`` is False only where an edge certificate proved
+    W_j = 0 optimal for every problem of the batch. The search for one stops early for a column once a witness
+    proves it non-zero: a direction w with ⟨−g_j, w⟩ > α f_j‖w‖₁ + β√n f_j‖w‖₂ + λ‖Kw‖₁ lowers the objective,
+    so W_j = 0 is not optimal (w = −S(g_j + λKᵀz), the current residual, is tried). Columns neither certified nor
+    proven within ``max_iter`` count as violators (the conservative side). ``score[k]`` ranks violators: the
+    smallest residual found relative to the ℓ1 + ℓ2 budget (−inf for certified columns).
+    """
+    n, B = v.shape
+    violates = np.zeros(len(cols), dtype=bool)
+    score = np.full(len(cols), -np.inf)
+    if len(cols) == 0:
+        return violates, score, 0
+    dtype = v.dtype
+    tiny = torch.finfo(dtype).tiny
+    smooth = K is not None and lam is not None and bool((lam > 0).any())
+    m = K.shape[0] if smooth else n
+    chunk = max(1, CHUNK_ELEMS // max(1, m * B))
+    free3 = free.unsqueeze(-1)
+    sqrt_n = float(n) ** 0.5
+    fista_total = 0
+    lam3 = lam.view(1, -1, 1) if smooth else None
+    if smooth:
+        L = lam3**2 * float(K.norm_bound())
+        inv_L = torch.where(L > 0, 1.0 / torch.clamp(L, min=tiny), torch.zeros_like(L))
+
+    def assess(G, A, a, r, scale):
+        """(excess ≤ 0: certified, witness gain > 0: proven violator, relative excess) per (problem, column)."""
+        S = _soft(A, a) * free3
+        norm = torch.linalg.vector_norm(S, dim=0)
+        gain = (G * S).sum(0) - a.squeeze(0) * S.abs().sum(0) - r * norm
+        if smooth:
+            gain = gain - lam3.squeeze(0) * K.forward(S).abs().sum(0)
+        return norm - r <= 0, gain > 0, (norm - r) / scale
+
+    for start in range(0, len(cols), chunk):
+        idx = np.arange(start, min(start + chunk, len(cols)))
+        J = torch.as_tensor(cols[idx], device=X.device)
+        G = v.unsqueeze(-1) * X[:, J].unsqueeze(1)  # (n, B, J)
+        f = factor[J].view(1, 1, -1)
+        a = alpha.view(1, -1, 1) * f  # (1, B, J)
+        r = (beta.view(1, -1, 1) * sqrt_n * f).squeeze(0)  # (B, J)
+        scale = torch.clamp(r + a.squeeze(0) * sqrt_n, min=tiny)
+        ok, bad, best = assess(G, G, a, r, scale)  # z = 0
+        undecided = ~(ok.all(0) | bad.any(0))
+        if smooth and bool(undecided.any()):
+            keep = torch.nonzero(undecided).flatten()
+            Gs, as_, rs, sc = G[:, :, keep], a[:, :, keep], r[:, keep], scale[:, keep]
+            oks, bads, bests = ok[:, keep], bad[:, keep], best[:, keep]
+            z = torch.zeros((m, B, keep.numel()), dtype=dtype, device=X.device)
+            y, t = z.clone(), 1.0
+            for it in range(1, max_iter + 1):
+                S = _soft(Gs + lam3 * K.adjoint(y), as_) * free3
+                z_new = torch.clamp(y - inv_L * lam3 * K.forward(S), -1.0, 1.0)
+                t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
+                y = z_new + ((t - 1) / t_new) * (z_new - z)
+                z, t = z_new, t_new
+                fista_total += 1
+                if it % CERT_CHECK == 0 or it == max_iter:
+                    o, b_, e = assess(Gs, Gs + lam3 * K.adjoint(z), as_, rs, sc)
+                    oks |= o
+                    bads |= b_
+                    bests = torch.minimum(bests, e)
+                    if bool((oks.all(0) | bads.any(0)).all()):
+                        break
+            ok[:, keep], bad[:, keep], best[:, keep] = oks, bads, bests
+        col_ok = (ok.all(0) & ~bad.any(0)).cpu().numpy()
+        violates[idx] = ~col_ok
+        score[idx] = np.where(col_ok, -np.inf, best.amax(0).double().cpu().numpy())
+    return violates, score, fista_total
+
+
+def solve_working_set(
+    datafit, penalty: SparseGroupLasso, smooth, K, W0: torch.Tensor, gamma0, *, inner, v0=None, U0=None, tau0=None,
+    tol: float = 1e-6, max_iter: int = 50_000, callback=None, min_size: int | None = None,
+) -> SolveResult:
+    """Outer working-set loop around ``inner`` (the primal–dual solver with its usual signature).
+
+    ``datafit`` and ``penalty`` describe the full problem; restricted copies are built per working set.
+    """
+    start = time.perf_counter()
+    min_size = MIN_SIZE if min_size is None else min_size
+    n, B, p = W0.shape
+    X, free = datafit.X, penalty.free.squeeze(-1)
+    factor = penalty.factor
+    smooth_l1 = isinstance(smooth, GraphL1) and K is not None
+    lam = smooth.lam.view(-1) if smooth_l1 else None
+    K_check = K if smooth_l1 else None
+
+    # the start: the features non-zero in a warm start (a good guess of the support: no check spent on it), else
+    # the strongest violators at W0 by a short certificate search (a ranking; only the final check must be exact)
+    nonzero = (W0 != 0).any(0).any(0).cpu().numpy()
+    ws = nonzero | (factor == 0).cpu().numpy()
+    checks = []
+    if not nonzero.any():
+        rest = np.flatnonzero(~ws)
+        viol, score, fista = check_excluded(X, data_gradient(datafit, W0, free), free, rest, penalty.alpha, penalty.beta, factor,
+                                            K_check, lam, max_iter=START_ITER)
+        checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
+        order = np.argsort(-score)
+        n_add = max(min_size - int(ws.sum()), 0)
+        top = order[:n_add]
+        ws[rest[top[viol[top]]]] = True
+        if not viol.any():  # every feature certified at zero: W = 0 is the answer, no solve needed
+            return _zero_solution(datafit, penalty, K, W0, free, checks, time.perf_counter() - start)
+        if not ws.any():  # keep one feature so the restricted solve is never empty
+            ws[rest[order[0]] if order.size else 0] = True
+    history = [int(ws.sum())]
+
+    # the smoothness dual is kept for the working set's columns only (edges × |working set|, not edges × p)
+    W, v, tau, gamma = W0, v0, tau0, gamma0
+    U_cols = np.zeros(0, dtype=np.int64)
+    U = None
+    if U0 is not None:
+        U_cols = np.flatnonzero(ws)
+        U = U0[:, :, torch.as_tensor(U_cols, device=U0.device)].contiguous()
+    total_it = np.zeros(B, dtype=np.int64)
+    trace: list[dict] = []
+    certified = False
+    res = None
+    outer = steps_run = 0
+    while True:
+        outer += 1
+        cols = np.flatnonzero(ws)
+        J = torch.as_tensor(cols, device=X.device)
+        sub_fit = type(datafit)(X[:, J].contiguous(), datafit.y, datafit.o, datafit.Z)
+        sub_pen = SparseGroupLasso(penalty.alpha, penalty.beta, factor[J], n, free)
+        budget = int(max_iter - total_it.max())
+        offset = steps_run  # iterations of the outer solves so far (trace and callback count on)
+        cb = None if callback is None else (lambda e, o=offset, k=int(cols.size): callback({**e, "iteration": e["iteration"] + o, "working_set": k}))
+        if U is not None and U_cols.size != cols.size:  # new columns start at zero
+            grown = torch.zeros((U.shape[0], B, cols.size), dtype=U.dtype, device=U.device)
+            grown[:, :, torch.as_tensor(np.searchsorted(cols, U_cols), device=U.device)] = U
+            U, U_cols = grown, cols
+        res = inner(
+            sub_fit, sub_pen, smooth, K, W[:, :, J].contiguous(), gamma,
+            v0=v, U0=U, tau0=tau, tol=tol, max_iter=max(budget, 1), callback=cb,
+        )
+        total_it += np.asarray(res.iterations)
+        steps_run += int(np.max(res.iterations))
+        trace += [{**e, "iteration": e["iteration"] + offset, "working_set": int(cols.size)} for e in res.trace]
+        W = torch.zeros((n, B, p), dtype=W0.dtype, device=W0.device)
+        W[:, :, J] = res.W
+        U, U_cols = res.dual, cols
+        v, tau, gamma = res.data_dual, torch.as_tensor(res.step, dtype=W0.dtype, device=W0.device), res.gamma
+        if not bool(np.all(res.converged)) or total_it.max() >= max_iter:
+            break  # out of budget: report as not converged, warm state returned for a later call
+        rest = np.flatnonzero(~ws)
+        viol, score, fista = check_excluded(X, data_gradient(sub_fit, res.W, free), free, rest, penalty.alpha, penalty.beta, factor,
+                                            K_check, lam)
+        checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
+        if not viol.any():
+            certified = True
+            break
+        order = np.argsort(-score)
+        n_add = min(int(viol.sum()), max(min_size, int(ws.sum())))
+        ws[rest[order[:n_add]]] = True
+        history.append(int(ws.sum()))
+
+    converged = np.asarray(res.converged, dtype=bool) & certified
+    gamma = res.gamma
+    if gamma is not None:  # the covariates' exact optimum at the final W (the solver's γ is within its tolerance)
+        gamma = covariate_optimum(sub_fit, sub_fit.predict_w(res.W)).to(res.gamma.dtype)
+    dual = None
+    if U is not None:  # the solver's contract: an (m, B, p) dual, zero on the columns left out
+        dual = torch.zeros((U.shape[0], B, p), dtype=U.dtype, device=U.device)
+        dual[:, :, torch.as_tensor(U_cols, device=U.device)] = U
+    return SolveResult(
+        W=W, gamma=gamma, dual=dual, data_dual=res.data_dual, objective=res.objective,
+        primal_residual=res.primal_residual, dual_residual=res.dual_residual, converged=converged,
+        iterations=np.minimum(total_it, max_iter), seconds=time.perf_counter() - start, method=res.method + "+working_set",
+        step=res.step, trace=trace,
+        working_set={
+            "size": int(ws.sum()), "features": p, "outer_iterations": outer, "check_passed": certified,
+            "sizes": history, "checks": checks,
+        },
+    )
+
+
+def _zero_solution(datafit, penalty, K, W0, free, checks, seconds) -> SolveResult:
+    """W = 0 certified optimal for every problem: the covariates at their own optimum, duals at that point."""
+    n, B, p = W0.shape
+    W = torch.zeros_like(W0)
+    pred = datafit.predict_w(W)
+    gamma = covariate_optimum(datafit, pred)
+    full = pred if gamma is None else pred + datafit.Z @ gamma.T
+    objective = datafit.value(full).double().cpu().numpy()
+    dual = None if K is None else torch.zeros((K.shape[0], B, p), dtype=W0.dtype, device=W0.device)
+    zeros = np.zeros(B)
+    return SolveResult(
+        W=W, gamma=gamma, dual=dual, data_dual=2 * datafit.c * (full - datafit.y), objective=objective,
+        primal_residual=zeros, dual_residual=zeros.copy(), converged=np.ones(B, dtype=bool), iterations=np.zeros(B, dtype=np.int64),
+        seconds=seconds, method="working_set", step=np.full(B, np.nan), trace=[],
+        working_set={"size": 0, "features": p, "outer_iterations": 0, "check_passed": True, "sizes": [0], "checks": checks},
+    )

@@ -1,0 +1,112 @@
+"""Working sets over features: the restricted solves plus the zero certificate give the full problem's optimum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import s3r.solver.working_set as ws_mod
+from s3r.graph import knn_graph, neighbour_mean_operator
+from s3r.solver import build_operator, solve_batch
+from s3r.solver.working_set import check_excluded
+
+from test_solver import cvxpy_optimum
+
+
+def wide_problem(seed=0, n=60, p=40, informative=12):
+    """More features than the smallest working set, a dozen of them spatially varying, the rest noise."""
+    rng = np.random.default_rng(seed)
+    coords = rng.uniform(size=(n, 2))
+    X = rng.normal(size=(n, p))
+    W = np.zeros((n, p))
+    for j in range(informative):
+        W[:, j] = np.where(coords[:, j % 2] > 0.5, 1.0 + 0.2 * j, -0.5)
+    y = (X * W).sum(1) + 0.3 * rng.normal(size=n)
+    return coords, X, y
+
+
+def operator_for(smooth, coords):
+    graph = knn_graph(coords, 5)
+    if smooth == "graph_l1":
+        M = neighbour_mean_operator(graph)
+        return build_operator("graph_l1", matrix=M), M
+    return build_operator(smooth, edges=graph.edges, n_nodes=len(coords)), graph.incidence()
+
+
+@pytest.mark.parametrize("smooth", ["tv", "graph_l1", "quadratic"])
+@pytest.mark.parametrize("variant", ["plain", "all"])
+def test_working_set_grows_several_times_and_matches_cvxpy_and_the_full_solve(smooth, variant, monkeypatch):
+    monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)  # start tiny so the set must grow several times
+    coords, X, y = wide_problem(seed=3)
+    n, p = X.shape
+    rng = np.random.default_rng(1)
+    weights = rng.uniform(0.2, 1.0, size=n) if variant == "all" else None
+    free = np.ones(n, dtype=bool)
+    Z = None
+    if variant == "all":
+        free[rng.choice(n, 4, replace=False)] = False
+        Z = rng.normal(size=(n, 2))
+        y = y + Z @ np.array([1.0, -2.0])
+    op, K = operator_for(smooth, coords)
+    lam, alpha = 0.05, 0.02
+    beta = 0.12 if smooth == "quadratic" else 0.03  # the quadratic term does not help to zero a feature
+    kw = dict(smooth=smooth, operator=op, lambda_smooth=lam, alpha=alpha, beta=beta, weights=weights, free_rows=free.astype(float),
+              covariates=Z, tol=1e-7, max_iter=100_000, device="cpu")
+    res = solve_batch(X, y, working_set=True, **kw)
+    info = res.working_set
+    assert res.converged[0] and info["check_passed"]
+    assert len(info["sizes"]) >= 3 and info["sizes"] == sorted(info["sizes"])  # grew at least twice
+    assert info["size"] < p  # and some features were certified at zero without ever being solved for
+    expected = cvxpy_optimum(X, y, K, smooth, lam, alpha, beta, weights=weights, free=free, Z=Z)
+    assert abs(res.objective[0] - expected) <= 1e-4 * abs(expected)
+
+    full = solve_batch(X, y, working_set=False, **kw)
+    assert full.working_set is None and full.converged[0]
+    W, Wf = res.W[:, 0].numpy(), full.W[:, 0].numpy()
+    scale = np.abs(Wf).max()
+    np.testing.assert_allclose(W, Wf, atol=1e-3 * scale)
+    outside = ~np.any(W != 0, axis=0)
+    assert outside.sum() >= p - info["size"]
+    assert np.abs(Wf[:, outside]).max() <= 1e-3 * scale  # what the working set left at zero is zero in the full solve
+
+
+def test_batched_working_set_matches_separate_full_solves(monkeypatch):
+    monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)
+    coords, X, y = wide_problem(seed=5)
+    n = X.shape[0]
+    Y = np.stack([y, y + np.random.default_rng(0).normal(size=n), y], axis=1)
+    weights = np.ones((n, 3))
+    weights[:10, 2] = 0.0  # a held-out fold
+    op, _ = operator_for("tv", coords)
+    lam, alpha, beta = np.array([0.05, 0.1, 0.02]), np.array([0.02, 0.01, 0.05]), np.array([0.03, 0.05, 0.02])
+    seen = []
+    batch = solve_batch(X, Y, smooth="tv", operator=op, lambda_smooth=lam, alpha=alpha, beta=beta, weights=weights, tol=1e-8,
+                        device="cpu", working_set=True, callback=seen.append)
+    assert batch.converged.all() and batch.working_set["check_passed"]
+    its = [e["iteration"] for e in seen]
+    assert its and its == sorted(its) and all(e["working_set"] >= 2 for e in seen)  # progress counts across the outer solves
+    for b in range(3):
+        single = solve_batch(X, Y[:, b], smooth="tv", operator=op, lambda_smooth=lam[b], alpha=alpha[b], beta=beta[b],
+                             weights=weights[:, b], tol=1e-8, device="cpu", working_set=False)
+        assert abs(single.objective[0] - batch.objective[b]) <= 1e-6 * single.objective[0]
+
+
+def test_edge_certificate_excludes_what_z_zero_cannot():
+    """A feature whose gradient is pure spatial noise: too large for α, β alone, absorbed by the tv edge dual."""
+    rng = np.random.default_rng(0)
+    n = 200
+    coords = rng.uniform(size=(n, 2))
+    op, _ = operator_for("tv", coords)
+    X = torch.ones((n, 1), dtype=torch.float64)
+    v = torch.as_tensor(rng.normal(size=(n, 1)) * 0.01)
+    v -= v.mean()  # no constant part: only the smoothness can carry it
+    free = torch.ones((n, 1), dtype=torch.float64)
+    alpha, beta = torch.tensor([0.001]), torch.tensor([0.0001])
+    f = torch.ones(1, dtype=torch.float64)
+    no_smooth, _, _ = check_excluded(X, v, free, np.array([0]), alpha, beta, f, None, None)
+    assert no_smooth[0]  # z = 0 does not certify it
+    strong, _, iters = check_excluded(X, v, free, np.array([0]), alpha, beta, f, op, torch.tensor([1.0]))
+    assert not strong[0] and iters > 0  # a strong tv certifies it at zero
+    weak, _, _ = check_excluded(X, v, free, np.array([0]), alpha, beta, f, op, torch.tensor([1e-5]))
+    assert weak[0]  # a weak one cannot: then the feature stays a candidate
