@@ -62,7 +62,9 @@ def test_report_files_contents_and_planted_features_lead(fitted):
     assert domains["spot"].tolist() == sim.spot_ids and domains["domain"].str.fullmatch(r"D\d+").all()
     trials = pd.read_csv(files["trials"], sep="\t")
     assert trials["number"].tolist() == list(range(4))
-    assert int(trials.loc[trials["cv_loss"].idxmin(), "number"]) == best["trial"]
+    assert int(trials.loc[trials["cv_loss"].idxmin(), "number"]) == best["best_trial"]
+    chosen = trials.loc[trials["number"] == best["trial"], "cv_loss"].item()  # the one-SE choice
+    assert chosen == pytest.approx(best["cv_loss"]) and chosen >= trials["cv_loss"].min()
 
 
 def test_report_is_byte_identical_on_rerun(fitted, tmp_path):

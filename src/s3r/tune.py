@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -422,11 +423,16 @@ def _log_params(params: list[dict], config: dict) -> np.ndarray:
     return np.stack(cols, axis=1) if cols else np.zeros((len(params), 0))
 
 
+_NPZ_LOCK = threading.Lock()
+
+
 def _nearest_warm_start(params: list[dict], warm_from: Sequence, config: dict) -> tuple[dict, list]:
     """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number)."""
     stores = []
     for path in warm_from:
-        with np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
+        # one reader at a time: numpy parses .npy headers with ast.literal_eval, and CPython 3.11's parser is not
+        # thread-safe ("AST constructor recursion depth mismatch", seen when run_search reads folds in threads)
+        with _NPZ_LOCK, np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
             stores.append({key: z[key] for key in z.files if z[key].dtype != object})
     numbers = np.concatenate([s["numbers"] for s in stores])
     points = np.concatenate([s["log_params"] for s in stores])

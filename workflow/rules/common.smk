@@ -302,10 +302,11 @@ def final_outputs():
 
 
 def fit_report_input(wildcards):
-    """The fit, and with tuning on its tuning files (the report reads the chosen trial's fold solutions)."""
+    """The fit (and the sample's .h5ad for a tissue image), and with tuning on its tuning files."""
     files = {
         "npz": f"results/fits/{wildcards.sample}/{wildcards.target}/coefficients.npz",
         "fit": f"results/fits/{wildcards.sample}/{wildcards.target}/fit.json",
+        **tissue_input(wildcards),  # the sample's .h5ad when it carries a tissue image (rules/io_common.smk)
     }
     if config["tune"]["enabled"]:
         files.update(
