@@ -14,11 +14,8 @@ or the reference implementation's ``lambda``).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from s3r.errors import S3RInputError
 
 __all__ = ["PARAMS_FILE", "PARAMS_FORMAT", "PARAM_KEYS", "DECONV_SUMMARY", "write_params", "read_params_file"]
 
@@ -53,15 +50,10 @@ def read_params_file(path) -> dict[str, Any]:
     Raises S3RInputError when the file is missing, not JSON or not an object; the values themselves are
     checked by their users (``s3r.results.read_params`` checks λ, α, β).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise S3RInputError(f"{path}: parameter file not found; pass the {PARAMS_FILE} written by 's3r tune'")
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
-    if not isinstance(raw, dict):
-        raise S3RInputError(f"{path}: expected a JSON object with keys {', '.join(PARAM_KEYS)}")
+    from s3r.io import read_json_object
+
+    raw = read_json_object(path, f"parameter file not found; pass the {PARAMS_FILE} written by 's3r tune'",
+                           f"with keys {', '.join(PARAM_KEYS)}")
     if isinstance(raw.get("params"), dict) or isinstance(raw.get("tuning"), dict):
         params = dict(raw.get("params") or {})
         tuning = raw.get("tuning") if isinstance(raw.get("tuning"), dict) else None

@@ -587,6 +587,21 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
         fh.write(text + "\n")
 
 
+def read_json_object(path: str | os.PathLike, missing: str, expected: str) -> dict:
+    """A JSON object from a file, or one line naming the file: ``missing`` says what to pass instead when it
+    does not exist, ``expected`` what the object should hold."""
+    path = Path(path)
+    if not path.is_file():
+        raise S3RInputError(f"{path}: {missing}")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
+    if not isinstance(raw, dict):
+        raise S3RInputError(f"{path}: expected a JSON object {expected}")
+    return raw
+
+
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, **to_csv_kwargs: Any) -> None:
     """Write a DataFrame as CSV atomically (floats in shortest round-trip form unless told otherwise)."""
     with atomic_write(path, "w", newline="") as fh:

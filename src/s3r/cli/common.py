@@ -89,18 +89,8 @@ def read_offset(args):
     if not args.h5ad:
         raise S3RInputError("--offset names an .obs column and needs --h5ad")
     import anndata
-    import numpy as np
 
-    obs = anndata.read_h5ad(args.h5ad, backed="r").obs
-    if args.offset not in obs.columns:
-        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} is not in .obs (columns: {', '.join(map(str, list(obs.columns)[:12]))})")
-    try:
-        values = obs[args.offset].to_numpy(dtype=float)
-    except (TypeError, ValueError):
-        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} is not numeric; give log library sizes") from None
-    if not np.all(np.isfinite(values)):
-        raise S3RInputError(f"{args.h5ad}: --offset column {args.offset!r} has missing or infinite values; fill them (log of a positive size)")
-    return values
+    return _offset_column(anndata.read_h5ad(args.h5ad, backed="r"), args, args.h5ad)
 
 
 def read_input(args) -> RegressionData:

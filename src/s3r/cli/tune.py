@@ -7,12 +7,11 @@ family the CV loss is the mean deviance on held-out spots (the squared error for
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from s3r.cli.common import model_flags, add_input_arguments, add_model_arguments, load_input
-from s3r.errors import S3RInputError
+from s3r.io import read_json_object
 
 
 def add_parser(subparsers):
@@ -50,15 +49,7 @@ def add_parser(subparsers):
 def build_config(args) -> dict:
     config: dict = {}
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise S3RInputError(f"{path}: tuning config not found")
-        try:
-            config = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}") from None
-        if not isinstance(config, dict):
-            raise S3RInputError(f"{path}: expected a JSON object of tuning settings")
+        config = read_json_object(args.config, "tuning config not found", "of tuning settings")
     flags = {
         "n_trials": args.trials, "rounds": args.rounds, "folds": args.folds, "fold_scheme": args.fold_scheme,
         "blocks_per_fold": args.blocks_per_fold, "predictor": args.predictor, "seed": args.seed,
