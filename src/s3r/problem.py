@@ -262,19 +262,19 @@ class Problem:
         pen = pf > 0
         one = np.ones(1)
         c_lam, c, _ = (float(v[0]) for v in self.solver_penalties(one, one, one, weights))
+        comps = self._components()
         if pen.any():
             alpha_zero = float(np.max(np.abs(G[:, pen]) / pf[pen]))
             beta_zero = float(np.max(np.linalg.norm(G[:, pen], axis=0) / pf[pen]) / np.sqrt(n))
             # per component c, with λ → ∞ each map is one value w_c: its gradient g_c = Σ_{i∈c} G_i, its penalties
             # α n_c |w_c| and β √n (Σ_c n_c w_c²)^½, so zero is optimal iff |g_c| ≤ α n_c, resp. (Σ_c g_c²/n_c)^½ ≤ β √n
-            comps = self._components()
             g = np.stack([G[rows][:, pen].sum(axis=0) for rows in comps]) / pf[pen]  # (components, p_pen)
             size = np.array([rows.sum() for rows in comps], dtype=np.float64)[:, None]
             alpha = float(np.max(np.abs(g) / size))
             beta = float(np.max(np.sqrt(np.sum(g**2 / size, axis=0))) / np.sqrt(n))
         else:
             alpha_zero = beta_zero = alpha = beta = 0.0
-        lam = self._smooth_scale(G)
+        lam = self._smooth_scale(G, comps)
         tiny = 1e-12
         return {"lambda_smooth": max(lam / c_lam, tiny), "alpha": max(alpha / c, tiny), "beta": max(beta / c, tiny),
                 "alpha_zero": max(alpha_zero / c, tiny), "beta_zero": max(beta_zero / c, tiny)}
@@ -287,7 +287,7 @@ class Problem:
         n_comp, labels = self.graph.components()
         return [labels == c for c in range(n_comp)]
 
-    def _smooth_scale(self, G: np.ndarray) -> float:
+    def _smooth_scale(self, G: np.ndarray, components: list[np.ndarray]) -> float:
         if self.operator is None:
             return 0.0
         K = self.operator.to_scipy()
@@ -297,7 +297,7 @@ class Problem:
             deg = np.asarray(abs(K).T @ abs(K) @ np.ones(K.shape[1])).ravel()
             x2 = np.mean(np.sum(self.X**2, axis=1))
             return float(x2 / max(np.mean(deg), 1e-300))
-        return _min_norm_flow_bound(K, G, self._components())
+        return _min_norm_flow_bound(K, G, components)
 
 
 def _min_norm_flow_bound(K: sp.csr_matrix, G: np.ndarray, components: list[np.ndarray], tol: float = 1e-4, max_iter: int = 3000) -> float:
