@@ -34,7 +34,7 @@ write_fit(
     model,
     data,
     params={"sample": sample, "params_source": chosen["source"] or "unknown",
-            **{key: chosen["tuning"][key] for key in ("effect_found", "verdict", "warnings", "null_cv_loss", "cv_loss")
+            **{key: chosen["tuning"][key] for key in ("effect_found", "verdict", "warnings", "null_cv_loss", "trend_cv_loss", "cv_loss")
                if key in (chosen["tuning"] or {})}},
     inputs=dict(snakemake.input.items()),
     offset=prepared.offset,

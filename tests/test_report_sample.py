@@ -283,7 +283,7 @@ def test_summary_table_exact_contents(tmp_path):
     params[0].write_text(json.dumps({"sample": "s2", "target": "y", "source": "tune",
                                      "tuning": {"cv_loss": 0.5, "cv_se": 0.05, "trial": 3, "n_trials": 6, "null_cv_loss": 0.9,
                                                 "effect_found": True, "verdict": "the features explain the target"}}))
-    params[1].write_text(json.dumps({"cv_loss": 0.7, "cv_se": None, "trial": 0, "n_trials": 4, "null_cv_loss": 0.69,
+    params[1].write_text(json.dumps({"cv_loss": 0.7, "cv_se": None, "trial": 0, "n_trials": 4, "null_cv_loss": 0.69, "trend_cv_loss": 0.6,
                                      "effect_found": False, "verdict": "no spatially varying effect of the features found: ..."}))  # s3r tune's layout
     graph = tmp_path / "g.json"
     graph.write_text(json.dumps({"sample": "s1", "n_edges": 10, "n_components": 1}))
@@ -294,7 +294,7 @@ def test_summary_table_exact_contents(tmp_path):
     assert row == {
         "sample": "s1", "target": "y", "n_spots": 3, "n_features": 3, "graph": "knn", "n_edges": 10,
         "graph_components": 1, "smooth": "tv", "lambda_smooth": 0.1, "alpha": 0.2, "beta": 0.3,
-        "params_source": "tune", "cv_loss": 0.7, "null_cv_loss": 0.69, "trial": 0, "n_trials": 4, "effect_found": False,
+        "params_source": "tune", "cv_loss": 0.7, "null_cv_loss": 0.69, "trend_cv_loss": 0.6, "trial": 0, "n_trials": 4, "effect_found": False,
         "verdict": "no spatially varying effect of the features found: ...", "selected_features": 1,
         "top_features": "c,a", "nonzero_fraction": 0.5, "r2": 0.9, "objective": 1.5, "converged": False,
         "iterations": 40, "solve_seconds": 0.25, "device": "cpu",

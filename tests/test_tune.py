@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from s3r import tune
+from s3r import cv, tune
 from s3r.errors import S3RInputError
 from s3r.io import read_reference_csv
 from s3r.results import read_params
@@ -28,7 +28,7 @@ CONFIG = {
 
 FOLD_JOB = """
 import json, sys
-from s3r import tune
+from s3r import cv, tune
 from s3r.io import read_reference_csv
 config, paths = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
 data = read_reference_csv(paths["X"], paths["Y"], paths["coords"])
@@ -261,3 +261,25 @@ def test_signal_is_found_with_default_ranges(tmp_path):
     assert best["effect_found"] is True, best["verdict"]
     assert best["best_cv_loss"] < 0.95 * best["null_cv_loss"]
     assert best["cv_loss"] < best["null_cv_loss"]  # the simplest model within one SE of the best still beats the null
+
+
+def test_a_spatial_pattern_alone_is_not_reported_as_an_effect(tmp_path):
+    """A smooth spatial target unrelated to the (expression-like, non-negative) features: spatially varying
+    coefficients mimic it well enough to beat the intercept-only model clearly — the false positive that the
+    trend yardstick exists for. The verdict must say, in words, that the target's own pattern explains it."""
+    from s3r.io import RegressionData
+
+    sim = simulate("three_regions", sigma=1.0, n_spots=200, n_features=12, seed=4, design="expression")
+    xy = (sim.coords - sim.coords.min(0)) / np.ptp(sim.coords, axis=0)
+    field = np.sin(3.0 * xy[:, 0] + 1.0) + np.cos(4.0 * xy[:, 1])
+    y = 2.0 + field / field.std() + 0.5 * np.random.default_rng(0).normal(size=sim.n_spots)
+    data = RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names, target_name="trend")
+    best = tune.run_search(data, {"n_trials": 6, "rounds": 2, "folds": 3, "blocks_per_fold": 2}, tmp_path)
+    assert best["best_cv_loss"] < 0.8 * best["null_cv_loss"]  # the intercept-only yardstick alone would call this an effect
+    assert best["trend_cv_loss"] < best["best_cv_loss"]
+    assert best["effect_found"] is False
+    assert best["verdict"].startswith(tune.NO_EFFECT + " beyond the target's own spatial pattern"), best["verdict"]
+    results = json.loads((tmp_path / "round_0" / "results.json").read_text())
+    trend = results["trend"]
+    assert trend["lambda_relative"] == list(cv.TREND_LAMBDAS) and len(trend["fold_losses"]) == 3
+    assert trend["value"] == pytest.approx(min(trend["values"])) == pytest.approx(best["trend_cv_loss"])

@@ -107,7 +107,7 @@ def write_results_h5ad(adata, path) -> Path:
     return path
 
 
-CV_KEYS = ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss")
+CV_KEYS = ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss", "trend_cv_loss")
 
 
 def sample_anndata(*, prepared_path, fit_jsons, params_jsons=(), h5ad=None, domains_tsv=None):

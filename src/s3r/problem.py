@@ -229,6 +229,18 @@ class Problem:
         gamma = self.null_gamma(weights)
         return off.copy() if gamma is None else self.covariates @ gamma + off
 
+    def spatial_trend(self) -> "Problem":
+        """The same problem without its features: only a spatially varying intercept, held by the smoothness term.
+
+        The second yardstick of tuning (gaussian): a target with any spatial pattern is predicted by a smooth map
+        of itself, and a spatially varying coefficient can mimic that map through any feature that is non-zero
+        there (GWR's classic false positive). Features show an effect only when they beat this trend too.
+        """
+        from dataclasses import replace
+
+        return replace(self, X=np.ones((self.n_spots, 1)), x_scale=np.ones(1), n_features=0, spatial_intercept=True,
+                       penalty_factor=np.zeros(1))
+
     def null_gradient(self, weights=None) -> np.ndarray:
         """(n, p_s) gradient of the solver's data fit at W = 0 (covariates at their optimum), masked rows zero."""
         n = self.n_spots

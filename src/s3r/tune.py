@@ -384,6 +384,10 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
         "theta": problem.theta,
         "scales": scales,
         "null_loss": cv.null_loss(problem, folds, fold),
+        # the trend yardstick once per tuning (round 0): it does not depend on the trials
+        "trend_losses": cv.trend_losses(problem, folds, fold, config["predictor"], k=config["model"]["k"], tol=solver["tol"],
+                                        max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]))
+        if problem.gaussian and int(doc["round"]) == 0 else None,
         "trials": [
             {
                 "number": t["number"],
@@ -489,11 +493,23 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
     if folds and all(v is not None and math.isfinite(v) for v in null):
         values = np.array(null, dtype=np.float64)
         result["null"] = {"value": float(values.mean()), "se": float(values.std(ddof=1) / math.sqrt(k)) if k > 1 else None, "fold_losses": null}
+    trend = [f.get("trend_losses") for f in folds]
+    if folds and all(t is not None for t in trend):
+        result["trend"] = _trend_summary(np.array(trend, dtype=np.float64))
     if folds and folds[0].get("scales") is not None:
         result["scales"] = folds[0]["scales"]
     if out is not None:
         write_json(result, out)
     return result
+
+
+def _trend_summary(losses: np.ndarray) -> dict:
+    """(folds, path) held-out losses of the spatial trend → its best point on the path, as the null is recorded."""
+    k = losses.shape[0]
+    means = losses.mean(axis=0)
+    i = int(np.nanargmin(means))
+    return {"lambda_relative": list(cv.TREND_LAMBDAS), "values": means.tolist(), "value": float(means[i]),
+            "se": float(losses[:, i].std(ddof=1) / math.sqrt(k)) if k > 1 else None, "fold_losses": losses[:, i].tolist()}
 
 
 def _mean_or_none(values: list) -> float | None:
@@ -533,8 +549,9 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         size = [t["pieces"] if t.get("pieces") is not None else math.inf for t in within]
         chosen = min(zip(within, strength, size), key=lambda tss: (tss[2], -tss[1], tss[0]["number"]))[0]
     null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
+    trend = next((d["trend"] for d in docs if d.get("trend")), None)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
-    effect, verdict = _verdict(best, null, config)
+    effect, verdict = _verdict(best, null, config, trend)
     doc = {
         **chosen["params"],
         "smooth": config["model"]["smooth"],
@@ -547,6 +564,8 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "best_cv_loss": best["value"],
         "null_cv_loss": None if null is None else null["value"],
         "null_cv_se": None if null is None else null["se"],
+        "trend_cv_loss": None if trend is None else trend["value"],
+        "trend_cv_se": None if trend is None else trend["se"],
         "effect_found": effect,
         "verdict": verdict,
         "search": chosen.get("search"),
@@ -563,19 +582,37 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     return doc
 
 
-def _verdict(best: dict, null: dict | None, config: dict) -> tuple[bool | None, str]:
+def _paired_gain(best: dict, yardstick: dict) -> tuple[float, float]:
+    """Mean and standard error of the yardstick's fold losses minus the best trial's (paired on the folds)."""
+    diffs = np.array(yardstick["fold_losses"], dtype=np.float64) - np.array(best["fold_losses"], dtype=np.float64)
+    se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else 0.0
+    return float(diffs.mean()), se
+
+
+def _verdict(best: dict, null: dict | None, config: dict, trend: dict | None = None) -> tuple[bool | None, str]:
+    """Effect found only when the best trial beats every yardstick by more than its paired standard error: the
+    intercept-only model and (gaussian) the spatial trend without features, so that a target's own spatial
+    pattern is not reported as an effect of whichever features happen to be expressed there."""
     if null is None:
         return None, "no intercept-only comparison was recorded (tuning files from an earlier version)"
-    diffs = np.array(null["fold_losses"], dtype=np.float64) - np.array(best["fold_losses"], dtype=np.float64)
-    gain = float(diffs.mean())
-    se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else 0.0
-    rel = gain / null["value"] if null["value"] else 0.0
     what = "intercept-only" if config["model"].get("fit_intercept") is not False else "all-zero"
-    if gain > se and gain > 0:
-        return True, (f"the features explain the target beyond the {what} model: held-out loss {best['value']:.4g} against "
-                      f"{null['value']:.4g} ({100 * rel:.1f} % lower; paired fold difference {gain:.3g} ± {se:.2g} SE)")
-    return False, (f"{NO_EFFECT}: no trial beats the {what} model by more than its standard error "
-                   f"(best held-out loss {best['value']:.4g}, {what} {null['value']:.4g}, difference {gain:.3g} ± {se:.2g} SE)")
+    gain, se = _paired_gain(best, null)
+    if not (gain > se and gain > 0):
+        return False, (f"{NO_EFFECT}: no trial beats the {what} model by more than its standard error "
+                       f"(best held-out loss {best['value']:.4g}, {what} {null['value']:.4g}, difference {gain:.3g} ± {se:.2g} SE)")
+    if trend is not None:
+        t_gain, t_se = _paired_gain(best, trend)
+        if not (t_gain > t_se and t_gain > 0):
+            return False, (f"{NO_EFFECT} beyond the target's own spatial pattern: a smooth map of the target without features "
+                           f"predicts held-out spots as well (best held-out loss {best['value']:.4g}, spatial trend alone "
+                           f"{trend['value']:.4g}, {what} {null['value']:.4g}; difference to the trend {t_gain:.3g} ± {t_se:.2g} SE); "
+                           f"the maps show where features and target share a pattern, not an effect that location does not explain")
+        return True, (f"the features explain the target beyond the {what} model and beyond a smooth spatial trend: held-out loss "
+                      f"{best['value']:.4g} against {null['value']:.4g} ({what}) and {trend['value']:.4g} (trend alone); "
+                      f"paired fold differences {gain:.3g} ± {se:.2g} and {t_gain:.3g} ± {t_se:.2g} SE")
+    rel = gain / null["value"] if null["value"] else 0.0
+    return True, (f"the features explain the target beyond the {what} model: held-out loss {best['value']:.4g} against "
+                  f"{null['value']:.4g} ({100 * rel:.1f} % lower; paired fold difference {gain:.3g} ± {se:.2g} SE)")
 
 
 def _edge_warnings(trial: dict, config: dict) -> list[str]:

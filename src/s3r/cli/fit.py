@@ -56,7 +56,7 @@ def tuning_verdict(path) -> dict:
     from s3r.artifacts import read_params_file
 
     tuned = read_params_file(path)["tuning"] or {}
-    return {key: tuned[key] for key in ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss") if key in tuned}
+    return {key: tuned[key] for key in ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss", "trend_cv_loss") if key in tuned}
 
 
 def run(args) -> int:

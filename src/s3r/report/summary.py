@@ -21,7 +21,7 @@ __all__ = ["summarise_fits", "COLUMNS"]
 
 COLUMNS = [
     "sample", "target", "n_spots", "n_features", "graph", "n_edges", "graph_components", "smooth",
-    "lambda_smooth", "alpha", "beta", "params_source", "cv_loss", "cv_se", "null_cv_loss", "trial", "n_trials",
+    "lambda_smooth", "alpha", "beta", "params_source", "cv_loss", "cv_se", "null_cv_loss", "trend_cv_loss", "trial", "n_trials",
     "effect_found", "verdict", "selected_features", "top_features", "nonzero_fraction", "r2", "objective", "converged", "iterations",
     "solve_seconds", "device",
 ]
@@ -63,8 +63,8 @@ def _params_path(by_pair: Mapping, sample, target, fit_path):
     raise S3RInputError(f"{fit_path}: no parameter file for sample {sample!r}, target {target!r}; pass one per fit")
 
 
-# the verdict says in words whether the features beat the intercept-only model in cross-validation
-TUNING_KEYS = ("cv_loss", "cv_se", "null_cv_loss", "trial", "n_trials", "effect_found", "verdict")
+# the verdict says in words whether the features beat the intercept-only model and the spatial trend in cross-validation
+TUNING_KEYS = ("cv_loss", "cv_se", "null_cv_loss", "trend_cv_loss", "trial", "n_trials", "effect_found", "verdict")
 
 
 def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons: Sequence = ()) -> pd.DataFrame:
@@ -90,7 +90,7 @@ def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons
         extra, params = fit.get("extra", {}) or {}, fit.get("parameters", {}) or {}
         sample, target = extra.get("sample"), fit.get("target")
         tuning = dict.fromkeys(TUNING_KEYS)
-        tuning.update({key: extra[key] for key in ("effect_found", "verdict", "null_cv_loss", "cv_loss") if key in extra})
+        tuning.update({key: extra[key] for key in ("effect_found", "verdict", "null_cv_loss", "trend_cv_loss", "cv_loss") if key in extra})
         source = extra.get("params_source")
         if params_jsons:
             params_path = _params_path(params_jsons, sample, target, path) if by_pair else params_jsons[i]
