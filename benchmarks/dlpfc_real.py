@@ -108,18 +108,22 @@ def run_genes(args):
     pool = [g for g in genes if g not in REGULATORS]
     chosen = sorted(rng.choice(pool, size=args.n, replace=False).tolist())
     prepared = prepare(chosen, REGULATORS)
+    if args.skip:
+        chosen = chosen[args.skip:]
     lines = []
     for gene in chosen:
         record = {"target": gene}
         try:
             _, best, model, tune_s, fit_s = tune_and_fit(prepared, gene, out / "genes")
             record.update(ok=True, ratio_to_null=best["cv_loss"] / best["null_cv_loss"], effect_found=best["effect_found"],
-                          selected=model.report_["selected_features"], seconds=tune_s + fit_s)
+                          trend_ratio=None if best.get("trend_cv_loss") is None else best["best_cv_loss"] / best["trend_cv_loss"],
+                          verdict=best["verdict"], selected=model.report_["selected_features"], seconds=tune_s + fit_s)
         except Exception as err:  # the point of this benchmark: count failures, keep going
             record.update(ok=False, error=f"{type(err).__name__}: {err}", trace=traceback.format_exc())
         print(json.dumps({k: v for k, v in record.items() if k != "trace"}), flush=True)
         lines.append(record)
-    (out / "genes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        with (out / "genes.jsonl").open("a") as fh:  # one line per gene as it ends: a stopped run keeps its genes
+            fh.write(json.dumps(record) + "\n")
     ok = sum(r["ok"] for r in lines)
     print(f"{ok}/{len(lines)} completed; effect found for {sum(bool(r.get('effect_found')) for r in lines)}")
 
@@ -128,6 +132,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=("mbp", "genes"))
     p.add_argument("--n", type=int, default=50)
+    p.add_argument("--skip", type=int, default=0, help="genes: continue after the first SKIP of the drawn genes")
     p.add_argument("--out", default=str(HERE / "out" / "dlpfc"))
     args = p.parse_args()
     if not DATA.is_file():

@@ -54,7 +54,7 @@ DEFAULT_CONFIG: dict = {
     "n_trials": 30,
     "rounds": 3,
     "folds": 5,
-    "fold_scheme": "blocks",
+    "fold_scheme": "random",
     "blocks_per_fold": cv.DEFAULT_BLOCKS_PER_FOLD,
     "predictor": "graph",
     "selection": "one_se",

@@ -22,7 +22,7 @@ def add_parser(subparsers):
     s.add_argument("--trials", type=int, default=None, help="parameter sets in total (default 30)")
     s.add_argument("--rounds", type=int, default=None, help="ask → evaluate → tell rounds; the first is space filling (default 3)")
     s.add_argument("--folds", type=int, default=None, help="cross-validation folds (default 5)")
-    s.add_argument("--fold-scheme", choices=("blocks", "random"), default=None, help="spatial blocks (default) or random spots")
+    s.add_argument("--fold-scheme", choices=("blocks", "random"), default=None, help="random spots (default) or spatial blocks")
     s.add_argument("--blocks-per-fold", type=int, default=None, help="contiguous blocks held out per fold (default 4)")
     s.add_argument("--predictor", choices=("graph", "neighbours"), default=None,
                    help="held-out prediction: the graph-smooth W of a zero-weight spot (default) or the mean W of its spatial training neighbours")
