@@ -43,6 +43,7 @@ MIN_SIZE = 8  # smallest working set and smallest number of features added per o
 CERT_ITER = 300  # FISTA iterations spent looking for one chunk of edge certificates
 START_ITER = 30  # FISTA iterations of the first check, which only ranks the candidates
 CERT_CHECK = 10  # check the certificate inequality every this many FISTA iterations
+COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: only the last solve needs ``tol``
 CHUNK_ELEMS = 1 << 22  # edge-sized elements per certificate chunk (m × B × columns): bounds the check's memory
 
 
@@ -127,6 +128,7 @@ def check_excluded(
             oks, bads, bests = ok[:, keep], bad[:, keep], best[:, keep]
             z = torch.zeros((m, B, keep.numel()), dtype=dtype, device=X.device)
             y, t = z.clone(), 1.0
+            act = torch.arange(keep.numel(), device=X.device)  # columns still undecided (the search is separable)
             for it in range(1, max_iter + 1):
                 S = _soft(Gs + lam3 * K.adjoint(y), as_) * free3
                 z_new = torch.clamp(y - inv_L * lam3 * K.forward(S), -1.0, 1.0)
@@ -136,11 +138,15 @@ def check_excluded(
                 fista_total += 1
                 if it % CERT_CHECK == 0 or it == max_iter:
                     o, b_, e = assess(Gs, Gs + lam3 * K.adjoint(z), as_, rs, sc)
-                    oks |= o
-                    bads |= b_
-                    bests = torch.minimum(bests, e)
-                    if bool((oks.all(0) | bads.any(0)).all()):
+                    oks[:, act] |= o
+                    bads[:, act] |= b_
+                    bests[:, act] = torch.minimum(bests[:, act], e)
+                    left = ~(oks[:, act].all(0) | bads[:, act].any(0))
+                    if not bool(left.any()):
                         break
+                    if not bool(left.all()):  # drop the decided columns: the rest of the search costs what is left
+                        act, Gs, as_, rs, sc = act[left], Gs[:, :, left], as_[:, :, left], rs[:, left], sc[:, left]
+                        z, y = z[:, :, left].contiguous(), y[:, :, left].contiguous()
             ok[:, keep], bad[:, keep], best[:, keep] = oks, bads, bests
         col_ok = (ok.all(0) & ~bad.any(0)).cpu().numpy()
         violates[idx] = ~col_ok
@@ -197,6 +203,7 @@ def solve_working_set(
     certified = False
     res = None
     outer = steps_run = 0
+    tol_now = max(tol, COARSE_TOL)  # a set that will still grow need not be solved to ``tol`` (its answer is discarded)
     while True:
         outer += 1
         cols = np.flatnonzero(ws)
@@ -212,7 +219,7 @@ def solve_working_set(
             U, U_cols = grown, cols
         res = inner(
             sub_fit, sub_pen, smooth, K, W[:, :, J].contiguous(), gamma,
-            v0=v, U0=U, tau0=tau, tol=tol, max_iter=max(budget, 1), callback=cb,
+            v0=v, U0=U, tau0=tau, tol=tol_now, max_iter=max(budget, 1), callback=cb,
         )
         total_it += np.asarray(res.iterations)
         steps_run += int(np.max(res.iterations))
@@ -228,8 +235,11 @@ def solve_working_set(
                                             K_check, lam)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
         if not viol.any():
-            certified = True
-            break
+            if tol_now <= tol:
+                certified = True
+                break
+            tol_now = tol  # the set passed at the coarse tolerance: solve it to ``tol`` and check again
+            continue
         order = np.argsort(-score)
         n_add = min(int(viol.sum()), max(min_size, int(ws.sum())))
         ws[rest[order[:n_add]]] = True
