@@ -20,10 +20,12 @@ where the solver decides — the test may include a feature unnecessarily, never
 
 The outer loop (celer / skglm style): start from the unpenalised features and those non-zero in a warm start
 (or, from a cold start, the strongest violators at W = 0 by a short certificate search — if none violates, W = 0
-is returned without a solve), solve the restricted problem with the primal–dual solver to the tolerance, check
-every excluded feature, add the worst violators (at most doubling the set), re-solve warm-started (W, data dual,
-the working set's smoothness dual, step), until the check passes for all. Only the final check decides
-convergence; the covariates are set to their exact optimum at the final W.
+is returned without a solve), solve the restricted problem with the primal–dual solver, check every excluded
+feature, add the worst violators (at most doubling the set), re-solve warm-started (W, data dual, the working set's
+smoothness dual, step), until the check passes for all. Sets that may still grow are solved to ``COARSE_TOL``
+only; once a check passes there, the set is solved to the tolerance and checked again — only that final check
+decides convergence. The covariates are set to their exact optimum at the final W. The certificate search is
+separable over columns, so a column leaves it as soon as it is certified or proven non-zero.
 
 Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
 ``CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
@@ -203,7 +205,7 @@ def solve_working_set(
     certified = False
     res = None
     outer = steps_run = 0
-    tol_now = max(tol, COARSE_TOL)  # a set that will still grow need not be solved to ``tol`` (its answer is discarded)
+    tol_now = max(tol, COARSE_TOL)  # a set that will still grow need not be solved to ``tol``: it only warm-starts the next
     while True:
         outer += 1
         cols = np.flatnonzero(ws)
