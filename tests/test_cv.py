@@ -185,3 +185,34 @@ def test_map_pieces_counts_fused_constant_pieces():
     assert pieces[2] == 71
     quad = cv.CVProblem.from_arrays(X, X[:, 0], coords, dtype="float64", model={"smooth": "quadratic"})
     assert cv.map_pieces(quad, W).tolist() == [24, 36, 72]
+
+
+def test_map_pieces_sparse_map_matches_per_feature_count():
+    """Counting over the non-zero entries only gives the per-feature count of pieces among non-zero spots."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    rng = np.random.default_rng(3)
+    coords = rng.uniform(size=(400, 2))
+    X = rng.normal(size=(400, 30))
+    tv = cv.CVProblem.from_arrays(X, X[:, 0], coords, dtype="float64", model={"smooth": "tv", "graph": "knn", "k": 5})
+    W = np.zeros((400, 2, 30))
+    region = (coords[:, 0] * 3).astype(int) + 3 * (coords[:, 1] * 2).astype(int)  # 6 blocks
+    for b, active in enumerate(([1, 7, 20], [4])):
+        for j in active:
+            levels = rng.choice([0.0, 0.0, 1.0, -2.0, 3.0], size=6)
+            W[:, b, j] = levels[region]
+        W[rng.choice(400, 10, replace=False), b, active[0]] = rng.normal(size=10)  # isolated spikes: own pieces
+    edges = tv.graph.edges
+    for b in range(2):
+        expected = 0
+        tol = 1e-3 * np.abs(W[:, b]).max()
+        for j in range(30):
+            w = W[:, b, j]
+            nz = np.abs(w) > tol
+            keep = nz[edges[:, 0]] & nz[edges[:, 1]] & (np.abs(w[edges[:, 0]] - w[edges[:, 1]]) <= tol)
+            g = sp.coo_matrix((np.ones(keep.sum()), (edges[keep, 0], edges[keep, 1])), shape=(400, 400))
+            labels = connected_components(g, directed=False)[1]
+            expected += np.unique(labels[nz]).size
+        assert expected > 5
+        assert cv.map_pieces(tv, W[:, b : b + 1])[0] == expected

@@ -20,10 +20,12 @@ where the solver decides — the test may include a feature unnecessarily, never
 
 The outer loop (celer / skglm style): start from the unpenalised features and those non-zero in a warm start
 (or, from a cold start, the strongest violators at W = 0 by a short certificate search — if none violates, W = 0
-is returned without a solve), solve the restricted problem with the primal–dual solver to the tolerance, check
-every excluded feature, add the worst violators (at most doubling the set), re-solve warm-started (W, data dual,
-the working set's smoothness dual, step), until the check passes for all. Only the final check decides
-convergence; the covariates are set to their exact optimum at the final W.
+is returned without a solve), solve the restricted problem with the primal–dual solver, check every excluded
+feature, add the worst violators (at most doubling the set), re-solve warm-started (W, data dual, the working set's
+smoothness dual, step), until the check passes for all. Sets that may still grow are solved to ``COARSE_TOL``
+only; once a check passes there, the set is solved to the tolerance and checked again — only that final check
+decides convergence. The covariates are set to their exact optimum at the final W. The certificate search is
+separable over columns, so a column leaves it as soon as it is certified or proven non-zero.
 
 Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
 ``CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
@@ -43,6 +45,7 @@ MIN_SIZE = 8  # smallest working set and smallest number of features added per o
 CERT_ITER = 300  # FISTA iterations spent looking for one chunk of edge certificates
 START_ITER = 30  # FISTA iterations of the first check, which only ranks the candidates
 CERT_CHECK = 10  # check the certificate inequality every this many FISTA iterations
+COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: only the last solve needs ``tol``
 CHUNK_ELEMS = 1 << 22  # edge-sized elements per certificate chunk (m × B × columns): bounds the check's memory
 
 
@@ -127,6 +130,7 @@ def check_excluded(
             oks, bads, bests = ok[:, keep], bad[:, keep], best[:, keep]
             z = torch.zeros((m, B, keep.numel()), dtype=dtype, device=X.device)
             y, t = z.clone(), 1.0
+            act = torch.arange(keep.numel(), device=X.device)  # columns still undecided (the search is separable)
             for it in range(1, max_iter + 1):
                 S = _soft(Gs + lam3 * K.adjoint(y), as_) * free3
                 z_new = torch.clamp(y - inv_L * lam3 * K.forward(S), -1.0, 1.0)
@@ -136,11 +140,15 @@ def check_excluded(
                 fista_total += 1
                 if it % CERT_CHECK == 0 or it == max_iter:
                     o, b_, e = assess(Gs, Gs + lam3 * K.adjoint(z), as_, rs, sc)
-                    oks |= o
-                    bads |= b_
-                    bests = torch.minimum(bests, e)
-                    if bool((oks.all(0) | bads.any(0)).all()):
+                    oks[:, act] |= o
+                    bads[:, act] |= b_
+                    bests[:, act] = torch.minimum(bests[:, act], e)
+                    left = ~(oks[:, act].all(0) | bads[:, act].any(0))
+                    if not bool(left.any()):
                         break
+                    if not bool(left.all()):  # drop the decided columns: the rest of the search costs what is left
+                        act, Gs, as_, rs, sc = act[left], Gs[:, :, left], as_[:, :, left], rs[:, left], sc[:, left]
+                        z, y = z[:, :, left].contiguous(), y[:, :, left].contiguous()
             ok[:, keep], bad[:, keep], best[:, keep] = oks, bads, bests
         col_ok = (ok.all(0) & ~bad.any(0)).cpu().numpy()
         violates[idx] = ~col_ok
@@ -197,6 +205,7 @@ def solve_working_set(
     certified = False
     res = None
     outer = steps_run = 0
+    tol_now = max(tol, COARSE_TOL)  # a set that will still grow need not be solved to ``tol``: it only warm-starts the next
     while True:
         outer += 1
         cols = np.flatnonzero(ws)
@@ -212,7 +221,7 @@ def solve_working_set(
             U, U_cols = grown, cols
         res = inner(
             sub_fit, sub_pen, smooth, K, W[:, :, J].contiguous(), gamma,
-            v0=v, U0=U, tau0=tau, tol=tol, max_iter=max(budget, 1), callback=cb,
+            v0=v, U0=U, tau0=tau, tol=tol_now, max_iter=max(budget, 1), callback=cb,
         )
         total_it += np.asarray(res.iterations)
         steps_run += int(np.max(res.iterations))
@@ -228,8 +237,11 @@ def solve_working_set(
                                             K_check, lam)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
         if not viol.any():
-            certified = True
-            break
+            if tol_now <= tol:
+                certified = True
+                break
+            tol_now = tol  # the set passed at the coarse tolerance: solve it to ``tol`` and check again
+            continue
         order = np.argsort(-score)
         n_add = min(int(viol.sum()), max(min_size, int(ws.sum())))
         ws[rest[order[:n_add]]] = True
