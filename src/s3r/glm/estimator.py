@@ -22,6 +22,7 @@ import torch
 from s3r.errors import S3RInputError
 from s3r.validation import finite_matrix
 from s3r.glm import solver as S
+from s3r.glm.exposure import PoissonSums
 from s3r.glm.families import NegativeBinomial, estimate_theta, get_family, pearson_dispersion
 from s3r.glm.metrics import glm_scores, null_eta
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
@@ -90,15 +91,21 @@ def _onehot_structure(X: np.ndarray, mean: np.ndarray, sd: np.ndarray, dev, dt):
     for g, j in enumerate(taken):
         groups[X[:, j] == 1] = g
     rest = [j for j in range(p) if j not in set(taken)]
-    q = p + 1
-    T = np.zeros((q, q))
-    T[0, 0] = 1.0
-    T[0, 1:] = -mean / sd
-    T[np.arange(1, q), np.arange(1, q)] = 1 / sd
+    T = _raw_map(mean, sd)
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
     Z = np.c_[np.ones(n), X[:, rest]]
     return S.OneHotStructure(torch.as_tensor(groups, device=dev), torch.as_tensor(np.array(taken) + 1, device=dev),
                              torch.as_tensor(np.r_[0, np.array(rest, dtype=np.int64) + 1], device=dev), t(Z), t(T))
+
+
+def _raw_map(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """T with [b, β] = T U: the solver's centred, scaled coefficients U to the raw intercept and slopes."""
+    q = mean.size + 1
+    T = np.zeros((q, q))
+    T[0, 0] = 1.0
+    T[0, 1:] = -mean / sd
+    T[np.arange(1, q), np.arange(1, q)] = 1 / sd
+    return T
 
 
 def _response_blocks(n: int, B: int, batch_size: int | None):
@@ -224,7 +231,10 @@ class GLMNet:
             P.n_responses = c.shape[0]
         else:
             P = S.Problem(Xa, t(Y), t(wn), None if off is None else t(off), fam, pft, self.fit_intercept)
-            P.structure = _onehot_structure(X, mean, sd, dev, dt)
+            if fam.name == "poisson" and PoissonSums.applies(X, off):
+                P.sums = PoissonSums(X, mean, sd, wn, None if off is None else off.reshape(-1), Y, dt, dev)
+            else:
+                P.structure = _onehot_structure(X, mean, sd, dev, dt)
         return P, mean, sd
 
     # -- fitting ------------------------------------------------------------------------------------------
@@ -338,6 +348,9 @@ class GLMNet:
             H, c, yy = P.gram()
             grad = U @ H - c
             null_dev = torch.clamp(yy - c[:, 0] ** 2, min=0)
+        elif P.sums is not None:  # the same from sufficient statistics: no pass over the cells
+            grad = P.sums.gradient_hessian(U)[0]
+            null_dev = 2 * P.sums.exact(P.sums.intercept_only(U.shape[1]))
         else:
             eta = P.eta(U)
             grad = (P.family.gradient(P.Y, eta) * P.w.unsqueeze(1)).T @ P.Xa  # (B, q)
