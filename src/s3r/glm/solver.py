@@ -161,7 +161,7 @@ def coordinate_descent(H, r, U, lam, l1_ratio, pf, free, scale, *, tol, max_swee
     """
     if H.device.type == "cpu":
         args = (H.numpy(), r.numpy(), U.numpy().copy(), lam.numpy(), float(l1_ratio), pf.numpy(), free.numpy(), scale.numpy(), tol, max_sweeps)
-        u, sweeps = _cd_eliminated(*args) if H.dim() == 3 else _cd_numpy(*args)
+        u, sweeps = _cd_numpy(*args)
         return torch.from_numpy(u), sweeps
     u = U.clone()
     r = r.clone()
@@ -190,30 +190,6 @@ def coordinate_descent(H, r, U, lam, l1_ratio, pf, free, scale, *, tol, max_swee
         if bool((worst <= tol * tol * scale).all()):
             break
     return u, sweeps
-
-
-def _cd_eliminated(H, r, u, lam, l1_ratio, pf, free, scale, tol, max_sweeps):
-    """Per-response Hessians: the free unpenalised coordinates (intercept, covariates) are minimised out exactly
-    (a small solve per response), and coordinate descent runs on the penalised ones' Schur complement — they no
-    longer move the intercept back and forth, so far fewer sweeps are needed."""
-    o = np.flatnonzero(free & (pf == 0))
-    k = np.flatnonzero(free & (pf > 0))
-    if o.size == 0 or k.size == 0:
-        return _cd_numpy(H, r, u, lam, l1_ratio, pf, free, scale, tol, max_sweeps)
-    Hoo, Hok = H[:, o][:, :, o], H[:, o][:, :, k]
-    try:
-        A = np.linalg.solve(Hoo, np.concatenate([Hok, r[:, o, None]], 2))  # [Hoo⁻¹Hok, Hoo⁻¹r_o]
-    except np.linalg.LinAlgError:  # a singular covariate block: plain coordinate descent handles it
-        return _cd_numpy(H, r, u, lam, l1_ratio, pf, free, scale, tol, max_sweeps)
-    K, a = A[:, :, :-1], A[:, :, -1]
-    Hko = Hok.transpose(0, 2, 1)
-    Hr = H[:, k][:, :, k] - Hko @ K
-    rr = r[:, k] - (Hko @ a[..., None])[..., 0]
-    uk, sweeps = _cd_numpy(Hr, rr, u[:, k].copy(), lam, l1_ratio, pf[k], np.ones(k.size, dtype=bool), scale, tol, max_sweeps)
-    out = u.copy()
-    out[:, o] -= a + (K @ (uk - u[:, k])[..., None])[..., 0]
-    out[:, k] = uk
-    return out, sweeps
 
 
 def _cd_numpy(H, r, u, lam, l1_ratio, pf, free, scale, tol, max_sweeps):
