@@ -223,3 +223,21 @@ def test_cell_cycle_covariates_need_gene_lists(screen, tmp_path):
     with pytest.raises(S3RInputError, match="column 's_genes'.*gene list file 'nope/s.txt' not found"):
         read_perturbseq_sheet(_sheet(tmp_path, [f"s1\t{screen}\tperturbation\tcontrol\tS_score\tnope/s.txt"],
                                      header="sample\th5ad\tperturbation_key\tcontrol\tcovariates\ts_genes"))
+
+
+@pytest.mark.slow
+def test_dot_test_perturbseq_scenario_runs(tmp_path):
+    """.test/perturbseq (snakemake-workflows convention): the tiny Poisson screen through the workflow, tables
+    in the one format (TSV, programmes P<n>) the CLI writes too."""
+    shutil.copytree(REPO / ".test" / "perturbseq", tmp_path, dirs_exist_ok=True)
+    targets = ["results/perturbseq/perturb/programme_scores.tsv", "results/report/perturbseq/perturb/programme_dotplot.png"]
+    result = _snakemake(tmp_path, "--cores", "2", *targets, "results/perturbseq/perturb/perturbseq.json")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    out = tmp_path / "results" / "perturbseq" / "perturb"
+    summary = json.loads((out / "perturbseq.json").read_text())
+    assert summary["model"]["family"] == "poisson" and summary["n_perturbations"] == 4 and summary["n_genes"] == 60
+    assert summary["covariates"] == ["batch=b1", "log1p_total_counts"] and summary["report"]["converged"]
+    lines = (out / "programme_scores.tsv").read_text().splitlines()
+    progs = sorted(set(summary["programme_sizes"]) - {"P0"}, key=lambda p: int(p[1:]))
+    assert lines[0] == "\t".join(["perturbation"] + progs) and [line.split("\t")[0] for line in lines[1:]] == ["P1", "P2", "P3", "P4"]
+    assert (out / "programmes.tsv").read_text().splitlines()[0] == "gene\tprogramme"
