@@ -63,8 +63,8 @@ def main(argv=None):
         bio[p] = {"most_lowered": row.nsmallest(6).round(2).to_dict(), "module": int(mods[p])}
     # the programme holding the interferon-response genes the pathway knock-outs lower most
     down = W.loc[IFNG].mean().nsmallest(5).index
-    prog = int(progs[down].mode().iloc[0])
-    shift = tests[tests["programme"] == f"P{prog}"].set_index("perturbation").sort_values("mean_difference")
+    prog = str(progs[down].mode().iloc[0])
+    shift = tests[tests["programme"] == prog].set_index("perturbation").sort_values("mean_difference")
     result = {
         "family": args.family, "fit_and_analysis_seconds": t1 - t0, "figures_seconds": t2 - t1, "total_seconds": t2 - t0,
         "load_before": load0, "load_after": os.getloadavg(), "threads": args.threads, "fit_report": summary["report"],

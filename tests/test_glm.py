@@ -149,3 +149,23 @@ def test_spateo_style_api_names():
     assert m.clip_coeffs(1e-9).coef_[0] == 0.0 and np.all(m.coef_[1:] != 0)
     with pytest.raises(S3RInputError, match="score_metric must be"):
         m.set_params(score_metric="r2").score(X, y, offset=off)
+
+
+def test_scikit_learn_estimator_protocol():
+    """GLMNet, GLM and GLMCV are BaseEstimators: clone keeps every parameter (the subclasses' own defaults too),
+    repr shows what differs from the defaults, and an unfitted model raises NotFittedError."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    from s3r.glm import GLM, GLMCV
+
+    m = GLMCV("poisson", n_alphas=7, tol=1e-8, penalty_factor=[0.0, 1.0])
+    c = clone(m)
+    assert c is not m and c.get_params()["n_alphas"] == 7 and c.get_params()["cv"] == 5 and c.score_metric == "deviance"
+    assert c.penalty_factor == [0.0, 1.0] and set(c.get_params()) == set(GLMNet().get_params())
+    assert repr(c) == "GLMCV(family='poisson', n_alphas=7, penalty_factor=[0.0, 1.0], tol=1e-08)"
+    assert GLM().set_params(l1_ratio=0.2).l1_ratio == 0.2 and GLM().get_params()["score_metric"] == "deviance"
+    with pytest.raises(NotFittedError, match="this GLM model is not fitted yet"):
+        GLM().predict(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="Invalid parameter 'lambda_'"):
+        GLMNet().set_params(lambda_=1.0)

@@ -26,11 +26,21 @@ def test_perturbseq_mode_writes_programmes(h5ad, tmp_path):
     rc = main(["glm", "--h5ad", str(path), "--perturbation", "perturbation", "--covariates", "batch,pct_mito",
                "--responses", genes, "--family", "poisson", "--alpha", "0.01", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
-    coef = pd.read_csv(tmp_path / "coefficients.csv", index_col=0)
+    coef = pd.read_csv(tmp_path / "coefficients.tsv", sep="\t", index_col=0)
     assert list(coef.index) == ["P1", "P2", "P3", "P4"] and coef.shape == (4, 30)
     assert np.corrcoef(coef.to_numpy().ravel(), effects.ravel())[0, 1] > 0.9
-    for name in ("programmes.csv", "programme_scores.csv", "covariate_coefficients.csv", "scores.csv", "path.npz", "glm.json"):
-        assert (tmp_path / name).exists()
+    # the workflow's tables, by the workflow's writer: tab-separated, programmes spelled P<n> everywhere
+    assert (tmp_path / "coefficients.tsv").read_text().splitlines()[0] == "perturbation\t" + "\t".join(f"gene_{j + 1}" for j in range(30))
+    progs = (tmp_path / "programmes.tsv").read_text().splitlines()
+    assert progs[0] == "gene\tprogramme" and len(progs) == 31 and all(line.split("\t")[1][0] == "P" for line in progs[1:])
+    moved = sorted({line.split("\t")[1] for line in progs[1:]} - {"P0"})
+    assert (tmp_path / "programme_scores.tsv").read_text().splitlines()[0] == "\t".join(["perturbation"] + moved)
+    assert (tmp_path / "modules.tsv").read_text().splitlines()[0] == "perturbation\tmodule"
+    M = (tmp_path / "covariate_coefficients.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in M] == ["covariate", "(intercept)", "batch=b1", "pct_mito"]
+    assert (tmp_path / "gene_scores.tsv").read_text().splitlines()[0] == "gene\tdeviance\tdeviance_explained\tpseudo_r2\talpha"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coefficients.tsv", "covariate_coefficients.tsv", "gene_scores.tsv", "glm.json",
+                                                          "modules.tsv", "path.npz", "programme_scores.tsv", "programmes.tsv"]
 
 
 def test_features_mode_with_offset_and_cv(h5ad, tmp_path):
@@ -72,7 +82,7 @@ def _perturb_run(path, out, *extra):
     rc = main(["glm", "--h5ad", str(path), "--perturbation", "perturbation", "--covariates", "batch", "--responses", genes,
                "--n-alphas", "8", *extra, "--out", str(out), "--quiet"])
     assert rc == 0
-    return pd.read_csv(out / "coefficients.csv", index_col=0), np.load(out / "path.npz"), __import__("json").loads((out / "glm.json").read_text())
+    return pd.read_csv(out / "coefficients.tsv", sep="\t", index_col=0), np.load(out / "path.npz"), __import__("json").loads((out / "glm.json").read_text())
 
 
 def test_perturbseq_mode_every_model_flag_acts(h5ad, tmp_path):
@@ -92,7 +102,7 @@ def test_perturbseq_mode_every_model_flag_acts(h5ad, tmp_path):
     np.testing.assert_allclose(f32.to_numpy(), base.to_numpy(), atol=2e-3)
     loose, _, _ = _perturb_run(path, tmp_path / "tol", "--cv", "3", "--tol", "1e-1")
     assert not np.array_equal(loose.to_numpy(), base.to_numpy())
-    assert (tmp_path / "base" / "modules.csv").read_text().splitlines()[0] == "perturbation,module"
+    assert (tmp_path / "base" / "modules.tsv").read_text().splitlines()[0] == "perturbation\tmodule"
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -100,7 +110,8 @@ def test_perturbseq_mode_every_model_flag_acts(h5ad, tmp_path):
     (["--perturbation", "perturbation", "--alpha", "0.1", "--cv", "3"], "--alpha fixes the penalty"),
     (["--perturbation", "perturbation", "--theta", "5"], "--theta is the negative binomial's dispersion"),
     (["--features", "obs:batch", "--control", "ctrl"], "--control and --n-programmes belong to the perturb-seq mode"),
-    (["--perturbation", "perturbation", "--offset", "library"], "perturb-seq mode fits gaussian to log-normalised expression, with no offset"),
+    (["--perturbation", "perturbation", "--offset", "log_library_size"], "perturb-seq mode fits gaussian to log-normalised expression, with no offset"),
+    (["--perturbation", "perturbation", "--offset", "library"], "--offset library is now spelled --offset log_library_size"),
 ])
 def test_contradictory_flags_are_refused(h5ad, tmp_path, capsys, flags, message):
     path, _ = h5ad

@@ -64,18 +64,19 @@ def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, fa
     labels = pd.read_csv(out["programmes"], sep="\t", index_col=0)["programme"]
     planted = truth.var["true_programme"]
     found = [set(labels[planted.index[planted == q]]) for q in (1, 2, 3)]
-    assert all(len(f) == 1 for f in found) and len(set.union(*found)) == 3 and 0 not in set.union(*found)
+    assert all(len(f) == 1 for f in found) and len(set.union(*found)) == 3 and "P0" not in set.union(*found)
+    assert set(labels) <= {f"P{j}" for j in range(len(labels))}  # one label spelling in every table: P<n>
     # programme scores: P_j moves its planted programme (j mod 3) by ±1, here up for P1..P3 and down for P4..P6
     # (exactly on the count scale; log1p of normalised expression compresses the decreases of low counts)
     scores = pd.read_csv(out["programme_scores"], sep="\t", index_col=0)
     for j in range(6):
         (label,) = found[j % 3]
-        score, planted_score = scores.loc[f"P{j + 1}", f"programme_{label}"], (1.0 if j < 3 else -1.0)
+        score, planted_score = scores.loc[f"P{j + 1}", label], (1.0 if j < 3 else -1.0)
         if family == "poisson":
             assert score == pytest.approx(planted_score, abs=0.25)  # the elastic net shrinks a little
         else:
             assert np.sign(score) == planted_score and abs(score) > 0.5
-        others = scores.loc[f"P{j + 1}"].drop(f"programme_{label}")
+        others = scores.loc[f"P{j + 1}"].drop(label)
         assert np.abs(others).max() < 0.25 * abs(score)
     summary = json.loads(out["summary"].read_text())
     assert summary["n_perturbations"] == 6 and summary["n_genes"] == 120 and summary["model"]["family"] == family
@@ -95,15 +96,16 @@ def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, fa
     tests = pd.read_csv(out["programme_tests"], sep="\t").set_index(["perturbation", "programme"])
     for j in range(6):
         (label,) = found[j % 3]
-        row = tests.loc[(f"P{j + 1}", f"P{label}")]
+        row = tests.loc[(f"P{j + 1}", label)]
         assert np.sign(row["mean_difference"]) == (1.0 if j < 3 else -1.0) and row["p_adj"] < 1e-10
     # enrichment in the demo GMT: each inferred programme is its planted set, decoys are not significant
     enr = pd.read_csv(out["enrichment"], sep="\t")
     for q in (1, 2, 3):
         (label,) = found[q - 1]
-        top = enr[enr["programme"] == f"P{label}"].iloc[0]
+        top = enr[enr["programme"] == label].iloc[0]
         assert top["gene_set"] == f"PLANTED_{q}" and top["p_adj"] < 1e-10
-    planted_progs = {f"P{next(iter(f))}" for f in found}
+    planted_progs = {next(iter(f)) for f in found}
+    assert set(scores.columns) == set(tests.reset_index()["programme"]) == set(summary["programme_sizes"]) - {"P0"}
     decoys = enr[enr["gene_set"].str.startswith("DECOY") & enr["programme"].isin(planted_progs)]
     assert len(decoys) == 15 and (decoys["p_adj"] > 0.05).all()
     cells = pd.read_csv(out["cell_scores"], sep="\t", index_col=0)
@@ -221,3 +223,21 @@ def test_cell_cycle_covariates_need_gene_lists(screen, tmp_path):
     with pytest.raises(S3RInputError, match="column 's_genes'.*gene list file 'nope/s.txt' not found"):
         read_perturbseq_sheet(_sheet(tmp_path, [f"s1\t{screen}\tperturbation\tcontrol\tS_score\tnope/s.txt"],
                                      header="sample\th5ad\tperturbation_key\tcontrol\tcovariates\ts_genes"))
+
+
+@pytest.mark.slow
+def test_dot_test_perturbseq_scenario_runs(tmp_path):
+    """.test/perturbseq (snakemake-workflows convention): the tiny Poisson screen through the workflow, tables
+    in the one format (TSV, programmes P<n>) the CLI writes too."""
+    shutil.copytree(REPO / ".test" / "perturbseq", tmp_path, dirs_exist_ok=True)
+    targets = ["results/perturbseq/perturb/programme_scores.tsv", "results/report/perturbseq/perturb/programme_dotplot.png"]
+    result = _snakemake(tmp_path, "--cores", "2", *targets, "results/perturbseq/perturb/perturbseq.json")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    out = tmp_path / "results" / "perturbseq" / "perturb"
+    summary = json.loads((out / "perturbseq.json").read_text())
+    assert summary["model"]["family"] == "poisson" and summary["n_perturbations"] == 4 and summary["n_genes"] == 60
+    assert summary["covariates"] == ["batch=b1", "log1p_total_counts"] and summary["report"]["converged"]
+    lines = (out / "programme_scores.tsv").read_text().splitlines()
+    progs = sorted(set(summary["programme_sizes"]) - {"P0"}, key=lambda p: int(p[1:]))
+    assert lines[0] == "\t".join(["perturbation"] + progs) and [line.split("\t")[0] for line in lines[1:]] == ["P1", "P2", "P3", "P4"]
+    assert (out / "programmes.tsv").read_text().splitlines()[0] == "gene\tprogramme"

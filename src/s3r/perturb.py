@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from s3r.errors import S3RInputError
 from s3r.glm import GLMNet
+from s3r.perturb_analysis import programme_label, programme_number
 
 DROP_LABELS = ("unassigned", "multiplet", "nan", "")
 
@@ -149,7 +150,7 @@ class PerturbSeqResult:
     coef: pd.DataFrame  # perturbations × genes (W)
     covariate_coef: pd.DataFrame  # covariates × genes (M)
     intercept: pd.Series  # genes
-    programmes: pd.Series  # gene → programme (0 = unmoved)
+    programmes: pd.Series  # gene → programme label P<n> (P0 = unmoved)
     programme_scores: pd.DataFrame  # perturbations × programmes
     model: GLMNet
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # genes × (deviance, deviance_explained, pseudo_r2, alpha)
@@ -234,8 +235,8 @@ def fit_perturbseq(
         coef=pd.DataFrame(W, index=pert_names, columns=names),
         covariate_coef=pd.DataFrame(coef[:, D.shape[1] :].T, index=cov_names, columns=names),
         intercept=pd.Series(np.atleast_1d(model.intercept_), index=names, name="intercept"),
-        programmes=pd.Series(labels, index=names, name="programme"),
-        programme_scores=pd.DataFrame(S, index=pert_names, columns=[f"programme_{p}" for p in progs]),
+        programmes=pd.Series([programme_label(v) for v in labels], index=names, name="programme"),
+        programme_scores=pd.DataFrame(S, index=pert_names, columns=[programme_label(p) for p in progs]),
         model=model,
         scores=pd.DataFrame({"deviance": np.atleast_1d(sc["deviance"]), "deviance_explained": np.atleast_1d(sc["deviance_explained"]),
                              "pseudo_r2": np.atleast_1d(sc["pseudo_r2"]), "alpha": np.atleast_1d(model.alpha_)}, index=names),
@@ -488,7 +489,8 @@ def write_perturbseq(result: PerturbSeqResult, *, coefficients, programmes, prog
                       float_format="%.6g" if key == "cell_scores" else None)
     if summary is not None:
         model = result.model
-        counts = result.programmes.value_counts().sort_index()
+        counts = result.programmes.value_counts()
+        counts = counts.loc[sorted(counts.index, key=programme_number)]
         info = {
             "n_perturbations": int(result.coef.shape[0]),
             "n_genes": int(result.coef.shape[1]),

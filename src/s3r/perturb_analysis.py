@@ -17,7 +17,19 @@ import scipy.sparse as sp
 
 from s3r.errors import S3RInputError
 
-__all__ = ["score_genes", "cell_cycle_scores", "programme_cell_scores", "programme_tests", "read_gmt", "read_gene_list",
+
+def programme_label(p) -> str:
+    """The one spelling of a programme everywhere (tables, figures, summary): ``P<n>``, P0 = genes nothing moves."""
+    return p if isinstance(p, str) and p.startswith("P") else f"P{int(p)}"
+
+
+def programme_number(label) -> int:
+    """``P3`` (or 3) → 3: the inverse of :func:`programme_label`, for sorting and reading tables back."""
+    text = str(label)
+    return int(text[1:]) if text.startswith("P") else int(text)
+
+
+__all__ = ["programme_label", "programme_number", "score_genes", "cell_cycle_scores", "programme_cell_scores", "programme_tests", "read_gmt", "read_gene_list",
            "enrichment"]
 
 
@@ -99,7 +111,7 @@ def programme_cell_scores(X, var_names, programmes: pd.Series, *, ctrl_size: int
         raise S3RInputError(f"pool must be 'unmoved' or 'all', not {pool!r}")
     labels = pd.Series(programmes)
     labels.index = labels.index.astype(str)
-    lab = labels.astype(int)
+    lab = labels.map(programme_number)
     names = [str(v) for v in var_names]
     cols = {}
     for p in sorted(int(v) for v in lab.unique() if int(v) != 0):
@@ -188,7 +200,7 @@ def enrichment(programmes: pd.Series, gene_sets: dict, *, universe=None, min_siz
     from scipy.stats import hypergeom
     from statsmodels.stats.multitest import multipletests
 
-    labels = pd.Series(programmes)
+    labels = pd.Series(programmes).map(programme_number)
     U = pd.Index(labels.index if universe is None else universe).astype(str)
     Uset = set(U)
     rows = []

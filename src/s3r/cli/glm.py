@@ -2,10 +2,11 @@
 
 Two designs from one AnnData file: features = genes / .obs columns / an .obsm matrix (``--features``), or
 perturb-seq (``--perturbation COLUMN --control LEVEL``: one-hot perturbations, programmes of genes).
-Covariates (``--covariates``, .obs columns) are unpenalised. Writes DIR/coefficients.csv (features ×
-responses at the selected λ), DIR/scores.csv, DIR/path.npz, DIR/glm.json and, for perturb-seq,
-DIR/covariate_coefficients.csv, DIR/programmes.csv, DIR/modules.csv, DIR/programme_scores.csv. Every model and
-solver flag acts in both designs (sparse counts stay sparse in perturb-seq mode); contradictory ones are refused.
+Covariates (``--covariates``, .obs columns) are unpenalised. Writes DIR/path.npz, DIR/glm.json and DIR/coefficients.csv
+(features × responses at the selected λ) with DIR/scores.csv — or, for perturb-seq, the workflow's own tables
+(tab-separated, one writer: ``s3r.perturb.write_perturbseq``): coefficients.tsv, covariate_coefficients.tsv,
+programmes.tsv, modules.tsv, programme_scores.tsv, gene_scores.tsv. Every model and solver flag acts in both
+designs (sparse counts stay sparse in perturb-seq mode); contradictory ones are refused.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import scipy.sparse as sp
 
 from s3r.errors import S3RInputError
 from s3r.glm.families import FAMILIES
+from s3r.preprocess import LIBRARY_SIZE
 
 
 def add_parser(subparsers):
@@ -31,7 +33,7 @@ def add_parser(subparsers):
     i.add_argument("--perturbation", metavar="COLUMN", help="perturb-seq mode: .obs column of perturbation labels")
     i.add_argument("--control", help="control level of --perturbation (default control)")
     i.add_argument("--covariates", metavar="C1,C2", help="unpenalised .obs covariates (categorical → one-hot)")
-    i.add_argument("--offset", metavar="COLUMN|library", help="offset on the link scale: an .obs column, or 'library' = log total counts")
+    i.add_argument("--offset", metavar=f"COLUMN|{LIBRARY_SIZE}", help=f"offset on the link scale: an .obs column, or '{LIBRARY_SIZE}' = log total counts")
     m = p.add_argument_group("model")
     m.add_argument("--family", choices=FAMILIES, default="gaussian", help="data fit (default gaussian; log link for the others)")
     m.add_argument("--theta", type=float, help="negative binomial θ (default: estimated per response)")
@@ -53,6 +55,9 @@ def add_parser(subparsers):
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--quiet", action="store_true")
     return p
+
+
+PERTURBSEQ_TABLES = ("coefficients", "covariate_coefficients", "programmes", "modules", "programme_scores", "gene_scores")
 
 
 def _split(text):
@@ -104,7 +109,7 @@ def _responses(args, adata, M, counts_all):
 def run(args) -> int:
     from s3r.glm import GLMNet
     from s3r.io import write_csv, write_json, write_npz
-    from s3r.perturb import covariate_matrix, fit_perturbseq, log_normalise
+    from s3r.perturb import covariate_matrix, fit_perturbseq, log_normalise, write_perturbseq
 
     if args.selection != "min" and not args.cv:
         raise S3RInputError("--selection 1se needs --cv K (it picks among cross-validated penalties); add --cv or drop --selection")
@@ -128,9 +133,11 @@ def run(args) -> int:
     cv = args.cv or None
     params = {k: v for k, v in vars(args).items() if not k.startswith("_")}
 
+    if args.offset == "library":
+        raise S3RInputError(f"--offset library is now spelled --offset {LIBRARY_SIZE} (as in the workflow config)")
     if args.perturbation:
-        if args.offset not in (None, "library"):
-            raise S3RInputError("perturb-seq mode uses log library size as the offset for count families; drop --offset or use --offset library")
+        if args.offset not in (None, LIBRARY_SIZE):
+            raise S3RInputError(f"perturb-seq mode uses log library size as the offset for count families; drop --offset or use --offset {LIBRARY_SIZE}")
         if args.offset and args.family == "gaussian":
             raise S3RInputError("perturb-seq mode fits gaussian to log-normalised expression, with no offset; drop --offset or use a count family")
         cols = _responses(args, adata, M, counts_all)
@@ -142,11 +149,6 @@ def run(args) -> int:
             theta=args.theta, device=args.device, random_state=args.seed,
         )
         model = res.model
-        write_csv(res.coef, out / "coefficients.csv", index_label="perturbation")
-        write_csv(res.covariate_coef, out / "covariate_coefficients.csv", index_label="covariate")
-        write_csv(res.programmes.to_frame(), out / "programmes.csv", index_label="gene")
-        write_csv(res.modules.to_frame(), out / "modules.csv", index_label="perturbation")
-        write_csv(res.programme_scores, out / "programme_scores.csv", index_label="perturbation")
         scores = res.scores
         names = list(res.coef.columns)
     else:
@@ -174,14 +176,14 @@ def run(args) -> int:
         Xf = np.hstack([X, C])
         pf = np.r_[np.ones(X.shape[1]), np.zeros(C.shape[1])]
         offset = None
-        if args.offset == "library":
+        if args.offset == LIBRARY_SIZE:
             lib = np.asarray(counts_all.sum(1)).ravel()
             if np.any(lib <= 0):
                 raise S3RInputError(f"{int(np.sum(lib <= 0))} cell(s) have zero total counts; filter them or give --offset COLUMN")
             offset = np.log(lib)
         elif args.offset:
             if args.offset not in adata.obs.columns:
-                raise S3RInputError(f"--offset {args.offset!r} is not an .obs column (or use --offset library)")
+                raise S3RInputError(f"--offset {args.offset!r} is not an .obs column (or use --offset {LIBRARY_SIZE})")
             offset = adata.obs[args.offset].to_numpy(dtype=np.float64)
         model = GLMNet(args.family, l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv,
                        selection=args.selection, penalty_factor=pf, standardize=args.standardize, theta=args.theta, tol=args.tol,
@@ -198,7 +200,10 @@ def run(args) -> int:
         scores["theta"] = np.atleast_1d(model.theta_)
     if model.family_ in ("gamma", "gaussian"):
         scores["dispersion"] = np.atleast_1d(model.dispersion_)
-    write_csv(scores, out / "scores.csv", index_label="response")
+    if args.perturbation:
+        write_perturbseq(res, **{k: out / f"{k}.tsv" for k in PERTURBSEQ_TABLES})
+    else:
+        write_csv(scores, out / "scores.csv", index_label="response")
     arrays = {"alphas": model.alphas_, "coef_path": model.coef_path_, "intercept_path": model.intercept_path_,
               "deviance_path": model.deviance_path_, "deviance_explained_path": model.deviance_explained_path_,
               "alpha_index": model.alpha_index_, "responses": np.array(names)}

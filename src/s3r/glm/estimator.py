@@ -18,10 +18,13 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
 
 from s3r.errors import S3RInputError
 from s3r.validation import finite_matrix
 from s3r.glm import solver as S
+from s3r.glm.exposure import PoissonSums
 from s3r.glm.families import NegativeBinomial, estimate_theta, get_family, pearson_dispersion
 from s3r.glm.metrics import glm_scores, null_eta
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
@@ -90,15 +93,21 @@ def _onehot_structure(X: np.ndarray, mean: np.ndarray, sd: np.ndarray, dev, dt):
     for g, j in enumerate(taken):
         groups[X[:, j] == 1] = g
     rest = [j for j in range(p) if j not in set(taken)]
-    q = p + 1
-    T = np.zeros((q, q))
-    T[0, 0] = 1.0
-    T[0, 1:] = -mean / sd
-    T[np.arange(1, q), np.arange(1, q)] = 1 / sd
+    T = _raw_map(mean, sd)
     t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
     Z = np.c_[np.ones(n), X[:, rest]]
     return S.OneHotStructure(torch.as_tensor(groups, device=dev), torch.as_tensor(np.array(taken) + 1, device=dev),
                              torch.as_tensor(np.r_[0, np.array(rest, dtype=np.int64) + 1], device=dev), t(Z), t(T))
+
+
+def _raw_map(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """T with [b, β] = T U: the solver's centred, scaled coefficients U to the raw intercept and slopes."""
+    q = mean.size + 1
+    T = np.zeros((q, q))
+    T[0, 0] = 1.0
+    T[0, 1:] = -mean / sd
+    T[np.arange(1, q), np.arange(1, q)] = 1 / sd
+    return T
 
 
 def _response_blocks(n: int, B: int, batch_size: int | None):
@@ -107,7 +116,7 @@ def _response_blocks(n: int, B: int, batch_size: int | None):
     return [np.arange(s, min(B, s + size)) for s in range(0, B, size)]
 
 
-class GLMNet:
+class GLMNet(BaseEstimator):
     """Elastic-net GLM (gaussian, poisson, negative_binomial, gamma), batched over responses.
 
     ``alpha``: one λ (skip the path); else a path of ``n_alphas`` values from λ_max to ``eps``·λ_max (or the given
@@ -164,17 +173,6 @@ class GLMNet:
         self.batch_size = batch_size
         self.score_metric = score_metric
 
-    def get_params(self, deep=True):
-        code = GLMNet.__init__.__code__  # subclasses (GLM, GLMCV) only change defaults
-        return {k: getattr(self, k) for k in code.co_varnames[1 : code.co_argcount + code.co_kwonlyargcount]}
-
-    def set_params(self, **params):
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise ValueError(f"unknown parameter {k!r} for GLMNet")
-            setattr(self, k, v)
-        return self
-
     # -- input ------------------------------------------------------------------------------------------
     def _check(self, X, Y, offset, sample_weight):
         if not 0 <= self.l1_ratio <= 1:
@@ -224,7 +222,10 @@ class GLMNet:
             P.n_responses = c.shape[0]
         else:
             P = S.Problem(Xa, t(Y), t(wn), None if off is None else t(off), fam, pft, self.fit_intercept)
-            P.structure = _onehot_structure(X, mean, sd, dev, dt)
+            if fam.name == "poisson" and PoissonSums.applies(X, off):
+                P.sums = PoissonSums(X, mean, sd, wn, None if off is None else off.reshape(-1), Y, dt, dev)
+            else:
+                P.structure = _onehot_structure(X, mean, sd, dev, dt)
         return P, mean, sd
 
     # -- fitting ------------------------------------------------------------------------------------------
@@ -338,6 +339,9 @@ class GLMNet:
             H, c, yy = P.gram()
             grad = U @ H - c
             null_dev = torch.clamp(yy - c[:, 0] ** 2, min=0)
+        elif P.sums is not None:  # the same from sufficient statistics: no pass over the cells
+            grad = P.sums.gradient_hessian(U)[0]
+            null_dev = 2 * P.sums.exact(P.sums.intercept_only(U.shape[1]))
         else:
             eta = P.eta(U)
             grad = (P.family.gradient(P.Y, eta) * P.w.unsqueeze(1)).T @ P.Xa  # (B, q)
@@ -483,7 +487,7 @@ class GLMNet:
     # -- prediction and scores -------------------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "coef_"):
-            raise S3RInputError("this GLMNet model is not fitted yet; call fit() first")
+            raise NotFittedError(f"this {type(self).__name__} model is not fitted yet; call fit() first")
 
     def linear_predictor(self, X, offset=None) -> np.ndarray:
         self._check_fitted()
@@ -578,14 +582,59 @@ class GLM(GLMNet):
     ``score_metric`` "deviance" by default. Tikhonov ``Tau`` is not offered (use ``penalty_factor`` for
     per-feature ridge/lasso weights)."""
 
-    def __init__(self, family: str = "gaussian", *, score_metric: str = "deviance", **kwargs):
-        super().__init__(family, score_metric=score_metric, **kwargs)
+    def __init__(
+        self,
+        family: str = "gaussian",
+        *,
+        l1_ratio: float = 0.5,
+        alpha: float | None = None,
+        alphas=None,
+        n_alphas: int = 100,
+        eps: float = 1e-3,
+        cv: int | None = None,
+        selection: str = "min",
+        penalty_factor=None,
+        fit_intercept: bool = True,
+        standardize: bool = True,
+        theta: float | None = None,
+        tol: float = 1e-6,
+        max_iter: int = 50,
+        max_sweeps: int = 5000,
+        random_state: int = 0,
+        device: str = "auto",
+        dtype: str = "float64",
+        batch_size: int | None = None,
+        score_metric: str | None = "deviance",
+    ):
+        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric)
 
 
 class GLMCV(GLMNet):
     """spateo-style name: the path with ``cv``-fold cross-validation (default 5) choosing the penalty per
     response by held-out deviance; ``score_metric`` "deviance" by default."""
 
-    def __init__(self, family: str = "gaussian", *, cv: int | None = 5, score_metric: str = "deviance", **kwargs):
-        super().__init__(family, cv=cv, score_metric=score_metric, **kwargs)
-
+    def __init__(
+        self,
+        family: str = "gaussian",
+        *,
+        l1_ratio: float = 0.5,
+        alpha: float | None = None,
+        alphas=None,
+        n_alphas: int = 100,
+        eps: float = 1e-3,
+        cv: int | None = 5,
+        selection: str = "min",
+        penalty_factor=None,
+        fit_intercept: bool = True,
+        standardize: bool = True,
+        theta: float | None = None,
+        tol: float = 1e-6,
+        max_iter: int = 50,
+        max_sweeps: int = 5000,
+        random_state: int = 0,
+        device: str = "auto",
+        dtype: str = "float64",
+        batch_size: int | None = None,
+        score_metric: str | None = "deviance",
+    ):
+        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from s3r.errors import S3RInputError
+from s3r.perturb_analysis import programme_label
 from s3r.report.programmes import clustered_heatmap
 
 __all__ = ["plot_alpha_performance", "plot_effects_heatmap", "plot_programme_shifts", "plot_dotplot", "plot_enrichment",
@@ -52,7 +53,7 @@ def plot_effects_heatmap(coef: pd.DataFrame, programmes: pd.Series, modules: pd.
     W = coef.T
     W.index.name, W.columns.name = "gene", "perturbation"
     return clustered_heatmap(W, png_path, title=title or "perturbation effects",
-                             row_clusters=[f"P{int(p)}" for p in pd.Series(programmes).reindex(W.index)],
+                             row_clusters=[programme_label(p) for p in pd.Series(programmes).reindex(W.index)],
                              col_clusters=[f"M{int(m)}" for m in pd.Series(modules).reindex(W.columns)])
 
 
