@@ -216,3 +216,21 @@ def test_per_spot_fista_matches_cvxpy_without_a_spatial_term():
     problem.solve(solver="CLARABEL")
     assert result.objective == pytest.approx(problem.value, rel=1e-6)
     assert result.objective <= problem.value + 1e-6 * abs(problem.value)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.05])
+def test_float32_fits_converge_to_the_float64_optimum(lam):
+    """float32 rounding of the count loss must not read as a failed descent test (it once stalled every fit)."""
+    sim = simulate_counts(n_spots=300, n_types=20, n_genes=300, depth=1000, seed=0)
+    profiles, _ = profiles_from_reference(sim.reference, np.ones(300), 1e-4)
+    edges = delaunay_graph(sim.coords).edges if lam > 0 else np.zeros((0, 2), dtype=np.int64)
+    values = {}
+    for dtype in (torch.float64, torch.float32):
+        term = CountTerm(torch.tensor(sim.counts.T.copy(), dtype=dtype), torch.tensor(profiles, dtype=dtype),
+                         scale=float(np.median(sim.counts.sum(axis=1))))
+        incidence = Incidence(300, edges, 20, torch.device("cpu"), dtype)
+        costs = torch.full((len(edges),), lam, dtype=dtype)
+        result = solve_proportions(term, torch.full((20, 300), 0.05, dtype=dtype), incidence, costs, tol=1e-3, max_iter=3000)
+        assert result.converged, (dtype, result.primal_residual, result.dual_residual, result.gap)
+        values[dtype] = result.objective
+    assert values[torch.float32] == pytest.approx(values[torch.float64], rel=1e-4)

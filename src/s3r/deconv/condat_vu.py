@@ -35,8 +35,19 @@ _MAX_BACKTRACKS = 60
 _FIRST_REESTIMATE = 50
 # residual balancing (Goldstein et al. 2015): σ moves when the residuals differ by more than this factor
 _BALANCE = 2.0
-# slack in the descent test, for rounding, relative to 1 + |f_i|
+# slack in the descent test, for rounding, relative to 1 + |f_i| (float64), and at least a few units of the
+# dtype's rounding of the sums that make f_i: in float32 a count loss is a difference of terms ~10⁴ times
+# larger than its changes near the optimum, and a slack below that rounding reads noise as a violated
+# descent test, so the curvature estimates double until the steps vanish (fits then stall at max_iter)
 _SLACK = 1e-10
+_ROUNDING_UNITS = 64.0
+
+
+def _slack(term, loss: torch.Tensor) -> torch.Tensor:
+    rounding = _ROUNDING_UNITS * torch.finfo(loss.dtype).eps
+    magnitude = getattr(term, "loss_magnitude", None)
+    base = 1.0 + loss.abs()
+    return torch.maximum(_SLACK * base, rounding * (base if magnitude is None else base + magnitude))
 
 
 @dataclass
@@ -143,7 +154,7 @@ def condat_vu(
             linear = (grad * step).sum(dim=0)
             squared = (step * step).sum(dim=0)
             remainder = loss_new - loss - linear  # what the quadratic model must dominate
-            violated = remainder > 0.5 * lipschitz * squared + _SLACK * (1.0 + loss.abs())
+            violated = remainder > 0.5 * lipschitz * squared + _slack(term, loss)
             if not bool(violated.any()):
                 break
             backtracks += 1
@@ -201,7 +212,7 @@ def _separable(term, U: torch.Tensor, incidence: Incidence, edge_costs: torch.Te
             fc = term.loss(candidate, Zc)
             step = candidate - y
             bound = fy + (gy * step).sum(dim=0) + 0.5 * lipschitz * (step * step).sum(dim=0)
-            violated = ~(fc <= bound + _SLACK * (1.0 + fy.abs()))  # NaN (a zero composition) counts as violated
+            violated = ~(fc <= bound + _slack(term, fy))  # NaN (a zero composition) counts as violated
             if not bool(violated.any()):
                 break
             backtracks += 1
