@@ -1,4 +1,8 @@
-"""Rule deconvolve: spatially smooth cell-type proportions for one sample (s3r.deconv)."""
+"""Rules deconvolve (components mode) and deconvolve_proportions (a reference): one sample's deconvolution.
+
+One script for both rules: the preamble (log, threads, device) is the same, and each rule's named outputs are
+the keyword arguments of its runner in s3r.workflow.jobs.
+"""
 
 import sys
 
@@ -7,16 +11,13 @@ sys.stderr = sys.stdout = open(snakemake.log[0], "w")  # the solver's progress g
 import torch  # noqa: E402
 
 from s3r.solver.device import choose_device  # noqa: E402
-from s3r.workflow.jobs import run_deconvolution  # noqa: E402
+from s3r.workflow.jobs import run_deconvolution, run_proportions  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)  # the CPUs this job was given, not every core of the node
-run_deconvolution(
+runner = run_proportions if snakemake.rule == "deconvolve_proportions" else run_deconvolution
+runner(
     snakemake.params.spec,
     dict(snakemake.input.items()),
-    proportions=snakemake.output.proportions,
-    mixture=snakemake.output.mixture,
-    summary=snakemake.output.summary,
-    dictionary=snakemake.output.dictionary,
-    edge_weights=snakemake.output.edge_weights,
+    **dict(snakemake.output.items()),
     device=choose_device(snakemake.resources.get("gpu", 0)),
 )

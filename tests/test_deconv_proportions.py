@@ -197,3 +197,40 @@ def test_merfish_pseudo_spots_beat_nnls_by_a_fifth():
     model = CellTypeProportions(lambda_smooth=0.0).fit(spots.counts, reference, spots.coords)
     assert model.report_["family"] == "nb"
     assert rmse(model.proportions_, spots.fractions) < 0.8 * rmse(baseline, spots.fractions)
+
+
+def test_per_spot_fista_matches_cvxpy_without_a_spatial_term():
+    """λ = 0 (no edges): the per-spot accelerated path reaches cvxpy's optimum with many similar types."""
+    sim = simulate_counts(n_spots=25, n_types=8, n_genes=20, depth=150, seed=6)
+    profiles, _ = profiles_from_reference(sim.reference, np.ones(20), 1e-3)
+    scale = float(np.median(sim.counts.sum(axis=1)))
+    term = CountTerm(torch.tensor(sim.counts.T.copy()), torch.tensor(profiles), scale=scale)
+    none = Incidence(25, np.zeros((0, 2), dtype=np.int64), 8, torch.device("cpu"), torch.float64)
+    start = torch.full((8, 25), 1 / 8, dtype=torch.float64)
+    result = solve_proportions(term, start, none, torch.zeros(0, dtype=torch.float64), tol=1e-8, max_iter=50000)
+    assert result.converged and result.dual.shape == (8, 0)
+
+    V = cp.Variable((25, 8), nonneg=True)
+    data = -cp.sum(cp.multiply(sim.counts, cp.log(V @ profiles))) / scale + float(term.constant.sum()) / scale
+    problem = cp.Problem(cp.Minimize(data), [cp.sum(V, axis=1) == 1])
+    problem.solve(solver="CLARABEL")
+    assert result.objective == pytest.approx(problem.value, rel=1e-6)
+    assert result.objective <= problem.value + 1e-6 * abs(problem.value)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.05])
+def test_float32_fits_converge_to_the_float64_optimum(lam):
+    """float32 rounding of the count loss must not read as a failed descent test (it once stalled every fit)."""
+    sim = simulate_counts(n_spots=300, n_types=20, n_genes=300, depth=1000, seed=0)
+    profiles, _ = profiles_from_reference(sim.reference, np.ones(300), 1e-4)
+    edges = delaunay_graph(sim.coords).edges if lam > 0 else np.zeros((0, 2), dtype=np.int64)
+    values = {}
+    for dtype in (torch.float64, torch.float32):
+        term = CountTerm(torch.tensor(sim.counts.T.copy(), dtype=dtype), torch.tensor(profiles, dtype=dtype),
+                         scale=float(np.median(sim.counts.sum(axis=1))))
+        incidence = Incidence(300, edges, 20, torch.device("cpu"), dtype)
+        costs = torch.full((len(edges),), lam, dtype=dtype)
+        result = solve_proportions(term, torch.full((20, 300), 0.05, dtype=dtype), incidence, costs, tol=1e-3, max_iter=3000)
+        assert result.converged, (dtype, result.primal_residual, result.dual_residual, result.gap)
+        values[dtype] = result.objective
+    assert values[torch.float32] == pytest.approx(values[torch.float64], rel=1e-4)

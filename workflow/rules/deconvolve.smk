@@ -50,4 +50,4 @@ rule deconvolve_proportions:
     conda:
         "../../envs/s3r-cuda.yaml"
     script:
-        "../../scripts/deconvolve_proportions.py"
+        "../../scripts/deconvolve.py"

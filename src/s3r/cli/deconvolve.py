@@ -249,10 +249,8 @@ def run(args) -> int:
 
 
 def _run_proportions(args, lam, coords_table) -> int:
-    from s3r.artifacts import DECONV_SUMMARY
     from s3r.deconv.outputs import write_proportions_tables
     from s3r.deconv.proportions import CellTypeProportions
-    from s3r.io import write_json
 
     counts, reference = _counts_and_reference(args, set(coords_table.index))
     spot_ids = [str(s) for s in counts.index]
@@ -264,57 +262,36 @@ def _run_proportions(args, lam, coords_table) -> int:
         family=args.family,
         theta=args.theta,
         estimate_platform_effects=not args.no_platform_effects,
-        graph=args.graph,
-        max_edge_length=args.max_edge_length,
         mst_alpha=args.mst_alpha,
-        learn_weights=not args.fixed_weights,
-        w_min=args.w_min,
-        w_max=args.w_max,
-        weight_constraint=args.weight_constraint,
-        tol=args.tol,
         max_iter=args.max_iter or 3000,
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-        verbose=not args.quiet,
+        **_shared_options(args),
     )
     model.fit(counts, reference, coords.to_numpy(dtype=np.float64), source_counts=args.counts, source_reference=args.reference)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(args)
     types = list(model.cell_types_)
     choice = write_proportions_tables(
         model, proportions=out / "proportions.csv", transcript_fractions=out / "transcript_fractions.csv",
         platform_effects=out / "platform_effects.csv", lambda_cv=out / "lambda_cv.csv",
         lambda_choice=out / "lambda_choice.csv", edge_weights=out / "edge_weights.csv",
     )
-    report = dict(model.report_)
-    report.update(
-        {
-            "cell_types": types,
-            "cell_sizes": dict(zip(types, map(float, model.cell_sizes_))),
-            "lambda_evidence": choice.to_dict(orient="records"),
-            "inputs": {"counts": args.counts, "reference": args.reference, "coords": args.coords},
-            "parameters": {key: value for key, value in model.__dict__.items() if not key.startswith("_") and not key.endswith("_")},
-            "versions": _versions(),
-        }
-    )
-    write_json(report, out / DECONV_SUMMARY)
-    if not args.quiet:
-        state = "converged" if model.report_["converged"] else "stopped at --max-iter"
-        print(
-            f"s3r deconvolve: proportions at λ = {model.lambda_:g} ({report['lambda_choice']}), {state}, "
-            f"{model.report_['seconds']:.1f} s; wrote {out}/proportions.csv, lambda_choice.csv, deconvolve.json and more",
-            file=sys.stderr,
-        )
+    summary = {
+        "cell_types": types,
+        "cell_sizes": dict(zip(types, map(float, model.cell_sizes_))),
+        "lambda_evidence": choice.to_dict(orient="records"),
+        "inputs": {"counts": args.counts, "reference": args.reference, "coords": args.coords},
+        "parameters": _estimator_parameters(model),
+    }
+    _finish(args, out, model.report_, summary,
+            f"proportions at λ = {model.lambda_:g} ({model.report_['lambda_choice']})",
+            "proportions.csv, lambda_choice.csv, deconvolve.json and more")
     return 0
 
 
 def _run_components(args, lam, coords_table) -> int:
     from s3r.deconv import Deconvolution
-    from s3r.artifacts import DECONV_SUMMARY
     from s3r.deconv.outputs import write_components_tables
-    from s3r.io import write_csv, write_json
+    from s3r.io import write_csv
 
     scores, inputs = _scores_from_args(args, set(coords_table.index))
     spots_path = args.scores or args.counts
@@ -326,62 +303,56 @@ def _run_components(args, lam, coords_table) -> int:
     model = Deconvolution(
         args.components,
         lambda_smooth=lam,
-        graph=args.graph,
-        max_edge_length=args.max_edge_length,
         eps=args.eps,
-        w_min=args.w_min,
-        w_max=args.w_max,
-        learn_weights=not args.fixed_weights,
-        weight_constraint=args.weight_constraint,
         penalty=args.penalty,
         delta=args.delta,
-        tol=args.tol,
         max_iter=max_iter,
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-        verbose=not args.quiet,
+        **_shared_options(args),
     )
     model.fit(scores, coords)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(args)
     write_components_tables(
         model, spot_ids, proportions=out / "proportions.csv", mixture=out / "mixture.csv",
         dictionary=out / "dictionary.csv", edge_weights=out / "edge_weights.csv",
     )
     if "counts" in inputs:
         write_csv(scores.rename_axis("spot"), out / "scores.csv")
-    report = dict(model.report_)
-    report.update(
-        {
-            "mode": "components",
-            "inputs": {**inputs, "coords": args.coords},
-            "parameters": {
-                "components": args.components,
-                "lambda": lam,
-                "graph": args.graph,
-                "max_edge_length": args.max_edge_length,
-                "w_min": args.w_min,
-                "w_max": args.w_max,
-                "fixed_weights": args.fixed_weights,
-                "weight_constraint": args.weight_constraint,
-                "eps": args.eps,
-                "penalty": args.penalty,
-                "delta": args.delta,
-                "tol": args.tol,
-                "max_iter": max_iter,
-                "seed": args.seed,
-            },
-            "versions": _versions(),
-        }
-    )
-    write_json(report, out / DECONV_SUMMARY)
-    if not args.quiet:
-        state = "converged" if model.report_["converged"] else "stopped at --max-iter"
-        print(
-            f"s3r deconvolve: {state} after {model.n_iter_} iterations in {model.report_['seconds']:.1f} s; "
-            f"wrote {out}/mixture.csv, dictionary.csv, proportions.csv, edge_weights.csv, deconvolve.json",
-            file=sys.stderr,
-        )
+    summary = {
+        "mode": "components",
+        "inputs": {**inputs, "coords": args.coords},
+        "parameters": {**_estimator_parameters(model), "components": args.components, "lambda": lam},
+    }
+    _finish(args, out, model.report_, summary, f"components after {model.n_iter_} iterations",
+            "mixture.csv, dictionary.csv, proportions.csv, edge_weights.csv, deconvolve.json")
     return 0
+
+
+def _shared_options(args) -> dict:
+    """The graph, edge-weight and solver options both estimators take under the same names."""
+    return dict(
+        graph=args.graph, max_edge_length=args.max_edge_length, learn_weights=not args.fixed_weights,
+        w_min=args.w_min, w_max=args.w_max, weight_constraint=args.weight_constraint, tol=args.tol,
+        device=args.device, dtype=args.dtype, seed=args.seed, verbose=not args.quiet,
+    )
+
+
+def _estimator_parameters(model) -> dict:
+    return {key: value for key, value in model.__dict__.items() if not key.startswith("_") and not key.endswith("_")}
+
+
+def _output_folder(args) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _finish(args, out: Path, model_report: dict, summary: dict, what: str, written: str) -> None:
+    """deconvolve.json (the model's report, then this run's inputs, parameters and versions) and one line."""
+    from s3r.artifacts import DECONV_SUMMARY
+    from s3r.io import write_json
+
+    write_json({**model_report, **summary, "versions": _versions()}, out / DECONV_SUMMARY)
+    if not args.quiet:
+        state = "converged" if model_report["converged"] else "stopped at --max-iter"
+        print(f"s3r deconvolve: {what}, {state}, {model_report['seconds']:.1f} s; wrote {out}/{written}", file=sys.stderr)

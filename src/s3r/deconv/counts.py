@@ -160,6 +160,13 @@ class CountTerm:
             self.constant = (self.Y * torch.log(safe / library)).sum(dim=0)  # saturated part: loss ≥ 0
         else:
             self.constant = torch.zeros_like(self.library)
+        # per spot, a bound on the size of the sums that make the loss (Z ≥ the smallest profile entry): the
+        # scale of their rounding, which the solver's descent test must tolerate (in float32 above all)
+        smallest = profiles.min().clamp_min(torch.finfo(profiles.dtype).tiny)
+        spread = self.library * torch.log(1.0 / smallest).abs()
+        if family == "nb":
+            spread = spread + (self.library + self.theta) * torch.log1p(self.library / self.theta).abs() if self.theta else spread
+        self.loss_magnitude = (spread + self.constant.abs()) / self.scale
 
     def composition(self, V: torch.Tensor) -> torch.Tensor:
         return self.R.T @ V  # (G, n)

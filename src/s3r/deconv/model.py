@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from s3r.deconv.bstep import solve_b_step
+from s3r.deconv.condat_vu import default_dual_step
 from s3r.deconv.init import initial_factors
 from s3r.deconv.operators import Incidence, locality_order, relabel_edges
 from s3r.deconv.scores import validate_scores
@@ -26,7 +27,6 @@ from s3r.deconv.simplex import check_floor
 from s3r.deconv.wstep import WEIGHT_CONSTRAINTS, check_weight_bounds, solve_w_step, uniform_weights
 from s3r.deconv.xstep import (
     XStepResult,
-    default_dual_step,
     edge_jumps,
     negative_log_evidence,
     solve_x_step,

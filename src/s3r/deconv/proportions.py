@@ -243,6 +243,7 @@ class CellTypeProportions:
 
         # per-spot fit first (λ = 0): the start of every path, NB's θ, and the combined-distance MST
         start_V = np.tile(_bulk_start(Y, profiles), (n, 1))
+        per_spot_start = False
         if graph is None or family == "auto" or family == "nb" and theta is None:
             empty = Incidence(n, np.zeros((0, 2), dtype=np.int64), K, self._device, self._dtype)
             self._uniform = torch.zeros(0, dtype=self._dtype, device=self._device)
@@ -253,6 +254,7 @@ class CellTypeProportions:
             V0 = torch.as_tensor(start_V.T.copy(), dtype=self._dtype, device=self._device)
             per_spot = solve_proportions(term, V0, empty, self._uniform, tol=self.cv_tol, max_iter=self.cv_max_iter)
             start_V = per_spot.fractions.T.cpu().numpy()
+            per_spot_start = True
             if family != "poisson":
                 means = (start_V @ profiles) * Y.sum(axis=1, keepdims=True)
                 theta = estimate_nb_theta(Y, means) if theta is None else float(theta)
@@ -299,7 +301,10 @@ class CellTypeProportions:
             lam = candidates[0]
 
         term = self._term(Y_ordered, profiles, theta, scale)
-        path = [0.0, lam] if lam > 0 else [0.0]
+        # from the bulk start the path goes through λ = 0; from the per-spot fit (λ = 0 already, to cv_tol) a
+        # λ > 0 starts at once: its first solve has uniform weights, so it is convex and the start only saves
+        # iterations, and the λ = 0 solve on every spot was the costliest part of large fits
+        path = [lam] if lam > 0 and per_spot_start else ([0.0, lam] if lam > 0 else [0.0])
         fit = None
         for value in path:
             fit = self._solve(term, incidence, node_edge, value, fit, V_start, self.tol, self.max_iter)
