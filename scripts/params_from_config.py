@@ -1,12 +1,9 @@
-"""Rule params_from_config: model parameters without tuning (config 'model' + the sample's overrides)."""
+"""Rule params_from_config: model parameters without tuning (config 'model' + the sample's overrides), per target."""
 
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from s3r.artifacts import write_params  # noqa: E402
+from s3r.workflow.tuning import write_config_params  # noqa: E402
 
-write_params(
-    snakemake.output[0], dict(snakemake.params.settings), source="config",
-    sample=snakemake.wildcards.sample, target=snakemake.wildcards.target,
-)
+write_config_params(dict(snakemake.params.settings), list(snakemake.params.targets), snakemake.wildcards.sample, snakemake.output[0])

@@ -5,6 +5,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")
 
 from s3r.preprocess import prepare_h5ad, prepare_reference_csv, write_prepared  # noqa: E402
+from s3r.workflow.samples import with_proportions  # noqa: E402
 
 spec = snakemake.params.spec
 settings = spec["settings"]
@@ -20,8 +21,11 @@ common = dict(
     offset=spec.get("offset"),
 )
 if spec["kind"] == "h5ad":
+    source = snakemake.input.h5ad
+    if "proportions" in snakemake.input.keys():  # features: this run's deconvolution of the sample
+        source = with_proportions(source, snakemake.input.proportions)
     prepared = prepare_h5ad(
-        snakemake.input.h5ad,
+        source,
         covariates=spec["covariates"] or (),
         layer=spec["layer"],
         spatial_key=spec["spatial_key"],

@@ -10,7 +10,7 @@ from s3r.report.tissue import load_tissue  # noqa: E402
 
 settings = snakemake.params.settings
 paths = sample_report(
-    dict(zip(snakemake.params.targets, snakemake.input.npz)),
+    dict(zip(snakemake.params.targets, snakemake.params.npz)),
     Path(snakemake.output.domains).parent,
     k=settings["domains_k"],
     n_programmes=settings["n_programmes"],

@@ -1,9 +1,9 @@
-"""Rule tune_tell: mean and spread of the held-out loss per trial of one round."""
+"""Rule tune_tell: mean and spread of the held-out loss per trial of one round, for every target of the chunk."""
 
 import sys
 
 sys.stderr = open(snakemake.log[0], "w")
 
-from s3r.tune import tell  # noqa: E402
+from s3r.workflow.tuning import tell_chunk  # noqa: E402
 
-tell(snakemake.input.trials, list(snakemake.input.folds), out=snakemake.output[0])
+tell_chunk(snakemake.input.trials, list(snakemake.input.folds), list(snakemake.params.targets), snakemake.output[0])

@@ -8,8 +8,8 @@ from s3r.anndata_out import sample_anndata, write_results_h5ad  # noqa: E402
 
 adata = sample_anndata(
     prepared_path=snakemake.input.data,
-    fit_jsons=list(snakemake.input.fits),
-    params_jsons=list(snakemake.input.params),
+    fit_jsons=list(snakemake.params.files["fits"]),
+    params_jsons=list(snakemake.params.files["params"]),
     h5ad=snakemake.input.get("h5ad"),
     domains_tsv=snakemake.input.domains,
 )

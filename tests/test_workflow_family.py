@@ -49,9 +49,10 @@ def test_count_family_keeps_raw_targets_and_stores_the_offset(counts_h5ad, tmp_p
         prepare_h5ad(path, targets=["target"], features="all", raw_targets=True, offset="deep")
 
 
-def _dry_run(workdir: Path, model_lines: str):
+def _dry_run(workdir: Path, model_lines: str, preprocess_lines: str = ""):
     config = workdir / "config" / "config.yaml"
-    config.write_text(config.read_text().replace("  dtype: float64\n", "  dtype: float64\n" + model_lines, 1))
+    text = config.read_text().replace("  dtype: float64\n", "  dtype: float64\n" + model_lines, 1)
+    config.write_text(text.replace("  standardize: true ", preprocess_lines + "  standardize: true ", 1))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), "-n", "--quiet", "rules"]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600)
     return result.returncode, result.stdout + result.stderr
@@ -59,8 +60,12 @@ def _dry_run(workdir: Path, model_lines: str):
 
 def test_config_family_settings_checked_at_parse_time(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
-    code, text = _dry_run(tmp_path, "  family: gaussian\n  offset: log_library_size\n")
-    assert code != 0 and "config model.offset applies to the count families" in text, text[-2000:]
+    # the offset is a preprocessing choice (which values enter log mu), not a model parameter
+    code, text = _dry_run(tmp_path, "  family: gaussian\n", "  offset: log_library_size\n")
+    assert code != 0 and "config preprocess.offset applies to the count families" in text, text[-2000:]
     shutil.copytree(REPO / "config", tmp_path / "config", dirs_exist_ok=True)
     code, text = _dry_run(tmp_path, "  family: negative_binomial\n  theta: estimate\n  offset: log_library_size\n")
+    assert code != 0 and "unknown setting 'model.offset'" in text, text[-2000:]
+    shutil.copytree(REPO / "config", tmp_path / "config", dirs_exist_ok=True)
+    code, text = _dry_run(tmp_path, "  family: negative_binomial\n  theta: estimate\n", "  offset: log_library_size\n")
     assert code == 0 and "tune_fold" in text, text[-2000:]

@@ -75,7 +75,7 @@ def run(section):
 def test_workflow_writes_results_back_into_anndata(run, section):
     import anndata
 
-    fit_dir = run / "results" / "fits" / "dlpfc" / TARGET
+    fit_dir = run / "results" / "fits" / "dlpfc" / "c0" / TARGET
     report = json.loads((fit_dir / "fit.json").read_text())
     assert report["normalisation"]["policy"] == "auto" and report["normalisation"]["counts_detected"]
     assert report["normalisation"]["target"] == "library-size normalised to 10000 per spot, then log1p"
@@ -87,26 +87,26 @@ def test_workflow_writes_results_back_into_anndata(run, section):
     np.testing.assert_array_equal(frame.loc[list(coef.columns)].to_numpy(), coef.to_numpy().T)
     domains = pd.read_csv(run / "results" / "report" / "dlpfc" / "domains.tsv", sep="\t").set_index("spot")["domain"]
     assert list(adata.obs["s3r_domain"].astype(str)) == list(domains.loc[list(adata.obs_names)])
-    tuning = json.loads((run / "results" / "tune" / "dlpfc" / TARGET / "best_params.json").read_text())["tuning"]
+    tuning = json.loads((run / "results" / "tune" / "dlpfc" / "c0" / "targets" / TARGET / "best_params.json").read_text())["tuning"]
     assert adata.uns["s3r"][TARGET]["cv"]["cv_loss"] == pytest.approx(tuning["cv_loss"])
     assert "hires" in adata.uns["spatial"]["lib1"]["images"]
-    assert (run / "results" / "report" / "dlpfc" / TARGET / "coefficient_maps.png").is_file()
-    assert "maps over the tissue image (hires)" in (run / "logs" / "fit_report" / "dlpfc" / f"{TARGET}.log").read_text()
+    assert (run / "results" / "report" / "dlpfc" / "c0" / TARGET / "coefficient_maps.png").is_file()
+    assert "maps over the tissue image (hires)" in (run / "logs" / "fit_report" / "dlpfc" / "c0.log").read_text()
 
 
 def test_cli_fit_on_the_folder_gives_the_workflows_coefficients(run, section, tmp_path):
     from s3r.cli import main
 
-    best = run / "results" / "tune" / "dlpfc" / TARGET / "best_params.json"
+    best = run / "results" / "tune" / "dlpfc" / "c0" / "targets" / TARGET / "best_params.json"
     code = main(["fit", "--spaceranger", str(section["outs"]), "--target", TARGET, "--features", ",".join(FEATURES),
                  "--params", str(best), "--quiet", "--out", str(tmp_path / "cli")])
     assert code == 0
     ours = pd.read_csv(tmp_path / "cli" / "coefficients.csv", index_col=0, float_precision="round_trip")
-    theirs = pd.read_csv(run / "results" / "fits" / "dlpfc" / TARGET / "coefficients.csv", index_col=0, float_precision="round_trip")
+    theirs = pd.read_csv(run / "results" / "fits" / "dlpfc" / "c0" / TARGET / "coefficients.csv", index_col=0, float_precision="round_trip")
     assert list(ours.index) == list(theirs.index) and list(ours.columns) == list(theirs.columns)
     np.testing.assert_allclose(ours.to_numpy(), theirs.to_numpy(), rtol=0, atol=1e-8)
     a = json.loads((tmp_path / "cli" / "fit.json").read_text())["normalisation"]
-    b = json.loads((run / "results" / "fits" / "dlpfc" / TARGET / "fit.json").read_text())["normalisation"]
+    b = json.loads((run / "results" / "fits" / "dlpfc" / "c0" / TARGET / "fit.json").read_text())["normalisation"]
     assert a == b
 
 

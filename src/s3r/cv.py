@@ -289,35 +289,51 @@ def solve_fold(
     features, batch 10 against 2). ``warm`` holds per-problem start values (W, data_dual, dual, step arrays
     stacked on axis 1 / 0).
     """
-    if not problem.gaussian:
-        return _solve_fold_glm(problem, params, folds, fold, tol=tol, max_iter=max_iter, warm=warm)
-    n, B = problem.n_spots, len(params)
+    return solve_fold_targets([problem], [params], folds, fold, tol=tol, max_iter=max_iter, chunk=chunk,
+                              warm=[warm], batch=batch)[0]
+
+
+def solve_fold_targets(
+    problems: list[CVProblem], params: list[list[dict]], folds, fold: int, *, tol: float = 1e-2, max_iter: int = 500,
+    chunk: int = 100, warm: list[dict | None] | None = None, batch: int = 0,
+) -> list[FoldSolution]:
+    """:func:`solve_fold` for several targets of one sample at once: every target's parameter sets on one fold
+    stacked on the batch axis of one program (targets of a sample share the design, graph and covariates, so
+    they differ only in the response and the penalties, which the batched solver takes per problem).
+
+    ``params[t]`` and ``warm[t]`` belong to ``problems[t]``; one :class:`FoldSolution` per target comes back.
+    Count families are solved target by target (their solver takes no restart between iteration chunks).
+    """
+    warm = list(warm) if warm is not None else [None] * len(problems)
+    first = problems[0]
+    for other in problems[1:]:
+        if other.X is not first.X and not np.array_equal(other.X, first.X):
+            raise S3RInputError("targets solved together must share one design (the features of one sample)")
+    if not first.gaussian:
+        return [_solve_fold_glm(p, ps, folds, fold, tol=tol, max_iter=max_iter, warm=w) for p, ps, w in zip(problems, params, warm)]
+    sizes = [len(ps) for ps in params]
+    n, B = first.n_spots, sum(sizes)
     held = heldout_mask(folds, fold)
     weights = training_weights(folds, fold)
-    free = problem.free_rows(held)
-    lam, alpha, beta = _penalties(problem, params, weights)
-    state = {key: None for key in ("W", "gamma", "data_dual", "dual", "step")}
-    if warm:
-        state.update({key: warm.get(key) for key in state})
-        step = state["step"]
+    columns = lambda values: np.concatenate([np.repeat(v[:, None], s, axis=1) for v, s in zip(values, sizes)], axis=1)  # noqa: E731
+    Y = columns([p.y for p in problems])
+    free = columns([p.free_rows(held) for p in problems])
+    lam, alpha, beta = (np.concatenate(parts) for parts in zip(*(_penalties(p, ps, weights) for p, ps in zip(problems, params))))
+    state = _stack_warm(warm, sizes, n)
     converged = np.zeros(B, dtype=bool)
     iterations = np.zeros(B, dtype=np.int64)
     start = time.perf_counter()
-    zero = zero_is_optimal(problem, weights, alpha, beta)
-    if zero.any():  # exact: no solve needed, and W = 0 (covariates at their own fit) is what the solver would reach
-        nz, dt = int(zero.sum()), _np_dtype(problem)
-        g0 = problem.null_gamma(weights)
-        eta = problem.null_eta(weights) if g0 is None else problem.covariates @ g0
-        gamma = None if g0 is None else np.repeat(g0[None].astype(dt), nz, axis=0)
-        # the data dual at that optimum, v_i = 2c_i(ŷ_i − y_i); every state entry is a plain numeric array
-        v = ((2.0 / n) * weights * (eta - problem.y)).astype(dt) if problem.gaussian else np.zeros(n, dtype=dt)
-        state = _scatter_state(state, {"W": np.zeros((n, nz, problem.X.shape[1]), dtype=dt), "gamma": gamma,
-                                       "data_dual": np.repeat(v[:, None], nz, axis=1), "dual": None,
-                                       "step": np.full(nz, np.nan)}, np.flatnonzero(zero), n, B)
-        converged[zero] = True
-    queue = np.flatnonzero(~zero)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    for t, problem in enumerate(problems):
+        lo, hi = offsets[t], offsets[t + 1]
+        zero = np.zeros(B, dtype=bool)
+        zero[lo:hi] = zero_is_optimal(problem, weights, alpha[lo:hi], beta[lo:hi])
+        if zero.any():  # exact: no solve needed, and W = 0 (covariates at their own fit) is what the solver would reach
+            state = _scatter_state(state, _zero_state(problem, weights, int(zero.sum())), np.flatnonzero(zero), n, B)
+            converged[zero] = True
+    queue = np.flatnonzero(~converged)
     if batch <= 0:
-        batch = CPU_BATCH if problem.device.type == "cpu" else max(1, queue.size)
+        batch = CPU_BATCH if first.device.type == "cpu" else max(1, queue.size)
     while queue.size:
         active, queue = queue[:batch], queue[batch:]
         budget = int(min(chunk, max_iter - iterations[active].max()))
@@ -326,11 +342,11 @@ def solve_fold(
         if step0 is not None and not np.all(np.isfinite(step0) & (step0 > 0)):
             step0 = None  # some problem never ran (cold, or W = 0 screened): let the solver pick its steps
         res = solve_batch(
-            problem.X, np.repeat(problem.y[:, None], active.size, axis=1), smooth=problem.smooth, operator=problem.operator,
-            lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free,
-            covariates=problem.covariates, penalty_factor=problem.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0), data_dual0=_t(take(state["data_dual"]), problem),
-            dual0=_t(take(state["dual"]), problem), step0=step0, tol=tol, max_iter=budget,
-            device=problem.device, dtype=problem.dtype,
+            first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
+            lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
+            covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
+            data_dual0=_t(take(state["data_dual"]), first), dual0=_t(take(state["dual"]), first), step0=step0, tol=tol,
+            max_iter=budget, device=first.device, dtype=first.dtype,
         )
         done = np.asarray(res.converged, dtype=bool)
         used = np.where(done, np.asarray(res.iterations), budget)
@@ -343,10 +359,41 @@ def solve_fold(
         state = _scatter_state(state, out, active, n, B)
         converged[active] = done
         queue = np.concatenate([active[~done & (iterations[active] < max_iter)], queue])
-    return FoldSolution(
-        W=state["W"], gamma=state["gamma"], data_dual=state["data_dual"], dual=state["dual"], step=state["step"],
-        converged=converged, iterations=iterations, seconds=time.perf_counter() - start,
-    )
+    seconds = time.perf_counter() - start
+    part = lambda a, t, axis=1: None if a is None else np.take(a, np.arange(offsets[t], offsets[t + 1]), axis=axis)  # noqa: E731
+    return [
+        FoldSolution(
+            W=part(state["W"], t), gamma=part(state["gamma"], t, 0), data_dual=part(state["data_dual"], t),
+            dual=part(state["dual"], t), step=part(state["step"], t, 0), converged=converged[offsets[t]:offsets[t + 1]],
+            iterations=iterations[offsets[t]:offsets[t + 1]], seconds=seconds,
+        )
+        for t in range(len(problems))
+    ]
+
+
+def _stack_warm(warm: list[dict | None], sizes: list[int], n: int) -> dict:
+    """The targets' warm starts on one batch axis (axis 1; 0 for gamma and step); a key some target lacks starts cold."""
+    state = {key: None for key in ("W", "gamma", "data_dual", "dual", "step")}
+    if not any(warm):
+        return state
+    for key in state:
+        parts = [None if not w else w.get(key) for w in warm]
+        if any(part is None for part in parts):
+            continue
+        state[key] = np.concatenate(parts, axis=0 if key in ("gamma", "step") else 1)
+    return state
+
+
+def _zero_state(problem: CVProblem, weights, count: int) -> dict:
+    """The solver state at W = 0 with the covariates at their own fit, for ``count`` screened problems."""
+    n, dt = problem.n_spots, _np_dtype(problem)
+    g0 = problem.null_gamma(weights)
+    eta = problem.null_eta(weights) if g0 is None else problem.covariates @ g0
+    gamma = None if g0 is None else np.repeat(g0[None].astype(dt), count, axis=0)
+    # the data dual at that optimum, v_i = 2c_i(ŷ_i − y_i); every state entry is a plain numeric array
+    v = ((2.0 / n) * weights * (eta - problem.y)).astype(dt)
+    return {"W": np.zeros((n, count, problem.X.shape[1]), dtype=dt), "gamma": gamma,
+            "data_dual": np.repeat(v[:, None], count, axis=1), "dual": None, "step": np.full(count, np.nan)}
 
 
 def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float, max_iter: int, warm: dict | None) -> FoldSolution:

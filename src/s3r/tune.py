@@ -37,6 +37,7 @@ __all__ = [
     "round_sizes",
     "suggest",
     "evaluate_fold",
+    "evaluate_fold_targets",
     "tell",
     "select",
     "export_study",
@@ -327,10 +328,14 @@ def _frozen(trial: dict, distributions: dict):
 
 
 # -- evaluate --------------------------------------------------------------------------------------------
-def make_problem(data: RegressionData, config: dict, offset=None) -> cv.CVProblem:
-    """``offset`` (n,): log library size or another fixed part of log μ for the count families."""
+def make_problem(data: RegressionData, config: dict, offset=None, graph=None) -> cv.CVProblem:
+    """``offset`` (n,): log library size or another fixed part of log μ for the count families; ``graph``: a
+    spot graph already built for these spots (the workflow's graph file), else built from the model settings."""
+    from s3r.problem import assemble
+
     config = resolve_config(config)
-    return cv.CVProblem.from_data(data, model=config["model"], dtype=config["solver"]["dtype"], device=config["solver"]["device"], offset=offset)
+    return assemble(data.X, data.y, data.coords, model=config["model"], covariates=data.covariates, offset=offset, graph=graph,
+                    dtype=config["solver"]["dtype"], device=config["solver"]["device"])
 
 
 def make_folds(coords, config: dict) -> np.ndarray:
@@ -348,28 +353,65 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     The solutions go to ``state_out`` (default: ``out`` with suffix .npz) for the next rounds.
     """
     config = resolve_config(config)
-    doc = trials if isinstance(trials, dict) else _read_json(trials)
     if problem is None:
         problem = make_problem(data, config, offset)
-    folds = make_folds(problem.coords, config)
+    stores = [_read_states(path) for path in warm_from]
+    result, states = evaluate_fold_targets({"": problem}, config, {"": trials}, fold, warm={"": stores}, scales={"": scales})
+    if out is not None or state_out is not None:
+        write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), **states[""])
+    if out is not None:
+        write_json(result[""], out)
+    return result[""]
+
+
+def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int, *, warm: dict | None = None,
+                          scales: dict | None = None) -> tuple[dict, dict]:
+    """:func:`evaluate_fold` for several targets of one sample in one batched solve (``cv.solve_fold_targets``).
+
+    Every mapping is keyed by target: ``problems`` (sharing the design), ``trials`` (each target's own study's
+    trials.json doc), ``warm`` (each target's earlier state dicts on this fold, as :func:`_read_states` gives),
+    ``scales`` (natural scales, computed when missing). Returns (fold results, state arrays) by target; the
+    results are what :func:`evaluate_fold` writes, so :func:`tell` and :func:`select` work on them unchanged.
+    """
+    config = resolve_config(config)
+    names = list(problems)
+    folds = make_folds(problems[names[0]].coords, config)
     fold = int(fold)
     if not 0 <= fold < config["folds"]:
         raise S3RInputError(f"fold must be in 0..{config['folds'] - 1}; got {fold}")
-    entries = doc["trials"]
-    if scales is None and _relative(config):  # deterministic from the data: every fold job computes the same
-        scales = problem.natural_scales()
-    params = [absolute_params(config, t.get("search", t.get("params", {})), scales) for t in entries]
-    search = [t.get("search") or t["params"] for t in entries]
     solver = config["solver"]
-    warm, sources = None, [None] * len(entries)
-    if solver["warm_start"] and warm_from:
-        warm, sources = _nearest_warm_start(search, warm_from, config)
-        expected = (problem.n_spots, problem.X.shape[1])
-        if (warm["W"].shape[0], warm["W"].shape[2]) != expected:
-            raise S3RInputError(f"warm-start states {[str(p) for p in warm_from]} are for another problem "
-                                f"({warm['W'].shape[0]} × {warm['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
-    solution = cv.solve_fold(problem, params, folds, fold, tol=solver["tol"], max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=warm,
-                             batch=int(solver["batch"]))
+    plans = {}
+    for name in names:
+        problem, doc = problems[name], trials[name] if isinstance(trials[name], dict) else _read_json(trials[name])
+        scale = (scales or {}).get(name)
+        if scale is None and _relative(config):  # deterministic from the data: every fold job computes the same
+            scale = problem.natural_scales()
+        entries = doc["trials"]
+        search = [t.get("search") or t["params"] for t in entries]
+        params = [absolute_params(config, t.get("search", t.get("params", {})), scale) for t in entries]
+        start, sources = None, [None] * len(entries)
+        stores = (warm or {}).get(name) or []
+        if solver["warm_start"] and stores:
+            start, sources = _nearest_warm_start(search, stores, config)
+            expected = (problem.n_spots, problem.X.shape[1])
+            if (start["W"].shape[0], start["W"].shape[2]) != expected:
+                raise S3RInputError(f"warm-start states of target {name!r} are for another problem ({start['W'].shape[0]} × "
+                                    f"{start['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
+        plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale}
+    solutions = cv.solve_fold_targets(
+        [problems[name] for name in names], [plans[name]["params"] for name in names], folds, fold, tol=solver["tol"],
+        max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=[plans[name]["warm"] for name in names],
+        batch=int(solver["batch"]),
+    )
+    results, states = {}, {}
+    for name, solution in zip(names, solutions):
+        results[name], states[name] = _fold_record(problems[name], config, plans[name], solution, folds, fold)
+    return results, states
+
+
+def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) -> tuple[dict, dict]:
+    """One target's fold result (losses, convergence, map sizes, the null model) and its warm-start state."""
+    doc, params, entries, solver = plan["doc"], plan["params"], plan["doc"]["trials"], config["solver"]
     losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
     pieces = cv.map_pieces(problem, solution.W)
     held = cv.heldout_mask(folds, fold)
@@ -382,7 +424,7 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
         "seconds": solution.seconds,
         "family": problem.family,
         "theta": problem.theta,
-        "scales": scales,
+        "scales": plan["scales"],
         "null_loss": cv.null_loss(problem, folds, fold),
         # the trend yardstick once per tuning (round 0): it does not depend on the trials
         "trend_losses": cv.trend_losses(problem, folds, fold, config["predictor"], k=config["model"]["k"], tol=solver["tol"],
@@ -396,20 +438,16 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
                 "converged": bool(solution.converged[b]),
                 "iterations": int(solution.iterations[b]),
                 "pieces": int(pieces[b]),
-                "warm_from": sources[b],
+                "warm_from": plan["sources"][b],
             }
             for b, (t, loss) in enumerate(zip(entries, losses))
         ],
     }
-    if out is not None or state_out is not None:
-        state_path = Path(state_out) if state_out is not None else Path(out).with_suffix(".npz")
-        arrays = {"numbers": np.array([t["number"] for t in entries]), "log_params": _log_params(search, config), "W": solution.W, "data_dual": solution.data_dual, "step": solution.step}
-        if solution.gamma is not None:
-            arrays["gamma"] = solution.gamma
-        write_npz(state_path, **arrays)
-    if out is not None:
-        write_json(result, out)
-    return result
+    state = {"numbers": np.array([t["number"] for t in entries]), "log_params": _log_params(plan["search"], config), "W": solution.W,
+             "data_dual": solution.data_dual, "step": solution.step}
+    if solution.gamma is not None:
+        state["gamma"] = solution.gamma
+    return result, state
 
 
 def _log_params(params: list[dict], config: dict) -> np.ndarray:
@@ -430,14 +468,17 @@ def _log_params(params: list[dict], config: dict) -> np.ndarray:
 _NPZ_LOCK = threading.Lock()
 
 
-def _nearest_warm_start(params: list[dict], warm_from: Sequence, config: dict) -> tuple[dict, list]:
-    """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number)."""
-    stores = []
-    for path in warm_from:
-        # one reader at a time: numpy parses .npy headers with ast.literal_eval, and CPython 3.11's parser is not
-        # thread-safe ("AST constructor recursion depth mismatch", seen when run_search reads folds in threads)
-        with _NPZ_LOCK, np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
-            stores.append({key: z[key] for key in z.files if z[key].dtype != object})
+def _read_states(path, prefix: str = "") -> dict:
+    """The numeric arrays of a fold state file (those whose key starts with ``prefix``, prefix removed)."""
+    # one reader at a time: numpy parses .npy headers with ast.literal_eval, and CPython 3.11's parser is not
+    # thread-safe ("AST constructor recursion depth mismatch", seen when run_search reads folds in threads)
+    with _NPZ_LOCK, np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
+        return {key[len(prefix):]: z[key] for key in z.files if key.startswith(prefix) and z[key].dtype != object}
+
+
+def _nearest_warm_start(params: list[dict], stores: Sequence[dict], config: dict) -> tuple[dict, list]:
+    """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number);
+    ``stores``: the state dicts this fold wrote in earlier rounds (:func:`_read_states`)."""
     numbers = np.concatenate([s["numbers"] for s in stores])
     points = np.concatenate([s["log_params"] for s in stores])
     order = np.argsort(numbers, kind="stable")

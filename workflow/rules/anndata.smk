@@ -22,6 +22,8 @@ rule anndata:
         unpack(anndata_input),
     output:
         "results/anndata/{sample}.h5ad",
+    params:
+        files=anndata_files,
     log:
         "logs/anndata/{sample}.log",
     conda:

@@ -20,7 +20,8 @@ if Path(_SRC).is_dir():
     os.environ.update(PYTHONPATH=os.pathsep.join([_SRC, *_paths]))
 
 from s3r.errors import S3RInputError
-from s3r.workflow import samples as ws_samples, screens as ws_screens, settings as ws_settings
+from s3r.workflow import samples as ws_samples, screens as ws_screens, settings as ws_settings, startup as ws_startup
+from s3r.workflow import chunks as ws_chunks
 from s3r.workflow.sheet import schema_error_message
 from s3r.counts import prepare_kwargs as counts_policy
 
@@ -62,10 +63,10 @@ except S3RInputError as err:
     raise _input_error(err) from None
 
 _model = config["model"]
-if _model["offset"] and _model["family"] == "gaussian":
+if config["preprocess"]["offset"] and _model["family"] == "gaussian":
     raise _input_error(
-        "config model.offset applies to the count families (poisson, negative_binomial, gamma); "
-        "set model.family or remove model.offset"
+        "config preprocess.offset applies to the count families (poisson, negative_binomial, gamma); "
+        "set model.family or remove preprocess.offset"
     )
 if _model["theta"] is not None and _model["family"] != "negative_binomial":
     raise _input_error(
@@ -79,6 +80,17 @@ if config["tune"]["enabled"]:
             ws_settings.tune_settings(config, _spec)
     except S3RInputError as err:
         raise _input_error(err) from None
+
+try:
+    # sheet x config x profile combinations no schema sees (s3r.workflow.startup)
+    ws_startup.check_graphs(config, SAMPLES)
+    ws_startup.check_deconvolve_inputs(config, SAMPLES, config["samples"])
+    ws_startup.check_threads(
+        config,
+        {rule: getattr(v, "value", v) for rule, v in (workflow.resource_settings.overwrite_threads or {}).items()},
+    )
+except S3RInputError as err:
+    raise _input_error(err) from None
 
 if config["deconvolve"]["enabled"]:
     try:
@@ -98,6 +110,10 @@ if config["perturbseq"]["enabled"]:
         raise _input_error(err) from None
 
 
+# Targets in chunks: one tune_fold / fit_final / fit_report job per chunk of targets of a sample.
+CHUNKS = ws_chunks.plan_chunks(config, SAMPLES)
+
+
 wildcard_constraints:
     sample="|".join(re.escape(s) for s in SAMPLES),
     screen="|".join(re.escape(s) for s in PERTURBSEQ) or "(?!)",
@@ -106,11 +122,7 @@ wildcard_constraints:
     fold=r"\d+",
     demo="|".join(re.escape(d) for d in config["demo"]) or "(?!)",
     target="[^/]+",
-
-
-def sample_targets():
-    """(sample, target) pairs: the unit of fitting and reporting."""
-    return [(name, t) for name, spec in SAMPLES.items() for t in spec.targets]
+    chunk=r"c\d+",
 
 
 def demo_spec(wildcards):
@@ -118,14 +130,18 @@ def demo_spec(wildcards):
 
 
 def preprocess_input(wildcards):
-    return SAMPLES[wildcards.sample].inputs
+    """The sample's input, and the proportions of its deconvolution when they are its features."""
+    spec = SAMPLES[wildcards.sample]
+    if spec.deconvolved_features:
+        return {**spec.inputs, "proportions": f"results/deconvolution/{wildcards.sample}/proportions.csv"}
+    return spec.inputs
 
 
 def preprocess_params(wildcards):
     spec = SAMPLES[wildcards.sample]
     # the counts policy shared with s3r fit/tune (s3r.counts): log-normalised counts for gaussian; raw targets with
     # a log library size offset for the count families; preprocess.normalize false turns it off
-    policy = counts_policy(config["model"]["family"], config["preprocess"]["normalize"], config["model"]["offset"])
+    policy = counts_policy(config["model"]["family"], config["preprocess"]["normalize"], config["preprocess"]["offset"])
     return {
         "kind": spec.kind,
         "targets": spec.targets,
@@ -151,12 +167,22 @@ def tune_settings(wildcards):
     return ws_settings.tune_settings(config, SAMPLES[wildcards.sample])
 
 
+def chunk_targets(wildcards):
+    """The targets of this chunk of the sample, in sheet order."""
+    return CHUNKS[wildcards.sample][wildcards.chunk]
+
+
+def sample_chunks():
+    """(sample, chunk) pairs: the unit of tuning, fitting and reporting jobs."""
+    return [(s, c) for s, chunks in CHUNKS.items() for c in chunks]
+
+
 def _tune_dir(wildcards):
-    return f"results/tune/{wildcards.sample}/{wildcards.target}"
+    return f"results/tune/{wildcards.sample}/{wildcards.chunk}"
 
 
 def tune_previous_results(wildcards):
-    """Result files of the earlier rounds: suggest rebuilds the study from them."""
+    """Result files of the earlier rounds: suggest rebuilds each target's study from them."""
     return [f"{_tune_dir(wildcards)}/round_{r}/results.json" for r in range(int(wildcards.round))]
 
 
@@ -173,13 +199,38 @@ def tune_all_results(wildcards):
     return [f"{_tune_dir(wildcards)}/round_{r}/results.json" for r in range(config["tune"]["rounds"])]
 
 
-def tune_all_states(wildcards):
-    """Every fold's solutions: the report counts in how many folds each feature was selected."""
+def tune_state_keys(wildcards):
+    """[round, fold, path] of every fold's solutions: select copies the chosen trial's into each target's directory."""
     return [
-        f"{_tune_dir(wildcards)}/round_{r}/fold_{k}.npz"
+        [r, k, f"{_tune_dir(wildcards)}/round_{r}/fold_{k}.npz"]
         for r in range(config["tune"]["rounds"])
         for k in range(config["tune"]["folds"])
     ]
+
+
+def tune_all_states(wildcards):
+    return [path for _, _, path in tune_state_keys(wildcards)]
+
+
+def _chunk_resources(rule, wildcards, attempt):
+    targets = CHUNKS[wildcards.sample][wildcards.chunk]
+    return ws_chunks.chunk_resources(rule, config, SAMPLES[wildcards.sample], len(targets), attempt)
+
+
+def tune_fold_mem_mb(wildcards, attempt):
+    return _chunk_resources("tune_fold", wildcards, attempt)["mem_mb"]
+
+
+def tune_fold_runtime(wildcards, attempt):
+    return _chunk_resources("tune_fold", wildcards, attempt)["runtime"]
+
+
+def fit_final_mem_mb(wildcards, attempt):
+    return _chunk_resources("fit_final", wildcards, attempt)["mem_mb"]
+
+
+def fit_final_runtime(wildcards, attempt):
+    return _chunk_resources("fit_final", wildcards, attempt)["runtime"]
 
 
 def deconvolve_enabled():
@@ -260,36 +311,45 @@ def perturbseq_outputs():
     return out
 
 
-def fit_files(wildcards):
-    return [
-        f"results/fits/{s}/{t}/fit.json"
-        for s, t in sample_targets()
-    ]
+def chunk_of(sample, target):
+    return next(c for c, targets in CHUNKS[sample].items() if target in targets)
 
 
-def fit_params_files(wildcards):
-    """The best_params.json each fit used (inputs of the summary; fit_params_pairs says which is whose)."""
-    return [path for _, _, path in fit_params_pairs()]
+def fit_dirs(wildcards):
+    """Every chunk's fit directory (the summary reads the per-target fit.json files inside)."""
+    return [f"results/fits/{s}/{c}" for s, c in sample_chunks()]
+
+
+def tune_dirs(wildcards):
+    return [f"results/tune/{s}/{c}/targets" for s, c in sample_chunks()]
 
 
 def fit_params_pairs():
-    """[sample, target, best_params.json] per fit: the summary pairs fits and parameters by name, not position."""
-    return [[s, t, f"results/tune/{s}/{t}/best_params.json"] for s, t in sample_targets()]
+    """[sample, target, fit.json, best_params.json] per fit: the summary pairs them by name, not position."""
+    return [
+        [s, t, f"{ws_chunks.fit_dir(s, c, t)}/fit.json", f"{ws_chunks.tune_dir(s, c, t)}/best_params.json"]
+        for s, c in sample_chunks()
+        for t in CHUNKS[s][c]
+    ]
 
 
 def sample_target_names(wildcards):
     return list(SAMPLES[wildcards.sample].targets)
 
 
-def sample_coefficient_files(wildcards):
+def sample_fit_dirs(wildcards):
+    return [f"results/fits/{wildcards.sample}/{c}" for c in CHUNKS[wildcards.sample]]
+
+
+def sample_coefficient_paths(wildcards):
     """Every target's coefficients of one sample, in sample_target_names' order."""
-    return [f"results/fits/{wildcards.sample}/{t}/coefficients.npz" for t in SAMPLES[wildcards.sample].targets]
+    s = wildcards.sample
+    return [f"{ws_chunks.fit_dir(s, chunk_of(s, t), t)}/coefficients.npz" for t in SAMPLES[s].targets]
 
 
 def final_outputs():
-    pairs = sample_targets()
-    out = [f"results/fits/{s}/{t}/coefficients.csv" for s, t in pairs]
-    out += [f"results/report/{s}/{t}/features.tsv" for s, t in pairs]
+    out = [f"results/fits/{s}/{c}" for s, c in sample_chunks()]
+    out += [f"results/report/{s}/{c}" for s, c in sample_chunks()]
     out += [f"results/report/{s}/programmes.tsv" for s in SAMPLES]
     out += ["results/report/summary.tsv"]
     out += [f"results/anndata/{s}.h5ad" for s in SAMPLES]
@@ -302,46 +362,9 @@ def final_outputs():
 
 
 def fit_report_input(wildcards):
-    """The fit (and the sample's .h5ad for a tissue image), and with tuning on its tuning files."""
-    files = {
-        "npz": f"results/fits/{wildcards.sample}/{wildcards.target}/coefficients.npz",
-        "fit": f"results/fits/{wildcards.sample}/{wildcards.target}/fit.json",
-        **tissue_input(wildcards),  # the sample's .h5ad when it carries a tissue image (rules/io_common.smk)
-    }
-    if config["tune"]["enabled"]:
-        files.update(
-            best=f"results/tune/{wildcards.sample}/{wildcards.target}/best_params.json",
-            results=tune_all_results(wildcards),
-            states=tune_all_states(wildcards),
-        )
-    return files
-
-
-def fit_report_tuning_outputs():
-    """The tuning figures exist only when tuning ran."""
-    if not config["tune"]["enabled"]:
-        return {}
+    """The chunk's fits (and the sample's .h5ad for a tissue image), and their tuning directories."""
     return {
-        "history": report(
-            "results/report/{sample}/{target}/tuning_history.png",
-            caption="../report/tuning.rst",
-            category="{sample}",
-            subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "tuning history"},
-        ),
-        "parameters": report(
-            "results/report/{sample}/{target}/tuning_parameters.png",
-            caption="../report/tuning.rst",
-            category="{sample}",
-            subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "CV loss by parameter"},
-        ),
-        "folds": report(
-            "results/report/{sample}/{target}/tuning_folds.png",
-            caption="../report/tuning.rst",
-            category="{sample}",
-            subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "CV fold spread"},
-        ),
-        "trials": "results/report/{sample}/{target}/trials.tsv",
+        "fits": f"results/fits/{wildcards.sample}/{wildcards.chunk}",
+        "tune": f"results/tune/{wildcards.sample}/{wildcards.chunk}/targets",
+        **tissue_input(wildcards),  # the sample's .h5ad when it carries a tissue image (rules/io_common.smk)
     }

@@ -17,7 +17,7 @@ rule deconvolve:
         spec=deconvolve_params,
     log:
         "logs/deconvolve/{sample}.log",
-    threads: 2
+    threads: ws_startup.job_threads(config, 2)
     resources:
         gpu=1,
         mem_mb=8000,
@@ -42,7 +42,7 @@ rule deconvolve_proportions:
         spec=proportions_params,
     log:
         "logs/deconvolve_proportions/{sample}.log",
-    threads: 2
+    threads: ws_startup.job_threads(config, 2)
     resources:
         gpu=1,
         mem_mb=8000,

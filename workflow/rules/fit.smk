@@ -1,22 +1,24 @@
-# The final fit per (sample, target): the expensive step, so it asks for a GPU (profiles route it).
+# The final fits of a chunk of targets of one sample: the expensive step, so it asks for a GPU (profiles route
+# it). One fit directory per target inside the chunk's directory (results/fits/{sample}/{chunk}/{target}/).
 
 
 rule fit_final:
     input:
         data="results/preprocessed/{sample}.npz",
         graph="results/graphs/{sample}.npz",
-        params="results/tune/{sample}/{target}/best_params.json",
+        params="results/tune/{sample}/{chunk}/targets",
     output:
-        coefficients="results/fits/{sample}/{target}/coefficients.csv",
-        npz="results/fits/{sample}/{target}/coefficients.npz",
-        fit="results/fits/{sample}/{target}/fit.json",
+        directory("results/fits/{sample}/{chunk}"),
+    params:
+        targets=chunk_targets,
     log:
-        "logs/fit_final/{sample}/{target}.log",
-    threads: 2
+        "logs/fit_final/{sample}/{chunk}.log",
+    threads: ws_startup.job_threads(config, 2)
     resources:
         gpu=1,
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=fit_final_mem_mb,
+        runtime=fit_final_runtime,
+    retries: 2
     conda:
         "../../envs/s3r-cuda.yaml"
     script:

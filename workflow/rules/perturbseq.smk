@@ -68,7 +68,7 @@ rule perturbseq_fit:
         settings=config["perturbseq"],
     log:
         "logs/perturbseq_fit/{screen}.log",
-    threads: 2
+    threads: ws_startup.job_threads(config, 2)
     resources:
         mem_mb=8000,
         runtime=60,

@@ -1,54 +1,27 @@
 # The report: per (sample, target) figures and tables, and one batch summary table.
 
 
-# Per (sample, target): the fit's report (maps, heatmap by spatial domain, feature table with CV stability,
-# convergence, observed vs fitted, and the tuning evidence when tuning ran). Figures carry an SVG beside the PNG.
+# Per chunk of targets of a sample, one directory per target: the fit's report (maps, heatmap by spatial domain,
+# feature table with CV stability, convergence, observed vs fitted, and the tuning evidence when tuning ran).
+# Figures carry an SVG beside the PNG. One job per chunk, so the job count does not grow with the targets.
 rule fit_report:
     input:
         unpack(fit_report_input),
     output:
-        maps=report(
-            "results/report/{sample}/{target}/coefficient_maps.png",
-            caption="../report/coefficient_maps.rst",
+        report(
+            directory("results/report/{sample}/{chunk}"),
+            patterns=["{target}/{figure}.png"],
+            caption="../report/fit_report.rst",
             category="{sample}",
             subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "coefficient maps"},
+            labels={"sample": "{sample}", "target": "{target}", "figure": "{figure}"},
         ),
-        heatmap=report(
-            "results/report/{sample}/{target}/heatmap.png",
-            caption="../report/heatmap.rst",
-            category="{sample}",
-            subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "heatmap by domain"},
-        ),
-        features=report(
-            "results/report/{sample}/{target}/features.tsv",
-            caption="../report/features.rst",
-            category="{sample}",
-            subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "selected features"},
-        ),
-        convergence=report(
-            "results/report/{sample}/{target}/convergence.png",
-            caption="../report/convergence.rst",
-            category="{sample}",
-            subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "solver convergence"},
-        ),
-        observed=report(
-            "results/report/{sample}/{target}/observed_vs_predicted.png",
-            caption="../report/observed_vs_predicted.rst",
-            category="{sample}",
-            subcategory="{target}",
-            labels={"sample": "{sample}", "target": "{target}", "figure": "observed vs fitted"},
-        ),
-        domains="results/report/{sample}/{target}/domains.tsv",
-        **fit_report_tuning_outputs(),
     params:
+        targets=chunk_targets,
         max_features=config["report"]["max_features"],
         domains_k=config["report"]["domains_k"],
     log:
-        "logs/fit_report/{sample}/{target}.log",
+        "logs/fit_report/{sample}/{chunk}.log",
     conda:
         "../../envs/s3r-cpu.yaml"
     script:
@@ -59,7 +32,7 @@ rule fit_report:
 rule sample_report:
     input:
         unpack(tissue_input),
-        npz=sample_coefficient_files,
+        fits=sample_fit_dirs,
     output:
         domains=report(
             "results/report/{sample}/domains.png",
@@ -95,6 +68,7 @@ rule sample_report:
         summary="results/report/{sample}/coefficient_summary.tsv",
     params:
         targets=sample_target_names,
+        npz=sample_coefficient_paths,
         settings=config["report"],
     log:
         "logs/sample_report/{sample}.log",
@@ -145,8 +119,8 @@ rule deconvolution_report:
 # Per batch: one row per (sample, target), with the tuning's CV loss of the chosen parameters.
 rule summary:
     input:
-        fits=fit_files,
-        params=fit_params_files,
+        fits=fit_dirs,
+        params=tune_dirs,
         graphs=expand("results/graphs/{sample}.json", sample=SAMPLES),
     params:
         pairs=fit_params_pairs(),

@@ -6,7 +6,10 @@
 - :mod:`~s3r.workflow.screens`: the perturb-seq screen sheet and its checks;
 - :mod:`~s3r.workflow.settings`: config (plus a row's overrides) -> library keyword arguments;
 - :mod:`~s3r.workflow.paths`: where the demo rules write;
-- :mod:`~s3r.workflow.jobs`: the screen fit, its figures and the deconvolution jobs.
+- :mod:`~s3r.workflow.jobs`: the screen fit, its figures and the deconvolution jobs;
+- :mod:`~s3r.workflow.startup`: sheet × config × profile checks no schema sees (radius, deconvolution, threads);
+- :mod:`~s3r.workflow.chunks`: targets of a sample in chunks (one job each), job memory and run time by size;
+- :mod:`~s3r.workflow.tuning`: the tuning and final-fit jobs of a chunk (each target its own study).
 
 ``workflow/rules/common.smk`` imports the submodules by name; it must never bind the name ``workflow``,
 which Snakemake already uses.

@@ -18,7 +18,7 @@ from s3r.errors import S3RInputError
 from s3r.workflow.paths import demo_outputs
 from s3r.workflow.sheet import Row, check_name, examples, names_or_file, read_sheet, split_names, suggest
 
-__all__ = ["SHEET_COLUMNS", "SampleSpec", "read_sample_sheet", "check_samples"]
+__all__ = ["SHEET_COLUMNS", "SampleSpec", "read_sample_sheet", "check_samples", "with_proportions"]
 
 # Column -> what it holds; the order is the documented order (config/README.md).
 SHEET_COLUMNS = {
@@ -46,6 +46,9 @@ SHEET_COLUMNS = {
     "graph": "override graph.method",
     "k": "override graph.k",
 }
+# features: obsm:proportions on a sample with 'scores' or 'reference' = the cell-type proportions of its own
+# deconvolution in the same run ("where does composition drive the target?")
+DECONVOLVED = "proportions"
 _NUMERIC_COLUMNS = {"lambda_smooth": float, "alpha": float, "beta": float, "k": int, "bin_size": int}
 _MODEL_OVERRIDES = ("smooth", "lambda_smooth", "alpha", "beta")
 _GRAPH_OVERRIDES = {"graph": "method", "k": "k"}
@@ -68,6 +71,11 @@ class SampleSpec:
     reference: str | None = None
     cell_type_key: str = "cell_type"
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def deconvolved_features(self) -> bool:
+        """True when the features are the proportions this run's deconvolution of the sample writes."""
+        return self.features == f"obsm:{DECONVOLVED}" and bool(self.scores or self.reference)
 
 
 
@@ -102,6 +110,11 @@ def read_sample_sheet(path: str | os.PathLike):
     frame = pd.DataFrame.from_records(records, columns=list(records[0]))
     frame = frame.astype(object).where(frame.notna(), None)
     return frame, lines
+
+
+def _typed(column: str, value):
+    kind = _NUMERIC_COLUMNS.get(column)
+    return value if kind is None else kind(value)
 
 
 def _norm(path: str) -> str:
@@ -306,7 +319,9 @@ def _check_h5ad_sample(row: Row, record: dict, generated: dict, demo_targets: li
             raise row.error("h5ad", f"{path}: .X holds non-numeric values ({dtype}); store numbers in .X")
         if features_value.startswith("obsm:"):
             key = features_value[5:]
-            if key not in info["obsm"]:
+            if key == DECONVOLVED and key not in info["obsm"] and (scores or reference):
+                pass  # made by this run's deconvolution of the sample (rule deconvolve / deconvolve_proportions)
+            elif key not in info["obsm"]:
                 raise row.error(
                     "features", f".obsm key {key!r} not in {path}{suggest(key, info['obsm'])}; keys: {examples(info['obsm'])}"
                 )
@@ -369,8 +384,27 @@ def check_samples(
             raise row.error(
                 "h5ad", "no input; give an .h5ad path in column 'h5ad', a folder in 'spaceranger' or 'xenium', or the reference CSVs in x_csv, y_csv, coords_csv"
             )
-        spec.overrides = {c: record[c] for c in (*_MODEL_OVERRIDES, *_GRAPH_OVERRIDES) if c in record}
+        # typed again: a column with empty cells comes back from the schema validation as floats (k 7 -> 7.0)
+        spec.overrides = {c: _typed(c, record[c]) for c in (*_MODEL_OVERRIDES, *_GRAPH_OVERRIDES) if c in record}
         specs[name] = spec
     return specs
 
 
+
+
+def with_proportions(h5ad: str, proportions_csv: str):
+    """The sample's AnnData with its deconvolution's proportions (spots × cell types) as ``.obsm['proportions']``."""
+    import anndata
+    import pandas as pd
+
+    adata = anndata.read_h5ad(h5ad)
+    table = pd.read_csv(proportions_csv, index_col=0)
+    table.index = [str(s) for s in table.index]
+    spots = [str(s) for s in adata.obs_names]
+    missing = [s for s in spots if s not in set(table.index)]
+    if missing:
+        raise S3RInputError(f"{proportions_csv}: {len(missing)} spot(s) of {h5ad} have no proportions, e.g. {missing[0]!r}; "
+                            f"delete it and rerun the deconvolution")
+    adata.obsm[DECONVOLVED] = table.loc[spots].set_axis(adata.obs_names, axis=0)
+    adata.uns["s3r_input"] = {"matrix": str(h5ad)}
+    return adata

@@ -1,0 +1,130 @@
+"""The workflow at study scale (issue 13): DLPFC 151675 (3,592 spots) × 25 regulators × N target genes, default tuning.
+
+    python benchmarks/workflow_scale.py plan            # snakemake -n job counts for 200 targets
+    python benchmarks/workflow_scale.py run --targets 20  # the local profile end to end, wall time
+    python benchmarks/workflow_scale.py fold --targets 2  # CPU seconds of one chunk fold job and one final fit
+
+Regulators: the nine oligodendrocyte regulators the data README names, then the most variable other genes up to 25;
+targets: genes drawn at random (seed 0) from the rest. Work directories go to benchmarks/out/workflow_scale/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "real" / "dlpfc_151675.h5ad"
+KNOWN = ["MYRF", "OLIG2", "SOX10", "OLIG1", "NKX6-2", "ZNF488", "SOX8", "ST18", "QKI"]
+
+
+def choose_genes(n_targets: int, n_regulators: int = 25, seed: int = 0) -> tuple[list[str], list[str]]:
+    import anndata
+
+    adata = anndata.read_h5ad(DATA, backed="r")
+    genes = [str(g) for g in adata.var_names]
+    X = adata.X[:]
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    adata.file.close()
+    logx = np.log1p(X / X.sum(1, keepdims=True) * 1e4)
+    order = np.argsort(-logx.var(0), kind="stable")
+    regulators = [g for g in KNOWN if g in genes]
+    regulators += [genes[j] for j in order if genes[j] not in regulators][: n_regulators - len(regulators)]
+    rest = [g for g in genes if g not in set(regulators)]
+    targets = list(np.random.default_rng(seed).choice(rest, size=n_targets, replace=False))
+    return regulators, targets
+
+
+def workdir(n_targets: int) -> Path:
+    regulators, targets = choose_genes(n_targets)
+    out = REPO / "benchmarks" / "out" / "workflow_scale" / f"targets_{n_targets}"
+    (out / "config").mkdir(parents=True, exist_ok=True)
+    (out / "targets.txt").write_text("\n".join(targets) + "\n")
+    (out / "config" / "samples.tsv").write_text(
+        "sample\th5ad\ttargets\tfeatures\n" f"dlpfc\t{DATA}\t{out / 'targets.txt'}\t{','.join(regulators)}\n"
+    )
+    config = {"samples": "config/samples.tsv", "tune": {"enabled": True}, "perturbseq": {"enabled": False}}
+    (out / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return out
+
+
+def snakemake(out: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(out), *args]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+    return result, time.perf_counter() - start
+
+
+def job_counts(text: str) -> dict[str, int]:
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", text, re.M)}
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def fold_cost(n_targets: int) -> None:
+    """CPU time (process time, so a shared machine's load inflates it less than wall time) of the work of one
+    round-0 fold job for a chunk of ``n_targets`` targets, and of one final fit, in this process."""
+    import torch
+
+    from s3r import S3R, tune
+    from s3r.graph import build_graph
+    from s3r.preprocess import prepare_h5ad
+    from s3r.workflow.tuning import evaluate_chunk, suggest_chunk
+
+    torch.set_num_threads(1)
+    regulators, targets = choose_genes(n_targets)
+    out = REPO / "benchmarks" / "out" / "workflow_scale" / f"fold_{n_targets}"
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_h5ad(str(DATA), targets=targets, features=regulators, log=open(out / "prepare.log", "w"))
+    graph = build_graph(prepared.coords, "knn", k=7)
+    settings = tune.resolve_config({})
+    suggest_chunk(settings, targets, [], out / "trials.json")
+    wall, cpu = time.perf_counter(), time.process_time()
+    evaluate_chunk(prepared, graph, settings, targets, out / "trials.json", 0, warm_from=[], out=out / "fold_0.json",
+                   state_out=out / "fold_0.npz")
+    fold_wall, fold_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    data = prepared.regression_data(targets[0])
+    import json
+
+    trials = json.loads((out / "fold_0.json").read_text())["targets"][targets[0]]["trials"]
+    best = min((t for t in trials if t["loss"] is not None), key=lambda t: t["loss"])["params"]  # a realistic final fit
+    wall, cpu = time.perf_counter(), time.process_time()
+    S3R(**best).fit(data.X, data.y, data.coords, graph=graph)
+    fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{prepared.X.shape[0]} spots × {prepared.X.shape[1]} regulators; fold job, {n_targets} targets × 10 trials: "
+          f"{fold_cpu:.1f} s CPU ({fold_wall:.1f} s wall); one final fit: {fit_cpu:.1f} s CPU ({fit_wall:.1f} s wall); load {load()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["plan", "run", "fold"])
+    parser.add_argument("--targets", type=int, default=200)
+    args = parser.parse_args()
+    if args.mode == "fold":
+        fold_cost(args.targets)
+        return
+    out = workdir(args.targets)
+    if args.mode == "plan":
+        result, seconds = snakemake(out, "-n")
+        counts = job_counts(result.stdout + result.stderr)
+        print(f"{args.targets} targets: {counts.get('total')} jobs planned ({seconds:.1f} s parse + plan, load {load()}): {counts}")
+        return
+    print(f"start, load {load()}", flush=True)
+    result, seconds = snakemake(out, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--resources", "gpu=0")
+    text = result.stdout + result.stderr
+    (out / "run.log").write_text(text)
+    done = re.findall(r"(\d+) of (\d+) steps", text)
+    print(f"{args.targets} targets: exit {result.returncode}, {seconds:.0f} s wall, jobs {done[-1] if done else '?'}, load at end {load()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The workflow's tuning and fitting jobs for a chunk of targets of one sample (see :mod:`s3r.workflow.chunks`).
+
+Each target keeps its own Optuna study (its own trials.json, results.json and choice, exactly as ``s3r tune``
+makes them); a chunk only puts the targets' documents side by side in one file per step, keyed by target, and
+solves their trials of a round on one fold in one batched program. The chunk's last tuning step writes every
+target's tuning directory in ``s3r tune``'s layout, which the report reads as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from s3r import tune
+from s3r.errors import S3RInputError
+from s3r.io import write_json, write_npz
+
+__all__ = ["CHUNK_FORMAT", "suggest_chunk", "evaluate_chunk", "tell_chunk", "select_chunk", "fit_chunk", "write_config_params"]
+
+CHUNK_FORMAT = "s3r-tune-chunk/1"  # {"format", "round", "targets": {target: the per-target document}}
+
+
+def _read_chunk(path) -> dict:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise S3RInputError(f"{path}: cannot read this tuning file ({err}); delete it and rerun the job that wrote it") from None
+    if doc.get("format") != CHUNK_FORMAT:
+        raise S3RInputError(f"{path}: not a chunk tuning file (format {doc.get('format')!r}); delete it and rerun")
+    return doc
+
+
+def _targets_of(doc: dict, targets: list[str], path) -> dict:
+    missing = [t for t in targets if t not in doc["targets"]]
+    if missing:
+        raise S3RInputError(f"{path}: no entry for target {missing[0]!r}; the chunk's targets changed, delete results/tune and rerun")
+    return doc["targets"]
+
+
+def suggest_chunk(settings: dict, targets: list[str], previous: list, out) -> dict:
+    """Each target's next batch of trials from its own earlier rounds (``tune.suggest`` per target)."""
+    earlier = [_targets_of(_read_chunk(p), targets, p) for p in previous]
+    docs = {t: tune.suggest(settings, [e[t] for e in earlier]) for t in targets}
+    doc = {"format": CHUNK_FORMAT, "round": len(previous), "targets": docs}
+    write_json(doc, out)
+    return doc
+
+
+def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, fold: int, *, warm_from: list, out, state_out,
+                   device: str = "cpu") -> dict:
+    """Every target's trials of one round on one fold, solved together (``tune.evaluate_fold_targets``).
+
+    ``prepared``: the sample's PreparedSample; ``graph``: the graph rule ``graph`` wrote (not rebuilt here).
+    The states of all targets go to one .npz, keys prefixed ``t<i>.`` by the target's place in the chunk.
+    """
+    config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
+    docs = _targets_of(_read_chunk(trials), targets, trials)
+    problems = {t: tune.make_problem(prepared.regression_data(t), config, prepared.offset, graph=graph) for t in targets}
+    warm = {t: [tune._read_states(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets)}
+    results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm)
+    arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in states[t].items()}
+    write_npz(state_out, **arrays)
+    doc = {"format": CHUNK_FORMAT, "round": next(iter(docs.values()))["round"], "fold": int(fold), "targets": results}
+    write_json(doc, out)
+    return doc
+
+
+def tell_chunk(trials, folds: list, targets: list[str], out) -> dict:
+    """Mean and spread of each target's held-out losses over the folds (``tune.tell`` per target)."""
+    docs = _targets_of(_read_chunk(trials), targets, trials)
+    fold_docs = [_targets_of(_read_chunk(f), targets, f) for f in folds]
+    results = {t: tune.tell(docs[t], [f[t] for f in fold_docs]) for t in targets}
+    doc = {"format": CHUNK_FORMAT, "round": next(iter(docs.values()))["round"], "targets": results}
+    write_json(doc, out)
+    return doc
+
+
+def select_chunk(settings: dict, model: dict, targets: list[str], results: list, states: dict, sample: str, out_dir) -> None:
+    """Each target's choice and its tuning directory in ``s3r tune``'s layout (``out_dir/<target>/``).
+
+    ``states``: {(round, fold): path of the chunk's fold_<k>.npz}. Only the chosen trial's fold solutions are
+    copied into the target's round_r/fold_k.npz: the report counts in how many folds each feature was selected;
+    the chunk's full states (every trial of every target) are temporary and go once this step has run.
+    """
+    from s3r.artifacts import write_params
+
+    rounds = [_targets_of(_read_chunk(p), targets, p) for p in results]
+    for i, target in enumerate(targets):
+        docs = [r[target] for r in rounds]
+        chosen = tune.select(docs, settings)
+        where = Path(out_dir) / target
+        for r, doc in enumerate(docs):
+            write_json(doc, where / f"round_{r}" / "results.json")
+        for (r, k), path in sorted(states.items()):
+            state = tune._read_states(path, f"t{i}.")
+            keep = np.flatnonzero(state["numbers"] == chosen["trial"])
+            if keep.size:
+                write_npz(where / f"round_{r}" / f"fold_{k}.npz", numbers=state["numbers"][keep], W=state["W"][:, keep, :])
+        tune.write_tables(docs, where)
+        tune.export_study(docs, settings, where / "study.journal")
+        params = {**model, **{name: chosen[name] for name in tune.PARAM_NAMES}}
+        write_params(where / "best_params.json", params, source="tune", tuning=chosen, sample=sample, target=target)
+
+
+def write_config_params(settings: dict, targets: list[str], sample: str, out_dir) -> None:
+    """Without tuning: every target's parameter file from config 'model' and the sample's overrides."""
+    from s3r.artifacts import write_params
+
+    for target in targets:
+        write_params(Path(out_dir) / target / "best_params.json", dict(settings), source="config", sample=sample, target=target)
+
+
+_FIT_EXTRA = ("effect_found", "verdict", "warnings", "null_cv_loss", "trend_cv_loss", "cv_loss")
+
+
+def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sample: str, device: str, inputs: dict, log=None) -> None:
+    """The final fit of every target of a chunk (the tuned or configured parameters), one fit directory each."""
+    from s3r import S3R
+    from s3r.artifacts import read_params_file
+    from s3r.counts import describe
+    from s3r.results import write_fit
+
+    for target in targets:
+        chosen = read_params_file(Path(params_dir) / target / "best_params.json")
+        data = prepared.regression_data(target)
+        if log is not None:
+            print(f"{sample}/{target}: {data.n_spots} spots, {data.n_features} features, device {device}", file=log, flush=True)
+        model = S3R(**chosen["params"], device=device, verbose=log is not None)
+        model.fit(data.X, data.y, data.coords, covariates=data.covariates, graph=graph, offset=prepared.offset)
+        tuning = chosen["tuning"] or {}
+        write_fit(
+            Path(out_dir) / target, model, data,
+            params={"sample": sample, "params_source": chosen["source"] or "unknown", **{k: tuning[k] for k in _FIT_EXTRA if k in tuning}},
+            inputs=inputs, offset=prepared.offset, normalisation=describe(prepared.info),
+        )
+        if log is not None:
+            print(model.report_, file=log, flush=True)
