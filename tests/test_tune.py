@@ -60,7 +60,7 @@ def result_files(out: Path) -> list[Path]:
 
 def test_config_defaults_and_errors():
     config = tune.resolve_config()
-    assert config["n_trials"] == 30 and config["folds"] == 5 and config["fold_scheme"] == "blocks"
+    assert config["n_trials"] == 30 and config["folds"] == 5 and config["fold_scheme"] == "random"
     assert config["space"]["alpha"] == {"low": 1e-4, "high": 1.0, "log": True, "relative": True}
     assert config["selection"] == "one_se"
     # a range given as low/high alone is absolute (configurations written before relative ranges keep their meaning)
