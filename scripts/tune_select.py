@@ -8,5 +8,6 @@ from s3r.workflow.tuning import select_chunk  # noqa: E402
 
 select_chunk(
     dict(snakemake.params.settings), dict(snakemake.params.model), list(snakemake.params.targets), list(snakemake.input.results),
-    {(int(r), int(k)): path for r, k, path in snakemake.params.states}, snakemake.wildcards.sample, snakemake.output[0],
+    {(int(r), int(k)): path for r, k, path in snakemake.params.states}, snakemake.wildcards.sample, snakemake.output.targets,
+    trials_table=snakemake.output.trials,
 )

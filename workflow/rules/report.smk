@@ -10,7 +10,7 @@ rule fit_report:
     output:
         report(
             directory("results/report/{sample}/{chunk}"),
-            patterns=["{target}/{figure}.png"],
+            patterns=["{target}/{figure}.png", "{target}/{figure}.tsv"],
             caption="../report/fit_report.rst",
             category="{sample}",
             subcategory="{target}",

@@ -74,7 +74,13 @@ if config["tune"]["enabled"]:
             results=tune_all_results,
             states=tune_all_states,
         output:
-            directory("results/tune/{sample}/{chunk}/targets"),
+            targets=directory("results/tune/{sample}/{chunk}/targets"),
+            trials=report(
+                "results/tune/{sample}/{chunk}/trials.tsv",
+                caption="../report/trials.rst",
+                category="Tuning",
+                labels={"sample": "{sample}", "targets": "{chunk}", "table": "trials"},
+            ),
         params:
             settings=tune_settings,
             model=model_params,

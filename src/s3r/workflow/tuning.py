@@ -78,8 +78,10 @@ def tell_chunk(trials, folds: list, targets: list[str], out) -> dict:
     return doc
 
 
-def select_chunk(settings: dict, model: dict, targets: list[str], results: list, states: dict, sample: str, out_dir) -> None:
-    """Each target's choice and its tuning directory in ``s3r tune``'s layout (``out_dir/<target>/``).
+def select_chunk(settings: dict, model: dict, targets: list[str], results: list, states: dict, sample: str, out_dir,
+                 trials_table=None) -> None:
+    """Each target's choice and its tuning directory in ``s3r tune``'s layout (``out_dir/<target>/``); with
+    ``trials_table``, every target's trials.tsv in one table (a ``target`` column first) for the report.
 
     ``states``: {(round, fold): path of the chunk's fold_<k>.npz}. Only the chosen trial's fold solutions are
     copied into the target's round_r/fold_k.npz: the report counts in how many folds each feature was selected;
@@ -103,6 +105,14 @@ def select_chunk(settings: dict, model: dict, targets: list[str], results: list,
         tune.export_study(docs, settings, where / "study.journal")
         params = {**model, **{name: chosen[name] for name in tune.PARAM_NAMES}}
         write_params(where / "best_params.json", params, source="tune", tuning=chosen, sample=sample, target=target)
+    if trials_table is not None:
+        import pandas as pd
+
+        from s3r.io import write_csv
+
+        tables = [pd.read_csv(Path(out_dir) / t / "trials.tsv", sep="\t").assign(target=t) for t in targets]
+        table = pd.concat(tables, ignore_index=True)
+        write_csv(table[["target", *[c for c in table.columns if c != "target"]]], trials_table, sep="\t", index=False)
 
 
 def write_config_params(settings: dict, targets: list[str], sample: str, out_dir) -> None:
