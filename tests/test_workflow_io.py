@@ -128,5 +128,5 @@ def test_workflow_end_to_end_from_a_xenium_folder(tmp_path):
     out = anndata.read_h5ad(workdir / "results" / "anndata" / "xen.h5ad")
     assert out.n_obs == 800 and list(out.obsm[f"s3r_{TARGET}"].columns) == FEATURES
     np.testing.assert_array_equal(out.obsm["spatial"], np.asarray(adata.obsm["spatial"]) * 2.5)
-    report = json.loads((workdir / "results" / "fits" / "xen" / TARGET / "fit.json").read_text())
+    report = json.loads((workdir / "results" / "fits" / "xen" / "c0" / TARGET / "fit.json").read_text())
     assert report["normalisation"]["counts_detected"] and report["normalisation"]["policy"] == "auto"
