@@ -276,6 +276,23 @@ def gram_fista(H, c, U, lam, l1_ratio, pf, free, scale, *, tol, max_iter):
     return x, it
 
 
+def _armijo(objective, F0, model_dec):
+    """Batched backtracking from t = 1: halve t per problem until objective(t) ≤ F0 + ARMIJO·t·model_dec.
+    Returns (t, accepted, F(t)); t = 0 where no descent was found (numerically at the optimum)."""
+    t = torch.ones_like(F0)
+    accepted = torch.zeros(F0.shape, dtype=torch.bool, device=F0.device)
+    Fnew = F0.clone()
+    for _ in range(MAX_HALVINGS):
+        F_t = objective(t)
+        ok = (~accepted) & torch.isfinite(F_t) & (F_t <= F0 + ARMIJO * t * model_dec + 1e-13 * F0.abs())
+        Fnew = torch.where(ok, F_t, Fnew)
+        accepted |= ok
+        if bool(accepted.all()):
+            break
+        t = torch.where(accepted, t, t / 2)
+    return torch.where(accepted, t, torch.zeros_like(t)), accepted, Fnew
+
+
 def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max_outer=50, max_sweeps=2000):
     """One point of the path for every response: returns (U, info) with objective, iterations, converged."""
     B, q = U0.shape
@@ -330,23 +347,12 @@ def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max
         newton = torch.einsum("bi,bij,bj->b", delta, Hs, delta)
         Xd = P.Xa @ delta.T
         F0 = F[act]
-        t = torch.ones_like(la)
-        accepted = torch.zeros_like(converged[act])
-        Fnew = F0.clone()
-        for _ in range(MAX_HALVINGS):
-            e_t = ea + t * Xd
-            F_t = P.datafit(e_t, idx) + penalty(Ua + t.unsqueeze(1) * delta, la, l1_ratio, pf)
-            ok = (~accepted) & torch.isfinite(F_t) & (F_t <= F0 + ARMIJO * t * model_dec + 1e-13 * F0.abs())
-            Fnew = torch.where(ok, F_t, Fnew)
-            accepted |= ok
-            if bool(accepted.all()):
-                break
-            t = torch.where(accepted, t, t / 2)
-        t = torch.where(accepted, t, torch.zeros_like(t))  # no descent possible: we are at the optimum numerically
+        t, accepted, Fnew = _armijo(lambda t: P.datafit(ea + t * Xd, idx) + penalty(Ua + t.unsqueeze(1) * delta, la, l1_ratio, pf),
+                                    F0, model_dec)
         Ua = Ua + t.unsqueeze(1) * delta
         U[act] = Ua
         F[act] = torch.where(accepted, Fnew, F0)
-        ea_new = e_t if bool((t == 1).all()) else ea + t * Xd  # full steps everywhere (the usual case): the trial is the new η
+        ea_new = ea + t * Xd
         if full:
             eta = ea_new
         else:
@@ -382,19 +388,12 @@ def _solve_sums(P: Problem, lam, l1_ratio, U, free, scale, *, tol, max_outer, ma
         model_dec = (grad * delta).sum(-1) + penalty(Un, la, l1_ratio, pf) - pen0
         newton = torch.einsum("bi,bij,bj->b", delta, Hs, delta)
         F0 = F[act]
-        t = torch.ones_like(la)
-        accepted = torch.zeros_like(converged[act])
-        Fnew = F0.clone()
-        for _ in range(MAX_HALVINGS):
+
+        def objective(t):
             Ut = Ua + t.unsqueeze(1) * delta
-            F_t = sums.value(Ut, idx) + penalty(Ut, la, l1_ratio, pf)
-            ok = (~accepted) & torch.isfinite(F_t) & (F_t <= F0 + ARMIJO * t * model_dec + 1e-13 * F0.abs())
-            Fnew = torch.where(ok, F_t, Fnew)
-            accepted |= ok
-            if bool(accepted.all()):
-                break
-            t = torch.where(accepted, t, t / 2)
-        t = torch.where(accepted, t, torch.zeros_like(t))
+            return sums.value(Ut, idx) + penalty(Ut, la, l1_ratio, pf)
+
+        t, accepted, Fnew = _armijo(objective, F0, model_dec)
         U[act] = Ua + t.unsqueeze(1) * delta
         F[act] = torch.where(accepted, Fnew, F0)
         iters[act] += 1
