@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from s3r.artifacts import VERDICT_KEYS as CV_KEYS
 from s3r.io import atomic_path
 
 __all__ = ["input_anndata", "anndata_from_prepared", "attach_fit", "write_results_h5ad"]
@@ -106,8 +107,6 @@ def write_results_h5ad(adata, path) -> Path:
         adata.write_h5ad(tmp)
     return path
 
-
-CV_KEYS = ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss", "trend_cv_loss")
 
 
 def sample_anndata(*, prepared_path, fit_jsons, params_jsons=(), h5ad=None, domains_tsv=None):

@@ -26,6 +26,10 @@ DECONV_SUMMARY = "deconvolve.json"  # the deconvolution's JSON summary, from `s3
 _TUNING_MARKERS = ("trial", "cv_loss")
 
 
+# what a fit carries over from its tuning: the verdict in words, its numbers and the range warnings
+VERDICT_KEYS = ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss", "trend_cv_loss")
+
+
 def write_params(path, params: dict[str, Any], *, source: str, tuning: dict | None = None, sample: str | None = None,
                  target: str | None = None) -> dict[str, Any]:
     """Write the parameter file (schema above) atomically and return the document."""

@@ -53,10 +53,10 @@ def tuning_verdict(path) -> dict:
     """What the tuning behind --params concluded (effect found or not, in words), for fit.json and the report."""
     if not path:
         return {}
-    from s3r.artifacts import read_params_file
+    from s3r.artifacts import VERDICT_KEYS, read_params_file
 
     tuned = read_params_file(path)["tuning"] or {}
-    return {key: tuned[key] for key in ("effect_found", "verdict", "warnings", "cv_loss", "null_cv_loss", "trend_cv_loss") if key in tuned}
+    return {key: tuned[key] for key in VERDICT_KEYS if key in tuned}
 
 
 def run(args) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from s3r import tune
+from s3r.artifacts import VERDICT_KEYS
 from s3r.errors import S3RInputError
 from s3r.io import write_json, write_npz
 
@@ -123,7 +124,6 @@ def write_config_params(settings: dict, targets: list[str], sample: str, out_dir
         write_params(Path(out_dir) / target / "best_params.json", dict(settings), source="config", sample=sample, target=target)
 
 
-_FIT_EXTRA = ("effect_found", "verdict", "warnings", "null_cv_loss", "trend_cv_loss", "cv_loss")
 
 
 def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sample: str, device: str, inputs: dict, log=None) -> None:
@@ -143,7 +143,7 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
         tuning = chosen["tuning"] or {}
         write_fit(
             Path(out_dir) / target, model, data,
-            params={"sample": sample, "params_source": chosen["source"] or "unknown", **{k: tuning[k] for k in _FIT_EXTRA if k in tuning}},
+            params={"sample": sample, "params_source": chosen["source"] or "unknown", **{k: tuning[k] for k in VERDICT_KEYS if k in tuning}},
             inputs=inputs, offset=prepared.offset, normalisation=describe(prepared.info),
         )
         if log is not None:
