@@ -84,6 +84,14 @@ def test_all_targets_and_target_file(inputs):
     assert specs["h1"].targets == ["g3", "g4", "t1", "t2"]
 
 
+def test_a_long_target_list_is_a_list_not_a_file_name(inputs):
+    """Hundreds of targets make a value longer than any file name; it used to end in OSError 'File name too long'."""
+    from s3r.workflow.sheet import Row, names_or_file
+
+    names = [f"GENE{i:04d}-AS1" for i in range(400)]
+    assert names_or_file(Row("s.tsv", 2, "h1"), "targets", ",".join(names)) == names
+
+
 def test_comments_blank_lines_and_overrides(inputs):
     Path("s.tsv").write_text("# my samples\n" + "\t".join(HEADER) + "\n\n" + "\t".join(csv_row(alpha="0.5")) + "\n")
     frame, lines = read_sample_sheet("s.tsv")

@@ -54,9 +54,19 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or bool(re.search(r"\.(txt|tsv|csv|list)$", value))
 
 
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except OSError:  # a name too long for the file system is not a file
+        return False
+
+
 def names_or_file(row: Row, column: str, value: str) -> list[str]:
-    """A comma-separated list, or a file with one name per line (blank lines and '#' comments skipped)."""
-    if Path(value).is_file():
+    """A comma-separated list, or a file with one name per line (blank lines and '#' comments skipped).
+
+    A value with a comma is always a list: asking the file system about it would fail for long lists (hundreds of
+    targets make a "file name" longer than the system allows)."""
+    if "," not in value and _is_file(value):
         with open(value, encoding="utf-8") as fh:
             names = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
         if not names:
