@@ -1,0 +1,49 @@
+"""Cross-validated tuning of λ, α, β in synchronous rounds: suggest → evaluate each fold → tell → select.
+
+Every step reads and writes small JSON files, so a workflow can run each as a separate job (one job per
+fold, on a GPU) and ``run_search`` can run the same steps in one process. No database is shared by concurrent
+jobs: the result files are the record, and ``suggest`` rebuilds the Optuna study from them in trial-number
+order with a sampler seeded from (seed, number of trials), which makes the proposals reproducible.
+The finished study is exported once to an Optuna journal file for ``optuna-dashboard``.
+
+Files (``DIR/round_{r}/``): ``trials.json`` (suggest), ``fold_{k}.json`` and ``fold_{k}.npz`` (evaluate_fold:
+losses, and the solutions later rounds warm-start from), ``results.json`` (tell); then ``best_params.json``
+(select), ``trials.tsv``, ``fold_scores.tsv`` and ``study.journal``. See docs/CONTRACT.md, "s3r.tune".
+
+The package: ``space`` (configuration, defaults, search space), ``study`` (suggest, the Optuna journal),
+``evaluate`` (one fold's losses, tell), ``selection`` (select and the verdict), ``files`` (reading round files,
+fold states and warm starts, the TSV tables), ``search`` (run_search). Every name is importable from ``s3r.tune``.
+"""
+
+from __future__ import annotations
+
+from s3r.tune.evaluate import evaluate_fold, evaluate_fold_targets, make_folds, make_problem, tell
+from s3r.tune.files import _read_states, round_dir, write_tables  # _read_states: the workflow's chunk jobs
+from s3r.tune.search import default_workers, run_search
+from s3r.tune.selection import EDGE, NO_EFFECT, _edge_warnings, select  # _edge_warnings: the tests
+from s3r.tune.space import DEFAULT_CONFIG, FORMAT, PARAM_NAMES, SELECTIONS, absolute_params, resolve_config, round_sizes
+from s3r.tune.study import export_study, suggest
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "PARAM_NAMES",
+    "resolve_config",
+    "round_sizes",
+    "suggest",
+    "evaluate_fold",
+    "evaluate_fold_targets",
+    "tell",
+    "select",
+    "export_study",
+    "write_tables",
+    "run_search",
+    "round_dir",
+    "SELECTIONS",
+    "FORMAT",
+    "EDGE",
+    "NO_EFFECT",
+    "absolute_params",
+    "default_workers",
+    "make_folds",
+    "make_problem",
+]

@@ -1,0 +1,199 @@
+"""A round's work: every trial's held-out loss on one fold (evaluate), then their mean and spread over the folds (tell)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from s3r import cv
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData, write_json, write_npz
+from s3r.tune.files import _nearest_warm_start, _read_json, _read_states
+from s3r.tune.space import FORMAT, PARAM_NAMES, _log_params, _relative, absolute_params, resolve_config
+
+
+def make_problem(data: RegressionData, config: dict, offset=None, graph=None) -> cv.CVProblem:
+    """``offset`` (n,): log library size or another fixed part of log μ for the count families; ``graph``: a
+    spot graph already built for these spots (the workflow's graph file), else built from the model settings."""
+    from s3r.problem import assemble
+
+    config = resolve_config(config)
+    return assemble(data.X, data.y, data.coords, model=config["model"], covariates=data.covariates, offset=offset, graph=graph,
+                    dtype=config["solver"]["dtype"], device=config["solver"]["device"])
+
+
+def make_folds(coords, config: dict) -> np.ndarray:
+    config = resolve_config(config)
+    return cv.make_folds(coords, config["folds"], config["fold_scheme"], seed=config["seed"], blocks_per_fold=config["blocks_per_fold"])
+
+
+def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from: Sequence = (), state_out=None, problem: cv.CVProblem | None = None,
+                  offset=None, scales: dict | None = None) -> dict:
+    """Held-out loss of every trial in a round on one fold, solved as one batch.
+
+    ``data`` is a RegressionData (or pass a prebuilt ``problem``); ``trials`` a trials.json (path or dict);
+    ``warm_from`` the state files (fold_{k}.npz) this fold wrote in earlier rounds: each trial starts from the
+    earlier solution nearest to it in log-parameter space, which is deterministic and involves no other job.
+    The solutions go to ``state_out`` (default: ``out`` with suffix .npz) for the next rounds.
+    """
+    config = resolve_config(config)
+    if problem is None:
+        problem = make_problem(data, config, offset)
+    stores = [_read_states(path) for path in warm_from]
+    result, states = evaluate_fold_targets({"": problem}, config, {"": trials}, fold, warm={"": stores}, scales={"": scales})
+    if out is not None or state_out is not None:
+        write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), **states[""])
+    if out is not None:
+        write_json(result[""], out)
+    return result[""]
+
+
+def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int, *, warm: dict | None = None,
+                          scales: dict | None = None) -> tuple[dict, dict]:
+    """:func:`evaluate_fold` for several targets of one sample in one batched solve (``cv.solve_fold_targets``).
+
+    Every mapping is keyed by target: ``problems`` (sharing the design), ``trials`` (each target's own study's
+    trials.json doc), ``warm`` (each target's earlier state dicts on this fold, as :func:`_read_states` gives),
+    ``scales`` (natural scales, computed when missing). Returns (fold results, state arrays) by target; the
+    results are what :func:`evaluate_fold` writes, so :func:`tell` and :func:`select` work on them unchanged.
+    """
+    config = resolve_config(config)
+    names = list(problems)
+    folds = make_folds(problems[names[0]].coords, config)
+    fold = int(fold)
+    if not 0 <= fold < config["folds"]:
+        raise S3RInputError(f"fold must be in 0..{config['folds'] - 1}; got {fold}")
+    solver = config["solver"]
+    plans = {}
+    for name in names:
+        problem, doc = problems[name], trials[name] if isinstance(trials[name], dict) else _read_json(trials[name])
+        scale = (scales or {}).get(name)
+        if scale is None and _relative(config):  # deterministic from the data: every fold job computes the same
+            scale = problem.natural_scales()
+        entries = doc["trials"]
+        search = [t.get("search") or t["params"] for t in entries]
+        params = [absolute_params(config, t.get("search", t.get("params", {})), scale) for t in entries]
+        start, sources = None, [None] * len(entries)
+        stores = (warm or {}).get(name) or []
+        if solver["warm_start"] and stores:
+            start, sources = _nearest_warm_start(search, stores, config)
+            expected = (problem.n_spots, problem.X.shape[1])
+            if (start["W"].shape[0], start["W"].shape[2]) != expected:
+                raise S3RInputError(f"warm-start states of target {name!r} are for another problem ({start['W'].shape[0]} × "
+                                    f"{start['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
+        plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale}
+    solutions = cv.solve_fold_targets(
+        [problems[name] for name in names], [plans[name]["params"] for name in names], folds, fold, tol=solver["tol"],
+        max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=[plans[name]["warm"] for name in names],
+        batch=int(solver["batch"]),
+    )
+    results, states = {}, {}
+    for name, solution in zip(names, solutions):
+        results[name], states[name] = _fold_record(problems[name], config, plans[name], solution, folds, fold)
+    return results, states
+
+
+def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) -> tuple[dict, dict]:
+    """One target's fold result (losses, convergence, map sizes, the null model) and its warm-start state."""
+    doc, params, entries, solver = plan["doc"], plan["params"], plan["doc"]["trials"], config["solver"]
+    losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
+    pieces = cv.map_pieces(problem, solution.W)
+    held = cv.heldout_mask(folds, fold)
+    result = {
+        "format": FORMAT,
+        "round": doc["round"],
+        "fold": fold,
+        "n_heldout": int(held.sum()),
+        "n_scored": int(cv.scored_spots(problem.y, held, problem.mask_zero_response).sum()),
+        "seconds": solution.seconds,
+        "family": problem.family,
+        "theta": problem.theta,
+        "scales": plan["scales"],
+        "null_loss": cv.null_loss(problem, folds, fold),
+        # the trend yardstick once per tuning (round 0): it does not depend on the trials
+        "trend_losses": cv.trend_losses(problem, folds, fold, config["predictor"], k=config["model"]["k"], tol=solver["tol"],
+                                        max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]))
+        if problem.gaussian and int(doc["round"]) == 0 else None,
+        "trials": [
+            {
+                "number": t["number"],
+                "params": params[b],
+                "loss": float(loss) if np.isfinite(loss) else None,
+                "converged": bool(solution.converged[b]),
+                "iterations": int(solution.iterations[b]),
+                "pieces": int(pieces[b]),
+                "warm_from": plan["sources"][b],
+            }
+            for b, (t, loss) in enumerate(zip(entries, losses))
+        ],
+    }
+    state = {"numbers": np.array([t["number"] for t in entries]), "log_params": _log_params(plan["search"], config), "W": solution.W,
+             "data_dual": solution.data_dual, "step": solution.step}
+    if solution.gamma is not None:
+        state["gamma"] = solution.gamma
+    return result, state
+
+
+# -- tell ------------------------------------------------------------------------------------------------
+def tell(trials, fold_results: Sequence, out=None) -> dict:
+    """Mean and spread of the held-out loss per trial over the folds; a trial failing on any fold fails."""
+    doc = trials if isinstance(trials, dict) else _read_json(trials)
+    folds = [f if isinstance(f, dict) else _read_json(f) for f in fold_results]
+    folds.sort(key=lambda f: f["fold"])
+    if len({f["fold"] for f in folds}) != len(folds):
+        raise S3RInputError("tell got the same fold twice; pass one fold_{k}.json per fold")
+    numbers = [t["number"] for t in doc["trials"]]
+    for f in folds:
+        if f["round"] != doc["round"] or [t["number"] for t in f["trials"]] != numbers:
+            raise S3RInputError(f"fold {f['fold']} results are for other trials than round {doc['round']}'s trials.json; rerun that fold")
+    k = len(folds)
+    recorded = []
+    for b, trial in enumerate(doc["trials"]):
+        losses = [f["trials"][b]["loss"] for f in folds]
+        ok = all(loss is not None and math.isfinite(loss) for loss in losses)
+        values = np.array(losses, dtype=np.float64) if ok else None
+        std = float(values.std(ddof=1)) if ok and k > 1 else None
+        params = folds[0]["trials"][b].get("params") or trial["params"] if folds else trial["params"]
+        recorded.append({
+            "number": trial["number"],
+            "round": doc["round"],
+            "params": params,
+            "search": trial.get("search") or {name: params[name] for name in PARAM_NAMES},
+            "state": "COMPLETE" if ok else "FAIL",
+            "value": float(values.mean()) if ok else None,
+            "std": std,
+            "se": std / math.sqrt(k) if std is not None else None,
+            "fold_losses": losses,
+            "converged": [f["trials"][b]["converged"] for f in folds],
+            "iterations": [f["trials"][b]["iterations"] for f in folds],
+            "pieces": _mean_or_none([f["trials"][b].get("pieces") for f in folds]),
+        })
+    result = {"format": FORMAT, "round": doc["round"], "folds": [f["fold"] for f in folds], "distributions": doc["distributions"], "trials": recorded}
+    null = [f.get("null_loss") for f in folds]
+    if folds and all(v is not None and math.isfinite(v) for v in null):
+        values = np.array(null, dtype=np.float64)
+        result["null"] = {"value": float(values.mean()), "se": float(values.std(ddof=1) / math.sqrt(k)) if k > 1 else None, "fold_losses": null}
+    trend = [f.get("trend_losses") for f in folds]
+    if folds and all(t is not None for t in trend):
+        result["trend"] = _trend_summary(np.array(trend, dtype=np.float64))
+    if folds and folds[0].get("scales") is not None:
+        result["scales"] = folds[0]["scales"]
+    if out is not None:
+        write_json(result, out)
+    return result
+
+
+def _trend_summary(losses: np.ndarray) -> dict:
+    """(folds, path) held-out losses of the spatial trend → its best point on the path, as the null is recorded."""
+    k = losses.shape[0]
+    means = losses.mean(axis=0)
+    i = int(np.nanargmin(means))
+    return {"lambda_relative": list(cv.TREND_LAMBDAS), "values": means.tolist(), "value": float(means[i]),
+            "se": float(losses[:, i].std(ddof=1) / math.sqrt(k)) if k > 1 else None, "fold_losses": losses[:, i].tolist()}
+
+
+def _mean_or_none(values: list) -> float | None:
+    return float(np.mean(values)) if values and all(v is not None for v in values) else None

@@ -1,0 +1,91 @@
+"""The round files a tuning leaves: JSON records, the fold-state files later rounds warm-start from, the TSV tables."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from s3r.errors import S3RInputError
+from s3r.io import write_csv
+from s3r.tune.space import _log_params
+
+
+def round_dir(out_dir, r: int) -> Path:
+    return Path(out_dir) / f"round_{r}"
+
+
+def _read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise S3RInputError(f"{path}: tuning file not found; run the step that writes it first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise S3RInputError(f"{path}: not valid JSON (line {err.lineno}): {err.msg}; delete it and rerun that step") from None
+
+
+def _load_results(results: Sequence) -> list[dict]:
+    """Every recorded trial from results.json files (or already-loaded dicts), sorted by trial number."""
+    trials = []
+    for item in results:
+        doc = item if isinstance(item, dict) else _read_json(item)
+        trials.extend(doc["trials"])
+    trials.sort(key=lambda t: t["number"])
+    numbers = [t["number"] for t in trials]
+    if numbers != list(range(len(numbers))):
+        raise S3RInputError(f"tuning results do not hold trials 0..{len(numbers) - 1} exactly once (got {numbers[:10]}...); pass every earlier round's results.json")
+    return trials
+
+
+_NPZ_LOCK = threading.Lock()
+
+
+def _read_states(path, prefix: str = "") -> dict:
+    """The numeric arrays of a fold state file (those whose key starts with ``prefix``, prefix removed)."""
+    # one reader at a time: numpy parses .npy headers with ast.literal_eval, and CPython 3.11's parser is not
+    # thread-safe ("AST constructor recursion depth mismatch", seen when run_search reads folds in threads)
+    with _NPZ_LOCK, np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
+        return {key[len(prefix):]: z[key] for key in z.files if key.startswith(prefix) and z[key].dtype != object}
+
+
+def _nearest_warm_start(params: list[dict], stores: Sequence[dict], config: dict) -> tuple[dict, list]:
+    """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number);
+    ``stores``: the state dicts this fold wrote in earlier rounds (:func:`_read_states`)."""
+    numbers = np.concatenate([s["numbers"] for s in stores])
+    points = np.concatenate([s["log_params"] for s in stores])
+    order = np.argsort(numbers, kind="stable")
+    target = _log_params(params, config)
+    dist = ((target[:, None, :] - points[None, order, :]) ** 2).sum(-1)
+    pick = order[np.argmin(dist, axis=1)]  # argmin takes the first (lowest number) on ties
+
+    def gather(key, axis):
+        if any(key not in s for s in stores):
+            return None
+        return np.take(np.concatenate([s[key] for s in stores], axis=axis), pick, axis=axis)
+
+    warm = {"W": gather("W", 1), "data_dual": gather("data_dual", 1), "step": gather("step", 0), "gamma": gather("gamma", 0)}
+    return warm, [int(numbers[i]) for i in pick]
+
+
+def write_tables(results: Sequence, out_dir) -> tuple[Path, Path]:
+    """trials.tsv (one row per trial) and fold_scores.tsv (one row per trial and fold)."""
+    trials = _load_results(results)
+    out_dir = Path(out_dir)
+    rows, fold_rows = [], []
+    for t in trials:
+        rows.append({
+            "number": t["number"], "round": t["round"], **t["params"], **{f"{k}_search": v for k, v in (t.get("search") or {}).items()},
+            "state": t["state"], "cv_loss": t["value"],
+            "cv_std": t["std"], "cv_se": t["se"], "all_converged": all(t["converged"]), "max_iterations": max(t["iterations"]),
+            "map_pieces": t.get("pieces"),
+        })
+        for fold, loss, conv, its in zip(range(len(t["fold_losses"])), t["fold_losses"], t["converged"], t["iterations"]):
+            fold_rows.append({"number": t["number"], "fold": fold, "loss": loss, "converged": conv, "iterations": its})
+    write_csv(pd.DataFrame(rows), out_dir / "trials.tsv", sep="\t", index=False)
+    write_csv(pd.DataFrame(fold_rows), out_dir / "fold_scores.tsv", sep="\t", index=False)
+    return out_dir / "trials.tsv", out_dir / "fold_scores.tsv"

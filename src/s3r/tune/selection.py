@@ -1,0 +1,125 @@
+"""Choosing the parameters from all rounds (best or one standard error) and the verdict on whether any effect was found."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from s3r.errors import S3RInputError
+from s3r.tune.files import _load_results, _read_json
+from s3r.tune.space import _log_params, resolve_config
+
+
+EDGE = 0.02  # a chosen value within 2 % of a range's end (on the search's scale) sits at its edge
+NO_EFFECT = "no spatially varying effect of the features found"
+
+
+def select(results: Sequence, config: dict, out=None) -> dict:
+    """The best trial, or (selection = one_se, the default) the simplest trial within one standard error of it.
+
+    "Simplest" = the smallest map: fewest non-zero constant pieces over all features, averaged over the folds
+    (``cv.map_pieces``, the fused lasso's degrees of freedom) — glmnet's lambda.1se, with the model size
+    measured on the fitted maps rather than read off one penalty, since three penalties trade off. Ties (and
+    results from versions that did not record the size) go to the largest sum of the tuned parameters'
+    positions in their ranges, then to the lower trial number, so the choice is deterministic.
+
+    The verdict: the intercept-only (covariates-only) model's held-out loss on the same folds is the yardstick.
+    When the best trial does not beat it by more than the standard error of their paired fold differences, the
+    output says in words that no effect was found (``effect_found`` false, ``verdict``) rather than handing
+    on a map that only looks like a result. A chosen value at the edge of its range is reported in ``warnings``.
+    """
+    config = resolve_config(config)
+    docs = [item if isinstance(item, dict) else _read_json(item) for item in results]
+    trials = [t for t in _load_results(docs) if t["state"] == "COMPLETE"]
+    if not trials:
+        raise S3RInputError("no tuning trial completed on every fold; check the fold logs (solver failures?)")
+    best = min(trials, key=lambda t: (t["value"], t["number"]))
+    chosen = best
+    if config["selection"] == "one_se":
+        limit = best["value"] + (best["se"] or 0.0)
+        within = [t for t in trials if t["value"] <= limit]
+        strength = _log_params([t.get("search") or t["params"] for t in within], config).sum(axis=1)
+        size = [t["pieces"] if t.get("pieces") is not None else math.inf for t in within]
+        chosen = min(zip(within, strength, size), key=lambda tss: (tss[2], -tss[1], tss[0]["number"]))[0]
+    null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
+    trend = next((d["trend"] for d in docs if d.get("trend")), None)
+    scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
+    effect, verdict = _verdict(best, null, config, trend)
+    doc = {
+        **chosen["params"],
+        "smooth": config["model"]["smooth"],
+        "selection": config["selection"],
+        "trial": chosen["number"],
+        "cv_loss": chosen["value"],
+        "cv_se": chosen["se"],
+        "map_pieces": chosen.get("pieces"),
+        "best_trial": best["number"],
+        "best_cv_loss": best["value"],
+        "null_cv_loss": None if null is None else null["value"],
+        "null_cv_se": None if null is None else null["se"],
+        "trend_cv_loss": None if trend is None else trend["value"],
+        "trend_cv_se": None if trend is None else trend["se"],
+        "effect_found": effect,
+        "verdict": verdict,
+        "search": chosen.get("search"),
+        "scales": scales,
+        "space": config["space"],
+        "warnings": _edge_warnings(chosen, config),
+        "n_trials": len(trials),
+        "model": config["model"],
+    }
+    if out is not None:
+        from s3r.artifacts import write_params
+
+        write_params(out, {**chosen["params"], "smooth": config["model"]["smooth"]}, source="tune", tuning=doc)
+    return doc
+
+
+def _paired_gain(best: dict, yardstick: dict) -> tuple[float, float]:
+    """Mean and standard error of the yardstick's fold losses minus the best trial's (paired on the folds)."""
+    diffs = np.array(yardstick["fold_losses"], dtype=np.float64) - np.array(best["fold_losses"], dtype=np.float64)
+    se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else 0.0
+    return float(diffs.mean()), se
+
+
+def _verdict(best: dict, null: dict | None, config: dict, trend: dict | None = None) -> tuple[bool | None, str]:
+    """Effect found only when the best trial beats every yardstick by more than its paired standard error: the
+    intercept-only model and (gaussian) the spatial trend without features, so that a target's own spatial
+    pattern is not reported as an effect of whichever features happen to be expressed there."""
+    if null is None:
+        return None, "no intercept-only comparison was recorded (tuning files from an earlier version)"
+    what = "intercept-only" if config["model"].get("fit_intercept") is not False else "all-zero"
+    gain, se = _paired_gain(best, null)
+    if not (gain > se and gain > 0):
+        return False, (f"{NO_EFFECT}: no trial beats the {what} model by more than its standard error "
+                       f"(best held-out loss {best['value']:.4g}, {what} {null['value']:.4g}, difference {gain:.3g} ± {se:.2g} SE)")
+    if trend is not None:
+        t_gain, t_se = _paired_gain(best, trend)
+        if not (t_gain > t_se and t_gain > 0):
+            return False, (f"{NO_EFFECT} beyond the target's own spatial pattern: a smooth map of the target without features "
+                           f"predicts held-out spots as well (best held-out loss {best['value']:.4g}, spatial trend alone "
+                           f"{trend['value']:.4g}, {what} {null['value']:.4g}; difference to the trend {t_gain:.3g} ± {t_se:.2g} SE); "
+                           f"the maps show where features and target share a pattern, not an effect that location does not explain")
+        return True, (f"the features explain the target beyond the {what} model and beyond a smooth spatial trend: held-out loss "
+                      f"{best['value']:.4g} against {null['value']:.4g} ({what}) and {trend['value']:.4g} (trend alone); "
+                      f"paired fold differences {gain:.3g} ± {se:.2g} and {t_gain:.3g} ± {t_se:.2g} SE")
+    rel = gain / null["value"] if null["value"] else 0.0
+    return True, (f"the features explain the target beyond the {what} model: held-out loss {best['value']:.4g} against "
+                  f"{null['value']:.4g} ({100 * rel:.1f} % lower; paired fold difference {gain:.3g} ± {se:.2g} SE)")
+
+
+def _edge_warnings(trial: dict, config: dict) -> list[str]:
+    point = trial.get("search") or trial["params"]
+    out = []
+    for name, spec in config["space"].items():
+        if not isinstance(spec, dict):
+            continue
+        pos = _log_params([point], {"space": {name: spec}})[0, 0]
+        if pos <= EDGE or pos >= 1 - EDGE:
+            end = "low" if pos <= EDGE else "high"
+            kind = "relative to its natural scale " if spec["relative"] else ""
+            out.append(f"{name} = {point[name]:.3g} {kind}sits at the {end} end of its search range "
+                       f"[{spec['low']:.3g}, {spec['high']:.3g}]; the optimum may lie beyond it: widen that range")
+    return out
