@@ -126,3 +126,19 @@ def check_fit_inputs(model, X, Y, offset, sample_weight):
     if sp.issparse(Y) and fam.name == "gamma":
         raise S3RInputError("the gamma family needs strictly positive responses; sparse Y has zeros (pass a dense, positive Y)")
     return X, Y, off, w, pf, fam, one
+
+
+def tikhonov_gram(Tau, pf: np.ndarray, dt, dev) -> torch.Tensor:
+    """K = TauᵀTau padded with a zero intercept row and column (q × q), the solver's Tikhonov ridge. Tau must be
+    (m, p) and finite, and leave unpenalised features (penalty factor 0) out of the ridge."""
+    T = np.asarray(Tau, dtype=np.float64)
+    p = pf.shape[0]
+    if T.ndim != 2 or T.shape[1] != p or not np.all(np.isfinite(T)):
+        raise S3RInputError(f"Tau must be a finite (m, {p}) matrix (one column per feature); got shape {T.shape}")
+    bad = np.flatnonzero((pf == 0) & np.any(T != 0, axis=0))
+    if bad.size:
+        raise S3RInputError(f"Tau has non-zero entries in column {int(bad[0])}, an unpenalised feature (penalty factor 0); zero that column")
+    K = np.zeros((p + 1, p + 1))
+    K[1:, 1:] = T.T @ T
+    return torch.as_tensor(K, dtype=dt, device=dev)
+

@@ -24,7 +24,7 @@ from sklearn.exceptions import NotFittedError
 from s3r.errors import S3RInputError
 from s3r.validation import finite_matrix
 from s3r.glm import solver as S
-from s3r.glm.data import check_fit_inputs, gaussian_dev, gram_stats, onehot_structure, response_blocks, sparse_responses
+from s3r.glm.data import check_fit_inputs, gaussian_dev, gram_stats, onehot_structure, response_blocks, sparse_responses, tikhonov_gram
 from s3r.glm.exposure import PoissonSums
 from s3r.glm.families import NegativeBinomial, estimate_theta, get_family, pearson_dispersion
 from s3r.glm.metrics import glm_scores, null_eta
@@ -46,6 +46,11 @@ class GLMNet(BaseEstimator):
     ``coef_path_`` (K, B, p), ``intercept_path_``, ``deviance_path_``/``deviance_explained_path_`` (training),
     ``cv_deviance_``/``cv_deviance_se_`` (K, B), ``alpha_index_`` and ``alpha_`` (B,), ``theta_`` (NB),
     ``dispersion_`` (gamma: Pearson χ²/df; gaussian: residual variance), ``report_``.
+
+    ``Tau`` (m, p): a Tikhonov matrix (spateo's name): the ridge part of the penalty becomes ½(1 − l1_ratio) λ ‖Tau β‖²
+    (on the coefficients the penalty sees: standardised ones with ``standardize``) and ``penalty_factor`` weights
+    the lasso part only; Tau = diag(√f) is the default penalty. Columns of unpenalised features must be zero. Cheap
+    here: the ridge joins each Newton step's quadratic model (per-response q × q Hessians), so every family has it.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class GLMNet(BaseEstimator):
         dtype: str = "float64",
         batch_size: int | None = None,
         score_metric: str | None = None,
+        Tau=None,
     ):
         self.family = family
         self.l1_ratio = l1_ratio
@@ -92,6 +98,7 @@ class GLMNet(BaseEstimator):
         self.dtype = dtype
         self.batch_size = batch_size
         self.score_metric = score_metric
+        self.Tau = Tau
 
     # -- input ------------------------------------------------------------------------------------------
     def _check(self, X, Y, offset, sample_weight):
@@ -119,6 +126,7 @@ class GLMNet(BaseEstimator):
                 P.sums = PoissonSums(X, mean, sd, wn, None if off is None else off.reshape(-1), Y, dt, dev)
             else:
                 P.structure = onehot_structure(X, mean, sd, dev, dt)
+        P.tikhonov = None if self.Tau is None else tikhonov_gram(self.Tau, pf, dt, dev)
         return P, mean, sd
 
     # -- fitting ------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from s3r.glm.estimator import GLMNet
 
 class GLM(GLMNet):
     """spateo-style name (``spateo.tools.CCI_effects_modeling.regression_utils.GLM``): one elastic-net GLM,
-    ``score_metric`` "deviance" by default. Tikhonov ``Tau`` is not offered (use ``penalty_factor`` for
-    per-feature ridge/lasso weights)."""
+    ``score_metric`` "deviance" by default. ``Tau``: a Tikhonov matrix for the ridge part
+    (see :class:`~s3r.glm.estimator.GLMNet`)."""
 
     def __init__(
         self,
@@ -33,8 +33,9 @@ class GLM(GLMNet):
         dtype: str = "float64",
         batch_size: int | None = None,
         score_metric: str | None = "deviance",
+        Tau=None,
     ):
-        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric)
+        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric, Tau=Tau)
 
 
 class GLMCV(GLMNet):
@@ -64,5 +65,6 @@ class GLMCV(GLMNet):
         dtype: str = "float64",
         batch_size: int | None = None,
         score_metric: str | None = "deviance",
+        Tau=None,
     ):
-        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric)
+        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric, Tau=Tau)
