@@ -169,3 +169,54 @@ def test_scikit_learn_estimator_protocol():
         GLM().predict(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="Invalid parameter 'lambda_'"):
         GLMNet().set_params(lambda_=1.0)
+
+
+def test_tikhonov_tau_is_the_ridge_part():
+    """Tau (spateo's Tikhonov matrix): pure ridge (l1_ratio 0) equals the closed form for the gaussian and a
+    scipy minimisation for the poisson with a non-diagonal Tau; Tau = diag(√f) reproduces the default elastic net
+    along a path (gaussian FISTA vs the Newton model, poisson with standardisation); a wrong Tau is one line."""
+    from scipy.optimize import minimize
+
+    from s3r.glm import GLM
+
+    rng = np.random.default_rng(0)
+    n, p, lam = 400, 6, 0.3
+    X = rng.normal(size=(n, p))
+    beta = np.array([0.5, -0.4, 0.3, 0.0, 0.0, 0.2])
+    T = rng.normal(size=(4, p))
+    y = X @ beta + rng.normal(size=n)
+    m = GLM("gaussian", l1_ratio=0.0, alpha=lam, standardize=False, Tau=T, tol=1e-10, device="cpu").fit(X, y)
+    Xc = X - X.mean(0)
+    ridge = np.linalg.solve(Xc.T @ Xc / n + lam * T.T @ T, Xc.T @ (y - y.mean()) / n)
+    np.testing.assert_allclose(m.coef_, ridge, atol=1e-8)
+    assert np.abs(ridge - GLM("gaussian", l1_ratio=0.0, alpha=lam, standardize=False, device="cpu").fit(X, y).coef_).max() > 1e-2
+
+    yp = rng.poisson(np.exp(0.3 + 0.3 * X @ beta)).astype(float)
+    K = T.T @ T
+
+    def objective(v):
+        eta = v[0] + X @ v[1:]
+        return np.mean(np.exp(eta) - yp * eta) + 0.5 * lam * v[1:] @ K @ v[1:]
+
+    def gradient(v):
+        r = np.exp(v[0] + X @ v[1:]) - yp
+        return np.r_[r.mean(), X.T @ r / n + lam * K @ v[1:]]
+
+    ref = minimize(objective, np.zeros(p + 1), jac=gradient, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10000})
+    mp = GLM("poisson", l1_ratio=0.0, alpha=lam, standardize=False, Tau=T, tol=1e-10, device="cpu").fit(X, yp)
+    np.testing.assert_allclose(np.r_[mp.intercept_, mp.coef_], ref.x, atol=1e-6)
+
+    B = 40
+    pf = np.r_[0.5, 2.0, 1.0, 1.0, 1.0, 0.0]
+    Y = X @ (rng.normal(size=(p, B)) * (rng.random((p, B)) < 0.5)) + rng.normal(size=(n, B))
+    YP = rng.poisson(np.exp(0.5 + X @ (0.3 * rng.normal(size=(p, B))))).astype(float)
+    for family, Yb, std in (("gaussian", Y, False), ("poisson", YP, True)):
+        kw = dict(l1_ratio=0.5, n_alphas=8, penalty_factor=pf, standardize=std, tol=1e-8, device="cpu")
+        base = GLMNet(family, **kw).fit(X, Yb)
+        tau = GLMNet(family, Tau=np.diag(np.sqrt(pf)), **kw).fit(X, Yb)
+        assert tau.report_["converged"] and (base.coef_path_ == 0).sum() > 0
+        np.testing.assert_allclose(tau.coef_path_, base.coef_path_, atol=1e-7)
+        np.testing.assert_allclose(tau.objective_path_, base.objective_path_, rtol=1e-9)
+    for bad, message in ((np.eye(3), r"Tau must be a finite \(m, 6\) matrix"), (np.eye(p), "column 5, an unpenalised feature")):
+        with pytest.raises(S3RInputError, match=message):
+            GLMNet("gaussian", penalty_factor=pf, Tau=bad, device="cpu").fit(X, Y)

@@ -16,133 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from s3r.errors import S3RInputError
 from s3r.glm import GLMNet
 from s3r.perturb_analysis import programme_label, programme_number
+from s3r.perturb_design import (DROP_LABELS, as_counts, column_mean_var, covariate_matrix, gene_programmes, highly_variable_genes,
+                                library_sizes, log_normalise, perturbation_design, programme_scores)
+from s3r.perturb_simulate import cycle_genes, simulate_perturbseq, simulate_perturbseq_h5ad
 
-DROP_LABELS = ("unassigned", "multiplet", "nan", "")
-
-
-def perturbation_design(labels, control: str = "control", drop=DROP_LABELS) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(D (n_kept, k), perturbation names, kept-cell mask): cells labelled ``drop`` are left out, control is the baseline."""
-    lab = pd.Series(labels).astype(str).to_numpy()
-    keep = ~np.isin(lab, [str(d) for d in drop])
-    levels = sorted(set(lab[keep]))
-    if control not in levels:
-        raise S3RInputError(f"control level {control!r} not found among perturbation labels ({', '.join(levels[:8])}{'…' if len(levels) > 8 else ''}); pass --control")
-    names = [lv for lv in levels if lv != control]
-    if not names:
-        raise S3RInputError("only the control level is present; nothing to estimate")
-    idx = {lv: j for j, lv in enumerate(names)}
-    kept = lab[keep]
-    D = np.zeros((kept.shape[0], len(names)))
-    rows = np.flatnonzero(kept != control)
-    D[rows, [idx[v] for v in kept[rows]]] = 1.0
-    return D, names, keep
-
-
-def covariate_matrix(obs: pd.DataFrame, columns) -> tuple[np.ndarray, list[str]]:
-    """Numeric columns as is; others one-hot with the first level dropped (named ``col=level``)."""
-    blocks, names = [], []
-    for col in columns:
-        if col not in obs.columns:
-            raise S3RInputError(f"covariate {col!r} is not an .obs column (columns: {', '.join(map(str, list(obs.columns)[:12]))})")
-        s = obs[col]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            v = s.to_numpy(dtype=np.float64)
-            if not np.all(np.isfinite(v)):
-                raise S3RInputError(f"covariate {col!r} has a missing or non-finite value at cell {int(np.flatnonzero(~np.isfinite(v))[0])}; impute or drop those cells")
-            blocks.append(v[:, None])
-            names.append(str(col))
-        else:
-            cat = pd.Categorical(s.astype(str))
-            for lv in cat.categories[1:]:
-                blocks.append((cat == lv).astype(np.float64)[:, None])
-                names.append(f"{col}={lv}")
-    return (np.hstack(blocks) if blocks else np.zeros((len(obs), 0))), names
-
-
-def as_counts(counts):
-    """float64 CSR for sparse input (kept sparse: memory linear in non-zeros), float64 array otherwise."""
-    return sp.csr_matrix(counts, dtype=np.float64) if sp.issparse(counts) else np.asarray(counts, dtype=np.float64)
-
-
-def library_sizes(counts) -> np.ndarray:
-    return np.asarray(counts.sum(1), dtype=np.float64).ravel()
-
-
-def log_normalise(counts, target_sum: float = 1e4):
-    """log1p(counts / library size · target_sum); sparse in, sparse out (zeros stay zeros)."""
-    lib = library_sizes(counts)
-    scale = target_sum / np.where(lib > 0, lib, 1)
-    if sp.issparse(counts):  # one copy: scale and log1p the stored values in place
-        out = sp.csr_matrix(counts, dtype=np.float64, copy=True)
-        out.data *= np.repeat(scale, np.diff(out.indptr))
-        np.log1p(out.data, out=out.data)
-        return out
-    return np.log1p(np.asarray(counts, dtype=np.float64) * scale[:, None])
-
-
-def column_mean_var(M, ddof: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and variance of a dense or sparse matrix without densifying it."""
-    n = M.shape[0]
-    if sp.issparse(M):
-        mean = np.asarray(M.mean(0)).ravel()
-        sq = np.asarray(M.multiply(M).mean(0)).ravel()
-        var = np.maximum(sq - mean * mean, 0.0) * (n / max(n - ddof, 1))
-        return mean, var
-    M = np.asarray(M, dtype=np.float64)
-    return M.mean(0), (M.var(0, ddof=ddof) if n > ddof else np.zeros(M.shape[1]))
-
-
-def highly_variable_genes(counts, n_top: int = 2000, n_bins: int = 20) -> np.ndarray:
-    """Indices of the ``n_top`` genes with the largest dispersion z-score within mean bins (Seurat-style)."""
-    L = log_normalise(counts)
-    mean, var = column_mean_var(L, ddof=1)
-    # dense and sparse sums differ in the last bits; rounding keeps ranks and bins (so the selection) identical
-    mean, var = np.round(mean, 10), np.round(var, 10)
-    if L.shape[0] <= 1:
-        var = np.zeros(L.shape[1])
-    disp = np.log(np.where(mean > 0, var / np.where(mean > 0, mean, 1), 1e-12) + 1e-12)
-    bins = pd.qcut(pd.Series(mean).rank(method="first"), q=min(n_bins, max(1, L.shape[1])), labels=False).to_numpy()
-    z = np.zeros_like(disp)
-    for b in np.unique(bins):
-        m = bins == b
-        sd = disp[m].std()
-        z[m] = (disp[m] - disp[m].mean()) / (sd if sd > 0 else 1.0)
-    z[mean == 0] = -np.inf
-    return np.sort(np.argsort(-z, kind="stable")[: min(n_top, L.shape[1])])
-
-
-def gene_programmes(coef: np.ndarray, n_programmes: int | None = None, *, threshold: float = 0.7, method: str = "average") -> np.ndarray:
-    """Programme label (1..) per gene from its coefficient profile across perturbations (columns of ``coef`` (k, g)).
-
-    Correlation distance groups genes moved together by the same perturbations whatever their effect size;
-    genes no perturbation moves (all-zero profiles) form programme 0.
-    """
-    from scipy.cluster.hierarchy import fcluster, linkage
-
-    C = np.asarray(coef, dtype=np.float64).T  # genes × perturbations
-    labels = np.zeros(C.shape[0], dtype=np.int64)
-    moved = np.any(C != 0, axis=1) & (C.std(1) > 0)
-    if moved.sum() < 2:
-        labels[moved] = 1
-        return labels
-    Z = linkage(C[moved], method=method, metric="correlation")
-    if n_programmes:
-        lab = fcluster(Z, t=n_programmes, criterion="maxclust")
-    else:
-        lab = fcluster(Z, t=threshold, criterion="distance")
-    labels[moved] = lab
-    return labels
-
-
-def programme_scores(coef: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """Mean coefficient per (perturbation, programme); programme 0 (unmoved genes) is left out."""
-    progs = [int(p) for p in np.unique(labels) if p != 0]
-    return np.stack([coef[:, labels == p].mean(1) for p in progs], 1) if progs else np.zeros((coef.shape[0], 0)), progs
+__all__ = ["DROP_LABELS", "CELL_CYCLE_COVARIATES", "QC_COVARIATES", "PerturbSeqResult", "Screen", "alpha_performance", "analyse_screen",
+           "as_counts", "column_mean_var", "covariate_matrix", "cycle_genes", "fit_perturbseq", "fit_perturbseq_h5ad", "gene_programmes",
+           "highly_variable_genes", "library_sizes", "log_normalise", "perturbation_design", "plot_perturbseq", "programme_scores",
+           "qc_covariates", "read_screen", "simulate_perturbseq", "simulate_perturbseq_h5ad", "write_perturbseq"]
 
 
 @dataclass
@@ -193,47 +78,62 @@ def fit_perturbseq(
     genes into programmes by theirs across perturbations (``module_threshold`` defaults to the programme one).
     """
     counts = as_counts(counts)
-    n, g = counts.shape
+    g = counts.shape[1]
     gene_names = [f"gene_{j + 1}" for j in range(g)] if gene_names is None else [str(x) for x in gene_names]
     if perturbation_key not in obs.columns:
         raise S3RInputError(f"perturbation column {perturbation_key!r} is not in .obs")
     D, pert_names, keep = perturbation_design(obs[perturbation_key], control)
     C, cov_names = covariate_matrix(obs.loc[keep] if not keep.all() else obs, covariates)
     counts = counts[keep] if not keep.all() else counts
-    if genes is not None:
-        pos = {name: j for j, name in enumerate(gene_names)}
-        missing = [x for x in genes if x not in pos]
-        if missing:
-            raise S3RInputError(f"response gene(s) not found: {', '.join(missing[:5])}")
-        cols = np.array([pos[x] for x in genes])
-    else:
-        cols = highly_variable_genes(counts, n_top_genes)
-    lib = library_sizes(counts)
-    if np.any(lib <= 0):
-        raise S3RInputError(f"{int(np.sum(lib <= 0))} cell(s) have no counts; filter empty cells first")
-    offset = None
-    every = len(cols) == g and np.array_equal(cols, np.arange(g))  # all genes, in order: no column copy
-    if family == "gaussian":
-        Y = log_normalise(counts)
-        Y = Y if every else Y[:, cols]
-    else:
-        Y = counts if every else counts[:, cols]
-        offset = np.log(lib)
+    cols = _response_columns(counts, gene_names, genes, n_top_genes)
+    Y, offset = _responses(counts, cols, family)
     X = np.hstack([D, C])
     pf = np.r_[np.ones(D.shape[1]), np.zeros(C.shape[1])]
     model = GLMNet(family, l1_ratio=l1_ratio, alpha=alpha, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=pf,
                    standardize=standardize, theta=theta, tol=tol, dtype=dtype, device=device, random_state=random_state)
     model.fit(X, Y, offset=offset)
+    return _result(model, X, Y, offset, D.shape[1], pert_names, cov_names, [gene_names[j] for j in cols], pd.Index(obs.index[keep]),
+                   n_programmes=n_programmes, n_modules=n_modules, programme_threshold=programme_threshold,
+                   module_threshold=module_threshold)
+
+
+
+def _response_columns(counts, gene_names, genes, n_top_genes: int) -> np.ndarray:
+    """Columns of the response genes: the named ``genes``, else the ``n_top_genes`` highly variable ones."""
+    if genes is None:
+        return highly_variable_genes(counts, n_top_genes)
+    pos = {name: j for j, name in enumerate(gene_names)}
+    missing = [x for x in genes if x not in pos]
+    if missing:
+        raise S3RInputError(f"response gene(s) not found: {', '.join(missing[:5])}")
+    return np.array([pos[x] for x in genes])
+
+
+def _responses(counts, cols, family: str):
+    """(Y, offset): log-normalised expression for the gaussian, raw counts with log library size as the offset
+    for the count families; sparse stays sparse, and no column copy when every gene responds in order."""
+    lib = library_sizes(counts)
+    if np.any(lib <= 0):
+        raise S3RInputError(f"{int(np.sum(lib <= 0))} cell(s) have no counts; filter empty cells first")
+    every = len(cols) == counts.shape[1] and np.array_equal(cols, np.arange(counts.shape[1]))
+    if family == "gaussian":
+        Y = log_normalise(counts)
+        return (Y if every else Y[:, cols]), None
+    return (counts if every else counts[:, cols]), np.log(lib)
+
+
+def _result(model, X, Y, offset, k: int, pert_names, cov_names, names, cells, *, n_programmes, n_modules, programme_threshold,
+            module_threshold) -> PerturbSeqResult:
+    """The fitted model's W (first ``k`` features) and M as tables, programmes and modules clustered on W, scores."""
     coef = np.atleast_2d(model.coef_)  # (genes, features)
-    names = [gene_names[j] for j in cols]
-    W = coef[:, : D.shape[1]].T
+    W = coef[:, :k].T
     labels = gene_programmes(W, n_programmes, threshold=programme_threshold)
     modules = gene_programmes(W.T, n_modules, threshold=programme_threshold if module_threshold is None else module_threshold)
     S, progs = programme_scores(W, labels)
     sc = model.scores(X, Y, offset)
     return PerturbSeqResult(
         coef=pd.DataFrame(W, index=pert_names, columns=names),
-        covariate_coef=pd.DataFrame(coef[:, D.shape[1] :].T, index=cov_names, columns=names),
+        covariate_coef=pd.DataFrame(coef[:, k:].T, index=cov_names, columns=names),
         intercept=pd.Series(np.atleast_1d(model.intercept_), index=names, name="intercept"),
         programmes=pd.Series([programme_label(v) for v in labels], index=names, name="programme"),
         programme_scores=pd.DataFrame(S, index=pert_names, columns=[programme_label(p) for p in progs]),
@@ -241,68 +141,9 @@ def fit_perturbseq(
         scores=pd.DataFrame({"deviance": np.atleast_1d(sc["deviance"]), "deviance_explained": np.atleast_1d(sc["deviance_explained"]),
                              "pseudo_r2": np.atleast_1d(sc["pseudo_r2"]), "alpha": np.atleast_1d(model.alpha_)}, index=names),
         modules=pd.Series(modules, index=pert_names, name="module"),
-        cells=pd.Index(obs.index[keep]),
+        cells=cells,
     )
 
-
-def simulate_perturbseq(n_cells=2000, n_genes=200, n_perturbations=10, n_programmes=4, *, effect=1.0, theta=5.0, n_batches=2, seed=0,
-                        cell_cycle: float = 0.0, n_cycle_genes: int = 10):
-    """Counts with planted effects: each perturbation shifts one programme's genes by ±``effect`` (log scale).
-
-    Programmes occupy the first half of the genes; the second half is unaffected and highly expressed, so the
-    library size (the count families' offset) is not itself moved by the perturbations, as in a real transcriptome.
-
-    ``cell_cycle`` > 0 adds a cell cycle: each cell's S and G2M activities (uniform in [0, 1], from their own
-    random stream, so the rest of the draw is unchanged) raise ``n_cycle_genes`` S genes and as many G2M genes
-    of the unaffected half by up to ``cell_cycle`` on the log scale; ``obs`` then holds the true activities
-    (``true_S``, ``true_G2M``).
-
-    Returns (counts (n, g), obs DataFrame with ``perturbation``, ``batch``, ``pct_mito``, ``log_total``),
-    true log fold changes (k, g) and the planted programme of each gene (0 = none).
-    """
-    rng = np.random.default_rng(seed)
-    labels = np.array(["control"] + [f"P{j + 1}" for j in range(n_perturbations)])
-    pert = rng.integers(0, n_perturbations + 1, n_cells)
-    prog_of_gene = np.zeros(n_genes, dtype=np.int64)
-    per = max(1, n_genes // (2 * n_programmes))
-    for q in range(n_programmes):
-        prog_of_gene[q * per : (q + 1) * per] = q + 1
-    effects = np.zeros((n_perturbations, n_genes))
-    for j in range(n_perturbations):
-        q = j % n_programmes + 1
-        effects[j, prog_of_gene == q] = effect * (1 if (j // n_programmes) % 2 == 0 else -1)
-    batch = rng.integers(0, n_batches, n_cells)
-    batch_eff = rng.normal(0, 0.3, (n_batches, n_genes))
-    base = rng.normal(np.log(2.0), 0.5, n_genes)
-    base[n_genes // 2 :] += np.log(20.0)  # unaffected, well-expressed genes carry the library size
-    size = rng.lognormal(np.log(3000), 0.3, n_cells) / 3000
-    log_mu = base[None] + batch_eff[batch] + np.log(size)[:, None]
-    has = pert > 0
-    log_mu[has] += effects[pert[has] - 1]
-    if cell_cycle > 0:
-        s_idx, g_idx = cycle_genes(n_genes, n_cycle_genes)
-        crng = np.random.default_rng([seed, 2])
-        act = crng.uniform(0, 1, (n_cells, 2))
-        log_mu[:, s_idx] += cell_cycle * act[:, :1]
-        log_mu[:, g_idx] += cell_cycle * act[:, 1:]
-    mu = np.exp(log_mu)
-    counts = rng.negative_binomial(theta, theta / (theta + mu)).astype(np.float64)
-    obs = pd.DataFrame({
-        "perturbation": labels[pert],
-        "batch": pd.Categorical([f"b{b}" for b in batch]),
-        "pct_mito": rng.uniform(1, 8, n_cells),
-        "log_total": np.log(counts.sum(1) + 1),
-    }, index=[f"cell_{i + 1}" for i in range(n_cells)])
-    if cell_cycle > 0:
-        obs["true_S"], obs["true_G2M"] = act[:, 0], act[:, 1]
-    return counts, obs, effects, prog_of_gene
-
-
-def cycle_genes(n_genes: int, n_cycle_genes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the simulator's S and G2M genes: the first 2·n_cycle_genes of the unaffected half."""
-    start = n_genes // 2
-    k = max(1, min(n_cycle_genes, (n_genes - start) // 2))
-    return np.arange(start, start + k), np.arange(start + k, start + 2 * k)
 
 
 # -- workflow mode: one AnnData file in, tables and heatmaps out ----------------------------------------------
@@ -523,46 +364,3 @@ def plot_perturbseq(coef: pd.DataFrame, programmes: pd.Series, programme_scores:
     if programme_scores.shape[1] == 0:  # nothing moved: an empty-but-valid figure rather than a failed job
         programme_scores = pd.DataFrame(np.zeros((programme_scores.shape[0], 1)), index=programme_scores.index, columns=["no programme"])
     clustered_heatmap(programme_scores, scores_png, title=f"{title} programme scores (mean coefficient)".strip())
-
-
-def simulate_perturbseq_h5ad(path, *, n_cells=600, n_genes=200, n_perturbations=6, n_programmes=3, effect=1.0, theta=5.0,
-                             n_batches=2, seed=0, cell_cycle: float = 0.8, n_cycle_genes: int = 10, gmt=None) -> None:
-    """A perturb-seq AnnData file with planted effects (the workflow demo): raw counts in .X; .obs holds
-    ``perturbation``, ``batch``, ``pct_counts_mt``, ``total_counts`` and the true cell-cycle activities; the
-    S/G2M gene lists in ``.uns['s_genes']``/``.uns['g2m_genes']``; the truth in ``.varm['true_effects']`` (genes ×
-    perturbations) and ``.var['true_programme']``. ``gmt``: also write a GMT file whose sets are the planted
-    programmes (``PLANTED_<q>``), the cell-cycle lists and decoys of genes nothing moves — the offline enrichment demo."""
-    import anndata
-
-    from s3r.io import atomic_path, atomic_write
-
-    counts, obs, effects, prog = simulate_perturbseq(n_cells, n_genes, n_perturbations, n_programmes, effect=effect, theta=theta,
-                                                     n_batches=n_batches, seed=seed, cell_cycle=cell_cycle, n_cycle_genes=n_cycle_genes)
-    obs = pd.DataFrame({
-        "perturbation": pd.Categorical(obs["perturbation"]),
-        "batch": obs["batch"],
-        "pct_counts_mt": obs["pct_mito"].to_numpy(),
-        "total_counts": counts.sum(1),
-        **({"true_S": obs["true_S"].to_numpy(), "true_G2M": obs["true_G2M"].to_numpy()} if cell_cycle > 0 else {}),
-    }, index=obs.index)
-    genes = [f"gene_{j + 1}" for j in range(n_genes)]
-    s_idx, g_idx = cycle_genes(n_genes, n_cycle_genes)
-    adata = anndata.AnnData(
-        X=sp.csr_matrix(counts.astype(np.float32)), obs=obs, var=pd.DataFrame({"true_programme": prog}, index=genes),
-        varm={"true_effects": effects.T},
-        uns={"perturbations": [f"P{j + 1}" for j in range(n_perturbations)], "s_genes": [genes[j] for j in s_idx],
-             "g2m_genes": [genes[j] for j in g_idx]},
-    )
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
-    if gmt is not None:
-        rng = np.random.default_rng([seed, 3])
-        lines = [f"PLANTED_{q}\tplanted programme {q}\t" + "\t".join(genes[j] for j in np.flatnonzero(prog == q)) for q in range(1, n_programmes + 1)]
-        lines += [f"CELL_CYCLE_S\tsimulated S phase\t" + "\t".join(genes[j] for j in s_idx),
-                  f"CELL_CYCLE_G2M\tsimulated G2M phase\t" + "\t".join(genes[j] for j in g_idx)]
-        quiet = np.setdiff1d(np.flatnonzero(prog == 0), np.r_[s_idx, g_idx])  # genes nothing moves: negative controls
-        for d in range(1, 6):
-            pick = np.sort(rng.choice(quiet, size=min(len(quiet), max(3, n_genes // 12)), replace=False))
-            lines.append(f"DECOY_{d}\tgenes no perturbation moves\t" + "\t".join(genes[j] for j in pick))
-        with atomic_write(gmt, "w") as fh:
-            fh.write("\n".join(lines) + "\n")

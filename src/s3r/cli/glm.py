@@ -106,11 +106,8 @@ def _responses(args, adata, M, counts_all):
     return _gene_index(adata, _split(spec), "response")
 
 
-def run(args) -> int:
-    from s3r.glm import GLMNet
-    from s3r.io import write_csv, write_json, write_npz
-    from s3r.perturb import covariate_matrix, fit_perturbseq, log_normalise, write_perturbseq
-
+def _check_flags(args) -> None:
+    """Refuse contradictory flags (one line each) and fill the defaults that depend on the mode."""
     if args.selection != "min" and not args.cv:
         raise S3RInputError("--selection 1se needs --cv K (it picks among cross-validated penalties); add --cv or drop --selection")
     if args.alpha is not None and (args.cv or args.eps is not None or args.n_alphas is not None):
@@ -126,76 +123,117 @@ def run(args) -> int:
         raise S3RInputError("give --features or --perturbation, not both")
     if not args.perturbation and not args.features:
         raise S3RInputError("give --features (G1,G2 | obs:C1,C2 | obsm:KEY) or --perturbation COLUMN")
+    if args.offset == "library":
+        raise S3RInputError(f"--offset library is now spelled --offset {LIBRARY_SIZE} (as in the workflow config)")
+    if args.perturbation and args.offset not in (None, LIBRARY_SIZE):
+        raise S3RInputError(f"perturb-seq mode uses log library size as the offset for count families; drop --offset or use --offset {LIBRARY_SIZE}")
+    if args.perturbation and args.offset and args.family == "gaussian":
+        raise S3RInputError("perturb-seq mode fits gaussian to log-normalised expression, with no offset; drop --offset or use a count family")
+
+
+def _perturbseq_mode(args, adata, M, counts_all, cov_cols, cv):
+    """Perturb-seq design: (result, model, per-gene scores, response names)."""
+    from s3r.perturb import fit_perturbseq
+
+    cols = _responses(args, adata, M, counts_all)
+    res = fit_perturbseq(
+        counts_all, adata.obs, perturbation_key=args.perturbation, control=args.control, covariates=cov_cols,
+        gene_names=[str(g) for g in adata.var_names], genes=[str(adata.var_names[j]) for j in cols], family=args.family,
+        l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv, selection=args.selection,
+        standardize=args.standardize, tol=args.tol, dtype=args.dtype, n_programmes=args.n_programmes,
+        theta=args.theta, device=args.device, random_state=args.seed,
+    )
+    return res, res.model, res.scores, list(res.coef.columns)
+
+
+def _features(args, adata, M, counts_all):
+    """(X, feature names) from --features: .obs columns, an .obsm matrix or genes (log-normalised for count families)."""
+    from s3r.perturb import covariate_matrix, log_normalise
+
+    feat = args.features
+    if feat.startswith("obs:"):
+        return covariate_matrix(adata.obs, _split(feat[4:]))
+    if feat.startswith("obsm:"):
+        key = feat[5:]
+        if key not in adata.obsm:
+            raise S3RInputError(f"{args.h5ad}: .obsm[{key!r}] not found; keys are {', '.join(adata.obsm.keys()) or 'none'}")
+        obj = adata.obsm[key]
+        X = np.asarray(obj, dtype=np.float64)
+        return X, ([str(c) for c in obj.columns] if hasattr(obj, "columns") else [f"{key}_{j + 1}" for j in range(X.shape[1])])
+    fcols = _gene_index(adata, _split(feat), "feature")
+    X = _dense(log_normalise(counts_all)[:, fcols]) if args.family != "gaussian" or args.layer is None else _dense(M, fcols)
+    return X, [str(adata.var_names[j]) for j in fcols]
+
+
+def _offset(args, adata, counts_all):
+    if args.offset == LIBRARY_SIZE:
+        lib = np.asarray(counts_all.sum(1)).ravel()
+        if np.any(lib <= 0):
+            raise S3RInputError(f"{int(np.sum(lib <= 0))} cell(s) have zero total counts; filter them or give --offset COLUMN")
+        return np.log(lib)
+    if args.offset:
+        if args.offset not in adata.obs.columns:
+            raise S3RInputError(f"--offset {args.offset!r} is not an .obs column (or use --offset {LIBRARY_SIZE})")
+        return adata.obs[args.offset].to_numpy(dtype=np.float64)
+    return None
+
+
+def _features_mode(args, adata, M, counts_all, cov_cols, cv, out):
+    """Features design: writes DIR/coefficients.csv; (model, per-response scores, response names)."""
+    from s3r.glm import GLMNet
+    from s3r.io import write_csv
+    from s3r.perturb import covariate_matrix
+
+    cols = _responses(args, adata, M, counts_all)
+    names = [str(adata.var_names[j]) for j in cols]
+    Y = counts_all[:, cols]
+    Y = Y.toarray() if sp.issparse(Y) else Y
+    if args.family == "gaussian" and args.layer is None and np.all(Y == np.round(Y)) and Y.max(initial=0) > 50:
+        print("s3r glm: note: gaussian family on what look like raw counts; consider --family poisson or a log-normalised layer", file=sys.stderr)
+    X, fnames = _features(args, adata, M, counts_all)
+    C, cnames = covariate_matrix(adata.obs, cov_cols)
+    Xf = np.hstack([X, C])
+    pf = np.r_[np.ones(X.shape[1]), np.zeros(C.shape[1])]
+    offset = _offset(args, adata, counts_all)
+    model = GLMNet(args.family, l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv,
+                   selection=args.selection, penalty_factor=pf, standardize=args.standardize, theta=args.theta, tol=args.tol,
+                   device=args.device, dtype=args.dtype, random_state=args.seed)
+    model.fit(Xf, Y, offset=offset)
+    table = pd.DataFrame(np.atleast_2d(model.coef_).T, index=fnames + cnames, columns=names)
+    table.loc["(intercept)"] = np.atleast_1d(model.intercept_)
+    write_csv(table, out / "coefficients.csv", index_label="feature")
+    scores = pd.DataFrame({k: np.atleast_1d(v) for k, v in model.scores(Xf, Y, offset).items()}, index=names)
+    scores["alpha"] = np.atleast_1d(model.alpha_)
+    return model, scores, names
+
+
+def _write_path(model, names, params, out) -> None:
+    from s3r.io import write_json, write_npz
+
+    arrays = {"alphas": model.alphas_, "coef_path": model.coef_path_, "intercept_path": model.intercept_path_,
+              "deviance_path": model.deviance_path_, "deviance_explained_path": model.deviance_explained_path_,
+              "alpha_index": model.alpha_index_, "responses": np.array(names)}
+    if model.cv_deviance_ is not None:
+        arrays.update(cv_deviance=model.cv_deviance_, cv_deviance_se=model.cv_deviance_se_)
+    write_npz(out / "path.npz", **arrays)
+    write_json({"params": params, "report": model.report_}, out / "glm.json")
+
+
+def run(args) -> int:
+    from s3r.io import write_csv
+    from s3r.perturb import write_perturbseq
+
+    _check_flags(args)
     adata, M = _read(args)
     out = Path(args.out)
     counts_all = sp.csr_matrix(M, dtype=np.float64) if sp.issparse(M) else _dense(M)  # sparse stays sparse
     cov_cols = _split(args.covariates)
     cv = args.cv or None
     params = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-
-    if args.offset == "library":
-        raise S3RInputError(f"--offset library is now spelled --offset {LIBRARY_SIZE} (as in the workflow config)")
     if args.perturbation:
-        if args.offset not in (None, LIBRARY_SIZE):
-            raise S3RInputError(f"perturb-seq mode uses log library size as the offset for count families; drop --offset or use --offset {LIBRARY_SIZE}")
-        if args.offset and args.family == "gaussian":
-            raise S3RInputError("perturb-seq mode fits gaussian to log-normalised expression, with no offset; drop --offset or use a count family")
-        cols = _responses(args, adata, M, counts_all)
-        res = fit_perturbseq(
-            counts_all, adata.obs, perturbation_key=args.perturbation, control=args.control, covariates=cov_cols,
-            gene_names=[str(g) for g in adata.var_names], genes=[str(adata.var_names[j]) for j in cols], family=args.family,
-            l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv, selection=args.selection,
-            standardize=args.standardize, tol=args.tol, dtype=args.dtype, n_programmes=args.n_programmes,
-            theta=args.theta, device=args.device, random_state=args.seed,
-        )
-        model = res.model
-        scores = res.scores
-        names = list(res.coef.columns)
+        res, model, scores, names = _perturbseq_mode(args, adata, M, counts_all, cov_cols, cv)
     else:
-        cols = _responses(args, adata, M, counts_all)
-        names = [str(adata.var_names[j]) for j in cols]
-        Y = counts_all[:, cols]
-        Y = Y.toarray() if sp.issparse(Y) else Y
-        if args.family == "gaussian" and args.layer is None and np.all(Y == np.round(Y)) and Y.max(initial=0) > 50:
-            print("s3r glm: note: gaussian family on what look like raw counts; consider --family poisson or a log-normalised layer", file=sys.stderr)
-        feat = args.features
-        if feat.startswith("obs:"):
-            X, fnames = covariate_matrix(adata.obs, _split(feat[4:]))
-        elif feat.startswith("obsm:"):
-            key = feat[5:]
-            if key not in adata.obsm:
-                raise S3RInputError(f"{args.h5ad}: .obsm[{key!r}] not found; keys are {', '.join(adata.obsm.keys()) or 'none'}")
-            obj = adata.obsm[key]
-            X = np.asarray(obj, dtype=np.float64)
-            fnames = [str(c) for c in obj.columns] if hasattr(obj, "columns") else [f"{key}_{j + 1}" for j in range(X.shape[1])]
-        else:
-            fcols = _gene_index(adata, _split(feat), "feature")
-            X = _dense(log_normalise(counts_all)[:, fcols]) if args.family != "gaussian" or args.layer is None else _dense(M, fcols)
-            fnames = [str(adata.var_names[j]) for j in fcols]
-        C, cnames = covariate_matrix(adata.obs, cov_cols)
-        Xf = np.hstack([X, C])
-        pf = np.r_[np.ones(X.shape[1]), np.zeros(C.shape[1])]
-        offset = None
-        if args.offset == LIBRARY_SIZE:
-            lib = np.asarray(counts_all.sum(1)).ravel()
-            if np.any(lib <= 0):
-                raise S3RInputError(f"{int(np.sum(lib <= 0))} cell(s) have zero total counts; filter them or give --offset COLUMN")
-            offset = np.log(lib)
-        elif args.offset:
-            if args.offset not in adata.obs.columns:
-                raise S3RInputError(f"--offset {args.offset!r} is not an .obs column (or use --offset {LIBRARY_SIZE})")
-            offset = adata.obs[args.offset].to_numpy(dtype=np.float64)
-        model = GLMNet(args.family, l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv,
-                       selection=args.selection, penalty_factor=pf, standardize=args.standardize, theta=args.theta, tol=args.tol,
-                       device=args.device, dtype=args.dtype, random_state=args.seed)
-        model.fit(Xf, Y, offset=offset)
-        coef = np.atleast_2d(model.coef_).T
-        table = pd.DataFrame(coef, index=fnames + cnames, columns=names)
-        table.loc["(intercept)"] = np.atleast_1d(model.intercept_)
-        write_csv(table, out / "coefficients.csv", index_label="feature")
-        sc = model.scores(Xf, Y, offset)
-        scores = pd.DataFrame({k: np.atleast_1d(v) for k, v in sc.items()}, index=names)
-        scores["alpha"] = np.atleast_1d(model.alpha_)
+        model, scores, names = _features_mode(args, adata, M, counts_all, cov_cols, cv, out)
     if model.theta_ is not None:
         scores["theta"] = np.atleast_1d(model.theta_)
     if model.family_ in ("gamma", "gaussian"):
@@ -204,13 +242,7 @@ def run(args) -> int:
         write_perturbseq(res, **{k: out / f"{k}.tsv" for k in PERTURBSEQ_TABLES})
     else:
         write_csv(scores, out / "scores.csv", index_label="response")
-    arrays = {"alphas": model.alphas_, "coef_path": model.coef_path_, "intercept_path": model.intercept_path_,
-              "deviance_path": model.deviance_path_, "deviance_explained_path": model.deviance_explained_path_,
-              "alpha_index": model.alpha_index_, "responses": np.array(names)}
-    if model.cv_deviance_ is not None:
-        arrays.update(cv_deviance=model.cv_deviance_, cv_deviance_se=model.cv_deviance_se_)
-    write_npz(out / "path.npz", **arrays)
-    write_json({"params": params, "report": model.report_}, out / "glm.json")
+    _write_path(model, names, params, out)
     r = model.report_
     if not args.quiet:
         cv_note = f", {r['cv_folds']}-fold CV" if r["cv_folds"] else ""

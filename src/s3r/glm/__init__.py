@@ -4,7 +4,8 @@ Non-spatial (``GLMNet``: many responses at once, per-feature penalty factors, λ
 S3R datafit for these families lives in :mod:`s3r.solver.smooth_datafit_pd`.
 """
 
-from s3r.glm.estimator import GLM, GLMCV, ElasticNetGLM, GLMNet
+from s3r.glm.estimator import ElasticNetGLM, GLMNet
+from s3r.glm.spateo import GLM, GLMCV
 from s3r.glm.families import FAMILIES, Gamma, Gaussian, NegativeBinomial, Poisson, get_family
 from s3r.glm.metrics import deviance, glm_scores
 

@@ -24,96 +24,16 @@ from sklearn.exceptions import NotFittedError
 from s3r.errors import S3RInputError
 from s3r.validation import finite_matrix
 from s3r.glm import solver as S
+from s3r.glm.data import check_fit_inputs, gaussian_dev, gram_stats, onehot_structure, response_blocks, sparse_responses, tikhonov_gram
 from s3r.glm.exposure import PoissonSums
 from s3r.glm.families import NegativeBinomial, estimate_theta, get_family, pearson_dispersion
 from s3r.glm.metrics import glm_scores, null_eta
+from s3r.glm.path_cv import cross_validate
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
 
 
 def _matrix(X, name: str) -> np.ndarray:
     return finite_matrix(X, name, allow_vector=True)
-
-
-def _sparse_responses(Y, name: str = "Y"):
-    """Sparse Y stays sparse and, when already CSR or CSC float64, is not copied (at 10⁸ non-zeros every copy
-    is a gigabyte); only its stored values are checked."""
-    if not (sp.isspmatrix_csr(Y) or sp.isspmatrix_csc(Y)) or Y.dtype != np.float64:
-        Y = sp.csr_matrix(Y, dtype=np.float64)
-    bad = ~np.isfinite(Y.data)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        major = int(np.searchsorted(Y.indptr, k, side="right") - 1)
-        row, col = (major, int(Y.indices[k])) if sp.isspmatrix_csr(Y) else (int(Y.indices[k]), major)
-        raise S3RInputError(f"{name} has a non-finite value at row {row}, column {col}; impute or drop that row")
-    return Y
-
-
-def _gram_stats(Xa: np.ndarray, Y, w: np.ndarray, off=None):
-    """(H, c, yy) = (X̃ᵀWX̃, (Y − o)ᵀWX̃, Σ w (y − o)²) for weights w summing to 1: all a gaussian fit and its
-    deviances need, from sparse Y in O(nnz · q) without an n × responses dense matrix."""
-    Xw = Xa * w[:, None]
-    H = Xw.T @ Xa
-    if sp.issparse(Y):
-        if off is not None:
-            raise S3RInputError("a gaussian offset with sparse responses would densify them; pass dense Y or no offset")
-        c = np.asarray(Y.T @ Xw)
-        if sp.isspmatrix_csr(Y):  # Σ_i w_i y_ib² from the stored values: one nnz-sized temporary
-            tmp = np.repeat(w, np.diff(Y.indptr))
-            tmp *= Y.data
-            tmp *= Y.data
-            yy = np.bincount(Y.indices, weights=tmp, minlength=Y.shape[1])
-        else:
-            yy = np.asarray(Y.multiply(Y).T @ w).ravel()
-    else:
-        R = Y if off is None else Y - off
-        c = (Xw.T @ R).T
-        yy = w @ (R * R)
-    return H, c, yy
-
-
-def _gaussian_dev(U: np.ndarray, H: np.ndarray, c: np.ndarray, yy: np.ndarray) -> np.ndarray:
-    """Weighted mean squared residual of coefficients U (..., B, q) from Gram statistics."""
-    return np.maximum(yy - 2 * (U * c).sum(-1) + np.einsum("...i,ij,...j->...", U, H, U), 0.0)
-
-
-def _onehot_structure(X: np.ndarray, mean: np.ndarray, sd: np.ndarray, dev, dt):
-    """The solver's :class:`~s3r.glm.solver.OneHotStructure` when ≥ 2 columns of X (taken greedily in order)
-    are 0/1 indicators of disjoint groups — the perturbations of a perturb-seq design; else None."""
-    n, p = X.shape
-    binary = [j for j in range(p) if np.all((X[:, j] == 0) | (X[:, j] == 1))]
-    taken, used = [], np.zeros(n, dtype=bool)
-    for j in binary:
-        on = X[:, j] == 1
-        if not (on & used).any():
-            taken.append(j)
-            used |= on
-    if len(taken) < 2:
-        return None
-    groups = np.full(n, -1, dtype=np.int64)
-    for g, j in enumerate(taken):
-        groups[X[:, j] == 1] = g
-    rest = [j for j in range(p) if j not in set(taken)]
-    T = _raw_map(mean, sd)
-    t = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
-    Z = np.c_[np.ones(n), X[:, rest]]
-    return S.OneHotStructure(torch.as_tensor(groups, device=dev), torch.as_tensor(np.array(taken) + 1, device=dev),
-                             torch.as_tensor(np.r_[0, np.array(rest, dtype=np.int64) + 1], device=dev), t(Z), t(T))
-
-
-def _raw_map(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """T with [b, β] = T U: the solver's centred, scaled coefficients U to the raw intercept and slopes."""
-    q = mean.size + 1
-    T = np.zeros((q, q))
-    T[0, 0] = 1.0
-    T[0, 1:] = -mean / sd
-    T[np.arange(1, q), np.arange(1, q)] = 1 / sd
-    return T
-
-
-def _response_blocks(n: int, B: int, batch_size: int | None):
-    """Column blocks sized so a dense n × block float64 slice stays near 256 MB."""
-    size = int(batch_size) if batch_size else max(16, 32_000_000 // max(n, 1))
-    return [np.arange(s, min(B, s + size)) for s in range(0, B, size)]
 
 
 class GLMNet(BaseEstimator):
@@ -126,6 +46,11 @@ class GLMNet(BaseEstimator):
     ``coef_path_`` (K, B, p), ``intercept_path_``, ``deviance_path_``/``deviance_explained_path_`` (training),
     ``cv_deviance_``/``cv_deviance_se_`` (K, B), ``alpha_index_`` and ``alpha_`` (B,), ``theta_`` (NB),
     ``dispersion_`` (gamma: Pearson χ²/df; gaussian: residual variance), ``report_``.
+
+    ``Tau`` (m, p): a Tikhonov matrix (spateo's name): the ridge part of the penalty becomes ½(1 − l1_ratio) λ ‖Tau β‖²
+    (on the coefficients the penalty sees: standardised ones with ``standardize``) and ``penalty_factor`` weights
+    the lasso part only; Tau = diag(√f) is the default penalty. Columns of unpenalised features must be zero. Cheap
+    here: the ridge joins each Newton step's quadratic model (per-response q × q Hessians), so every family has it.
     """
 
     def __init__(
@@ -151,6 +76,7 @@ class GLMNet(BaseEstimator):
         dtype: str = "float64",
         batch_size: int | None = None,
         score_metric: str | None = None,
+        Tau=None,
     ):
         self.family = family
         self.l1_ratio = l1_ratio
@@ -172,37 +98,11 @@ class GLMNet(BaseEstimator):
         self.dtype = dtype
         self.batch_size = batch_size
         self.score_metric = score_metric
+        self.Tau = Tau
 
     # -- input ------------------------------------------------------------------------------------------
     def _check(self, X, Y, offset, sample_weight):
-        if not 0 <= self.l1_ratio <= 1:
-            raise S3RInputError(f"l1_ratio must lie in [0, 1]; got {self.l1_ratio}")
-        if self.selection not in ("min", "1se"):
-            raise S3RInputError("selection must be 'min' or '1se'")
-        X = _matrix(X, "X")
-        n, p = X.shape
-        if sp.issparse(Y):
-            Y = _sparse_responses(Y)
-            self._one = False
-        else:
-            Y = np.asarray(Y, dtype=np.float64)
-            self._one = Y.ndim == 1
-            Y = _matrix(Y, "Y")
-        if Y.shape[0] != n:
-            raise S3RInputError(f"Y has {Y.shape[0]} rows but X has {n}; they must describe the same cells/spots")
-        off = None if offset is None else _matrix(np.asarray(offset, dtype=np.float64).reshape(n, -1), "offset")
-        if off is not None and off.shape[1] not in (1, Y.shape[1]):
-            raise S3RInputError(f"offset must be (n,) or (n, {Y.shape[1]}); got {off.shape}")
-        w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-        if w.shape[0] != n or np.any(w < 0) or not np.all(np.isfinite(w)) or w.sum() <= 0:
-            raise S3RInputError("sample_weight needs n finite values ≥ 0 with a positive sum")
-        pf = np.ones(p) if self.penalty_factor is None else np.asarray(self.penalty_factor, dtype=np.float64).reshape(-1)
-        if pf.shape[0] != p or np.any(pf < 0) or not np.all(np.isfinite(pf)):
-            raise S3RInputError(f"penalty_factor needs {p} finite values ≥ 0 (one per feature); got {pf.shape[0]}")
-        fam = get_family(self.family, self.theta)
-        fam.check_response(torch.as_tensor(Y.data if sp.issparse(Y) else Y), "Y")
-        if sp.issparse(Y) and fam.name == "gamma":
-            raise S3RInputError("the gamma family needs strictly positive responses; sparse Y has zeros (pass a dense, positive Y)")
+        X, Y, off, w, pf, fam, self._one = check_fit_inputs(self, X, Y, offset, sample_weight)
         return X, Y, off, w, pf, fam
 
     def _problem(self, X, Y, off, w, pf, fam, dev, dt):
@@ -217,7 +117,7 @@ class GLMNet(BaseEstimator):
         pft = torch.cat([torch.zeros(1, dtype=dt, device=dev), t(pf)])
         if fam.name == "gaussian":  # the Gram statistics are the whole problem: Y (sparse or dense) is not copied
             P = S.Problem(Xa, None, t(wn), None, fam, pft, self.fit_intercept)
-            H, c, yy = _gram_stats(np.c_[np.ones(X.shape[0]), Xs], Y, wn, off)
+            H, c, yy = gram_stats(np.c_[np.ones(X.shape[0]), Xs], Y, wn, off)
             P._gram = (t(H), t(c), t(yy))
             P.n_responses = c.shape[0]
         else:
@@ -225,7 +125,8 @@ class GLMNet(BaseEstimator):
             if fam.name == "poisson" and PoissonSums.applies(X, off):
                 P.sums = PoissonSums(X, mean, sd, wn, None if off is None else off.reshape(-1), Y, dt, dev)
             else:
-                P.structure = _onehot_structure(X, mean, sd, dev, dt)
+                P.structure = onehot_structure(X, mean, sd, dev, dt)
+        P.tikhonov = None if self.Tau is None else tikhonov_gram(self.Tau, pf, dt, dev)
         return P, mean, sd
 
     # -- fitting ------------------------------------------------------------------------------------------
@@ -291,7 +192,7 @@ class GLMNet(BaseEstimator):
         column blocks, each densified on its own (memory: nnz + n × block, never n × all responses)."""
         n, B = Y.shape
         parts = []
-        for cols in _response_blocks(n, B, self.batch_size):
+        for cols in response_blocks(n, B, self.batch_size):
             o = None if off is None else (off if off.shape[1] == 1 else off[:, cols])
             parts.append(GLMNet(**self.get_params()).fit(X, Y[:, cols].toarray(), offset=o, sample_weight=w))
         first = parts[0]
@@ -321,36 +222,10 @@ class GLMNet(BaseEstimator):
         if nb_est:
             theta = torch.full((B,), 10.0, dtype=dt, device=dev)
             fam.set_theta(theta)
-        # null fit: intercept and unpenalised features only
-        U = torch.zeros((B, q), dtype=dt, device=dev)
-        if fam.name != "gaussian":
-            ybar = (P.w.unsqueeze(1) * P.Y).sum(0)
-            U[:, 0] = torch.log(torch.clamp(ybar, min=1e-12))
-            if P.offset is not None:
-                U[:, 0] -= (P.w.unsqueeze(1) * P.offset).sum(0)
-        unpen = pft == 0
-        zero = torch.zeros(B, dtype=dt, device=dev)
-        one = torch.ones(B, dtype=dt, device=dev)
-        U, info = self._solve(P, zero, a, U, unpen, one, theta, nb_est)
-        theta = info.get("theta", theta)
-        scale = torch.clamp(info["fit"], min=1e-12)
+        U, theta, scale, grad, null_dev = self._null_fit(P, a, theta, nb_est)
         ws = P.w.unsqueeze(1)
-        if gaussian:  # gradient and intercept-only deviance from the Gram statistics
-            H, c, yy = P.gram()
-            grad = U @ H - c
-            null_dev = torch.clamp(yy - c[:, 0] ** 2, min=0)
-        elif P.sums is not None:  # the same from sufficient statistics: no pass over the cells
-            grad = P.sums.gradient_hessian(U)[0]
-            null_dev = 2 * P.sums.exact(P.sums.intercept_only(U.shape[1]))
-        else:
-            eta = P.eta(U)
-            grad = (P.family.gradient(P.Y, eta) * P.w.unsqueeze(1)).T @ P.Xa  # (B, q)
-            null_dev = (ws * P.family.deviance(P.Y, P.family.mean(null_eta(P.family, P.Y, P.w, P.offset)))).sum(0)
         if lam_grid is None:
-            ratio = torch.where(pft > 0, grad.abs() / (max(a, 1e-3) * torch.clamp(pft, min=1e-300)), torch.zeros_like(grad))
-            lmax = ratio.max(1).values.double().cpu().numpy() if q > 1 else np.zeros(B)
-            lmax = np.where(lmax > 0, lmax * (1 + 1e-9), 1.0)  # rounding must not let the first coefficient in
-            lam_grid = lmax[None, :] * np.geomspace(1.0, self.eps, self.n_alphas)[:, None]
+            lam_grid = self._lambda_grid(grad, pft, a)
         K = lam_grid.shape[0]
         coef = np.zeros((K, B, q - 1))
         icpt = np.zeros((K, B))
@@ -393,6 +268,40 @@ class GLMNet(BaseEstimator):
         return {"lam": lam_grid, "coef": coef, "intercept": icpt, "objective": objective, "deviance": devs, "d2": d2,
                 "theta": thetas, "dispersion": disp, "iterations": iters, "converged": conv, "sweeps": sweeps}
 
+    def _null_fit(self, P, a, theta, nb_est):
+        """Intercept and unpenalised features only: (U, θ, its data fit (the path's convergence scale), the data-fit
+        gradient at U (B, q), the intercept-only deviance (B,))."""
+        B, q = (P.n_responses if P.gaussian else P.B), P.Xa.shape[1]
+        dt, dev = P.Xa.dtype, P.Xa.device
+        U = torch.zeros((B, q), dtype=dt, device=dev)
+        if not P.gaussian:
+            ybar = (P.w.unsqueeze(1) * P.Y).sum(0)
+            U[:, 0] = torch.log(torch.clamp(ybar, min=1e-12))
+            if P.offset is not None:
+                U[:, 0] -= (P.w.unsqueeze(1) * P.offset).sum(0)
+        zero = torch.zeros(B, dtype=dt, device=dev)
+        one = torch.ones(B, dtype=dt, device=dev)
+        U, info = self._solve(P, zero, a, U, P.pf == 0, one, theta, nb_est)
+        theta = info.get("theta", theta)
+        scale = torch.clamp(info["fit"], min=1e-12)
+        if P.gaussian:  # gradient and intercept-only deviance from the Gram statistics
+            H, c, yy = P.gram()
+            return U, theta, scale, U @ H - c, torch.clamp(yy - c[:, 0] ** 2, min=0)
+        if P.sums is not None:  # the same from sufficient statistics: no pass over the cells
+            return U, theta, scale, P.sums.gradient_hessian(U)[0], 2 * P.sums.exact(P.sums.intercept_only(U.shape[1]))
+        eta = P.eta(U)
+        grad = (P.family.gradient(P.Y, eta) * P.w.unsqueeze(1)).T @ P.Xa  # (B, q)
+        null_dev = (P.w.unsqueeze(1) * P.family.deviance(P.Y, P.family.mean(null_eta(P.family, P.Y, P.w, P.offset)))).sum(0)
+        return U, theta, scale, grad, null_dev
+
+    def _lambda_grid(self, grad, pft, a: float) -> np.ndarray:
+        """(n_alphas, B) path from each response's λ_max (every penalised coefficient zero) down to eps · λ_max."""
+        B, q = grad.shape
+        ratio = torch.where(pft > 0, grad.abs() / (max(a, 1e-3) * torch.clamp(pft, min=1e-300)), torch.zeros_like(grad))
+        lmax = ratio.max(1).values.double().cpu().numpy() if q > 1 else np.zeros(B)
+        lmax = np.where(lmax > 0, lmax * (1 + 1e-9), 1.0)  # rounding must not let the first coefficient in
+        return lmax[None, :] * np.geomspace(1.0, self.eps, self.n_alphas)[:, None]
+
     def _solve(self, P, lam, a, U, free_mask, scale, theta, nb_est):
         """One path point; for NB with θ estimated, alternate β | θ and θ | μ (a few rounds, warm)."""
         free = None
@@ -420,69 +329,7 @@ class GLMNet(BaseEstimator):
         return U, info
 
     def _cross_validate(self, X, Y, off, w, pf, fam, dev, dt):
-        """K-fold CV on the full-data λ grid; held-out loss is the mean deviance (θ re-estimated per fold).
-
-        Also the held-out deviance of each fold's intercept-only fit (same offset), so that held-out deviance
-        explained (R² for the gaussian) can be read per λ: the seed-002 penalty-selection view.
-        """
-        n, B = Y.shape
-        K = self.alphas_.shape[0]
-        folds = int(self.cv)
-        if folds < 2 or folds > n:
-            raise S3RInputError(f"cv must be between 2 and the number of samples ({n}); got {folds}")
-        rng = np.random.default_rng(self.random_state)
-        fold_of = rng.permutation(np.arange(n) % folds)
-        gaussian = fam.name == "gaussian"
-        Yr = Y.tocsr() if sp.issparse(Y) else Y  # row slices
-        losses = np.zeros((folds, K, B))
-        nulls = np.zeros((folds, K, B))
-        sizes = np.zeros(folds)
-        for f in range(folds):
-            tr, te = fold_of != f, fold_of == f
-            famf = get_family(self.family, self.theta)
-            offtr = None if off is None else off[tr]
-            Ytr, Yte = Yr[tr], Yr[te]
-            path = self._fit_path(X[tr], Ytr, offtr, w[tr], pf, famf, dev, dt, self.alphas_)
-            wt_np = w[te] / w[te].sum()
-            if gaussian:  # held-out squared error from the test fold's Gram statistics: no n × B residuals
-                wtr = w[tr] / w[tr].sum()
-                Rtr = Ytr if offtr is None else Ytr - offtr
-                b0 = np.asarray(Rtr.T @ wtr).ravel()  # training intercept-only fit
-                H, c, yy = _gram_stats(np.c_[np.ones(int(te.sum())), X[te]], Yte, wt_np, None if off is None else off[te])
-                U = np.concatenate([path["intercept"][..., None], path["coef"]], -1)  # (K, B, q)
-                losses[f] = _gaussian_dev(U, H, c, yy)
-                nulls[f] = np.maximum(yy - 2 * b0 * c[:, 0] + b0 * b0 * H[0, 0], 0.0)[None, :]
-            else:
-                eta = path["intercept"][:, None, :] + np.einsum("np,kbp->knb", X[te], path["coef"])
-                e0 = null_eta(famf, torch.as_tensor(Ytr, dtype=torch.float64), torch.as_tensor(w[tr], dtype=torch.float64),
-                              None if offtr is None else torch.as_tensor(offtr, dtype=torch.float64)).numpy()
-                b0 = e0[0] - (0.0 if offtr is None else offtr[0])
-                eta0 = np.broadcast_to(b0, (int(te.sum()), B))
-                if off is not None:
-                    eta = eta + off[te][None]
-                    eta0 = eta0 + off[te]
-                Yt = torch.as_tensor(Yte, dtype=torch.float64)
-                wt = torch.as_tensor(wt_np, dtype=torch.float64).unsqueeze(1)
-                mu0 = famf.mean(torch.as_tensor(np.ascontiguousarray(eta0), dtype=torch.float64))
-                for k in range(K):
-                    if path["theta"] is not None:
-                        famf.set_theta(torch.as_tensor(path["theta"][k], dtype=torch.float64))
-                    mu = famf.mean(torch.as_tensor(eta[k], dtype=torch.float64))
-                    losses[f, k] = (wt * famf.deviance(Yt, mu)).sum(0).numpy()
-                    nulls[f, k] = (wt * famf.deviance(Yt, mu0)).sum(0).numpy()
-            sizes[f] = w[te].sum()
-        wf = sizes / sizes.sum()
-        mean = np.einsum("f,fkb->kb", wf, losses)
-        se = np.sqrt(np.einsum("f,fkb->kb", wf, (losses - mean) ** 2) / max(folds - 1, 1))
-        self.cv_deviance_, self.cv_deviance_se_ = mean, se
-        self.cv_null_deviance_ = np.einsum("f,fkb->kb", wf, nulls)
-        self.cv_deviance_explained_ = 1 - mean / np.maximum(self.cv_null_deviance_, 1e-300)
-        best = np.argmin(mean, axis=0)
-        if self.selection == "1se":
-            cols = np.arange(B)
-            limit = mean[best, cols] + se[best, cols]
-            best = np.argmax(mean <= limit[None, :], axis=0)  # the largest λ (first index) within one SE
-        self.alpha_index_ = best.astype(np.int64)
+        cross_validate(self, X, Y, off, w, pf, fam, dev, dt)
 
     # -- prediction and scores -------------------------------------------------------------------------------
     def _check_fitted(self):
@@ -524,10 +371,10 @@ class GLMNet(BaseEstimator):
         w = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         off = None if offset is None else np.asarray(offset, dtype=np.float64).reshape(n, -1)
         if sp.issparse(Y):
-            Y = _sparse_responses(Y)
+            Y = sparse_responses(Y)
             if self.family_ == "gaussian" and off is None:
-                H, c, yy = _gram_stats(np.c_[np.ones(n), X], Y, w / w.sum())
-                dev = _gaussian_dev(np.c_[icpt, coef], H, c, yy)
+                H, c, yy = gram_stats(np.c_[np.ones(n), X], Y, w / w.sum())
+                dev = gaussian_dev(np.c_[icpt, coef], H, c, yy)
                 dev0 = np.maximum(yy - c[:, 0] ** 2, 0.0)
                 ll, ll0 = -0.5 * (1 + np.log(2 * np.pi * np.maximum(dev, 1e-300))), -0.5 * (1 + np.log(2 * np.pi * np.maximum(dev0, 1e-300)))
                 return {"deviance": dev, "null_deviance": dev0, "deviance_explained": 1 - dev / np.maximum(dev0, 1e-300),
@@ -538,7 +385,7 @@ class GLMNet(BaseEstimator):
         fam_all = self._family_at_fit()
         disp = np.atleast_1d(self.dispersion_)
         wt = torch.as_tensor(w)
-        for cols in _response_blocks(n, Y.shape[1], self.batch_size if sp.issparse(Y) else Y.shape[1]):
+        for cols in response_blocks(n, Y.shape[1], self.batch_size if sp.issparse(Y) else Y.shape[1]):
             Yb = Y[:, cols].toarray() if sp.issparse(Y) else Y[:, cols]
             eta = X @ coef[cols].T + icpt[cols][None, :]
             ob = None if off is None else (off if off.shape[1] == 1 else off[:, cols])
@@ -577,64 +424,9 @@ class GLMNet(BaseEstimator):
 ElasticNetGLM = GLMNet
 
 
-class GLM(GLMNet):
-    """spateo-style name (``spateo.tools.CCI_effects_modeling.regression_utils.GLM``): one elastic-net GLM,
-    ``score_metric`` "deviance" by default. Tikhonov ``Tau`` is not offered (use ``penalty_factor`` for
-    per-feature ridge/lasso weights)."""
+def __getattr__(name):  # GLM and GLMCV moved to s3r.glm.spateo; the old import path keeps working
+    if name in ("GLM", "GLMCV"):
+        from s3r.glm import spateo
 
-    def __init__(
-        self,
-        family: str = "gaussian",
-        *,
-        l1_ratio: float = 0.5,
-        alpha: float | None = None,
-        alphas=None,
-        n_alphas: int = 100,
-        eps: float = 1e-3,
-        cv: int | None = None,
-        selection: str = "min",
-        penalty_factor=None,
-        fit_intercept: bool = True,
-        standardize: bool = True,
-        theta: float | None = None,
-        tol: float = 1e-6,
-        max_iter: int = 50,
-        max_sweeps: int = 5000,
-        random_state: int = 0,
-        device: str = "auto",
-        dtype: str = "float64",
-        batch_size: int | None = None,
-        score_metric: str | None = "deviance",
-    ):
-        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric)
-
-
-class GLMCV(GLMNet):
-    """spateo-style name: the path with ``cv``-fold cross-validation (default 5) choosing the penalty per
-    response by held-out deviance; ``score_metric`` "deviance" by default."""
-
-    def __init__(
-        self,
-        family: str = "gaussian",
-        *,
-        l1_ratio: float = 0.5,
-        alpha: float | None = None,
-        alphas=None,
-        n_alphas: int = 100,
-        eps: float = 1e-3,
-        cv: int | None = 5,
-        selection: str = "min",
-        penalty_factor=None,
-        fit_intercept: bool = True,
-        standardize: bool = True,
-        theta: float | None = None,
-        tol: float = 1e-6,
-        max_iter: int = 50,
-        max_sweeps: int = 5000,
-        random_state: int = 0,
-        device: str = "auto",
-        dtype: str = "float64",
-        batch_size: int | None = None,
-        score_metric: str | None = "deviance",
-    ):
-        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric)
+        return getattr(spateo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

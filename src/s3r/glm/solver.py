@@ -35,6 +35,7 @@ class Problem:
         self._outer = None
         self.structure = None  # OneHotStructure when a block of features is one-hot (perturb-seq designs)
         self.sums = None  # PoissonSums: the Poisson data fit from sufficient statistics (no n × responses pass per step)
+        self.tikhonov = None  # K = TauᵀTau (q, q), zero row and column 0: the ridge part becomes ½(1 − a) λ uᵀKu
 
     @property
     def B(self):
@@ -96,8 +97,30 @@ class _small_ops:
         return False
 
 
-def penalty(U, lam, l1_ratio, pf):
-    return lam * ((pf * (l1_ratio * U.abs() + 0.5 * (1 - l1_ratio) * U * U)).sum(-1))
+def penalty(U, lam, l1_ratio, pf, K=None):
+    """λ Σ_j f_j (a|u_j| + (1 − a)/2 u_j²); with a Tikhonov K, λ (a Σ_j f_j |u_j| + (1 − a)/2 uᵀKu)."""
+    if K is None:
+        return lam * ((pf * (l1_ratio * U.abs() + 0.5 * (1 - l1_ratio) * U * U)).sum(-1))
+    return lam * (l1_ratio * (pf * U.abs()).sum(-1) + 0.5 * (1 - l1_ratio) * ((U @ K) * U).sum(-1))
+
+
+def _newton_step(P, grad, Hs, Ua, la, l1_ratio, free, sa, *, tol, max_sweeps):
+    """Minimise the quadratic model of the data fit plus the penalty at Ua: (new U, sweeps, the model decrease
+    (≤ 0, for the line search), δᵀHδ (for the stopping rule)). A Tikhonov ridge is smooth, so it joins the model
+    (gradient λ(1 − a)Ku, Hessian λ(1 − a)K) and the coordinate descent sees the lasso part alone."""
+    pf, K = P.pf, P.tikhonov
+    if K is None:
+        Un, sw = coordinate_descent(Hs, grad, Ua, la, l1_ratio, pf, free, sa, tol=tol, max_sweeps=max_sweeps)
+        delta = Un - Ua
+        dec = (grad * delta).sum(-1) + penalty(Un, la, l1_ratio, pf) - penalty(Ua, la, l1_ratio, pf)
+        return Un, sw, dec, torch.einsum("bi,bij,bj->b", delta, Hs, delta)
+    r = la * (1 - l1_ratio)
+    g = grad + r.unsqueeze(1) * (Ua @ K)
+    H = (Hs if Hs.dim() == 3 else Hs.unsqueeze(0)) + r[:, None, None] * K
+    Un, sw = coordinate_descent(H, g, Ua, la * l1_ratio, 1.0, pf, free, sa, tol=tol, max_sweeps=max_sweeps)
+    delta = Un - Ua
+    dec = (g * delta).sum(-1) + la * l1_ratio * (pf * (Un.abs() - Ua.abs())).sum(-1)
+    return Un, sw, dec, torch.einsum("bi,bij,bj->b", delta, H, delta)
 
 
 class OneHotStructure:
@@ -308,12 +331,14 @@ def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max
     if P.gaussian:
         H, c, yy = P.gram()
         with _small_ops(U):
-            if U.shape[0] >= GRAM_FISTA_MIN_B:
+            if P.tikhonov is not None:  # the model is exact: one Newton step (per-response Hessians) is the solve
+                U, sweeps = _newton_step(P, U @ H - c, H, U, lam, l1_ratio, free, scale, tol=tol, max_sweeps=max_sweeps)[:2]
+            elif U.shape[0] >= GRAM_FISTA_MIN_B:
                 U, sweeps = gram_fista(H, c, U, lam, l1_ratio, pf, free, scale, tol=tol, max_iter=max_sweeps * 10)
             else:
                 U, sweeps = coordinate_descent(H, U @ H - c, U, lam, l1_ratio, pf, free, scale, tol=tol, max_sweeps=max_sweeps)
         fit = 0.5 * (yy - 2 * (U * c).sum(-1) + ((U @ H) * U).sum(-1))
-        obj = fit + penalty(U, lam, l1_ratio, pf)
+        obj = fit + penalty(U, lam, l1_ratio, pf, P.tikhonov)
         return U, {"objective": obj, "fit": fit, "iterations": torch.full((B,), 1, device=dev), "sweeps": sweeps, "converged": torch.ones(B, dtype=torch.bool, device=dev)}
 
     if P.sums is not None:
@@ -322,7 +347,7 @@ def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
     iters = torch.zeros(B, dtype=torch.int64, device=dev)
     eta = P.eta(U)
-    F = P.datafit(eta) + penalty(U, lam, l1_ratio, pf)
+    F = P.datafit(eta) + penalty(U, lam, l1_ratio, pf, P.tikhonov)
     total_sweeps = 0
     for it in range(1, max_outer + 1):
         act = torch.nonzero(~converged).flatten()
@@ -339,15 +364,12 @@ def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max
         grad = g.T @ P.Xa  # (Ba, q)
         Hs = _hessians(P, h)
         with _small_ops(Ua):
-            Un, sw = coordinate_descent(Hs, grad, Ua, la, l1_ratio, pf, free, sa, tol=tol, max_sweeps=max_sweeps)
+            Un, sw, model_dec, newton = _newton_step(P, grad, Hs, Ua, la, l1_ratio, free, sa, tol=tol, max_sweeps=max_sweeps)
         total_sweeps += sw
         delta = Un - Ua
-        pen0 = penalty(Ua, la, l1_ratio, pf)
-        model_dec = (grad * delta).sum(-1) + penalty(Un, la, l1_ratio, pf) - pen0  # ≤ 0
-        newton = torch.einsum("bi,bij,bj->b", delta, Hs, delta)
         Xd = P.Xa @ delta.T
         F0 = F[act]
-        t, accepted, Fnew = _armijo(lambda t: P.datafit(ea + t * Xd, idx) + penalty(Ua + t.unsqueeze(1) * delta, la, l1_ratio, pf),
+        t, accepted, Fnew = _armijo(lambda t: P.datafit(ea + t * Xd, idx) + penalty(Ua + t.unsqueeze(1) * delta, la, l1_ratio, pf, P.tikhonov),
                                     F0, model_dec)
         Ua = Ua + t.unsqueeze(1) * delta
         U[act] = Ua
@@ -361,7 +383,7 @@ def solve(P: Problem, lam, l1_ratio, U0, *, free=None, scale=None, tol=1e-6, max
         done = (newton <= tol * tol * sa) | (~accepted)
         converged[act] = done
     fit = P.datafit(eta, exact=True)
-    F = fit + penalty(U, lam, l1_ratio, pf)
+    F = fit + penalty(U, lam, l1_ratio, pf, P.tikhonov)
     return U, {"objective": F, "fit": fit, "eta": eta, "iterations": iters, "sweeps": total_sweeps, "converged": converged}
 
 
@@ -372,7 +394,7 @@ def _solve_sums(P: Problem, lam, l1_ratio, U, free, scale, *, tol, max_outer, ma
     dev, pf, sums = U.device, P.pf, P.sums
     converged = torch.zeros(B, dtype=torch.bool, device=dev)
     iters = torch.zeros(B, dtype=torch.int64, device=dev)
-    F = sums.value(U) + penalty(U, lam, l1_ratio, pf)
+    F = sums.value(U) + penalty(U, lam, l1_ratio, pf, P.tikhonov)
     total_sweeps = 0
     for _ in range(max_outer):
         act = torch.nonzero(~converged).flatten()
@@ -381,17 +403,14 @@ def _solve_sums(P: Problem, lam, l1_ratio, U, free, scale, *, tol, max_outer, ma
         idx = None if act.numel() == B else act
         Ua, la, sa = U[act], lam[act], scale[act]
         grad, Hs = sums.gradient_hessian(Ua, idx)
-        Un, sw = coordinate_descent(Hs, grad, Ua, la, l1_ratio, pf, free, sa, tol=tol, max_sweeps=max_sweeps)
+        Un, sw, model_dec, newton = _newton_step(P, grad, Hs, Ua, la, l1_ratio, free, sa, tol=tol, max_sweeps=max_sweeps)
         total_sweeps += sw
         delta = Un - Ua
-        pen0 = penalty(Ua, la, l1_ratio, pf)
-        model_dec = (grad * delta).sum(-1) + penalty(Un, la, l1_ratio, pf) - pen0
-        newton = torch.einsum("bi,bij,bj->b", delta, Hs, delta)
         F0 = F[act]
 
         def objective(t):
             Ut = Ua + t.unsqueeze(1) * delta
-            return sums.value(Ut, idx) + penalty(Ut, la, l1_ratio, pf)
+            return sums.value(Ut, idx) + penalty(Ut, la, l1_ratio, pf, P.tikhonov)
 
         t, accepted, Fnew = _armijo(objective, F0, model_dec)
         U[act] = Ua + t.unsqueeze(1) * delta
@@ -399,5 +418,5 @@ def _solve_sums(P: Problem, lam, l1_ratio, U, free, scale, *, tol, max_outer, ma
         iters[act] += 1
         converged[act] = (newton <= tol * tol * sa) | (~accepted)
     fit = sums.exact(U)
-    return U, {"objective": fit + penalty(U, lam, l1_ratio, pf), "fit": fit, "eta": None, "iterations": iters, "sweeps": total_sweeps,
+    return U, {"objective": fit + penalty(U, lam, l1_ratio, pf, P.tikhonov), "fit": fit, "eta": None, "iterations": iters, "sweeps": total_sweeps,
                "converged": converged}
