@@ -147,8 +147,8 @@ def run_workflow(args):
     chosen = draw_genes(args.n)
     (work / "config" / "samples.tsv").write_text(
         "sample\th5ad\ttargets\tfeatures\n" f"dlpfc_151675\t{DATA}\t{','.join(chosen)}\t{','.join(REGULATORS)}\n")
-    (work / "config" / "config.yaml").write_text(  # defaults only: no tuning settings, no demo, no perturb-seq
-        "samples: config/samples.tsv\nperturbseq:\n  enabled: false\n")
+    (work / "config" / "config.yaml").write_text(  # tuning on with its default settings; no demo, no perturb-seq
+        "samples: config/samples.tsv\ntune:\n  enabled: true\nperturbseq:\n  enabled: false\n")
     snakefile = HERE.parent / "workflow" / "Snakefile"
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(work), "--cores", str(args.cores),
            "--resources", "gpu=0", "--until", "tune_select", "--keep-going", "--quiet", "rules"]
