@@ -217,8 +217,16 @@ class S3R(BaseEstimator):
         self.mask_ = free == 0
         self.n_features_in_ = p
         self.n_iter_ = int(result.iterations[0])
+        self.report_ = self._report(problem, result, (lam, alpha, beta), weights, free, device, dtype)
+        self.trace_ = result.trace
+        return self
+
+    def _report(self, problem, result, penalties, weights, free, device, dtype) -> dict:
+        """``report_``: the solve's outcome, the scales that map the user's λ, α, β onto the solver's, and the sizes."""
+        lam, alpha, beta = penalties
+        n, p = problem.n_spots, self.n_features_in_
         c = problem.penalty_multiplier(weights)
-        self.report_ = {
+        return {
             "objective": float(result.objective[0]) / (c * n) if problem.scaling == "standard" else float(result.objective[0]),
             "objective_scale": "standard: (1/Σo) Σ o_i (ỹ_i − ŷ_i)² + (1/n)(λ S + α Σ|W̃| + β √n Σ‖W̃_j‖), on the standardised scale"
             if problem.scaling == "standard" else "reference: (1/n) Σ o_i (y_i − ŷ_i)² + λ S + α Σ|W| + β √n Σ‖W_j‖",
@@ -258,8 +266,6 @@ class S3R(BaseEstimator):
             "nonzero_fraction": float(np.mean(self.coef_ != 0)),
             "selected_features": int(np.sum(np.any(self.coef_ != 0, axis=0))),
         }
-        self.trace_ = result.trace
-        return self
 
     def _fit_theta(self, solve, Xs, y, Z, off, weights, warm):
         """Alternate the spatial fit at fixed θ with the ML θ given its μ, each fit warm-started from the last.
