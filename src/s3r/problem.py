@@ -31,9 +31,9 @@ import torch
 
 from s3r.errors import S3RInputError
 from s3r.graph import SpatialGraph, build_graph, neighbour_mean_operator, reference_knn_operator, validate_coords
-from s3r.problem_data import checked_response, family_and_offset, fixed_theta, response_scale, scaled_features
+from s3r.problem_data import family_and_offset, fixed_theta, response_scale, scaled_features
 from s3r.solver import SMOOTH_MODES, build_operator, resolve_device, resolve_dtype
-from s3r.validation import finite_matrix
+from s3r.validation import finite_matrix, finite_vector
 
 SCALINGS = ("standard", "reference")
 PARAM_NAMES = ("lambda_smooth", "alpha", "beta")
@@ -353,7 +353,7 @@ def assemble(
     model = resolve_model(model)
     X = finite_matrix(X, x_name)
     n, p = X.shape
-    y = checked_response(y, n, x_name, y_name)
+    y = finite_vector(y, n, y_name, x_name)
     if coords is None:
         raise S3RInputError("coordinates are required (one row per spot)")
     family, offset = family_and_offset(model, y, offset, y_name)

@@ -1,4 +1,4 @@
-"""The user's data made ready for a :class:`s3r.problem.Problem`: the response checked, the family and offset, the
+"""The user's data made ready for a :class:`s3r.problem.Problem`: the family and offset, the
 design and response scaled, the negative binomial θ fixed. Steps of ``s3r.problem.assemble``, one thing each."""
 
 from __future__ import annotations
@@ -7,17 +7,6 @@ import numpy as np
 import torch
 
 from s3r.errors import S3RInputError
-
-
-def checked_response(y, n: int, x_name: str, y_name: str) -> np.ndarray:
-    """y as a flat float64 array, one finite value per spot of the design."""
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if y.shape[0] != n:
-        raise S3RInputError(f"{y_name} has {y.shape[0]} values but {x_name} has {n} spots; they must describe the same spots")
-    bad = ~np.isfinite(y)
-    if bad.any():
-        raise S3RInputError(f"{y_name} has a non-finite value at row {int(np.flatnonzero(bad)[0])}; impute or drop that spot")
-    return y
 
 
 def family_and_offset(model: dict, y: np.ndarray, offset, y_name: str) -> tuple[str, np.ndarray | None]:
