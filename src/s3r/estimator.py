@@ -13,26 +13,13 @@ import torch
 from sklearn.base import BaseEstimator
 
 from s3r.errors import S3RInputError
-from s3r.validation import finite_matrix
+from s3r.validation import finite_matrix, finite_vector
 from s3r.graph import SpatialGraph, build_graph, neighbour_mean_operator, reference_knn_operator, validate_coords
 from s3r.solver import SMOOTH_MODES, build_operator, resolve_device, resolve_dtype, solve_batch
 
 
 def _as_matrix(X, name: str) -> np.ndarray:
     return finite_matrix(X, name)
-
-
-def _as_vector(y, n: int, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(y, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as err:
-        raise S3RInputError(f"{name} must be numeric: {err}") from None
-    if arr.shape[0] != n:
-        raise S3RInputError(f"{name} has {arr.shape[0]} values but X has {n} spots; they must describe the same spots")
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise S3RInputError(f"{name} has a non-finite value at row {int(np.flatnonzero(bad)[0])}; impute or drop that spot")
-    return arr
 
 
 class S3R(BaseEstimator):
@@ -164,11 +151,11 @@ class S3R(BaseEstimator):
         self._check_params()
         X = _as_matrix(X, "X")
         n, p = X.shape
-        _as_vector(y, n, "y")
-        weights = None if sample_weight is None else _as_vector(sample_weight, n, "sample_weight")
+        finite_vector(y, n, "y")
+        weights = None if sample_weight is None else finite_vector(sample_weight, n, "sample_weight")
         if weights is not None and (np.any(weights < 0) or np.any(weights > 1)):
             raise S3RInputError("sample_weight must lie in [0, 1] (observation weights o_i)")
-        off = None if offset is None else _as_vector(offset, n, "offset")
+        off = None if offset is None else finite_vector(offset, n, "offset")
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         problem = assemble(X, y, coords, model=self.model_settings(), covariates=covariates, offset=off,
                            penalty_factor=self.penalty_factor, graph=graph, dtype=dtype, device=device)
@@ -217,8 +204,16 @@ class S3R(BaseEstimator):
         self.mask_ = free == 0
         self.n_features_in_ = p
         self.n_iter_ = int(result.iterations[0])
+        self.report_ = self._report(problem, result, (lam, alpha, beta), weights, free, device, dtype)
+        self.trace_ = result.trace
+        return self
+
+    def _report(self, problem, result, penalties, weights, free, device, dtype) -> dict:
+        """``report_``: the solve's outcome, the scales that map the user's λ, α, β onto the solver's, and the sizes."""
+        lam, alpha, beta = penalties
+        n, p = problem.n_spots, self.n_features_in_
         c = problem.penalty_multiplier(weights)
-        self.report_ = {
+        return {
             "objective": float(result.objective[0]) / (c * n) if problem.scaling == "standard" else float(result.objective[0]),
             "objective_scale": "standard: (1/Σo) Σ o_i (ỹ_i − ŷ_i)² + (1/n)(λ S + α Σ|W̃| + β √n Σ‖W̃_j‖), on the standardised scale"
             if problem.scaling == "standard" else "reference: (1/n) Σ o_i (y_i − ŷ_i)² + λ S + α Σ|W| + β √n Σ‖W_j‖",
@@ -258,8 +253,6 @@ class S3R(BaseEstimator):
             "nonzero_fraction": float(np.mean(self.coef_ != 0)),
             "selected_features": int(np.sum(np.any(self.coef_ != 0, axis=0))),
         }
-        self.trace_ = result.trace
-        return self
 
     def _fit_theta(self, solve, Xs, y, Z, off, weights, warm):
         """Alternate the spatial fit at fixed θ with the ML θ given its μ, each fit warm-started from the last.
@@ -335,7 +328,7 @@ class S3R(BaseEstimator):
             pred = pred + np.asarray(covariates, dtype=np.float64).reshape(X.shape[0], -1) @ self.covariate_coef_
         if getattr(self, "family", "gaussian") != "gaussian":
             if offset is not None:
-                pred = pred + _as_vector(offset, X.shape[0], "offset")
+                pred = pred + finite_vector(offset, X.shape[0], "offset")
             return np.exp(np.minimum(pred, 30.0))
         return pred
 
@@ -347,15 +340,15 @@ class S3R(BaseEstimator):
 
     def score(self, X, y, sample_weight=None, covariates=None, offset=None) -> float:
         """Coefficient of determination R² (weighted when ``sample_weight`` is given); deviance explained for count families."""
-        y = _as_vector(y, np.asarray(X).shape[0], "y")
+        y = finite_vector(y, np.asarray(X).shape[0], "y")
         pred = self.predict(X, covariates, offset)
-        w = np.ones_like(y) if sample_weight is None else _as_vector(sample_weight, y.shape[0], "sample_weight")
+        w = np.ones_like(y) if sample_weight is None else finite_vector(sample_weight, y.shape[0], "sample_weight")
         if getattr(self, "family", "gaussian") != "gaussian":
             from s3r.glm.metrics import glm_scores
 
             fam = self._glm_family()
             t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64).reshape(-1, 1))  # noqa: E731
-            off = None if offset is None else t(_as_vector(offset, y.shape[0], "offset"))
+            off = None if offset is None else t(finite_vector(offset, y.shape[0], "offset"))
             sc = glm_scores(fam, t(y), torch.log(t(pred)), torch.as_tensor(w), off)
             return float(sc["deviance_explained"][0])
         mean = np.average(y, weights=w)

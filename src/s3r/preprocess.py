@@ -278,18 +278,7 @@ def prepare_h5ad(
     """AnnData → PreparedSample (``raw_targets``, ``offset``: as for :func:`prepare_reference_csv`; the offset may
     also name an .obs column). ``features``: gene list, 'all', or 'obsm:<key>' (used as given, e.g.
     cell-type proportions: not normalised). Library sizes are row sums over all genes of ``.X``/the layer."""
-    import anndata
-
-    if isinstance(path, anndata.AnnData):  # already read, e.g. from a Space Ranger or Xenium folder
-        from s3r.readers import input_source
-
-        adata = path
-        source = input_source(adata)
-    else:
-        source = str(path)
-        if not Path(path).is_file():
-            raise S3RInputError(f"{source}: h5ad file not found; check the path")
-        adata = anndata.read_h5ad(path)
+    adata, source = _open_h5ad(path)
     targets = _check_targets_listed(targets, source)
     _check_normalize(normalize)
     if layer is not None and layer not in adata.layers:
@@ -306,45 +295,16 @@ def prepare_h5ad(
     totals = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel() if normalized else None
 
     obsm_key = features[5:] if isinstance(features, str) and features.startswith("obsm:") else None
-    if obsm_key is not None:
-        feature_arg: Sequence[str] | str = obsm_key
-    elif isinstance(features, str) and features == "all":
-        if matrix is None:
-            raise S3RInputError(f"{source}: the file has no expression matrix in .X; write one or pick a layer")
-        candidates = [i for i, n in enumerate(var_names) if n not in set(targets)]
-        if not candidates:
-            raise S3RInputError(f"{source}: no genes left as features once the targets are removed; list features")
-        names = [var_names[i] for i in candidates]
-        sub = matrix[:, candidates]
-        if max_features is not None and len(names) > max_features:
-            if normalized:
-                variance = _sparse_log_normalized_variance(sub, totals, target_sum)
-            else:
-                dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
-                variance = np.asarray(dense, dtype=np.float64).var(axis=0)
-            names = _top_variable(names, variance, max_features)
-        feature_arg = names
-    else:
-        feature_arg = [str(f) for f in features]
+    feature_arg = obsm_key if obsm_key is not None else _feature_genes(
+        features, matrix, var_names, targets, source, max_features=max_features, totals=totals,
+        target_sum=target_sum)
 
     # The library reader does the checks and densifies only the chosen columns.
     data = read_h5ad(
         adata, target=targets[0], features=feature_arg, layer=layer, spatial_key=spatial_key, covariates=covariates,
         source=source,
     )
-    Y = np.empty((data.n_spots, len(targets)))
-    for j, t in enumerate(targets):
-        if t in var_names:
-            col = matrix[:, int(var_names.get_loc(t))]
-            col = col.toarray() if sp.issparse(col) else np.asarray(col)
-            Y[:, j] = np.asarray(col, dtype=np.float64).ravel()
-        elif t in adata.obs.columns and adata.obs[t].dtype.kind in "fiub":
-            Y[:, j] = adata.obs[t].to_numpy(dtype=np.float64)
-        else:
-            raise S3RInputError(f"{source}: target {t!r} is neither a gene nor a numeric .obs column; check the name")
-    if not np.isfinite(Y).all():
-        j = int(np.argwhere(~np.isfinite(Y))[0, 1])
-        raise S3RInputError(f"{source}: target {targets[j]!r} has NaN/infinite values; fix or drop those spots")
+    Y = _target_matrix(adata, matrix, var_names, targets, source)
 
     X = data.X
     offset = _auto_offset(offset, normalized and counts)
@@ -375,6 +335,61 @@ def prepare_h5ad(
         },
         offset=offset_values,
     )
+
+
+def _open_h5ad(path):
+    """(AnnData, the name messages use for it): read from disk, or as given when already in memory."""
+    import anndata
+
+    if isinstance(path, anndata.AnnData):  # already read, e.g. from a Space Ranger or Xenium folder
+        from s3r.readers import input_source
+
+        return path, input_source(path)
+    source = str(path)
+    if not Path(path).is_file():
+        raise S3RInputError(f"{source}: h5ad file not found; check the path")
+    return anndata.read_h5ad(path), source
+
+
+def _feature_genes(features, matrix, var_names: pd.Index, targets: list[str], source: str, *, max_features: int | None,
+                   totals: np.ndarray | None, target_sum: float) -> list[str]:
+    """The feature genes: the listed ones, or with 'all' every gene but the targets, cut to the ``max_features`` most
+    variable (on the log-normalised scale when ``totals`` are given, as the features will be used)."""
+    if not (isinstance(features, str) and features == "all"):
+        return [str(f) for f in features]
+    if matrix is None:
+        raise S3RInputError(f"{source}: the file has no expression matrix in .X; write one or pick a layer")
+    candidates = [i for i, n in enumerate(var_names) if n not in set(targets)]
+    if not candidates:
+        raise S3RInputError(f"{source}: no genes left as features once the targets are removed; list features")
+    names = [var_names[i] for i in candidates]
+    sub = matrix[:, candidates]
+    if max_features is not None and len(names) > max_features:
+        if totals is not None:
+            variance = _sparse_log_normalized_variance(sub, totals, target_sum)
+        else:
+            dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+            variance = np.asarray(dense, dtype=np.float64).var(axis=0)
+        names = _top_variable(names, variance, max_features)
+    return names
+
+
+def _target_matrix(adata, matrix, var_names: pd.Index, targets: list[str], source: str) -> np.ndarray:
+    """(spots, targets): each target a gene of the matrix or a numeric .obs column, every value finite."""
+    Y = np.empty((adata.n_obs, len(targets)))
+    for j, t in enumerate(targets):
+        if t in var_names:
+            col = matrix[:, int(var_names.get_loc(t))]
+            col = col.toarray() if sp.issparse(col) else np.asarray(col)
+            Y[:, j] = np.asarray(col, dtype=np.float64).ravel()
+        elif t in adata.obs.columns and adata.obs[t].dtype.kind in "fiub":
+            Y[:, j] = adata.obs[t].to_numpy(dtype=np.float64)
+        else:
+            raise S3RInputError(f"{source}: target {t!r} is neither a gene nor a numeric .obs column; check the name")
+    if not np.isfinite(Y).all():
+        j = int(np.argwhere(~np.isfinite(Y))[0, 1])
+        raise S3RInputError(f"{source}: target {targets[j]!r} has NaN/infinite values; fix or drop those spots")
+    return Y
 
 
 def write_prepared(path: str | os.PathLike, prepared: PreparedSample) -> None:

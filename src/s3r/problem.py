@@ -31,8 +31,9 @@ import torch
 
 from s3r.errors import S3RInputError
 from s3r.graph import SpatialGraph, build_graph, neighbour_mean_operator, reference_knn_operator, validate_coords
+from s3r.problem_data import family_and_offset, fixed_theta, response_scale, scaled_features
 from s3r.solver import SMOOTH_MODES, build_operator, resolve_device, resolve_dtype
-from s3r.validation import finite_matrix
+from s3r.validation import finite_matrix, finite_vector
 
 SCALINGS = ("standard", "reference")
 PARAM_NAMES = ("lambda_smooth", "alpha", "beta")
@@ -349,60 +350,16 @@ def assemble(
     dtype="float64", device="cpu", x_name: str = "X", y_name: str = "y",
 ) -> Problem:
     """Build the problem from user data and model settings (keys as in S3R's parameters / tune's ``model``)."""
-    from s3r.glm.families import FAMILIES, get_family
-
     model = resolve_model(model)
     X = finite_matrix(X, x_name)
     n, p = X.shape
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    if y.shape[0] != n:
-        raise S3RInputError(f"{y_name} has {y.shape[0]} values but {x_name} has {n} spots; they must describe the same spots")
-    bad = ~np.isfinite(y)
-    if bad.any():
-        raise S3RInputError(f"{y_name} has a non-finite value at row {int(np.flatnonzero(bad)[0])}; impute or drop that spot")
+    y = finite_vector(y, n, y_name, x_name)
     if coords is None:
         raise S3RInputError("coordinates are required (one row per spot)")
-    family = str(model.get("family") or "gaussian")
-    if family not in FAMILIES:
-        raise S3RInputError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
-    get_family(family).check_response(torch.as_tensor(y), y_name)
+    family, offset = family_and_offset(model, y, offset, y_name)
     gaussian = family == "gaussian"
-    if offset is not None:
-        if gaussian:
-            raise S3RInputError("an offset applies to the log-link families (poisson, negative_binomial, gamma); subtract it from y for gaussian")
-        offset = np.asarray(offset, dtype=np.float64).reshape(-1)
-        if offset.shape != y.shape or not np.all(np.isfinite(offset)):
-            raise S3RInputError(f"offset needs one finite value per spot ({n}); got {offset.shape[0]} values")
-
-    # features: divided by their root mean square (not centred: with a coefficient per spot, centring a
-    # feature would move a spatially varying term into the intercept)
-    if model["standardize"]:
-        scale = np.sqrt(np.mean(X**2, axis=0))
-        scale = np.where(scale > 0, scale, 1.0)
-    else:
-        scale = np.ones(p)
-    Xs = X / scale
-    pf = None
-    if penalty_factor is not None:
-        pf = np.asarray(penalty_factor, dtype=np.float64).reshape(-1)
-        if pf.shape[0] != p or np.any(pf < 0) or not np.all(np.isfinite(pf)):
-            raise S3RInputError(f"penalty_factor needs {p} finite values ≥ 0 (one per feature); got {pf.shape[0]}")
-    spatial_intercept = bool(model["spatial_intercept"])
-    if spatial_intercept:
-        Xs = np.hstack([Xs, np.ones((n, 1))])
-        scale = np.append(scale, 1.0)
-        pf = np.append(np.ones(p) if pf is None else pf, 0.0)  # smoothness only
-
-    # response: centred (with an intercept) and divided by its spread, gaussian standard scaling only
-    y_center, y_scale = 0.0, 1.0
-    if gaussian and model["scaling"] == "standard":
-        if model["fit_intercept"]:
-            y_center = float(np.mean(y))
-            y_scale = float(np.std(y))
-        else:
-            y_scale = float(np.sqrt(np.mean(y**2)))
-        if not y_scale > 0:
-            y_scale = 1.0
+    Xs, scale, pf, spatial_intercept = scaled_features(X, model, penalty_factor)
+    y_center, y_scale = response_scale(y, model, gaussian)
     ys = (y - y_center) / y_scale
 
     cols = []
@@ -411,17 +368,7 @@ def assemble(
     if covariates is not None and np.size(covariates):
         cols.append(finite_matrix(np.asarray(covariates, dtype=np.float64).reshape(n, -1), "covariates"))
     Z = np.hstack(cols) if cols else None
-
-    theta = None
-    if family == "negative_binomial":
-        theta = model.get("theta")
-        if theta is None:
-            theta = 1.0
-        elif theta == "estimate":
-            from s3r.cv import reference_theta
-
-            theta = reference_theta(y, offset)
-        theta = float(theta)
+    theta = fixed_theta(model, family, y, offset)
 
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     smooth = model.get("smooth", "tv")

@@ -38,17 +38,16 @@ Two designs (``simulate(..., design=...)``):
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
 from s3r.errors import S3RInputError
+from s3r.simulate_demo import write_h5ad, write_reference_csv  # the writers live beside the demo writer
 
 __all__ = [
     "LAYOUTS",
@@ -260,14 +259,7 @@ def simulate(
         raise _unknown("layout", layout, LAYOUTS)
     if not isinstance(design, str) or design not in DESIGNS:
         raise _unknown("design", design, DESIGNS)
-    if intercept is None:
-        intercept = EXPRESSION_INTERCEPT if design == "expression" else 0.0
-    try:
-        intercept = float(intercept)
-    except (TypeError, ValueError):
-        raise S3RInputError(f"simulation: intercept must be a number, not {intercept!r}") from None
-    if not np.isfinite(intercept):
-        raise S3RInputError(f"simulation: intercept must be finite, not {intercept}")
+    intercept = _check_intercept(intercept, design)
     sigma = _check_sigma(sigma)
     seed = _check_seed(seed)
     if n_spots is not None and (isinstance(n_spots, bool) or not isinstance(n_spots, (int, np.integer)) or n_spots < 1):
@@ -283,6 +275,56 @@ def simulate(
     if not np.array_equal(region_ids, np.arange(len(region_ids))):
         raise RuntimeError(f"bundled layout {layout} has clusters {region_ids}, expected 0..R-1")
 
+    coords, regions, geometry_name = _spots(geometry, n_spots, loc_rng, ref_xy, ref_labels)
+    n = len(coords)
+
+    n_regions = len(region_ids)
+    p = _n_features(n_features, layout, n, n_regions)
+
+    B, informative = _coefficients(coef_rng, n_regions, p)
+    if design == "reference":
+        X = x_rng.standard_normal((n, p))
+        W, coef_scale = B[regions], 1.0
+    else:
+        X = _expression_design(x_rng, n, p)
+        coef_scale = _signal_scale(X, B[regions])
+        W = B[regions] * coef_scale
+    y = np.einsum("ij,ij->i", X, W) + sigma * noise_rng.standard_normal(n)
+    if intercept != 0.0:
+        y = y + intercept
+    return Simulation(
+        X=X,
+        y=y,
+        coords=coords,
+        W=W,
+        regions=regions,
+        layout=layout,
+        sigma=sigma,
+        seed=seed,
+        informative=informative,
+        geometry=geometry_name,
+        design=design,
+        intercept=intercept,
+        coef_scale=coef_scale,
+    )
+
+
+def _check_intercept(intercept, design: str) -> float:
+    """The baseline added to y: the design's default when None, else a finite number."""
+    if intercept is None:
+        intercept = EXPRESSION_INTERCEPT if design == "expression" else 0.0
+    try:
+        intercept = float(intercept)
+    except (TypeError, ValueError):
+        raise S3RInputError(f"simulation: intercept must be a number, not {intercept!r}") from None
+    if not np.isfinite(intercept):
+        raise S3RInputError(f"simulation: intercept must be finite, not {intercept}")
+    return intercept
+
+
+def _spots(geometry, n_spots, loc_rng, ref_xy, ref_labels) -> tuple[np.ndarray, np.ndarray, str]:
+    """(coordinates, region per spot, geometry name): the geometry's points, subsampled to ``n_spots``, each
+    labelled with the region of its nearest layout point (the layout's own labels when it is the layout)."""
     if isinstance(geometry, str):
         geometry_name = geometry
         if geometry == "layout":
@@ -318,9 +360,11 @@ def simulate(
         _, nearest = cKDTree(ref_xy).query(coords)
         regions = ref_labels[nearest]
     regions = np.asarray(regions, dtype=np.int64)
-    n = len(coords)
+    return coords, regions, geometry_name
 
-    n_regions = len(region_ids)
+
+def _n_features(n_features, layout: str, n: int, n_regions: int) -> int:
+    """The number of features: the layout's default unless given, enough for every region's informative ones."""
     if n_features is None:
         p = int(round(HIGHDIM_RATIO * n)) if layout in HIGHDIM_LAYOUTS else DEFAULT_N_FEATURES
     else:
@@ -331,33 +375,7 @@ def simulate(
             f"simulation: n_features={p} is too small for layout {layout!r} ({n_regions} regions need "
             f"{need} informative features); raise n_features"
         )
-
-    B, informative = _coefficients(coef_rng, n_regions, p)
-    if design == "reference":
-        X = x_rng.standard_normal((n, p))
-        W, coef_scale = B[regions], 1.0
-    else:
-        X = _expression_design(x_rng, n, p)
-        coef_scale = _signal_scale(X, B[regions])
-        W = B[regions] * coef_scale
-    y = np.einsum("ij,ij->i", X, W) + sigma * noise_rng.standard_normal(n)
-    if intercept != 0.0:
-        y = y + intercept
-    return Simulation(
-        X=X,
-        y=y,
-        coords=coords,
-        W=W,
-        regions=regions,
-        layout=layout,
-        sigma=sigma,
-        seed=seed,
-        informative=informative,
-        geometry=geometry_name,
-        design=design,
-        intercept=intercept,
-        coef_scale=coef_scale,
-    )
+    return p
 
 
 def simulate_target(sim: Simulation, seed: int, sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -379,61 +397,3 @@ def simulate_target(sim: Simulation, seed: int, sigma: float | None = None) -> t
     if sim.intercept != 0.0:
         y = y + sim.intercept
     return y, W
-
-
-def write_reference_csv(sim: Simulation, out_dir: str | os.PathLike, prefix: str = "") -> dict[str, Path]:
-    """Write the S3R reference CSV layout (``{prefix}X.csv`` features × spots, ``{prefix}Y.csv`` with column
-    ``target``, ``{prefix}C.csv`` with ``row``, ``col``) so the reference tools can read simulated data.
-
-    Returns the paths by role: ``{"X": ..., "Y": ..., "coords": ...}``.
-    """
-    from s3r.io import write_csv
-
-    out_dir = Path(out_dir)
-    spots = sim.spot_ids
-    paths = {
-        "X": out_dir / f"{prefix}X.csv",
-        "Y": out_dir / f"{prefix}Y.csv",
-        "coords": out_dir / f"{prefix}C.csv",
-    }
-    write_csv(pd.DataFrame(sim.X.T, index=sim.feature_names, columns=spots), paths["X"])
-    write_csv(pd.DataFrame({"target": sim.y}, index=spots), paths["Y"])
-    write_csv(pd.DataFrame({"row": sim.coords[:, 0], "col": sim.coords[:, 1]}, index=spots), paths["coords"])
-    return paths
-
-
-def write_h5ad(sim: Simulation, path: str | os.PathLike, target_name: str = "target") -> Path:
-    """Write the simulation as AnnData: the target is a gene next to ``feature_1..p`` so that
-    ``read_h5ad(path, target=target_name, features=[...])`` works; truth in ``.obsm["true_W"]`` and
-    ``.obs["region"]``, parameters in ``.uns["s3r_simulation"]``."""
-    import anndata
-
-    from s3r.io import atomic_path
-
-    features = sim.feature_names
-    if target_name in features:
-        raise S3RInputError(f"write_h5ad: target_name {target_name!r} collides with a feature name; pick another")
-    obs = pd.DataFrame({"region": pd.Categorical(sim.regions)}, index=pd.Index(sim.spot_ids))
-    var = pd.DataFrame({"role": ["feature"] * len(features) + ["target"]}, index=pd.Index(features + [target_name]))
-    adata = anndata.AnnData(
-        X=np.hstack([sim.X, sim.y[:, None]]),
-        obs=obs,
-        var=var,
-        obsm={"spatial": sim.coords.copy(), "true_W": sim.W.copy()},
-        uns={
-            "s3r_simulation": {
-                "layout": sim.layout,
-                "geometry": sim.geometry,
-                "sigma": float(sim.sigma),
-                "seed": int(sim.seed),
-                "design": sim.design,
-                "intercept": float(sim.intercept),
-                "coef_scale": float(sim.coef_scale),
-                "informative": {str(r): np.asarray(v, dtype=np.int64) for r, v in sim.informative.items()},
-            }
-        },
-    )
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp)
-    return path

@@ -23,3 +23,18 @@ def finite_matrix(X, name: str, *, allow_vector: bool = False) -> np.ndarray:
         r, c = np.argwhere(bad)[0]
         raise S3RInputError(f"{name} has a non-finite value at row {r}, column {c}; impute or drop that row")
     return arr
+
+
+def finite_vector(values, n: int, name: str, x_name: str = "X") -> np.ndarray:
+    """``values`` as a flat float64 array with one finite value per spot of the design ``x_name`` (``n`` spots).
+    Non-numeric, wrongly sized or non-finite input is an S3RInputError naming the row."""
+    try:
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise S3RInputError(f"{name} must be numeric: {err}") from None
+    if arr.shape[0] != n:
+        raise S3RInputError(f"{name} has {arr.shape[0]} values but {x_name} has {n} spots; they must describe the same spots")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise S3RInputError(f"{name} has a non-finite value at row {int(np.flatnonzero(bad)[0])}; impute or drop that spot")
+    return arr

@@ -267,6 +267,28 @@ def _h5ad_summary(path: str) -> dict[str, Any]:
         adata.file.close()
 
 
+def _h5ad_targets(row: Row, path: str, info: dict, targets_value: str, features_value: str) -> list[str]:
+    """The sample's targets in its .h5ad: listed (names or a file), or 'all' genes but the features; each a gene
+    or an .obs column of the file."""
+    var = info["var_names"]
+    if targets_value == "all":
+        if features_value == "all":
+            raise row.error(
+                "targets", "'all' targets with 'all' features leaves nothing to regress on; list the features"
+            )
+        excluded = set() if features_value.startswith("obsm:") else set(names_or_file(row, "features", features_value))
+        targets = [v for v in var if v not in excluded]
+    else:
+        targets = names_or_file(row, "targets", targets_value)
+    _check_target_names(row, "targets", targets)
+    absent = [t for t in targets if t not in var and t not in info["obs_columns"]]
+    if absent:
+        raise row.error(
+            "targets", f"target {absent[0]!r} is not a gene (var_names) of {path}{suggest(absent[0], var)}; check the name"
+        )
+    return targets
+
+
 def _check_h5ad_sample(row: Row, record: dict, generated: dict, demo_targets: list[str] | None) -> SampleSpec:
     path = record["h5ad"]
     for c in ("x_csv", "y_csv", "coords_csv"):
@@ -295,21 +317,7 @@ def _check_h5ad_sample(row: Row, record: dict, generated: dict, demo_targets: li
         except Exception as err:  # h5py/anndata raise many types for a damaged or foreign file
             raise row.error("h5ad", f"cannot read {path!r} as AnnData ({err}); rewrite it with AnnData.write_h5ad") from None
         var = info["var_names"]
-        if targets_value == "all":
-            if features_value == "all":
-                raise row.error(
-                    "targets", "'all' targets with 'all' features leaves nothing to regress on; list the features"
-                )
-            excluded = set() if features_value.startswith("obsm:") else set(names_or_file(row, "features", features_value))
-            targets = [v for v in var if v not in excluded]
-        else:
-            targets = names_or_file(row, "targets", targets_value)
-        _check_target_names(row, "targets", targets)
-        absent = [t for t in targets if t not in var and t not in info["obs_columns"]]
-        if absent:
-            raise row.error(
-                "targets", f"target {absent[0]!r} is not a gene (var_names) of {path}{suggest(absent[0], var)}; check the name"
-            )
+        targets = _h5ad_targets(row, path, info, targets_value, features_value)
         if not info["obs_names_unique"]:
             raise row.error("h5ad", f"{path} has duplicated spot ids (obs_names); run adata.obs_names_make_unique()")
         if len(set(var)) != len(var):
