@@ -15,7 +15,7 @@ import pytest
 
 from helpers import apt_lock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("glmnet_peer", ROOT / "benchmarks" / "glmnet_peer.py")
 peer = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(peer)
