@@ -1,4 +1,4 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures and the collection order shared by the test modules; importable helpers live in helpers.py."""
 
 import pytest
 import torch
@@ -13,20 +13,9 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-def tuned_fit(root, layout: str, tune_config: dict, *, params: dict | None = None):
-    """A simulated sample tuned by s3r.tune (states kept) into root/tune and fitted into root/fit.
-
-    ``params``: fit at these λ, α, β instead of the tuned ones. Returns (simulation, model, best_params).
-    """
-    from s3r import S3R, tune
-    from s3r.io import RegressionData
-    from s3r.results import write_fit
-    from s3r.simulate import simulate
-
-    sim = simulate(layout, sigma=1.0, seed=0)
-    data = RegressionData(sim.X, sim.y, sim.coords, sim.spot_ids, sim.feature_names, "target")
-    best = tune.run_search(data, tune_config, root / "tune", keep_states=True)
-    chosen = params or {key: best[key] for key in ("lambda_smooth", "alpha", "beta")}
-    model = S3R("tv", **chosen).fit(sim.X, sim.y, sim.coords)
-    write_fit(root / "fit", model, data)
-    return sim, model, best
+def pytest_collection_modifyitems(config, items):
+    """Modules holding a slow test (workflow runs, SLURM) first, each module's tests kept together and in order:
+    pytest-xdist hands whole files to its workers in this order, so the long files start at once instead of
+    ending the run on one busy worker while the other idles."""
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)  # stable: the order within each group holds

@@ -4,31 +4,17 @@ partition, bad sheets stop at parse time, and (slow) the rule and its report map
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
-
-
-def output(result) -> str:
-    return result.stdout + result.stderr
+from helpers import REPO, copy_config, output, snakemake
 
 
 def enabled_workdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "config", path / "config", dirs_exist_ok=True)
+    copy_config(path)
     config = path / "config" / "config.yaml"
     config.write_text(config.read_text().replace("deconvolve:\n  enabled: false", "deconvolve:\n  enabled: true"))
     return path

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata
@@ -19,7 +17,8 @@ from s3r.perturb import qc_covariates, simulate_perturbseq_h5ad
 from s3r.workflow.jobs import plot_screen, run_screen
 from s3r.workflow.screens import read_perturbseq_sheet
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+from helpers import snakemake as _snakemake
 COVARIATES = ["batch", "pct_counts_mt", "total_counts", "S_score", "G2M_score"]
 SETTINGS = {"family": "gaussian", "l1_ratio": 0.5, "alpha": None, "n_alphas": 20, "cv": 3, "n_top_genes": 2000,
             "n_programmes": None, "programme_threshold": 0.7, "seed": 0, "samples": "unused", "enabled": True}
@@ -168,11 +167,6 @@ def test_sheet_rows_are_checked_before_any_job(screen, tmp_path):
     assert read_perturbseq_sheet(demo)["d"]["control"] == "control"
 
 
-def _snakemake(workdir, *args, timeout=600):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
-
-
 def test_dry_run_plans_the_perturbseq_rules(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
     result = _snakemake(tmp_path, "-n", "--quiet", "rules")
@@ -186,16 +180,7 @@ def test_dry_run_plans_the_perturbseq_rules(tmp_path):
     assert result.returncode == 0 and "perturbseq_fit" not in result.stdout + result.stderr
 
 
-@pytest.mark.slow
-def test_perturbseq_rules_run(tmp_path):
-    shutil.copytree(REPO / "config", tmp_path / "config")
-    targets = ["results/report/perturbseq/perturb/coefficients_heatmap.png", "results/perturbseq/perturb/programme_scores.tsv"]
-    result = _snakemake(tmp_path, "--cores", "2", *targets)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    scores = pd.read_csv(tmp_path / targets[1], sep="\t", index_col=0)
-    assert list(scores.index) == [f"P{j}" for j in range(1, 7)]
-    strength = np.sort(np.abs(scores.to_numpy()), axis=1)
-    assert (strength[:, -1] > 0.5).all() and (strength[:, -2] < 0.25 * strength[:, -1]).all()  # one programme each, strongly
+# the demo's screen run by the workflow (its rules for real): tests/test_workflow.py, on the demo's own run
 
 
 def test_modules_group_perturbations_that_move_the_same_programme(tmp_path):

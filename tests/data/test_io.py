@@ -23,7 +23,7 @@ from s3r.io import (
     write_npz,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3r-example"
+EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "s3r-example"
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -4,9 +4,6 @@ written back to results/anndata/<sample>.h5ad; s3r fit --spaceranger reproduces 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +11,17 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import REPO
+from helpers import snakemake as run_snakemake
 from tenx_layouts import DLPFC, load_dlpfc, write_spaceranger, write_xenium
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET = "MBP"
 FEATURES = ["PLP1", "MOBP", "PCP4", "SOX10", "SNAP25"]
 pytestmark = pytest.mark.skipif(not DLPFC.is_file(), reason="../shared/data/real/dlpfc_151675.h5ad is absent")
 
 
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+def snakemake(workdir: Path, *args: str, timeout: int = 900):
+    return run_snakemake(workdir, *args, timeout=timeout)
 
 
 def workdir_for(root: Path, sheet_rows: list[dict]) -> Path:
@@ -72,6 +69,7 @@ def run(section):
     return workdir
 
 
+@pytest.mark.slow
 def test_workflow_writes_results_back_into_anndata(run, section):
     import anndata
 
@@ -94,6 +92,7 @@ def test_workflow_writes_results_back_into_anndata(run, section):
     assert "maps over the tissue image (hires)" in (run / "logs" / "fit_report" / "dlpfc" / "c0.log").read_text()
 
 
+@pytest.mark.slow
 def test_cli_fit_on_the_folder_gives_the_workflows_coefficients(run, section, tmp_path):
     from s3r.cli import main
 
@@ -110,6 +109,7 @@ def test_cli_fit_on_the_folder_gives_the_workflows_coefficients(run, section, tm
     assert a == b
 
 
+@pytest.mark.slow
 def test_workflow_end_to_end_from_a_xenium_folder(tmp_path):
     import anndata
 

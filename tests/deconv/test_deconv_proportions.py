@@ -172,7 +172,7 @@ def test_lambda_is_chosen_on_a_compact_window_of_large_sections(spatial):
         CellTypeProportions(lambda_smooth=0.0).fit(sim.counts, sim.reference, sim.coords).proportions_, sim.proportions)
 
 
-REAL = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
 
 @pytest.mark.skipif(not (REAL / "hypothalamus_merfish.h5ad").is_file(), reason="../shared/data/real is absent")

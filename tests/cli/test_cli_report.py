@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tuned_fit
+from helpers import tuned_fit
 from s3r.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,8 +4,6 @@ and the install path for clusters (the SLURM extra)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -19,7 +17,8 @@ from s3r.workflow.samples import check_samples, read_sample_sheet
 from s3r.workflow.settings import graph_settings
 from s3r.workflow.startup import check_deconvolve_inputs, check_graphs, check_threads, job_threads
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, snakemake
+
 SCHEMA = REPO / "workflow" / "schemas" / "samples.schema.yaml"
 
 
@@ -82,9 +81,8 @@ def test_threads_capped_and_profile_overrides_refused():
     check_threads({}, {"fit_final": 64})  # no cap known: the profile is trusted
 
 
-def _dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), "-n", *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600)
+def _dry_run(workdir: Path, *args: str):
+    return snakemake(workdir, "-n", *args)
 
 
 def test_startup_errors_stop_the_dry_run_before_any_job(tmp_path):

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,25 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
+from helpers import REPO, output, snakemake
+from helpers import copy_config as make_workdir
+
 GPU_RULES = {"fit_final", "deconvolve", "tune_fold"}
 DEMO_PAIRS = [("square", "target_a"), ("square", "target_b"), ("visium", "target_a"), ("visium", "target_b")]
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
-
-
-def output(result: subprocess.CompletedProcess) -> str:
-    return result.stdout + result.stderr
-
-
-def make_workdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO / "config", path / "config", dirs_exist_ok=True)
-    return path
 
 
 def planned_jobs(text: str) -> list[tuple[str, dict[str, str]]]:
@@ -261,6 +244,18 @@ def test_demo_runs_locally(demo_run):
     summary = pd.read_csv(workdir / "results" / "report" / "summary.tsv", sep="\t")
     assert sorted(zip(summary["sample"], summary["target"])) == DEMO_PAIRS
     assert (summary["r2"] > 0.5).all(), summary
+
+
+@pytest.mark.slow
+def test_demo_screen_runs_through_the_perturbseq_rules(demo_run):
+    """The demo's perturb-seq screen (config perturbseq.demo), fitted and drawn by its rules in the same run."""
+    workdir, _ = demo_run
+    heatmap = workdir / "results" / "report" / "perturbseq" / "perturb" / "coefficients_heatmap.png"
+    assert heatmap.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scores = pd.read_csv(workdir / "results" / "perturbseq" / "perturb" / "programme_scores.tsv", sep="\t", index_col=0)
+    assert list(scores.index) == [f"P{j}" for j in range(1, 7)]
+    strength = np.sort(np.abs(scores.to_numpy()), axis=1)
+    assert (strength[:, -1] > 0.5).all() and (strength[:, -2] < 0.25 * strength[:, -1]).all()  # one programme each, strongly
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from s3r.errors import S3RInputError
 from s3r.perturb import log_normalise, simulate_perturbseq
 from s3r.perturb_analysis import (cell_cycle_scores, enrichment, programme_cell_scores, programme_tests, read_gmt, score_genes)
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "papalexi_eccite.h5ad"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "papalexi_eccite.h5ad"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,8 +23,8 @@ import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEFILE = REPO / "workflow" / "Snakefile"
+from helpers import apt_lock, copy_config
+from helpers import snakemake as run_snakemake
 SAMPLE, TARGET = "tiny", "target_a"
 DEMO = {"layout": "three_regions", "geometry": "uniform", "n_spots": 150, "n_features": 12, "sigma": 0.5, "seed": 5,
         "targets": [TARGET]}
@@ -34,16 +33,14 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    return run_snakemake(workdir, *args, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def tiny_workdir(path: Path) -> Path:
     """A copy of config/ reduced to one small sample with deconvolution scores, and no perturb-seq screen."""
     from s3r.simulate import simulate
 
-    shutil.copytree(REPO / "config", path / "config")
+    copy_config(path)
     config = yaml.safe_load((path / "config" / "config.yaml").read_text())
     config["demo"] = {SAMPLE: DEMO}
     config["tune"].update(n_trials=2, rounds=1, folds=2, solver={"tol": 1e-2, "max_iter": 300, "dtype": "float32"})
@@ -73,10 +70,11 @@ def find_chromium() -> str:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-        subprocess.run(install, capture_output=True, timeout=900, env=env)
-        if not shutil.which("chromium"):  # a fresh machine has no package lists yet
-            subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, env=env)
+        with apt_lock():
             subprocess.run(install, capture_output=True, timeout=900, env=env)
+            if not shutil.which("chromium"):  # a fresh machine has no package lists yet
+                subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, env=env)
+                subprocess.run(install, capture_output=True, timeout=900, env=env)
         if shutil.which("chromium"):
             return shutil.which("chromium")
     pytest.skip("headless Chromium is not installed and cannot be installed here (apt-get install chromium, as root)")

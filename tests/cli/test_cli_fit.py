@@ -23,7 +23,7 @@ from s3r import S3R
 from s3r.io import read_reference_csv
 from s3r.simulate import simulate, write_h5ad, write_reference_csv
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "s3r-example"
+EXAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "s3r-example"
 EXAMPLE_PARAMS = {"lambda_smooth": 0.002391076717339003, "alpha": 0.035065877784368496, "beta": 0.03960085437733601}
 PARAMS = {"lambda_smooth": 0.05, "alpha": 0.02, "beta": 0.05}
 FIT_KEYS = ("objective", "converged", "iterations", "solve_seconds", "primal_residual", "dual_residual", "device", "dtype", "parameters", "versions")

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import apt_lock
+
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("glmnet_peer", ROOT / "benchmarks" / "glmnet_peer.py")
 peer = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(peer)
@@ -24,8 +26,11 @@ pytestmark = pytest.mark.skipif(not peer.REAL.is_file(), reason="real data (../s
 @pytest.fixture(scope="module")
 def glmnet():
     if peer.rscript_with_glmnet() is None and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "r-cran-glmnet"], capture_output=True, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        # without the recommends (r-base-dev's compilers, r-recommended, the HTML docs): glmnet's own dependencies
+        # are enough, and a fresh CI machine installs a fraction of the packages
+        with apt_lock():
+            subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "r-cran-glmnet"],
+                           capture_output=True, timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     if peer.rscript_with_glmnet() is None:
         pytest.skip("R glmnet not available and not installable here (Debian package r-cran-glmnet)")
 

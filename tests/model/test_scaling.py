@@ -12,7 +12,7 @@ from s3r import S3R, cv
 from s3r.problem import assemble
 from s3r.simulate import simulate
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "dlpfc_151675.h5ad"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "dlpfc_151675.h5ad"
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ sample, and contradictory settings stop the run at parse time."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import anndata
@@ -16,7 +14,7 @@ import pytest
 from s3r.errors import S3RInputError
 from s3r.preprocess import prepare_h5ad, read_prepared, write_prepared
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, snakemake
 
 
 @pytest.fixture
@@ -53,8 +51,7 @@ def _dry_run(workdir: Path, model_lines: str, preprocess_lines: str = ""):
     config = workdir / "config" / "config.yaml"
     text = config.read_text().replace("  dtype: float64\n", "  dtype: float64\n" + model_lines, 1)
     config.write_text(text.replace("  standardize: true ", preprocess_lines + "  standardize: true ", 1))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir), "-n", "--quiet", "rules"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600)
+    result = snakemake(workdir, "-n", "--quiet", "rules")
     return result.returncode, result.stdout + result.stderr
 
 

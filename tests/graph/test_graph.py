@@ -21,7 +21,7 @@ from s3r.graph import (
     validate_coords,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GEOMETRY_DIRS = (REPO / "src" / "s3r" / "data" / "geometry", REPO.parent / "shared" / "data" / "geometry")
 
 

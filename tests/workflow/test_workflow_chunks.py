@@ -4,9 +4,6 @@ chunk plan and the job resources follow the input size; one sample × 200 target
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import anndata
 import numpy as np
@@ -20,7 +17,7 @@ from s3r.simulate import simulate
 from s3r.workflow.chunks import MEMORY_BUDGET, BYTES_PER_ENTRY, job_resources, plan_chunks, targets_per_job
 from s3r.workflow.samples import SampleSpec
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import snakemake
 NARROW = {"low": 1e-3, "high": 3e-2, "log": True, "relative": True}
 CONFIG = {"n_trials": 2, "rounds": 1, "folds": 2, "seed": 3, "space": dict.fromkeys(("lambda_smooth", "alpha", "beta"), NARROW),
           "solver": {"tol": 1e-6, "max_iter": 5000, "dtype": "float64", "device": "cpu"}}
@@ -115,8 +112,7 @@ def test_200_targets_plan_at_most_100_jobs(tmp_path):
     config = {"samples": "config/samples.tsv", "tune": {"enabled": True}, "perturbseq": {"enabled": False},
               "jobs": {"targets_per_job": 67}}
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path), "-n"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = snakemake(tmp_path, "-n")
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-3000:]
     total = int(re.search(r"^total\s+(\d+)$", text, re.M).group(1))

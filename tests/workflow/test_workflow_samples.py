@@ -241,7 +241,7 @@ def test_scripts_import_the_checkout_library():
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     common = (repo / "workflow" / "rules" / "common.smk").read_text()
     assert "PYTHONPATH=os.pathsep.join([_SRC" in common
     assert not any("sys.path" in s.read_text() for s in (repo / "scripts").glob("*.py"))

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import tuned_fit
+from helpers import tuned_fit
 from s3r.errors import S3RInputError
 from s3r.report.fit_report import feature_table, fit_report, fold_selection
 

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, output, snakemake
 
 
 def run_scenario(name: str, tmp_path: Path) -> Path:
     workdir = tmp_path / name
     shutil.copytree(REPO / ".test" / name, workdir)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"), "--directory", str(workdir),
-           "--cores", "2", "--resources", "gpu=0"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    result = snakemake(workdir, "--cores", "2", "--resources", "gpu=0", timeout=1500)
+    assert result.returncode == 0, output(result)[-5000:]
     return workdir
 
 
