@@ -42,3 +42,16 @@ def heldout_loglik(counts: np.ndarray, composition: np.ndarray, family: str, the
         return float((counts * np.log(composition)).sum())
     mu = composition * counts.sum(axis=1, keepdims=True)
     return float((counts * np.log(mu) - (counts + theta) * np.log(mu + theta)).sum())
+
+
+def choose_lambda(table, gain_se: float = 1.0) -> float:
+    """λ from the held-out table (fold, lambda, heldout_loglik_per_count): the best mean score, kept only when
+    its gain over λ = 0, paired by fold, exceeds ``gain_se`` standard errors of the per-fold gains; otherwise
+    λ = 0 (the spatial term is used only when the held-out genes show it helps beyond fold noise)."""
+    scores = table.pivot(index="fold", columns="lambda", values="heldout_loglik_per_count")
+    best = float(scores.mean().idxmax())
+    if best == 0.0 or 0.0 not in scores.columns or gain_se <= 0:
+        return best
+    gains = (scores[best] - scores[0.0]).to_numpy()
+    se = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else 0.0
+    return best if float(gains.mean()) > gain_se * se else 0.0

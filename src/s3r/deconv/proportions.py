@@ -36,7 +36,7 @@ from s3r.deconv.counts import (
     transcript_fractions,
 )
 from s3r.deconv.graphs import combined_mst, subgraph_edges, window_spots
-from s3r.deconv.heldout import fold_profiles, gene_folds, heldout_score
+from s3r.deconv.heldout import choose_lambda, fold_profiles, gene_folds, heldout_score
 from s3r.deconv.operators import Incidence, locality_order, relabel_edges
 from s3r.deconv.pstep import PStepResult, solve_proportions
 from s3r.deconv.wstep import WEIGHT_CONSTRAINTS, solve_w_step, uniform_weights
@@ -111,6 +111,7 @@ class CellTypeProportions:
         cv_max_iter: int = 1000,
         cv_max_spots: int | None = 20000,
         cv_patience: int | None = 2,
+        gain_se: float = 1.0,
         device: str = "auto",
         dtype: str = "float64",
         seed: int = 0,
@@ -140,6 +141,7 @@ class CellTypeProportions:
         self.cv_max_iter = cv_max_iter
         self.cv_max_spots = cv_max_spots
         self.cv_patience = cv_patience
+        self.gain_se = gain_se
         self.device = device
         self.dtype = dtype
         self.seed = seed
@@ -170,6 +172,8 @@ class CellTypeProportions:
             raise S3RInputError(f"unknown weight_constraint {self.weight_constraint!r}; choose one of {', '.join(WEIGHT_CONSTRAINTS)}")
         if not (0 <= self.w_min <= self.w_max) or not np.isfinite(self.w_max) or self.w_max <= 0:
             raise S3RInputError(f"edge-weight bounds must satisfy 0 ≤ w_min ≤ w_max, w_max > 0 (got {self.w_min}, {self.w_max}); fix --w-min/--w-max")
+        if not (np.isfinite(self.gain_se) and self.gain_se >= 0):
+            raise S3RInputError(f"gain_se must be a finite number ≥ 0 (0: the best mean held-out score), not {self.gain_se}")
         if not 0 <= self.floor < 1:
             raise S3RInputError(f"floor must lie in [0, 1), not {self.floor}")
         if self.theta is not None and not self.theta > 0:
@@ -337,7 +341,7 @@ class CellTypeProportions:
         finally:
             self._uniform = saved
         mean = cv_table.groupby("lambda")["heldout_loglik_per_count"].mean()
-        lam = float(mean.idxmax())
+        lam = choose_lambda(cv_table, float(self.gain_se))
         self._log(f"chose λ = {lam:g} by held-out genes: " + ", ".join(f"{l:g}: {v:.5f}" for l, v in mean.items()))
         return lam, cv_table, int(Y.shape[0])
 
@@ -367,6 +371,7 @@ class CellTypeProportions:
             "candidates": sorted(set(cv_table["lambda"])) if cv_table is not None else candidates,
             "cv_spots": cv_spots,
             "cv_patience": self.cv_patience,
+            "gain_se": self.gain_se,
             "n_spots": V.shape[0],
             "n_genes": len(data.genes),
             "n_cell_types": V.shape[1],
