@@ -53,12 +53,20 @@ def test_without_spatial_structure_the_choice_is_no_worse_than_lambda_zero():
     """Every spot draws its own proportions: the path's larger λ predict held-out genes worse and are not
     chosen, and what is chosen costs nothing against λ = 0."""
     sim = simulate_counts(n_spots=400, spatial=False, seed=1)
-    model = CellTypeProportions(lambdas=LAMBDAS).fit(sim.counts, sim.reference, sim.coords)
+    model = CellTypeProportions(lambdas=LAMBDAS, cv_patience=None).fit(sim.counts, sim.reference, sim.coords)
     per_spot = CellTypeProportions(lambda_smooth=0.0).fit(sim.counts, sim.reference, sim.coords)
     assert model.lambda_ <= 0.05
     assert rmse(model.proportions_, sim.proportions) <= 1.02 * rmse(per_spot.proportions_, sim.proportions)
     means = model.summary_of_choice().set_index("lambda")["mean"]
     assert means[1.0] < means[0.2] < means[0.0]
+    # the default stops the path two λ past the best: the same choice without the costliest (largest) λ
+    early = CellTypeProportions(lambdas=(0.0, 0.05, 0.1, 0.2, 1.0)).fit(sim.counts, sim.reference, sim.coords)
+    tried = sorted(set(early.cv_["lambda"]))
+    best = tried.index(early.cv_.groupby("lambda")["heldout_loglik_per_count"].mean().idxmax())
+    assert early.lambda_ == model.lambda_ and 1.0 not in tried and len(tried) == best + 3
+    np.testing.assert_array_equal(early.proportions_, model.proportions_)
+    with pytest.raises(S3RInputError, match="cv_patience"):
+        CellTypeProportions(cv_patience=0).fit(sim.counts, sim.reference, sim.coords)
 
 
 def test_deep_counts_recover_cell_fractions_exactly_per_spot():

@@ -187,48 +187,18 @@ class Deconvolution:
             names = [str(s) for s in spot_names]
         n, K = values.shape
         self._check_parameters(n, K)
-        if graph is None:
-            if coords is None:
-                raise S3RInputError("coordinates are required to build the spatial graph (or pass graph=)")
-            graph = build_graph(coords, self.graph, k=self.k, max_edge_length=self.max_edge_length)
-        if graph.n_nodes != n:
-            raise S3RInputError(f"the graph has {graph.n_nodes} spots but the scores have {n} rows; align them")
+        graph = self._spatial_graph(coords, graph, n)
         lam = float(self.lambda_smooth)
         learn = bool(self.learn_weights) and lam > 0 and graph.n_edges > 0
-        degrees = np.bincount(np.asarray(graph.edges).ravel(), minlength=n)
-        feasibility = {  # "at_least" is feasible on every graph (w ≡ w_max satisfies it)
-            "learned_weights": learn, "constraint": self.weight_constraint, "feasible": True,
-            "min_degree": int(degrees.min()) if n else 0, "max_degree": int(degrees.max()) if n else 0,
-        }
-        if learn and self.weight_constraint == "equal":  # before any work: an infeasible LP is a user error
-            feasibility = check_weight_bounds(
-                graph.edges, n, self.w_min, self.w_max, node_names=names, graph_method=graph.method
-            ).as_dict() | {"learned_weights": True, "constraint": "equal"}
+        feasibility = self._feasibility(graph, n, names, learn)
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
-        D = int(self.n_components)
-
-        # work in a cache-friendly spot order; everything is mapped back at the end
-        order = locality_order(graph)
-        edges, edge_position = relabel_edges(graph.edges, order)
-        normalised = values / values.sum(axis=1, keepdims=True)
-        problem = _Problem(
-            scores=torch.as_tensor(normalised[order].T.copy(), dtype=dtype, device=device),
-            incidence=Incidence(n, edges, D, device, dtype),
-            lam=lam,
-            delta=float(self.delta) if self.penalty == "soft_l1" else 0.0,
-            eps=float(self.eps),
-        )
-        B_start, X_start = initial_factors(
-            normalised[order], graph.adjacency()[order][:, order], D, problem.eps, seed=self.seed
-        )
-        B = torch.as_tensor(B_start, dtype=dtype, device=device)
-        X = torch.as_tensor(X_start, dtype=dtype, device=device)
-        weights = torch.as_tensor(uniform_weights(edges, n), dtype=dtype, device=device)
+        problem, order, edge_position, X, B, weights = self._start(values, graph, lam, device, dtype)
         node_edge = problem.incidence.node_edge_matrix() if learn else None
 
         total, nll, penalty = problem.objective(X, B, weights)
         trace, steps = [total], []
-        self._log(f"{n} spots, {K} cell types, {D} components, {graph.n_edges} edges on {device}; objective {total:.8g}")
+        self._log(f"{n} spots, {K} cell types, {self.n_components} components, {graph.n_edges} edges on {device}; "
+                  f"objective {total:.8g}")
         state = {"dual": None}
         b_lipschitz = None
         converged, since_weights = False, 0
@@ -244,34 +214,18 @@ class Deconvolution:
             weights_changed = False
             if w_step:
                 since_weights = 0
-                costs = edge_jumps(problem.incidence, X, problem.delta).cpu().numpy()
-                candidate = solve_w_step(costs, node_edge, self.w_min, self.w_max, self.weight_constraint)
-                gain = lam * float(costs @ (weights.cpu().numpy() - candidate))
-                # flat regions give many near-zero costs and so many equally good vertices; swapping between
-                # them gains nothing and unsettles the X-step's dual, so only a real gain changes the weights
-                if gain > _WEIGHT_GAIN * self.tol * max(1.0, abs(total)):
-                    weights = torch.as_tensor(candidate, dtype=dtype, device=device)
-                    weights_changed = True
+                weights, weights_changed = self._w_step(problem, X, weights, node_edge, total)
+                if weights_changed:
                     total, nll, penalty = problem.objective(X, B, weights)
                     change = abs(trace[-1] - total) / max(1.0, abs(total))
             trace.append(total)
-            steps.append(
-                {
-                    "iteration": iteration,
-                    "objective": total,
-                    "neg_log_likelihood": nll,
-                    "penalty": penalty,
-                    "x_iterations": x_iterations,
-                    "x_converged": x_result.converged,
-                    "x_primal_residual": x_result.primal_residual,
-                    "x_dual_residual": x_result.dual_residual,
-                    "b_iterations": b_result.iterations,
-                    "b_converged": b_result.converged,
-                    "w_step": w_step,
-                    "weights_changed": weights_changed,
-                    "seconds": time.perf_counter() - step_started,
-                }
-            )
+            steps.append({
+                "iteration": iteration, "objective": total, "neg_log_likelihood": nll, "penalty": penalty,
+                "x_iterations": x_iterations, "x_converged": x_result.converged,
+                "x_primal_residual": x_result.primal_residual, "x_dual_residual": x_result.dual_residual,
+                "b_iterations": b_result.iterations, "b_converged": b_result.converged,
+                "w_step": w_step, "weights_changed": weights_changed, "seconds": time.perf_counter() - step_started,
+            })
             self._log(
                 f"iteration {iteration}: objective {total:.8g} (relative change {change:.1e}); X-step {x_iterations} "
                 f"iterations{'' if x_result.converged else ' (capped)'}, B-step {b_result.iterations}"
@@ -294,7 +248,66 @@ class Deconvolution:
         self.cell_types_ = cell_types
         self.objective_trace_ = trace
         self.n_iter_ = len(steps)
-        self.report_ = {
+        self.report_ = self._report(trace, nll, penalty, steps, converged, feasibility, device, dtype, graph, K, problem, learn)
+        self.report_["seconds"] = time.perf_counter() - started
+        return self
+
+    def _spatial_graph(self, coords, graph: SpatialGraph | None, n: int) -> SpatialGraph:
+        if graph is None:
+            if coords is None:
+                raise S3RInputError("coordinates are required to build the spatial graph (or pass graph=)")
+            graph = build_graph(coords, self.graph, k=self.k, max_edge_length=self.max_edge_length)
+        if graph.n_nodes != n:
+            raise S3RInputError(f"the graph has {graph.n_nodes} spots but the scores have {n} rows; align them")
+        return graph
+
+    def _feasibility(self, graph: SpatialGraph, n: int, names, learn: bool) -> dict:
+        """The w-step's feasibility; with the "equal" constraint checked before any work (a user error)."""
+        degrees = np.bincount(np.asarray(graph.edges).ravel(), minlength=n)
+        feasibility = {  # "at_least" is feasible on every graph (w ≡ w_max satisfies it)
+            "learned_weights": learn, "constraint": self.weight_constraint, "feasible": True,
+            "min_degree": int(degrees.min()) if n else 0, "max_degree": int(degrees.max()) if n else 0,
+        }
+        if learn and self.weight_constraint == "equal":
+            feasibility = check_weight_bounds(
+                graph.edges, n, self.w_min, self.w_max, node_names=names, graph_method=graph.method
+            ).as_dict() | {"learned_weights": True, "constraint": "equal"}
+        return feasibility
+
+    def _start(self, values, graph: SpatialGraph, lam: float, device, dtype):
+        """(problem, order, edge positions, X, B, weights) in a cache-friendly spot order (mapped back at the end)."""
+        n, D = values.shape[0], int(self.n_components)
+        order = locality_order(graph)
+        edges, edge_position = relabel_edges(graph.edges, order)
+        normalised = values / values.sum(axis=1, keepdims=True)
+        problem = _Problem(
+            scores=torch.as_tensor(normalised[order].T.copy(), dtype=dtype, device=device),
+            incidence=Incidence(n, edges, D, device, dtype),
+            lam=lam,
+            delta=float(self.delta) if self.penalty == "soft_l1" else 0.0,
+            eps=float(self.eps),
+        )
+        B_start, X_start = initial_factors(
+            normalised[order], graph.adjacency()[order][:, order], D, problem.eps, seed=self.seed
+        )
+        B = torch.as_tensor(B_start, dtype=dtype, device=device)
+        X = torch.as_tensor(X_start, dtype=dtype, device=device)
+        weights = torch.as_tensor(uniform_weights(edges, n), dtype=dtype, device=device)
+        return problem, order, edge_position, X, B, weights
+
+    def _w_step(self, problem: _Problem, X, weights, node_edge, total: float) -> tuple[torch.Tensor, bool]:
+        """The exact LP for the edge weights; its weights are taken only if they gain enough."""
+        costs = edge_jumps(problem.incidence, X, problem.delta).cpu().numpy()
+        candidate = solve_w_step(costs, node_edge, self.w_min, self.w_max, self.weight_constraint)
+        gain = problem.lam * float(costs @ (weights.cpu().numpy() - candidate))
+        # flat regions give many near-zero costs and so many equally good vertices; swapping between
+        # them gains nothing and unsettles the X-step's dual, so only a real gain changes the weights
+        if gain > _WEIGHT_GAIN * self.tol * max(1.0, abs(total)):
+            return torch.as_tensor(candidate, dtype=weights.dtype, device=weights.device), True
+        return weights, False
+
+    def _report(self, trace, nll, penalty, steps, converged, feasibility, device, dtype, graph, K, problem, learn) -> dict:
+        return {
             "objective": trace[-1],
             "neg_log_likelihood": nll,
             "penalty": penalty,
@@ -307,16 +320,16 @@ class Deconvolution:
                 if converged
                 else "max_iter reached"
             ),
-            "seconds": time.perf_counter() - started,
+            "seconds": None,
             "feasibility": feasibility,
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
-            "n_spots": n,
+            "n_spots": graph.n_nodes,
             "n_cell_types": K,
-            "n_components": D,
+            "n_components": int(self.n_components),
             "n_edges": graph.n_edges,
             "graph": graph.method,
-            "lambda": lam,
+            "lambda": problem.lam,
             "penalty_kind": self.penalty,
             "eps": problem.eps,
             "w_min": self.w_min,
@@ -324,7 +337,6 @@ class Deconvolution:
             "learn_weights": learn,
             "objective_note": "scores rescaled to sum 1 per spot (shifts −Σ log z by a constant)",
         }
-        return self
 
     def component_names(self) -> list[str]:
         return [f"component_{d + 1}" for d in range(self.n_components)]

@@ -22,9 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import minimum_spanning_tree
 
 from s3r.deconv.counts import (
     FAMILIES,
@@ -37,30 +35,18 @@ from s3r.deconv.counts import (
     profiles_from_reference,
     transcript_fractions,
 )
+from s3r.deconv.graphs import combined_mst, subgraph_edges, window_spots
+from s3r.deconv.heldout import choose_lambda, fold_profiles, gene_folds, heldout_score
 from s3r.deconv.operators import Incidence, locality_order, relabel_edges
 from s3r.deconv.pstep import PStepResult, solve_proportions
 from s3r.deconv.wstep import WEIGHT_CONSTRAINTS, solve_w_step, uniform_weights
 from s3r.errors import S3RInputError
-from s3r.graph import SpatialGraph, build_graph, delaunay_graph, validate_coords
+from s3r.graph import SpatialGraph, build_graph
 from s3r.solver.device import resolve_device, resolve_dtype
 
 GRAPHS = ("delaunay", "mst", "mst_combined", "knn")
 DEFAULT_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 _EXTEND = 3  # more λ tried (each ×2.5) while the largest so far scores best
-
-
-def combined_mst(coords, fractions: np.ndarray, alpha: float = 1.0, max_edge_length: float | None = None) -> SpatialGraph:
-    """The seed's MST on d_e = ½‖P_a − P_b‖₁ + α·ℓ_e/median(ℓ) over Delaunay edges: a tree that avoids
-    crossing between spots of different composition, so TV along it does not blur boundaries."""
-    xy = validate_coords(coords)
-    base = delaunay_graph(xy, max_edge_length=max_edge_length)
-    a, b = base.edges[:, 0], base.edges[:, 1]
-    lengths = np.linalg.norm(xy[a] - xy[b], axis=1)
-    dissimilarity = 0.5 * np.abs(fractions[a] - fractions[b]).sum(axis=1)
-    distance = dissimilarity + alpha * lengths / max(float(np.median(lengths)), 1e-300) + 1e-12
-    n = xy.shape[0]
-    tree = minimum_spanning_tree(sp.csr_matrix((distance, (a, b)), shape=(n, n))).tocoo()
-    return SpatialGraph(n, np.column_stack([tree.row, tree.col]), method="mst_combined")
 
 
 @dataclass
@@ -74,6 +60,19 @@ class _Fit:
     weight_changes: int
     seconds: float
     lam: float = 0.0
+
+
+@dataclass
+class _Start:
+    """Where every fit starts: transcript fractions (spots × types), whether they are the per-spot fit, and
+    what that fit decided (family, θ, the extra-Poisson variance, the combined-distance MST)."""
+
+    fractions: np.ndarray
+    per_spot: bool
+    family: str
+    theta: float | None
+    overdispersion: float | None
+    graph: SpatialGraph
 
 
 class CellTypeProportions:
@@ -111,6 +110,8 @@ class CellTypeProportions:
         cv_tol: float = 1e-3,
         cv_max_iter: int = 1000,
         cv_max_spots: int | None = 20000,
+        cv_patience: int | None = 2,
+        gain_se: float = 1.0,
         device: str = "auto",
         dtype: str = "float64",
         seed: int = 0,
@@ -139,6 +140,8 @@ class CellTypeProportions:
         self.cv_tol = cv_tol
         self.cv_max_iter = cv_max_iter
         self.cv_max_spots = cv_max_spots
+        self.cv_patience = cv_patience
+        self.gain_se = gain_se
         self.device = device
         self.dtype = dtype
         self.seed = seed
@@ -169,6 +172,8 @@ class CellTypeProportions:
             raise S3RInputError(f"unknown weight_constraint {self.weight_constraint!r}; choose one of {', '.join(WEIGHT_CONSTRAINTS)}")
         if not (0 <= self.w_min <= self.w_max) or not np.isfinite(self.w_max) or self.w_max <= 0:
             raise S3RInputError(f"edge-weight bounds must satisfy 0 ≤ w_min ≤ w_max, w_max > 0 (got {self.w_min}, {self.w_max}); fix --w-min/--w-max")
+        if not (np.isfinite(self.gain_se) and self.gain_se >= 0):
+            raise S3RInputError(f"gain_se must be a finite number ≥ 0 (0: the best mean held-out score), not {self.gain_se}")
         if not 0 <= self.floor < 1:
             raise S3RInputError(f"floor must lie in [0, 1), not {self.floor}")
         if self.theta is not None and not self.theta > 0:
@@ -177,6 +182,9 @@ class CellTypeProportions:
             folds = self.n_folds
             if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2 or folds > n_genes:
                 raise S3RInputError(f"n_folds must be an integer in 2..{n_genes} (the genes), not {folds!r}; fix --folds")
+            patience = self.cv_patience
+            if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1):
+                raise S3RInputError(f"cv_patience must be a positive integer or None (the whole path), not {patience!r}")
 
     # ------------------------------------------------------------------------------------------------
     def _solve(self, term: CountTerm, incidence: Incidence, node_edge, lam: float, start: _Fit | None,
@@ -229,44 +237,9 @@ class CellTypeProportions:
         gamma = platform_effects(Y, M, prior_sd=self.prior_sd) if self.estimate_platform_effects else np.ones(G)
         profiles, sizes = profiles_from_reference(M, gamma, self.floor)
         scale = float(np.median(Y.sum(axis=1)))
-        theta = self.theta
-        family = self.family
-        overdispersion = None
-
-        if graph is None:
-            if coords is None:
-                raise S3RInputError("coordinates are required to build the spatial graph (or pass graph=)")
-            if self.graph in ("delaunay", "mst", "knn"):
-                graph = build_graph(coords, self.graph, k=self.k, max_edge_length=self.max_edge_length)
-        if graph is not None and graph.n_nodes != n:
-            raise S3RInputError(f"the graph has {graph.n_nodes} spots but the counts have {n} rows; align them")
-
-        # per-spot fit first (λ = 0): the start of every path, NB's θ, and the combined-distance MST
-        start_V = np.tile(_bulk_start(Y, profiles), (n, 1))
-        per_spot_start = False
-        if graph is None or family == "auto" or family == "nb" and theta is None:
-            empty = Incidence(n, np.zeros((0, 2), dtype=np.int64), K, self._device, self._dtype)
-            self._uniform = torch.zeros(0, dtype=self._dtype, device=self._device)
-            term = CountTerm(
-                torch.as_tensor(Y.T.copy(), dtype=self._dtype, device=self._device),
-                torch.as_tensor(profiles, dtype=self._dtype, device=self._device), family="poisson", scale=scale,
-            )
-            V0 = torch.as_tensor(start_V.T.copy(), dtype=self._dtype, device=self._device)
-            per_spot = solve_proportions(term, V0, empty, self._uniform, tol=self.cv_tol, max_iter=self.cv_max_iter)
-            start_V = per_spot.fractions.T.cpu().numpy()
-            per_spot_start = True
-            if family != "poisson":
-                means = (start_V @ profiles) * Y.sum(axis=1, keepdims=True)
-                theta = estimate_nb_theta(Y, means) if theta is None else float(theta)
-                overdispersion = float((means**2).sum() / theta / means.sum())
-                self._log(f"NB dispersion θ = {theta:.4g} (moments of the per-spot Poisson fit); extra-Poisson "
-                          f"variance {overdispersion:.3g}× the Poisson variance")
-            if family == "auto":
-                # the extra-Poisson variance μ²/θ against the Poisson μ: NB only where it dominates
-                family = "nb" if overdispersion is not None and overdispersion > 1.0 else "poisson"
-                theta = theta if family == "nb" else None
-            if graph is None:
-                graph = combined_mst(coords, cell_fractions(start_V, sizes), self.mst_alpha, self.max_edge_length)
+        graph = self._spatial_graph(coords, graph, n)
+        start = self._per_spot_start(Y, profiles, sizes, scale, coords, graph)
+        graph, family, theta = start.graph, start.family, start.theta
         self._family = family
 
         order = locality_order(graph)
@@ -275,36 +248,20 @@ class CellTypeProportions:
         node_edge = incidence.node_edge_matrix()
         self._uniform = torch.as_tensor(uniform_weights(edges, n), dtype=self._dtype, device=self._device)
         Y_ordered = Y[order]
-        V_start = torch.as_tensor(start_V[order].T.copy(), dtype=self._dtype, device=self._device)
+        V_start = torch.as_tensor(start.fractions[order].T.copy(), dtype=self._dtype, device=self._device)
         self._log(f"{n} spots, {K} cell types, {G} genes, {graph.n_edges} {graph.method} edges on {self._device}")
 
-        # λ by held-out genes
-        cv_table, cv_spots = None, 0
         if len(candidates) > 1:
-            cv_Y, cv_incidence, cv_node_edge, cv_V = Y_ordered, incidence, node_edge, V_start
-            if self.cv_max_spots is not None and n > int(self.cv_max_spots):
-                window = self._cv_window(coords if coords is not None else None, order, edges, n)
-                cv_Y, cv_V = Y_ordered[window], V_start[:, torch.as_tensor(window, device=V_start.device)]
-                cv_edges = _subgraph_edges(edges, window, n)
-                cv_incidence = Incidence(len(window), cv_edges, K, self._device, self._dtype)
-                cv_node_edge = cv_incidence.node_edge_matrix()
-                saved, self._uniform = self._uniform, torch.as_tensor(uniform_weights(cv_edges, len(window)), dtype=self._dtype, device=self._device)
-                self._log(f"choosing λ on a window of {len(window)} spots around the tissue's centre")
-            cv_table = self._cross_validate(cv_Y, M, gamma, sizes, scale, theta, cv_incidence, cv_node_edge, cv_V, candidates)
-            if cv_Y is not Y_ordered:
-                self._uniform = saved
-            cv_spots = int(cv_Y.shape[0])
-            mean = cv_table.groupby("lambda")["heldout_loglik_per_count"].mean()
-            lam = float(mean.idxmax())
-            self._log(f"chose λ = {lam:g} by held-out genes: " + ", ".join(f"{l:g}: {v:.5f}" for l, v in mean.items()))
+            lam, cv_table, cv_spots = self._choose_lambda(
+                candidates, Y_ordered, M, gamma, sizes, scale, theta, coords, order, edges, incidence, node_edge, V_start)
         else:
-            lam = candidates[0]
+            lam, cv_table, cv_spots = candidates[0], None, 0
 
         term = self._term(Y_ordered, profiles, theta, scale)
         # from the bulk start the path goes through λ = 0; from the per-spot fit (λ = 0 already, to cv_tol) a
         # λ > 0 starts at once: its first solve has uniform weights, so it is convex and the start only saves
         # iterations, and the λ = 0 solve on every spot was the costliest part of large fits
-        path = [lam] if lam > 0 and per_spot_start else ([0.0, lam] if lam > 0 else [0.0])
+        path = [lam] if lam > 0 and start.per_spot else ([0.0, lam] if lam > 0 else [0.0])
         fit = None
         for value in path:
             fit = self._solve(term, incidence, node_edge, value, fit, V_start, self.tol, self.max_iter)
@@ -315,7 +272,81 @@ class CellTypeProportions:
         V /= V.sum(axis=1, keepdims=True)
         edge_weights = np.empty(graph.n_edges)
         edge_weights[edge_position] = fit.weights.cpu().numpy() if graph.n_edges else np.zeros(0)
+        self._store(data, V, sizes, gamma, graph, edge_weights, fit, start, lam, cv_table, cv_spots, candidates, scale)
+        self.report_["seconds"] = time.perf_counter() - started
+        self._log(
+            f"λ = {lam:g}: {'converged' if fit.result.converged else 'stopped at max_iter'} after "
+            f"{fit.result.iterations} iterations (residuals {fit.result.primal_residual:.1e}, "
+            f"{fit.result.dual_residual:.1e}, gap {fit.result.gap:.1e}); {self.report_['seconds']:.1f} s"
+        )
+        return self
 
+    def _spatial_graph(self, coords, graph: SpatialGraph | None, n: int) -> SpatialGraph | None:
+        """The given graph, or one built from coordinates (None for the combined MST, built after the per-spot fit)."""
+        if graph is None:
+            if coords is None:
+                raise S3RInputError("coordinates are required to build the spatial graph (or pass graph=)")
+            if self.graph in ("delaunay", "mst", "knn"):
+                graph = build_graph(coords, self.graph, k=self.k, max_edge_length=self.max_edge_length)
+        if graph is not None and graph.n_nodes != n:
+            raise S3RInputError(f"the graph has {graph.n_nodes} spots but the counts have {n} rows; align them")
+        return graph
+
+    def _per_spot_start(self, Y, profiles, sizes, scale, coords, graph) -> _Start:
+        """Per-spot fit first (λ = 0) when it is needed: the start of every path, NB's θ, the family's choice and
+        the combined-distance MST. Otherwise every spot starts at the pseudo-bulk composition."""
+        n, K = Y.shape[0], profiles.shape[0]
+        start_V = np.tile(_bulk_start(Y, profiles), (n, 1))
+        family, theta, overdispersion = self.family, self.theta, None
+        if not (graph is None or family == "auto" or family == "nb" and theta is None):
+            return _Start(start_V, False, family, theta, None, graph)
+        empty = Incidence(n, np.zeros((0, 2), dtype=np.int64), K, self._device, self._dtype)
+        self._uniform = torch.zeros(0, dtype=self._dtype, device=self._device)
+        term = CountTerm(
+            torch.as_tensor(Y.T.copy(), dtype=self._dtype, device=self._device),
+            torch.as_tensor(profiles, dtype=self._dtype, device=self._device), family="poisson", scale=scale,
+        )
+        V0 = torch.as_tensor(start_V.T.copy(), dtype=self._dtype, device=self._device)
+        per_spot = solve_proportions(term, V0, empty, self._uniform, tol=self.cv_tol, max_iter=self.cv_max_iter)
+        start_V = per_spot.fractions.T.cpu().numpy()
+        if family != "poisson":
+            means = (start_V @ profiles) * Y.sum(axis=1, keepdims=True)
+            theta = estimate_nb_theta(Y, means) if theta is None else float(theta)
+            overdispersion = float((means**2).sum() / theta / means.sum())
+            self._log(f"NB dispersion θ = {theta:.4g} (moments of the per-spot Poisson fit); extra-Poisson "
+                      f"variance {overdispersion:.3g}× the Poisson variance")
+        if family == "auto":
+            # the extra-Poisson variance μ²/θ against the Poisson μ: NB only where it dominates
+            family = "nb" if overdispersion is not None and overdispersion > 1.0 else "poisson"
+            theta = theta if family == "nb" else None
+        if graph is None:
+            graph = combined_mst(coords, cell_fractions(start_V, sizes), self.mst_alpha, self.max_edge_length)
+        return _Start(start_V, True, family, theta, overdispersion, graph)
+
+    def _choose_lambda(self, candidates, Y, M, gamma, sizes, scale, theta, coords, order, edges, incidence, node_edge,
+                       V_start) -> tuple[float, pd.DataFrame, int]:
+        """λ by held-out genes, on a window of ``cv_max_spots`` spots when the section is larger."""
+        n, K = Y.shape[0], M.shape[0]
+        saved = self._uniform
+        if self.cv_max_spots is not None and n > int(self.cv_max_spots):
+            window = window_spots(coords, order, edges, n, int(self.cv_max_spots))
+            Y, V_start = Y[window], V_start[:, torch.as_tensor(window, device=V_start.device)]
+            cv_edges = subgraph_edges(edges, window, n)
+            incidence = Incidence(len(window), cv_edges, K, self._device, self._dtype)
+            node_edge = incidence.node_edge_matrix()
+            self._uniform = torch.as_tensor(uniform_weights(cv_edges, len(window)), dtype=self._dtype, device=self._device)
+            self._log(f"choosing λ on a window of {len(window)} spots around the tissue's centre")
+        try:
+            cv_table = self._cross_validate(Y, M, gamma, sizes, scale, theta, incidence, node_edge, V_start, candidates)
+        finally:
+            self._uniform = saved
+        mean = cv_table.groupby("lambda")["heldout_loglik_per_count"].mean()
+        lam = choose_lambda(cv_table, float(self.gain_se))
+        self._log(f"chose λ = {lam:g} by held-out genes: " + ", ".join(f"{l:g}: {v:.5f}" for l, v in mean.items()))
+        return lam, cv_table, int(Y.shape[0])
+
+    def _store(self, data, V, sizes, gamma, graph, edge_weights, fit: _Fit, start: _Start, lam, cv_table, cv_spots,
+               candidates, scale) -> None:
         self.spot_names_ = data.spots
         self.cell_types_ = data.cell_types
         self.genes_ = data.genes
@@ -324,24 +355,26 @@ class CellTypeProportions:
         self.cell_sizes_ = sizes
         self.platform_effects_ = gamma
         self.lambda_ = lam
-        self.theta_ = theta
+        self.theta_ = start.theta
         self.cv_ = cv_table
         self.edge_weights_ = edge_weights
         self.graph_ = graph.with_weights(edge_weights)
         self.certificate_ = fit.result.certificate()
         self.report_ = {
             "mode": "proportions",
-            "family": family,
+            "family": start.family,
             "family_choice": "given" if self.family != "auto" else "NB when the extra-Poisson variance exceeds the Poisson variance",
-            "overdispersion": overdispersion,
-            "theta": theta,
+            "overdispersion": start.overdispersion,
+            "theta": start.theta,
             "lambda": lam,
             "lambda_choice": "held-out genes" if cv_table is not None else "given",
             "candidates": sorted(set(cv_table["lambda"])) if cv_table is not None else candidates,
             "cv_spots": cv_spots,
-            "n_spots": n,
-            "n_genes": G,
-            "n_cell_types": K,
+            "cv_patience": self.cv_patience,
+            "gain_se": self.gain_se,
+            "n_spots": V.shape[0],
+            "n_genes": len(data.genes),
+            "n_cell_types": V.shape[1],
             "graph": graph.method,
             "n_edges": graph.n_edges,
             "learned_weights": bool(self.learn_weights) and lam > 0 and graph.n_edges > 0,
@@ -353,50 +386,26 @@ class CellTypeProportions:
             "library_size_median": scale,
             "device": str(self._device),
             "dtype": str(self._dtype).replace("torch.", ""),
-            "seconds": time.perf_counter() - started,
         }
-        self._log(
-            f"λ = {lam:g}: {'converged' if fit.result.converged else 'stopped at max_iter'} after "
-            f"{fit.result.iterations} iterations (residuals {fit.result.primal_residual:.1e}, "
-            f"{fit.result.dual_residual:.1e}, gap {fit.result.gap:.1e}); {self.report_['seconds']:.1f} s"
-        )
-        return self
-
-    def _cv_window(self, coords, order, edges, n) -> np.ndarray:
-        """The ``cv_max_spots`` spots nearest the centroid (in the solver's order): a compact piece of tissue
-        whose graph is the full graph's restriction, so λ (unit-free) transfers to the whole section."""
-        from scipy.spatial import cKDTree
-
-        if coords is None:  # a given graph without coordinates: a breadth-first ball from spot 0
-            adjacency = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-            seen = sp.csgraph.breadth_first_order(adjacency + adjacency.T, 0, return_predecessors=False)
-            return np.sort(seen[: int(self.cv_max_spots)])
-        xy = np.asarray(coords, dtype=np.float64)[order]
-        _, nearest = cKDTree(xy).query(xy.mean(axis=0), k=int(self.cv_max_spots))
-        return np.sort(np.asarray(nearest, dtype=np.int64))
 
     def _cross_validate(self, Y, M, gamma, sizes, scale, theta, incidence, node_edge, V_start, candidates) -> pd.DataFrame:
         """Held-out log-likelihood per count of each fold's genes, fitted on the other genes, per λ.
 
         The path runs upwards from λ = 0, each fold warm-started from its fit at the previous λ. When the
-        largest candidate scores best, the path goes on (×2.5, up to ``_EXTEND`` more) until the score drops.
+        largest candidate scores best, the path goes on (×2.5, up to ``_EXTEND`` more) until the score drops;
+        once ``cv_patience`` λ past the best so far all score below it, the path stops (larger λ smooth more,
+        cost the most iterations, and on every real set measured the score fell steadily past its peak).
         """
-        G = Y.shape[1]
-        rng = np.random.default_rng(self.seed)
-        fold_of = np.empty(G, dtype=np.int64)
-        fold_of[rng.permutation(G)] = np.arange(G) % int(self.n_folds)
+        fold_of = gene_folds(Y.shape[1], int(self.n_folds), self.seed)
         folds = []
         start_P = cell_fractions(V_start.T.cpu().numpy(), sizes)
         for fold in range(int(self.n_folds)):
-            test, train = fold_of == fold, fold_of != fold
-            train_profiles, train_sizes = profiles_from_reference(M[:, train], gamma[train], self.floor)
-            test_profiles, test_sizes = profiles_from_reference(M[:, test], gamma[test], self.floor)
-            start_V = torch.as_tensor(transcript_fractions(start_P, train_sizes).T.copy(), dtype=self._dtype, device=self._device)
-            folds.append({
-                "term": self._term(Y[:, train], train_profiles, theta, scale),
-                "train_sizes": train_sizes, "test_sizes": test_sizes, "test_profiles": test_profiles,
-                "test_counts": Y[:, test], "start": start_V, "fit": None,
-            })
+            state = fold_profiles(M, gamma, self.floor, fold_of == fold)
+            state["start"] = torch.as_tensor(transcript_fractions(start_P, state["train_sizes"]).T.copy(),
+                                             dtype=self._dtype, device=self._device)
+            state["term"] = self._term(Y[:, state["train"]], state["train_profiles"], theta, scale)
+            state["test_counts"], state["fit"] = Y[:, state["test"]], None
+            folds.append(state)
         rows, path = [], list(candidates)
         extended, position = 0, 0
         while position < len(path):
@@ -404,25 +413,22 @@ class CellTypeProportions:
             for fold, state in enumerate(folds):
                 fit = self._solve(state["term"], incidence, node_edge, lam, state["fit"], state["start"], self.cv_tol, self.cv_max_iter)
                 state["fit"] = fit
-                V = np.clip(fit.fractions.T.cpu().numpy(), 0, None)
-                P = cell_fractions(V / V.sum(axis=1, keepdims=True), state["train_sizes"])
-                pi = transcript_fractions(P, state["test_sizes"]) @ state["test_profiles"]
-                counts = state["test_counts"]
-                has = counts.sum(axis=1) > 0
-                loglik = _heldout_loglik(counts[has], pi[has], self._family, theta)
+                score = heldout_score(fit.fractions.T.cpu().numpy(), state, state["test_counts"], self._family, theta)
                 rows.append({
-                    "fold": fold, "lambda": lam, "heldout_loglik_per_count": loglik / float(counts.sum()),
+                    "fold": fold, "lambda": lam, "heldout_loglik_per_count": score,
                     "iterations": fit.result.iterations, "converged": fit.result.converged,
                     "weight_changes": fit.weight_changes, "seconds": fit.seconds,
                 })
-                self._log(f"λ = {lam:g}, fold {fold + 1}/{self.n_folds}: held-out {rows[-1]['heldout_loglik_per_count']:.5f} "
+                self._log(f"λ = {lam:g}, fold {fold + 1}/{self.n_folds}: held-out {score:.5f} "
                           f"per count ({fit.result.iterations} iterations, {fit.seconds:.1f} s)")
             position += 1
-            if position == len(path) and lam > 0 and extended < _EXTEND:
-                mean = pd.DataFrame(rows).groupby("lambda")["heldout_loglik_per_count"].mean()
-                if mean.idxmax() == lam:
-                    path.append(lam * 2.5)
-                    extended += 1
+            mean = pd.DataFrame(rows).groupby("lambda")["heldout_loglik_per_count"].mean()
+            if self.cv_patience is not None and (mean.index > mean.idxmax()).sum() >= int(self.cv_patience):
+                self._log(f"held-out score below its best (λ = {mean.idxmax():g}) at the last {int(self.cv_patience)} λ: path stopped")
+                break
+            if position == len(path) and lam > 0 and extended < _EXTEND and mean.idxmax() == lam:
+                path.append(lam * 2.5)
+                extended += 1
         return pd.DataFrame(rows)
 
     def summary_of_choice(self) -> pd.DataFrame:
@@ -435,25 +441,8 @@ class CellTypeProportions:
         return table
 
 
-def _subgraph_edges(edges: np.ndarray, nodes: np.ndarray, n: int) -> np.ndarray:
-    """Edges with both ends in ``nodes`` (sorted), relabelled 0..len(nodes)−1."""
-    label = np.full(n, -1, dtype=np.int64)
-    label[nodes] = np.arange(len(nodes))
-    kept = edges[(label[edges[:, 0]] >= 0) & (label[edges[:, 1]] >= 0)]
-    return label[kept]
-
-
 def _bulk_start(Y: np.ndarray, profiles: np.ndarray) -> np.ndarray:
     """Every spot starts at the pseudo-bulk's transcript fractions, kept off the simplex's faces."""
     v = _bulk_composition(Y.sum(axis=0), profiles, iterations=200)
     v = 0.9 * v + 0.1 / v.size
     return v / v.sum()
-
-
-def _heldout_loglik(counts: np.ndarray, composition: np.ndarray, family: str, theta) -> float:
-    """Log-likelihood of held-out genes given their spot totals, up to terms free of the fit."""
-    composition = composition / composition.sum(axis=1, keepdims=True)
-    if family == "poisson":
-        return float((counts * np.log(composition)).sum())
-    mu = composition * counts.sum(axis=1, keepdims=True)
-    return float((counts * np.log(mu) - (counts + theta) * np.log(mu + theta)).sum())

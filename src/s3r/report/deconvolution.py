@@ -19,6 +19,9 @@ from s3r.errors import S3RInputError
 
 __all__ = ["deconvolution_report", "align_coords"]
 
+_FIX = "point --deconv at the output directory of 's3r deconvolve' (or results/deconvolution/<sample>)"
+
+
 def _read(path: Path, what: str, fix: str) -> pd.DataFrame:
     if not path.is_file():
         raise S3RInputError(f"{path}: {what} not found; {fix}")
@@ -54,15 +57,10 @@ def deconvolution_report(deconv_dir, out_dir, *, coords, title: str = "") -> dic
     """Draw proportions.png, regions.png and (when edge_weights.csv / lambda_choice.csv exist) edge_weights.png
     and lambda_choice.png (+ SVGs) into ``out_dir``; write regions.csv (spot, dominant cell type, its
     proportion). Returns {name: path}."""
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
-
-    from s3r.report.style import grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
-    from s3r.io import write_csv
+    from s3r.report.style import use_report_style
 
     deconv_dir, out_dir = Path(deconv_dir), Path(out_dir)
-    fix = "point --deconv at the output directory of 's3r deconvolve' (or results/deconvolution/<sample>)"
-    table = _read(deconv_dir / "proportions.csv", "cell-type proportions", fix)
+    table = _read(deconv_dir / "proportions.csv", "cell-type proportions", _FIX)
     table = table.set_index(table.columns[0])
     spots = [str(s) for s in table.index]
     if table.shape[1] == 0 or not np.isfinite(table.to_numpy(dtype=np.float64)).all():
@@ -73,8 +71,21 @@ def deconvolution_report(deconv_dir, out_dir, *, coords, title: str = "") -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     use_report_style()
     paths: dict[str, Path] = {}
+    paths.update(_draw_proportions(P, cell_types, xy, out_dir, title))
+    paths.update(_draw_regions(P, cell_types, spots, xy, out_dir, title))
+    if (deconv_dir / "edge_weights.csv").is_file():
+        paths.update(_draw_edge_weights(deconv_dir / "edge_weights.csv", spots, xy, out_dir, title))
+    if (deconv_dir / "lambda_choice.csv").is_file():
+        paths.update(_draw_lambda_choice(deconv_dir / "lambda_choice.csv", out_dir))
+    return paths
 
-    # 1. proportions, one panel per cell type on a shared 0-1 scale
+
+def _draw_proportions(P: np.ndarray, cell_types: list[str], xy: np.ndarray, out_dir: Path, title: str) -> dict[str, Path]:
+    """One panel per cell type on a shared 0–1 scale, so panels compare."""
+    import matplotlib.pyplot as plt
+
+    from s3r.report.style import grid_shape, panel_figsize, save_figure, spatial_scatter
+
     nrows, ncols = grid_shape(len(cell_types), max_cols=4)
     fig, axes = plt.subplots(nrows, ncols, figsize=panel_figsize(xy, nrows, ncols, panel_width=3.0), squeeze=False)
     for ax in axes.ravel():
@@ -86,80 +97,97 @@ def deconvolution_report(deconv_dir, out_dir, *, coords, title: str = "") -> dic
     fig.suptitle(f"{title}\ncell-type proportions" if title else "cell-type proportions")
     fig.tight_layout()
     fig.colorbar(points, ax=axes.ravel().tolist(), shrink=0.6, pad=0.02, label="proportion")
-    paths.update({f"proportions_{k}": v for k, v in save_figure(fig, out_dir / "proportions.png").items()})
+    return {f"proportions_{k}": v for k, v in save_figure(fig, out_dir / "proportions.png").items()}
 
-    # 2. argmax regions
+
+def _draw_regions(P, cell_types, spots, xy, out_dir: Path, title: str) -> dict[str, Path]:
+    """regions.csv (spot, dominant cell type, its proportion) and the map of dominant types."""
+    import matplotlib.pyplot as plt
+
+    from s3r.io import write_csv
+    from s3r.report.style import panel_figsize, save_figure, spatial_scatter
+
     dominant = np.asarray(cell_types, dtype=object)[np.argmax(P, axis=1)]
     write_csv(
         pd.DataFrame({"spot": spots, "dominant": dominant, "proportion": P.max(axis=1)}),
         out_dir / "regions.csv",
         index=False,
     )
-    paths["regions_csv"] = out_dir / "regions.csv"
+    paths = {"regions_csv": out_dir / "regions.csv"}
     fig, ax = plt.subplots(figsize=panel_figsize(xy, 1, 1, extra_width=1.6))
     spatial_scatter(ax, xy, dominant, categorical=True, title="dominant cell type per spot", legend_title="cell type")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     paths.update({f"regions_{k}": v for k, v in save_figure(fig, out_dir / "regions.png").items()})
-
-    # 3. learned edge weights on the graph
-    edges_path = deconv_dir / "edge_weights.csv"
-    if edges_path.is_file():
-        edges = _read(edges_path, "edge weights", fix)
-        missing = [c for c in ("spot_a", "spot_b", "weight") if c not in edges.columns]
-        if missing:
-            raise S3RInputError(f"{edges_path}: missing column(s) {', '.join(missing)}; expected spot_a, spot_b, weight")
-        lookup = {s: i for i, s in enumerate(spots)}
-        a = edges["spot_a"].astype(str).map(lookup)
-        b = edges["spot_b"].astype(str).map(lookup)
-        if a.isna().any() or b.isna().any():
-            bad = edges.loc[a.isna() | b.isna()].iloc[0]
-            raise S3RInputError(
-                f"{edges_path}: edge ({bad['spot_a']}, {bad['spot_b']}) names a spot not in proportions.csv; "
-                "both files must come from the same run"
-            )
-        w = edges["weight"].to_numpy(dtype=np.float64)
-        segments = np.stack([xy[a.to_numpy(dtype=np.int64)], xy[b.to_numpy(dtype=np.int64)]], axis=1)
-        fig, ax = plt.subplots(figsize=panel_figsize(xy, 1, 1, extra_width=1.0))
-        ax.scatter(xy[:, 0], xy[:, 1], s=2.0, color="0.75", linewidths=0)
-        order = np.argsort(-w, kind="stable")  # low weights (boundaries) drawn last, on top
-        lines = LineCollection(segments[order], array=w[order], cmap="viridis", linewidths=1.0)
-        if len(w) and np.ptp(w) > 0:
-            lines.set_clim(float(w.min()), float(w.max()))
-        ax.add_collection(lines)
-        ax.set_aspect("equal")
-        ax.autoscale_view()
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for side in ax.spines.values():
-            side.set_visible(False)
-        ax.set_title(f"learned edge weights ({len(w)} edges; low = boundary)")
-        fig.colorbar(lines, ax=ax, shrink=0.8, pad=0.02, label="edge weight")
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        paths.update({f"edge_weights_{k}": v for k, v in save_figure(fig, out_dir / "edge_weights.png").items()})
-
-    # 4. the evidence behind λ (proportions mode)
-    choice_path = deconv_dir / "lambda_choice.csv"
-    if choice_path.is_file():
-        choice = _read(choice_path, "the λ choice", fix)
-        missing = [c for c in ("lambda", "mean", "se", "chosen") if c not in choice.columns]
-        if missing:
-            raise S3RInputError(f"{choice_path}: missing column(s) {', '.join(missing)}; expected lambda, mean, se, chosen")
-        if len(choice) > 1:
-            lam = choice["lambda"].to_numpy(dtype=np.float64)
-            fig, ax = plt.subplots(figsize=(4.5, 3.2))
-            ax.errorbar(lam, choice["mean"], yerr=choice["se"].fillna(0.0), marker="o", color="0.3", capsize=2)
-            chosen = choice["chosen"].astype(str).str.lower() == "true"
-            ax.plot(lam[chosen], choice.loc[chosen, "mean"], "o", color="tab:red", markersize=9, label="chosen")
-            positive = lam[lam > 0]
-            ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
-            ax.set_xlabel("λ (0 = no spatial term)")
-            ax.set_ylabel("held-out log-likelihood per count")
-            ax.set_title("λ chosen by held-out genes")
-            ax.legend(frameon=False)
-            fig.tight_layout()
-            paths.update({f"lambda_choice_{k}": v for k, v in save_figure(fig, out_dir / "lambda_choice.png").items()})
     return paths
+
+
+def _draw_edge_weights(edges_path: Path, spots, xy, out_dir: Path, title: str) -> dict[str, Path]:
+    """The learned edge weights on the spot graph (low weights, drawn on top, mark boundaries)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from s3r.report.style import panel_figsize, save_figure
+
+    edges = _read(edges_path, "edge weights", _FIX)
+    missing = [c for c in ("spot_a", "spot_b", "weight") if c not in edges.columns]
+    if missing:
+        raise S3RInputError(f"{edges_path}: missing column(s) {', '.join(missing)}; expected spot_a, spot_b, weight")
+    lookup = {s: i for i, s in enumerate(spots)}
+    a = edges["spot_a"].astype(str).map(lookup)
+    b = edges["spot_b"].astype(str).map(lookup)
+    if a.isna().any() or b.isna().any():
+        bad = edges.loc[a.isna() | b.isna()].iloc[0]
+        raise S3RInputError(
+            f"{edges_path}: edge ({bad['spot_a']}, {bad['spot_b']}) names a spot not in proportions.csv; "
+            "both files must come from the same run"
+        )
+    w = edges["weight"].to_numpy(dtype=np.float64)
+    segments = np.stack([xy[a.to_numpy(dtype=np.int64)], xy[b.to_numpy(dtype=np.int64)]], axis=1)
+    fig, ax = plt.subplots(figsize=panel_figsize(xy, 1, 1, extra_width=1.0))
+    ax.scatter(xy[:, 0], xy[:, 1], s=2.0, color="0.75", linewidths=0)
+    order = np.argsort(-w, kind="stable")  # low weights (boundaries) drawn last, on top
+    lines = LineCollection(segments[order], array=w[order], cmap="viridis", linewidths=1.0)
+    if len(w) and np.ptp(w) > 0:
+        lines.set_clim(float(w.min()), float(w.max()))
+    ax.add_collection(lines)
+    ax.set_aspect("equal")
+    ax.autoscale_view()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title(f"learned edge weights ({len(w)} edges; low = boundary)")
+    fig.colorbar(lines, ax=ax, shrink=0.8, pad=0.02, label="edge weight")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return {f"edge_weights_{k}": v for k, v in save_figure(fig, out_dir / "edge_weights.png").items()}
+
+
+def _draw_lambda_choice(choice_path: Path, out_dir: Path) -> dict[str, Path]:
+    """The evidence behind λ (proportions mode): held-out score per λ, the chosen one marked."""
+    import matplotlib.pyplot as plt
+
+    from s3r.report.style import save_figure
+
+    choice = _read(choice_path, "the λ choice", _FIX)
+    missing = [c for c in ("lambda", "mean", "se", "chosen") if c not in choice.columns]
+    if missing:
+        raise S3RInputError(f"{choice_path}: missing column(s) {', '.join(missing)}; expected lambda, mean, se, chosen")
+    if len(choice) <= 1:
+        return {}
+    lam = choice["lambda"].to_numpy(dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.errorbar(lam, choice["mean"], yerr=choice["se"].fillna(0.0), marker="o", color="0.3", capsize=2)
+    chosen = choice["chosen"].astype(str).str.lower() == "true"
+    ax.plot(lam[chosen], choice.loc[chosen, "mean"], "o", color="tab:red", markersize=9, label="chosen")
+    positive = lam[lam > 0]
+    ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
+    ax.set_xlabel("λ (0 = no spatial term)")
+    ax.set_ylabel("held-out log-likelihood per count")
+    ax.set_title("λ chosen by held-out genes")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return {f"lambda_choice_{k}": v for k, v in save_figure(fig, out_dir / "lambda_choice.png").items()}
