@@ -94,15 +94,6 @@ LOOPS = {
     "deconv/condat_vu.py::condat_vu",
 }
 
-# TEMPORARY: files other helpers are splitting in this session (issue 16). Remove this list once their work is
-# merged; nothing may be added to it.
-BEING_SPLIT = {
-    "deconv/model.py",
-    "deconv/proportions.py",
-    "report/deconvolution.py",
-}
-
-
 def _sizes() -> tuple[dict[str, int], dict[str, int]]:
     """(lines per module, lines per function as 'module::name') over src/s3r, paths relative to it."""
     modules, functions = {}, {}
@@ -118,19 +109,18 @@ def _sizes() -> tuple[dict[str, int], dict[str, int]]:
 
 def test_no_module_over_450_lines():
     modules, _ = _sizes()
-    long = {m: n for m, n in modules.items() if n > MAX_MODULE_LINES and m not in BEING_SPLIT}
+    long = {m: n for m, n in modules.items() if n > MAX_MODULE_LINES}
     assert long == {}, f"split these modules by responsibility: {long}"
 
 
 def test_no_function_over_80_lines_outside_the_solver_loops():
     _, functions = _sizes()
     long = {f: n for f, n in functions.items()
-            if n > MAX_FUNCTION_LINES and f not in LOOPS and f.split("::")[0] not in BEING_SPLIT}
+            if n > MAX_FUNCTION_LINES and f not in LOOPS}
     assert long == {}, f"extract well-named steps from: {long}"
 
 
 def test_size_exemptions_are_not_stale():
-    """An exempt loop that is gone or now short enough, or an exempt file that is gone, is a stale entry: remove it."""
-    modules, functions = _sizes()
+    """An exempt loop that is gone or now short enough is a stale entry: remove it."""
+    _, functions = _sizes()
     assert {f for f in LOOPS if functions.get(f, 0) <= MAX_FUNCTION_LINES} == set()
-    assert BEING_SPLIT - set(modules) == set()
