@@ -2,7 +2,8 @@
 
 The problems are ``working_set.py``'s (unit-scale expression design, p = 100, 11 informative features, kNN k = 7,
 ``tv``, tol 1e-5, working set on by default): sizes × penalty levels (weak / medium / strong). Each variant is a set
-of module constants of ``s3r.solver.primal_dual`` / ``s3r.solver.working_set`` (as in ``solver_knobs.py``); for
+of module constants of ``s3r.solver.primal_dual`` / ``s3r.solver.working_set`` (as in ``solver_knobs.py``; ``DTYPE=mixed``
+sets the solver's precision); for
 every problem the variants run one after the other, each fit in a fresh subprocess under a wall-clock limit, so a
 ratio compares runs made at nearly the same load. One thread per fit unless ``--threads``.
 
@@ -43,6 +44,12 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
 
     for item in settings:
         name, value = item.split("=")
+        if name == "DTYPE":  # the solver's precision (float32, float64, mixed) under an S3R fit built in float64
+            import s3r.estimator as estimator
+
+            solve = estimator.solve_batch
+            estimator.solve_batch = lambda *a, _s=solve, _d=value, **k: _s(*a, **{**k, "dtype": _d})
+            continue
         module = wsm if hasattr(wsm, name) else pd
         if not hasattr(module, name):
             raise SystemExit(f"unknown solver constant {name}")
@@ -62,7 +69,7 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
         "objective": r["objective"], "primal_residual": r["primal_residual"], "dual_residual": r["dual_residual"],
         "selected": int(np.any(model.coef_ != 0, axis=0).sum()), "ws_size": ws.get("size"), "outer": ws.get("outer_iterations"),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "load_before": load0,
-        "load_after": os.getloadavg()[0], "polished": r.get("polished"),
+        "load_after": os.getloadavg()[0], "precision": model._result.precision,
     }
 
 
