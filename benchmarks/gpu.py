@@ -9,6 +9,7 @@ issue 11 is 1M × 100 converged in < 60 s on one H200. Each fit runs in its own 
     python benchmarks/gpu.py                                  # 1e5 and 1e6 spots, medium, float32 and float64
     python benchmarks/gpu.py --sizes 100000 --levels weak medium strong --dtypes float32
     python benchmarks/gpu.py --device cpu --sizes 3000        # the same script on the CPU (a dry run)
+    python benchmarks/gpu.py --dtypes mixed                   # float32 with a float64 polish only where needed
 
 Without CUDA and without ``--device cpu`` it prints one line saying so and exits 0 (nothing to measure).
 """
@@ -46,7 +47,14 @@ def one(args) -> dict:
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    model = S3R("tv", **LEVELS[args.level], k=7, device=args.device, dtype=args.dtype, tol=TOL, max_iter=MAX_ITER)
+    dtype = args.dtype
+    if dtype == "mixed":  # float32 solve, float64 polish only where needed: the solver's precision, the fit built in float64
+        import s3r.estimator as estimator
+
+        solve = estimator.solve_batch
+        estimator.solve_batch = lambda *a, **k: solve(*a, **{**k, "dtype": "mixed"})
+        dtype = "float64"
+    model = S3R("tv", **LEVELS[args.level], k=7, device=args.device, dtype=dtype, tol=TOL, max_iter=MAX_ITER)
     t0 = time.perf_counter()
     model.fit(sim.X, sim.y, sim.coords, graph=graph)
     if cuda:
@@ -63,6 +71,7 @@ def one(args) -> dict:
         "true_selected": len(selected & truth), "working_set": (model._result.working_set or {}).get("size"),
         "gpu_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "precision": model._result.precision,
     }
 
 

@@ -274,3 +274,49 @@ def test_cuda_matches_cpu():
     gpu = S3R("tv", 0.05, 0.02, 0.01, device="cuda").fit(X, y, coords)
     assert gpu.report_["device"].startswith("cuda")
     assert abs(cpu.report_["objective"] - gpu.report_["objective"]) <= 1e-6 * cpu.report_["objective"]
+
+
+@pytest.mark.parametrize("smooth", ["tv", "graph_l1", "quadratic"])
+def test_preconditioned_dual_steps_match_cvxpy(smooth, monkeypatch):
+    """Per-edge dual steps from the node loads (Pock–Chambolle) reach the same optimum as cvxpy."""
+    import s3r.solver.primal_dual as pd
+
+    monkeypatch.setattr(pd, "PRECONDITION", True)
+    coords, X, y = small_problem(seed=21, zeros=3)
+    rng = np.random.default_rng(2)
+    n = X.shape[0]
+    weights = rng.uniform(0.2, 1.0, size=n)
+    Z = rng.normal(size=(n, 2))
+    y = y + Z @ np.array([1.0, -2.0])
+    model = S3R(smooth, 0.05, 0.02, 0.01, k=5, scaling="reference", mask_zero_response=True, tol=TOL, max_iter=50_000, device="cpu")
+    model.fit(X, y, coords, sample_weight=weights, covariates=Z)
+    assert model.report_["converged"]
+    K = operator_matrix(smooth, coords)
+    expected = cvxpy_optimum(X, y, K, smooth, 0.05, 0.02, 0.01, weights=weights, free=y != 0, Z=Z)
+    assert abs(model.report_["objective"] - expected) <= 1e-4 * abs(expected)
+
+
+def test_edge_bounds_are_local_and_never_above_the_global_bound():
+    coords, _, _ = small_problem(seed=3, n=60)
+    graph = knn_graph(coords, 5)
+    op = build_operator("tv", edges=graph.edges, n_nodes=60)
+    r = op.edge_bounds()
+    deg = np.bincount(graph.edges.ravel(), minlength=60)
+    np.testing.assert_allclose(r, 2 * np.maximum(deg[graph.edges[:, 0]], deg[graph.edges[:, 1]]))
+    assert r.max() <= op.norm_bound() + 1e-12 and r.min() < op.norm_bound()  # some edges get a larger step
+
+
+def test_mixed_precision_meets_tol_in_float32_or_is_polished():
+    coords, X, y = small_problem(seed=13, n=80)
+    graph = knn_graph(coords, 5)
+    op = build_operator("tv", edges=graph.edges, n_nodes=80)
+    kw = dict(smooth="tv", operator=op, lambda_smooth=0.05, alpha=0.02, beta=0.01, device="cpu")
+    ref = solve_batch(X, y, **kw, tol=1e-9, dtype="float64")
+    loose = solve_batch(X, y, **kw, tol=1e-5, dtype="mixed")  # float32 reaches 1e-5: no polish
+    assert loose.converged.all() and loose.precision["polished"] is False and loose.W.dtype == torch.float32
+    assert abs(loose.objective[0] - ref.objective[0]) <= 1e-4 * ref.objective[0]
+    tight = solve_batch(X, y, **kw, tol=1e-9, dtype="mixed")  # beyond float32: polished in float64 from its state
+    assert tight.converged.all() and tight.precision["polished"] is True and tight.W.dtype == torch.float64
+    assert tight.iterations[0] > tight.precision["float32_iterations"][0]
+    assert abs(tight.objective[0] - ref.objective[0]) <= 1e-7 * ref.objective[0]
+    np.testing.assert_allclose(tight.W.numpy(), ref.W.numpy(), atol=1e-4 * np.abs(ref.W.numpy()).max())

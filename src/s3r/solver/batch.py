@@ -20,6 +20,7 @@ from s3r.solver.result import SolveResult
 from s3r.solver.working_set import MIN_SIZE, solve_working_set
 
 SMOOTH_MODES = ("tv", "graph_l1", "quadratic")
+FLOAT32_TOL = 1e-5  # the tightest relative residual a float32 solve is asked for; below it a float64 polish finishes
 
 
 def build_operator(smooth: str, *, edges=None, edge_weights=None, n_nodes=None, matrix=None, device="cpu", dtype=torch.float64) -> LinearOperator:
@@ -75,10 +76,33 @@ def solve_batch(
     ``working_set``: True solves on the features that can be non-zero and certifies the others at zero
     (:mod:`s3r.solver.working_set`); False moves every feature on every iteration; ``"auto"`` picks by
     :func:`use_working_set`.
+
+    ``dtype``: ``"float64"``, ``"float32"`` or ``"mixed"`` — float32 (half the memory traffic per iteration) to
+    ``max(tol, FLOAT32_TOL)``, then a float64 polish warm-started from that state only where float32 did not meet
+    ``tol`` (a tolerance below float32's reach, or no convergence within ``max_iter``; the polish gets its own
+    ``max_iter``). The result's ``precision`` says which happened.
     """
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
+    if isinstance(dtype, str) and dtype == "mixed":
+        common = dict(smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta, weights=weights,
+                      free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor, device=device,
+                      callback=callback, working_set=working_set, max_iter=max_iter)
+        first = solve_batch(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, step0=step0,
+                            tol=max(tol, FLOAT32_TOL), dtype="float32")
+        info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds}
+        if tol >= FLOAT32_TOL and bool(np.all(first.converged)):
+            first.precision = {**info, "polished": False}
+            return first
+        final = solve_batch(X, Y, **common, W0=first.W, gamma0=first.gamma, dual0=first.dual, data_dual0=first.data_dual,
+                            step0=first.step, tol=tol, dtype="float64")
+        final.iterations = np.asarray(first.iterations) + np.asarray(final.iterations)
+        final.seconds += first.seconds
+        final.precision = {**info, "polished": True}
+        return final
     dev, dt = resolve_device(device), resolve_dtype(dtype)
+    if operator is not None:
+        operator = operator.astype(dt)
     X = np.asarray(X, dtype=np.float64)
     n, p = X.shape
     Y = np.asarray(Y, dtype=np.float64)
