@@ -233,7 +233,8 @@ class Problem:
     def spatial_trend(self) -> "Problem":
         """The same problem without its features: only a spatially varying intercept, held by the smoothness term.
 
-        The second yardstick of tuning (gaussian): a target with any spatial pattern is predicted by a smooth map
+        The second yardstick of tuning (every family; for the count families the trend is a smooth map of the log
+        mean, the offset kept): a target with any spatial pattern is predicted by a smooth map
         of itself, and a spatially varying coefficient can mimic that map through any feature that is non-zero
         there (GWR's classic false positive). Features show an effect only when they beat this trend too.
         """

@@ -158,3 +158,24 @@ def test_cli_tune_family_and_offset(counts, tmp_path, capsys):
     assert best["cv_loss"] == pytest.approx(direct["cv_loss"], rel=1e-12)
     assert main([*args[:-5], "--offset", "no_such_column", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "--offset column 'no_such_column' is not in .obs" in capsys.readouterr().err
+
+
+def test_a_count_targets_own_spatial_pattern_is_not_an_effect(tmp_path):
+    """Poisson counts whose log mean differs between two halves of the tissue, features unrelated to them: the
+    trend yardstick (a smooth map of the log mean, the offset kept) is scored for count families too, captures
+    the pattern, and the verdict does not call it an effect of the features."""
+    rng = np.random.default_rng(7)
+    n = 120
+    coords = rng.uniform(size=(n, 2))
+    X = np.log1p(rng.poisson(2.0, size=(n, 4))).astype(float)  # expression-like features, no effect on the target
+    offset = rng.normal(0, 0.2, n)
+    y = rng.poisson(np.exp(np.log(5.0) + np.where(coords[:, 1] > 0.5, 1.0, -0.6) + offset)).astype(float)
+    data = RegressionData(X=X, y=y, coords=coords, spot_ids=[f"s{i}" for i in range(n)],
+                          feature_names=["f1", "f2", "f3", "f4"], target_name="gene")
+    config = {"n_trials": 4, "rounds": 1, "folds": 3, "seed": 1, "model": {"family": "poisson", "k": 5},
+              "solver": {"tol": 1e-3, "max_iter": 1500, "dtype": "float64"}}
+    best = tune.run_search(data, config, tmp_path, offset=offset, workers=1)
+    trend = json.loads((tmp_path / "round_0" / "results.json").read_text())["trend"]
+    assert len(trend["fold_losses"]) == 3 and trend["value"] == pytest.approx(best["trend_cv_loss"])
+    assert best["trend_cv_loss"] < 0.8 * best["null_cv_loss"]  # the halves are a pattern the trend alone predicts
+    assert best["effect_found"] is False and best["verdict"].startswith(tune.NO_EFFECT), best["verdict"]

@@ -116,7 +116,7 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
         # the trend yardstick once per tuning (round 0): it does not depend on the trials
         "trend_losses": cv.trend_losses(problem, folds, fold, config["predictor"], k=config["model"]["k"], tol=solver["tol"],
                                         max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]))
-        if problem.gaussian and int(doc["round"]) == 0 else None,
+        if int(doc["round"]) == 0 else None,
         "trials": [
             {
                 "number": t["number"],

@@ -86,7 +86,7 @@ def _paired_gain(best: dict, yardstick: dict) -> tuple[float, float]:
 
 def _verdict(best: dict, null: dict | None, config: dict, trend: dict | None = None) -> tuple[bool | None, str]:
     """Effect found only when the best trial beats every yardstick by more than its paired standard error: the
-    intercept-only model and (gaussian) the spatial trend without features, so that a target's own spatial
+    intercept-only model and the spatial trend without features (any family), so that a target's own spatial
     pattern is not reported as an effect of whichever features happen to be expressed there."""
     if null is None:
         return None, "no intercept-only comparison was recorded (tuning files from an earlier version)"
