@@ -6,7 +6,7 @@ needs them raw. So, when counts are detected and the policy is ``auto``:
 * gaussian: features and gene targets are library-size normalised (to ``target_sum`` per spot) and log1p'd;
 * poisson / negative_binomial / gamma: features as above, the target stays raw counts, and log library size
   enters as the offset (unless an offset is named explicitly);
-* features are then centred and scaled to unit variance, as the workflow's preprocess step does.
+* features are then scaled to unit variance (not centred), as the workflow's preprocess step does.
 
 ``off`` fits the values as stored (the earlier command-line behaviour). Inputs that are not counts are never
 transformed. Both ``s3r fit/tune`` and the workflow call :func:`prepare_kwargs`, and write
@@ -51,7 +51,7 @@ def describe(info: dict) -> dict[str, Any]:
         # under 'auto' detected counts are always normalised, so counts left as stored mean the policy was off
         "policy": info.get("policy") or ("off" if info.get("input_counts") and not normalised else "auto"),
         "features": (step if normalised and not str(info.get("feature_source", "")).startswith(".obsm") else "as stored")
-        + (", centred and scaled to unit variance" if info.get("standardized") else ""),
+        + (", scaled to unit variance (not centred)" if info.get("standardized") else ""),
         "target": "raw counts (count family)" if normalised and info.get("raw_targets") else step,
         "offset": {"log_library_size": "log library size (log of each spot's total counts)"}.get(offset, offset),
         "target_sum": info.get("target_sum"),

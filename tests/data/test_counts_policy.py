@@ -40,7 +40,7 @@ def test_offset_auto_is_log_library_size_only_for_normalised_counts(counts_adata
     np.testing.assert_array_equal(prep.Y[:, 0], counts[:, 4])
     assert describe(prep.info) == {
         "counts_detected": True, "policy": "auto",
-        "features": "library-size normalised to 10000 per spot, then log1p, centred and scaled to unit variance",
+        "features": "library-size normalised to 10000 per spot, then log1p, scaled to unit variance (not centred)",
         "target": "raw counts (count family)", "offset": "log library size (log of each spot's total counts)", "target_sum": 10000.0,
     }
     off = prepare_h5ad(adata, targets=["t"], features=["a", "b"], **prepare_kwargs("poisson", "off"))

@@ -51,7 +51,7 @@ def test_deconvolution_proportions_are_the_s3r_features(tmp_path):
     assert list(prepared["feature_names"]) == list(proportions.columns)
     X = prepared["X"]
     P = proportions.loc[prepared["spot_ids"].astype(str)].to_numpy()
-    for j in range(P.shape[1]):  # the same columns, centred and scaled by the preprocessing
+    for j in range(P.shape[1]):  # the same columns, scaled by the preprocessing
         if P[:, j].std() > 0:
             assert abs(np.corrcoef(X[:, j], P[:, j])[0, 1]) > 0.999
     coef = pd.read_csv(workdir / "results" / "fits" / "tissue" / "c0" / "target_a" / "coefficients.csv", index_col=0)
