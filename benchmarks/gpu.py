@@ -56,7 +56,7 @@ def one(args) -> dict:
         dtype = "float64"
     model = S3R("tv", **LEVELS[args.level], k=7, device=args.device, dtype=dtype, tol=TOL, max_iter=MAX_ITER)
     t0 = time.perf_counter()
-    model.fit(sim.X, sim.y, sim.coords, graph=graph)
+    model.fit(sim.X, sim.y, sim.coords, spot_graph=graph)
     if cuda:
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0

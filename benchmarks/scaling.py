@@ -76,7 +76,7 @@ def one(args) -> dict:
             )
 
     model = S3R("tv", **params, k=7, dtype=args.dtype, tol=TOL, max_iter=MAX_ITER, callback=log)
-    model.fit(sim.X, sim.y, sim.coords, graph=graph)
+    model.fit(sim.X, sim.y, sim.coords, spot_graph=graph)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     r = model.report_

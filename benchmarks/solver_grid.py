@@ -60,7 +60,7 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
     graph = knn_graph(sim.coords, k=7)
     model = S3R("tv", **LEVELS[level], k=7, tol=TOL, max_iter=MAX_ITER, dtype=dtype)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    model.fit(sim.X, sim.y, sim.coords, graph=graph)
+    model.fit(sim.X, sim.y, sim.coords, spot_graph=graph)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     r, ws = model.report_, model._result.working_set or {}
     return {

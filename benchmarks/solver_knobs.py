@@ -49,7 +49,7 @@ def main() -> None:
     cpu = time.process_time()
     if prof:
         prof.enable()
-    model.fit(sim.X, sim.y, sim.coords, graph=graph)
+    model.fit(sim.X, sim.y, sim.coords, spot_graph=graph)
     if prof:
         prof.disable()
     cpu = time.process_time() - cpu

@@ -98,7 +98,7 @@ def fold_cost(n_targets: int) -> None:
     trials = json.loads((out / "fold_0.json").read_text())["targets"][targets[0]]["trials"]
     best = min((t for t in trials if t["loss"] is not None), key=lambda t: t["loss"])["params"]  # a realistic final fit
     wall, cpu = time.perf_counter(), time.process_time()
-    S3R(**best).fit(data.X, data.y, data.coords, graph=graph)
+    S3R(**best).fit(data.X, data.y, data.coords, spot_graph=graph)
     fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(f"{prepared.X.shape[0]} spots × {prepared.X.shape[1]} regulators; fold job, {n_targets} targets × 10 trials: "
           f"{fold_cpu:.1f} s CPU ({fold_wall:.1f} s wall); one final fit: {fit_cpu:.1f} s CPU ({fit_wall:.1f} s wall); load {load()}")

@@ -76,7 +76,7 @@ def one(args) -> dict:
 
     model = S3R("tv", **params, k=7, dtype=args.dtype, tol=TOL, max_iter=MAX_ITER, callback=log)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    model.fit(sim.X, sim.y, sim.coords, graph=graph)
+    model.fit(sim.X, sim.y, sim.coords, spot_graph=graph)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     r = model.report_
     truth = set(sum(sim.informative.values(), []))

@@ -144,8 +144,11 @@ class S3R(BaseEstimator):
         return smoothness_operator(self.smooth, coords, graph_method=self.graph, k=self.k, radius=self.radius,
                                    max_edge_length=self.max_edge_length, compat=self.compat, graph=graph, dtype=dtype, device=device)
 
-    def fit(self, X, y, coords=None, *, sample_weight=None, covariates=None, graph: SpatialGraph | None = None, offset=None) -> "S3R":
-        """``offset`` (log library size): added to the linear predictor of count families (log μ = ⟨x, W⟩ + offset)."""
+    def fit(self, X, y, coords=None, *, sample_weight=None, covariates=None, spot_graph: SpatialGraph | None = None,
+            offset=None) -> "S3R":
+        """``offset`` (log library size): added to the linear predictor of count families (log μ = ⟨x, W⟩ + offset).
+        ``spot_graph``: a graph already built for these spots (e.g. the workflow's graph file), used instead of
+        building one from ``graph``/``k``/``radius`` (named apart from the ``graph`` parameter, the method's name)."""
         from s3r.problem import assemble
 
         self._check_params()
@@ -158,7 +161,7 @@ class S3R(BaseEstimator):
         off = None if offset is None else finite_vector(offset, n, "offset")
         device, dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         problem = assemble(X, y, coords, model=self.model_settings(), covariates=covariates, offset=off,
-                           penalty_factor=self.penalty_factor, graph=graph, dtype=dtype, device=device)
+                           penalty_factor=self.penalty_factor, graph=spot_graph, dtype=dtype, device=device)
         self.problem_ = problem
         self.graph_ = problem.graph
         self.scale_ = problem.x_scale[:p]
@@ -310,7 +313,9 @@ class S3R(BaseEstimator):
     # -- prediction ------------------------------------------------------------------------------------
     def _check_fitted(self):
         if not hasattr(self, "coef_"):
-            raise S3RInputError("this S3R model is not fitted yet; call fit() first")
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("this S3R model is not fitted yet; call fit() first")
 
     def predict(self, X, covariates=None, offset=None) -> np.ndarray:
         """ŷ_i = ⟨x_i, W_i⟩ (+ covariates); count families return μ_i = exp(that + offset_i). Per-spot coefficients, so

@@ -112,7 +112,7 @@ def test_weighted_incidence_matches_cvxpy():
     w = np.random.default_rng(0).uniform(0.5, 2.0, size=graph.n_edges)
     graph = graph.with_weights(w)
     for smooth in ("tv", "quadratic"):
-        model = S3R(smooth, 0.05, 0.02, 0.01, tol=TOL, scaling="reference", device="cpu").fit(X, y, coords, graph=graph)
+        model = S3R(smooth, 0.05, 0.02, 0.01, tol=TOL, scaling="reference", device="cpu").fit(X, y, coords, spot_graph=graph)
         A = graph.incidence()
         K = (A.T.multiply(w if smooth == "tv" else np.sqrt(w))).T.tocsr()
         expected = cvxpy_optimum(X, y, K, smooth, 0.05, 0.02, 0.01)
@@ -320,3 +320,20 @@ def test_mixed_precision_meets_tol_in_float32_or_is_polished():
     assert tight.iterations[0] > tight.precision["float32_iterations"][0]
     assert abs(tight.objective[0] - ref.objective[0]) <= 1e-7 * ref.objective[0]
     np.testing.assert_allclose(tight.W.numpy(), ref.W.numpy(), atol=1e-4 * np.abs(ref.W.numpy()).max())
+
+
+def test_estimator_follows_scikit_learn_conventions():
+    """``graph`` is a parameter (the method's name) and ``spot_graph`` the fit-time graph, so get_params/clone never
+    meet a SpatialGraph; predicting before fit raises scikit-learn's NotFittedError."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+
+    coords, X, y = small_problem(seed=5)
+    model = S3R("tv", 0.05, 0.02, 0.01, graph="knn", k=5, device="cpu")
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        model.predict(X)
+    graph = knn_graph(coords, 5)
+    fitted = model.fit(X, y, coords, spot_graph=graph)
+    assert fitted.get_params()["graph"] == "knn" and fitted.graph_ is graph
+    twin = clone(fitted).fit(X, y, coords)  # builds its own kNN graph with k = 5: the same one
+    np.testing.assert_allclose(twin.coef_, fitted.coef_, atol=1e-10)

@@ -15,7 +15,7 @@ from s3r import __version__
 from s3r.errors import S3RInputError
 
 # module name (inside s3r.cli) for each subcommand, in the order shown by --help
-SUBCOMMANDS = ("fit", "tune", "deconvolve", "glm", "report", "simulate")
+SUBCOMMANDS = ("fit", "tune", "deconvolve", "glm", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,12 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"s3r {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"s3r.cli.{name}")
-        except ModuleNotFoundError as err:  # a subcommand not built yet
-            if err.name == f"s3r.cli.{name}":
-                continue
-            raise
+        module = importlib.import_module(f"s3r.cli.{name}")
         sub = module.add_parser(subparsers)
         sub.set_defaults(_run=module.run)
     return parser

@@ -139,7 +139,7 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
         if log is not None:
             print(f"{sample}/{target}: {data.n_spots} spots, {data.n_features} features, device {device}", file=log, flush=True)
         model = S3R(**chosen["params"], device=device, verbose=log is not None)
-        model.fit(data.X, data.y, data.coords, covariates=data.covariates, graph=graph, offset=prepared.offset)
+        model.fit(data.X, data.y, data.coords, covariates=data.covariates, spot_graph=graph, offset=prepared.offset)
         tuning = chosen["tuning"] or {}
         write_fit(
             Path(out_dir) / target, model, data,
