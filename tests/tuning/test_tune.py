@@ -192,6 +192,25 @@ def test_select_best_and_one_standard_error():
     assert chosen["trial"] == 3 and chosen["map_pieces"] == 12.0
 
 
+def test_the_verdict_judges_the_trial_it_hands_on():
+    """Measured on DLPFC DBH-AS1: the best trial beat the intercept by a hair while the one-SE choice was worse than
+    it; the verdict must be about the map that is reported, and say what the best trial did."""
+    params = [{"lambda_smooth": 0.01, "alpha": 0.01, "beta": 0.01}, {"lambda_smooth": 0.5, "alpha": 0.5, "beta": 0.5}]
+    trials = [
+        {"number": 0, "round": 0, "params": params[0], "state": "COMPLETE", "value": 0.96, "se": 0.05,
+         "fold_losses": [0.90, 0.95, 0.97, 1.02], "pieces": 40.0},
+        {"number": 1, "round": 0, "params": params[1], "state": "COMPLETE", "value": 1.005, "se": 0.05,
+         "fold_losses": [0.96, 0.99, 1.02, 1.05], "pieces": 2.0},
+    ]
+    null = {"value": 1.0, "se": 0.05, "fold_losses": [0.95, 0.99, 1.01, 1.05]}
+    results = [{"round": 0, "trials": trials, "null": null}]
+    best = tune.select(results, {"selection": "best"})
+    assert best["trial"] == 0 and best["effect_found"] is True  # 0.04 ± 0.0071 SE
+    chosen = tune.select(results, {})  # one-SE: trial 1, 0.005 worse than the intercept on every fold
+    assert chosen["trial"] == 1 and chosen["effect_found"] is False
+    assert chosen["verdict"].startswith(tune.NO_EFFECT) and "the best trial, 0.96, differs by 0.04" in chosen["verdict"]
+
+
 def test_cli_tune_then_fit(csv_paths, tmp_path, capsys):
     from s3r.cli import main
 

@@ -26,9 +26,11 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     positions in their ranges, then to the lower trial number, so the choice is deterministic.
 
     The verdict: the intercept-only (covariates-only) model's held-out loss on the same folds is the yardstick.
-    When the best trial does not beat it by more than the standard error of their paired fold differences, the
-    output says in words that no effect was found (``effect_found`` false, ``verdict``) rather than handing
-    on a map that only looks like a result. A chosen value at the edge of its range is reported in ``warnings``.
+    When the chosen trial -- the one whose map is handed on -- does not beat it by more than the standard error of
+    their paired fold differences, the output says in words that no effect was found (``effect_found`` false,
+    ``verdict``) rather than handing on a map that only looks like a result. Judging the best trial instead would
+    call an effect on a map that is not the one shown (a one-SE choice can be worse than the yardstick while the
+    best trial beats it by a hair). A chosen value at the edge of its range is reported in ``warnings``.
     """
     config = resolve_config(config)
     docs = [item if isinstance(item, dict) else _read_json(item) for item in results]
@@ -46,7 +48,7 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
     trend = next((d["trend"] for d in docs if d.get("trend")), None)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
-    effect, verdict = _verdict(best, null, config, trend)
+    effect, verdict = _verdict(chosen, null, config, trend, best=best)
     doc = {
         **chosen["params"],
         "smooth": config["model"]["smooth"],
@@ -84,30 +86,40 @@ def _paired_gain(best: dict, yardstick: dict) -> tuple[float, float]:
     return float(diffs.mean()), se
 
 
-def _verdict(best: dict, null: dict | None, config: dict, trend: dict | None = None) -> tuple[bool | None, str]:
-    """Effect found only when the best trial beats every yardstick by more than its paired standard error: the
+def _verdict(chosen: dict, null: dict | None, config: dict, trend: dict | None = None,
+             best: dict | None = None) -> tuple[bool | None, str]:
+    """Effect found only when the chosen trial beats every yardstick by more than its paired standard error: the
     intercept-only model and the spatial trend without features (any family), so that a target's own spatial
     pattern is not reported as an effect of whichever features happen to be expressed there."""
     if null is None:
         return None, "no intercept-only comparison was recorded (tuning files from an earlier version)"
     what = "intercept-only" if config["model"].get("fit_intercept") is not False else "all-zero"
-    gain, se = _paired_gain(best, null)
+    gain, se = _paired_gain(chosen, null)
     if not (gain > se and gain > 0):
-        return False, (f"{NO_EFFECT}: no trial beats the {what} model by more than its standard error "
-                       f"(best held-out loss {best['value']:.4g}, {what} {null['value']:.4g}, difference {gain:.3g} ± {se:.2g} SE)")
+        return False, (f"{NO_EFFECT}: the chosen trial does not beat the {what} model by more than its standard error "
+                       f"(chosen held-out loss {chosen['value']:.4g}, {what} {null['value']:.4g}, difference {gain:.3g} ± {se:.2g} SE"
+                       f"{_best_aside(best, chosen, null)})")
     if trend is not None:
-        t_gain, t_se = _paired_gain(best, trend)
+        t_gain, t_se = _paired_gain(chosen, trend)
         if not (t_gain > t_se and t_gain > 0):
             return False, (f"{NO_EFFECT} beyond the target's own spatial pattern: a smooth map of the target without features "
-                           f"predicts held-out spots as well (best held-out loss {best['value']:.4g}, spatial trend alone "
+                           f"predicts held-out spots as well (chosen held-out loss {chosen['value']:.4g}, spatial trend alone "
                            f"{trend['value']:.4g}, {what} {null['value']:.4g}; difference to the trend {t_gain:.3g} ± {t_se:.2g} SE); "
                            f"the maps show where features and target share a pattern, not an effect that location does not explain")
         return True, (f"the features explain the target beyond the {what} model and beyond a smooth spatial trend: held-out loss "
-                      f"{best['value']:.4g} against {null['value']:.4g} ({what}) and {trend['value']:.4g} (trend alone); "
+                      f"{chosen['value']:.4g} against {null['value']:.4g} ({what}) and {trend['value']:.4g} (trend alone); "
                       f"paired fold differences {gain:.3g} ± {se:.2g} and {t_gain:.3g} ± {t_se:.2g} SE")
     rel = gain / null["value"] if null["value"] else 0.0
-    return True, (f"the features explain the target beyond the {what} model: held-out loss {best['value']:.4g} against "
+    return True, (f"the features explain the target beyond the {what} model: held-out loss {chosen['value']:.4g} against "
                   f"{null['value']:.4g} ({100 * rel:.1f} % lower; paired fold difference {gain:.3g} ± {se:.2g} SE)")
+
+
+def _best_aside(best: dict | None, chosen: dict, null: dict) -> str:
+    """Where the best trial differs from the chosen one, its own comparison, so a near-miss is visible."""
+    if best is None or best["number"] == chosen["number"]:
+        return ""
+    gain, se = _paired_gain(best, null)
+    return f"; the best trial, {best['value']:.4g}, differs by {gain:.3g} ± {se:.2g} SE but is not the one reported"
 
 
 def _edge_warnings(trial: dict, config: dict) -> list[str]:
