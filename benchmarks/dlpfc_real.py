@@ -64,7 +64,7 @@ def run_mbp(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prepared = prepare(["MBP"], REGULATORS)
-    data, best, model, tune_s, fit_s = tune_and_fit(prepared, "MBP", out)
+    data, best, model, tune_s, fit_s = tune_and_fit(prepared, "MBP", out, json.loads(args.config) if args.config else None)
     layers = anndata.read_h5ad(DATA, backed="r").obs["layer"].astype(str).reindex(data.spot_ids).to_numpy()
     wm = layers == "WM"
     cortex = np.isin(layers, ["L1", "L2", "L3", "L4", "L5", "L6"])
@@ -75,7 +75,8 @@ def run_mbp(args):
                      "nonzero_share": float(np.mean(w != 0))})
     result = {
         "target": "MBP", "n_spots": data.n_spots, "features": data.feature_names,
-        "cv_loss": best["cv_loss"], "cv_se": best["cv_se"], "null_cv_loss": best["null_cv_loss"],
+        "cv_loss": best["cv_loss"], "cv_se": best["cv_se"], "null_cv_loss": best["null_cv_loss"], "trend_cv_loss": best["trend_cv_loss"],
+        "model": best["model"],
         "ratio_to_null": best["cv_loss"] / best["null_cv_loss"], "effect_found": best["effect_found"], "verdict": best["verdict"],
         "warnings": best["warnings"], "params": {k: best[k] for k in ("lambda_smooth", "alpha", "beta")}, "search": best["search"],
         "scales": best["scales"], "tune_seconds": tune_s, "fit_seconds": fit_s, "fit_converged": model.report_["converged"],
@@ -88,6 +89,8 @@ def run_mbp(args):
     xy = data.coords
     panels = [("MBP (log-normalised)", data.y, "viridis"), ("manual layers: WM", wm.astype(float), "Greys")]
     panels += [(f"W[{f}]", model.coef_[:, data.feature_names.index(f)], "RdBu_r") for f in order]
+    if getattr(model, "spatial_intercept_", None) is not None:  # the location-only part, where it was fitted
+        panels[-1] = ("spatial intercept", model.spatial_intercept_, "RdBu_r")
     for ax, (title, values, cmap) in zip(axes.ravel(), panels):
         lim = np.abs(values).max() or 1.0
         kw = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {}
@@ -187,6 +190,7 @@ def main():
     p.add_argument("--n", type=int, default=50)
     p.add_argument("--skip", type=int, default=0, help="genes: continue after the first SKIP of the drawn genes")
     p.add_argument("--out", default=str(HERE / "out" / "dlpfc"))
+    p.add_argument("--config", help="mbp: tuning settings as JSON, for comparisons only (the target's figure uses none)")
     args = p.parse_args()
     if not DATA.is_file():
         raise SystemExit(f"{DATA}: not found; this benchmark needs the shared real data")

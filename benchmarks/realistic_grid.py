@@ -110,7 +110,7 @@ def jsonable(obj):
     return obj
 
 
-def run_cell(layout: str, sigma: float, seed: int, workers: int | None, config: dict | None) -> dict:
+def run_cell(layout: str, sigma: float, seed: int, workers: int | None, config: dict | None, keep: str | None = None) -> dict:
     import pandas as pd
 
     from s3r import S3R, tune
@@ -118,7 +118,8 @@ def run_cell(layout: str, sigma: float, seed: int, workers: int | None, config: 
 
     sim = simulate(layout, sigma=sigma, seed=seed, design=DESIGN)
     noise = sim.y - sim.intercept - sim.signal
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = scratch if keep is None else Path(keep) / f"{layout}_sigma{sigma:g}_seed{seed}"
         load_before = os.getloadavg()
         wall, cpu = time.perf_counter(), time.process_time()
         returned = tune.run_search(as_data(sim), config, tmp, workers=workers)
@@ -205,7 +206,7 @@ def cmd_grid(args) -> None:
             if (layout, sigma) in done:
                 continue
             try:
-                row = run_cell(layout, sigma, args.seed, args.workers, config)
+                row = run_cell(layout, sigma, args.seed, args.workers, config, args.keep)
             except Exception as exc:  # a failure is a result: recorded, and the grid goes on
                 traceback.print_exc()
                 row = {"layout": layout, "sigma": sigma, "design": DESIGN, "seed": args.seed, "defaults": config is None,
@@ -287,6 +288,7 @@ def main() -> None:
     g.add_argument("--config", help="tuning settings as JSON, for debugging only (the grid's figures use none)")
     g.add_argument("--out", default=str(OUT / "realistic_grid.jsonl"))
     g.add_argument("--fresh", action="store_true", help="start the file anew instead of resuming")
+    g.add_argument("--keep", help="keep each cell's tuning files under this folder (to study selection rules offline)")
     t = sub.add_parser("table")
     t.add_argument("--out", default=str(OUT / "realistic_grid.jsonl"))
     args = parser.parse_args()

@@ -19,7 +19,7 @@ import pandas as pd
 
 from s3r.errors import S3RInputError
 from s3r.glm import GLMNet
-from s3r.perturb_analysis import programme_label, programme_number
+from s3r.perturb_analysis import module_label, module_number, programme_label, programme_number
 from s3r.perturb_design import (DROP_LABELS, as_counts, column_mean_var, covariate_matrix, gene_programmes, highly_variable_genes,
                                 library_sizes, log_normalise, perturbation_design, programme_scores)
 from s3r.perturb_simulate import cycle_genes, simulate_perturbseq, simulate_perturbseq_h5ad
@@ -39,7 +39,7 @@ class PerturbSeqResult:
     programme_scores: pd.DataFrame  # perturbations × programmes
     model: GLMNet
     scores: pd.DataFrame = field(default_factory=pd.DataFrame)  # genes × (deviance, deviance_explained, pseudo_r2, alpha)
-    modules: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))  # perturbation → module (0 = moves nothing)
+    modules: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))  # perturbation → module M<n> (M0 = moves nothing)
     cells: pd.Index = field(default_factory=pd.Index)  # the cells fitted (unassigned ones dropped)
 
 
@@ -140,7 +140,7 @@ def _result(model, X, Y, offset, k: int, pert_names, cov_names, names, cells, *,
         model=model,
         scores=pd.DataFrame({"deviance": np.atleast_1d(sc["deviance"]), "deviance_explained": np.atleast_1d(sc["deviance_explained"]),
                              "pseudo_r2": np.atleast_1d(sc["pseudo_r2"]), "alpha": np.atleast_1d(model.alpha_)}, index=names),
-        modules=pd.Series(modules, index=pert_names, name="module"),
+        modules=pd.Series([module_label(m) for m in modules], index=pert_names, name="module"),
         cells=cells,
     )
 
@@ -339,7 +339,7 @@ def write_perturbseq(result: PerturbSeqResult, *, coefficients, programmes, prog
             "perturbations": list(result.coef.index),
             "covariates": list(result.covariate_coef.index),
             "programme_sizes": {str(k): int(v) for k, v in counts.items()},
-            "module_sizes": {str(k): int(v) for k, v in result.modules.value_counts().sort_index().items()},
+            "module_sizes": {str(k): int(v) for k, v in sorted(result.modules.value_counts().items(), key=lambda kv: module_number(kv[0]))},
             "nonzero_fraction": float(np.mean(result.coef.to_numpy() != 0)),
             "median_deviance_explained": float(np.median(result.scores["deviance_explained"])),
             "alpha_median": float(np.median(np.atleast_1d(model.alpha_))),

@@ -29,7 +29,18 @@ def programme_number(label) -> int:
     return int(text[1:]) if text.startswith("P") else int(text)
 
 
-__all__ = ["programme_label", "programme_number", "score_genes", "cell_cycle_scores", "programme_cell_scores", "programme_tests", "read_gmt", "read_gene_list",
+def module_label(m) -> str:
+    """The one spelling of a perturbation module everywhere (modules.tsv, figures, summary): ``M<n>``, M0 = moves nothing."""
+    return m if isinstance(m, str) and m.startswith("M") else f"M{int(m)}"
+
+
+def module_number(label) -> int:
+    """``M2`` (or 2) → 2: the inverse of :func:`module_label`."""
+    text = str(label)
+    return int(text[1:]) if text.startswith("M") else int(text)
+
+
+__all__ = ["programme_label", "programme_number", "module_label", "module_number", "score_genes", "cell_cycle_scores", "programme_cell_scores", "programme_tests", "read_gmt", "read_gene_list",
            "enrichment"]
 
 

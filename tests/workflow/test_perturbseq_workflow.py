@@ -109,7 +109,7 @@ def test_run_screen_recovers_planted_effects_and_programmes(screen, tmp_path, fa
     assert len(decoys) == 15 and (decoys["p_adj"] > 0.05).all()
     cells = pd.read_csv(out["cell_scores"], sep="\t", index_col=0)
     assert np.corrcoef(cells["S_score"], truth.obs["true_S"])[0, 1] > 0.5
-    assert summary["n_cells"] == 800 and set(summary["module_sizes"]) == {"1", "2", "3", "4", "5", "6"}
+    assert summary["n_cells"] == 800 and set(summary["module_sizes"]) == {"M1", "M2", "M3", "M4", "M5", "M6"}
 
 
 def test_heatmaps_from_the_tables(screen, tmp_path):
@@ -195,7 +195,7 @@ def test_modules_group_perturbations_that_move_the_same_programme(tmp_path):
     out = {k: tmp_path / f"{k}.tsv" for k in ("coefficients", "programmes", "programme_scores", "modules")}
     run_screen(spec, {**SETTINGS, "cv": None, "alpha": 0.02}, outputs=out)
     text = out["modules"].read_text().splitlines()
-    assert text[0] == "perturbation\tmodule" and len(text) == 13
+    assert text[0] == "perturbation\tmodule" and len(text) == 13 and text[1].split("\t")[1].startswith("M")
     mods = pd.read_csv(out["modules"], sep="\t", index_col=0)["module"]
     truth = [j % 6 for j in range(12)]
     assert adjusted_rand_score(truth, mods.loc[[f"P{j + 1}" for j in range(12)]]) == 1.0

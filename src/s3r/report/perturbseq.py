@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from s3r.errors import S3RInputError
-from s3r.perturb_analysis import programme_label
+from s3r.perturb_analysis import module_label, module_number, programme_label
 from s3r.report.programmes import clustered_heatmap
 
 __all__ = ["plot_alpha_performance", "plot_effects_heatmap", "plot_programme_shifts", "plot_dotplot", "plot_enrichment",
@@ -54,7 +54,7 @@ def plot_effects_heatmap(coef: pd.DataFrame, programmes: pd.Series, modules: pd.
     W.index.name, W.columns.name = "gene", "perturbation"
     return clustered_heatmap(W, png_path, title=title or "perturbation effects",
                              row_clusters=[programme_label(p) for p in pd.Series(programmes).reindex(W.index)],
-                             col_clusters=[f"M{int(m)}" for m in pd.Series(modules).reindex(W.columns)])
+                             col_clusters=[module_label(m) for m in pd.Series(modules).reindex(W.columns)])
 
 
 def shift_matrix(tests: pd.DataFrame, value: str = "mean_difference") -> pd.DataFrame:
@@ -88,7 +88,7 @@ def plot_dotplot(tests: pd.DataFrame, png_path, *, modules: pd.Series | None = N
 
         order = [D.columns[i] for i in leaves_list(linkage(D.T.fillna(0).to_numpy(), "average", optimal_ordering=True))]
     if modules is not None:
-        m = pd.Series(modules).reindex(order).fillna(0).astype(int)
+        m = pd.Series(modules).reindex(order).fillna(0).map(module_number)
         rank = {p: i for i, p in enumerate(order)}
         order = sorted(order, key=lambda p: (m[p] == 0, m[p], rank[p]))
     D, P = D[order], P[order]
@@ -100,7 +100,7 @@ def plot_dotplot(tests: pd.DataFrame, png_path, *, modules: pd.Series | None = N
     yy, xx = np.meshgrid(np.arange(D.shape[0]), np.arange(D.shape[1]), indexing="ij")
     sc = ax.scatter(xx.ravel(), yy.ravel(), s=size.ravel(), c=D.to_numpy().ravel(), cmap=DIVERGING, vmin=-lim, vmax=lim,
                     edgecolors="0.3", linewidths=0.3)
-    ax.set_xticks(range(D.shape[1]), [f"{p} (M{int(modules.get(p, 0))})" if modules is not None else p for p in D.columns],
+    ax.set_xticks(range(D.shape[1]), [f"{p} ({module_label(modules.get(p, 0))})" if modules is not None else p for p in D.columns],
                   rotation=90, fontsize=7)
     ax.set_yticks(range(D.shape[0]), D.index, fontsize=8)
     ax.set_xlim(-0.7, D.shape[1] - 0.3)
