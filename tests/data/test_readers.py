@@ -84,6 +84,14 @@ def test_visium_hd_bins_from_parquet(dlpfc, tmp_path):
         read_spaceranger(outs, bin_size=16)
     adata = read_spaceranger(outs, bin_size=8)
     assert adata.n_obs == 3592 and adata.uns["s3r_input"]["bin_size_um"] == 8
+    # the bins' folder itself, or binned_outputs/, name the same bins; a bin size that contradicts the folder stops
+    square = outs / "binned_outputs" / "square_008um"
+    assert read_spaceranger(square).uns["s3r_input"]["bin_size_um"] == 8
+    assert read_spaceranger(square, bin_size=8).n_obs == 3592
+    assert read_spaceranger(outs / "binned_outputs", bin_size=8).n_obs == 3592
+    with pytest.raises(S3RInputError) as err:
+        read_spaceranger(square, bin_size=16)
+    assert str(err.value) == f"{square}: these are not 16 µm bins; give --bin-size 8 or the outs/ folder"
     assert adata.uns["spatial"]["lib1"]["scalefactors"]["bin_size_um"] == 8.0
     _same_counts(adata, dlpfc)
 
