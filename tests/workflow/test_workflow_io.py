@@ -24,13 +24,17 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900):
     return run_snakemake(workdir, *args, timeout=timeout)
 
 
-def workdir_for(root: Path, sheet_rows: list[dict]) -> Path:
+def workdir_for(root: Path, sheet_rows: list[dict], **sections: dict) -> Path:
+    """A working directory with the repository's config (demo and perturb-seq off, a tiny tuning budget),
+    ``sections`` merged into it (e.g. model={"family": "poisson"}), and the given sample sheet."""
     (root / "config").mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["demo"] = {}
     config["perturbseq"]["enabled"] = False
     config["perturbseq"]["demo"] = {}
     config["tune"].update(n_trials=2, rounds=1, folds=2)
+    for name, values in sections.items():
+        config[name].update(values)
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     pd.DataFrame(sheet_rows).to_csv(root / "config" / "samples.tsv", sep="\t", index=False)
     return root
@@ -58,6 +62,56 @@ def test_bad_folders_stop_at_start_up_with_one_line(section, tmp_path):
     text = result.stdout + result.stderr
     assert (f"s3r: config/samples.tsv line 2 (sample 'dlpfc'), column 'spaceranger': {tmp_path / 'empty' / 'filtered_feature_bc_matrix.h5'}: "
             f"feature-barcode matrix not found; point --spaceranger") in text, text[-3000:]
+
+
+@pytest.mark.parametrize("how", ["barcode not in positions", "nothing in tissue"])
+def test_inconsistent_folders_stop_at_start_up_with_one_line(section, tmp_path, how):
+    outs = write_spaceranger(tmp_path / "outs", section["adata"][:300].copy(), n_off_tissue=2, images=False)
+    positions = outs / "spatial" / "tissue_positions.csv"
+    table = pd.read_csv(positions)
+    if how == "barcode not in positions":
+        dropped = sorted(table["barcode"])[0]
+        table[table["barcode"] != dropped].to_csv(positions, index=False)
+        message = (f"{positions}: 1 barcode(s) of filtered_feature_bc_matrix.h5 are not in the positions table (e.g. {dropped!r}); "
+                   f"use the spatial/ folder of the same Space Ranger run")
+    else:
+        table.assign(in_tissue=0).to_csv(positions, index=False)
+        message = (f"{positions}: no spot of filtered_feature_bc_matrix.h5 is in tissue (in_tissue is 0 for all 302); "
+                   f"rerun Space Ranger with a correct tissue alignment")
+    row = {"sample": "dlpfc", "spaceranger": str(outs), "targets": TARGET, "features": ",".join(FEATURES)}
+    result = snakemake(workdir_for(tmp_path / "w", [row]), "-n")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    lines = [line for line in text.splitlines() if line.startswith("s3r: ")]
+    assert lines == [f"s3r: config/samples.tsv line 2 (sample 'dlpfc'), column 'spaceranger': {message}"], text[-3000:]
+    assert not (tmp_path / "w" / "results").exists()
+
+
+def test_visium_hd_bins_through_the_sample_sheet(section, tmp_path):
+    """A sheet row naming a Visium HD outs/ folder and bin_size 8 imports the 8 µm bins (parquet positions);
+    without a bin size, or with one the run lacks, the workflow stops at start-up with one line."""
+    pytest.importorskip("pyarrow")
+    from tenx_layouts import visium_hd_grid
+
+    bins = visium_hd_grid(section["adata"], 20)
+    outs = write_spaceranger(tmp_path / "outs", bins, positions="parquet", hd_bin=8, n_off_tissue=3, images=False)
+    row = {"sample": "hd", "spaceranger": str(outs), "targets": TARGET, "features": ",".join(FEATURES)}
+    for bin_size, message in [("", f"{outs / 'binned_outputs'}: a Visium HD folder; choose a bin size with --bin-size "
+                                   f"(sample sheet column 'bin_size'), one of 8 µm"),
+                              (16, f"{outs / 'binned_outputs' / 'square_016um'}: no 16 µm bins in this Visium HD run; use one of 8 µm")]:
+        result = snakemake(workdir_for(tmp_path / f"bad{bin_size}", [{**row, "bin_size": bin_size}]), "-n")
+        text = result.stdout + result.stderr
+        assert result.returncode != 0
+        assert f"s3r: config/samples.tsv line 2 (sample 'hd'), column 'spaceranger': {message}" in text, text[-3000:]
+    workdir = workdir_for(tmp_path / "good", [{**row, "bin_size": 8}])
+    result = snakemake(workdir, "--cores", "1", "results/input/hd.h5ad")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    import anndata
+
+    imported = anndata.read_h5ad(workdir / "results" / "input" / "hd.h5ad")
+    assert list(imported.obs_names) == list(bins.obs_names)  # the in-tissue bins, in the matrix's order
+    assert (imported.X != bins.X).nnz == 0 and imported.uns["s3r_input"]["bin_size_um"] == 8
+    np.testing.assert_array_equal(imported.obsm["spatial"], bins.obsm["spatial"] * 10)
 
 
 @pytest.fixture(scope="module")
