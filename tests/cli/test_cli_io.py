@@ -88,10 +88,12 @@ def test_normalisation_off_fits_the_stored_counts(section, one_torch_thread):
     code, out = _fit(section, "off", "--normalisation", "off")
     assert code in (0, 3)
     report = json.loads((out / "fit.json").read_text())
-    assert report["normalisation"] == {"counts_detected": True, "policy": "off", "features": "as stored", "target": "as stored",
-                                       "offset": None, "target_sum": None}
+    # as the workflow's 'preprocess.normalize: false': counts as stored, features still scaled (tests/workflow/test_workflow_io.py)
+    assert report["normalisation"] == {"counts_detected": True, "policy": "off", "features": "as stored, scaled to unit variance (not centred)",
+                                       "target": "as stored", "offset": None, "target_sum": None}
     sub = section["adata"][section["spots"]]
     X = sub[:, FEATURES].X.toarray().astype(np.float64)
+    X = X / X.std(axis=0)
     y = sub[:, TARGET].X.toarray().ravel().astype(np.float64)
     expected = S3R("tv", 0.05, 0.05, 0.05, tol=1e-4, max_iter=400).fit(X, y, section["coords"])
     np.testing.assert_allclose(_coef(out).to_numpy().T, expected.coef_, rtol=0, atol=1e-9)

@@ -184,3 +184,39 @@ def test_workflow_end_to_end_from_a_xenium_folder(tmp_path):
     np.testing.assert_array_equal(out.obsm["spatial"], np.asarray(adata.obsm["spatial"]) * 2.5)
     report = json.loads((workdir / "results" / "fits" / "xen" / "c0" / TARGET / "fit.json").read_text())
     assert report["normalisation"]["counts_detected"] and report["normalisation"]["policy"] == "auto"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["normalisation off", "poisson"])
+def test_counts_policy_and_its_off_switch_are_the_clis(section, tmp_path, case):
+    """Deliverable 2 both ways round: the workflow (tuning off, fixed λ, α, β) with 'preprocess.normalize: false',
+    or with a count family, states in fit.json what the CLI states with --normalisation off / --family poisson,
+    and fits the same coefficients."""
+    from s3r.cli import main
+
+    outs = write_spaceranger(tmp_path / "outs", section["adata"][:600].copy(), n_off_tissue=2, images=False)
+    row = {"sample": "s", "spaceranger": str(outs), "targets": TARGET, "features": ",".join(FEATURES)}
+    off = case == "normalisation off"
+    model = {"tol": 1e-4, "max_iter": 1000, "lambda_smooth": 0.05, "alpha": 0.05, "beta": 0.05, **({} if off else {"family": "poisson"})}
+    workdir = workdir_for(tmp_path / "w", [row], model=model, tune={"enabled": False},
+                         preprocess={"normalize": False} if off else {})
+    result = snakemake(workdir, "--cores", "1", "results/fits/s/c0")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    fit_dir = workdir / "results" / "fits" / "s" / "c0" / TARGET
+    theirs = json.loads((fit_dir / "fit.json").read_text())["normalisation"]
+    if off:
+        assert theirs == {"counts_detected": True, "policy": "off", "features": "as stored, scaled to unit variance (not centred)",
+                          "target": "as stored", "offset": None, "target_sum": None}
+    else:
+        assert theirs["policy"] == "auto" and theirs["target"] == "raw counts (count family)"
+        assert theirs["offset"] == "log library size (log of each spot's total counts)"
+    best = workdir / "results" / "tune" / "s" / "c0" / "targets" / TARGET / "best_params.json"
+    flags = ["--normalisation", "off"] if off else ["--family", "poisson"]
+    code = main(["fit", "--spaceranger", str(outs), "--target", TARGET, "--features", ",".join(FEATURES), "--params", str(best),
+                 "--tol", "1e-4", "--max-iter", "1000", *flags, "--quiet", "--out", str(tmp_path / "cli")])
+    assert code in (0, 3)
+    assert json.loads((tmp_path / "cli" / "fit.json").read_text())["normalisation"] == theirs
+    ours = pd.read_csv(tmp_path / "cli" / "coefficients.csv", index_col=0, float_precision="round_trip")
+    workflow = pd.read_csv(fit_dir / "coefficients.csv", index_col=0, float_precision="round_trip")
+    assert list(ours.columns) == list(workflow.columns) and np.abs(workflow.to_numpy()).max() > 0
+    np.testing.assert_allclose(ours.to_numpy(), workflow.to_numpy(), rtol=0, atol=1e-8)

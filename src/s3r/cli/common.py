@@ -156,7 +156,7 @@ def load_input(args, family: str | None) -> LoadedInput:
         data = read_input(args)
         if getattr(args, "offset", None):
             raise S3RInputError("--offset names an .obs column and needs an AnnData input (--h5ad, --spaceranger or --xenium)")
-        if policy == "auto" and holds_counts(data.X):
+        if holds_counts(data.X):  # 'off' too: as the workflow's 'normalize: false', features still scaled
             kwargs = prepare_kwargs(family, policy)
             prepared = prepare_reference_csv(args.x, args.y, args.coords, targets=[data.target_name], features=list(data.feature_names),
                                              target_sum=target_sum, standardize=True, **kwargs)
@@ -177,7 +177,7 @@ def load_input(args, family: str | None) -> LoadedInput:
         raise S3RInputError(f"{input_source(adata, path)}: layer {args.layer!r} not found; layers are {', '.join(adata.layers.keys()) or 'none'}")
     matrix = adata.X if args.layer is None else adata.layers[args.layer]
     counts = matrix is not None and holds_counts(matrix)
-    if policy == "auto" and counts:
+    if counts:  # under 'off' as the workflow's 'normalize: false': counts kept, features scaled to unit variance
         kwargs = prepare_kwargs(family, policy, getattr(args, "offset", None))
         prepared = prepare_h5ad(adata, targets=[args.target], features=features, covariates=covariates, layer=args.layer,
                                 spatial_key=args.spatial_key, target_sum=target_sum, standardize=True, **kwargs)
