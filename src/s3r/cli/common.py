@@ -28,7 +28,7 @@ def add_input_arguments(parser) -> None:
     group.add_argument("--xenium", metavar="DIR", help="a Xenium outs/ folder (cells, centroids in µm; control probes dropped)")
     group.add_argument("--normalisation", choices=("auto", "off"), default="auto",
                        help="auto (default): raw counts are library-size normalised + log1p (gaussian) or kept raw with a log "
-                       "library size offset (count families), features scaled to unit variance (not centred), as in the workflow; off: values as stored")
+                       "library size offset (count families), features scaled to unit variance (not centred), as in the workflow; off: counts as stored, features still scaled (the workflow's preprocess.normalize: false)")
     group.add_argument("--target-sum", type=float, default=1e4, help="counts per spot after library-size normalisation (default 10000)")
 
 
