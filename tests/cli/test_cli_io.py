@@ -254,3 +254,28 @@ def test_visium_hd_bins_fit_as_the_same_bins_given_as_h5ad(section, tmp_path, on
     written = anndata.read_h5ad(tmp_path / "hd.h5ad")
     np.testing.assert_array_equal(written.obsm["spatial"], bins.obsm["spatial"])
     assert written.uns["spatial"]["lib1"]["scalefactors"]["bin_size_um"] == 8.0
+
+
+def test_xenium_folder_fits_as_the_same_cells_given_as_h5ad(section, tmp_path, one_torch_thread):
+    """s3r fit --xenium: controls dropped, centroids in µm as coordinates, the counts policy applied; the same as
+    the genes' counts and centroids handed over as an .h5ad."""
+    import anndata
+    from tenx_layouts import write_xenium
+
+    cells = section["adata"][:500].copy()
+    ids = [f"cell{i:05d}-1" for i in range(cells.n_obs)]
+    centroids = np.asarray(cells.obsm["spatial"], dtype=np.float64) * 2.5
+    outs = write_xenium(tmp_path / "outs", cells.X, ids, [str(g) for g in cells.var_names], centroids, n_controls=2)
+    args = ["--target", TARGET, "--features", ",".join(FEATURES), *SOLVER, "--quiet"]
+    code = main(["fit", "--xenium", str(outs.parent), *args, "--out", str(tmp_path / "xen")])
+    assert code in (0, 3)
+    report = json.loads((tmp_path / "xen" / "fit.json").read_text())
+    assert report["inputs"]["xenium"] == str(outs.parent) and report["normalisation"]["counts_detected"]
+    anndata.AnnData(X=cells.X.copy(), obs=pd.DataFrame(index=ids), var=pd.DataFrame(index=[str(g) for g in cells.var_names]),
+                    obsm={"spatial": centroids}).write_h5ad(tmp_path / "cells.h5ad")
+    code = main(["fit", "--h5ad", str(tmp_path / "cells.h5ad"), *args, "--out", str(tmp_path / "ref")])
+    assert code in (0, 3)
+    coef, ref = _coef(tmp_path / "xen"), _coef(tmp_path / "ref")
+    assert list(coef.columns) == ids and list(coef.index) == FEATURES
+    np.testing.assert_array_equal(coef.to_numpy(), ref.to_numpy())
+    assert json.loads((tmp_path / "ref" / "fit.json").read_text())["normalisation"] == report["normalisation"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -221,3 +222,26 @@ def test_small_handmade_matrix_round_trip(tmp_path):
     assert list(adata.var_names) == ["G1", "G2", "G1-1"] and list(adata.var["gene_ids"]) == ["e1", "e2", "e3"]
     np.testing.assert_array_equal(adata.X.toarray(), counts[:, :3])
     np.testing.assert_array_equal(adata.obsm["spatial"], [[1, 10], [2, 20], [3, 30]])
+
+
+def test_results_h5ad_is_written_atomically(tmp_path, monkeypatch):
+    """An interrupted write (here: anndata failing half-way) leaves neither the file nor a temporary beside it."""
+    import anndata
+
+    from s3r.anndata_out import write_results_h5ad
+
+    adata = anndata.AnnData(X=np.ones((3, 2), dtype=np.float32))
+    path = write_results_h5ad(adata, tmp_path / "out.h5ad")
+    assert anndata.read_h5ad(path).shape == (3, 2)
+
+    def half_then_fail(self, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"\x89HDF partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(anndata.AnnData, "write_h5ad", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_results_h5ad(adata, tmp_path / "new.h5ad")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]
+    with pytest.raises(OSError):
+        write_results_h5ad(adata, path)  # an existing result is kept whole, not truncated
+    assert anndata.read_h5ad(path).shape == (3, 2)
