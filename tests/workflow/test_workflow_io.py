@@ -89,20 +89,19 @@ def test_inconsistent_folders_stop_at_start_up_with_one_line(section, tmp_path, 
 
 def test_visium_hd_bins_through_the_sample_sheet(section, tmp_path):
     """A sheet row naming a Visium HD outs/ folder and bin_size 8 imports the 8 µm bins (parquet positions);
-    without a bin size, or with one the run lacks, the workflow stops at start-up with one line."""
+    with a bin size the run lacks, the workflow stops at start-up with one line."""
     pytest.importorskip("pyarrow")
     from tenx_layouts import visium_hd_grid
 
     bins = visium_hd_grid(section["adata"], 20)
     outs = write_spaceranger(tmp_path / "outs", bins, positions="parquet", hd_bin=8, n_off_tissue=3, images=False)
     row = {"sample": "hd", "spaceranger": str(outs), "targets": TARGET, "features": ",".join(FEATURES)}
-    for bin_size, message in [("", f"{outs / 'binned_outputs'}: a Visium HD folder; choose a bin size with --bin-size "
-                                   f"(sample sheet column 'bin_size'), one of 8 µm"),
-                              (16, f"{outs / 'binned_outputs' / 'square_016um'}: no 16 µm bins in this Visium HD run; use one of 8 µm")]:
-        result = snakemake(workdir_for(tmp_path / f"bad{bin_size}", [{**row, "bin_size": bin_size}]), "-n")
-        text = result.stdout + result.stderr
-        assert result.returncode != 0
-        assert f"s3r: config/samples.tsv line 2 (sample 'hd'), column 'spaceranger': {message}" in text, text[-3000:]
+    # (no bin size at all: the same reader line, tests/cli/test_cli_io.py and tests/data/test_readers.py)
+    result = snakemake(workdir_for(tmp_path / "bad", [{**row, "bin_size": 16}]), "-n")
+    text = result.stdout + result.stderr
+    message = f"{outs / 'binned_outputs' / 'square_016um'}: no 16 µm bins in this Visium HD run; use one of 8 µm"
+    assert result.returncode != 0
+    assert f"s3r: config/samples.tsv line 2 (sample 'hd'), column 'spaceranger': {message}" in text, text[-3000:]
     workdir = workdir_for(tmp_path / "good", [{**row, "bin_size": 8}])
     result = snakemake(workdir, "--cores", "1", "results/input/hd.h5ad")
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
