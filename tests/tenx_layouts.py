@@ -75,6 +75,16 @@ def visium_positions(adata, n_off_tissue: int = 0, seed: int = 0) -> pd.DataFram
     return pd.concat([table, off], ignore_index=True)[POSITION_COLUMNS]
 
 
+def visium_hd_grid(adata, side: int, bin_um: int = 8):
+    """The first side² spots of ``adata`` as Visium HD square bins: barcodes s_008um_<row>_<col>-1 (10x's naming),
+    a square grid (coordinates 4 × row/col, so array_row/array_col are the grid indices), rows in barcode order."""
+    sub = adata[: side * side].copy()
+    rows, cols = np.divmod(np.arange(side * side), side)
+    sub.obs_names = [f"s_{bin_um:03d}um_{r:05d}_{c:05d}-1" for r, c in zip(rows, cols)]
+    sub.obsm["spatial"] = np.column_stack([cols * 4.0, rows * 4.0])
+    return sub
+
+
 def write_spaceranger(outs, adata, *, positions: str = "csv", n_off_tissue: int = 5, images: bool = True,
                       antibody: bool = True, hd_bin: int | None = None) -> Path:
     """A Space Ranger outs/ folder for ``adata``'s spots (counts in .X) plus ``n_off_tissue`` off-tissue barcodes in the

@@ -8,7 +8,8 @@ needs them raw. So, when counts are detected and the policy is ``auto``:
   enters as the offset (unless an offset is named explicitly);
 * features are then scaled to unit variance (not centred), as the workflow's preprocess step does.
 
-``off`` fits the values as stored (the earlier command-line behaviour). Inputs that are not counts are never
+``off`` keeps the counts as stored (no normalisation, no offset); features are still scaled to unit variance, as
+the workflow's ``preprocess.normalize: false`` does, so both fit the same coefficients. Inputs that are not counts are never
 transformed. Both ``s3r fit/tune`` and the workflow call :func:`prepare_kwargs`, and write
 :func:`describe` into fit.json as "normalisation", so the two cannot drift apart.
 """

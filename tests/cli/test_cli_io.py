@@ -88,10 +88,12 @@ def test_normalisation_off_fits_the_stored_counts(section, one_torch_thread):
     code, out = _fit(section, "off", "--normalisation", "off")
     assert code in (0, 3)
     report = json.loads((out / "fit.json").read_text())
-    assert report["normalisation"] == {"counts_detected": True, "policy": "off", "features": "as stored", "target": "as stored",
-                                       "offset": None, "target_sum": None}
+    # as the workflow's 'preprocess.normalize: false': counts as stored, features still scaled (tests/workflow/test_workflow_io.py)
+    assert report["normalisation"] == {"counts_detected": True, "policy": "off", "features": "as stored, scaled to unit variance (not centred)",
+                                       "target": "as stored", "offset": None, "target_sum": None}
     sub = section["adata"][section["spots"]]
     X = sub[:, FEATURES].X.toarray().astype(np.float64)
+    X = X / X.std(axis=0)
     y = sub[:, TARGET].X.toarray().ravel().astype(np.float64)
     expected = S3R("tv", 0.05, 0.05, 0.05, tol=1e-4, max_iter=400).fit(X, y, section["coords"])
     np.testing.assert_allclose(_coef(out).to_numpy().T, expected.coef_, rtol=0, atol=1e-9)
@@ -171,3 +173,109 @@ def test_tune_reads_the_folder_through_the_same_policy(section, one_torch_thread
     # the folds are blocks of the fitted spots: the in-tissue spots, in the matrix's order
     folds = pd.read_csv(out / "folds.tsv", sep="\t")
     assert sorted(map(str, folds.iloc[:, 0])) == section["spots"]
+
+
+def test_squidpy_draws_a_coefficient_map_over_the_tissue(section, tmp_path, one_torch_thread):
+    sq = pytest.importorskip("squidpy")
+    import anndata
+    import matplotlib
+
+    matplotlib.use("Agg")
+    path = section["root"] / "gauss.h5ad"
+    if not path.is_file():
+        _fit(section, "gauss", "--write-h5ad", str(path))
+    adata = anndata.read_h5ad(path)
+    feature = list(adata.uns["s3r"][TARGET]["selected_features"])[0]
+    ax = sq.pl.spatial_scatter(adata, color=f"s3r_{TARGET}:{feature}", return_ax=True)
+    ax = ax[0] if isinstance(ax, list) else ax
+    assert len(ax.images) == 1  # the hires tissue image, found through .uns['spatial'] as written
+    values = np.asarray(ax.collections[0].get_array(), dtype=np.float64)
+    np.testing.assert_allclose(np.sort(values), np.sort(adata.obs[f"s3r_{TARGET}:{feature}"].to_numpy()))
+    ax.figure.savefig(tmp_path / "map.png")
+    assert (tmp_path / "map.png").stat().st_size > 1000
+
+
+def _break(outs, how):
+    """A copy of a Space Ranger folder broken one way: no matrix, a barcode missing from the positions, nothing in tissue."""
+    positions = outs / "spatial" / "tissue_positions.csv"
+    if how == "no matrix":
+        (outs / "filtered_feature_bc_matrix.h5").unlink()
+        return f"{outs / 'filtered_feature_bc_matrix.h5'}: feature-barcode matrix not found; point --spaceranger"
+    table = pd.read_csv(positions)
+    if how == "barcode not in positions":
+        dropped = sorted(table["barcode"])[0]
+        table[table["barcode"] != dropped].to_csv(positions, index=False)
+        return (f"{positions}: 1 barcode(s) of filtered_feature_bc_matrix.h5 are not in the positions table (e.g. {dropped!r}); "
+                f"use the spatial/ folder of the same Space Ranger run")
+    table.assign(in_tissue=0).to_csv(positions, index=False)
+    return (f"{positions}: no spot of filtered_feature_bc_matrix.h5 is in tissue (in_tissue is 0 for all {len(table)}); "
+            f"rerun Space Ranger with a correct tissue alignment")
+
+
+@pytest.mark.parametrize("how", ["no matrix", "barcode not in positions", "nothing in tissue"])
+@pytest.mark.parametrize("command", ["fit", "tune"])
+def test_bad_folder_stops_with_one_line_before_any_fit(section, tmp_path, capsys, how, command):
+    outs = write_spaceranger(tmp_path / "outs", section["adata"][:300].copy(), n_off_tissue=2, images=False)
+    expected = _break(outs, how)
+    code = main([command, "--spaceranger", str(outs), "--target", TARGET, "--features", ",".join(FEATURES), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith(f"s3r {command}: error: {expected}"), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_visium_hd_bins_fit_as_the_same_bins_given_as_h5ad(section, tmp_path, one_torch_thread, capsys):
+    """Visium HD: binned_outputs/square_008um/ with parquet positions, read with --bin-size 8, fits exactly as the
+    same bins handed over as an .h5ad (counts, barcodes and full-resolution pixels as 10x writes them)."""
+    pytest.importorskip("pyarrow")
+    from tenx_layouts import visium_hd_grid
+
+    bins = visium_hd_grid(section["adata"], 30)
+    outs = write_spaceranger(tmp_path / "outs", bins, positions="parquet", hd_bin=8, n_off_tissue=3, images=False)
+    assert (outs / "binned_outputs" / "square_008um" / "spatial" / "tissue_positions.parquet").is_file()
+    args = ["--target", TARGET, "--features", ",".join(FEATURES), *SOLVER, "--quiet"]
+    assert main(["fit", "--spaceranger", str(outs), *args, "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == (f"s3r fit: error: {outs / 'binned_outputs'}: a Visium HD folder; choose a bin size with "
+                                               f"--bin-size (sample sheet column 'bin_size'), one of 8 µm")
+    code = main(["fit", "--spaceranger", str(outs), "--bin-size", "8", *args, "--out", str(tmp_path / "hd"),
+                 "--write-h5ad", str(tmp_path / "hd.h5ad")])
+    assert code in (0, 3)
+    report = json.loads((tmp_path / "hd" / "fit.json").read_text())
+    assert report["inputs"]["bin_size_um"] == 8 and report["normalisation"]["policy"] == "auto"
+    coef = _coef(tmp_path / "hd")
+    assert list(coef.columns) == list(bins.obs_names)  # 900 in-tissue bins, the off-tissue barcodes dropped
+    bins.obsm["spatial"] = bins.obsm["spatial"] * 10  # full-resolution pixels, as the positions table holds them
+    bins.write_h5ad(tmp_path / "bins.h5ad")
+    code = main(["fit", "--h5ad", str(tmp_path / "bins.h5ad"), *args, "--out", str(tmp_path / "ref")])
+    assert code in (0, 3)
+    np.testing.assert_array_equal(coef.to_numpy(), _coef(tmp_path / "ref").to_numpy())
+    assert json.loads((tmp_path / "ref" / "fit.json").read_text())["normalisation"] == report["normalisation"]
+    import anndata
+
+    written = anndata.read_h5ad(tmp_path / "hd.h5ad")
+    np.testing.assert_array_equal(written.obsm["spatial"], bins.obsm["spatial"])
+    assert written.uns["spatial"]["lib1"]["scalefactors"]["bin_size_um"] == 8.0
+
+
+def test_xenium_folder_fits_as_the_same_cells_given_as_h5ad(section, tmp_path, one_torch_thread):
+    """s3r fit --xenium: controls dropped, centroids in µm as coordinates, the counts policy applied; the same as
+    the genes' counts and centroids handed over as an .h5ad."""
+    import anndata
+    from tenx_layouts import write_xenium
+
+    cells = section["adata"][:500].copy()
+    ids = [f"cell{i:05d}-1" for i in range(cells.n_obs)]
+    centroids = np.asarray(cells.obsm["spatial"], dtype=np.float64) * 2.5
+    outs = write_xenium(tmp_path / "outs", cells.X, ids, [str(g) for g in cells.var_names], centroids, n_controls=2)
+    args = ["--target", TARGET, "--features", ",".join(FEATURES), *SOLVER, "--quiet"]
+    code = main(["fit", "--xenium", str(outs.parent), *args, "--out", str(tmp_path / "xen")])
+    assert code in (0, 3)
+    report = json.loads((tmp_path / "xen" / "fit.json").read_text())
+    assert report["inputs"]["xenium"] == str(outs.parent) and report["normalisation"]["counts_detected"]
+    anndata.AnnData(X=cells.X.copy(), obs=pd.DataFrame(index=ids), var=pd.DataFrame(index=[str(g) for g in cells.var_names]),
+                    obsm={"spatial": centroids}).write_h5ad(tmp_path / "cells.h5ad")
+    code = main(["fit", "--h5ad", str(tmp_path / "cells.h5ad"), *args, "--out", str(tmp_path / "ref")])
+    assert code in (0, 3)
+    coef, ref = _coef(tmp_path / "xen"), _coef(tmp_path / "ref")
+    assert list(coef.columns) == ids and list(coef.index) == FEATURES
+    np.testing.assert_array_equal(coef.to_numpy(), ref.to_numpy())
+    assert json.loads((tmp_path / "ref" / "fit.json").read_text())["normalisation"] == report["normalisation"]

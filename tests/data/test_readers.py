@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,14 @@ def test_visium_hd_bins_from_parquet(dlpfc, tmp_path):
         read_spaceranger(outs, bin_size=16)
     adata = read_spaceranger(outs, bin_size=8)
     assert adata.n_obs == 3592 and adata.uns["s3r_input"]["bin_size_um"] == 8
+    # the bins' folder itself, or binned_outputs/, name the same bins; a bin size that contradicts the folder stops
+    square = outs / "binned_outputs" / "square_008um"
+    assert read_spaceranger(square).uns["s3r_input"]["bin_size_um"] == 8
+    assert read_spaceranger(square, bin_size=8).n_obs == 3592
+    assert read_spaceranger(outs / "binned_outputs", bin_size=8).n_obs == 3592
+    with pytest.raises(S3RInputError) as err:
+        read_spaceranger(square, bin_size=16)
+    assert str(err.value) == f"{square}: these are not 16 µm bins; give --bin-size 8 or the outs/ folder"
     assert adata.uns["spatial"]["lib1"]["scalefactors"]["bin_size_um"] == 8.0
     _same_counts(adata, dlpfc)
 
@@ -213,3 +222,26 @@ def test_small_handmade_matrix_round_trip(tmp_path):
     assert list(adata.var_names) == ["G1", "G2", "G1-1"] and list(adata.var["gene_ids"]) == ["e1", "e2", "e3"]
     np.testing.assert_array_equal(adata.X.toarray(), counts[:, :3])
     np.testing.assert_array_equal(adata.obsm["spatial"], [[1, 10], [2, 20], [3, 30]])
+
+
+def test_results_h5ad_is_written_atomically(tmp_path, monkeypatch):
+    """An interrupted write (here: anndata failing half-way) leaves neither the file nor a temporary beside it."""
+    import anndata
+
+    from s3r.anndata_out import write_results_h5ad
+
+    adata = anndata.AnnData(X=np.ones((3, 2), dtype=np.float32))
+    path = write_results_h5ad(adata, tmp_path / "out.h5ad")
+    assert anndata.read_h5ad(path).shape == (3, 2)
+
+    def half_then_fail(self, filename, *args, **kwargs):
+        Path(filename).write_bytes(b"\x89HDF partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(anndata.AnnData, "write_h5ad", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_results_h5ad(adata, tmp_path / "new.h5ad")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5ad"]
+    with pytest.raises(OSError):
+        write_results_h5ad(adata, path)  # an existing result is kept whole, not truncated
+    assert anndata.read_h5ad(path).shape == (3, 2)

@@ -28,7 +28,7 @@ def add_input_arguments(parser) -> None:
     group.add_argument("--xenium", metavar="DIR", help="a Xenium outs/ folder (cells, centroids in µm; control probes dropped)")
     group.add_argument("--normalisation", choices=("auto", "off"), default="auto",
                        help="auto (default): raw counts are library-size normalised + log1p (gaussian) or kept raw with a log "
-                       "library size offset (count families), features scaled to unit variance (not centred), as in the workflow; off: values as stored")
+                       "library size offset (count families), features scaled to unit variance (not centred), as in the workflow; off: counts as stored, features still scaled (the workflow's preprocess.normalize: false)")
     group.add_argument("--target-sum", type=float, default=1e4, help="counts per spot after library-size normalisation (default 10000)")
 
 
@@ -156,7 +156,7 @@ def load_input(args, family: str | None) -> LoadedInput:
         data = read_input(args)
         if getattr(args, "offset", None):
             raise S3RInputError("--offset names an .obs column and needs an AnnData input (--h5ad, --spaceranger or --xenium)")
-        if policy == "auto" and holds_counts(data.X):
+        if holds_counts(data.X):  # 'off' too: as the workflow's 'normalize: false', features still scaled
             kwargs = prepare_kwargs(family, policy)
             prepared = prepare_reference_csv(args.x, args.y, args.coords, targets=[data.target_name], features=list(data.feature_names),
                                              target_sum=target_sum, standardize=True, **kwargs)
@@ -177,7 +177,7 @@ def load_input(args, family: str | None) -> LoadedInput:
         raise S3RInputError(f"{input_source(adata, path)}: layer {args.layer!r} not found; layers are {', '.join(adata.layers.keys()) or 'none'}")
     matrix = adata.X if args.layer is None else adata.layers[args.layer]
     counts = matrix is not None and holds_counts(matrix)
-    if policy == "auto" and counts:
+    if counts:  # under 'off' as the workflow's 'normalize: false': counts kept, features scaled to unit variance
         kwargs = prepare_kwargs(family, policy, getattr(args, "offset", None))
         prepared = prepare_h5ad(adata, targets=[args.target], features=features, covariates=covariates, layer=args.layer,
                                 spatial_key=args.spatial_key, target_sum=target_sum, standardize=True, **kwargs)

@@ -30,6 +30,8 @@ def spaceranger_folder(path: str | Path, bin_size: int | None = None) -> Path:
         raise S3RInputError(f"{path}: Space Ranger folder not found; {_FIX}")
     if not (path / "filtered_feature_bc_matrix.h5").exists() and (path / "outs").is_dir():
         path = path / "outs"
+    if path.name == "binned_outputs":  # the bins' parent given instead of outs/
+        path = path.parent
     binned = path / "binned_outputs"
     if binned.is_dir():
         sizes = sorted(int(p.name[len("square_"):-2]) for p in binned.glob("square_*um") if p.name[7:-2].isdigit())
@@ -44,6 +46,8 @@ def spaceranger_folder(path: str | Path, bin_size: int | None = None) -> Path:
         return folder
     if bin_size is not None and not path.name.startswith("square_"):
         raise S3RInputError(f"{path}: --bin-size is for Visium HD (outs/binned_outputs/); this folder has no bins, drop --bin-size")
+    if bin_size is not None and path.name != f"square_{int(bin_size):03d}um":
+        raise S3RInputError(f"{path}: these are not {bin_size} µm bins; give --bin-size {path.name[7:-2].lstrip('0')} or the outs/ folder")
     return path
 
 
@@ -94,6 +98,8 @@ def read_spaceranger(path: str | Path, *, bin_size: int | None = None, images: b
     import anndata
 
     folder = spaceranger_folder(path, bin_size)
+    if bin_size is None and folder.name.startswith("square_") and folder.name[7:-2].isdigit():
+        bin_size = int(folder.name[7:-2])  # a bin folder given directly
     matrix_path = folder / "filtered_feature_bc_matrix.h5"
     mat = read_feature_barcode_h5(matrix_path, fix=f"{_FIX} (it holds filtered_feature_bc_matrix.h5 and spatial/)")
     positions, positions_path = _read_positions(folder / "spatial")
