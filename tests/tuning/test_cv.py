@@ -216,25 +216,3 @@ def test_map_pieces_sparse_map_matches_per_feature_count():
             expected += np.unique(labels[nz]).size
         assert expected > 5
         assert cv.map_pieces(tv, W[:, b : b + 1])[0] == expected
-
-
-def test_few_features_on_a_cpu_solve_every_set_in_one_batch_without_working_sets(sim, problem, monkeypatch):
-    import s3r.cv.solve as solve_module
-
-    assert problem.X.shape[1] <= cv.solve.WHOLE_BATCH_FEATURES
-    folds = cv.make_folds(sim.coords, 3, "random", seed=0)
-    sc = problem.natural_scales()
-    params = [{"lambda_smooth": ls * sc["lambda_smooth"], "alpha": a * sc["alpha"], "beta": b * sc["beta"]}
-              for ls, a, b in [(1e-3, 1e-3, 1e-2), (1e-2, 1e-2, 1e-3), (1e-1, 1e-4, 1e-3), (3e-2, 3e-2, 3e-2), (1e-3, 1e-1, 1e-4)]]
-    calls = []
-    real = solve_module.solve_batch
-    monkeypatch.setattr(solve_module, "solve_batch", lambda *a, **k: calls.append((k["lambda_smooth"].size, k["working_set"])) or real(*a, **k))
-    whole = cv.solve_fold(problem, params, folds, 1, tol=1e-5, max_iter=20_000, chunk=20_000)
-    assert calls == [(len(params), False)]  # one batch of every set, every feature moving
-    calls.clear()
-    pairs = cv.solve_fold(problem, params, folds, 1, tol=1e-5, max_iter=20_000, chunk=20_000, batch=cv.CPU_BATCH)
-    assert [size for size, _ in calls] == [2, 2, 1] and all(ws == "auto" for _, ws in calls)
-    # each set converges on its own in the big batch (no set waits for the slowest), to the same solutions
-    assert whole.converged.all() and pairs.converged.all() and len(set(whole.iterations.tolist())) > 1
-    np.testing.assert_allclose(cv.fold_losses(problem, whole, folds, 1), cv.fold_losses(problem, pairs, folds, 1), rtol=1e-3)
-    np.testing.assert_allclose(whole.W, pairs.W, atol=1e-3 * np.abs(pairs.W).max())

@@ -35,11 +35,6 @@ class FoldSolution:
 
 
 CPU_BATCH = 2  # parameter sets per batched solve on a CPU (see solve_fold)
-# At most this many features, a CPU solves the whole queue in one batch with every feature moving (no working set):
-# measured on DLPFC 151675 (3,592 spots × 25 regulators, 2 targets × 10 trials, one fold, one thread), 31.5 s CPU
-# against 43.9 s in batches of CPU_BATCH with working sets — a working set is certified only when every problem of
-# its batch has converged, so in a large batch with working sets nothing leaves early (every trial ran 500 iterations).
-WHOLE_BATCH_FEATURES = 32
 
 
 def solve_fold(
@@ -52,9 +47,8 @@ def solve_fold(
     state carried exactly) and the next parameter sets take their places, so one slow set does not hold the
     rest in the loop. ``batch`` 0 means all at once on a GPU and ``CPU_BATCH`` on a CPU, where a batch whose
     edge-sized arrays outgrow the cache costs more per problem than two small ones (1.6× at 1,000 spots × 100
-    features, batch 10 against 2) — except with at most ``WHOLE_BATCH_FEATURES`` features, where ``batch`` 0 on a
-    CPU solves all at once without working sets (0.72× the CPU at 3,592 spots × 25 features). ``warm`` holds
-    per-problem start values (W, data_dual, dual, step arrays stacked on axis 1 / 0).
+    features, batch 10 against 2). ``warm`` holds per-problem start values (W, data_dual, dual, step arrays
+    stacked on axis 1 / 0).
     """
     return solve_fold_targets([problem], [params], folds, fold, tol=tol, max_iter=max_iter, chunk=chunk,
                               warm=[warm], batch=batch)[0]
@@ -99,12 +93,8 @@ def solve_fold_targets(
             state = _scatter_state(state, _zero_state(problem, weights, int(zero.sum())), np.flatnonzero(zero), n, B)
             converged[zero] = True
     queue = np.flatnonzero(~converged)
-    working_set = "auto"
     if batch <= 0:
-        whole = first.device.type != "cpu" or first.X.shape[1] <= WHOLE_BATCH_FEATURES
-        batch = max(1, queue.size) if whole else CPU_BATCH
-        if first.device.type == "cpu" and whole:
-            working_set = False
+        batch = CPU_BATCH if first.device.type == "cpu" else max(1, queue.size)
     while queue.size:
         active, queue = queue[:batch], queue[batch:]
         budget = int(min(chunk, max_iter - iterations[active].max()))
@@ -117,7 +107,7 @@ def solve_fold_targets(
             lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
             covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
             data_dual0=_t(take(state["data_dual"]), first), dual0=_t(take(state["dual"]), first), step0=step0, tol=tol,
-            max_iter=budget, device=first.device, dtype=first.dtype, working_set=working_set,
+            max_iter=budget, device=first.device, dtype=first.dtype,
         )
         done = np.asarray(res.converged, dtype=bool)
         used = np.where(done, np.asarray(res.iterations), budget)
