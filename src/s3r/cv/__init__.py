@@ -12,74 +12,36 @@ which for the gaussian is the squared error, so the loss means the same thing as
 
 The package: ``folds`` (fold schemes, which spots a fold hides and scores), ``solve`` (a fold's parameter sets in one
 batched solve, several targets at once), ``losses`` (held-out prediction and loss, the intercept-only and spatial-trend
-yardsticks), ``pieces`` (the size of a fitted map). Every name is importable from ``s3r.cv``.
+yardsticks), ``pieces`` (the size of a fitted map), ``names`` (the settings' fixed values). Every name is importable
+from ``s3r.cv``; each submodule loads on first use, so reading a setting (``cv.PREDICTORS``) does not import torch.
 """
 
 from __future__ import annotations
 
-from s3r.cv.folds import (
-    DEFAULT_BLOCKS_PER_FOLD,
-    FOLD_SCHEMES,
-    free_rows,
-    heldout_mask,
-    make_folds,
-    random_folds,
-    scored_spots,
-    spatial_block_folds,
-    spatial_blocks,
-    training_weights,
-)
-from s3r.cv.losses import (
-    PREDICTORS,
-    TREND_LAMBDAS,
-    cross_validate,
-    fold_losses,
-    heldout_deviance,
-    heldout_mse,
-    neighbour_average,
-    null_loss,
-    predict,
-    reference_theta,
-    trend_losses,
-)
-from s3r.cv.pieces import map_pieces
-from s3r.cv.solve import (
-    CPU_BATCH,
-    CVProblem,
-    FoldSolution,
-    _penalties,  # private, used by the tests
-    solve_fold,
-    solve_fold_targets,
-    zero_is_optimal,
-)
+import importlib
 
-__all__ = [
-    "FOLD_SCHEMES",
-    "PREDICTORS",
-    "spatial_blocks",
-    "spatial_block_folds",
-    "random_folds",
-    "make_folds",
-    "heldout_mask",
-    "training_weights",
-    "free_rows",
-    "scored_spots",
-    "predict",
-    "neighbour_average",
-    "heldout_mse",
-    "heldout_deviance",
-    "CVProblem",
-    "FoldSolution",
-    "solve_fold",
-    "fold_losses",
-    "cross_validate",
-    "DEFAULT_BLOCKS_PER_FOLD",
-    "CPU_BATCH",
-    "TREND_LAMBDAS",
-    "map_pieces",
-    "null_loss",
-    "reference_theta",
-    "solve_fold_targets",
-    "trend_losses",
-    "zero_is_optimal",
-]
+_WHERE = {
+    "names": ("DEFAULT_BLOCKS_PER_FOLD", "FOLD_SCHEMES", "PREDICTORS", "TREND_LAMBDAS"),
+    "folds": ("free_rows", "heldout_mask", "make_folds", "random_folds", "scored_spots", "spatial_block_folds", "spatial_blocks",
+              "training_weights"),
+    "losses": ("cross_validate", "fold_losses", "heldout_deviance", "heldout_mse", "neighbour_average", "null_loss", "predict",
+               "reference_theta", "trend_losses"),
+    "pieces": ("map_pieces",),
+    "solve": ("CPU_BATCH", "CVProblem", "FoldSolution", "_penalties", "solve_fold", "solve_fold_targets", "zero_is_optimal"),
+}  # _penalties: private, used by the tests
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(name for name in _MODULE_OF if not name.startswith("_"))
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 's3r.cv' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"s3r.cv.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from s3r.errors import S3RInputError
-from s3r.graph import validate_coords
-
-FOLD_SCHEMES = ("blocks", "random")
-DEFAULT_BLOCKS_PER_FOLD = 4
+from s3r.cv.names import DEFAULT_BLOCKS_PER_FOLD, FOLD_SCHEMES  # noqa: F401 (re-exported)
+from s3r.graph.coords import validate_coords
 
 
 # -- fold schemes ----------------------------------------------------------------------------------------

@@ -7,12 +7,11 @@ import torch
 from scipy.spatial import cKDTree
 
 from s3r.cv.folds import heldout_mask, scored_spots, training_weights
+from s3r.cv.names import PREDICTORS, TREND_LAMBDAS
 from s3r.cv.solve import CVProblem, FoldSolution, solve_fold
 from s3r.errors import S3RInputError
 from s3r.graph import validate_coords
 from s3r.problem import Problem
-
-PREDICTORS = ("graph", "neighbours")
 
 
 def predict(X, W, covariate_part=None) -> np.ndarray:
@@ -96,7 +95,6 @@ def null_loss(problem: Problem, folds, fold: int) -> float:
     return float(problem.to_user_loss(heldout_mse(problem.y, eta[:, None], scored))[0])
 
 
-TREND_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)  # relative to the trend's own λ scale
 
 
 def trend_losses(problem: Problem, folds, fold: int, predictor: str = "graph", *, k: int = 7, tol: float = 1e-2,

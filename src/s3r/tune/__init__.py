@@ -12,38 +12,35 @@ losses, and the solutions later rounds warm-start from), ``results.json`` (tell)
 
 The package: ``space`` (configuration, defaults, search space), ``study`` (suggest, the Optuna journal),
 ``evaluate`` (one fold's losses, tell), ``selection`` (select and the verdict), ``files`` (reading round files,
-fold states and warm starts, the TSV tables), ``search`` (run_search). Every name is importable from ``s3r.tune``.
+fold states and warm starts, the TSV tables), ``search`` (run_search). Every name is importable from ``s3r.tune``;
+each submodule loads on first use, so the workflow's suggest and tell jobs do not import torch.
 """
 
 from __future__ import annotations
 
-from s3r.tune.evaluate import evaluate_fold, evaluate_fold_targets, make_folds, make_problem, tell
-from s3r.tune.files import _read_states, round_dir, write_tables  # _read_states: the workflow's chunk jobs
-from s3r.tune.search import default_workers, run_search
-from s3r.tune.selection import EDGE, NO_EFFECT, _edge_warnings, select  # _edge_warnings: the tests
-from s3r.tune.space import DEFAULT_CONFIG, FORMAT, PARAM_NAMES, SELECTIONS, absolute_params, resolve_config, round_sizes
-from s3r.tune.study import export_study, suggest
+import importlib
 
-__all__ = [
-    "DEFAULT_CONFIG",
-    "PARAM_NAMES",
-    "resolve_config",
-    "round_sizes",
-    "suggest",
-    "evaluate_fold",
-    "evaluate_fold_targets",
-    "tell",
-    "select",
-    "export_study",
-    "write_tables",
-    "run_search",
-    "round_dir",
-    "SELECTIONS",
-    "FORMAT",
-    "EDGE",
-    "NO_EFFECT",
-    "absolute_params",
-    "default_workers",
-    "make_folds",
-    "make_problem",
-]
+_WHERE = {
+    "evaluate": ("evaluate_fold", "evaluate_fold_targets", "make_folds", "make_problem", "tell"),
+    "files": ("_read_states", "round_dir", "write_tables"),  # _read_states: the workflow's chunk jobs
+    "search": ("default_workers", "run_search"),
+    "selection": ("EDGE", "NO_EFFECT", "_edge_warnings", "select"),  # _edge_warnings: the tests
+    "space": ("DEFAULT_CONFIG", "FORMAT", "PARAM_NAMES", "SELECTIONS", "absolute_params", "resolve_config", "round_sizes"),
+    "study": ("export_study", "suggest"),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
+
+__all__ = sorted(name for name in _MODULE_OF if not name.startswith("_"))
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 's3r.tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"s3r.tune.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
