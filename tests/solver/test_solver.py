@@ -324,6 +324,26 @@ def test_mixed_precision_meets_tol_in_float32_or_is_polished():
     np.testing.assert_allclose(tight.W.numpy(), ref.W.numpy(), atol=1e-4 * np.abs(ref.W.numpy()).max())
 
 
+def test_estimator_solves_in_mixed_precision_by_default_and_records_it():
+    """S3R's default dtype is "mixed": at the default tolerance float32 alone meets it; the coefficients equal the
+    float64 fit's within that tolerance, and the report says which precision the answer came from."""
+    coords, X, y = small_problem(seed=13, n=80)
+    kw = dict(smooth="tv", lambda_smooth=0.05, alpha=0.02, beta=0.01, tol=1e-5, device="cpu")
+    mixed = S3R(**kw).fit(X, y, coords)
+    exact = S3R(**kw, dtype="float64").fit(X, y, coords)
+    assert mixed.dtype == "mixed" and mixed.report_["converged"] and exact.report_["converged"]
+    assert mixed.report_["dtype"] == "mixed" and exact.report_["dtype"] == "float64"
+    assert mixed.report_["precision"]["final"] == "float32" and mixed.report_["precision"]["polished"] is False
+    assert exact.report_["precision"] is None
+    assert abs(mixed.report_["objective"] - exact.report_["objective"]) <= 1e-5 * exact.report_["objective"]
+    np.testing.assert_allclose(mixed.coef_, exact.coef_, atol=1e-3 * np.abs(exact.coef_).max())
+    assert mixed.coef_.dtype == np.float64  # the answer is handed back in float64 whatever the iterations ran in
+    tight = S3R(**{**kw, "tol": 1e-8}).fit(X, y, coords)  # below float32's reach: polished in float64
+    assert tight.report_["precision"]["final"] == "float64" and tight.report_["converged"]
+    np.testing.assert_allclose(tight.coef_, S3R(**{**kw, "tol": 1e-8}, dtype="float64").fit(X, y, coords).coef_,
+                               atol=1e-5 * np.abs(exact.coef_).max())
+
+
 def test_estimator_follows_scikit_learn_conventions():
     """``graph`` is a parameter (the method's name) and ``spot_graph`` the fit-time graph, so get_params/clone never
     meet a SpatialGraph; predicting before fit raises scikit-learn's NotFittedError."""
