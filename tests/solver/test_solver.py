@@ -277,11 +277,13 @@ def test_cuda_matches_cpu():
 
 
 @pytest.mark.parametrize("smooth", ["tv", "graph_l1", "quadratic"])
-def test_preconditioned_dual_steps_match_cvxpy(smooth, monkeypatch):
-    """Per-edge dual steps from the node loads (Pock–Chambolle) reach the same optimum as cvxpy."""
+def test_global_dual_step_matches_cvxpy(smooth, monkeypatch):
+    """The per-edge dual steps (Pock–Chambolle) are the default; the one global step bound from the maximum degree,
+    kept as the alternative, still reaches the same optimum as cvxpy."""
     import s3r.solver.primal_dual as pd
 
-    monkeypatch.setattr(pd, "PRECONDITION", True)
+    monkeypatch.setattr(pd, "PRECONDITION", False)
+    monkeypatch.setattr(pd, "RELAX", 1.6)
     coords, X, y = small_problem(seed=21, zeros=3)
     rng = np.random.default_rng(2)
     n = X.shape[0]
@@ -320,6 +322,26 @@ def test_mixed_precision_meets_tol_in_float32_or_is_polished():
     assert tight.iterations[0] > tight.precision["float32_iterations"][0]
     assert abs(tight.objective[0] - ref.objective[0]) <= 1e-7 * ref.objective[0]
     np.testing.assert_allclose(tight.W.numpy(), ref.W.numpy(), atol=1e-4 * np.abs(ref.W.numpy()).max())
+
+
+def test_estimator_solves_in_mixed_precision_by_default_and_records_it():
+    """S3R's default dtype is "mixed": at the default tolerance float32 alone meets it; the coefficients equal the
+    float64 fit's within that tolerance, and the report says which precision the answer came from."""
+    coords, X, y = small_problem(seed=13, n=80)
+    kw = dict(smooth="tv", lambda_smooth=0.05, alpha=0.02, beta=0.01, tol=1e-5, device="cpu")
+    mixed = S3R(**kw).fit(X, y, coords)
+    exact = S3R(**kw, dtype="float64").fit(X, y, coords)
+    assert mixed.dtype == "mixed" and mixed.report_["converged"] and exact.report_["converged"]
+    assert mixed.report_["dtype"] == "mixed" and exact.report_["dtype"] == "float64"
+    assert mixed.report_["precision"]["final"] == "float32" and mixed.report_["precision"]["polished"] is False
+    assert exact.report_["precision"] is None
+    assert abs(mixed.report_["objective"] - exact.report_["objective"]) <= 1e-5 * exact.report_["objective"]
+    np.testing.assert_allclose(mixed.coef_, exact.coef_, atol=1e-3 * np.abs(exact.coef_).max())
+    assert mixed.coef_.dtype == np.float64  # the answer is handed back in float64 whatever the iterations ran in
+    tight = S3R(**{**kw, "tol": 1e-8}).fit(X, y, coords)  # below float32's reach: polished in float64
+    assert tight.report_["precision"]["final"] == "float64" and tight.report_["converged"]
+    np.testing.assert_allclose(tight.coef_, S3R(**{**kw, "tol": 1e-8}, dtype="float64").fit(X, y, coords).coef_,
+                               atol=1e-5 * np.abs(exact.coef_).max())
 
 
 def test_estimator_follows_scikit_learn_conventions():
