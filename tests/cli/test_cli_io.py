@@ -126,8 +126,8 @@ def test_write_h5ad_holds_the_input_spots_and_every_result(section, one_torch_th
     assert "hires" in adata.uns["spatial"]["lib1"]["images"]
 
 
-def test_scanpy_draws_a_coefficient_map_over_the_tissue(section, tmp_path, one_torch_thread):
-    sc = pytest.importorskip("scanpy")
+def _written_map(section):
+    """The results .h5ad of `s3r fit --write-h5ad` (written once per module) and a selected feature to draw."""
     import anndata
     import matplotlib
 
@@ -136,7 +136,12 @@ def test_scanpy_draws_a_coefficient_map_over_the_tissue(section, tmp_path, one_t
     if not path.is_file():
         _fit(section, "gauss", "--write-h5ad", str(path))
     adata = anndata.read_h5ad(path)
-    feature = list(adata.uns["s3r"][TARGET]["selected_features"])[0]
+    return adata, list(adata.uns["s3r"][TARGET]["selected_features"])[0]
+
+
+def test_scanpy_draws_a_coefficient_map_over_the_tissue(section, tmp_path, one_torch_thread):
+    sc = pytest.importorskip("scanpy")
+    adata, feature = _written_map(section)
     # scanpy >= 1.11 points to squidpy for this (a FutureWarning); the call still draws
     ax = sc.pl.spatial(adata, color=f"s3r_{TARGET}:{feature}", show=False, return_fig=False)
     ax = ax[0] if isinstance(ax, list) else ax
@@ -177,15 +182,7 @@ def test_tune_reads_the_folder_through_the_same_policy(section, one_torch_thread
 
 def test_squidpy_draws_a_coefficient_map_over_the_tissue(section, tmp_path, one_torch_thread):
     sq = pytest.importorskip("squidpy")
-    import anndata
-    import matplotlib
-
-    matplotlib.use("Agg")
-    path = section["root"] / "gauss.h5ad"
-    if not path.is_file():
-        _fit(section, "gauss", "--write-h5ad", str(path))
-    adata = anndata.read_h5ad(path)
-    feature = list(adata.uns["s3r"][TARGET]["selected_features"])[0]
+    adata, feature = _written_map(section)
     ax = sq.pl.spatial_scatter(adata, color=f"s3r_{TARGET}:{feature}", return_ax=True)
     ax = ax[0] if isinstance(ax, list) else ax
     assert len(ax.images) == 1  # the hires tissue image, found through .uns['spatial'] as written

@@ -18,7 +18,7 @@ from ``s3r.cv``; each submodule loads on first use, so reading a setting (``cv.P
 
 from __future__ import annotations
 
-import importlib
+from s3r.lazy import lazy_exports
 
 _WHERE = {
     "names": ("DEFAULT_BLOCKS_PER_FOLD", "FOLD_SCHEMES", "PREDICTORS", "TREND_LAMBDAS"),
@@ -29,19 +29,5 @@ _WHERE = {
     "pieces": ("map_pieces",),
     "solve": ("CPU_BATCH", "CVProblem", "FoldSolution", "_penalties", "solve_fold", "solve_fold_targets", "zero_is_optimal"),
 }  # _penalties: private, used by the tests
-_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
-__all__ = sorted(name for name in _MODULE_OF if not name.startswith("_"))
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 's3r.cv' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"s3r.cv.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())

@@ -18,7 +18,7 @@ each submodule loads on first use, so the workflow's suggest and tell jobs do no
 
 from __future__ import annotations
 
-import importlib
+from s3r.lazy import lazy_exports
 
 _WHERE = {
     "evaluate": ("evaluate_fold", "evaluate_fold_targets", "make_folds", "make_problem", "tell"),
@@ -28,19 +28,5 @@ _WHERE = {
     "space": ("DEFAULT_CONFIG", "FORMAT", "PARAM_NAMES", "SELECTIONS", "absolute_params", "resolve_config", "round_sizes"),
     "study": ("export_study", "suggest"),
 }
-_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
-__all__ = sorted(name for name in _MODULE_OF if not name.startswith("_"))
-
-
-def __getattr__(name: str):
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 's3r.tune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"s3r.tune.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())
