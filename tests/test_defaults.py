@@ -59,7 +59,7 @@ def test_cli_fit_defaults_are_the_estimators():
 
     parser = fit.add_parser(argparse.ArgumentParser().add_subparsers())
     given = {action.dest: action.default for action in parser._actions}
-    assert (given["tol"], given["max_iter"]) == (library["tol"], library["max_iter"])
+    assert (given["tol"], given["max_iter"], given["dtype"]) == (library["tol"], library["max_iter"], library["dtype"])
 
 
 @pytest.mark.parametrize("name, function", [("S3R", S3R.__init__), ("solve_batch", solve_batch)])

@@ -189,7 +189,8 @@ def test_csv_fit_writes_exactly_the_documented_files(runs, sim):
     assert report["converged"] is True
     assert report["iterations"] >= 1 and report["solve_seconds"] > 0
     assert report["primal_residual"] <= report["tol"] and report["dual_residual"] <= report["tol"]
-    assert report["device"] == "cpu" and report["dtype"] == "float64"
+    assert report["device"] == "cpu" and report["dtype"] == "mixed"  # the default: float32 iterations, float64 finish if needed
+    assert report["precision"]["final"] in ("float32", "float64") and report["precision"]["polished"] in (True, False)
     params = report["parameters"]
     assert params["smooth"] == "tv" and params["compat"] is False and params["k"] == 7
     for key, value in PARAMS.items():

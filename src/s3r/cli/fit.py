@@ -23,7 +23,8 @@ def add_parser(subparsers):
     s.add_argument("--tol", type=float, default=1e-5, help="relative primal/dual residual tolerance (default 1e-5)")
     s.add_argument("--max-iter", type=int, default=20000)
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    s.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    s.add_argument("--dtype", choices=("mixed", "float64", "float32"), default="mixed",
+                   help="mixed (default): float32 iterations, a float64 finish only where float32 misses --tol")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--write-h5ad", metavar="FILE", help="also write the input spots with the results as AnnData "
                    "(.obsm['s3r_<target>'] coefficients, .obs fitted values, .uns['s3r'] parameters and selected features)")
