@@ -49,7 +49,7 @@ def test_count_family_keeps_raw_targets_and_stores_the_offset(counts_h5ad, tmp_p
 
 def _dry_run(workdir: Path, model_lines: str, preprocess_lines: str = ""):
     config = workdir / "config" / "config.yaml"
-    text = config.read_text().replace("  dtype: float64\n", "  dtype: float64\n" + model_lines, 1)
+    text = config.read_text().replace("  max_iter: 20000\n", "  max_iter: 20000\n" + model_lines, 1)  # inside model:
     config.write_text(text.replace("  standardize: true ", preprocess_lines + "  standardize: true ", 1))
     result = snakemake(workdir, "-n", "--quiet", "rules")
     return result.returncode, result.stdout + result.stderr
