@@ -18,26 +18,33 @@ import scipy.sparse as sp
 from s3r.errors import S3RInputError
 
 
+def _label(prefix: str, value) -> str:
+    return value if isinstance(value, str) and value.startswith(prefix) else f"{prefix}{int(value)}"
+
+
+def _number(prefix: str, label) -> int:
+    text = str(label)
+    return int(text[len(prefix):]) if text.startswith(prefix) else int(text)
+
+
 def programme_label(p) -> str:
     """The one spelling of a programme everywhere (tables, figures, summary): ``P<n>``, P0 = genes nothing moves."""
-    return p if isinstance(p, str) and p.startswith("P") else f"P{int(p)}"
+    return _label("P", p)
 
 
 def programme_number(label) -> int:
     """``P3`` (or 3) → 3: the inverse of :func:`programme_label`, for sorting and reading tables back."""
-    text = str(label)
-    return int(text[1:]) if text.startswith("P") else int(text)
+    return _number("P", label)
 
 
 def module_label(m) -> str:
     """The one spelling of a perturbation module everywhere (modules.tsv, figures, summary): ``M<n>``, M0 = moves nothing."""
-    return m if isinstance(m, str) and m.startswith("M") else f"M{int(m)}"
+    return _label("M", m)
 
 
 def module_number(label) -> int:
     """``M2`` (or 2) → 2: the inverse of :func:`module_label`."""
-    text = str(label)
-    return int(text[1:]) if text.startswith("M") else int(text)
+    return _number("M", label)
 
 
 __all__ = ["programme_label", "programme_number", "module_label", "module_number", "score_genes", "cell_cycle_scores", "programme_cell_scores", "programme_tests", "read_gmt", "read_gene_list",
