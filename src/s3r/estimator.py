@@ -265,6 +265,9 @@ class S3R(BaseEstimator):
             "n_masked_spots": int((free == 0).sum()),
             "nonzero_fraction": float(np.mean(self.coef_ != 0)),
             "selected_features": int(np.sum(np.any(self.coef_ != 0, axis=0))),
+            # columns the solver left at a noise-level norm, proven zero by the optimality check and zeroed
+            # (s3r.solver.support): without this a 1e-8 map would count as "selected"
+            "numerical_zeros_removed": len(result.zeroed[0]) if result.zeroed else 0,
         }
 
     def _fit_theta(self, solve, Xs, y, Z, off, weights, warm):

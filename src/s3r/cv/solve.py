@@ -107,7 +107,7 @@ def solve_fold_targets(
             lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
             covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
             data_dual0=_t(take(state["data_dual"]), first), dual0=_t(take(state["dual"]), first), step0=step0, tol=tol,
-            max_iter=budget, device=first.device, dtype=first.dtype,
+            max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
         )
         done = np.asarray(res.converged, dtype=bool)
         used = np.where(done, np.asarray(res.iterations), budget)

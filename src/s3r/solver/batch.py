@@ -7,6 +7,8 @@ one program instead of a Python loop.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -17,6 +19,7 @@ from s3r.solver.operators import IncidenceOperator, LinearOperator, SparseMatrix
 from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso
 from s3r.solver.primal_dual import primal_dual
 from s3r.solver.result import SolveResult
+from s3r.solver.support import prune_numerical_zeros
 from s3r.solver.working_set import MIN_SIZE, solve_working_set
 
 SMOOTH_MODES = ("tv", "graph_l1", "quadratic")
@@ -70,12 +73,16 @@ def solve_batch(
     dtype="float64",
     callback=None,
     working_set="auto",
+    prune_zeros: bool = True,
 ) -> SolveResult:
     """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p).
 
     ``working_set``: True solves on the features that can be non-zero and certifies the others at zero
     (:mod:`s3r.solver.working_set`); False moves every feature on every iteration; ``"auto"`` picks by
     :func:`use_working_set`.
+
+    ``prune_zeros``: columns left at a noise-level norm are zeroed where the optimality check proves them zero
+    (:mod:`s3r.solver.support`; the result's ``zeroed``); off for solves that only predict (cross-validation).
 
     ``dtype``: ``"float64"``, ``"float32"`` or ``"mixed"`` — float32 (half the memory traffic per iteration) to
     ``max(tol, FLOAT32_TOL)``, then a float64 polish warm-started from that state only where float32 did not meet
@@ -87,7 +94,7 @@ def solve_batch(
     if isinstance(dtype, str) and dtype == "mixed":
         common = dict(smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta, weights=weights,
                       free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor, device=device,
-                      callback=callback, working_set=working_set, max_iter=max_iter)
+                      callback=callback, working_set=working_set, max_iter=max_iter, prune_zeros=prune_zeros)
         first = solve_batch(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, step0=step0,
                             tol=max(tol, FLOAT32_TOL), dtype="float32")
         info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds}
@@ -142,15 +149,12 @@ def solve_batch(
     if working_set == "auto":
         working_set = use_working_set(p, a, b, pf)
     with cpu_threads(dev, n_entries):
-        if working_set:
-            return solve_working_set(
-                datafit, penalty, smooth_term, operator, Wt, gt, inner=primal_dual,
-                v0=warm(data_dual0), U0=warm(dual0), tau0=tau0, tol=tol, max_iter=max_iter, callback=callback,
-            )
-        return primal_dual(
-            datafit, penalty, smooth_term, operator, Wt, gt,
-            v0=warm(data_dual0), U0=warm(dual0), tau0=tau0, tol=tol, max_iter=max_iter, callback=callback,
-        )
+        solve = partial(solve_working_set, inner=primal_dual) if working_set else primal_dual
+        result = solve(datafit, penalty, smooth_term, operator, Wt, gt, v0=warm(data_dual0), U0=warm(dual0), tau0=tau0,
+                       tol=tol, max_iter=max_iter, callback=callback)
+        if prune_zeros:
+            result.W, result.zeroed = prune_numerical_zeros(datafit, penalty, smooth_term, operator, result.W)
+    return result
 
 
 def use_working_set(p: int, alpha: torch.Tensor, beta: torch.Tensor, factor: torch.Tensor) -> bool:
