@@ -59,3 +59,21 @@ def test_solve_batch_reports_the_zeroed_columns_and_leaves_none_at_noise_level()
     assert res.zeroed is not None and len(res.zeroed) == 1
     tiny = (norms > 0) & (norms <= PRUNE_RTOL * norms.max())
     assert not bool(tiny.any())
+
+
+def test_count_family_fits_leave_no_noise_level_column():
+    """Poisson with an intercept: the same check with the GLM gradient (covariates profiled out)."""
+    from s3r.solver.smooth_datafit_pd import solve_glm_batch
+
+    coords, X, _ = wide_problem(seed=3)
+    op, _ = operator_for("tv", coords)
+    rng = np.random.default_rng(0)
+    eta = 1.0 + 0.3 * (X[:, :3] * np.where(coords[:, :1] > 0.5, 1.0, -0.5)).sum(1)
+    counts = rng.poisson(np.exp(eta))
+    res = solve_glm_batch(X, counts, family="poisson", smooth="tv", operator=op, lambda_smooth=0.02, alpha=0.005, beta=0.01,
+                          covariates=np.ones((len(counts), 1)), tol=1e-6, device="cpu")
+    assert res.converged[0]
+    norms = torch.linalg.vector_norm(res.W[:, 0], dim=0)
+    assert len(res.zeroed[0]) > 0  # this problem's solve leaves some (measured: six at 1e-10–1e-8 of the largest)
+    assert not bool(((norms > 0) & (norms <= PRUNE_RTOL * norms.max())).any())
+    assert all(bool((res.W[:, 0, j] == 0).all()) for j in res.zeroed[0])

@@ -19,6 +19,7 @@ or quadratic) are the existing penalty objects, so every smoothness mode works w
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ import torch
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
 from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso, batch_norm
 from s3r.solver.result import SolveResult
+from s3r.solver.support import prune_numerical_zeros
 
 ADAPT_RATIO, ADAPT_MAX = 5.0, 40
 
@@ -257,4 +259,19 @@ def solve_glm_batch(
         gt = torch.zeros((B, Zt.shape[1]), dtype=dt, device=dev) if gamma0 is None else torch.as_tensor(np.asarray(gamma0), dtype=dt, device=dev).reshape(B, -1)
     n_entries = max(n, operator.shape[0] if operator is not None else 0) * B * p
     with cpu_threads(dev, n_entries):
-        return solve_glm(datafit, penalty, smooth_term, operator, Wt, gt, tol=tol, max_iter=max_iter, callback=callback)
+        result = solve_glm(datafit, penalty, smooth_term, operator, Wt, gt, tol=tol, max_iter=max_iter, callback=callback)
+        result.W, result.zeroed = prune_numerical_zeros(datafit, penalty, smooth_term, operator, result.W,
+                                                        gradient=partial(_glm_gradient, gamma=result.gamma))
+    return result
+
+
+def _glm_gradient(datafit: GLMDatafit, b: int, W_b, free_b, *, gamma):
+    """Problem b's ∂f/∂η at W_b with the covariates profiled out (s3r.solver.support's numerical-zero check)."""
+    col = slice(b, b + 1)
+    sub = GLMDatafit(datafit.X, datafit.y[:, col], datafit.o[:, col], None if datafit.off is None else datafit.off[:, col],
+                     datafit.Z, datafit.family)
+    if sub.Z is None:
+        eta = sub.eta(W_b, None)
+    else:
+        _, eta, _ = _profile_gamma(sub, W_b, gamma[col])
+    return sub.grad_eta(eta) * free_b

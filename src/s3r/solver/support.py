@@ -20,8 +20,17 @@ from s3r.solver.working_set import check_excluded, data_gradient
 PRUNE_RTOL = 1e-6  # a column is a candidate when its norm is below this share of the problem's largest column norm
 
 
-def prune_numerical_zeros(datafit, penalty, smooth, K, W: torch.Tensor) -> tuple[torch.Tensor, list[list[int]]]:
-    """(W with certified numerical zeros set to 0, the zeroed columns of each problem). Penalised columns only."""
+def squared_loss_gradient(datafit, b: int, W_b: torch.Tensor, free_b: torch.Tensor) -> torch.Tensor:
+    """(n, 1) data gradient of problem b at W_b (covariates at their optimum) for the squared loss."""
+    sub = type(datafit)(datafit.X, datafit.y[:, b:b + 1], datafit.o[:, b:b + 1], datafit.Z)
+    return data_gradient(sub, W_b, free_b)
+
+
+def prune_numerical_zeros(datafit, penalty, smooth, K, W: torch.Tensor, gradient=squared_loss_gradient) -> tuple[torch.Tensor, list[list[int]]]:
+    """(W with certified numerical zeros set to 0, the zeroed columns of each problem). Penalised columns only.
+
+    ``gradient(datafit, b, W_b, free_b)`` gives problem b's data gradient with respect to its prediction (n, 1)
+    at W_b with the covariates at their optimum (the GLM solver passes its own)."""
     n, B, p = W.shape
     norms = torch.linalg.vector_norm(W, dim=0)  # (B, p)
     penalised = (penalty.factor > 0).view(1, -1)
@@ -36,8 +45,7 @@ def prune_numerical_zeros(datafit, penalty, smooth, K, W: torch.Tensor) -> tuple
         cols = torch.nonzero(candidate[b]).flatten()
         trial = W[:, b:b + 1, :].clone()
         trial[:, :, cols] = 0  # the gradient at the point the check would vouch for: every candidate removed
-        sub = type(datafit)(datafit.X, datafit.y[:, b:b + 1], datafit.o[:, b:b + 1], datafit.Z)
-        v = data_gradient(sub, trial, free[:, b:b + 1])
+        v = gradient(datafit, b, trial, free[:, b:b + 1])
         lam = smooth.lam.view(-1)[b:b + 1] if smooth_l1 else None
         violates, _, _ = check_excluded(datafit.X, v, free[:, b:b + 1], cols.cpu().numpy(), penalty.alpha[b:b + 1],
                                         penalty.beta[b:b + 1], penalty.factor, K if smooth_l1 else None, lam)
