@@ -107,7 +107,9 @@ def test_same_seed_same_numbers():
     pd.testing.assert_frame_equal(first.cv_.drop(columns="seconds"), second.cv_.drop(columns="seconds"))
 
 
-def test_condat_vu_matches_cvxpy_on_a_small_problem():
+@pytest.mark.parametrize("start", ["uniform", "noisy"])
+def test_condat_vu_matches_cvxpy_on_a_small_problem(start):
+    """From a uniform start the first dual step is the median edge cost; from a noisy one it follows the jumps."""
     sim = simulate_counts(n_spots=30, n_types=3, n_genes=12, depth=80, seed=5)
     profiles, _ = profiles_from_reference(sim.reference, np.ones(12), 1e-3)
     edges = delaunay_graph(sim.coords).edges
@@ -115,8 +117,8 @@ def test_condat_vu_matches_cvxpy_on_a_small_problem():
     scale = float(np.median(sim.counts.sum(axis=1)))
     term = CountTerm(torch.tensor(sim.counts.T.copy()), torch.tensor(profiles), scale=scale)
     incidence = Incidence(30, edges, 3, torch.device("cpu"), torch.float64)
-    start = torch.full((3, 30), 1 / 3, dtype=torch.float64)
-    result = solve_proportions(term, start, incidence, torch.tensor(costs), tol=1e-7, max_iter=20000)
+    first = np.full((3, 30), 1 / 3) if start == "uniform" else np.random.default_rng(1).dirichlet(np.ones(3), 30).T
+    result = solve_proportions(term, torch.tensor(first), incidence, torch.tensor(costs), tol=1e-7, max_iter=20000)
     assert result.converged
 
     V = cp.Variable((30, 3), nonneg=True)

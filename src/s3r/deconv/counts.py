@@ -174,8 +174,8 @@ class CountTerm:
     def loss(self, V: torch.Tensor, Z: torch.Tensor | None = None) -> torch.Tensor:
         """Per-spot loss (n,), divided by ``scale``; Poisson as a deviance/2 (0 for a perfect fit)."""
         Z = self.composition(V) if Z is None else Z
-        if self.family == "poisson":
-            value = -(self.Y * torch.log(Z)).sum(dim=0) + self.constant
+        if self.family == "poisson":  # in one scratch buffer: the genes × spots passes are the iteration's cost
+            value = -torch.log(Z, out=self._scratch(Z)).mul_(self.Y).sum(dim=0) + self.constant
         else:
             mu = Z * self.library
             value = -(self.Y * torch.log(mu) - (self.Y + self.theta) * torch.log(mu + self.theta)).sum(dim=0)
@@ -184,11 +184,18 @@ class CountTerm:
     def gradient(self, V: torch.Tensor, Z: torch.Tensor | None = None) -> torch.Tensor:
         Z = self.composition(V) if Z is None else Z
         if self.family == "poisson":
-            dZ = -self.Y / Z
-        else:
-            mu = Z * self.library
-            dZ = -self.Y / Z + self.library * (self.Y + self.theta) / (mu + self.theta)
+            return (self.R @ torch.div(self.Y, Z, out=self._scratch(Z))).neg_() / self.scale
+        mu = Z * self.library
+        dZ = -self.Y / Z + self.library * (self.Y + self.theta) / (mu + self.theta)
         return (self.R @ dZ) / self.scale
+
+    def _scratch(self, like: torch.Tensor) -> torch.Tensor:
+        """A genes × spots buffer reused by every loss and gradient: a fresh one per call costs an allocation
+        and a page-faulting first pass over 10⁷–10⁸ entries, as much as the arithmetic."""
+        buffer = getattr(self, "_buffer", None)
+        if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self._buffer = torch.empty_like(like)
+        return buffer
 
     def curvature(self, V: torch.Tensor, Z: torch.Tensor | None = None, *, power_steps: int = 6) -> torch.Tensor:
         """Per-spot estimate of the Hessian's norm on the simplex's tangent space (Σ_k d_k = 0).

@@ -17,6 +17,13 @@ from s3r.deconv.condat_vu import condat_vu, tv_objective
 from s3r.deconv.counts import CountTerm
 from s3r.deconv.operators import Incidence
 
+# the V-step's σ rule and restart schedule (s3r.deconv.condat_vu; measured in benchmarks/README.md, session
+# 8): the first σ from the start's jumps, rebalanced against the gap too, and a first restart at 100 (a warm
+# start's curvature estimates are good, and each re-estimate costs about 20 iterations' products)
+DUAL_START = "jumps"
+BALANCE_GAP = True
+FIRST_REESTIMATE = 100
+
 
 @dataclass
 class PStepResult:
@@ -60,6 +67,7 @@ def solve_proportions(
 ) -> PStepResult:
     """Condat–Vũ from a warm start (V, dual) until both residuals and the relative gap fall below ``tol``."""
     r = condat_vu(term, start, incidence, edge_costs, dual=dual, sigma=sigma, tol=tol, max_iter=max_iter,
-                  check_every=check_every)
+                  check_every=check_every, dual_start=DUAL_START, balance_gap=BALANCE_GAP,
+                  first_reestimate=FIRST_REESTIMATE)
     return PStepResult(r.point, r.dual, r.iterations, r.converged, r.primal_residual, r.dual_residual, r.gap,
                        r.objective, r.backtracks, r.sigma)
