@@ -59,10 +59,12 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
             solve = estimator.solve_batch
             estimator.solve_batch = lambda *a, _s=solve, _d=value, **k: _s(*a, **{**k, "dtype": _d})
             continue
-        import solver_admm as am
+        if name.startswith("ADMM_"):  # a constant of the ADMM prototype
+            import solver_admm
 
-        module = wsm if hasattr(wsm, name) else (am if name.startswith("ADMM_") else pd)
-        name = name.removeprefix("ADMM_") if module is am else name
+            module, name = solver_admm, name.removeprefix("ADMM_")
+        else:
+            module = wsm if hasattr(wsm, name) else pd
         if not hasattr(module, name):
             raise SystemExit(f"unknown solver constant {name}")
         setattr(module, name, type(getattr(module, name))(float(value)))
