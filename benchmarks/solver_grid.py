@@ -3,7 +3,8 @@
 The problems are ``working_set.py``'s (unit-scale expression design, p = 100, 11 informative features, kNN k = 7,
 ``tv``, tol 1e-5, working set on by default): sizes × penalty levels (weak / medium / strong). Each variant is a set
 of module constants of ``s3r.solver.primal_dual`` / ``s3r.solver.working_set`` (as in ``solver_knobs.py``; ``DTYPE=mixed``
-sets the solver's precision); for
+sets the solver's precision; ``ALGO=admm`` runs the restricted solves with the ADMM prototype of ``solver_admm.py``,
+``ADMM_<CONST>`` sets its constants); for
 every problem the variants run one after the other, each fit in a fresh subprocess under a wall-clock limit, so a
 ratio compares runs made at nearly the same load. One thread per fit unless ``--threads``.
 
@@ -44,13 +45,26 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
 
     for item in settings:
         name, value = item.split("=")
+        if name == "ALGO":  # the restricted solves' algorithm: pdhg (default) or admm (solver_admm.py's prototype)
+            import s3r.solver.batch as batch_module
+
+            if value == "admm":
+                from solver_admm import admm
+
+                batch_module.primal_dual = admm
+            continue
         if name == "DTYPE":  # the solver's precision (float32, float64, mixed) under an S3R fit built in float64
             import s3r.estimator as estimator
 
             solve = estimator.solve_batch
             estimator.solve_batch = lambda *a, _s=solve, _d=value, **k: _s(*a, **{**k, "dtype": _d})
             continue
-        module = wsm if hasattr(wsm, name) else pd
+        if name.startswith("ADMM_"):  # a constant of the ADMM prototype
+            import solver_admm
+
+            module, name = solver_admm, name.removeprefix("ADMM_")
+        else:
+            module = wsm if hasattr(wsm, name) else pd
         if not hasattr(module, name):
             raise SystemExit(f"unknown solver constant {name}")
         setattr(module, name, type(getattr(module, name))(float(value)))
@@ -75,15 +89,15 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
 
 def line(row: dict) -> str:
     if row.get("timed_out"):
-        return (f"| {row['n']:,} | {row['level']} | {row['variant']} | timeout {row['timeout_s']} s | – | – | – | – | – | "
+        return (f"| {row['n']:,} | {row['level']} | {row['variant']} | timeout {row['timeout_s']} s | – | – | – | – | – | – | "
                 f"{row['load_before']:.1f} |")
     return (f"| {row['n']:,} | {row['level']} | {row['variant']} | {'yes' if row['converged'] else 'NO'} | {row['iterations']} | "
             f"{row['fit_cpu_s']:.1f} | {row['fit_wall_s']:.1f} | {row['objective']:.8g} | {row['ws_size']} | "
-            f"{row['load_before']:.1f}–{row['load_after']:.1f} |")
+            f"{row.get('peak_rss_gib', float('nan')):.2f} | {row['load_before']:.1f}–{row['load_after']:.1f} |")
 
 
-HEADER = ("| spots | penalties | variant | converged | iterations | fit CPU s | fit wall s | objective | WS size | load |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| spots | penalties | variant | converged | iterations | fit CPU s | fit wall s | objective | WS size | peak RSS GiB | load |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
