@@ -211,6 +211,23 @@ def test_the_verdict_judges_the_trial_it_hands_on():
     assert chosen["verdict"].startswith(tune.NO_EFFECT) and "the best trial, 0.96, differs by 0.04" in chosen["verdict"]
 
 
+def test_a_detectable_but_tiny_effect_is_called_small_in_words():
+    """Measured on DLPFC RILPL2: 4.96e-05 ± 1.4e-05 SE better than the intercept (0.02 %) and beyond the trend; the
+    verdict keeps "effect found" (the paired test passes) but says how small it is, and a large one is not qualified."""
+    def verdict(shift):
+        folds = [0.230 - shift + d for d in (0.0, 0.001, -0.001, 0.0005)]
+        trials = [{"number": 0, "round": 0, "params": {"lambda_smooth": 0.1, "alpha": 0.1, "beta": 0.1}, "state": "COMPLETE",
+                   "value": float(np.mean(folds)), "se": 0.001, "fold_losses": folds, "pieces": 5.0}]
+        null = {"value": 0.23025, "se": 0.001, "fold_losses": [0.230 + d + 1e-5 * k for k, d in enumerate((0.0, 0.001, -0.001, 0.0005), 3)]}
+        trend = {"value": 0.2337, "se": 0.001, "fold_losses": [0.2337 + d for d in (0.0, 0.001, -0.001, 0.0005)]}
+        return tune.select([{"round": 0, "trials": trials, "null": null, "trend": trend}], {})
+
+    tiny = verdict(0.0)
+    assert tiny["effect_found"] is True and "a small effect" in tiny["verdict"] and "under 1 %" in tiny["verdict"]
+    large = verdict(0.02)
+    assert large["effect_found"] is True and "small effect" not in large["verdict"] and "% lower" in large["verdict"]
+
+
 def test_cli_tune_then_fit(csv_paths, tmp_path, capsys):
     from s3r.cli import main
 

@@ -107,11 +107,27 @@ def _verdict(chosen: dict, null: dict | None, config: dict, trend: dict | None =
                            f"{trend['value']:.4g}, {what} {null['value']:.4g}; difference to the trend {t_gain:.3g} ± {t_se:.2g} SE); "
                            f"the maps show where features and target share a pattern, not an effect that location does not explain")
         return True, (f"the features explain the target beyond the {what} model and beyond a smooth spatial trend: held-out loss "
-                      f"{chosen['value']:.4g} against {null['value']:.4g} ({what}) and {trend['value']:.4g} (trend alone); "
-                      f"paired fold differences {gain:.3g} ± {se:.2g} and {t_gain:.3g} ± {t_se:.2g} SE")
-    rel = gain / null["value"] if null["value"] else 0.0
+                      f"{chosen['value']:.4g} against {null['value']:.4g} ({what}, {_percent(gain, null)} lower) and "
+                      f"{trend['value']:.4g} (trend alone, {_percent(t_gain, trend)} lower); paired fold differences "
+                      f"{gain:.3g} ± {se:.2g} and {t_gain:.3g} ± {t_se:.2g} SE{_size_note(gain, null)}")
     return True, (f"the features explain the target beyond the {what} model: held-out loss {chosen['value']:.4g} against "
-                  f"{null['value']:.4g} ({100 * rel:.1f} % lower; paired fold difference {gain:.3g} ± {se:.2g} SE)")
+                  f"{null['value']:.4g} ({_percent(gain, null)} lower; paired fold difference {gain:.3g} ± {se:.2g} SE)"
+                  f"{_size_note(gain, null)}")
+
+
+SMALL_EFFECT = 0.01  # below this share of the intercept-only held-out loss an effect is reported as small in words
+
+
+def _percent(gain: float, yardstick: dict) -> str:
+    return f"{100 * gain / yardstick['value']:.2g} %" if yardstick["value"] else "n/a"
+
+
+def _size_note(gain: float, null: dict) -> str:
+    """A detectable effect can still be tiny (DLPFC RILPL2: 0.02 % of the held-out loss): say so beside the test."""
+    if null["value"] and gain / null["value"] < SMALL_EFFECT:
+        return (f"; a small effect: the features lower the held-out loss by under {100 * SMALL_EFFECT:.0f} % of the "
+                f"intercept-only model's, detectable on these folds but not a large share of the target's variation")
+    return ""
 
 
 def _best_aside(best: dict | None, chosen: dict, null: dict) -> str:
