@@ -122,6 +122,14 @@ class _Problem:
         return float(self.alpha * (np.abs(W).sum(0) * self.factor).sum() + self.beta * self.sqrt_n * (np.sqrt((W * W).sum(0)) * self.factor).sum())
 
 
+
+def _rebalance(r: float, s: float) -> float | None:
+    """Residual balancing factor √(r/s), clipped to [0.1, 10] (unbounded when a prox variable stops moving), or None
+    while the two residuals are within ADAPT_RATIO of each other."""
+    if r > ADAPT_RATIO * s or s > ADAPT_RATIO * r:
+        return float(np.clip(np.sqrt(r / max(s, 1e-300)), 0.1, 10.0))
+    return None
+
 def _solve_one(P: _Problem, W0, U0, rho0, tol, max_iter, stats):
     n, p = P.n, P.p
     has_E = P.K is not None and not P.quadratic
@@ -241,25 +249,22 @@ def _solve_one(P: _Problem, W0, U0, rho0, tol, max_iter, stats):
             changed = False
             rV = np.linalg.norm(W - V) / max(np.linalg.norm(W), np.linalg.norm(V), 1e-300)
             sV = np.linalg.norm(V - V_old) * rho_V / max(np.linalg.norm(rho_V * UV), 1e-300)
-            if rV > ADAPT_RATIO * sV or sV > ADAPT_RATIO * rV:
-                f = float(np.clip(np.sqrt(rV / max(sV, 1e-300)), 0.1, 10.0))  # bounded: at W = V = 0, sV = 0
+            f = _rebalance(rV, sV)  # bounded: at W = V = 0, sV = 0
+            if f is not None:
                 rho_V *= f
                 UV /= f
                 changed = True
+            f = None
             if has_E and ADAPT_MODE == 1:
-                if rel_d > ADAPT_RATIO * rel_p or rel_p > ADAPT_RATIO * rel_d:
-                    f = float(np.clip(np.sqrt(rel_d / max(rel_p, 1e-300)), 0.1, 10.0))
-                    rho_E *= f
-                    UE /= f
-                    changed = True
+                f = _rebalance(rel_d, rel_p)
             elif has_E:
                 rE = np.linalg.norm(KW - E) / max(np.linalg.norm(KW), np.linalg.norm(E), 1e-300)
                 sE = np.linalg.norm(P.KT @ (E - E_old)) * rho_E / max(np.linalg.norm(P.KT @ (rho_E * UE)), 1e-300)
-                if rE > ADAPT_RATIO * sE or sE > ADAPT_RATIO * rE:
-                    f = float(np.clip(np.sqrt(rE / max(sE, 1e-300)), 0.1, 10.0))
-                    rho_E *= f
-                    UE /= f
-                    changed = True
+                f = _rebalance(rE, sE)
+            if f is not None:
+                rho_E *= f
+                UE /= f
+                changed = True
             if changed:
                 adaptations += 1
                 solve = factor()
