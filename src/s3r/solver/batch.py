@@ -94,15 +94,16 @@ def solve_batch(
     if isinstance(dtype, str) and dtype == "mixed":
         common = dict(smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta, weights=weights,
                       free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor, device=device,
-                      callback=callback, working_set=working_set, max_iter=max_iter, prune_zeros=prune_zeros)
+                      callback=callback, working_set=working_set, max_iter=max_iter)
+        # below float32's reach the polish always runs and prunes: the float32 stage need not check the columns too
         first = solve_batch(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, step0=step0,
-                            tol=max(tol, FLOAT32_TOL), dtype="float32")
+                            tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL)
         info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds}
         if tol >= FLOAT32_TOL and bool(np.all(first.converged)):
             first.precision = {**info, "polished": False}
             return first
         final = solve_batch(X, Y, **common, W0=first.W, gamma0=first.gamma, dual0=first.dual, data_dual0=first.data_dual,
-                            step0=first.step, tol=tol, dtype="float64")
+                            step0=first.step, tol=tol, dtype="float64", prune_zeros=prune_zeros)
         final.iterations = np.asarray(first.iterations) + np.asarray(final.iterations)
         final.seconds += first.seconds
         final.precision = {**info, "polished": True}
