@@ -99,6 +99,22 @@ def test_platform_effects_are_recovered(spatial):
     assert np.abs(np.log(platform_effects(same.counts, same.reference))).max() < 0.25
 
 
+def test_a_gene_no_reference_type_shows_keeps_unit_platform_effect(spatial):
+    """Real pairs (the lymph node's single-cell reference) hold genes the reference never shows; their bulk once
+    sent γ to ~1e288 there and every other gene's γ to ~0."""
+    reference = spatial.reference.copy()
+    reference[:, [0, 5]] = 0.0
+    gamma = platform_effects(spatial.counts, reference)
+    assert np.all(np.isfinite(gamma)) and gamma[0] == 1.0 and gamma[5] == 1.0
+    shown = np.ones(reference.shape[1], dtype=bool)
+    shown[[0, 5]] = False
+    assert np.mean(np.log(gamma)) == pytest.approx(0.0, abs=1e-12)
+    assert np.corrcoef(np.log(gamma[shown]), np.log(spatial.platform_effects[shown]))[0, 1] > 0.85
+    _, sizes = profiles_from_reference(reference, gamma, 1e-4)
+    _, kept = profiles_from_reference(spatial.reference[:, shown], platform_effects(spatial.counts[:, shown], spatial.reference[:, shown]), 1e-4)
+    np.testing.assert_allclose(sizes, kept, rtol=0.1)
+
+
 def test_same_seed_same_numbers():
     sim = simulate_counts(n_spots=150, n_types=4, n_genes=30, seed=2)
     first = CellTypeProportions(lambdas=(0.0, 0.2), seed=4).fit(sim.counts, sim.reference, sim.coords)

@@ -99,13 +99,21 @@ def _bulk_composition(bulk: np.ndarray, profiles: np.ndarray, iterations: int = 
     return v
 
 
+MAX_LOG_PLATFORM_EFFECT = float(np.log(100.0))  # beyond 100-fold either way a gene's reference is not its profile
+
+
 def platform_effects(counts: np.ndarray, reference: np.ndarray, *, prior_sd: float = 0.5, rounds: int = 5) -> np.ndarray:
     """Per-gene γ_g (geometric mean 1): RCTD's pseudo-bulk estimate, shrunk under log γ_g ~ N(0, prior_sd²).
+
+    A gene no reference type shows keeps γ = 1 (its bulk says nothing about a platform effect; its ratio to a
+    zero prediction once grew without bound and, through the centring, scaled every other γ to ~0), and
+    |log γ| is capped at log 100.
 
     Alternates the bulk composition (given γ) with γ (given the composition); the shrinkage weight of a gene
     is prior_sd² / (prior_sd² + 1/bulk_g), 1/bulk_g being the Poisson variance of its log bulk.
     """
     bulk = counts.sum(axis=0)
+    shown = reference.max(axis=0) > 0  # a gene no reference type shows says nothing about its platform effect
     log_gamma = np.zeros(reference.shape[1])
     for _ in range(rounds):
         scaled = reference * np.exp(log_gamma)
@@ -116,14 +124,17 @@ def platform_effects(counts: np.ndarray, reference: np.ndarray, *, prior_sd: flo
         cells = v / scaled.sum(axis=1)  # bulk cell abundances (up to scale)
         predicted = cells @ reference  # with γ = 1
         predicted *= bulk.sum() / predicted.sum()
-        raw = np.log(np.maximum(bulk, 0.5) / np.maximum(predicted, 1e-300))
+        raw = np.zeros_like(bulk, dtype=np.float64)
+        raw[shown] = np.log(np.maximum(bulk[shown], 0.5) / predicted[shown])
+        raw = np.clip(raw, -MAX_LOG_PLATFORM_EFFECT, MAX_LOG_PLATFORM_EFFECT)
         shrink = prior_sd**2 / (prior_sd**2 + 1.0 / np.maximum(bulk, 1.0))
-        updated = shrink * (raw - np.average(raw, weights=composition))
+        updated = np.where(shown, shrink * (raw - np.average(raw, weights=composition)), 0.0)
         if np.max(np.abs(updated - log_gamma)) < 1e-8:
             log_gamma = updated
             break
         log_gamma = updated
-    log_gamma -= log_gamma.mean()
+    if shown.any():
+        log_gamma[shown] -= log_gamma[shown].mean()
     return np.exp(log_gamma)
 
 
