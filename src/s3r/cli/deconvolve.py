@@ -60,12 +60,15 @@ def add_parser(subparsers):
     model.add_argument("--graph", choices=("delaunay", "mst", "mst_combined"), default="delaunay",
                        help="spot graph (default delaunay); mst_combined (proportions mode): MST on composition + α·distance")
     model.add_argument("--mst-alpha", type=float, default=1.0, help="α of mst_combined (default 1)")
+    model.add_argument("--weight-rule", choices=("smoothed", "lp"), default="smoothed",
+                       help="proportions mode: edge weights ∝ 1/(jump of neighbourhood-smoothed proportions) (default), "
+                            "or the LP w-step (the components mode always uses the LP)")
     model.add_argument("--weight-constraint", choices=("at_least", "equal"), default="at_least",
-                       help="w-step: each spot keeps ≥ min(1, deg·w_max) weight (default, feasible on every graph) or exactly 1")
+                       help="LP w-step: each spot keeps ≥ min(1, deg·w_max) weight (default, feasible on every graph) or exactly 1")
     model.add_argument("--max-edge-length", type=float, help="drop longer Delaunay edges, in coordinate units")
-    model.add_argument("--w-min", type=float, default=0.05, help="lower bound on edge weights (default 0.05)")
-    model.add_argument("--w-max", type=float, default=1.0, help="upper bound on edge weights (default 1)")
-    model.add_argument("--fixed-weights", action="store_true", help="keep edge weights at 2/(deg_i + deg_j), no LP")
+    model.add_argument("--w-min", type=float, default=0.05, help="LP w-step: lower bound on edge weights (default 0.05)")
+    model.add_argument("--w-max", type=float, default=1.0, help="LP w-step: upper bound on edge weights (default 1)")
+    model.add_argument("--fixed-weights", action="store_true", help="keep edge weights at 2/(deg_i + deg_j), none learned")
     model.add_argument("--eps", type=float, default=1e-3, help="floor of the simplex for X rows and B columns (default 1e-3)")
     model.add_argument("--penalty", choices=("tv", "soft_l1"), default="tv", help="exact TV (default) or soft-L1 √(u²+δ)")
     model.add_argument("--delta", type=float, default=1e-6, help="δ of the soft-L1 penalty (default 1e-6)")
@@ -262,6 +265,7 @@ def _run_proportions(args, lam, coords_table) -> int:
         family=args.family,
         theta=args.theta,
         estimate_platform_effects=not args.no_platform_effects,
+        weight_rule=args.weight_rule,
         mst_alpha=args.mst_alpha,
         max_iter=args.max_iter or 3000,
         **_shared_options(args),

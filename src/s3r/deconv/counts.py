@@ -138,6 +138,13 @@ def platform_effects(counts: np.ndarray, reference: np.ndarray, *, prior_sd: flo
     return np.exp(log_gamma)
 
 
+def bulk_start(Y: np.ndarray, profiles: np.ndarray) -> np.ndarray:
+    """Every spot starts at the pseudo-bulk's transcript fractions, kept off the simplex's faces."""
+    v = _bulk_composition(Y.sum(axis=0), profiles, iterations=200)
+    v = 0.9 * v + 0.1 / v.size
+    return v / v.sum()
+
+
 def estimate_nb_theta(counts: np.ndarray, means: np.ndarray) -> float:
     """Global NB dispersion θ by moments, Var = μ + μ²/θ, from a first fit's means (≥ 1e-2, ≤ 1e6)."""
     excess = float(((counts - means) ** 2 - means).sum())

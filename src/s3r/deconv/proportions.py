@@ -8,8 +8,8 @@ library size, per-gene platform effects, Poisson or negative binomial):
     min_{V, w}  Σ_i f_i(V_i)/ν + λ Σ_e w_e Σ_k |V_ki − V_kj|,   ν = median library size
 
 V are transcript fractions (convex in them); cell fractions P ∝ V/s follow. For fixed w the problem is
-convex and solved to a certificate (s3r.deconv.pstep); the w-step is the LP of s3r.deconv.wstep, feasible on
-every graph with the "at_least" constraint. λ = "auto" picks λ from a path that starts at 0 by the
+convex and solved to a certificate (s3r.deconv.pstep); the weights follow the jumps of neighbourhood-smoothed
+proportions (s3r.deconv.reweight, the default) or the seed's LP w-step (s3r.deconv.wstep, "at_least"). λ = "auto" picks λ from a path that starts at 0 by the
 likelihood of held-out genes: the genes are split into folds, proportions are fitted on the others (warm
 started along the path), and each fold's genes are predicted from them. A spatial term that only smooths
 noise away from the truth predicts held-out genes worse, so λ = 0 wins whenever the term does not help.
@@ -26,7 +26,7 @@ import torch
 
 from s3r.deconv.counts import (
     FAMILIES,
-    _bulk_composition,
+    bulk_start,
     CountTerm,
     cell_fractions,
     estimate_nb_theta,
@@ -39,6 +39,7 @@ from s3r.deconv.graphs import combined_mst, subgraph_edges, window_spots
 from s3r.deconv.heldout import choose_lambda, fold_profiles, gene_folds, heldout_score
 from s3r.deconv.operators import Incidence, locality_order, relabel_edges
 from s3r.deconv.pstep import PStepResult, solve_proportions
+from s3r.deconv import reweight
 from s3r.deconv.wstep import WEIGHT_CONSTRAINTS, solve_w_step, uniform_weights
 from s3r.errors import S3RInputError
 from s3r.graph import SpatialGraph, build_graph
@@ -64,8 +65,7 @@ class _Fit:
 
 @dataclass
 class _Start:
-    """Where every fit starts: transcript fractions (spots × types), whether they are the per-spot fit, and
-    what that fit decided (family, θ, the extra-Poisson variance, the combined-distance MST)."""
+    """Where fits start (spots × types), whether that is the per-spot fit, and what it decided (family, θ, MST)."""
 
     fractions: np.ndarray
     per_spot: bool
@@ -100,6 +100,7 @@ class CellTypeProportions:
         mst_alpha: float = 1.0,
         k: int = 7,
         learn_weights: bool = True,
+        weight_rule: str = "smoothed",
         w_min: float = 0.05,
         w_max: float = 1.0,
         weight_constraint: str = "at_least",
@@ -130,6 +131,7 @@ class CellTypeProportions:
         self.mst_alpha = mst_alpha
         self.k = k
         self.learn_weights = learn_weights
+        self.weight_rule = weight_rule
         self.w_min = w_min
         self.w_max = w_max
         self.weight_constraint = weight_constraint
@@ -168,6 +170,8 @@ class CellTypeProportions:
             raise S3RInputError(f"unknown family {self.family!r}; choose auto, poisson or nb (--family)")
         if self.graph not in GRAPHS:
             raise S3RInputError(f"unknown graph {self.graph!r}; choose one of {', '.join(GRAPHS)} (--graph)")
+        if self.weight_rule not in reweight.WEIGHT_RULES:
+            raise S3RInputError(f"unknown weight_rule {self.weight_rule!r}; choose one of {', '.join(reweight.WEIGHT_RULES)}")
         if self.weight_constraint not in WEIGHT_CONSTRAINTS:
             raise S3RInputError(f"unknown weight_constraint {self.weight_constraint!r}; choose one of {', '.join(WEIGHT_CONSTRAINTS)}")
         if not (0 <= self.w_min <= self.w_max) or not np.isfinite(self.w_max) or self.w_max <= 0:
@@ -189,23 +193,27 @@ class CellTypeProportions:
     # ------------------------------------------------------------------------------------------------
     def _solve(self, term: CountTerm, incidence: Incidence, node_edge, lam: float, start: _Fit | None,
                V0: torch.Tensor, tol: float, max_iter: int) -> _Fit:
-        """Alternate the convex V-step and the exact w-step until new weights gain less than ``tol``."""
+        """Alternate the convex V-step and a weight update (``weight_rule``) until the weights settle."""
         started = time.perf_counter()
         learn = bool(self.learn_weights) and lam > 0 and incidence.n_edges > 0
-        if start is None:
-            V, dual, sigma = V0, None, None
-            weights = self._uniform
-        else:
-            V, dual, sigma, weights = start.fractions, start.dual, start.sigma, start.weights
+        first = (V0, None, None, self._uniform) if start is None else (start.fractions, start.dual, start.sigma, start.weights)
+        V, dual, sigma, weights = first
         previous_lam = getattr(start, "lam", None)
         if previous_lam is not None and previous_lam > 0 and lam > 0 and dual is not None:
             dual = dual * (lam / previous_lam)  # the dual box scales with λ
         changes, outer = 0, 0
+        smoother = reweight.neighbourhood_mean(node_edge) if learn and self.weight_rule == "smoothed" else None
         for outer in range(1, int(self.max_outer) + 1):
             result = solve_proportions(term, V, incidence, lam * weights, dual=dual, sigma=sigma, tol=tol, max_iter=max_iter)
             V, dual, sigma = result.fractions, result.dual, result.sigma or sigma
-            if not learn:
+            if not learn or smoother is not None and outer >= reweight.ROUNDS:
                 break
+            if smoother is not None:  # the dual box moves with the weights: the next V-step starts its dual afresh
+                candidate = reweight.smoothed_jump_weights(V, incidence, smoother, self._uniform)
+                if reweight.weights_settled(candidate, weights):
+                    break
+                weights, dual, changes = candidate, None, changes + 1
+                continue
             costs = incidence.apply(V).abs().sum(dim=0).cpu().numpy()
             candidate = solve_w_step(costs, node_edge, self.w_min, self.w_max, self.weight_constraint)
             gain = lam * float(costs @ (weights.cpu().numpy() - candidate))
@@ -296,7 +304,7 @@ class CellTypeProportions:
         """Per-spot fit first (λ = 0) when it is needed: the start of every path, NB's θ, the family's choice and
         the combined-distance MST. Otherwise every spot starts at the pseudo-bulk composition."""
         n, K = Y.shape[0], profiles.shape[0]
-        start_V = np.tile(_bulk_start(Y, profiles), (n, 1))
+        start_V = np.tile(bulk_start(Y, profiles), (n, 1))
         family, theta, overdispersion = self.family, self.theta, None
         if not (graph is None or family == "auto" or family == "nb" and theta is None):
             return _Start(start_V, False, family, theta, None, graph)
@@ -378,6 +386,7 @@ class CellTypeProportions:
             "graph": graph.method,
             "n_edges": graph.n_edges,
             "learned_weights": bool(self.learn_weights) and lam > 0 and graph.n_edges > 0,
+            "weight_rule": self.weight_rule,
             "weight_constraint": self.weight_constraint,
             "weight_changes": fit.weight_changes,
             "outer_iterations": fit.outer,
@@ -439,10 +448,3 @@ class CellTypeProportions:
         table = pd.DataFrame({"mean": grouped.mean(), "se": grouped.std(ddof=1) / np.sqrt(grouped.count())}).reset_index()
         table["chosen"] = table["lambda"] == self.lambda_
         return table
-
-
-def _bulk_start(Y: np.ndarray, profiles: np.ndarray) -> np.ndarray:
-    """Every spot starts at the pseudo-bulk's transcript fractions, kept off the simplex's faces."""
-    v = _bulk_composition(Y.sum(axis=0), profiles, iterations=200)
-    v = 0.9 * v + 0.1 / v.size
-    return v / v.sum()
