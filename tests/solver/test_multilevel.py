@@ -144,3 +144,20 @@ def test_coarsening_is_used_only_where_it_is_exact_and_cold(monkeypatch):
     assert ml.coarse_levels("auto", tv, term, free, cold=True)
     general = build_operator("graph_l1", matrix=graph.incidence())
     assert not ml.coarse_levels(True, general, term, free, cold=True)  # not an edge incidence
+
+
+def test_batched_coarse_to_fine_matches_separate_plain_solves(monkeypatch):
+    """Problems of a batch (folds' weights, λ) share the levels and each reaches its own optimum."""
+    monkeypatch.setattr(ml, "COARSEST", 12)
+    coords, X, y = wide_problem(seed=5)
+    n = X.shape[0]
+    graph = knn_graph(coords, 5)
+    op = build_operator("tv", edges=graph.edges, n_nodes=n)
+    weights = np.stack([np.ones(n), np.random.default_rng(0).uniform(0.2, 1.0, size=n)], axis=1)
+    lam = np.array([0.05, 0.02])
+    kw = dict(smooth="tv", operator=op, alpha=0.02, beta=0.03, tol=1e-7, max_iter=100_000, device="cpu")
+    batch = solve_batch(X, np.stack([y, y], axis=1), weights=weights, lambda_smooth=lam, coarsen=True, **kw)
+    assert batch.multilevel is not None and batch.converged.all()
+    for b in range(2):
+        alone = solve_batch(X, y, weights=weights[:, b], lambda_smooth=lam[b], coarsen=False, **kw)
+        assert abs(batch.objective[b] - alone.objective[0]) <= 1e-4 * abs(alone.objective[0])

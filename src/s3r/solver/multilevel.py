@@ -38,7 +38,7 @@ LEVEL_RATIO = 8.0  # spots per aggregate grow by at least this factor from one s
 COARSEST = 300  # matching stops once a level has at most this many aggregates
 COARSE_TOL = 1e-3  # relative residual to which the coarse levels are solved (they only warm-start the next)
 PASS_STEP = True  # hand each level its coarser level's primal step (10⁴ medium: 3,410 fine iterations against 4,170 from the initial step)
-AUTO_MIN_SPOTS = 5_000  # coarsen="auto" uses the levels from this many spots on (measured: benchmarks/README.md)
+AUTO_MIN_SPOTS = 1_000  # coarsen="auto" uses the levels from this many spots on (10³: 1.2–1.3× less CPU, benchmarks/README.md)
 
 
 @dataclass
