@@ -161,3 +161,19 @@ def test_batched_coarse_to_fine_matches_separate_plain_solves(monkeypatch):
     for b in range(2):
         alone = solve_batch(X, y, weights=weights[:, b], lambda_smooth=lam[b], coarsen=False, **kw)
         assert abs(batch.objective[b] - alone.objective[0]) <= 1e-4 * abs(alone.objective[0])
+
+
+def test_estimator_reports_the_levels_and_matches_cvxpy(monkeypatch):
+    from s3r import S3R
+
+    from test_solver import small_problem
+
+    monkeypatch.setattr(ml, "COARSEST", 10)
+    monkeypatch.setattr(ml, "AUTO_MIN_SPOTS", 30)  # the default "auto" switches the levels on for this small problem
+    coords, X, y = small_problem(seed=5, n=60)
+    graph = knn_graph(coords, 5)
+    model = S3R("tv", 0.05, 0.02, 0.01, tol=1e-7, scaling="reference", device="cpu").fit(X, y, coords, spot_graph=graph)
+    levels = model.report_["coarse_levels"]
+    assert levels and all(lv["aggregates"] < 60 and lv["iterations"] >= 0 for lv in levels)
+    expected = cvxpy_optimum(X, y, graph.incidence(), "tv", 0.05, 0.02, 0.01)
+    assert abs(model.report_["objective"] - expected) <= 1e-4 * abs(expected)
