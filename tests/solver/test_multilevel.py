@@ -142,6 +142,9 @@ def test_coarsening_is_used_only_where_it_is_exact_and_cold(monkeypatch):
     assert not ml.coarse_levels("auto", tv, term, free, cold=True)  # below AUTO_MIN_SPOTS
     monkeypatch.setattr(ml, "AUTO_MIN_SPOTS", 10)
     assert ml.coarse_levels("auto", tv, term, free, cold=True)
+    monkeypatch.setattr(ml, "AUTO_MAX_SPOTS", 50)
+    assert not ml.coarse_levels("auto", tv, term, free, cold=True)  # above the measured range
+    assert ml.coarse_levels(True, tv, term, free, cold=True)
     general = build_operator("graph_l1", matrix=graph.incidence())
     assert not ml.coarse_levels(True, general, term, free, cold=True)  # not an edge incidence
 

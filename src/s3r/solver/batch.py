@@ -93,8 +93,8 @@ def solve_batch(
 
     ``coarsen``: a cold start solves the problem restricted to aggregated spots first and refines it level by level
     (:mod:`s3r.solver.multilevel`; same optimum and certificate, fewer iterations on large graphs). True / False, or
-    ``"auto"``: from :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` spots on. The result's ``multilevel`` has the
-    levels and their iterations.
+    ``"auto"``: between :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` and ``AUTO_MAX_SPOTS`` spots (the measured
+    wins). The result's ``multilevel`` has the levels and their iterations.
     """
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")

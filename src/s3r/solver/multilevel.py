@@ -39,6 +39,9 @@ COARSEST = 300  # matching stops once a level has at most this many aggregates
 COARSE_TOL = 1e-3  # relative residual to which the coarse levels are solved (they only warm-start the next)
 PASS_STEP = True  # hand each level its coarser level's primal step (10⁴ medium: 3,410 fine iterations against 4,170 from the initial step)
 AUTO_MIN_SPOTS = 1_000  # coarsen="auto" uses the levels from this many spots on (10³: 1.2–1.3× less CPU, benchmarks/README.md)
+# ... and up to this many: at 10⁵ spots (medium problem, float32) the fine level stalled at relative residuals
+# 1.3e-5 / 8e-6 from 9,000 to 16,000 iterations while the plain float32 solve reached 1e-5 in 10,550 (README, session 9)
+AUTO_MAX_SPOTS = 30_000
 
 
 @dataclass
@@ -266,11 +269,11 @@ def solve_coarse_to_fine(datafit, penalty, smooth, K: IncidenceOperator, W0, gam
 
 def coarse_levels(coarsen, K, smooth, free: torch.Tensor, *, cold: bool) -> list[Level]:
     """The levels a solve uses: none for warm starts, masked rows, graphs that are not edge incidences, or when
-    ``coarsen`` is False / ``"auto"`` below ``AUTO_MIN_SPOTS`` spots."""
+    ``coarsen`` is False / ``"auto"`` outside ``AUTO_MIN_SPOTS``–``AUTO_MAX_SPOTS`` spots (the measured wins)."""
     if coarsen is False or not cold or smooth is None or not isinstance(K, IncidenceOperator) or not bool((free > 0).all()):
         return []
     n = K.shape[1]
-    if coarsen == "auto" and n < AUTO_MIN_SPOTS:
+    if coarsen == "auto" and not AUTO_MIN_SPOTS <= n <= AUTO_MAX_SPOTS:
         return []
     edges = torch.stack([K._src, K._dst], 1).cpu().numpy()
     return build_levels(edges, K._w.view(-1).double().cpu().numpy(), n, quadratic=isinstance(smooth, GraphQuadratic))
