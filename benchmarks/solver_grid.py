@@ -35,6 +35,7 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
     import numpy as np
     import torch
 
+    import s3r.solver.multilevel as mlm
     import s3r.solver.primal_dual as pd
     import s3r.solver.working_set as wsm
     from bench_common import provenance
@@ -59,12 +60,18 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
             solve = estimator.solve_batch
             estimator.solve_batch = lambda *a, _s=solve, _d=value, **k: _s(*a, **{**k, "dtype": _d})
             continue
+        if name == "COARSEN":  # solve_batch's coarse-to-fine switch (0 / 1 / auto) under an S3R fit
+            import s3r.estimator as estimator
+
+            solve, flag = estimator.solve_batch, {"0": False, "1": True}.get(value, value)
+            estimator.solve_batch = lambda *a, _s=solve, _c=flag, **k: _s(*a, **{**k, "coarsen": _c})
+            continue
         if name.startswith("ADMM_"):  # a constant of the ADMM prototype
             import solver_admm
 
             module, name = solver_admm, name.removeprefix("ADMM_")
         else:
-            module = wsm if hasattr(wsm, name) else pd
+            module = wsm if hasattr(wsm, name) else mlm if hasattr(mlm, name) else pd
         if not hasattr(module, name):
             raise SystemExit(f"unknown solver constant {name}")
         setattr(module, name, type(getattr(module, name))(float(value)))
@@ -83,21 +90,29 @@ def one(n: int, level: str, settings: list[str], dtype: str, threads: int) -> di
         "objective": r["objective"], "primal_residual": r["primal_residual"], "dual_residual": r["dual_residual"],
         "selected": int(np.any(model.coef_ != 0, axis=0).sum()), "ws_size": ws.get("size"), "outer": ws.get("outer_iterations"),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "load_before": load0,
-        "load_after": os.getloadavg()[0], "precision": model._result.precision,
+        "load_after": os.getloadavg()[0], "precision": model._result.precision, "multilevel": model._result.multilevel,
     }
+
+
+def levels(row: dict) -> str:
+    """Coarse levels as aggregates:iterations, coarsest first, then the fine level's iterations ('–' without)."""
+    ml = row.get("multilevel")
+    if not ml:
+        return "–"
+    return " → ".join(f"{lv['aggregates']}:{max(lv['iterations'])}" for lv in ml["levels"]) + f" → fine:{max(ml['fine_iterations'])}"
 
 
 def line(row: dict) -> str:
     if row.get("timed_out"):
-        return (f"| {row['n']:,} | {row['level']} | {row['variant']} | timeout {row['timeout_s']} s | – | – | – | – | – | – | "
+        return (f"| {row['n']:,} | {row['level']} | {row['variant']} | timeout {row['timeout_s']} s | – | – | – | – | – | – | – | "
                 f"{row['load_before']:.1f} |")
     return (f"| {row['n']:,} | {row['level']} | {row['variant']} | {'yes' if row['converged'] else 'NO'} | {row['iterations']} | "
             f"{row['fit_cpu_s']:.1f} | {row['fit_wall_s']:.1f} | {row['objective']:.8g} | {row['ws_size']} | "
-            f"{row.get('peak_rss_gib', float('nan')):.2f} | {row['load_before']:.1f}–{row['load_after']:.1f} |")
+            f"{row.get('peak_rss_gib', float('nan')):.2f} | {levels(row)} | {row['load_before']:.1f}–{row['load_after']:.1f} |")
 
 
-HEADER = ("| spots | penalties | variant | converged | iterations | fit CPU s | fit wall s | objective | WS size | peak RSS GiB | load |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| spots | penalties | variant | converged | iterations | fit CPU s | fit wall s | objective | WS size | peak RSS GiB | "
+          "levels (aggregates:iterations) | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:

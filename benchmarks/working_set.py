@@ -63,16 +63,17 @@ def one(args) -> dict:
     rss_before = rss_gib()
     solve = estimator.solve_batch
     mode = {"on": True, "off": False, "auto": "auto"}[args.mode]
-    estimator.solve_batch = lambda *a, **k: solve(*a, **{**k, "working_set": mode})  # the one switch under test
+    coarsen = {"on": True, "off": False, "auto": "auto"}[args.coarsen]
+    estimator.solve_batch = lambda *a, **k: solve(*a, **{**k, "working_set": mode, "coarsen": coarsen})  # the switches under test
     params = LEVELS[args.level]
-    progress = OUT / f"working_set_progress_n{args.n}_{args.level}_{args.mode}.txt"
+    progress = OUT / f"working_set_progress_n{args.n}_{args.level}_{args.mode}_c{args.coarsen}.txt"
     progress.parent.mkdir(parents=True, exist_ok=True)
-    progress.write_text("iteration working_set objective primal dual wall_s\n")
+    progress.write_text("iteration working_set objective primal dual wall_s cpu_s\n")
 
     def log(entry):  # every 100 iterations, so a long fit shows where it is
         with progress.open("a") as fh:
             fh.write(f"{entry['iteration']} {entry.get('working_set', '-')} {entry['objective'][0]:.10g} {entry['primal_residual'][0]:.3e} "
-                     f"{entry['dual_residual'][0]:.3e} {time.perf_counter() - t0:.1f}\n")
+                     f"{entry['dual_residual'][0]:.3e} {time.perf_counter() - t0:.1f} {time.process_time() - cpu0:.1f}\n")
 
     model = S3R("tv", **params, k=7, dtype=args.dtype, tol=TOL, max_iter=MAX_ITER, callback=log)
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -89,7 +90,7 @@ def one(args) -> dict:
         "converged": r["converged"], "iterations": r["iterations"], "solve_seconds": r["solve_seconds"], "fit_wall_seconds": wall,
         "fit_cpu_seconds": cpu, "objective": r["objective"], "primal_residual": r["primal_residual"], "dual_residual": r["dual_residual"],
         "selected_features": len(selected), "true_selected": len(selected & truth), "true_features": len(truth), "r2_in_sample": r2,
-        "working_set": ws, "rss_before_fit_gib": rss_before, "peak_rss_gib": rss_gib(),
+        "working_set": ws, "multilevel": model._result.multilevel, "coarsen": args.coarsen, "rss_before_fit_gib": rss_before, "peak_rss_gib": rss_gib(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
 
@@ -140,6 +141,7 @@ def main() -> None:
     o.add_argument("--n", type=int, required=True)
     o.add_argument("--level", default="medium", choices=list(LEVELS))
     o.add_argument("--mode", default="on", choices=["on", "off", "auto"])
+    o.add_argument("--coarsen", default="auto", choices=["on", "off", "auto"], help="solve_batch's coarse-to-fine switch")
     for p in (g, o):
         p.add_argument("--dtype", default="float64")
         p.add_argument("--threads", type=int, default=2)

@@ -252,6 +252,11 @@ class S3R(BaseEstimator):
             "working_set_size": None if result.working_set is None else result.working_set["size"],
             "working_set_outer_iterations": None if result.working_set is None else result.working_set["outer_iterations"],
             "working_set_check_passed": None if result.working_set is None else result.working_set["check_passed"],
+            # coarse-to-fine solves (s3r.solver.multilevel): aggregates and iterations per level, coarsest first; the
+            # fine level's iterations are "iterations"; None when the problem was solved on the spots alone
+            "coarse_levels": None if result.multilevel is None else [
+                {"aggregates": lv["aggregates"], "iterations": lv["iterations"][0], "working_set_size": lv["working_set"]}
+                for lv in result.multilevel["levels"]],
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "precision": None,

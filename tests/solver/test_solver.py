@@ -32,9 +32,10 @@ def small_problem(seed=0, n=36, p=5, zeros=0):
     return coords, X, y
 
 
-def cvxpy_optimum(X, y, K, smooth, lam, alpha, beta, *, weights=None, free=None, Z=None):
+def cvxpy_optimum(X, y, K, smooth, lam, alpha, beta, *, weights=None, free=None, Z=None, P=None):
+    """The optimum by cvxpy; with ``P`` (n × n_c, 0/1) over the restricted W = P W_c only."""
     n, p = X.shape
-    W = cp.Variable((n, p))
+    W = cp.Variable((n, p)) if P is None else P @ cp.Variable((P.shape[1], p))
     pred = cp.sum(cp.multiply(X, W), axis=1)
     constraints = []
     if Z is not None:

@@ -17,6 +17,7 @@ from s3r.solver.datafit import SquaredLoss
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
 from s3r.solver.operators import IncidenceOperator, LinearOperator, SparseMatrixOperator
 from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso
+from s3r.solver.multilevel import coarse_levels, solve_coarse_to_fine
 from s3r.solver.primal_dual import primal_dual
 from s3r.solver.result import SolveResult
 from s3r.solver.support import prune_numerical_zeros
@@ -74,6 +75,7 @@ def solve_batch(
     callback=None,
     working_set="auto",
     prune_zeros: bool = True,
+    coarsen="auto",
 ) -> SolveResult:
     """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p).
 
@@ -88,6 +90,11 @@ def solve_batch(
     ``max(tol, FLOAT32_TOL)``, then a float64 polish warm-started from that state only where float32 did not meet
     ``tol`` (a tolerance below float32's reach, or no convergence within ``max_iter``; the polish gets its own
     ``max_iter``). The result's ``precision`` says which happened.
+
+    ``coarsen``: a cold start solves the problem restricted to aggregated spots first and refines it level by level
+    (:mod:`s3r.solver.multilevel`; same optimum and certificate, fewer iterations on large graphs). True / False, or
+    ``"auto"``: between :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` and ``AUTO_MAX_SPOTS`` spots (the measured
+    wins). The result's ``multilevel`` has the levels and their iterations.
     """
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
@@ -95,15 +102,16 @@ def solve_batch(
         common = dict(smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta, weights=weights,
                       free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor, device=device,
                       callback=callback, working_set=working_set, max_iter=max_iter)
+        # the polish starts warm, where no coarse level is needed
         # below float32's reach the polish always runs and prunes: the float32 stage need not check the columns too
         first = solve_batch(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, step0=step0,
-                            tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL)
+                            tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL, coarsen=coarsen)
         info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds}
         if tol >= FLOAT32_TOL and bool(np.all(first.converged)):
             first.precision = {**info, "polished": False}
             return first
         final = solve_batch(X, Y, **common, W0=first.W, gamma0=first.gamma, dual0=first.dual, data_dual0=first.data_dual,
-                            step0=first.step, tol=tol, dtype="float64", prune_zeros=prune_zeros)
+                            step0=first.step, tol=tol, dtype="float64", prune_zeros=prune_zeros, coarsen=False)
         final.iterations = np.asarray(first.iterations) + np.asarray(final.iterations)
         final.seconds += first.seconds
         final.precision = {**info, "polished": True}
@@ -151,6 +159,9 @@ def solve_batch(
         working_set = use_working_set(p, a, b, pf)
     with cpu_threads(dev, n_entries):
         solve = partial(solve_working_set, inner=primal_dual) if working_set else primal_dual
+        levels = coarse_levels(coarsen, operator, smooth_term, Ft, cold=W0 is None and dual0 is None and data_dual0 is None)
+        if levels:
+            solve = partial(solve_coarse_to_fine, levels=levels, solve=solve)
         result = solve(datafit, penalty, smooth_term, operator, Wt, gt, v0=warm(data_dual0), U0=warm(dual0), tau0=tau0,
                        tol=tol, max_iter=max_iter, callback=callback)
         if prune_zeros:

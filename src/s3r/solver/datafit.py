@@ -48,6 +48,22 @@ class SquaredLoss:
         gZ = v.T @ self.Z if self.Z is not None else None
         return gW, gZ
 
+    def add_adjoint_(self, V: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """V += Mᵀv in place (the primal step's data part, without a W-sized temporary)."""
+        return V.addcmul_(v.unsqueeze(-1), self.X.unsqueeze(1))
+
+    def column_gradients(self, v: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
+        """(rows of W, B, |J|) the data gradient of the columns J given the dual (n, B): Mᵀv restricted to J."""
+        return v.unsqueeze(-1) * self.X[:, J].unsqueeze(1)
+
+    def restrict(self, J: torch.Tensor) -> "SquaredLoss":
+        """The same fit on the feature columns J only (a working set's restricted problem)."""
+        return SquaredLoss(self.X[:, J].contiguous(), self.y, self.o, self.Z)
+
+    def spot_rows(self, T: torch.Tensor) -> torch.Tensor:
+        """A per-row tensor of W (n_rows, B) seen per spot (n, B): W's rows are the spots here."""
+        return T
+
     def value(self, pred: torch.Tensor) -> torch.Tensor:
         r = self.y - pred
         return (self.o * r * r).sum(0) / self.n

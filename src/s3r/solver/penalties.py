@@ -28,12 +28,17 @@ def clamp_into(T: torch.Tensor, bound: torch.Tensor, out: torch.Tensor) -> torch
 class SparseGroupLasso:
     """α Σ_j f_j ‖W_:,j‖₁ + β √n Σ_j f_j ‖W_:,j‖₂ with groups = feature columns, plus rows fixed at zero.
 
+    ``row_weight`` r weights the ℓ1 term per row, α Σ_ij f_j r_i |W_ij| (the coarse levels of
+    :mod:`s3r.solver.multilevel`, whose rows stand for r_i² spots); the prox below stays exact with it.
+
     The prox is exact: soft-threshold the entries, then shrink each column as a group; fixed (masked) rows
     are zeroed first, which is the prox of the penalty restricted to the free rows. f_j = 0 leaves a feature
     unpenalised (a covariate with a spatially varying coefficient).
     """
 
-    def __init__(self, alpha: torch.Tensor, beta: torch.Tensor, penalty_factor: torch.Tensor, n: int, free_rows: torch.Tensor):
+    def __init__(self, alpha: torch.Tensor, beta: torch.Tensor, penalty_factor: torch.Tensor, n: int, free_rows: torch.Tensor,
+                 row_weight: torch.Tensor | None = None):
+        self.row_weight = None if row_weight is None else row_weight.view(-1, 1, 1)  # ℓ1 weight per row (aggregates)
         self.alpha = alpha  # (B,)
         self.beta = beta  # (B,)
         self.factor = penalty_factor  # (p,)
@@ -43,7 +48,8 @@ class SparseGroupLasso:
         self.uniform = bool((penalty_factor == 1).all())
 
     def value(self, W: torch.Tensor) -> torch.Tensor:
-        l1 = (W.abs().sum(0) * self.factor).sum(-1)  # (B,)
+        A = W.abs() if self.row_weight is None else W.abs() * self.row_weight
+        l1 = (A.sum(0) * self.factor).sum(-1)  # (B,)
         l2 = (torch.sqrt((W * W).sum(0)) * self.factor).sum(-1)
         return self.alpha * l1 + self.beta * self.sqrt_n * l2
 
@@ -51,6 +57,8 @@ class SparseGroupLasso:
         thr = (step * self.alpha).view(1, -1, 1)
         if not self.uniform:
             thr = thr * self.factor
+        if self.row_weight is not None:
+            thr = thr * self.row_weight
         U = V - torch.clamp(V, -thr, thr)  # soft-thresholding
         if not self.all_free:
             U = U * self.free
@@ -66,7 +74,11 @@ class SparseGroupLasso:
         thr = (step * self.alpha).view(1, -1, 1)
         if not self.uniform:
             thr = thr * self.factor
-        clamp_into(V, thr, work)
+        if self.row_weight is not None:
+            torch.minimum(V, thr * self.row_weight, out=work)
+            torch.maximum(work, -thr * self.row_weight, out=work)
+        else:
+            clamp_into(V, thr, work)
         V.sub_(work)
         if not self.all_free:
             V.mul_(self.free)

@@ -139,7 +139,7 @@ def primal_dual(
             V.add_(z.W)
         else:
             V.copy_(z.W)
-        V.addcmul_((-s.tau.view(1, -1) * z.v).unsqueeze(-1), datafit.X.unsqueeze(1))
+        datafit.add_adjoint_(V, -s.tau.view(1, -1) * z.v)
         penalty.prox_(V, s.tau, buf.W)
         if eliminate:  # pred holds MW only; γ comes out of the constrained dual prox
             out.pred.copy_(datafit.predict_w(out.W))
@@ -202,7 +202,7 @@ def primal_dual(
     s = Steps(tau0.clone() if tau0 is not None else _initial_tau(datafit, lam, R, x2))
     W = W0.clone()
     gamma = gamma0.clone() if has_gamma else None
-    v = v0.clone() if v0 is not None else torch.zeros((n, B), dtype=dtype, device=device)
+    v = v0.clone() if v0 is not None else torch.zeros((datafit.n, B), dtype=dtype, device=device)
     U = KtU = None
     if smooth_on:
         U = U0.clone() if U0 is not None else torch.zeros((K.shape[0], B, p), dtype=dtype, device=device)

@@ -25,4 +25,5 @@ class SolveResult:
     trace: list[dict] = field(default_factory=list)  # per check: iteration, objective, residuals (problem 0..B-1)
     working_set: dict | None = None  # working-set solves: final size, outer iterations, whether the zero check passed
     precision: dict | None = None  # mixed-precision solves: float32 iterations and seconds, whether a float64 polish ran
+    multilevel: dict | None = None  # coarse-to-fine solves: per level aggregates, iterations, working set (coarsest first)
     zeroed: list | None = None  # per problem: columns left at a numerical-noise norm, certified at zero and zeroed

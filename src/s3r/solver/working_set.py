@@ -67,7 +67,7 @@ def data_gradient(datafit, W: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
     gamma = covariate_optimum(datafit, pred)
     if gamma is not None:
         pred = pred + datafit.Z @ gamma.T
-    return 2 * datafit.c * (pred - datafit.y) * free
+    return 2 * datafit.c * (pred - datafit.y) * datafit.spot_rows(free)
 
 
 def _soft(A: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ def _soft(A: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 def check_excluded(
     X: torch.Tensor, v: torch.Tensor, free: torch.Tensor, cols: np.ndarray, alpha: torch.Tensor, beta: torch.Tensor,
-    factor: torch.Tensor, K, lam: torch.Tensor | None, *, max_iter: int = CERT_ITER,
+    factor: torch.Tensor, K, lam: torch.Tensor | None, *, max_iter: int = CERT_ITER, gradients=None, row_weight=None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Optimality of W_j = 0 for each column j in ``cols`` given the data gradient v (module docstring).
 
@@ -85,15 +85,14 @@ def check_excluded(
     proves it non-zero: a direction w with ⟨−g_j, w⟩ > α f_j‖w‖₁ + β√n f_j‖w‖₂ + λ‖Kw‖₁ lowers the objective,
     so W_j = 0 is not optimal (w = −S(g_j + λKᵀz), the current residual, is tried). Columns neither certified nor
     proven within ``max_iter`` count as violators (the conservative side). ``score[k]`` ranks violators: the
-    smallest residual found relative to the ℓ1 + ℓ2 budget (−inf for certified columns).
+    smallest residual found relative to the ℓ1 + ℓ2 budget (−inf for certified columns). Rows of W that are
+    aggregates: ``gradients(v, J)`` (default X_J ⊙ v), ``row_weight`` the ℓ1 weight per row, ``free`` per row.
     """
     n, B = v.shape
-    violates = np.zeros(len(cols), dtype=bool)
-    score = np.full(len(cols), -np.inf)
+    violates, score = np.zeros(len(cols), dtype=bool), np.full(len(cols), -np.inf)
     if len(cols) == 0:
         return violates, score, 0
-    dtype = v.dtype
-    tiny = torch.finfo(dtype).tiny
+    dtype, tiny = v.dtype, torch.finfo(v.dtype).tiny
     smooth = K is not None and lam is not None and bool((lam > 0).any())
     m = K.shape[0] if smooth else n
     chunk = max(1, CHUNK_ELEMS // max(1, m * B))
@@ -109,7 +108,7 @@ def check_excluded(
         """(excess ≤ 0: certified, witness gain > 0: proven violator, relative excess) per (problem, column)."""
         S = _soft(A, a) * free3
         norm = torch.linalg.vector_norm(S, dim=0)
-        gain = (G * S).sum(0) - a.squeeze(0) * S.abs().sum(0) - r * norm
+        gain = (G * S).sum(0) - (a * S.abs()).sum(0) - r * norm
         if smooth:
             gain = gain - lam3.squeeze(0) * K.forward(S).abs().sum(0)
         return norm - r <= 0, gain > 0, (norm - r) / scale
@@ -117,11 +116,12 @@ def check_excluded(
     for start in range(0, len(cols), chunk):
         idx = np.arange(start, min(start + chunk, len(cols)))
         J = torch.as_tensor(cols[idx], device=X.device)
-        G = v.unsqueeze(-1) * X[:, J].unsqueeze(1)  # (n, B, J)
+        G = v.unsqueeze(-1) * X[:, J].unsqueeze(1) if gradients is None else gradients(v, J)  # (rows, B, J)
         f = factor[J].view(1, 1, -1)
-        a = alpha.view(1, -1, 1) * f  # (1, B, J)
+        a = alpha.view(1, -1, 1) * f  # (1, B, J), or (rows, B, J) with row weights
         r = (beta.view(1, -1, 1) * sqrt_n * f).squeeze(0)  # (B, J)
-        scale = torch.clamp(r + a.squeeze(0) * sqrt_n, min=tiny)
+        scale = torch.clamp(r + a.amax(0) * sqrt_n, min=tiny)
+        a = a if row_weight is None else a * row_weight.view(-1, 1, 1)
         ok, bad, best = assess(G, G, a, r, scale)  # z = 0
         undecided = ~(ok.all(0) | bad.any(0))
         if smooth and bool(undecided.any()):
@@ -168,6 +168,7 @@ def solve_working_set(
     min_size = MIN_SIZE if min_size is None else min_size
     n, B, p = W0.shape
     X, free = datafit.X, penalty.free.squeeze(-1)
+    hooks = {"gradients": datafit.column_gradients, "row_weight": penalty.row_weight}  # rows of W may be aggregates
     factor = penalty.factor
     smooth_l1 = isinstance(smooth, GraphL1) and K is not None
     lam = smooth.lam.view(-1) if smooth_l1 else None
@@ -181,7 +182,7 @@ def solve_working_set(
     if not nonzero.any():
         rest = np.flatnonzero(~ws)
         viol, score, fista = check_excluded(X, data_gradient(datafit, W0, free), free, rest, penalty.alpha, penalty.beta, factor,
-                                            K_check, lam, max_iter=START_ITER)
+                                            K_check, lam, max_iter=START_ITER, **hooks)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
         order = np.argsort(-score)
         n_add = max(min_size - int(ws.sum()), 0)
@@ -210,8 +211,8 @@ def solve_working_set(
         outer += 1
         cols = np.flatnonzero(ws)
         J = torch.as_tensor(cols, device=X.device)
-        sub_fit = type(datafit)(X[:, J].contiguous(), datafit.y, datafit.o, datafit.Z)
-        sub_pen = SparseGroupLasso(penalty.alpha, penalty.beta, factor[J], n, free)
+        sub_fit = datafit.restrict(J)
+        sub_pen = SparseGroupLasso(penalty.alpha, penalty.beta, factor[J], datafit.n, free, row_weight=penalty.row_weight)
         budget = int(max_iter - total_it.max())
         offset = steps_run  # iterations of the outer solves so far (trace and callback count on)
         cb = None if callback is None else (lambda e, o=offset, k=int(cols.size): callback({**e, "iteration": e["iteration"] + o, "working_set": k}))
@@ -234,7 +235,7 @@ def solve_working_set(
             break  # out of budget: report as not converged, warm state returned for a later call
         rest = np.flatnonzero(~ws)
         viol, score, fista = check_excluded(X, data_gradient(sub_fit, res.W, free), free, rest, penalty.alpha, penalty.beta, factor,
-                                            K_check, lam)
+                                            K_check, lam, **hooks)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
         if not viol.any():
             if tol_now <= tol:
