@@ -9,8 +9,8 @@ library size, per-gene platform effects, Poisson or negative binomial):
 
 V are transcript fractions (convex in them); cell fractions P ∝ V/s follow. For fixed w the problem is
 convex and solved to a certificate (s3r.deconv.pstep); the weights follow the jumps of neighbourhood-smoothed
-proportions (s3r.deconv.reweight, the default) or the seed's LP w-step (s3r.deconv.wstep, "at_least"). λ = "auto" picks λ from a path that starts at 0 by the
-likelihood of held-out genes: the genes are split into folds, proportions are fitted on the others (warm
+proportions (s3r.deconv.reweight, the default) or the seed's LP w-step (s3r.deconv.wstep, "at_least").
+λ = "auto" picks λ from a path that starts at 0 by the likelihood of held-out genes: the genes are split into folds, proportions are fitted on the others (warm
 started along the path), and each fold's genes are predicted from them. A spatial term that only smooths
 noise away from the truth predicts held-out genes worse, so λ = 0 wins whenever the term does not help.
 """
