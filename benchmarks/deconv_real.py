@@ -120,7 +120,7 @@ def lymph_structure(P: np.ndarray, coords: np.ndarray, types: list, method: str)
     }
 
 
-def run_one(task: str, size: float, method: str, threads: int, verbose: bool = False) -> dict:
+def run_one(task: str, size: float, method: str, threads: int, verbose: bool = False, options: dict | None = None) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -154,7 +154,7 @@ def run_one(task: str, size: float, method: str, threads: int, verbose: bool = F
         P = nnls_baseline(np.asarray(counts, dtype=np.float64), np.asarray(shared, dtype=np.float64))
     else:
         lam = 0.0 if method == "lambda0" else "auto"
-        model = CellTypeProportions(lambda_smooth=lam, seed=0, verbose=verbose).fit(counts, reference, coords)
+        model = CellTypeProportions(lambda_smooth=lam, seed=0, verbose=verbose, **(options or {})).fit(counts, reference, coords)
         P = model.proportions_
         choice = model.summary_of_choice()
         extra = {
@@ -191,16 +191,19 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None)
     parser.add_argument("--verbose", action="store_true", help="with --one: the fit's progress (λ path, folds) on stdout")
+    parser.add_argument("--options", default=None, help='model options as JSON, e.g. \'{"cv_max_spots": 2000}\' (a window for the λ path)')
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.task, float(args.one[0]), args.one[1], args.threads, args.verbose)))
+        options = json.loads(args.options) if args.options else None
+        print(json.dumps({**run_one(args.task, float(args.one[0]), args.one[1], args.threads, args.verbose, options), "options": options}))
         return 0
     sizes = args.sizes if args.task == "merfish" else [0]
     rows = []
     for size in sizes:
         for method in args.methods:
-            done = subprocess.run([sys.executable, __file__, args.task, "--one", str(size), method, "--threads", str(args.threads)],
+            command = [sys.executable, __file__, args.task, "--one", str(size), method, "--threads", str(args.threads)]
+            done = subprocess.run(command + (["--options", args.options] if args.options else []),
                                   capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr, file=sys.stderr)

@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--family", default="auto")
     parser.add_argument("--max-iter", type=int, default=3000, help="V-step iteration cap (a bounded run times iterations)")
     parser.add_argument("--max-outer", type=int, default=8, help="V-step/w-step rounds")
+    parser.add_argument("--options", default=None, help='more model options as JSON, e.g. \'{"cv_max_spots": 5000}\'')
     parser.add_argument("--platform-sd", type=float, default=0.3)
     parser.add_argument("--theta", type=float, default=20.0, help="NB overdispersion of the counts (0: Poisson)")
     args = parser.parse_args(argv)
@@ -62,7 +63,8 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     wall, cpu = time.perf_counter(), time.process_time()
     model = CellTypeProportions(lambda_smooth=lam, family=args.family, dtype=args.dtype, verbose=True,
-                                max_iter=args.max_iter, max_outer=args.max_outer).fit(sim.counts, sim.reference, sim.coords)
+                                max_iter=args.max_iter, max_outer=args.max_outer,
+                                **(json.loads(args.options) if args.options else {})).fit(sim.counts, sim.reference, sim.coords)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     row = {
         "spots": args.spots, "types": args.types, "genes": args.genes, "lambda": model.lambda_, "lambda_given": args.lam,
@@ -70,6 +72,8 @@ def main(argv=None) -> int:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "rmse": round(float(np.sqrt(np.mean((model.proportions_ - sim.proportions) ** 2))), 4),
         "family": model.report_["family"], "platform_sd": args.platform_sd, "theta": args.theta,
+        "options": args.options, "cv_spots": model.report_["cv_spots"],
+        "evidence": {f"{k:g}": round(float(v), 5) for k, v in model.summary_of_choice().set_index("lambda")["mean"].items()} if model.cv_ is not None else None,
         "iterations_final": model.report_["certificate"]["iterations"], "outer": model.report_["outer_iterations"], "certificate": model.certificate_,
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "cpus": os.cpu_count(),
     }

@@ -191,11 +191,33 @@ def test_inputs_are_checked_with_one_line_errors():
 
 
 def test_lambda_is_chosen_on_a_compact_window_of_large_sections(spatial):
+    """Half the section, around its centre, chooses the λ the whole section chooses: the choice is a held-out
+    likelihood per count, and λ is unit-free. Same λ, same final fit on every spot."""
     sim = spatial
-    model = CellTypeProportions(lambdas=(0.0, 0.2, 1.0), cv_max_spots=150).fit(sim.counts, sim.reference, sim.coords)
-    assert model.report_["cv_spots"] == 150 and model.lambda_ > 0
-    assert rmse(model.proportions_, sim.proportions) < rmse(
+    window = CellTypeProportions(lambdas=LAMBDAS, cv_max_spots=200).fit(sim.counts, sim.reference, sim.coords)
+    whole = CellTypeProportions(lambdas=LAMBDAS, cv_max_spots=None).fit(sim.counts, sim.reference, sim.coords)
+    assert window.report_["cv_spots"] == 200 and whole.report_["cv_spots"] == 400
+    assert window.lambda_ == whole.lambda_ == 0.2  # under the smoothed weight rule (the LP rule chose 1.0 on both)
+    np.testing.assert_array_equal(window.proportions_, whole.proportions_)
+    assert rmse(window.proportions_, sim.proportions) < rmse(
         CellTypeProportions(lambda_smooth=0.0).fit(sim.counts, sim.reference, sim.coords).proportions_, sim.proportions)
+
+
+def test_fold_fits_stop_after_cv_max_outer_rounds_and_choose_as_the_whole_alternation(spatial):
+    """The path's fold fits stop after two V-step/w-step rounds (at large λ the weights of flat regions
+    otherwise flip between equally good LP vertices for all 8 rounds): scores within 5e-4 per count, the same
+    λ and the same final fit, which runs the alternation to the end."""
+    sim = spatial
+    capped = CellTypeProportions(lambdas=LAMBDAS).fit(sim.counts, sim.reference, sim.coords)
+    whole = CellTypeProportions(lambdas=LAMBDAS, cv_max_outer=None).fit(sim.counts, sim.reference, sim.coords)
+    assert capped.report_["cv_max_outer"] == 2
+    assert capped.cv_["weight_changes"].max() <= 2 < whole.cv_["weight_changes"].max()
+    assert capped.lambda_ == whole.lambda_
+    np.testing.assert_allclose(capped.summary_of_choice()["mean"], whole.summary_of_choice()["mean"], rtol=0, atol=5e-4)
+    np.testing.assert_array_equal(capped.proportions_, whole.proportions_)
+    assert capped.report_["outer_iterations"] > 2  # the final fit is not capped
+    with pytest.raises(S3RInputError, match="cv_max_outer"):
+        CellTypeProportions(cv_max_outer=0).fit(sim.counts, sim.reference, sim.coords)
 
 
 REAL = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
@@ -260,3 +282,20 @@ def test_float32_fits_converge_to_the_float64_optimum(lam):
         assert result.converged, (dtype, result.primal_residual, result.dual_residual, result.gap)
         values[dtype] = result.objective
     assert values[torch.float32] == pytest.approx(values[torch.float64], rel=1e-4)
+
+
+def test_the_path_runs_on_one_thread_and_gives_the_thread_count_back(monkeypatch):
+    """The λ path's small fold fits run single-threaded; the final fit gets the caller's threads again."""
+    import s3r.deconv.lambda_path as lambda_path
+
+    sim = simulate_counts(n_spots=120, spatial=True, seed=2)
+    seen = []
+    inner = lambda_path.cross_validate
+    monkeypatch.setattr(lambda_path, "cross_validate", lambda *a: seen.append(torch.get_num_threads()) or inner(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        CellTypeProportions(lambdas=(0.0, 0.2)).fit(sim.counts, sim.reference, sim.coords)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -104,3 +104,21 @@ def test_full_floor_is_a_single_point_and_overfull_floor_is_an_error():
         check_floor(0.3, 4, "mixtures")
     with pytest.raises(S3RInputError, match="eps must be ≥ 0"):
         check_floor(-1e-3, 4)
+
+
+def test_the_network_serves_twenty_types_at_many_spots_and_agrees_with_the_sort(monkeypatch):
+    """20 or 25 components over ≥ 10⁴ spots (the proportions mode's 100,000-spot case) take the network,
+    which gives the sort's projection."""
+    assert simplex._network_pays(20, 20 * 12_000) and simplex._network_pays(32, 32 * 10_000)
+    assert not simplex._network_pays(20, 20 * 2_000) and not simplex._network_pays(33, 33 * 10**5)
+    rng = np.random.default_rng(3)
+    for D in (20, 25):
+        values = torch.as_tensor(rng.normal(scale=0.2, size=(D, 12_000)) + 1.0 / D)
+        values[:, :10] = values[:, :10].round(decimals=1)  # ties
+        network = project_floor_simplex(values, 1e-4, dim=0)
+        monkeypatch.setattr(simplex, "NETWORK_MAX_LARGE", 0)
+        sorted_ = project_floor_simplex(values, 1e-4, dim=0)
+        monkeypatch.undo()
+        torch.testing.assert_close(network, sorted_, rtol=0, atol=1e-14)
+        assert torch.all(network >= 1e-4 - 1e-15)
+        torch.testing.assert_close(network.sum(dim=0), torch.ones(12_000, dtype=torch.float64))

@@ -50,3 +50,19 @@ def test_the_jump_rule_reaches_the_same_certificate_in_far_fewer_iterations(monk
     assert now.converged and before.converged
     assert now.objective == pytest.approx(before.objective, rel=1e-4)
     assert now.iterations <= 0.5 * before.iterations, (now.iterations, before.iterations)
+
+
+def test_compositions_reuse_two_buffers_and_the_last_two_stay_valid():
+    """The count term writes RᵀV into two buffers in turn: the current and the candidate composition are
+    both intact (the solver holds exactly these two), and no call allocates a new genes × spots tensor."""
+    rng = np.random.default_rng(0)
+    R = torch.as_tensor(rng.dirichlet(np.ones(30), size=4))
+    term = CountTerm(torch.as_tensor(rng.poisson(5.0, size=(30, 50)).astype(float)), R)
+    V = [torch.as_tensor(rng.dirichlet(np.ones(4), size=50).T.copy()) for _ in range(3)]
+    first, second = term.composition(V[0]), term.composition(V[1])
+    torch.testing.assert_close(first, R.T @ V[0], rtol=0, atol=0)
+    torch.testing.assert_close(second, R.T @ V[1], rtol=0, atol=0)
+    third = term.composition(V[2])
+    assert third.data_ptr() == first.data_ptr() and second.data_ptr() != first.data_ptr()
+    torch.testing.assert_close(third, R.T @ V[2], rtol=0, atol=0)
+    torch.testing.assert_close(term.loss(V[1], second), term.loss(V[1]))

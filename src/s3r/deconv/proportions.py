@@ -10,9 +10,10 @@ library size, per-gene platform effects, Poisson or negative binomial):
 V are transcript fractions (convex in them); cell fractions P ∝ V/s follow. For fixed w the problem is
 convex and solved to a certificate (s3r.deconv.pstep); the weights follow the jumps of neighbourhood-smoothed
 proportions (s3r.deconv.reweight, the default) or the seed's LP w-step (s3r.deconv.wstep, "at_least").
-λ = "auto" picks λ from a path that starts at 0 by the likelihood of held-out genes: the genes are split into folds, proportions are fitted on the others (warm
-started along the path), and each fold's genes are predicted from them. A spatial term that only smooths
-noise away from the truth predicts held-out genes worse, so λ = 0 wins whenever the term does not help.
+λ = "auto" picks λ from a path that starts at 0 by the likelihood of held-out genes (s3r.deconv.lambda_path):
+the genes are split into folds, proportions are fitted on the others (warm started along the path), and each
+fold's genes are predicted from them. A spatial term that only smooths noise away from the truth predicts
+held-out genes worse, so λ = 0 wins whenever the term does not help.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from s3r.deconv.counts import (
     match_counts_reference,
     platform_effects,
     profiles_from_reference,
-    transcript_fractions,
 )
-from s3r.deconv.graphs import combined_mst, subgraph_edges, window_spots
-from s3r.deconv.heldout import choose_lambda, fold_profiles, gene_folds, heldout_score
+from s3r.deconv.graphs import combined_mst
+from s3r.deconv.lambda_path import choose_on_window, lambda_evidence
 from s3r.deconv.operators import Incidence, locality_order, relabel_edges
 from s3r.deconv.pstep import PStepResult, solve_proportions
 from s3r.deconv import reweight
@@ -47,7 +47,6 @@ from s3r.solver.device import resolve_device, resolve_dtype
 
 GRAPHS = ("delaunay", "mst", "mst_combined", "knn")
 DEFAULT_LAMBDAS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-_EXTEND = 3  # more λ tried (each ×2.5) while the largest so far scores best
 
 
 @dataclass
@@ -110,7 +109,8 @@ class CellTypeProportions:
         weight_tol: float = 1e-5,
         cv_tol: float = 1e-3,
         cv_max_iter: int = 1000,
-        cv_max_spots: int | None = 20000,
+        cv_max_spots: int | None = 2000,
+        cv_max_outer: int | None = 2,
         cv_patience: int | None = 2,
         gain_se: float = 1.0,
         device: str = "auto",
@@ -142,6 +142,7 @@ class CellTypeProportions:
         self.cv_tol = cv_tol
         self.cv_max_iter = cv_max_iter
         self.cv_max_spots = cv_max_spots
+        self.cv_max_outer = cv_max_outer
         self.cv_patience = cv_patience
         self.gain_se = gain_se
         self.device = device
@@ -186,14 +187,18 @@ class CellTypeProportions:
             folds = self.n_folds
             if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2 or folds > n_genes:
                 raise S3RInputError(f"n_folds must be an integer in 2..{n_genes} (the genes), not {folds!r}; fix --folds")
+            rounds = self.cv_max_outer
+            if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 1):
+                raise S3RInputError(f"cv_max_outer must be a positive integer or None (the model's max_outer), not {rounds!r}")
             patience = self.cv_patience
             if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1):
                 raise S3RInputError(f"cv_patience must be a positive integer or None (the whole path), not {patience!r}")
 
     # ------------------------------------------------------------------------------------------------
     def _solve(self, term: CountTerm, incidence: Incidence, node_edge, lam: float, start: _Fit | None,
-               V0: torch.Tensor, tol: float, max_iter: int) -> _Fit:
-        """Alternate the convex V-step and a weight update (``weight_rule``) until the weights settle."""
+               V0: torch.Tensor, tol: float, max_iter: int, max_outer: int | None = None) -> _Fit:
+        """Alternate the convex V-step and a weight update (``weight_rule``) until the weights settle
+        (at most ``max_outer`` rounds; the model's ``max_outer`` when None)."""
         started = time.perf_counter()
         learn = bool(self.learn_weights) and lam > 0 and incidence.n_edges > 0
         first = (V0, None, None, self._uniform) if start is None else (start.fractions, start.dual, start.sigma, start.weights)
@@ -203,7 +208,7 @@ class CellTypeProportions:
             dual = dual * (lam / previous_lam)  # the dual box scales with λ
         changes, outer = 0, 0
         smoother = reweight.neighbourhood_mean(node_edge) if learn and self.weight_rule == "smoothed" else None
-        for outer in range(1, int(self.max_outer) + 1):
+        for outer in range(1, int(self.max_outer if max_outer is None else max_outer) + 1):
             result = solve_proportions(term, V, incidence, lam * weights, dual=dual, sigma=sigma, tol=tol, max_iter=max_iter)
             V, dual, sigma = result.fractions, result.dual, result.sigma or sigma
             if not learn or smoother is not None and outer >= reweight.ROUNDS:
@@ -260,8 +265,8 @@ class CellTypeProportions:
         self._log(f"{n} spots, {K} cell types, {G} genes, {graph.n_edges} {graph.method} edges on {self._device}")
 
         if len(candidates) > 1:
-            lam, cv_table, cv_spots = self._choose_lambda(
-                candidates, Y_ordered, M, gamma, sizes, scale, theta, coords, order, edges, incidence, node_edge, V_start)
+            lam, cv_table, cv_spots = choose_on_window(
+                self, candidates, Y_ordered, M, gamma, sizes, scale, theta, coords, order, edges, incidence, node_edge, V_start)
         else:
             lam, cv_table, cv_spots = candidates[0], None, 0
 
@@ -331,28 +336,6 @@ class CellTypeProportions:
             graph = combined_mst(coords, cell_fractions(start_V, sizes), self.mst_alpha, self.max_edge_length)
         return _Start(start_V, True, family, theta, overdispersion, graph)
 
-    def _choose_lambda(self, candidates, Y, M, gamma, sizes, scale, theta, coords, order, edges, incidence, node_edge,
-                       V_start) -> tuple[float, pd.DataFrame, int]:
-        """λ by held-out genes, on a window of ``cv_max_spots`` spots when the section is larger."""
-        n, K = Y.shape[0], M.shape[0]
-        saved = self._uniform
-        if self.cv_max_spots is not None and n > int(self.cv_max_spots):
-            window = window_spots(coords, order, edges, n, int(self.cv_max_spots))
-            Y, V_start = Y[window], V_start[:, torch.as_tensor(window, device=V_start.device)]
-            cv_edges = subgraph_edges(edges, window, n)
-            incidence = Incidence(len(window), cv_edges, K, self._device, self._dtype)
-            node_edge = incidence.node_edge_matrix()
-            self._uniform = torch.as_tensor(uniform_weights(cv_edges, len(window)), dtype=self._dtype, device=self._device)
-            self._log(f"choosing λ on a window of {len(window)} spots around the tissue's centre")
-        try:
-            cv_table = self._cross_validate(Y, M, gamma, sizes, scale, theta, incidence, node_edge, V_start, candidates)
-        finally:
-            self._uniform = saved
-        mean = cv_table.groupby("lambda")["heldout_loglik_per_count"].mean()
-        lam = choose_lambda(cv_table, float(self.gain_se))
-        self._log(f"chose λ = {lam:g} by held-out genes: " + ", ".join(f"{l:g}: {v:.5f}" for l, v in mean.items()))
-        return lam, cv_table, int(Y.shape[0])
-
     def _store(self, data, V, sizes, gamma, graph, edge_weights, fit: _Fit, start: _Start, lam, cv_table, cv_spots,
                candidates, scale) -> None:
         self.spot_names_ = data.spots
@@ -379,6 +362,7 @@ class CellTypeProportions:
             "candidates": sorted(set(cv_table["lambda"])) if cv_table is not None else candidates,
             "cv_spots": cv_spots,
             "cv_patience": self.cv_patience,
+            "cv_max_outer": self.cv_max_outer,
             "gain_se": self.gain_se,
             "n_spots": V.shape[0],
             "n_genes": len(data.genes),
@@ -397,54 +381,6 @@ class CellTypeProportions:
             "dtype": str(self._dtype).replace("torch.", ""),
         }
 
-    def _cross_validate(self, Y, M, gamma, sizes, scale, theta, incidence, node_edge, V_start, candidates) -> pd.DataFrame:
-        """Held-out log-likelihood per count of each fold's genes, fitted on the other genes, per λ.
-
-        The path runs upwards from λ = 0, each fold warm-started from its fit at the previous λ. When the
-        largest candidate scores best, the path goes on (×2.5, up to ``_EXTEND`` more) until the score drops;
-        once ``cv_patience`` λ past the best so far all score below it, the path stops (larger λ smooth more,
-        cost the most iterations, and on every real set measured the score fell steadily past its peak).
-        """
-        fold_of = gene_folds(Y.shape[1], int(self.n_folds), self.seed)
-        folds = []
-        start_P = cell_fractions(V_start.T.cpu().numpy(), sizes)
-        for fold in range(int(self.n_folds)):
-            state = fold_profiles(M, gamma, self.floor, fold_of == fold)
-            state["start"] = torch.as_tensor(transcript_fractions(start_P, state["train_sizes"]).T.copy(),
-                                             dtype=self._dtype, device=self._device)
-            state["term"] = self._term(Y[:, state["train"]], state["train_profiles"], theta, scale)
-            state["test_counts"], state["fit"] = Y[:, state["test"]], None
-            folds.append(state)
-        rows, path = [], list(candidates)
-        extended, position = 0, 0
-        while position < len(path):
-            lam = path[position]
-            for fold, state in enumerate(folds):
-                fit = self._solve(state["term"], incidence, node_edge, lam, state["fit"], state["start"], self.cv_tol, self.cv_max_iter)
-                state["fit"] = fit
-                score = heldout_score(fit.fractions.T.cpu().numpy(), state, state["test_counts"], self._family, theta)
-                rows.append({
-                    "fold": fold, "lambda": lam, "heldout_loglik_per_count": score,
-                    "iterations": fit.result.iterations, "converged": fit.result.converged,
-                    "weight_changes": fit.weight_changes, "seconds": fit.seconds,
-                })
-                self._log(f"λ = {lam:g}, fold {fold + 1}/{self.n_folds}: held-out {score:.5f} "
-                          f"per count ({fit.result.iterations} iterations, {fit.seconds:.1f} s)")
-            position += 1
-            mean = pd.DataFrame(rows).groupby("lambda")["heldout_loglik_per_count"].mean()
-            if self.cv_patience is not None and (mean.index > mean.idxmax()).sum() >= int(self.cv_patience):
-                self._log(f"held-out score below its best (λ = {mean.idxmax():g}) at the last {int(self.cv_patience)} λ: path stopped")
-                break
-            if position == len(path) and lam > 0 and extended < _EXTEND and mean.idxmax() == lam:
-                path.append(lam * 2.5)
-                extended += 1
-        return pd.DataFrame(rows)
-
     def summary_of_choice(self) -> pd.DataFrame:
         """Per λ: mean and standard error over folds of the held-out score, and which one was chosen."""
-        if self.cv_ is None:
-            return pd.DataFrame({"lambda": [self.lambda_], "chosen": [True]})
-        grouped = self.cv_.groupby("lambda")["heldout_loglik_per_count"]
-        table = pd.DataFrame({"mean": grouped.mean(), "se": grouped.std(ddof=1) / np.sqrt(grouped.count())}).reset_index()
-        table["chosen"] = table["lambda"] == self.lambda_
-        return table
+        return lambda_evidence(self.cv_, self.lambda_)

@@ -8,7 +8,9 @@ and v = max(x − ε − θ, 0).
 
 Sorting a tiny dimension slice by slice is slow in torch (≈10 ms for 10⁵ × 3 on one core), so for up to
 ``NETWORK_MAX`` components the sort is an odd–even transposition network of element-wise max/min over
-whole vectors, exact and an order of magnitude faster; larger D uses torch.sort.
+whole vectors, exact and an order of magnitude faster; up to ``NETWORK_MAX_LARGE`` components it still
+beats the sort on many slices (D = 20 at 10⁵ spots: 25 vs 78 ms per projection on one core, session 9);
+otherwise torch.sort.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from s3r.errors import S3RInputError
 NETWORK_MAX = 16
 # below this many entries the per-call overhead of D² vector operations outweighs sorting
 _NETWORK_MIN_NUMEL = 4096
+# the network's D² operations against the sort's D log D: for D up to 32 it wins from about 10⁴ slices
+NETWORK_MAX_LARGE = 32
+_NETWORK_MIN_SLICES_LARGE = 10_000
 
 
 def check_floor(eps: float, size: int, what: str = "rows") -> None:
@@ -45,6 +50,12 @@ def _sorted_descending(parts: list[torch.Tensor]) -> list[torch.Tensor]:
     return parts
 
 
+def _network_pays(size: int, numel: int) -> bool:
+    if size <= NETWORK_MAX:
+        return numel >= _NETWORK_MIN_NUMEL
+    return size <= NETWORK_MAX_LARGE and numel // size >= _NETWORK_MIN_SLICES_LARGE
+
+
 def project_floor_simplex(
     values: torch.Tensor, eps: float = 0.0, dim: int = -1, out: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -58,7 +69,7 @@ def project_floor_simplex(
     radius = 1.0 - size * eps
     if radius <= 0:  # the set is the single point eps·1 (size·eps == 1)
         return torch.full_like(values, eps) if out is None else out.fill_(eps)
-    if size <= NETWORK_MAX and values.numel() >= _NETWORK_MIN_NUMEL:
+    if _network_pays(size, values.numel()):
         partial = threshold = None
         for j, part in enumerate(_sorted_descending(values.unbind(dim)), start=1):
             partial = part.clone() if partial is None else partial.add_(part)
