@@ -196,9 +196,11 @@ class CellTypeProportions:
 
     # ------------------------------------------------------------------------------------------------
     def _solve(self, term: CountTerm, incidence: Incidence, node_edge, lam: float, start: _Fit | None,
-               V0: torch.Tensor, tol: float, max_iter: int, max_outer: int | None = None) -> _Fit:
+               V0: torch.Tensor, tol: float, max_iter: int, max_outer: int | None = None,
+               early_tol: float | None = None) -> _Fit:
         """Alternate the convex V-step and a weight update (``weight_rule``) until the weights settle
-        (at most ``max_outer`` rounds; the model's ``max_outer`` when None)."""
+        (at most ``max_outer`` rounds; the model's ``max_outer`` when None). Under the smoothed rule V-steps
+        whose weights will change stop at ``early_tol`` (``tol`` when None); the last one meets ``tol``."""
         started = time.perf_counter()
         learn = bool(self.learn_weights) and lam > 0 and incidence.n_edges > 0
         first = (V0, None, None, self._uniform) if start is None else (start.fractions, start.dual, start.sigma, start.weights)
@@ -207,17 +209,20 @@ class CellTypeProportions:
         if previous_lam is not None and previous_lam > 0 and lam > 0 and dual is not None:
             dual = dual * (lam / previous_lam)  # the dual box scales with λ
         changes, outer = 0, 0
-        smoother = reweight.neighbourhood_mean(node_edge) if learn and self.weight_rule == "smoothed" else None
-        for outer in range(1, int(self.max_outer if max_outer is None else max_outer) + 1):
-            result = solve_proportions(term, V, incidence, lam * weights, dual=dual, sigma=sigma, tol=tol, max_iter=max_iter)
+        smoother = self._smoother(node_edge) if learn and self.weight_rule == "smoothed" else None
+        rounds, step_tol = int(self.max_outer if max_outer is None else max_outer), tol
+        for outer in range(1, rounds + 1):
+            last = smoother is None or outer >= min(rounds, reweight.ROUNDS)
+            step_tol = tol if last or early_tol is None else max(tol, early_tol)
+            result = solve_proportions(term, V, incidence, lam * weights, dual=dual, sigma=sigma, tol=step_tol, max_iter=max_iter)
             V, dual, sigma = result.fractions, result.dual, result.sigma or sigma
-            if not learn or smoother is not None and outer >= reweight.ROUNDS:
+            if not learn or smoother is not None and last:
                 break
-            if smoother is not None:  # the dual box moves with the weights: the next V-step starts its dual afresh
+            if smoother is not None:  # the dual follows its box to the new weights
                 candidate = reweight.smoothed_jump_weights(V, incidence, smoother, self._uniform)
                 if reweight.weights_settled(candidate, weights):
                     break
-                weights, dual, changes = candidate, None, changes + 1
+                weights, dual, changes = candidate, reweight.transfer_dual(dual, weights, candidate), changes + 1
                 continue
             costs = incidence.apply(V).abs().sum(dim=0).cpu().numpy()
             candidate = solve_w_step(costs, node_edge, self.w_min, self.w_max, self.weight_constraint)
@@ -226,7 +231,17 @@ class CellTypeProportions:
                 break
             weights = torch.as_tensor(candidate, dtype=V.dtype, device=V.device)
             changes += 1
+        if step_tol > tol:  # the weights settled after a loose V-step: finish it to the fit's tolerance
+            result = solve_proportions(term, V, incidence, lam * weights, dual=dual, sigma=sigma, tol=tol, max_iter=max_iter)
+            V, dual, sigma = result.fractions, result.dual, result.sigma or sigma
         return _Fit(V, dual, weights, sigma, result, outer, changes, time.perf_counter() - started, lam)
+
+    def _smoother(self, node_edge):
+        """The neighbourhood mean of this graph, built once per graph (the final fit's path reuses it)."""
+        cached = getattr(self, "_smoother_cache", None)
+        if cached is None or cached[0] is not node_edge:
+            cached = self._smoother_cache = (node_edge, reweight.neighbourhood_mean(node_edge))
+        return cached[1]
 
     def _term(self, Y: np.ndarray, profiles: np.ndarray, theta, scale: float) -> CountTerm:
         return CountTerm(
@@ -277,7 +292,8 @@ class CellTypeProportions:
         path = [lam] if lam > 0 and start.per_spot else ([0.0, lam] if lam > 0 else [0.0])
         fit = None
         for value in path:
-            fit = self._solve(term, incidence, node_edge, value, fit, V_start, self.tol, self.max_iter)
+            fit = self._solve(term, incidence, node_edge, value, fit, V_start, self.tol, self.max_iter,
+                              early_tol=self.tol * reweight.EARLY_TOL_FACTOR)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(n)
         V = fit.fractions.T.cpu().numpy()[inverse]

@@ -22,6 +22,9 @@ WEIGHT_RULES = ("smoothed", "lp")  # this module (the default), or the seed's LP
 SMOOTHING_HOPS = 3
 ROUNDS = 4  # V-steps of one fit: three weight updates
 WEIGHT_RTOL = 1e-3  # a round that moves no weight by more than this (relative) ends the updates
+# a V-step whose weights will change again only feeds the next weights (three-hop means of V, insensitive to
+# the last digits): it stops at this multiple of the fit's tolerance; the last V-step meets the tolerance itself
+EARLY_TOL_FACTOR = 10.0
 
 
 def neighbourhood_mean(node_edge: sp.spmatrix) -> sp.csr_matrix:
@@ -47,3 +50,9 @@ def smoothed_jump_weights(V: torch.Tensor, incidence, smoother: sp.csr_matrix, u
 
 def weights_settled(new: torch.Tensor, old: torch.Tensor) -> bool:
     return bool(((new - old).abs() <= WEIGHT_RTOL * old.abs().clamp_min(torch.finfo(old.dtype).tiny)).all())
+
+
+def transfer_dual(dual: torch.Tensor, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """The last V-step's dual (K × m) carried into the box of the new weights, Y_e·w'_e/w_e: an edge at its
+    bound stays at its bound, so the next V-step starts near its saddle point instead of from zero."""
+    return dual * (new / old.clamp_min(torch.finfo(old.dtype).tiny)).unsqueeze(0)
