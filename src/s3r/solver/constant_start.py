@@ -1,0 +1,118 @@
+"""Warm start from the spatially constant model: W = 1 wᵀ with w the global sparse regression, plus its duals.
+
+Why: when λ is large enough that the optimum is (nearly) one constant map — the tuned λ on a real lymph node fused
+all 1,000 spots — PDHG has to find that constant through edge duals that move one graph hop per iteration, and on a
+collinear design (cell-type proportions sum to one, so they span the intercept) the global coefficients are pinned
+only by the small ℓ1 / group terms: the plain solve ran 40,000 iterations at relative residuals 5e-3
+(benchmarks/README.md, session 10). The constant model itself is a p-variable lasso, solved here exactly by
+coordinate descent; its data dual is closed form (v_i = 2c_i(ŷ_i − y_i)); the edge dual is the least-squares
+flow U = Kφ, KᵀKφ = −(Mᵀv + g) that carries every spot's gradient imbalance across the graph. When that flow fits
+in the box |U| ≤ λ the start is already optimal up to the subgradient of zero columns, and PDHG only certifies it.
+
+Used for cold gaussian solves with an ℓ1 graph term and no pinned rows (see :func:`constant_start`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+CD_TOL, CD_SWEEPS = 1e-13, 20_000  # coordinate descent on p variables: cheap even at its cap
+CG_TOL, CG_ITER = 1e-8, 5_000
+
+
+def global_lasso(X, y, o, Z, pen) -> tuple[np.ndarray, np.ndarray | None]:
+    """argmin_{w, γ} (1/n) Σ o_i (y_i − x_i·w − z_i·γ)² + Σ_j pen_j |w_j|: γ eliminated by weighted least
+    squares, then cyclic coordinate descent (converges on a rank-deficient X; the ℓ1 term picks the point)."""
+    n, p = X.shape
+    Xr, yr = X, y
+    if Z is not None:
+        sw = np.sqrt(o)[:, None]
+        proj = lambda A: A - Z @ np.linalg.lstsq(sw * Z, sw * A, rcond=None)[0]  # noqa: E731
+        Xr, yr = proj(X), proj(y[:, None])[:, 0]
+    A = (Xr * o[:, None]).T @ Xr / n
+    b = (Xr * o[:, None]).T @ yr / n
+    w = np.zeros(p)
+    diag = np.diag(A)
+    for _ in range(CD_SWEEPS):
+        biggest = 0.0
+        for j in range(p):
+            if diag[j] <= 0:
+                continue
+            rho = b[j] - A[j] @ w + diag[j] * w[j]
+            new = np.sign(rho) * max(abs(rho) - pen[j] / 2, 0.0) / diag[j]
+            biggest = max(biggest, abs(new - w[j]) * np.sqrt(diag[j]))
+            w[j] = new
+        if biggest <= CD_TOL * max(np.sqrt(max(yr @ (o * yr) / n, 0.0)), 1e-300):
+            break
+    gamma = None
+    if Z is not None:
+        sw = np.sqrt(o)[:, None]
+        gamma = np.linalg.lstsq(sw * Z, sw[:, 0] * (y - X @ w), rcond=None)[0]
+    return w, gamma
+
+
+def least_squares_flow(K: sp.spmatrix, D: np.ndarray) -> np.ndarray:
+    """U = Kφ with KᵀKφ = D minus its per-component mean: the smallest edge flow with divergence D (Jacobi CG,
+    all columns at once)."""
+    A = (K.T @ K).tocsr()
+    D = np.array(D, dtype=np.float64)
+    _, labels = connected_components(A, directed=False)
+    for c in np.unique(labels):
+        rows = labels == c
+        D[rows] -= D[rows].mean(axis=0)
+    diag = A.diagonal()
+    minv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)[:, None]
+    phi, R = np.zeros_like(D), D.copy()
+    Zp = minv * R
+    P = Zp.copy()
+    rz = np.sum(R * Zp, axis=0)
+    norm0 = np.maximum(np.linalg.norm(D, axis=0), 1e-300)
+    for _ in range(CG_ITER):
+        AP = A @ P
+        denom = np.sum(P * AP, axis=0)
+        step = np.where(denom > 0, rz / np.where(denom > 0, denom, 1.0), 0.0)
+        phi += step * P
+        R -= step * AP
+        if np.all(np.linalg.norm(R, axis=0) <= CG_TOL * norm0):
+            break
+        Zp = minv * R
+        rz_new = np.sum(R * Zp, axis=0)
+        P = Zp + np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0) * P
+        rz = rz_new
+    return np.asarray(K @ phi)
+
+
+def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
+    """Primal and dual start at the constant model, per problem of the batch.
+
+    Returns W0 (n, B, p), gamma0 (B, q) or None, data_dual0 (n, B), dual0 (m, B, p) and ``flow_ratio`` (B,):
+    max |U| / λ of the least-squares flow: ≤ 1 makes the start a KKT point (the penalty's subgradient is taken equal
+    in every spot, on a zero column the mean data gradient, which the global lasso keeps inside the subdifferential).
+    A graph of several components gives only ``flow_ratio`` = ∞ (the constant model is not the fused limit there).
+    """
+    n, p = X.shape
+    B = Y.shape[1]
+    if connected_components(abs(K).T @ abs(K), directed=False)[0] > 1:  # λ → ∞ is constant per component, not across
+        return {"flow_ratio": np.full(B, np.inf)}
+    W0 = np.zeros((n, B, p))
+    V = np.zeros((n, B))
+    U0 = np.zeros((K.shape[0], B, p))
+    G = None if Z is None else np.zeros((B, Z.shape[1]))
+    ratio = np.zeros(B)
+    for b in range(B):
+        pen = n * (alpha[b] + beta[b]) * pf  # Σ_i|W_ij| = n|w_j| and √n‖W_j‖ = n|w_j| for a constant column
+        w, gamma = global_lasso(X, Y[:, b], O[:, b], Z, pen)
+        pred = X @ w + (0.0 if Z is None else Z @ gamma)
+        V[:, b] = 2 * O[:, b] / n * (pred - Y[:, b])
+        # the penalty's subgradient per spot: the same value in every spot (on a zero column, the mean data
+        # gradient, which the global lasso's optimality keeps inside the subdifferential); the flow removes the mean
+        D = -(V[:, b : b + 1] * X)
+        U = least_squares_flow(K, D)
+        U0[:, b, :] = U
+        W0[:, b, :] = w
+        if G is not None:
+            G[b] = gamma
+        ratio[b] = np.abs(U).max() / lam[b] if lam[b] > 0 else np.inf
+    return {"W0": W0, "gamma0": G, "data_dual0": V, "dual0": U0, "flow_ratio": ratio}
