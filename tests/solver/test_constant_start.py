@@ -6,6 +6,8 @@ that fuses the map the solver starts from the global regression (s3r.solver.cons
 
 from __future__ import annotations
 
+import warnings
+
 import cvxpy as cp
 import numpy as np
 import pytest
@@ -89,3 +91,17 @@ def test_two_components_are_not_started_constant():
     assert np.isinf(start["flow_ratio"]).all()
     res = solve(X, y, graph, 1.0, 0.002, 0.001, dtype="float64")
     assert res.constant_start is None and res.converged[0]
+
+
+def test_the_estimator_warns_on_compositional_features_only():
+    from s3r import S3R
+
+    coords, X, y = compositional_problem(seed=5)
+    with pytest.warns(UserWarning, match="contrasts"):
+        model = S3R("tv", 5.0, 0.01, 0.01, device="cpu").fit(X, y, coords)
+    assert model.report_["converged"]
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        S3R("tv", 5.0, 0.01, 0.01, device="cpu").fit(X + 0.01 * rng.uniform(size=X.shape), y, coords)  # not exact: silent
+        S3R("tv", 5.0, 0.01, 0.01, fit_intercept=False, device="cpu").fit(X, y, coords)  # no intercept to span: silent
