@@ -105,3 +105,13 @@ def test_the_estimator_warns_on_compositional_features_only():
         warnings.simplefilter("error")
         S3R("tv", 5.0, 0.01, 0.01, device="cpu").fit(X + 0.01 * rng.uniform(size=X.shape), y, coords)  # not exact: silent
         S3R("tv", 5.0, 0.01, 0.01, fit_intercept=False, device="cpu").fit(X, y, coords)  # no intercept to span: silent
+
+
+def test_the_constant_start_goes_through_the_working_set():
+    """Twenty types (working sets switch on): the start's support seeds the set, the answer is still cvxpy's."""
+    coords, X, y = compositional_problem(seed=6, n=60, p=20)
+    graph = knn_graph(coords, 5)
+    res = solve(X, y, graph, 0.05, 0.004, 0.002, dtype="float64", working_set=True)
+    expected = cvxpy_optimum(X, y, graph.incidence(), "tv", 0.05, 0.004, 0.002, Z=np.ones((60, 1)))
+    assert res.constant_start is not None and res.working_set is not None and res.converged[0]
+    assert abs(res.objective[0] - expected) <= 1e-4 * abs(expected)
