@@ -115,3 +115,18 @@ def test_the_constant_start_goes_through_the_working_set():
     expected = cvxpy_optimum(X, y, graph.incidence(), "tv", 0.05, 0.004, 0.002, Z=np.ones((60, 1)))
     assert res.constant_start is not None and res.working_set is not None and res.converged[0]
     assert abs(res.objective[0] - expected) <= 1e-4 * abs(expected)
+
+
+def test_a_weak_lambda_is_rejected_before_the_flow_solve(monkeypatch):
+    import s3r.solver.constant_start as cs
+
+    coords, X, y = compositional_problem(seed=7)
+    K = build_operator("tv", edges=knn_graph(coords, 5).edges, n_nodes=len(X)).to_scipy()
+    args = (X, y[:, None], np.ones((len(X), 1)), np.ones((len(X), 1)), np.array([0.002]), np.array([0.001]), np.ones(X.shape[1]))
+    assert cs.constant_start(*args, np.array([0.05]), K)["flow_ratio"][0] <= 1.0  # fused: certified by the flow
+
+    def no_flow(*_):
+        raise AssertionError("the Laplacian solve ran")
+
+    monkeypatch.setattr(cs, "least_squares_flow", no_flow)
+    assert np.isinf(cs.constant_start(*args, np.array([1e-5]), K)["flow_ratio"]).all()

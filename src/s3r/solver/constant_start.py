@@ -96,6 +96,7 @@ def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
     B = Y.shape[1]
     if connected_components(abs(K).T @ abs(K), directed=False)[0] > 1:  # λ → ∞ is constant per component, not across
         return {"flow_ratio": np.full(B, np.inf)}
+    node_capacity = np.asarray(abs(K).sum(axis=0)).ravel()
     W0 = np.zeros((n, B, p))
     V = np.zeros((n, B))
     U0 = np.zeros((K.shape[0], B, p))
@@ -109,6 +110,11 @@ def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
         # the penalty's subgradient per spot: the same value in every spot (on a zero column, the mean data
         # gradient, which the global lasso's optimality keeps inside the subdifferential); the flow removes the mean
         D = -(V[:, b : b + 1] * X)
+        # a node cannot send more than its edges carry: where |D_i − mean| exceeds λ Σ_e |K_ei| no flow fits the box,
+        # and the Laplacian solve (the expensive part at large n) is skipped
+        if np.any(np.abs(D - D.mean(axis=0)) > lam[b] * node_capacity[:, None]):
+            ratio[b:] = np.inf
+            break
         U = least_squares_flow(K, D)
         U0[:, b, :] = U
         W0[:, b, :] = w
