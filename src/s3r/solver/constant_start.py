@@ -1,15 +1,14 @@
 """Warm start from the spatially constant model: W = 1 wᵀ with w the global sparse regression, plus its duals.
 
-Why: when λ is large enough that the optimum is (nearly) one constant map — the tuned λ on a real lymph node fused
-all 1,000 spots — PDHG has to find that constant through edge duals that move one graph hop per iteration, and on a
-collinear design (cell-type proportions sum to one, so they span the intercept) the global coefficients are pinned
-only by the small ℓ1 / group terms: the plain solve ran 40,000 iterations at relative residuals 5e-3
-(benchmarks/README.md, session 10). The constant model itself is a p-variable lasso, solved here exactly by
-coordinate descent; its data dual is closed form (v_i = 2c_i(ŷ_i − y_i)); the edge dual is the least-squares
-flow U = Kφ, KᵀKφ = −(Mᵀv + g) that carries every spot's gradient imbalance across the graph. When that flow fits
-in the box |U| ≤ λ the start is already optimal up to the subgradient of zero columns, and PDHG only certifies it.
+Why: at a λ that fuses the whole section into one constant map (the tuned λ on a real lymph node, 1,000 spots),
+PDHG has to find that constant through edge duals that move one graph hop per iteration: the plain solve ran
+40,000 iterations at relative residuals 5e-3, its error almost entirely a constant row (benchmarks/README.md,
+session 10; the proportions' collinearity with the intercept was measured not to be the cause). The constant model
+is a p-variable lasso, solved exactly by coordinate descent; its data dual is closed form (v_i = 2c_i(ŷ_i − y_i));
+the edge dual is the least-squares flow U = Kφ, KᵀKφ = −(Mᵀv + g), carrying every spot's gradient imbalance across
+the graph. When that flow fits in the box |U| ≤ λ the start is a KKT point and PDHG only certifies it.
 
-Used for cold gaussian solves with an ℓ1 graph term and no pinned rows (see :func:`constant_start`).
+Used for cold gaussian tv solves on a connected graph with no pinned rows (see :func:`constant_start`).
 """
 
 from __future__ import annotations
