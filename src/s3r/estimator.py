@@ -257,6 +257,8 @@ class S3R(BaseEstimator):
             "coarse_levels": None if result.multilevel is None else [
                 {"aggregates": lv["aggregates"], "iterations": lv["iterations"][0], "working_set_size": lv["working_set"]}
                 for lv in result.multilevel["levels"]],
+            # started at the spatially constant model (s3r.solver.constant_start): the ratio max|U|/λ of its edge flow
+            "constant_start": None if result.constant_start is None else float(result.constant_start[0]),
             "device": str(device),
             "dtype": str(dtype).replace("torch.", ""),
             "precision": None,

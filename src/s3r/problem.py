@@ -31,7 +31,7 @@ import torch
 
 from s3r.errors import S3RInputError
 from s3r.graph import SpatialGraph, build_graph, neighbour_mean_operator, reference_knn_operator, validate_coords
-from s3r.problem_data import family_and_offset, fixed_theta, response_scale, scaled_features
+from s3r.problem_data import family_and_offset, fixed_theta, response_scale, scaled_features, warn_if_compositional
 from s3r.solver import SMOOTH_MODES, build_operator, resolve_device, resolve_dtype
 from s3r.validation import finite_matrix, finite_vector
 
@@ -360,6 +360,7 @@ def assemble(
     family, offset = family_and_offset(model, y, offset, y_name)
     gaussian = family == "gaussian"
     Xs, scale, pf, spatial_intercept = scaled_features(X, model, penalty_factor)
+    warn_if_compositional(X, bool(model["fit_intercept"]) or spatial_intercept, x_name)
     y_center, y_scale = response_scale(y, model, gaussian)
     ys = (y - y_center) / y_scale
 

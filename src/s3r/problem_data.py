@@ -81,3 +81,20 @@ def fixed_theta(model: dict, family: str, y: np.ndarray, offset) -> float | None
 
         theta = reference_theta(y, offset)
     return float(theta)
+
+
+def warn_if_compositional(X: np.ndarray, fit_intercept: bool, x_name: str = "X") -> bool:
+    """Warn (one line) when the features span the intercept, as proportions summing to one do: the coefficients are
+    then identified only up to a shift along that combination (the ℓ1 terms pick one), so a reader must compare
+    features (contrasts), not read each sign alone. True when it warned."""
+    n, p = X.shape
+    if not fit_intercept or p < 2 or n <= p:
+        return False
+    c = np.linalg.lstsq(X, np.ones(n), rcond=None)[0]
+    if np.max(np.abs(X @ c - 1.0)) > 1e-8:
+        return False
+    import warnings
+
+    warnings.warn(f"{x_name}: the features add up to the intercept in every spot (compositional, e.g. cell-type proportions): "
+                  "with fit_intercept their coefficients are identified only as contrasts between features", stacklevel=4)
+    return True

@@ -26,4 +26,5 @@ class SolveResult:
     working_set: dict | None = None  # working-set solves: final size, outer iterations, whether the zero check passed
     precision: dict | None = None  # mixed-precision solves: float32 iterations and seconds, whether a float64 polish ran
     multilevel: dict | None = None  # coarse-to-fine solves: per level aggregates, iterations, working set (coarsest first)
+    constant_start: np.ndarray | None = None  # (B,) flow ratio max|U|/λ of the constant-model start, when it was used
     zeroed: list | None = None  # per problem: columns left at a numerical-noise norm, certified at zero and zeroed
