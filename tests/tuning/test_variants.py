@@ -54,6 +54,7 @@ def test_the_search_picks_the_smoothness_the_truth_has(truth, noise, expected, t
     assert json.loads((tmp_path / "best_params.json").read_text())["params"]["smooth"] == expected
     assert json.loads((tmp_path / "config.json").read_text())["model"]["smooth"] == expected
     assert len(json.loads((tmp_path / "round_1" / "results.json").read_text())["trials"]) == 4
+    assert (tmp_path / "folds.tsv").read_text() == (tmp_path / "forms" / expected / "folds.tsv").read_text()
 
 
 def test_forms_in_listed_order_and_the_first_wins_a_tie():

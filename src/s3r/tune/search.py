@@ -55,6 +55,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
         for r in range(config["rounds"]):
             shutil.copytree(round_dir(out_dir / "forms" / label, r), round_dir(out_dir, r), dirs_exist_ok=True)
         write_json(config, out_dir / "config.json")
+        shutil.copyfile(out_dir / "forms" / label / "folds.tsv", out_dir / "folds.tsv")
         results = [round_dir(out_dir, r) / "results.json" for r in range(config["rounds"])]
     else:
         results = _rounds(data, config, out_dir, workers, progress, offset)
