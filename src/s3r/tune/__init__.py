@@ -12,7 +12,8 @@ losses, and the solutions later rounds warm-start from), ``results.json`` (tell)
 
 The package: ``space`` (configuration, defaults, search space), ``study`` (suggest, the Optuna journal),
 ``evaluate`` (one fold's losses, tell), ``selection`` (select and the verdict), ``files`` (reading round files,
-fold states and warm starts, the TSV tables), ``search`` (run_search). Every name is importable from ``s3r.tune``;
+fold states and warm starts, the TSV tables), ``search`` (run_search), ``variants`` (the model form as a choice).
+Every name is importable from ``s3r.tune``;
 each submodule loads on first use, so the workflow's suggest and tell jobs do not import torch.
 """
 

@@ -20,7 +20,9 @@ def make_problem(data: RegressionData, config: dict, offset=None, graph=None) ->
     spot graph already built for these spots (the workflow's graph file), else built from the model settings."""
     from s3r.problem import assemble
 
-    config = resolve_config(config)
+    from s3r.tune.variants import single_form
+
+    config = single_form(resolve_config(config))
     return assemble(data.X, data.y, data.coords, model=config["model"], covariates=data.covariates, offset=offset, graph=graph,
                     dtype=config["solver"]["dtype"], device=config["solver"]["device"])
 

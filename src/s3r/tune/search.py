@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,10 +12,11 @@ import pandas as pd
 
 from s3r.io import RegressionData, write_csv, write_json
 from s3r.tune.evaluate import evaluate_fold, make_folds, make_problem, tell
-from s3r.tune.files import round_dir, write_tables
+from s3r.tune.files import _read_json, round_dir, write_tables
 from s3r.tune.selection import select
 from s3r.tune.space import _relative, resolve_config
 from s3r.tune.study import export_study, suggest
+from s3r.tune.variants import is_choice, model_variants, pick_variant
 
 
 def default_workers(config: dict) -> int:
@@ -35,16 +37,47 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     problems are too small for torch's intra-op threads to pay off, and on a shared machine spinning
     threads cost more than they give; one fold per core keeps every core busy instead. Results do not
     depend on ``workers``. The warm-start states (round_*/fold_*.npz, ~1 MB per trial and fold at 1,000 × 100)
-    are deleted at the end unless ``keep_states``.
+    are deleted at the end unless ``keep_states``. Where the model lists several forms (``s3r.tune.variants``),
+    each is searched in full in ``forms/<form>/`` and the chosen one's rounds are copied here.
     """
-    import torch
-    from concurrent.futures import ThreadPoolExecutor
-
     config = resolve_config(config)
     workers = default_workers(config) if workers is None else max(1, int(workers))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(config, out_dir / "config.json")
+    start = time.perf_counter()
+    choice = None
+    if is_choice(config):
+        forms = {label: _rounds(data, variant, out_dir / "forms" / label, workers, progress, offset)
+                 for label, variant in model_variants(config)}
+        label, choice = pick_variant({k: [_read_json(path) for path in paths] for k, paths in forms.items()})
+        config = dict(model_variants(config))[label]
+        for r in range(config["rounds"]):
+            shutil.copytree(round_dir(out_dir / "forms" / label, r), round_dir(out_dir, r), dirs_exist_ok=True)
+        write_json(config, out_dir / "config.json")
+        shutil.copyfile(out_dir / "forms" / label / "folds.tsv", out_dir / "folds.tsv")
+        results = [round_dir(out_dir, r) / "results.json" for r in range(config["rounds"])]
+    else:
+        results = _rounds(data, config, out_dir, workers, progress, offset)
+    best = select(results, config, out_dir / "best_params.json")
+    if choice is not None:
+        best["model_choice"] = choice
+        write_json(choice, out_dir / "model_choice.json")
+    write_tables(results, out_dir)
+    export_study(results, config, out_dir / "study.journal")
+    if not keep_states:
+        for state in out_dir.glob("**/round_*/fold_*.npz"):
+            state.unlink()
+    best["seconds"] = time.perf_counter() - start
+    return best
+
+
+def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset) -> list[Path]:
+    """Every round of one model form in ``out_dir``; the results.json paths."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     problem = make_problem(data, config, offset)
     folds = make_folds(problem.coords, config)
@@ -74,11 +107,4 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
                 tell(trials, fold_files, results[-1])
     finally:
         torch.set_num_threads(saved_threads)
-    best = select(results, config, out_dir / "best_params.json")
-    write_tables(results, out_dir)
-    export_study(results, config, out_dir / "study.journal")
-    if not keep_states:
-        for state in out_dir.glob("round_*/fold_*.npz"):
-            state.unlink()
-    best["seconds"] = time.perf_counter() - start
-    return best
+    return results

@@ -98,6 +98,9 @@ def resolve_config(config: dict | None = None) -> dict:
     for name in PARAM_NAMES:
         merged["space"][name] = _check_range(name, merged["space"][name])
     _check_family(merged["model"])
+    from s3r.tune.variants import check_choices
+
+    check_choices(merged["model"])
     solver = merged["solver"]
     if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < 1 or int(solver["batch"]) < 0:
         raise S3RInputError("tuning solver settings need tol > 0, max_iter ≥ 1, chunk ≥ 1 and batch ≥ 0")
