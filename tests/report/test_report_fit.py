@@ -162,3 +162,22 @@ def test_convergence_plot_of_a_flat_all_zero_fit(tmp_path):
     fit = SimpleNamespace(report={"trace": trace, "tol": 1e-5, "converged": True, "iterations": 80, "solve_seconds": 0.1})
     out = plot_convergence(fit, tmp_path / "convergence.png")
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_fused_map_is_called_constant_in_words_not_drawn_as_a_pattern():
+    """Real lymph node, C3 at its tuned λ: every coefficient map was one value over all 1,000 spots, drawn in full
+    colour like a domain map. The titles give that value and the heading names the maps a global effect."""
+    from s3r.report.fit_report import map_labels, spatially_constant
+
+    rng = np.random.default_rng(0)
+    fused = np.column_stack([np.full(50, 0.29), np.full(50, -0.16), np.zeros(50)])
+    labels, heading = map_labels(fused, ["VSMC", "B_Plasma", "NK"], [0, 1], "C3", (True, "effect found"))
+    assert labels == ["VSMC: +0.29 at every spot", "B_Plasma: -0.16 at every spot"]
+    assert heading == "C3\nevery map is spatially constant: a global effect of the features, no spatial variation at the chosen λ"
+    varying = fused.copy()
+    varying[:25, 1] += 0.05 + rng.normal(0, 1e-3, 25)
+    labels, heading = map_labels(varying, ["VSMC", "B_Plasma", "NK"], [0, 1], "C3", (True, "effect found"))
+    assert labels == ["VSMC: +0.29 at every spot", "B_Plasma (non-zero at 100%)"] and heading == "C3"
+    _, heading = map_labels(fused, ["VSMC", "B_Plasma", "NK"], [0, 1], "C3", (False, "no effect"))
+    assert heading.startswith("NO EFFECT FOUND: C3")
+    assert spatially_constant(np.full(10, 3.0) + 1e-9) and not spatially_constant(np.r_[np.full(9, 3.0), 3.01])

@@ -387,7 +387,7 @@ class CellTypeProportions:
             "n_edges": graph.n_edges,
             "learned_weights": bool(self.learn_weights) and lam > 0 and graph.n_edges > 0,
             "weight_rule": self.weight_rule,
-            "weight_constraint": self.weight_constraint,
+            "weight_constraint": self.weight_constraint if self.weight_rule == "lp" else None,  # the LP w-step's own bound
             "weight_changes": fit.weight_changes,
             "outer_iterations": fit.outer,
             "certificate": self.certificate_,

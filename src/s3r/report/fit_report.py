@@ -9,6 +9,7 @@ when the parameters were tuned, the tuning directory (``round_*/results.json`` a
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,17 +210,32 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     verdict = fit_verdict(fit)
     if not order:
         axes[0, 0].text(0.5, 0.5, "no feature selected\n(all coefficients are 0)", ha="center", va="center")
-    for ax, j in zip(axes.ravel(), order):
+    labels, heading = map_labels(fit.W, fit.feature_names, order, title or "coefficients of the leading features", verdict)
+    for ax, j, label in zip(axes.ravel(), order, labels):
         ax.set_axis_on()
-        share = float((fit.W[:, j] != 0).mean())
-        spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=f"{fit.feature_names[j]} (non-zero at {share:.0%})",
-                        tissue=tissue)
-    heading = title or "coefficients of the leading features"
-    if verdict is not None and verdict[0] is False:  # said in words, not left to an empty-looking map
-        heading = f"NO EFFECT FOUND: {heading}\n{_wrap(verdict[1])}"
+        spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=label, tissue=tissue)
     fig.suptitle(heading)
     fig.tight_layout()
     return save_figure(fig, png_path)
+
+
+def map_labels(W, names, order, heading: str, verdict) -> tuple[list[str], str]:
+    """Panel titles and the figure's heading. A map of one value at every spot is titled with that value, and
+    when every shown map is such, the heading says so in words; "no effect" verdicts lead the heading."""
+    labels = [f"{names[j]}: {W[0, j]:+.3g} at every spot" if spatially_constant(W[:, j])
+              else f"{names[j]} (non-zero at {float((W[:, j] != 0).mean()):.0%})" for j in order]
+    if verdict is not None and verdict[0] is False:  # said in words, not left to an empty-looking map
+        return labels, f"NO EFFECT FOUND: {heading}\n{_wrap(verdict[1])}"
+    if order and all(spatially_constant(W[:, j]) for j in order):  # one colour per map reads as a pattern; it is not
+        heading = f"{heading}\nevery map is spatially constant: a global effect of the features, no spatial variation at the chosen λ"
+    return labels, heading
+
+
+def spatially_constant(column, rtol: float = 1e-6) -> bool:
+    """True when a coefficient map holds one value at every spot (to ``rtol`` of its size): the smoothness term
+    fused the section, so the map is a global regression coefficient and must be called that, not drawn as a pattern."""
+    column = np.asarray(column, dtype=np.float64)
+    return column.size > 0 and float(np.ptp(column)) <= rtol * max(float(np.abs(column).max()), 1e-300)
 
 
 def fit_verdict(fit) -> tuple[bool | None, str] | None:
@@ -231,8 +247,6 @@ def fit_verdict(fit) -> tuple[bool | None, str] | None:
 
 
 def _wrap(text: str, width: int = 90) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(text, width))
 
 
