@@ -6,6 +6,9 @@ import numpy as np
 
 from s3r.errors import S3RInputError
 
+# the smoothness penalties the solvers implement; named here, without torch, for the tuning jobs and the CLI
+SMOOTH_MODES = ("tv", "graph_l1", "quadratic")
+
 
 def finite_matrix(X, name: str, *, allow_vector: bool = False) -> np.ndarray:
     """X as a finite float64 (rows × columns) array; sparse input is densified, a vector becomes one column

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from s3r.errors import S3RInputError
 from s3r.io import RegressionData, read_h5ad, read_reference_csv
+from s3r.validation import SMOOTH_MODES
 
 
 def add_input_arguments(parser) -> None:
@@ -37,7 +38,7 @@ def add_model_arguments(parser, *, title: str, tuning: bool = False):
     config file can supply what the flags leave out, and the help says how the search uses each option."""
     fixed = lambda value: None  # noqa: E731  (None = not given: s3r fit takes it from --params' model, else the default)
     m = parser.add_argument_group(title)
-    m.add_argument("--smooth", choices=("tv", "graph_l1", "quadratic"), default=None, help="smoothness penalty (default tv)")
+    m.add_argument("--smooth", choices=SMOOTH_MODES, default=None, help="smoothness penalty (default tv)")
     m.add_argument("--graph", choices=("knn", "delaunay", "radius", "mst"), default=fixed("knn"), help="spot graph (default knn)")
     m.add_argument("--k", type=int, default=fixed(7), help="neighbours for the kNN graph (default 7)")
     m.add_argument("--radius", type=float, help="radius for --graph radius, in coordinate units")

@@ -23,8 +23,8 @@ from s3r.solver.primal_dual import primal_dual
 from s3r.solver.result import SolveResult
 from s3r.solver.support import prune_numerical_zeros
 from s3r.solver.working_set import MIN_SIZE, solve_working_set
+from s3r.validation import SMOOTH_MODES
 
-SMOOTH_MODES = ("tv", "graph_l1", "quadratic")
 # a cold tv solve starts at the spatially constant model (s3r.solver.constant_start) where its least-squares edge flow
 # fits in the box |U| ≤ λ, i.e. where that start is already optimal (lymph node, tuned λ: 10 iterations, not 40,000
 # unconverged; benchmarks/README.md, session 10)

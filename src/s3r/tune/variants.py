@@ -15,9 +15,9 @@ import itertools
 import math
 
 from s3r.errors import S3RInputError
+from s3r.validation import SMOOTH_MODES
 
 CHOICE_KEYS = ("smooth", "spatial_intercept")
-SMOOTH_MODES = ("tv", "graph_l1", "quadratic")  # s3r.solver.batch's, repeated: suggest and tell jobs do not import torch
 
 
 def _as_list(value) -> list:
