@@ -279,21 +279,24 @@ class CellTypeProportions:
         V_start = torch.as_tensor(start.fractions[order].T.copy(), dtype=self._dtype, device=self._device)
         self._log(f"{n} spots, {K} cell types, {G} genes, {graph.n_edges} {graph.method} edges on {self._device}")
 
-        if len(candidates) > 1:
-            lam, cv_table, cv_spots = choose_on_window(
-                self, candidates, Y_ordered, M, gamma, sizes, scale, theta, coords, order, edges, incidence, node_edge, V_start)
-        else:
-            lam, cv_table, cv_spots = candidates[0], None, 0
+        try:  # the neighbourhood-mean cache lives for this fit only: it is a working buffer, not learned state
+            if len(candidates) > 1:
+                lam, cv_table, cv_spots = choose_on_window(
+                    self, candidates, Y_ordered, M, gamma, sizes, scale, theta, coords, order, edges, incidence, node_edge, V_start)
+            else:
+                lam, cv_table, cv_spots = candidates[0], None, 0
 
-        term = self._term(Y_ordered, profiles, theta, scale)
-        # from the bulk start the path goes through λ = 0; from the per-spot fit (λ = 0 already, to cv_tol) a
-        # λ > 0 starts at once: its first solve has uniform weights, so it is convex and the start only saves
-        # iterations, and the λ = 0 solve on every spot was the costliest part of large fits
-        path = [lam] if lam > 0 and start.per_spot else ([0.0, lam] if lam > 0 else [0.0])
-        fit = None
-        for value in path:
-            fit = self._solve(term, incidence, node_edge, value, fit, V_start, self.tol, self.max_iter,
-                              early_tol=self.tol * reweight.EARLY_TOL_FACTOR)
+            term = self._term(Y_ordered, profiles, theta, scale)
+            # from the bulk start the path goes through λ = 0; from the per-spot fit (λ = 0 already, to cv_tol) a
+            # λ > 0 starts at once: its first solve has uniform weights, so it is convex and the start only saves
+            # iterations, and the λ = 0 solve on every spot was the costliest part of large fits
+            path = [lam] if lam > 0 and start.per_spot else ([0.0, lam] if lam > 0 else [0.0])
+            fit = None
+            for value in path:
+                fit = self._solve(term, incidence, node_edge, value, fit, V_start, self.tol, self.max_iter,
+                                  early_tol=self.tol * reweight.EARLY_TOL_FACTOR)
+        finally:
+            self.__dict__.pop("_smoother_cache", None)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(n)
         V = fit.fractions.T.cpu().numpy()[inverse]
