@@ -69,7 +69,8 @@ def test_forms_in_listed_order_and_the_first_wins_a_tie():
 
 
 def test_form_lists_are_checked_and_only_run_search_screens():
-    for bad in ({"smooth": []}, {"smooth": ["tv", "tv"]}, {"smooth": ["tv", "cubic"]}, {"spatial_intercept": [False, "yes"]}):
+    for bad in ({"smooth": []}, {"smooth": ["tv", "tv"]}, {"smooth": ["tv", "cubic"]}, {"spatial_intercept": [False, "yes"]},
+                {"k": []}, {"k": [7, 7]}, {"k": [7, 0]}, {"k": 2.5}, {"k": [True]}):
         with pytest.raises(S3RInputError, match="tuning model"):
             tune.resolve_config({"model": bad})
     assert tune.resolve_config({"model": {"smooth": ["quadratic"]}})["model"]["smooth"] == ["quadratic"]
@@ -84,3 +85,27 @@ def test_the_listed_modes_are_the_solvers():
     from s3r.solver.batch import SMOOTH_MODES as SOLVER_MODES
 
     assert SMOOTH_MODES == SOLVER_MODES
+
+
+def test_the_graph_neighbourhood_is_a_form_too(tmp_path):
+    """k listed: one full search per graph (its own graph in every fold), the label names k, the winner's k goes on."""
+    config = tune.resolve_config({"model": {"smooth": "quadratic", "k": [4, 12]}})
+    labels = [label for label, _ in model_variants(config)]
+    assert labels == ["quadratic+k4", "quadratic+k12"]
+    assert [c["model"]["k"] for _, c in model_variants(config)] == [4, 12]
+    # one k: labels as before (directories of existing searches keep their names)
+    assert [label for label, _ in model_variants(tune.resolve_config({"model": {"smooth": ["tv", "quadratic"]}}))] == ["tv", "quadratic"]
+    data = _data("gradient", 1.0)
+    best = tune.run_search(data, {**CHOICE, "model": {"smooth": "quadratic", "k": [4, 12]}}, tmp_path, workers=1)
+    choice = best["model_choice"]
+    assert set(choice["best_cv_loss"]) == {"quadratic+k4", "quadratic+k12"}
+    chosen_k = 4 if choice["chosen"] == "quadratic+k4" else 12
+    assert best["model"]["k"] == chosen_k
+    # each form's trials were scored on its own graph: the same parameters give different held-out losses
+    loss = {}
+    for label in choice["best_cv_loss"]:
+        doc = json.loads((tmp_path / "forms" / label / "round_0" / "results.json").read_text())
+        loss[label] = [t["value"] for t in doc["trials"]]
+    assert loss["quadratic+k4"] != loss["quadratic+k12"]
+    other = next(label for label in loss if label != choice["chosen"])
+    assert choice["best_cv_loss"][choice["chosen"]] <= choice["best_cv_loss"][other]
