@@ -90,7 +90,7 @@ def one(args) -> dict:
         "converged": r["converged"], "iterations": r["iterations"], "solve_seconds": r["solve_seconds"], "fit_wall_seconds": wall,
         "fit_cpu_seconds": cpu, "objective": r["objective"], "primal_residual": r["primal_residual"], "dual_residual": r["dual_residual"],
         "selected_features": len(selected), "true_selected": len(selected & truth), "true_features": len(truth), "r2_in_sample": r2,
-        "working_set": ws, "multilevel": model._result.multilevel, "coarsen": args.coarsen, "rss_before_fit_gib": rss_before, "peak_rss_gib": rss_gib(),
+        "working_set": ws, "multilevel": model._result.multilevel, "precision": r.get("precision"), "coarsen": args.coarsen, "rss_before_fit_gib": rss_before, "peak_rss_gib": rss_gib(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
     }
 

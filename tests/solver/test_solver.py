@@ -325,6 +325,51 @@ def test_mixed_precision_meets_tol_in_float32_or_is_polished():
     np.testing.assert_allclose(tight.W.numpy(), ref.W.numpy(), atol=1e-4 * np.abs(ref.W.numpy()).max())
 
 
+@pytest.mark.parametrize("smooth", ["tv", "quadratic"])
+def test_the_folded_dual_step_reaches_the_same_optimum(smooth, monkeypatch):
+    """One problem folds σ into K (one sparse product for U + σK(2W⁺ − W)); the unfolded path is the reference."""
+    import s3r.solver.primal_dual as pd
+
+    coords, X, y = small_problem(seed=5, n=60)
+    graph = knn_graph(coords, 5)
+    op = build_operator(smooth, edges=graph.edges, edge_weights=np.linspace(0.5, 1.5, len(graph.edges)), n_nodes=60)
+    kw = dict(smooth=smooth, operator=op, lambda_smooth=0.05, alpha=0.02, beta=0.01, tol=1e-8, dtype="float64", coarsen=False)
+    folded = solve_batch(X, y, **kw)
+    monkeypatch.setattr(pd, "FOLD_STEP", False)
+    plain = solve_batch(X, y, **kw)
+    assert folded.converged.all() and plain.converged.all()
+    assert abs(folded.objective[0] - plain.objective[0]) <= 1e-7 * plain.objective[0]
+    np.testing.assert_allclose(folded.W.numpy(), plain.W.numpy(), atol=1e-5 * np.abs(plain.W.numpy()).max())
+    K = op.to_scipy()
+    sigma = np.linspace(1.0, 2.0, K.shape[0])
+    dense = op.row_scaled(torch.as_tensor(sigma)).to_dense().numpy()
+    np.testing.assert_allclose(dense, sigma[:, None] * K.toarray())
+
+
+def test_a_stalled_float32_stage_hands_over_to_the_float64_polish(monkeypatch):
+    """Asked for 1e-8, float32 sits at its floor (here 6.4e-7 from ~400 iterations on): the stall test stops it and the
+    float64 polish finishes from its state at the float64 / cvxpy optimum; without the test float32 runs its cap."""
+    import s3r.solver.batch as batch
+
+    coords, X, y = small_problem(seed=13, n=80)
+    graph = knn_graph(coords, 5)
+    op = build_operator("tv", edges=graph.edges, n_nodes=80)
+    kw = dict(smooth="tv", operator=op, lambda_smooth=0.05, alpha=0.02, beta=0.01, device="cpu")
+    ref = solve_batch(X, y, **kw, tol=1e-10, dtype="float64")
+    expected = cvxpy_optimum(X, y, graph.incidence(), "tv", 0.05, 0.02, 0.01)
+    monkeypatch.setattr(batch, "FLOAT32_TOL", 1e-8)  # below float32's reach on this problem
+    res = solve_batch(X, y, **kw, tol=1e-8, dtype="mixed", max_iter=3000, stall=300)
+    assert res.precision["float32_stalled"] is True and res.precision["polished"] is True
+    assert res.precision["float32_iterations"][0] < 1500 and res.W.dtype == torch.float64
+    assert res.converged.all()
+    assert abs(res.objective[0] - ref.objective[0]) <= 1e-7 * ref.objective[0]
+    assert abs(res.objective[0] - expected) <= 1e-4 * abs(expected)
+    np.testing.assert_allclose(res.W.numpy(), ref.W.numpy(), atol=1e-4 * np.abs(ref.W.numpy()).max())
+    stuck = solve_batch(X, y, **kw, tol=1e-8, dtype="mixed", max_iter=3000, stall=10**9)  # no stall test in reach
+    assert stuck.precision["float32_stalled"] is False and stuck.precision["float32_iterations"][0] == 3000
+    assert abs(stuck.objective[0] - ref.objective[0]) <= 1e-7 * ref.objective[0]
+
+
 def test_estimator_solves_in_mixed_precision_by_default_and_records_it():
     """S3R's default dtype is "mixed": at the default tolerance float32 alone meets it; the coefficients equal the
     float64 fit's within that tolerance, and the report says which precision the answer came from."""

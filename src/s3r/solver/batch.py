@@ -30,6 +30,11 @@ from s3r.validation import SMOOTH_MODES
 # unconverged; benchmarks/README.md, session 10)
 CONSTANT_START = True
 FLOAT32_TOL = 1e-5  # the tightest relative residual a float32 solve is asked for; below it a float64 polish finishes
+# the float32 stage of ``mixed`` hands over to the float64 polish once its residual has stalled this many iterations
+# (no 10 % decrease of max(rel_p, rel_d), s3r.solver.primal_dual.STALL_DROP): float32's
+# floor sits near 1e-5 on large graphs (10⁵ spots, coarse-started: flat at 1.3e-5 from 9,000 to 17,110 iterations)
+STALL_WINDOW = 2000
+STALL_BELOW = 100.0  # … counted only below this multiple of the stage's tolerance (not in the start-up transient)
 
 
 def build_operator(smooth: str, *, edges=None, edge_weights=None, n_nodes=None, matrix=None, device="cpu", dtype=torch.float64) -> LinearOperator:
@@ -81,6 +86,7 @@ def solve_batch(
     working_set="auto",
     prune_zeros: bool = True,
     coarsen="auto",
+    stall: int | None = None,
 ) -> SolveResult:
     """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p).
 
@@ -100,6 +106,9 @@ def solve_batch(
     (:mod:`s3r.solver.multilevel`; same optimum and certificate, fewer iterations on large graphs). True / False, or
     ``"auto"``: between :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` and ``AUTO_MAX_SPOTS`` spots (the measured
     wins). The result's ``multilevel`` has the levels and their iterations.
+
+    ``stall``: stop the PDHG once its residual has stalled for this many iterations (the float32 stage of ``mixed``
+    uses :data:`STALL_WINDOW`; the result is then not converged and the polish takes over from its state).
     """
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
@@ -126,8 +135,10 @@ def solve_batch(
         # the polish starts warm, where no coarse level is needed
         # below float32's reach the polish always runs and prunes: the float32 stage need not check the columns too
         first = solve_batch(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, step0=step0,
-                            tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL, coarsen=coarsen)
-        info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds}
+                            tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL, coarsen=coarsen,
+                            stall=STALL_WINDOW if stall is None else stall)
+        info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds,
+                "float32_stalled": any(e.get("stalled", False) for e in first.trace)}
         if tol >= FLOAT32_TOL and bool(np.all(first.converged)):
             first.precision = {**info, "polished": False}
             return first
@@ -179,7 +190,8 @@ def solve_batch(
     if working_set == "auto":
         working_set = use_working_set(p, a, b, pf)
     with cpu_threads(dev, n_entries):
-        solve = partial(solve_working_set, inner=primal_dual) if working_set else primal_dual
+        pdhg = primal_dual if stall is None else partial(primal_dual, stall=int(stall), stall_below=STALL_BELOW * tol)
+        solve = partial(solve_working_set, inner=pdhg) if working_set else pdhg
         levels = coarse_levels(coarsen, operator, smooth_term, Ft, cold=W0 is None and dual0 is None and data_dual0 is None)
         if levels:
             solve = partial(solve_coarse_to_fine, levels=levels, solve=solve)

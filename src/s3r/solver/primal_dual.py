@@ -47,7 +47,14 @@ RELAX = 1.9  # over-relaxation ρ ∈ (0, 2): z ← z + ρ(T z − z); 1.9 with 
 # thousand iterations, the primal residual then led the dual one 5,000:1 with τ frozen, and it fell 9 % per 2,000
 # iterations (not converged at 100,000). With 100 changes: 10,090 iterations (22,300 with the old steps and ρ 1.6).
 ADAPT_RATIO, ADAPT_MAX, ADAPT_FLOOR = 5.0, 100, 1.1
+# one problem: fold the per-edge dual step σ into K (s3r.solver.operators.LinearOperator.row_scaled) so U + σ ⊙ K(2W⁺ − W)
+# is one sparse product; 10⁵ spots × 16 columns, float32: 36.6 → 30 CPU ms for that update (benchmarks/README.md, session 11)
+FOLD_STEP = True
 PRECONDITION = True  # per-edge dual steps from the node loads (Pock–Chambolle) instead of one bound from the max degree
+# stall test (``stall=`` iterations, used by the float32 stage of mixed precision): a problem has stalled when the best
+# max(rel_p, rel_d) seen so far has not fallen by STALL_DROP (10 %) over the last ``stall`` iterations while it sits
+# below ``stall_below`` (a precision floor, not the start-up transient); the solve stops when every unconverged one has
+STALL_DROP = 0.9
 
 
 @dataclass
@@ -98,6 +105,8 @@ def primal_dual(
     adapt: bool = True,
     callback=None,
     precondition: bool | None = None,
+    stall: int | None = None,
+    stall_below: float = float("inf"),
 ) -> SolveResult:
     start = time.perf_counter()
     precondition = PRECONDITION if precondition is None else bool(precondition)
@@ -121,12 +130,20 @@ def primal_dual(
         edge_r = (torch.as_tensor(K.edge_bounds(), dtype=dtype, device=device).clamp_min(float(tiny)).view(-1, 1, 1) if precondition
                   else max(R, 1e-300))
 
+    fold = [FOLD_STEP]  # switched off for good when the backend lacks the sparse product
+
     class Steps:
         def __init__(self, tau):
             self.tau = tau
             self.t3 = tau.view(1, -1, 1)
             self.sigma_v = SAFETY * share.view(1, -1) / (kappa * tau.view(1, -1) * x2)  # (n, B)
             self.sigma_u = (SAFETY * (1 - share) / tau).view(1, -1, 1) / edge_r if smooth_on else None  # (m or 1, B, 1)
+            self.Ks = None
+            if fold[0] and smooth_on and B == 1:
+                try:
+                    self.Ks = K.row_scaled(self.sigma_u.reshape(-1).expand(K.shape[0]))
+                except (RuntimeError, NotImplementedError, AttributeError):  # an operator or backend without it
+                    fold[0] = False
             self.tau_g = None
             if has_gamma and not eliminate:
                 self.tau_g = (SAFETY / torch.clamp(kappa * datafit.covariate_norm2(self.sigma_v), min=tiny)).view(-1, 1)
@@ -153,8 +170,16 @@ def primal_dual(
             out.v.copy_(datafit.dual_prox(z.v + s.sigma_v * (2 * out.pred - z.pred), s.sigma_v))
         if smooth_on:
             torch.mul(out.W, 2.0, out=buf.W).sub_(z.W)
-            KW = K.forward_into(buf.W, buf.U, buf.U2)
-            torch.addcmul(z.U, KW, s.sigma_u, out=out.U)
+            done = False
+            if s.Ks is not None and fold[0]:
+                try:  # out.U = z.U + diag(σ) K (2W⁺ − W) in one sparse product
+                    torch.addmm(z.U.view(z.U.shape[0], -1), s.Ks, buf.W.view(buf.W.shape[0], -1), out=out.U.view(out.U.shape[0], -1))
+                    done = True
+                except (RuntimeError, NotImplementedError):  # a backend without sparse addmm into an output
+                    fold[0] = False
+            if not done:
+                KW = K.forward_into(buf.W, buf.U, buf.U2)
+                torch.addcmul(z.U, KW, s.sigma_u, out=out.U)
             smooth.dual_prox_(out.U, s.sigma_u)
             K.adjoint_into(out.U, out.KtU)
 
@@ -218,6 +243,8 @@ def primal_dual(
     rel_d = torch.full((B,), float("inf"), dtype=dtype, device=device)
     trace: list[dict] = []
     adapt_factor, adaptations_left = 2.0, ADAPT_MAX
+    best = torch.full((B,), float("inf"), dtype=dtype, device=device)  # stall test: best max residual, 10 % steps
+    best_at = torch.zeros(B, dtype=torch.int64, device=device)
     it = 0
     for it in range(1, max_iter + 1):
         step(z, zt, s)
@@ -228,12 +255,22 @@ def primal_dual(
             for b in torch.nonzero(newly).flatten().tolist():
                 iterations[b] = it
             converged |= newly
-            if it % (check_every * 10) == 0:
+            stalled = False
+            if stall is not None:
+                worst = torch.maximum(rel_p, rel_d)
+                better = worst < STALL_DROP * best
+                best = torch.where(better, worst, best)
+                best_at = torch.where(better, torch.full_like(best_at, it), best_at)
+                stuck = converged | ((it - best_at >= stall) & (best < stall_below))
+                stalled = bool(stuck.all()) and not bool(converged.all())
+            if it % (check_every * 10) == 0 or stalled:
                 entry = {"iteration": it, "objective": objective(zt).tolist(), "primal_residual": rel_p.tolist(), "dual_residual": rel_d.tolist()}
+                if stalled:
+                    entry["stalled"] = True
                 trace.append(entry)
                 if callback is not None:
                     callback(entry)
-            if bool(converged.all()):
+            if bool(converged.all()) or stalled:
                 break
             if adapt and adaptations_left > 0 and it % (check_every * 5) == 0:
                 # residual balancing: a lagging primal residual asks for a larger primal step
