@@ -2,9 +2,10 @@
 
 For one grid cell (``realistic_grid.py``'s data: ``simulate(layout, sigma, seed, design="expression")``) and the
 tuning's default problem assembly (``s3r.tune.make_problem`` with no configuration), parameter sets given relative
-to the data's natural scales (as the default search gives them) are solved on all spots (no held-out fold) in one
-batched solve, to the estimator's default tolerance (S3R, as the grid's final fit), and each map is scored as the grid scores the final fit: k-means ARI on
-the rows of the coefficients on the user's scale, features selected against the true ones.
+to the data's natural scales (as the default search gives them) are fitted on all spots one by one by the final
+fit itself (``S3R`` with the tuning's default model, the estimator's default tolerance 1e-5, as the grid's final
+fit), and each map is scored as the grid scores the final fit: k-means ARI on the rows of the coefficients on the
+user's scale, features selected against the true ones.
 
     python benchmarks/pgtn_oracle.py grid LAYOUT SIGMA [--lam ...] [--alpha ...] [--beta ...] --out FILE
         a product grid of relative λ, α, β: what is the best ARI any parameter set gives, and where is it?
