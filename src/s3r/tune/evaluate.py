@@ -11,7 +11,7 @@ import numpy as np
 from s3r import cv
 from s3r.errors import S3RInputError
 from s3r.io import RegressionData, write_json, write_npz
-from s3r.tune.files import _nearest_warm_start, _read_json, _read_states
+from s3r.tune.files import _nearest_warm_start, read_json, _read_states
 from s3r.tune.space import FORMAT, PARAM_NAMES, _log_params, _relative, absolute_params, resolve_config
 
 
@@ -71,7 +71,7 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
     solver = config["solver"]
     plans = {}
     for name in names:
-        problem, doc = problems[name], trials[name] if isinstance(trials[name], dict) else _read_json(trials[name])
+        problem, doc = problems[name], trials[name] if isinstance(trials[name], dict) else read_json(trials[name])
         scale = (scales or {}).get(name)
         if scale is None and _relative(config):  # deterministic from the data: every fold job computes the same
             scale = problem.natural_scales()
@@ -142,8 +142,8 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
 # -- tell ------------------------------------------------------------------------------------------------
 def tell(trials, fold_results: Sequence, out=None) -> dict:
     """Mean and spread of the held-out loss per trial over the folds; a trial failing on any fold fails."""
-    doc = trials if isinstance(trials, dict) else _read_json(trials)
-    folds = [f if isinstance(f, dict) else _read_json(f) for f in fold_results]
+    doc = trials if isinstance(trials, dict) else read_json(trials)
+    folds = [f if isinstance(f, dict) else read_json(f) for f in fold_results]
     folds.sort(key=lambda f: f["fold"])
     if len({f["fold"] for f in folds}) != len(folds):
         raise S3RInputError("tell got the same fold twice; pass one fold_{k}.json per fold")

@@ -19,7 +19,8 @@ def round_dir(out_dir, r: int) -> Path:
     return Path(out_dir) / f"round_{r}"
 
 
-def _read_json(path) -> dict:
+def read_json(path) -> dict:
+    """A tuning file as a dict, or one line naming the file and what to rerun."""
     path = Path(path)
     if not path.is_file():
         raise S3RInputError(f"{path}: tuning file not found; run the step that writes it first")
@@ -33,7 +34,7 @@ def _load_results(results: Sequence) -> list[dict]:
     """Every recorded trial from results.json files (or already-loaded dicts), sorted by trial number."""
     trials = []
     for item in results:
-        doc = item if isinstance(item, dict) else _read_json(item)
+        doc = item if isinstance(item, dict) else read_json(item)
         trials.extend(doc["trials"])
     trials.sort(key=lambda t: t["number"])
     numbers = [t["number"] for t in trials]

@@ -12,7 +12,7 @@ import pandas as pd
 
 from s3r.io import RegressionData, write_csv, write_json
 from s3r.tune.evaluate import evaluate_fold, make_folds, make_problem, tell
-from s3r.tune.files import _read_json, round_dir, write_tables
+from s3r.tune.files import read_json, round_dir, write_tables
 from s3r.tune.selection import select
 from s3r.tune.space import _relative, resolve_config
 from s3r.tune.study import export_study, suggest
@@ -50,7 +50,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     if is_choice(config):
         forms = {label: _rounds(data, variant, out_dir / "forms" / label, workers, progress, offset)
                  for label, variant in model_variants(config)}
-        label, choice = pick_variant({k: [_read_json(path) for path in paths] for k, paths in forms.items()})
+        label, choice = pick_variant({k: [read_json(path) for path in paths] for k, paths in forms.items()})
         config = dict(model_variants(config))[label]
         for r in range(config["rounds"]):
             shutil.copytree(round_dir(out_dir / "forms" / label, r), round_dir(out_dir, r), dirs_exist_ok=True)

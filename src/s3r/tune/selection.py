@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from s3r.errors import S3RInputError
-from s3r.tune.files import _load_results, _read_json
+from s3r.tune.files import _load_results, read_json
 from s3r.tune.space import _log_params, resolve_config
 
 
@@ -33,7 +33,7 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     best trial beats it by a hair). A chosen value at the edge of its range is reported in ``warnings``.
     """
     config = resolve_config(config)
-    docs = [item if isinstance(item, dict) else _read_json(item) for item in results]
+    docs = [item if isinstance(item, dict) else read_json(item) for item in results]
     trials = [t for t in _load_results(docs) if t["state"] == "COMPLETE"]
     if not trials:
         raise S3RInputError("no tuning trial completed on every fold; check the fold logs (solver failures?)")
