@@ -130,3 +130,19 @@ def test_a_weak_lambda_is_rejected_before_the_flow_solve(monkeypatch):
 
     monkeypatch.setattr(cs, "least_squares_flow", no_flow)
     assert np.isinf(cs.constant_start(*args, np.array([1e-5]), K)["flow_ratio"]).all()
+
+
+def test_the_compositional_check_finds_proportions_among_other_features():
+    """Some columns are proportions, the rest expression (n > 8p: the check first solves on a subset of rows)."""
+    from s3r.problem_data import warn_if_compositional
+
+    rng = np.random.default_rng(7)
+    n = 400
+    expr = np.log1p(rng.poisson(2.0, size=(n, 6)).astype(float))
+    props = rng.dirichlet(np.ones(4), size=n)
+    with pytest.warns(UserWarning, match="contrasts"):
+        assert warn_if_compositional(np.c_[expr, props], True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not warn_if_compositional(np.c_[expr, props[:, :3]], True)  # three of four shares: no longer spans 1
+        assert not warn_if_compositional(expr, True)

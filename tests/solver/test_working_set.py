@@ -135,6 +135,32 @@ def test_certificate_search_decides_each_column_as_if_alone():
     assert 0 < together.sum() < len(cols)  # some certified, some not: the search did drop columns on the way
 
 
+def test_a_stored_certificate_decides_the_next_check_without_a_search():
+    """The certificates one check ends with start the next: the same gradient again is decided at once, with the
+    same verdicts; a certificate that no longer holds is searched from, not trusted."""
+    rng = np.random.default_rng(2)
+    n = 150
+    coords = rng.uniform(size=(n, 2))
+    op, _ = operator_for("tv", coords)
+    v = torch.as_tensor(rng.normal(size=(n, 1)) * 0.01)
+    v -= v.mean()
+    X = torch.ones((n, 6), dtype=torch.float64) * torch.linspace(0.2, 40.0, 6, dtype=torch.float64)
+    free = torch.ones((n, 1), dtype=torch.float64)
+    alpha, beta, lam = torch.tensor([0.001]), torch.tensor([0.0001]), torch.tensor([0.05])
+    f = torch.ones(X.shape[1], dtype=torch.float64)
+    cols = np.arange(X.shape[1])
+    plain, _, searched = check_excluded(X, v, free, cols, alpha, beta, f, op, lam)
+    buffer = torch.zeros((op.shape[0], 1, X.shape[1]), dtype=torch.float16)
+    first, _, first_iters = check_excluded(X, v, free, cols, alpha, beta, f, op, lam, certificates=buffer)
+    again, _, again_iters = check_excluded(X, v, free, cols, alpha, beta, f, op, lam, certificates=buffer)
+    assert first.tolist() == plain.tolist() == again.tolist() and first_iters == searched > 0
+    assert not plain.all() and again_iters == 0  # certified columns need no search the second time
+    # a column's gradient grows tenfold: its old certificate no longer proves W_j = 0, the search decides afresh
+    bigger, _, _ = check_excluded(X * 10, v, free, cols, alpha, beta, f, op, lam)
+    reused, _, _ = check_excluded(X * 10, v, free, cols, alpha, beta, f, op, lam, certificates=buffer)
+    assert reused.tolist() == bigger.tolist()
+
+
 @pytest.mark.parametrize("per_problem", [True, False])
 def test_a_problem_is_certified_alone_while_a_slow_one_of_its_batch_goes_on(per_problem, monkeypatch):
     """Per-problem certification: the fast problems of a batch are reported converged (their state frozen at their own
