@@ -12,7 +12,8 @@ from s3r.solver import build_operator, solve_batch
 from s3r.solver.datafit import SquaredLoss
 from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso
 from s3r.solver.primal_dual import primal_dual
-from tests.solver.test_solver import cvxpy_optimum, small_problem
+
+from test_solver import cvxpy_optimum, small_problem
 
 # λ over three decades and the sparsity weights around their thresholds: with tv these converge after 140 to 480
 # iterations at the tolerance below, the last after ~5,000 (not within MAX_ITER: it stays in the loop to the end)
