@@ -13,6 +13,8 @@ and its multiplier is −γ. Stepping γ instead made the intercept the slowest 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -59,6 +61,12 @@ class SquaredLoss:
     def restrict(self, J: torch.Tensor) -> "SquaredLoss":
         """The same fit on the feature columns J only (a working set's restricted problem)."""
         return SquaredLoss(self.X[:, J].contiguous(), self.y, self.o, self.Z)
+
+    def select(self, idx: torch.Tensor) -> "SquaredLoss":
+        """The same fit for the problems ``idx`` of the batch only (a converged problem leaves the PDHG's batch)."""
+        new = copy.copy(self)  # X, Z and a subclass's aggregates are shared by the batch
+        new.y, new.o, new.c = (a.index_select(1, idx) for a in (self.y, self.o, self.c))
+        return new
 
     def spot_rows(self, T: torch.Tensor) -> torch.Tensor:
         """A per-row tensor of W (n_rows, B) seen per spot (n, B): W's rows are the spots here."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -46,6 +48,14 @@ class SparseGroupLasso:
         self.free = free_rows.unsqueeze(-1)  # (n, B, 1) of 0/1
         self.all_free = bool((free_rows > 0).all())
         self.uniform = bool((penalty_factor == 1).all())
+
+    def select(self, idx: torch.Tensor) -> "SparseGroupLasso":
+        """The penalty of the problems ``idx`` of the batch only (a converged problem leaves the PDHG's batch)."""
+        new = copy.copy(self)
+        new.alpha, new.beta = self.alpha.index_select(0, idx), self.beta.index_select(0, idx)
+        new.free = self.free.index_select(1, idx)
+        new.all_free = bool((new.free > 0).all())
+        return new
 
     def value(self, W: torch.Tensor) -> torch.Tensor:
         A = W.abs() if self.row_weight is None else W.abs() * self.row_weight
@@ -96,6 +106,12 @@ class GraphL1:
     def __init__(self, lam: torch.Tensor):
         self.lam = lam.view(1, -1, 1)
 
+    def select(self, idx: torch.Tensor):
+        """The term of the problems ``idx`` of the batch only."""
+        new = copy.copy(self)
+        new.lam = self.lam.index_select(1, idx)
+        return new
+
     def value(self, KW: torch.Tensor) -> torch.Tensor:
         return self.lam.view(-1) * KW.abs().sum(dim=(0, 2))
 
@@ -115,6 +131,12 @@ class GraphQuadratic:
 
     def __init__(self, lam: torch.Tensor):
         self.lam = lam.view(1, -1, 1)
+
+    def select(self, idx: torch.Tensor):
+        """The term of the problems ``idx`` of the batch only."""
+        new = copy.copy(self)
+        new.lam = self.lam.index_select(1, idx)
+        return new
 
     def value(self, KW: torch.Tensor) -> torch.Tensor:
         return self.lam.view(-1) * (KW * KW).sum(dim=(0, 2))

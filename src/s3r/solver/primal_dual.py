@@ -55,6 +55,15 @@ PRECONDITION = True  # per-edge dual steps from the node loads (Pock–Chambolle
 # max(rel_p, rel_d) seen so far has not fallen by STALL_DROP (10 %) over the last ``stall`` iterations while it sits
 # below ``stall_below`` (a precision floor, not the start-up transient); the solve stops when every unconverged one has
 STALL_DROP = 0.9
+# per-problem exit: at a residual check, the problems of a batch that have converged leave it — their iterate (the
+# prox output the solve would return had it stopped there) is kept and the loop goes on with the others' slices
+# only, so a large batch costs what its unconverged problems cost (issue 13). A converged problem no longer touches
+# the others (residuals, steps and proxes are per problem; the step balancing skips it), so the others' iterates are
+# those of the loop without the exit, up to rounding. What still couples the problems of a batch: the balancing's
+# budget and factor (ADAPT_MAX changes, each decaying the factor) are counted per batch, so a problem's steps depend
+# on when the others rebalanced (as before: a problem solved alone takes another path to the same optimum); and a
+# stalled problem stays in the loop until every unconverged one has stalled (the stall stop is per batch).
+EXIT = True
 
 
 @dataclass
@@ -70,6 +79,10 @@ class _State:
 
     def empty_like(self) -> "_State":
         return _State(**{f.name: (None if getattr(self, f.name) is None else torch.empty_like(getattr(self, f.name))) for f in fields(self)})
+
+    def select(self, idx: torch.Tensor) -> "_State":
+        """The problems ``idx`` of the batch (γ is (B, q); every other field has the batch on axis 1)."""
+        return _State(**{f.name: _take(getattr(self, f.name), idx, 0 if f.name == "gamma" else 1) for f in fields(self)})
 
     def relax_(self, other: "_State", rho: float) -> None:
         """self ← self + ρ(other − self), field by field, in place."""
@@ -107,7 +120,10 @@ def primal_dual(
     precondition: bool | None = None,
     stall: int | None = None,
     stall_below: float = float("inf"),
+    exit_converged: bool | None = None,
 ) -> SolveResult:
+    """Solve the B problems of the batch (module docstring); ``exit_converged`` (default :data:`EXIT`) lets each
+    converged problem leave the loop at the residual check that certifies it."""
     start = time.perf_counter()
     precondition = PRECONDITION if precondition is None else bool(precondition)
     dtype, device = W0.dtype, W0.device
@@ -129,6 +145,9 @@ def primal_dual(
     if smooth_on:  # (m, 1, 1) per-edge bounds, or the global one
         edge_r = (torch.as_tensor(K.edge_bounds(), dtype=dtype, device=device).clamp_min(float(tiny)).view(-1, 1, 1) if precondition
                   else max(R, 1e-300))
+
+    exit_on = (EXIT if exit_converged is None else bool(exit_converged)) and B > 1 and all(
+        hasattr(o, "select") for o in (datafit, penalty) + ((smooth,) if has_smooth else ()))
 
     fold = [FOLD_STEP]  # switched off for good when the backend lacks the sparse product
 
@@ -245,6 +264,18 @@ def primal_dual(
     adapt_factor, adaptations_left = 2.0, ADAPT_MAX
     best = torch.full((B,), float("inf"), dtype=dtype, device=device)  # stall test: best max residual, 10 % steps
     best_at = torch.zeros(B, dtype=torch.int64, device=device)
+    # per-problem exit: ``act`` maps the active slices to the batch; the problems that left keep their last prox
+    # output (``left``) and its objective, residuals and step (full-length arrays, NaN while active)
+    act = torch.arange(B, device=device)
+    left: list[tuple[torch.Tensor, _State]] = []
+    out_obj, out_p, out_d, out_tau = (np.full(B, np.nan) for _ in range(4))
+
+    def full(values: torch.Tensor, parked: np.ndarray) -> np.ndarray:
+        """A per-problem quantity of the whole batch: the active problems' values, the others' as they left."""
+        out = parked.copy()
+        out[act.cpu().numpy()] = values.double().cpu().numpy()
+        return out
+
     it = 0
     for it in range(1, max_iter + 1):
         step(z, zt, s)
@@ -252,7 +283,7 @@ def primal_dual(
         if it % check_every == 0 or it == max_iter:
             rel_p, rel_d = residuals(z, zt, s)
             newly = (~converged) & (rel_p <= tol) & (rel_d <= tol)
-            for b in torch.nonzero(newly).flatten().tolist():
+            for b in act[newly].tolist():
                 iterations[b] = it
             converged |= newly
             stalled = False
@@ -264,7 +295,8 @@ def primal_dual(
                 stuck = converged | ((it - best_at >= stall) & (best < stall_below))
                 stalled = bool(stuck.all()) and not bool(converged.all())
             if it % (check_every * 10) == 0 or stalled:
-                entry = {"iteration": it, "objective": objective(zt).tolist(), "primal_residual": rel_p.tolist(), "dual_residual": rel_d.tolist()}
+                entry = {"iteration": it, "objective": full(objective(zt), out_obj).tolist(), "primal_residual": full(rel_p, out_p).tolist(),
+                         "dual_residual": full(rel_d, out_d).tolist()}
                 if stalled:
                     entry["stalled"] = True
                 trace.append(entry)
@@ -272,6 +304,20 @@ def primal_dual(
                     callback(entry)
             if bool(converged.all()) or stalled:
                 break
+            if exit_on and bool(converged.any()):  # the converged problems leave; the rest go on with their own slices
+                gone, keep = torch.nonzero(converged).flatten(), torch.nonzero(~converged).flatten()
+                ids = act[gone].cpu().numpy()
+                out_obj[ids] = objective(zt).index_select(0, gone).double().cpu().numpy()
+                out_p[ids], out_d[ids] = rel_p[gone].double().cpu().numpy(), rel_d[gone].double().cpu().numpy()
+                out_tau[ids] = s.tau[gone].double().cpu().numpy()
+                left.append((act[gone], zt.select(gone)))
+                datafit, penalty = datafit.select(keep), penalty.select(keep)
+                smooth = smooth.select(keep) if has_smooth else smooth
+                lam, share, live = lam[keep], share[keep], datafit.c > 0
+                z, zt = z.select(keep), zt.select(keep)
+                buf = _Buffers(z.W, z.U)
+                s = Steps(s.tau[keep])  # the same per-problem steps (each problem's σ and τ_γ depend on its τ only)
+                converged, rel_p, rel_d, best, best_at, act = (a[keep] for a in (converged, rel_p, rel_d, best, best_at, act))
             if adapt and adaptations_left > 0 and it % (check_every * 5) == 0:
                 # residual balancing: a lagging primal residual asks for a larger primal step
                 grow = (rel_p > ADAPT_RATIO * rel_d) & ~converged
@@ -282,20 +328,25 @@ def primal_dual(
                     adapt_factor = max(ADAPT_FLOOR, adapt_factor**0.9)
         z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
     z = zt  # the last prox output: exact zeros, not a relaxed combination
+    done = np.ones(B, dtype=bool)
+    done[act.cpu().numpy()] = converged.cpu().numpy()
+    if left:  # the problems that left come back in their places
+        z = _State(**{f.name: _merge(getattr(z, f.name), act, [(ids, getattr(st, f.name)) for ids, st in left], B,
+                                     0 if f.name == "gamma" else 1) for f in fields(z)})
 
     return SolveResult(
         W=z.W,
         gamma=z.gamma,
         dual=z.U,
         data_dual=z.v,
-        objective=objective(z).double().cpu().numpy(),
-        primal_residual=rel_p.double().cpu().numpy(),
-        dual_residual=rel_d.double().cpu().numpy(),
-        converged=converged.cpu().numpy(),
+        objective=full(objective(zt), out_obj),
+        primal_residual=full(rel_p, out_p),
+        dual_residual=full(rel_d, out_d),
+        converged=done,
         iterations=np.minimum(iterations, it),
         seconds=time.perf_counter() - start,
         method="pdhg",
-        step=s.tau.double().cpu().numpy(),
+        step=full(s.tau, out_tau),
         trace=trace,
     )
 
@@ -312,6 +363,23 @@ def _initial_tau(datafit, lam, R, x2):
         tau_smooth = w_scale / (torch.clamp(lam, min=1e-12) * R**0.5)
         return torch.where(lam > 0, torch.sqrt(tau_data * tau_smooth), tau_data)
     return tau_data
+
+
+def _take(T: torch.Tensor | None, idx: torch.Tensor, axis: int) -> torch.Tensor | None:
+    return None if T is None else T.index_select(axis, idx)
+
+
+def _merge(T: torch.Tensor | None, act: torch.Tensor, parts: list, B: int, axis: int) -> torch.Tensor | None:
+    """A full-batch tensor from the active problems' slices ``T`` (batch ids ``act``) and the parked ``parts``."""
+    if T is None:
+        return None
+    shape = list(T.shape)
+    shape[axis] = B
+    out = torch.empty(shape, dtype=T.dtype, device=T.device)
+    out.index_copy_(axis, act, T)
+    for ids, part in parts:
+        out.index_copy_(axis, ids, part)
+    return out
 
 
 def _edge_norm(T: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
