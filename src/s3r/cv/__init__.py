@@ -26,7 +26,7 @@ _WHERE = {
               "training_weights"),
     "losses": ("cross_validate", "fold_losses", "heldout_deviance", "heldout_mse", "neighbour_average", "null_loss", "predict",
                "reference_theta", "trend_losses"),
-    "pieces": ("map_pieces",),
+    "pieces": ("map_features", "map_pieces"),
     "solve": ("CPU_BATCH", "CVProblem", "FoldSolution", "_penalties", "solve_fold", "solve_fold_targets", "zero_is_optimal"),
 }  # _penalties: private, used by the tests
 

@@ -42,3 +42,13 @@ def map_pieces(problem: Problem, W, rtol: float = 1e-3) -> np.ndarray:
         joined = sp.coo_matrix((np.ones(e.size), (node[a[e], j], node[c[e], j])), shape=(size, size))
         out[b] = connected_components(joined, directed=False)[0]
     return out
+
+
+def map_features(W, rtol: float = 1e-3) -> np.ndarray:
+    """(B,) number of features each fitted map uses: columns with any entry above ``rtol`` × the map's largest
+    |coefficient| (the same tolerance as :func:`map_pieces`, since tuning stops its solves early) — the group
+    lasso's support, a size measure that does not grow with how finely a selected feature's map is cut."""
+    W = np.abs(np.asarray(W, dtype=np.float64))
+    top = W.max(axis=(0, 2), keepdims=True)
+    used = (W > rtol * top).any(axis=0) & (top[0] > 0)  # (B, p); an all-zero map uses none
+    return used.sum(axis=1).astype(np.int64)

@@ -103,6 +103,7 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
     doc, params, entries, solver = plan["doc"], plan["params"], plan["doc"]["trials"], config["solver"]
     losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
     pieces = cv.map_pieces(problem, solution.W)
+    features = cv.map_features(solution.W)
     held = cv.heldout_mask(folds, fold)
     result = {
         "format": FORMAT,
@@ -127,6 +128,7 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
                 "converged": bool(solution.converged[b]),
                 "iterations": int(solution.iterations[b]),
                 "pieces": int(pieces[b]),
+                "features": int(features[b]),
                 "warm_from": plan["sources"][b],
             }
             for b, (t, loss) in enumerate(zip(entries, losses))
@@ -172,6 +174,7 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
             "converged": [f["trials"][b]["converged"] for f in folds],
             "iterations": [f["trials"][b]["iterations"] for f in folds],
             "pieces": _mean_or_none([f["trials"][b].get("pieces") for f in folds]),
+            "features": _mean_or_none([f["trials"][b].get("features") for f in folds]),
         })
     result = {"format": FORMAT, "round": doc["round"], "folds": [f["fold"] for f in folds], "distributions": doc["distributions"], "trials": recorded}
     null = [f.get("null_loss") for f in folds]

@@ -83,7 +83,7 @@ def write_tables(results: Sequence, out_dir) -> tuple[Path, Path]:
             "number": t["number"], "round": t["round"], **t["params"], **{f"{k}_search": v for k, v in (t.get("search") or {}).items()},
             "state": t["state"], "cv_loss": t["value"],
             "cv_std": t["std"], "cv_se": t["se"], "all_converged": all(t["converged"]), "max_iterations": max(t["iterations"]),
-            "map_pieces": t.get("pieces"),
+            "map_pieces": t.get("pieces"), "map_features": t.get("features"),
         })
         for fold, loss, conv, its in zip(range(len(t["fold_losses"])), t["fold_losses"], t["converged"], t["iterations"]):
             fold_rows.append({"number": t["number"], "fold": fold, "loss": loss, "converged": conv, "iterations": its})

@@ -23,7 +23,8 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     (``cv.map_pieces``, the fused lasso's degrees of freedom) — glmnet's lambda.1se, with the model size
     measured on the fitted maps rather than read off one penalty, since three penalties trade off. Ties (and
     results from versions that did not record the size) go to the largest sum of the tuned parameters'
-    positions in their ranges, then to the lower trial number, so the choice is deterministic.
+    positions in their ranges, then to the lower trial number, so the choice is deterministic. ``one_se_features``
+    measures the size by the number of features the maps use instead (pieces break its ties).
 
     The verdict: the intercept-only (covariates-only) model's held-out loss on the same folds is the yardstick.
     When the chosen trial -- the one whose map is handed on -- does not beat it by more than the standard error of
@@ -39,12 +40,10 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         raise S3RInputError("no tuning trial completed on every fold; check the fold logs (solver failures?)")
     best = min(trials, key=lambda t: (t["value"], t["number"]))
     chosen = best
-    if config["selection"] == "one_se":
+    if config["selection"] in ("one_se", "one_se_features"):
         limit = best["value"] + (best["se"] or 0.0)
         within = [t for t in trials if t["value"] <= limit]
-        strength = _log_params([t.get("search") or t["params"] for t in within], config).sum(axis=1)
-        size = [t["pieces"] if t.get("pieces") is not None else math.inf for t in within]
-        chosen = min(zip(within, strength, size), key=lambda tss: (tss[2], -tss[1], tss[0]["number"]))[0]
+        chosen = min(zip(within, _size_keys(within, config)), key=lambda tk: (*tk[1], tk[0]["number"]))[0]
     null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
     trend = next((d["trend"] for d in docs if d.get("trend")), None)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
@@ -57,6 +56,7 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "cv_loss": chosen["value"],
         "cv_se": chosen["se"],
         "map_pieces": chosen.get("pieces"),
+        "map_features": chosen.get("features"),
         "best_trial": best["number"],
         "best_cv_loss": best["value"],
         "null_cv_loss": None if null is None else null["value"],
@@ -77,6 +77,25 @@ def select(results: Sequence, config: dict, out=None) -> dict:
 
         write_params(out, {**chosen["params"], "smooth": config["model"]["smooth"]}, source="tune", tuning=doc)
     return doc
+
+
+def _size_keys(trials: list[dict], config: dict) -> list[tuple]:
+    """Per trial, the sort key of its size (smallest first) under the configured one-SE rule.
+
+    ``one_se``: map pieces, then the largest sum of the tuned parameters' positions. ``one_se_features``: the
+    number of features the maps use (the group lasso's support, averaged over the folds), then pieces, then the
+    positions — among equally good trials the one with fewest features, for p > n data where pieces reward a
+    coarsely cut dense map (benchmarks/README.md, sessions 11–12). A size not recorded (older files) counts as
+    infinite, so such a trial is chosen only when no recorded one is within reach.
+    """
+    strength = _log_params([t.get("search") or t["params"] for t in trials], config).sum(axis=1)
+
+    def size(t, key):
+        return t[key] if t.get(key) is not None else math.inf
+
+    if config["selection"] == "one_se_features":
+        return [(size(t, "features"), size(t, "pieces"), -s) for t, s in zip(trials, strength)]
+    return [(size(t, "pieces"), -s) for t, s in zip(trials, strength)]
 
 
 def _paired_gain(best: dict, yardstick: dict) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from s3r.errors import S3RInputError
 
 
 PARAM_NAMES = ("lambda_smooth", "alpha", "beta")
-SELECTIONS = ("best", "one_se")
+SELECTIONS = ("best", "one_se", "one_se_features")
 FORMAT = "s3r-tune/1"
 
 DEFAULT_CONFIG: dict = {
