@@ -12,6 +12,7 @@ from pathlib import Path
 
 from s3r.cli.common import model_flags, add_input_arguments, add_model_arguments, load_input
 from s3r.io import read_json_object
+from s3r.tune.space import SELECTIONS
 
 
 def add_parser(subparsers):
@@ -26,7 +27,9 @@ def add_parser(subparsers):
     s.add_argument("--blocks-per-fold", type=int, default=None, help="contiguous blocks held out per fold (default 4)")
     s.add_argument("--predictor", choices=("graph", "neighbours"), default=None,
                    help="held-out prediction: the graph-smooth W of a zero-weight spot (default) or the mean W of its spatial training neighbours")
-    s.add_argument("--selection", choices=("best", "one-se"), default=None, help="lowest CV loss (default) or the one-standard-error choice")
+    s.add_argument("--selection", choices=tuple(x.replace("_", "-") for x in SELECTIONS), default=None,
+                   help="best: lowest CV loss; one-se (the default): the simplest map (fewest constant pieces) within one SE of "
+                        "the best; one-se-features: the same, sized by the number of features")
     s.add_argument("--seed", type=int, default=None, help="seed for folds and sampler (default 0)")
     for name, flag in (("lambda_smooth", "--lambda-range"), ("alpha", "--alpha-range"), ("beta", "--beta-range")):
         s.add_argument(flag, dest=f"{name}_range", nargs=2, type=float, metavar=("LOW", "HIGH"),
