@@ -146,6 +146,8 @@ def solve_batch(
                             step0=first.step, tol=tol, dtype="float64", prune_zeros=prune_zeros, coarsen=False)
         final.iterations = np.asarray(first.iterations) + np.asarray(final.iterations)
         final.seconds += first.seconds
+        if final.multilevel is None:  # the coarse levels ran in the float32 stage
+            final.multilevel = first.multilevel
         final.precision = {**info, "polished": True}
         return final
     dev, dt = resolve_device(device), resolve_dtype(dtype)

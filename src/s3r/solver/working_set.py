@@ -235,7 +235,11 @@ def solve_working_set(
             ws[rest[order[0]] if order.size else 0] = True
     history = [int(ws.sum())]
 
-    # the smoothness dual is kept for the working set's columns only (edges × |working set|, not edges × p)
+    # the smoothness dual is kept for the working set's columns only (edges × |working set|, not edges × p); a column
+    # that enters later takes the warm start's dual for it: a warm start's column at W0_j = 0 is left out of the first
+    # set, and when the check misses its certificate (300 FISTA iterations from z = 0 do not cross a 10⁵-spot graph) it
+    # came back with U_j = 0 and a rough W_j, which undid the warm start (the float32 → float64 polish at 10⁵ spots:
+    # residuals 1.3e-5 → 5e-3 and 2,090 float64 iterations; benchmarks/README.md, session 12)
     W, v, tau, gamma = W0, v0, tau0, gamma0
     U_cols = np.zeros(0, dtype=np.int64)
     U = None
@@ -260,8 +264,10 @@ def solve_working_set(
         budget = int(max_iter - total_it[live].max())
         offset = steps_run  # iterations of the outer solves so far (trace and callback count on)
         cb = None if callback is None else (lambda e, o=offset, k=int(cols.size): callback({**e, "iteration": e["iteration"] + o, "working_set": k}))
-        if U is not None and U_cols.size != cols.size:  # new columns start at zero
+        if U is not None and U_cols.size != cols.size:  # new columns start at the warm start's dual for them, else zero
             grown = torch.zeros((U.shape[0], B, cols.size), dtype=U.dtype, device=U.device)
+            if U0 is not None:
+                grown.copy_(U0[:, :, J])
             grown[:, :, torch.as_tensor(np.searchsorted(cols, U_cols), device=U.device)] = U
             U, U_cols = grown, cols
         res = inner(
