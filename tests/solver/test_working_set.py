@@ -112,19 +112,28 @@ def test_edge_certificate_excludes_what_z_zero_cannot():
     assert weak[0]  # a weak one cannot: then the feature stays a candidate
 
 
-def test_certificate_search_decides_each_column_as_if_alone():
-    """Columns leave the search once decided; the others' verdicts are those of a search over each column alone."""
-    rng = np.random.default_rng(2)
-    n = 150
+def noise_gradient_columns(n=150, seed=2):
+    """(coordinates, tv operator, data gradient v of spatial noise, six columns scaling it 0.2–40×): some certified
+    at zero by the edge dual, some not."""
+    rng = np.random.default_rng(seed)
     coords = rng.uniform(size=(n, 2))
     op, _ = operator_for("tv", coords)
     v = torch.as_tensor(rng.normal(size=(n, 1)) * 0.01)
     v -= v.mean()
+    return coords, op, v, torch.ones((n, 6), dtype=torch.float64) * torch.linspace(0.2, 40.0, 6, dtype=torch.float64)
+
+
+CHECK_ARGS = (torch.tensor([0.001]), torch.tensor([0.0001]))  # α, β of the certificate tests; λ 0.05
+
+
+def test_certificate_search_decides_each_column_as_if_alone():
+    """Columns leave the search once decided; the others' verdicts are those of a search over each column alone."""
+    coords, op, v, X6 = noise_gradient_columns()
+    n = len(coords)
     smooth_part = torch.as_tensor(np.where(coords[:, :1] > 0.5, 1.0, -1.0))  # a gradient tv cannot absorb cheaply
-    X = torch.cat([torch.ones((n, 6), dtype=torch.float64) * torch.linspace(0.2, 40.0, 6, dtype=torch.float64),
-                   smooth_part * torch.linspace(1.0, 20.0, 4, dtype=torch.float64)], dim=1)
+    X = torch.cat([X6, smooth_part * torch.linspace(1.0, 20.0, 4, dtype=torch.float64)], dim=1)
     free = torch.ones((n, 1), dtype=torch.float64)
-    alpha, beta, lam = torch.tensor([0.001]), torch.tensor([0.0001]), torch.tensor([0.05])
+    (alpha, beta), lam = CHECK_ARGS, torch.tensor([0.05])
     f = torch.ones(X.shape[1], dtype=torch.float64)
     cols = np.arange(X.shape[1])
     together, score, _ = check_excluded(X, v, free, cols, alpha, beta, f, op, lam)
@@ -138,15 +147,9 @@ def test_certificate_search_decides_each_column_as_if_alone():
 def test_a_stored_certificate_decides_the_next_check_without_a_search():
     """The certificates one check ends with start the next: the same gradient again is decided at once, with the
     same verdicts; a certificate that no longer holds is searched from, not trusted."""
-    rng = np.random.default_rng(2)
-    n = 150
-    coords = rng.uniform(size=(n, 2))
-    op, _ = operator_for("tv", coords)
-    v = torch.as_tensor(rng.normal(size=(n, 1)) * 0.01)
-    v -= v.mean()
-    X = torch.ones((n, 6), dtype=torch.float64) * torch.linspace(0.2, 40.0, 6, dtype=torch.float64)
-    free = torch.ones((n, 1), dtype=torch.float64)
-    alpha, beta, lam = torch.tensor([0.001]), torch.tensor([0.0001]), torch.tensor([0.05])
+    coords, op, v, X = noise_gradient_columns()
+    free = torch.ones((len(coords), 1), dtype=torch.float64)
+    (alpha, beta), lam = CHECK_ARGS, torch.tensor([0.05])
     f = torch.ones(X.shape[1], dtype=torch.float64)
     cols = np.arange(X.shape[1])
     plain, _, searched = check_excluded(X, v, free, cols, alpha, beta, f, op, lam)
