@@ -84,6 +84,43 @@ def _soft(A: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     return A - torch.clamp(A, -a, a) if a.numel() == 1 else A - torch.minimum(torch.maximum(A, -a), a)
 
 
+def _fista_search(z, Gs, as_, rs, sc, oks, bads, bests, *, K, lam3, inv_L, free3, assess, max_iter, certificates, J) -> int:
+    """FISTA over the edge certificates z ∈ [−1, 1] of the columns ``J`` from ``z``: minimises ½‖S(g + λKᵀz)‖²,
+    marking in place (``oks``, ``bads``, ``bests``) each column certified or proven a violator as soon as it is, and
+    dropping it from the search; the z each column ends with goes back to ``certificates``. Returns the iterations."""
+    its = 0
+    y, t = z.clone(), 1.0
+    act = torch.arange(z.shape[2], device=z.device)  # columns still undecided (the search is separable)
+    left = ~(oks.all(0) | bads.any(0))
+    if bool(left.any()) and not bool(left.all()):
+        act, Gs, as_, rs, sc = act[left], Gs[:, :, left], as_[:, :, left], rs[:, left], sc[:, left]
+        z, y = z[:, :, left].contiguous(), y[:, :, left].contiguous()
+    for it in range(1, (max_iter if bool(left.any()) else 0) + 1):
+        S = _soft(Gs + lam3 * K.adjoint(y), as_) * free3
+        z_new = torch.clamp(y - inv_L * lam3 * K.forward(S), -1.0, 1.0)
+        t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        y = z_new + ((t - 1) / t_new) * (z_new - z)
+        z, t = z_new, t_new
+        its += 1
+        if it % CERT_CHECK == 0 or it == max_iter:
+            o, b_, e = assess(Gs, Gs + lam3 * K.adjoint(z), as_, rs, sc)
+            oks[:, act] |= o
+            bads[:, act] |= b_
+            bests[:, act] = torch.minimum(bests[:, act], e)
+            left = ~(oks[:, act].all(0) | bads[:, act].any(0))
+            if certificates is not None:  # the z each decided column ends with, for the next check
+                done = act[~left]
+                certificates[:, :, J[done]] = z[:, :, ~left].to(certificates.dtype)
+            if not bool(left.any()):
+                break
+            if not bool(left.all()):  # drop the decided columns: the rest of the search costs what is left
+                act, Gs, as_, rs, sc = act[left], Gs[:, :, left], as_[:, :, left], rs[:, left], sc[:, left]
+                z, y = z[:, :, left].contiguous(), y[:, :, left].contiguous()
+    if certificates is not None and bool(left.any()):  # out of budget: keep where the search got to
+        certificates[:, :, J[act]] = z.to(certificates.dtype)
+    return its
+
+
 def check_excluded(
     X: torch.Tensor, v: torch.Tensor, free: torch.Tensor, cols: np.ndarray, alpha: torch.Tensor, beta: torch.Tensor,
     factor: torch.Tensor, K, lam: torch.Tensor | None, *, max_iter: int = CERT_ITER, gradients=None, row_weight=None,
@@ -151,35 +188,8 @@ def check_excluded(
                 oks |= o
                 bads |= b_
                 bests = torch.minimum(bests, e)
-            y, t = z.clone(), 1.0
-            act = torch.arange(keep.numel(), device=X.device)  # columns still undecided (the search is separable)
-            left = ~(oks.all(0) | bads.any(0))
-            if bool(left.any()) and not bool(left.all()):
-                act, Gs, as_, rs, sc = act[left], Gs[:, :, left], as_[:, :, left], rs[:, left], sc[:, left]
-                z, y = z[:, :, left].contiguous(), y[:, :, left].contiguous()
-            for it in range(1, (max_iter if bool(left.any()) else 0) + 1):
-                S = _soft(Gs + lam3 * K.adjoint(y), as_) * free3
-                z_new = torch.clamp(y - inv_L * lam3 * K.forward(S), -1.0, 1.0)
-                t_new = (1 + (1 + 4 * t * t) ** 0.5) / 2
-                y = z_new + ((t - 1) / t_new) * (z_new - z)
-                z, t = z_new, t_new
-                fista_total += 1
-                if it % CERT_CHECK == 0 or it == max_iter:
-                    o, b_, e = assess(Gs, Gs + lam3 * K.adjoint(z), as_, rs, sc)
-                    oks[:, act] |= o
-                    bads[:, act] |= b_
-                    bests[:, act] = torch.minimum(bests[:, act], e)
-                    left = ~(oks[:, act].all(0) | bads[:, act].any(0))
-                    if certificates is not None:  # the z each decided column ends with, for the next check
-                        done = act[~left]
-                        certificates[:, :, Jk[done]] = z[:, :, ~left].to(certificates.dtype)
-                    if not bool(left.any()):
-                        break
-                    if not bool(left.all()):  # drop the decided columns: the rest of the search costs what is left
-                        act, Gs, as_, rs, sc = act[left], Gs[:, :, left], as_[:, :, left], rs[:, left], sc[:, left]
-                        z, y = z[:, :, left].contiguous(), y[:, :, left].contiguous()
-            if certificates is not None and bool(left.any()):  # out of budget: keep where the search got to
-                certificates[:, :, Jk[act]] = z.to(certificates.dtype)
+            fista_total += _fista_search(z, Gs, as_, rs, sc, oks, bads, bests, K=K, lam3=lam3, inv_L=inv_L, free3=free3,
+                                         assess=assess, max_iter=max_iter, certificates=certificates, J=Jk)
             ok[:, keep], bad[:, keep], best[:, keep] = oks, bads, bests
         col_ok = (ok.all(0) & ~bad.any(0)).cpu().numpy()
         violates[idx] = ~col_ok
