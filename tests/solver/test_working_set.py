@@ -164,12 +164,11 @@ def test_a_stored_certificate_decides_the_next_check_without_a_search():
     assert reused.tolist() == bigger.tolist()
 
 
-@pytest.mark.parametrize("per_problem", [True, False])
-def test_a_problem_is_certified_alone_while_a_slow_one_of_its_batch_goes_on(per_problem, monkeypatch):
-    """Per-problem certification: the fast problems of a batch are reported converged (their state frozen at their own
-    certificate, at the optimum of a separate solve) though a slow one runs out of iterations; without it, none is."""
+def test_a_batch_is_certified_together_so_a_slow_problem_holds_back_its_converged_ones(monkeypatch):
+    """The working set is shared by the batch and its check runs once every problem has converged: when one problem
+    runs out of iterations, none is reported converged (benchmarks/README.md, sessions 11–12: why large CV batches do
+    not pay yet)."""
     monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)
-    monkeypatch.setattr(ws_mod, "PER_PROBLEM", per_problem)
     coords, X, y = wide_problem(seed=5)
     n = X.shape[0]
     Y = np.stack([y, y + np.random.default_rng(0).normal(size=n), y], axis=1)
@@ -177,13 +176,4 @@ def test_a_problem_is_certified_alone_while_a_slow_one_of_its_batch_goes_on(per_
     lam, alpha, beta = np.array([0.05, 0.1, 0.3]), np.array([0.02, 0.01, 0.001]), np.array([0.03, 0.05, 0.001])  # the last: slow (> 1,000 its)
     batch = solve_batch(X, Y, smooth="tv", operator=op, lambda_smooth=lam, alpha=alpha, beta=beta, tol=1e-2, max_iter=1000,
                         device="cpu", working_set=True, prune_zeros=False)
-    if not per_problem:
-        assert not batch.converged.any()
-        return
-    assert batch.converged.tolist() == [True, True, False] and batch.working_set["certified_alone"] == [0, 1]
-    assert (batch.iterations[:2] < 1000).all() and batch.iterations[2] == 1000
-    for b in range(2):
-        single = solve_batch(X, Y[:, b], smooth="tv", operator=op, lambda_smooth=lam[b], alpha=alpha[b], beta=beta[b], tol=1e-8,
-                             device="cpu", working_set=False)
-        assert abs(single.objective[0] - batch.objective[b]) <= 1e-2 * single.objective[0]
-        np.testing.assert_allclose(batch.W[:, b].numpy(), single.W[:, 0].numpy(), atol=0.1 * float(single.W.abs().max()))
+    assert not batch.converged.any()

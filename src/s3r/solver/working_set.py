@@ -47,16 +47,6 @@ START_ITER = 30  # FISTA iterations of the first check, which only ranks the can
 CERT_CHECK = 10  # check the certificate inequality every this many FISTA iterations
 COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: only the last solve needs ``tol``
 CHUNK_ELEMS = 1 << 22  # edge-sized elements per certificate chunk (m × B × columns): bounds the check's memory
-# per-problem certification (off by default): a problem of a batch is certified on its own once it has converged and
-# its excluded features pass the check for it; its state is frozen there and it counts as converged although others
-# of its batch go on (so a caller can take it out of the batch; otherwise no problem of a large batch is certified
-# until all are). Measured on the tuning's folds (benchmarks/README.md, session 11): no CPU saved at 3,592 spots ×
-# 25 features (the shared set grows to every feature, converged problems still iterate in the batch), and it moves
-# the held-out losses of the trials truncated at max_iter enough to change the one-SE choice, so it stays opt-in.
-PER_PROBLEM = False
-PER_PROBLEM_TOL = 5e-3  # ... for loose solves only (the tuning's folds, tol 1e-2); tight solves keep one restricted solve per set
-INNER_ITER = 50  # per-problem mode: iterations per restricted solve, so converged problems are checked (and leave, or grow
-# the set) while others go on; 30 was slower (no residual balancing within a restart: it adapts every 50 iterations)
 
 
 def covariate_optimum(datafit, pred: torch.Tensor) -> torch.Tensor | None:
@@ -262,16 +252,13 @@ def solve_working_set(
     res = None
     outer = steps_run = 0
     tol_now = max(tol, COARSE_TOL)  # a set that will still grow need not be solved to ``tol``: it only warm-starts the next
-    per_problem = PER_PROBLEM and B > 1 and tol >= PER_PROBLEM_TOL
-    frozen: dict[int, dict] = {}  # problems certified on their own: their state at certification
     while True:
         outer += 1
         cols = np.flatnonzero(ws)
         J = torch.as_tensor(cols, device=X.device)
         sub_fit = datafit.restrict(J)
         sub_pen = SparseGroupLasso(penalty.alpha, penalty.beta, factor[J], datafit.n, free, row_weight=penalty.row_weight)
-        live = np.array([b not in frozen for b in range(B)])
-        budget = int(max_iter - total_it[live].max())
+        budget = int(max_iter - total_it.max())
         offset = steps_run  # iterations of the outer solves so far (trace and callback count on)
         cb = None if callback is None else (lambda e, o=offset, k=int(cols.size): callback({**e, "iteration": e["iteration"] + o, "working_set": k}))
         if U is not None and U_cols.size != cols.size:  # new columns start at the warm start's dual for them, else zero
@@ -282,7 +269,7 @@ def solve_working_set(
             U, U_cols = grown, cols
         res = inner(
             sub_fit, sub_pen, smooth, K, W[:, :, J].contiguous(), gamma,
-            v0=v, U0=U, tau0=tau, tol=tol_now, max_iter=max(min(budget, INNER_ITER) if per_problem and tol_now <= tol else budget, 1), callback=cb,
+            v0=v, U0=U, tau0=tau, tol=tol_now, max_iter=max(budget, 1), callback=cb,
         )
         total_it += np.asarray(res.iterations)
         steps_run += int(np.max(res.iterations))
@@ -292,27 +279,7 @@ def solve_working_set(
         U, U_cols = res.dual, cols
         v, tau, gamma = res.data_dual, torch.as_tensor(res.step, dtype=W0.dtype, device=W0.device), res.gamma
         rest = np.flatnonzero(~ws)
-        conv = np.asarray(res.converged, dtype=bool) & live
         final = tol_now <= tol
-        if per_problem and final:  # each converged problem is checked alone: certified ones are frozen, the rest grow the set
-            idx = np.flatnonzero(conv)
-            viol, score, fista = _check_problems(X, sub_fit, res.W, free, rest, idx, penalty, K_check, lam, hooks)
-            checks.append({"checked": int(rest.size), "violators": int(viol.any(0).sum()), "fista_iterations": fista})
-            clean = ~viol.any(1)
-            _freeze(frozen, idx[clean], res, W, total_it, U_cols, p)
-            if len(frozen) == B:
-                certified = True
-                break
-            live = np.array([b not in frozen for b in range(B)])
-            if total_it[live].max() >= max_iter:
-                break  # out of budget: the others are reported as not converged, warm state returned for a later call
-            if viol.any():
-                score = np.where(viol, score, -np.inf).max(0)
-                viol = viol.any(0)
-                order = np.argsort(-score)
-                ws[rest[order[:min(int(viol.sum()), max(min_size, int(ws.sum())))]]] = True
-                history.append(int(ws.sum()))
-            continue
         if not bool(np.all(res.converged)) or total_it.max() >= max_iter:
             break  # out of budget: report as not converged, warm state returned for a later call
         viol, score, fista = check_excluded(X, data_gradient(sub_fit, res.W, free), free, rest, penalty.alpha, penalty.beta, factor,
@@ -334,67 +301,19 @@ def solve_working_set(
     if U is not None:  # the solver's contract: an (m, B, p) dual, zero on the columns left out
         dual = torch.zeros((U.shape[0], B, p), dtype=U.dtype, device=U.device)
         dual[:, :, torch.as_tensor(U_cols, device=U.device)] = U
-    out = {"W": W, "data_dual": res.data_dual, "dual": dual, "objective": res.objective, "primal_residual": res.primal_residual,
-           "dual_residual": res.dual_residual, "step": res.step, "iterations": total_it}
-    if frozen:
-        out = _restore(out, frozen)
-        converged[list(frozen)] = True
     gamma = res.gamma
     if gamma is not None:  # the covariates' exact optimum at the final W (the solver's γ is within its tolerance)
-        gamma = (covariate_optimum(datafit, datafit.predict_w(out["W"])) if frozen else
-                 covariate_optimum(sub_fit, sub_fit.predict_w(res.W))).to(res.gamma.dtype)
+        gamma = covariate_optimum(sub_fit, sub_fit.predict_w(res.W)).to(res.gamma.dtype)
     return SolveResult(
-        W=out["W"], gamma=gamma, dual=out["dual"], data_dual=out["data_dual"], objective=out["objective"],
-        primal_residual=out["primal_residual"], dual_residual=out["dual_residual"], converged=converged,
-        iterations=np.minimum(out["iterations"], max_iter), seconds=time.perf_counter() - start, method=res.method + "+working_set",
-        step=out["step"], trace=trace,
+        W=W, gamma=gamma, dual=dual, data_dual=res.data_dual, objective=res.objective,
+        primal_residual=res.primal_residual, dual_residual=res.dual_residual, converged=converged,
+        iterations=np.minimum(total_it, max_iter), seconds=time.perf_counter() - start, method=res.method + "+working_set",
+        step=res.step, trace=trace,
         working_set={
-            "size": int(ws.sum()), "features": p, "outer_iterations": outer, "check_passed": certified or len(frozen) == B,
-            "sizes": history, "checks": checks, "certified_alone": sorted(frozen),
+            "size": int(ws.sum()), "features": p, "outer_iterations": outer, "check_passed": certified,
+            "sizes": history, "checks": checks,
         },
     )
-
-
-def _check_problems(X, sub_fit, W_ws, free, rest, idx, penalty, K, lam, hooks):
-    """:func:`check_excluded` for each problem ``idx`` of the batch on its own (a column's search ends for a problem
-    once it is decided for that problem): (len(idx), len(rest)) verdicts and scores, FISTA iterations in all."""
-    v = data_gradient(sub_fit, W_ws, free)
-    viol, score = np.zeros((len(idx), len(rest)), dtype=bool), np.full((len(idx), len(rest)), -np.inf)
-    fista = 0
-    for k, b in enumerate(np.asarray(idx).tolist()):
-        s = slice(b, b + 1)
-        viol[k], score[k], f = check_excluded(X, v[:, s], free[:, s], rest, penalty.alpha[s], penalty.beta[s], penalty.factor, K,
-                                              None if lam is None else lam[s], **hooks)
-        fista += f
-    return viol, score, fista
-
-
-def _freeze(frozen: dict, idx, res: SolveResult, W: torch.Tensor, total_it: np.ndarray, cols: np.ndarray, p: int) -> None:
-    """Keep the state of the problems ``idx`` (certified on their own) as the answer they return."""
-    for b in np.asarray(idx, dtype=np.int64).tolist():
-        dual = None
-        if res.dual is not None:
-            dual = torch.zeros((res.dual.shape[0], p), dtype=res.dual.dtype, device=res.dual.device)
-            dual[:, torch.as_tensor(cols, device=dual.device)] = res.dual[:, b]
-        frozen[b] = {"W": W[:, b].clone(), "data_dual": res.data_dual[:, b].clone(), "dual": dual,
-                     "objective": float(np.asarray(res.objective)[b]), "primal_residual": float(np.asarray(res.primal_residual)[b]),
-                     "dual_residual": float(np.asarray(res.dual_residual)[b]), "step": None if res.step is None else float(np.asarray(res.step)[b]),
-                     "iterations": int(total_it[b])}
-
-
-def _restore(out: dict, frozen: dict) -> dict:
-    """The batch's final arrays with the frozen problems' states written back in."""
-    out = {k: v.clone() if isinstance(v, torch.Tensor) else None if v is None else np.array(v, dtype=np.float64) for k, v in out.items()}
-    out["iterations"] = out["iterations"].astype(np.int64)
-    for b, state in frozen.items():
-        out["W"][:, b] = state["W"]
-        out["data_dual"][:, b] = state["data_dual"]
-        if out["dual"] is not None and state["dual"] is not None:
-            out["dual"][:, b] = state["dual"]
-        for key in ("objective", "primal_residual", "dual_residual", "step", "iterations"):
-            if out[key] is not None:
-                out[key][b] = state[key]
-    return out
 
 
 def _zero_solution(datafit, penalty, K, W0, free, checks, seconds) -> SolveResult:
