@@ -110,7 +110,8 @@ def jsonable(obj):
     return obj
 
 
-def run_cell(layout: str, sigma: float, seed: int, workers: int | None, config: dict | None, keep: str | None = None) -> dict:
+def run_cell(layout: str, sigma: float, seed: int, workers: int | None, config: dict | None, keep: str | None = None,
+             keep_states: bool = False) -> dict:
     import pandas as pd
 
     from s3r import S3R, tune
@@ -122,7 +123,7 @@ def run_cell(layout: str, sigma: float, seed: int, workers: int | None, config: 
         tmp = scratch if keep is None else Path(keep) / f"{layout}_sigma{sigma:g}_seed{seed}"
         load_before = os.getloadavg()
         wall, cpu = time.perf_counter(), time.process_time()
-        returned = tune.run_search(as_data(sim), config, tmp, workers=workers)
+        returned = tune.run_search(as_data(sim), config, tmp, workers=workers, keep_states=keep_states and keep is not None)
         search_wall, search_cpu = time.perf_counter() - wall, time.process_time() - cpu
         best_file = Path(tmp) / "best_params.json"
         best = json.loads(best_file.read_text()) if best_file.exists() else {}
@@ -206,7 +207,7 @@ def cmd_grid(args) -> None:
             if (layout, sigma) in done:
                 continue
             try:
-                row = run_cell(layout, sigma, args.seed, args.workers, config, args.keep)
+                row = run_cell(layout, sigma, args.seed, args.workers, config, args.keep, args.keep_states)
             except Exception as exc:  # a failure is a result: recorded, and the grid goes on
                 traceback.print_exc()
                 row = {"layout": layout, "sigma": sigma, "design": DESIGN, "seed": args.seed, "defaults": config is None,
@@ -289,6 +290,7 @@ def main() -> None:
     g.add_argument("--out", default=str(OUT / "realistic_grid.jsonl"))
     g.add_argument("--fresh", action="store_true", help="start the file anew instead of resuming")
     g.add_argument("--keep", help="keep each cell's tuning files under this folder (to study selection rules offline)")
+    g.add_argument("--keep-states", action="store_true", help="with --keep, keep the fold maps too (round_*/fold_*.npz, for benchmarks/fold_maps.py; ~1 MB per trial and fold at 1,000 × 100)")
     t = sub.add_parser("table")
     t.add_argument("--out", default=str(OUT / "realistic_grid.jsonl"))
     args = parser.parse_args()
