@@ -232,7 +232,10 @@ def solve_working_set(
         top = order[:n_add]
         ws[rest[top[viol[top]]]] = True
         if not viol.any():  # every feature certified at zero: W = 0 is the answer, no solve needed
-            return _zero_solution(datafit, penalty, K, W0, free, checks, time.perf_counter() - start)
+            res = _zero_solution(datafit, penalty, K, W0, free, checks, time.perf_counter() - start)
+            if res.dual is not None and certificates is not None:  # every column's dual is the certificate just found
+                _excluded_duals(res.dual, np.zeros(0, dtype=np.int64), checked, certificates, U0, lam)
+            return res
         if not ws.any():  # keep one feature so the restricted solve is never empty
             ws[rest[order[0]] if order.size else 0] = True
     history = [int(ws.sum())]
