@@ -220,8 +220,10 @@ def solve_working_set(
     nonzero = (W0 != 0).any(0).any(0).cpu().numpy()
     ws = nonzero | (factor == 0).cpu().numpy()
     checks = []
+    checked = np.zeros(p, dtype=bool)  # columns some check has searched a certificate for (kept in ``certificates``)
     if not nonzero.any():
         rest = np.flatnonzero(~ws)
+        checked[rest] = True
         viol, score, fista = check_excluded(X, data_gradient(datafit, W0, free), free, rest, penalty.alpha, penalty.beta, factor,
                                             K_check, lam, max_iter=START_ITER, certificates=certificates, **hooks)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
@@ -230,7 +232,10 @@ def solve_working_set(
         top = order[:n_add]
         ws[rest[top[viol[top]]]] = True
         if not viol.any():  # every feature certified at zero: W = 0 is the answer, no solve needed
-            return _zero_solution(datafit, penalty, K, W0, free, checks, time.perf_counter() - start)
+            res = _zero_solution(datafit, penalty, K, W0, free, checks, time.perf_counter() - start)
+            if res.dual is not None and certificates is not None:  # every column's dual is the certificate just found
+                _excluded_duals(res.dual, np.zeros(0, dtype=np.int64), checked, certificates, U0, lam)
+            return res
         if not ws.any():  # keep one feature so the restricted solve is never empty
             ws[rest[order[0]] if order.size else 0] = True
     history = [int(ws.sum())]
@@ -282,6 +287,7 @@ def solve_working_set(
         final = tol_now <= tol
         if not bool(np.all(res.converged)) or total_it.max() >= max_iter:
             break  # out of budget: report as not converged, warm state returned for a later call
+        checked[rest] = True
         viol, score, fista = check_excluded(X, data_gradient(sub_fit, res.W, free), free, rest, penalty.alpha, penalty.beta, factor,
                                             K_check, lam, certificates=certificates, **hooks)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
@@ -298,9 +304,11 @@ def solve_working_set(
 
     converged = np.asarray(res.converged, dtype=bool) & certified
     dual = None
-    if U is not None:  # the solver's contract: an (m, B, p) dual, zero on the columns left out
+    if U is not None:  # the solver's contract: an (m, B, p) dual
         dual = torch.zeros((U.shape[0], B, p), dtype=U.dtype, device=U.device)
         dual[:, :, torch.as_tensor(U_cols, device=U.device)] = U
+        if certificates is not None:
+            _excluded_duals(dual, U_cols, checked, certificates, U0, lam)
     gamma = res.gamma
     if gamma is not None:  # the covariates' exact optimum at the final W (the solver's γ is within its tolerance)
         gamma = covariate_optimum(sub_fit, sub_fit.predict_w(res.W)).to(res.gamma.dtype)
@@ -314,6 +322,28 @@ def solve_working_set(
             "sizes": history, "checks": checks,
         },
     )
+
+
+def _excluded_duals(dual, U_cols, checked, certificates, U0, lam) -> None:
+    """Fill the edge dual of the columns outside the final working set with the best one known: the certificate a
+    check left for it (λ z, the dual that proves W_j = 0), else the warm start's dual for it.
+
+    A column that leaves the set (or never enters it) at zero still has a dual at the optimum; returning zero
+    for it made the next solve (the float64 polish of ``mixed``, the next coarse-to-fine level, the next CV
+    chunk) start that column cold when it re-entered: 10⁵ spots, polish 2,090 float64 iterations from a first
+    residual of 5e-3 (benchmarks/README.md, sessions 12–13)."""
+    p = dual.shape[-1]
+    out = np.setdiff1d(np.arange(p), U_cols)
+    if out.size == 0:
+        return
+    from_cert = out[checked[out]] if U0 is not None and U0.shape[-1] == p else out
+    if from_cert.size:
+        J = torch.as_tensor(from_cert, device=dual.device)
+        dual[:, :, J] = certificates[:, :, J].to(dual.dtype) * lam.view(1, -1, 1).to(dual.dtype)
+    rest = np.setdiff1d(out, from_cert)
+    if rest.size:  # never checked here: the warm start's own dual, at its full precision
+        J = torch.as_tensor(rest, device=dual.device)
+        dual[:, :, J] = U0[:, :, J].to(dual.dtype)
 
 
 def _zero_solution(datafit, penalty, K, W0, free, checks, seconds) -> SolveResult:
