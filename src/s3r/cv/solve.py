@@ -34,7 +34,7 @@ class FoldSolution:
     seconds: float
 
 
-CPU_BATCH = 2  # parameter sets per batched solve on a CPU (see solve_fold)
+CPU_BATCH = 20  # parameter sets per batched solve on a CPU (see solve_fold)
 
 
 def solve_fold(
@@ -45,10 +45,10 @@ def solve_fold(
 
     Each batch is solved in chunks of ``chunk`` iterations; converged problems leave it between chunks (their
     state carried exactly) and the next parameter sets take their places, so one slow set does not hold the
-    rest in the loop. ``batch`` 0 means all at once on a GPU and ``CPU_BATCH`` on a CPU, where a batch whose
-    edge-sized arrays outgrow the cache costs more per problem than two small ones (1.6× at 1,000 spots × 100
-    features, batch 10 against 2). ``warm`` holds per-problem start values (W, data_dual, dual, step arrays
-    stacked on axis 1 / 0).
+    rest in the loop. ``batch`` 0 means all at once on a GPU and ``CPU_BATCH`` on a CPU: since each problem's
+    working set is checked on its own, a large batch gives every problem its own optimum; on the tuning's DLPFC folds
+    (3,592 spots) batch 20 cost 0.81–0.85× batch 2 at 25 features and 1.05× at 100 (benchmarks/README.md, session
+    13). ``warm`` holds per-problem start values (W, data_dual, dual, step arrays stacked on axis 1 / 0).
     """
     return solve_fold_targets([problem], [params], folds, fold, tol=tol, max_iter=max_iter, chunk=chunk,
                               warm=[warm], batch=batch)[0]

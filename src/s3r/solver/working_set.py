@@ -24,8 +24,12 @@ is returned without a solve), solve the restricted problem with the primal–dua
 feature, add the worst violators (at most doubling the set), re-solve warm-started (W, data dual, the working set's
 smoothness dual, step), until the check passes for all. Sets that may still grow are solved to ``COARSE_TOL``
 only; once a check passes there, the set is solved to the tolerance and checked again — only that final check
-decides convergence. The covariates are set to their exact optimum at the final W. The certificate search is
-separable over columns, so a column leaves it as soon as it is certified or proven non-zero.
+decides convergence. In a batch the set is shared (the union of what its problems need) but the check is per
+problem: a problem is checked as soon as it has converged on the current set, and is reported converged, its state
+frozen, only once every feature excluded for it is certified at zero for it — so a slow problem neither keeps the set
+from growing for the others nor lets one of them be reported converged on a set that is too small. The covariates
+are set to their exact optimum at the final W. The certificate search is separable over columns, so a column
+leaves it as soon as it is certified or proven non-zero.
 
 Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
 ``CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
@@ -114,7 +118,7 @@ def _fista_search(z, Gs, as_, rs, sc, oks, bads, bests, *, K, lam3, inv_L, free3
 def check_excluded(
     X: torch.Tensor, v: torch.Tensor, free: torch.Tensor, cols: np.ndarray, alpha: torch.Tensor, beta: torch.Tensor,
     factor: torch.Tensor, K, lam: torch.Tensor | None, *, max_iter: int = CERT_ITER, gradients=None, row_weight=None,
-    certificates: torch.Tensor | None = None,
+    certificates: torch.Tensor | None = None, per_problem: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Optimality of W_j = 0 for each column j in ``cols`` given the data gradient v (module docstring).
 
@@ -128,11 +132,14 @@ def check_excluded(
     ``certificates``: an (m, B, p) buffer of edge certificates (z, any dtype) kept by the caller across checks: a
     column's search tries its stored z after z = 0 and starts FISTA there, and the z it ends with is stored back.
     Between the checks of one working-set loop the gradients move little, so a stored z mostly still certifies.
+    ``per_problem``: ``violates`` is (B, len(cols)), True where the column is not certified for that problem (a
+    column's search stops once it is proven non-zero for one problem, so the others may count it as a violator too).
     """
     n, B = v.shape
     violates, score = np.zeros(len(cols), dtype=bool), np.full(len(cols), -np.inf)
+    each = np.zeros((v.shape[1], len(cols)), dtype=bool)
     if len(cols) == 0:
-        return violates, score, 0
+        return each if per_problem else violates, score, 0
     dtype, tiny = v.dtype, torch.finfo(v.dtype).tiny
     smooth = K is not None and lam is not None and bool((lam > 0).any())
     m = K.shape[0] if smooth else n
@@ -183,8 +190,9 @@ def check_excluded(
             ok[:, keep], bad[:, keep], best[:, keep] = oks, bads, bests
         col_ok = (ok.all(0) & ~bad.any(0)).cpu().numpy()
         violates[idx] = ~col_ok
+        each[:, idx] = (~ok | bad).cpu().numpy()
         score[idx] = np.where(col_ok, -np.inf, best.amax(0).double().cpu().numpy())
-    return violates, score, fista_total
+    return each if per_problem else violates, score, fista_total
 
 
 def solve_working_set(
@@ -245,27 +253,43 @@ def solve_working_set(
     # set, and when the check misses its certificate (300 FISTA iterations from z = 0 do not cross a 10⁵-spot graph) it
     # came back with U_j = 0 and a rough W_j, which undid the warm start (the float32 → float64 polish at 10⁵ spots:
     # residuals 1.3e-5 → 5e-3 and 2,090 float64 iterations; benchmarks/README.md, session 12)
-    W, v, tau, gamma = W0, v0, tau0, gamma0
+    # Each problem of the batch is certified on its own: once it has converged on the current set, its excluded
+    # features are checked for it; if all are certified at zero it is done (its state frozen, reported converged),
+    # else the features that violate for it grow the shared set and it is solved again, warm, with the others that
+    # still need iterations — a slow problem no longer keeps the set from growing for the rest (benchmarks/README.md,
+    # session 13: the tuning's chunked solves at batch ≥ 5 never grew a set and ended restricted to the start set).
+    W, v, tau, gamma = W0.clone(), v0, tau0, gamma0
     U_cols = np.zeros(0, dtype=np.int64)
     U = None
     if U0 is not None:
         U_cols = np.flatnonzero(ws)
         U = U0[:, :, torch.as_tensor(U_cols, device=U0.device)].contiguous()
     total_it = np.zeros(B, dtype=np.int64)
+    done = np.zeros(B, dtype=bool)  # converged to ``tol`` and certified: frozen
+    fine = np.zeros(B, dtype=bool)  # passed a check at the coarse tolerance: solved to ``tol`` from now on
+    stats = {k: np.full(B, np.nan) for k in ("objective", "primal_residual", "dual_residual", "step")}
     trace: list[dict] = []
-    certified = False
     res = None
     outer = steps_run = 0
-    tol_now = max(tol, COARSE_TOL)  # a set that will still grow need not be solved to ``tol``: it only warm-starts the next
     while True:
+        live = ~done & ((total_it < max_iter) | (outer == 0))
+        if not live.any():
+            break
         outer += 1
+        idx = np.flatnonzero(live)
+        whole = idx.size == B
+        it_t = torch.as_tensor(idx, device=X.device)
+        sel = (lambda T, axis=1: T) if whole else (lambda T, axis=1: None if T is None else T.index_select(axis, it_t))  # noqa: E731
+        # a set that will still grow need not be solved to ``tol``: it only warm-starts the next
+        tol_now = tol if bool(fine[idx].any()) else max(tol, COARSE_TOL)
         cols = np.flatnonzero(ws)
         J = torch.as_tensor(cols, device=X.device)
         sub_fit = datafit.restrict(J)
         sub_pen = SparseGroupLasso(penalty.alpha, penalty.beta, factor[J], datafit.n, free, row_weight=penalty.row_weight)
-        budget = int(max_iter - total_it.max())
+        budget = int(max_iter - total_it[idx].max())
         offset = steps_run  # iterations of the outer solves so far (trace and callback count on)
-        cb = None if callback is None else (lambda e, o=offset, k=int(cols.size): callback({**e, "iteration": e["iteration"] + o, "working_set": k}))
+        wide = lambda e, o=offset, k=int(cols.size): {**_widen(e, idx, B), "iteration": e["iteration"] + o, "working_set": k}  # noqa: E731
+        cb = None if callback is None else (lambda e: callback(wide(e)))
         if U is not None and U_cols.size != cols.size:  # new columns start at the warm start's dual for them, else zero
             grown = torch.zeros((U.shape[0], B, cols.size), dtype=U.dtype, device=U.device)
             if U0 is not None:
@@ -273,52 +297,69 @@ def solve_working_set(
             grown[:, :, torch.as_tensor(np.searchsorted(cols, U_cols), device=U.device)] = U
             U, U_cols = grown, cols
         res = inner(
-            sub_fit, sub_pen, smooth, K, W[:, :, J].contiguous(), gamma,
-            v0=v, U0=U, tau0=tau, tol=tol_now, max_iter=max(budget, 1), callback=cb,
+            sub_fit if whole else sub_fit.select(it_t), sub_pen if whole else sub_pen.select(it_t),
+            smooth if whole or smooth is None else smooth.select(it_t), K, sel(W[:, :, J]).contiguous(), sel(gamma, 0),
+            v0=sel(v), U0=sel(U), tau0=sel(tau, 0), tol=tol_now, max_iter=max(budget, 1), callback=cb,
         )
-        total_it += np.asarray(res.iterations)
+        total_it[idx] += np.asarray(res.iterations)
         steps_run += int(np.max(res.iterations))
-        trace += [{**e, "iteration": e["iteration"] + offset, "working_set": int(cols.size)} for e in res.trace]
-        W = torch.zeros((n, B, p), dtype=W0.dtype, device=W0.device)
-        W[:, :, J] = res.W
-        U, U_cols = res.dual, cols
-        v, tau, gamma = res.data_dual, torch.as_tensor(res.step, dtype=W0.dtype, device=W0.device), res.gamma
-        rest = np.flatnonzero(~ws)
-        final = tol_now <= tol
-        if not bool(np.all(res.converged)) or total_it.max() >= max_iter:
-            break  # out of budget: report as not converged, warm state returned for a later call
-        checked[rest] = True
-        viol, score, fista = check_excluded(X, data_gradient(sub_fit, res.W, free), free, rest, penalty.alpha, penalty.beta, factor,
-                                            K_check, lam, certificates=certificates, **hooks)
-        checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
-        if not viol.any():
-            if final:
-                certified = True
-                break
-            tol_now = tol  # the set passed at the coarse tolerance: solve it to ``tol`` and check again
+        trace += [wide(e) for e in res.trace]
+        Wl = torch.zeros((n, idx.size, p), dtype=W0.dtype, device=W0.device)
+        Wl[:, :, J] = res.W
+        W.index_copy_(1, it_t, Wl)
+        step = torch.as_tensor(res.step, dtype=W0.dtype, device=W0.device)
+        if whole:
+            U, v, tau, gamma = res.dual, res.data_dual, step, res.gamma
+        else:
+            for T, new, axis in ((U, res.dual, 1), (v, res.data_dual, 1), (tau, step, 0), (gamma, res.gamma, 0)):
+                if T is not None:
+                    T.index_copy_(axis, it_t, new)
+        U_cols = cols
+        for k in stats:
+            stats[k][idx] = np.asarray(getattr(res, k), dtype=np.float64)
+        ok = idx[np.asarray(res.converged, dtype=bool)]  # converged on this set: check their excluded features
+        if ok.size == 0:
             continue
-        order = np.argsort(-score)
-        n_add = min(int(viol.sum()), max(min_size, int(ws.sum())))
-        ws[rest[order[:n_add]]] = True
-        history.append(int(ws.sum()))
+        rest = np.flatnonzero(~ws)
+        viol, score = np.zeros((ok.size, 0), dtype=bool), np.zeros(0)
+        if rest.size:
+            o_t = torch.as_tensor(ok, device=X.device)
+            grad = data_gradient(sub_fit.select(o_t), W[:, :, J].index_select(1, o_t), free.index_select(1, o_t))
+            checked[rest] = True
+            cert = None if certificates is None else certificates.index_select(1, o_t)
+            viol, score, fista = check_excluded(X, grad, free.index_select(1, o_t), rest, penalty.alpha[o_t], penalty.beta[o_t], factor,
+                                                K_check, None if lam is None else lam[o_t], certificates=cert, per_problem=True, **hooks)
+            if cert is not None:
+                certificates.index_copy_(1, o_t, cert)
+            checks.append({"checked": int(rest.size), "violators": int(viol.any(0).sum()), "fista_iterations": fista,
+                           "problems": int(ok.size)})
+        passed = ok[~viol.any(1)]
+        if tol_now <= tol:
+            done[passed] = True
+        fine[passed] = True
+        if viol.any():
+            order = np.argsort(-score)
+            n_add = min(int(viol.any(0).sum()), max(min_size, int(ws.sum())))
+            ws[rest[order[:n_add]]] = True
+            history.append(int(ws.sum()))
 
-    converged = np.asarray(res.converged, dtype=bool) & certified
     dual = None
     if U is not None:  # the solver's contract: an (m, B, p) dual
         dual = torch.zeros((U.shape[0], B, p), dtype=U.dtype, device=U.device)
         dual[:, :, torch.as_tensor(U_cols, device=U.device)] = U
         if certificates is not None:
             _excluded_duals(dual, U_cols, checked, certificates, U0, lam)
-    gamma = res.gamma
     if gamma is not None:  # the covariates' exact optimum at the final W (the solver's γ is within its tolerance)
-        gamma = covariate_optimum(sub_fit, sub_fit.predict_w(res.W)).to(res.gamma.dtype)
+        J = torch.as_tensor(np.flatnonzero(ws), device=X.device)
+        fit = datafit.restrict(J)
+        gamma = covariate_optimum(fit, fit.predict_w(W[:, :, J])).to(gamma.dtype)
     return SolveResult(
-        W=W, gamma=gamma, dual=dual, data_dual=res.data_dual, objective=res.objective,
-        primal_residual=res.primal_residual, dual_residual=res.dual_residual, converged=converged,
+        W=W, gamma=gamma, dual=dual, data_dual=v, objective=stats["objective"],
+        primal_residual=stats["primal_residual"], dual_residual=stats["dual_residual"], converged=done,
         iterations=np.minimum(total_it, max_iter), seconds=time.perf_counter() - start, method=res.method + "+working_set",
-        step=res.step, trace=trace,
+        step=stats["step"], trace=trace,
         working_set={
-            "size": int(ws.sum()), "features": p, "outer_iterations": outer, "check_passed": certified,
+            "size": int(ws.sum()), "features": p, "outer_iterations": outer, "check_passed": bool(done.all()),
             "sizes": history, "checks": checks,
         },
     )
@@ -344,6 +385,22 @@ def _excluded_duals(dual, U_cols, checked, certificates, U0, lam) -> None:
     if rest.size:  # never checked here: the warm start's own dual, at its full precision
         J = torch.as_tensor(rest, device=dual.device)
         dual[:, :, J] = U0[:, :, J].to(dual.dtype)
+
+
+def _widen(entry: dict, idx: np.ndarray, B: int) -> dict:
+    """A trace entry of a solve over the problems ``idx`` with its per-problem lists widened to the batch (NaN for
+    the problems not in that solve)."""
+    if idx.size == B:
+        return dict(entry)
+    out = {}
+    for key, value in entry.items():
+        if isinstance(value, list) and len(value) == idx.size:
+            full = [float("nan")] * B
+            for i, x in zip(idx.tolist(), value):
+                full[i] = x
+            value = full
+        out[key] = value
+    return out
 
 
 def _zero_solution(datafit, penalty, K, W0, free, checks, seconds) -> SolveResult:
