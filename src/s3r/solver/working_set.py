@@ -38,6 +38,7 @@ Memory: the restricted solves hold edges × |working set| duals; the certificate
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -279,7 +280,7 @@ def solve_working_set(
         idx = np.flatnonzero(live)
         whole = idx.size == B
         it_t = torch.as_tensor(idx, device=X.device)
-        sel = (lambda T, axis=1: T) if whole else (lambda T, axis=1: None if T is None else T.index_select(axis, it_t))  # noqa: E731
+        sel = partial(_part, idx=None if whole else it_t)
         # a set that will still grow need not be solved to ``tol``: it only warm-starts the next
         tol_now = tol if bool(fine[idx].any()) else max(tol, COARSE_TOL)
         cols = np.flatnonzero(ws)
@@ -323,13 +324,15 @@ def solve_working_set(
         rest = np.flatnonzero(~ws)
         viol, score = np.zeros((ok.size, 0), dtype=bool), np.zeros(0)
         if rest.size:
-            o_t = torch.as_tensor(ok, device=X.device)
-            grad = data_gradient(sub_fit.select(o_t), W[:, :, J].index_select(1, o_t), free.index_select(1, o_t))
+            # the problems checked: all of the batch (no copies: the certificate buffer is edges × B × p), or a part
+            o_t = None if ok.size == B else torch.as_tensor(ok, device=X.device)
+            pick = partial(_part, idx=o_t)
+            grad = data_gradient(sub_fit if o_t is None else sub_fit.select(o_t), pick(W[:, :, J]), pick(free))
             checked[rest] = True
-            cert = None if certificates is None else certificates.index_select(1, o_t)
-            viol, score, fista = check_excluded(X, grad, free.index_select(1, o_t), rest, penalty.alpha[o_t], penalty.beta[o_t], factor,
-                                                K_check, None if lam is None else lam[o_t], certificates=cert, per_problem=True, **hooks)
-            if cert is not None:
+            cert = pick(certificates)
+            viol, score, fista = check_excluded(X, grad, pick(free), rest, pick(penalty.alpha, 0), pick(penalty.beta, 0), factor,
+                                                K_check, pick(lam, 0), certificates=cert, per_problem=True, **hooks)
+            if cert is not None and o_t is not None:
                 certificates.index_copy_(1, o_t, cert)
             checks.append({"checked": int(rest.size), "violators": int(viol.any(0).sum()), "fista_iterations": fista,
                            "problems": int(ok.size)})
@@ -385,6 +388,11 @@ def _excluded_duals(dual, U_cols, checked, certificates, U0, lam) -> None:
     if rest.size:  # never checked here: the warm start's own dual, at its full precision
         J = torch.as_tensor(rest, device=dual.device)
         dual[:, :, J] = U0[:, :, J].to(dual.dtype)
+
+
+def _part(T: torch.Tensor | None, axis: int = 1, *, idx: torch.Tensor | None) -> torch.Tensor | None:
+    """The problems ``idx`` of a batched tensor (batch on ``axis``); the tensor itself when ``idx`` is None."""
+    return T if T is None or idx is None else T.index_select(axis, idx)
 
 
 def _widen(entry: dict, idx: np.ndarray, B: int) -> dict:
