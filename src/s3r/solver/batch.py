@@ -107,8 +107,7 @@ def solve_batch(
 
     ``coarsen``: a cold start solves the problem restricted to aggregated spots first and refines it level by level
     (:mod:`s3r.solver.multilevel`; same optimum and certificate, fewer iterations on large graphs). True / False, or
-    ``"auto"``: between :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` and ``AUTO_MAX_SPOTS`` spots (the measured
-    wins). The result's ``multilevel`` has the levels and their iterations.
+    ``"auto"``: from :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` spots on (below, it does not pay). The result's ``multilevel`` has the levels and their iterations.
 
     ``stall``: stop the PDHG once its residual has stalled for this many iterations (the float32 stage of ``mixed``
     uses :data:`STALL_WINDOW`; the result is then not converged and the polish takes over from its state).
@@ -125,8 +124,7 @@ def solve_batch(
                               penalty_factor=penalty_factor, W0=at(W0, order), gamma0=gamma0, dual0=at(dual0, rows),
                               data_dual0=at(data_dual0, order), step0=step0, tol=tol, max_iter=max_iter, device=device, dtype=dtype,
                               callback=callback, working_set=working_set, prune_zeros=prune_zeros, coarsen=coarsen, stall=stall)
-            back = lambda T, idx: None if T is None else T.index_select(0, torch.as_tensor(np.argsort(idx), device=T.device))  # noqa: E731
-            res.W, res.data_dual, res.dual = back(res.W, order), back(res.data_dual, order), back(res.dual, rows)
+            res.W, res.data_dual, res.dual = (_unpermute_rows_(T, idx) for T, idx in ((res.W, order), (res.data_dual, order), (res.dual, rows)))
             return res
     start = None
     if W0 is None and dual0 is None and data_dual0 is None:
@@ -179,7 +177,7 @@ def solve_batch(
         a = np.full((n, B), default, dtype=np.float64) if a is None else np.asarray(a, dtype=np.float64)
         return np.broadcast_to(a.reshape(n, -1), (n, B))
 
-    t = lambda a: torch.as_tensor(np.array(a, dtype=np.float64), dtype=dt, device=dev)  # noqa: E731
+    t = lambda a: _tensor(a, dt, dev)  # noqa: E731
     Xt, Yt = t(X), t(Y)
     Ot = t(as_nb(weights, 1.0))
     Ft = t(as_nb(free_rows, 1.0))
@@ -218,6 +216,33 @@ def solve_batch(
         if prune_zeros:
             result.W, result.zeroed = prune_numerical_zeros(datafit, penalty, smooth_term, operator, result.W)
     return result
+
+
+def _tensor(a, dt, dev) -> torch.Tensor:
+    """A tensor of its own (never a view of the caller's array) in the solve's dtype and device, without the float64
+    copy ``np.array`` made on the way (10⁵ × 1,000 features: 0.8 GB at the peak)."""
+    arr = np.asarray(a, dtype=np.float64)
+    if not (arr.flags.c_contiguous and arr.flags.writeable):  # broadcast views (zero strides) become real arrays
+        arr = np.array(arr)
+    T = torch.as_tensor(arr, dtype=dt, device=dev)
+    return T.clone() if isinstance(a, np.ndarray) and np.shares_memory(arr, a) and T.data_ptr() == arr.ctypes.data else T
+
+
+def _unpermute_rows_(T: torch.Tensor | None, idx: np.ndarray, block_elems: int = 1 << 22) -> torch.Tensor | None:
+    """T with its rows put back in the caller's order (row ``idx[k]`` of the caller is row k of T), in place, a block
+    of trailing columns at a time: the edges × p dual is the largest tensor of a solve (10⁵ spots × 1,000 features:
+    1.6 GB in float32), and a whole-tensor ``index_select`` held it twice at the end of the solve."""
+    if T is None:
+        return None
+    inv = torch.as_tensor(np.argsort(idx), device=T.device)
+    if T.dim() < 2 or T.numel() <= block_elems:
+        return T.index_select(0, inv)
+    flat = T.view(T.shape[0], -1) if T.is_contiguous() else T.reshape(T.shape[0], -1)
+    step = max(1, block_elems // T.shape[0])
+    for start in range(0, flat.shape[1], step):
+        part = flat[:, start:start + step]
+        part.copy_(part.index_select(0, inv))
+    return flat.view(T.shape)
 
 
 def _rows(a, idx: np.ndarray):

@@ -114,22 +114,26 @@ def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
         D = -(V[:, b : b + 1] * X)
         # a node cannot send more than its edges carry: where |D_i − mean| exceeds λ Σ_e |K_ei| no flow fits the box,
         # and the Laplacian solve (the expensive part at large n) is skipped
-        if np.any(np.abs(D - D.mean(axis=0)) > lam[b] * node_capacity[:, None]):
+        # (one n × p temporary, worked in place: at 10⁵ spots × 1,000 features each such array is 0.8 GB)
+        excess = D - D.mean(axis=0)
+        np.abs(excess, out=excess)
+        if np.any(excess > lam[b] * node_capacity[:, None]):
             ratio[b:] = np.inf
             break
         factor = grounded_laplacian(K) if factor is None else factor
         # the flow column by column in blocks, the columns whose imbalance comes nearest the box first: where the
         # start fails it fails there, and the remaining solves (one triangular pair per column) are skipped
-        need = (np.abs(D - D.mean(axis=0)) / np.maximum(node_capacity, 1e-300)[:, None]).max(axis=0)
+        need = np.divide(excess, np.maximum(node_capacity, 1e-300)[:, None], out=excess).max(axis=0)
+        del excess
         for cols in np.array_split(np.argsort(-need), max(1, -(-p // FLOW_BLOCK))):
             U0[:, b, cols] = least_squares_flow(K, D[:, cols], factor)
             ratio[b] = max(ratio[b], np.abs(U0[:, b, cols]).max() / lam[b] if lam[b] > 0 else np.inf)
             if ratio[b] > 1.0:
                 break
-        W0[:, b, :] = w
-        if G is not None:
-            G[b] = gamma
         if ratio[b] > 1.0:  # the start is used only when every problem's flow fits: the rest need not be solved
             ratio[b + 1:] = np.inf
             break
+        W0[:, b, :] = w  # (np.zeros maps untouched pages: a start that fails costs no n × B × p memory)
+        if G is not None:
+            G[b] = gamma
     return {"W0": W0, "gamma0": G, "data_dual0": V, "dual0": U0, "flow_ratio": ratio}

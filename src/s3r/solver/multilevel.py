@@ -22,6 +22,7 @@ support is the next level's initial working set.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -39,9 +40,10 @@ COARSEST = 300  # matching stops once a level has at most this many aggregates
 COARSE_TOL = 1e-3  # relative residual to which the coarse levels are solved (they only warm-start the next)
 PASS_STEP = True  # hand each level its coarser level's primal step (10⁴ medium: 3,410 fine iterations against 4,170 from the initial step)
 AUTO_MIN_SPOTS = 1_000  # coarsen="auto" uses the levels from this many spots on (10³: 1.2–1.3× less CPU, benchmarks/README.md)
-# ... and up to this many: at 10⁵ spots (medium problem, float32) the fine level stalled at relative residuals
-# 1.3e-5 / 8e-6 from 9,000 to 16,000 iterations while the plain float32 solve reached 1e-5 in 10,550 (README, session 9)
-AUTO_MAX_SPOTS = 30_000
+# ... and up to this many (None: no limit). Sessions 9–12 capped it at 30,000: at 10⁵ spots the fine level stalled
+# in float32 because the excluded columns' duals were dropped between levels; with them carried (session 13) the
+# fine level converges in float32 and the levels win at 10⁵ too (benchmarks/README.md, session 14)
+AUTO_MAX_SPOTS: int | None = None
 
 
 @dataclass
@@ -258,9 +260,11 @@ def solve_coarse_to_fine(datafit, penalty, smooth, K: IncidenceOperator, W0, gam
     if res is None:
         return solve(datafit, penalty, smooth, K, W0, gamma0, v0=v0, U0=U0, tau0=tau0, tol=tol, max_iter=max_iter, callback=callback)
     W, U = _prolong(res, np.ones(n), levels[0], fine_w, quadratic)
+    res = None  # the coarse level's state lives on in (W, U)
     t0 = time.perf_counter()
+    own = {"own_U0": True} if U is not None and "own_U0" in inspect.signature(solve).parameters else {}  # U is ours to hand over
     final = solve(datafit, penalty, smooth, K, W, gamma, v0=v, U0=U, tau0=tau if PASS_STEP else None, tol=tol, max_iter=max_iter,
-                  callback=callback)
+                  callback=callback, **own)
     final.multilevel = {"levels": report, "fine_iterations": np.asarray(final.iterations).tolist(), "fine_seconds": time.perf_counter() - t0,
                         "coarse_iterations": int(sum(max(r["iterations"]) for r in report))}
     final.seconds = time.perf_counter() - start
@@ -269,11 +273,11 @@ def solve_coarse_to_fine(datafit, penalty, smooth, K: IncidenceOperator, W0, gam
 
 def coarse_levels(coarsen, K, smooth, free: torch.Tensor, *, cold: bool) -> list[Level]:
     """The levels a solve uses: none for warm starts, masked rows, graphs that are not edge incidences, or when
-    ``coarsen`` is False / ``"auto"`` outside ``AUTO_MIN_SPOTS``–``AUTO_MAX_SPOTS`` spots (the measured wins)."""
+    ``coarsen`` is False / ``"auto"`` below ``AUTO_MIN_SPOTS`` (or above ``AUTO_MAX_SPOTS`` when set) spots."""
     if coarsen is False or not cold or smooth is None or not isinstance(K, IncidenceOperator) or not bool((free > 0).all()):
         return []
     n = K.shape[1]
-    if coarsen == "auto" and not AUTO_MIN_SPOTS <= n <= AUTO_MAX_SPOTS:
+    if coarsen == "auto" and (n < AUTO_MIN_SPOTS or (AUTO_MAX_SPOTS is not None and n > AUTO_MAX_SPOTS)):
         return []
     edges = torch.stack([K._src, K._dst], 1).cpu().numpy()
     return build_levels(edges, K._w.view(-1).double().cpu().numpy(), n, quadratic=isinstance(smooth, GraphQuadratic))

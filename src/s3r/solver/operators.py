@@ -79,8 +79,9 @@ class LinearOperator:
             K.sort_indices()
             rows = np.repeat(np.arange(K.shape[0]), np.diff(K.indptr))
             dev = scale.device
-            cached = self._row_pattern = (torch.as_tensor(K.indptr, dtype=torch.int64, device=dev),
-                                          torch.as_tensor(K.indices, dtype=torch.int64, device=dev),
+            idx = _index_dtype(K)
+            cached = self._row_pattern = (torch.as_tensor(K.indptr, dtype=idx, device=dev),
+                                          torch.as_tensor(K.indices, dtype=idx, device=dev),
                                           torch.as_tensor(rows, device=dev), torch.as_tensor(K.data, device=dev))
         indptr, indices, rows, data = cached
         values = (data.to(scale.dtype) * scale.reshape(-1)[rows]).contiguous()
@@ -235,10 +236,18 @@ def _to_torch_csr(K: sp.csr_matrix, device, dtype) -> torch.Tensor:
         return _csr(K, device, dtype)
 
 
+def _index_dtype(K: sp.csr_matrix) -> torch.dtype:
+    """int32 CSR indices where they fit: the products stream the index arrays every iteration, and at 10⁵ spots ×
+    6 columns (float32, one thread) the folded dual step's addmm took 5.3 instead of 6.6 ms (benchmarks/README.md,
+    session 14); int64 only for matrices too large for 32-bit positions."""
+    return torch.int32 if max(K.nnz, *K.shape) < 2**31 - 1 else torch.int64
+
+
 def _csr(K, device, dtype):
+    idx = _index_dtype(K)
     return torch.sparse_csr_tensor(
-        torch.as_tensor(K.indptr, dtype=torch.int64),
-        torch.as_tensor(K.indices, dtype=torch.int64),
+        torch.as_tensor(K.indptr, dtype=idx),
+        torch.as_tensor(K.indices, dtype=idx),
         torch.as_tensor(K.data, dtype=dtype),
         size=K.shape,
         check_invariants=False,

@@ -198,11 +198,13 @@ def check_excluded(
 
 def solve_working_set(
     datafit, penalty: SparseGroupLasso, smooth, K, W0: torch.Tensor, gamma0, *, inner, v0=None, U0=None, tau0=None,
-    tol: float = 1e-6, max_iter: int = 50_000, callback=None, min_size: int | None = None,
+    tol: float = 1e-6, max_iter: int = 50_000, callback=None, min_size: int | None = None, own_U0: bool = False,
 ) -> SolveResult:
     """Outer working-set loop around ``inner`` (the primal–dual solver with its usual signature).
 
     ``datafit`` and ``penalty`` describe the full problem; restricted copies are built per working set.
+    ``own_U0``: the caller hands ``U0`` over (a tensor it made for this call, such as a prolongated coarse dual), so
+    the returned edges × p dual is written into it instead of a second one (10⁵ spots × 1,000 features: 1.6 GB).
     """
     start = time.perf_counter()
     min_size = MIN_SIZE if min_size is None else min_size
@@ -268,12 +270,15 @@ def solve_working_set(
     total_it = np.zeros(B, dtype=np.int64)
     done = np.zeros(B, dtype=bool)  # converged to ``tol`` and certified: frozen
     fine = np.zeros(B, dtype=bool)  # passed a check at the coarse tolerance: solved to ``tol`` from now on
+    # stopped by the inner solve's stall test: re-solving it on the same set only stalls again, 2,000 iterations at a time
+    # (10⁵ spots, weak penalties: float32 flat at 1.15e-5 from 6,000 to the 20,000-iteration cap; README, session 14)
+    stalled = np.zeros(B, dtype=bool)
     stats = {k: np.full(B, np.nan) for k in ("objective", "primal_residual", "dual_residual", "step")}
     trace: list[dict] = []
     res = None
     outer = steps_run = 0
     while True:
-        live = ~done & ((total_it < max_iter) | (outer == 0))
+        live = ~done & ~stalled & ((total_it < max_iter) | (outer == 0))
         if not live.any():
             break
         outer += 1
@@ -303,6 +308,8 @@ def solve_working_set(
             v0=sel(v), U0=sel(U), tau0=sel(tau, 0), tol=tol_now, max_iter=max(budget, 1), callback=cb,
         )
         total_it[idx] += np.asarray(res.iterations)
+        if res.trace and res.trace[-1].get("stalled"):  # the inner solve stopped on a stall (the float32 stage of mixed):
+            stalled[idx[~np.asarray(res.converged, dtype=bool)]] = True  # its unconverged problems go to the polish as they are
         steps_run += int(np.max(res.iterations))
         trace += [wide(e) for e in res.trace]
         Wl = torch.zeros((n, idx.size, p), dtype=W0.dtype, device=W0.device)
@@ -348,10 +355,13 @@ def solve_working_set(
 
     dual = None
     if U is not None:  # the solver's contract: an (m, B, p) dual
-        dual = torch.zeros((U.shape[0], B, p), dtype=U.dtype, device=U.device)
+        reuse = own_U0 and U0 is not None and tuple(U0.shape) == (U.shape[0], B, p) and U0.dtype == U.dtype
+        dual = U0 if reuse else torch.zeros((U.shape[0], B, p), dtype=U.dtype, device=U.device)
+        if reuse and certificates is None:  # the columns outside the set were never checked: zero, as returned before
+            dual.zero_()
         dual[:, :, torch.as_tensor(U_cols, device=U.device)] = U
         if certificates is not None:
-            _excluded_duals(dual, U_cols, checked, certificates, U0, lam)
+            _excluded_duals(dual, U_cols, checked, certificates, U0, lam, in_place=reuse)
     if gamma is not None:  # the covariates' exact optimum at the final W (the solver's γ is within its tolerance)
         J = torch.as_tensor(np.flatnonzero(ws), device=X.device)
         fit = datafit.restrict(J)
@@ -368,26 +378,32 @@ def solve_working_set(
     )
 
 
-def _excluded_duals(dual, U_cols, checked, certificates, U0, lam) -> None:
+def _excluded_duals(dual, U_cols, checked, certificates, U0, lam, in_place: bool = False) -> None:
     """Fill the edge dual of the columns outside the final working set with the best one known: the certificate a
     check left for it (λ z, the dual that proves W_j = 0), else the warm start's dual for it.
 
     A column that leaves the set (or never enters it) at zero still has a dual at the optimum; returning zero
     for it made the next solve (the float64 polish of ``mixed``, the next coarse-to-fine level, the next CV
     chunk) start that column cold when it re-entered: 10⁵ spots, polish 2,090 float64 iterations from a first
-    residual of 5e-3 (benchmarks/README.md, sessions 12–13)."""
-    p = dual.shape[-1]
+    residual of 5e-3 (benchmarks/README.md, sessions 12–13).
+
+    ``in_place``: ``dual`` is the warm start itself, whose never-checked columns already hold their values. Columns
+    go in blocks of ``CHUNK_ELEMS`` entries, so no second edges × p tensor is made on the way."""
+    m, B, p = dual.shape
     out = np.setdiff1d(np.arange(p), U_cols)
     if out.size == 0:
         return
     from_cert = out[checked[out]] if U0 is not None and U0.shape[-1] == p else out
-    if from_cert.size:
-        J = torch.as_tensor(from_cert, device=dual.device)
-        dual[:, :, J] = certificates[:, :, J].to(dual.dtype) * lam.view(1, -1, 1).to(dual.dtype)
     rest = np.setdiff1d(out, from_cert)
-    if rest.size:  # never checked here: the warm start's own dual, at its full precision
-        J = torch.as_tensor(rest, device=dual.device)
-        dual[:, :, J] = U0[:, :, J].to(dual.dtype)
+    lam3 = lam.view(1, -1, 1).to(dual.dtype)
+    block = max(1, CHUNK_ELEMS // max(1, m * B))
+    for start in range(0, from_cert.size, block):
+        J = torch.as_tensor(from_cert[start:start + block], device=dual.device)
+        dual[:, :, J] = certificates[:, :, J].to(dual.dtype).mul_(lam3)
+    if not in_place:  # never checked here: the warm start's own dual, at its full precision
+        for start in range(0, rest.size, block):
+            J = torch.as_tensor(rest[start:start + block], device=dual.device)
+            dual[:, :, J] = U0[:, :, J].to(dual.dtype)
 
 
 def _part(T: torch.Tensor | None, axis: int = 1, *, idx: torch.Tensor | None) -> torch.Tensor | None:
