@@ -225,7 +225,8 @@ def _tensor(a, dt, dev) -> torch.Tensor:
     if not (arr.flags.c_contiguous and arr.flags.writeable):  # broadcast views (zero strides) become real arrays
         arr = np.array(arr)
     T = torch.as_tensor(arr, dtype=dt, device=dev)
-    return T.clone() if isinstance(a, np.ndarray) and np.shares_memory(arr, a) and T.data_ptr() == arr.ctypes.data else T
+    viewing = T.device.type == "cpu" and T.data_ptr() == arr.__array_interface__["data"][0]  # T is arr's memory …
+    return T.clone() if viewing and isinstance(a, np.ndarray) and np.may_share_memory(arr, a) else T  # … and arr the caller's
 
 
 def _unpermute_rows_(T: torch.Tensor | None, idx: np.ndarray, block_elems: int = 1 << 22) -> torch.Tensor | None:
