@@ -281,7 +281,7 @@ def _solve_one(P: _Problem, W0, U0, rho0, tol, max_iter, stats):
     return dict(W=V, gamma=gamma, U=U, v=v, obj=obj, rel_p=rel_p, rel_d=rel_d, conv=converged, it=it, rho=rho_V)
 
 
-def admm(datafit, penalty, smooth, K, W0, gamma0, *, v0=None, U0=None, tau0=None, tol=1e-6, max_iter=50_000,
+def admm(datafit, penalty, smooth, K, W0, gamma0, *, v0=None, U0=None, tau0=None, tau_ref=None, tol=1e-6, max_iter=50_000,
          callback=None, **_ignored) -> SolveResult:
     start = time.perf_counter()
     n, B, p = W0.shape

@@ -220,28 +220,3 @@ def test_the_returned_dual_certifies_the_columns_left_at_zero(monkeypatch):
     assert float(excess(G + op.adjoint(U)).max()) <= 1.01  # certified (float16 storage: 1 % slack)
     assert float(excess(G).max()) > 1.2  # … where a zero dual would not certify some of them
 
-
-def test_a_stalled_solve_is_not_restarted_on_the_same_set(monkeypatch):
-    """The float32 stage of ``mixed`` stops a solve whose residual has stalled above the tolerance so that the float64
-    polish takes over; the working-set loop must hand that state on, not re-solve it on the same set until
-    ``max_iter`` (10⁵ spots, weak penalties: 14,000 float32 iterations flat at 1.15e-5; README, session 14)."""
-    import s3r.solver.batch as batch_mod
-
-    calls = []
-    inner = batch_mod.primal_dual
-
-    def counted(*a, **k):
-        res = inner(*a, **k)
-        calls.append(bool(res.trace and res.trace[-1].get("stalled")))
-        return res
-
-    monkeypatch.setattr(batch_mod, "primal_dual", counted)
-    monkeypatch.setattr(batch_mod, "STALL_BELOW", 1e12)  # count a plateau at any height (float32's floor here is ~1e-7)
-    monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)
-    coords, X, y = wide_problem(seed=3)
-    op, _ = operator_for("tv", coords)
-    res = solve_batch(X, y, smooth="tv", operator=op, lambda_smooth=0.05, alpha=0.02, beta=0.03, tol=1e-11, max_iter=20_000,
-                      device="cpu", dtype="float32", working_set=True, prune_zeros=False, stall=200)
-    assert not res.converged[0]  # 1e-11 is below float32's reach
-    assert calls and calls[-1]  # the last solve stopped on its stall ...
-    assert calls.count(True) == 1 and res.iterations[0] < 10_000  # ... once, and nothing re-solved it up to max_iter

@@ -12,7 +12,8 @@ conjugates, whose proxes are closed form:
 Putting the data fit in the dual frees the primal step from its curvature bound, which on this rank-one-per-spot
 fit is what makes a gradient step crawl; Σ_v is diagonal over spots (Pock & Chambolle 2011 preconditioning).
 Convergence needs τ‖Σ^{1/2}𝒦‖² ≤ 1; the budget is split between the two dual blocks and τ is adapted by
-residual balancing (Goldstein et al. 2015) a decaying, finite number of times.
+residual balancing (Goldstein et al. 2015) a decaying, finite number of times, never below a quarter of
+the magnitude-matched step (``STEP_FLOOR``).
 
 ``precondition`` (default ``PRECONDITION``) replaces the one smoothness-dual step bound by per-edge steps
 σ_e ∝ 1/r_e from the local node loads (:meth:`LinearOperator.edge_bounds`, Pock & Chambolle 2011 with row weights):
@@ -47,6 +48,16 @@ RELAX = 1.9  # over-relaxation ρ ∈ (0, 2): z ← z + ρ(T z − z); 1.9 with 
 # thousand iterations, the primal residual then led the dual one 5,000:1 with τ frozen, and it fell 9 % per 2,000
 # iterations (not converged at 100,000). With 100 changes: 10,090 iterations (22,300 with the old steps and ρ 1.6).
 ADAPT_RATIO, ADAPT_MAX, ADAPT_FLOOR = 5.0, 100, 1.1
+# the balancing never takes τ below this share of the magnitude-matched step (:func:`reference_step`; or below the
+# start, where that lies lower). It balances *relative* residuals, and those can ask for ever smaller steps that do
+# not help: on a dense, near-unpenalised map (realistic grid three_regions σ 2, 1,000 × 100, α, β ~4e-4 of their
+# scales) the dual residual led 30:1 at the fastest fixed steps (4.7–37: 6,750–8,840 iterations; 2.3: 16,500) and
+# each fresh solve (fine level, the working set's re-solve, the float64 polish) halved τ again, 4.7 → 0.6 against a
+# reference of 9.0: 40,000 iterations, unconverged; on four_regions_highdim σ 2 (400 × 600) a relative dual residual
+# of 1.0 in the first 500 iterations took τ to 1/200 of the reference: unconverged. With the floor: 19,200 and 26,230
+# iterations, converged. 0.5 was faster there (12,300) but left a cvxpy test problem unconverged and cost 7 % at 10⁴
+# medium; 0.25 changed no iteration count of the 10³/10⁴ grid (benchmarks/README.md, session 14)
+STEP_FLOOR = 0.25
 # one problem: fold the per-edge dual step σ into K (s3r.solver.operators.LinearOperator.row_scaled) so U + σ ⊙ K(2W⁺ − W)
 # is one sparse product; 10⁵ spots × 16 columns, float32: 36.6 → 30 CPU ms for that update (benchmarks/README.md, session 11)
 FOLD_STEP = True
@@ -121,9 +132,12 @@ def primal_dual(
     stall: int | None = None,
     stall_below: float = float("inf"),
     exit_converged: bool | None = None,
+    tau_ref: torch.Tensor | None = None,
 ) -> SolveResult:
     """Solve the B problems of the batch (module docstring); ``exit_converged`` (default :data:`EXIT`) lets each
-    converged problem leave the loop at the residual check that certifies it."""
+    converged problem leave the loop at the residual check that certifies it. ``tau_ref`` (B,): the step the
+    balancing's floor is measured against (default: this problem's :func:`reference_step`; the working-set loop
+    passes the full problem's)."""
     start = time.perf_counter()
     precondition = PRECONDITION if precondition is None else bool(precondition)
     dtype, device = W0.dtype, W0.device
@@ -243,7 +257,10 @@ def primal_dual(
             obj = obj + smooth.value(K.forward_into(z.W, buf.U, buf.U2))
         return obj
 
-    s = Steps(tau0.clone() if tau0 is not None else _initial_tau(datafit, lam, R, x2))
+    own = _initial_tau(datafit, lam, R, x2)
+    tau_ref = own if tau_ref is None else tau_ref.to(dtype)
+    s = Steps(tau0.clone() if tau0 is not None else own)
+    tau_lo = torch.minimum(tau_ref * STEP_FLOOR, s.tau) if STEP_FLOOR else None  # the balancing's floor (STEP_FLOOR)
     W = W0.clone()
     gamma = gamma0.clone() if has_gamma else None
     v = v0.clone() if v0 is not None else torch.zeros((datafit.n, B), dtype=dtype, device=device)
@@ -296,7 +313,7 @@ def primal_dual(
                 stalled = bool(stuck.all()) and not bool(converged.all())
             if it % (check_every * 10) == 0 or stalled:
                 entry = {"iteration": it, "objective": full(objective(zt), out_obj).tolist(), "primal_residual": full(rel_p, out_p).tolist(),
-                         "dual_residual": full(rel_d, out_d).tolist()}
+                         "dual_residual": full(rel_d, out_d).tolist(), "step": full(s.tau, out_tau).tolist()}
                 if stalled:
                     entry["stalled"] = True
                 trace.append(entry)
@@ -318,12 +335,17 @@ def primal_dual(
                 buf = _Buffers(z.W, z.U)
                 s = Steps(s.tau[keep])  # the same per-problem steps (each problem's σ and τ_γ depend on its τ only)
                 converged, rel_p, rel_d, best, best_at, act = (a[keep] for a in (converged, rel_p, rel_d, best, best_at, act))
+                if tau_lo is not None:
+                    tau_lo = tau_lo[keep]
             if adapt and adaptations_left > 0 and it % (check_every * 5) == 0:
                 # residual balancing: a lagging primal residual asks for a larger primal step
                 grow = (rel_p > ADAPT_RATIO * rel_d) & ~converged
                 shrink = (rel_d > ADAPT_RATIO * rel_p) & ~converged
                 if bool(grow.any() or shrink.any()):
-                    s = Steps(torch.where(grow, s.tau * adapt_factor, torch.where(shrink, s.tau / adapt_factor, s.tau)))
+                    tau_new = torch.where(grow, s.tau * adapt_factor, torch.where(shrink, s.tau / adapt_factor, s.tau))
+                    if tau_lo is not None:
+                        tau_new = torch.maximum(tau_new, tau_lo)
+                    s = Steps(tau_new)
                     adaptations_left -= 1
                     adapt_factor = max(ADAPT_FLOOR, adapt_factor**0.9)
         z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
@@ -349,6 +371,16 @@ def primal_dual(
         step=full(s.tau, out_tau),
         trace=trace,
     )
+
+
+def reference_step(datafit, smooth, K) -> torch.Tensor:
+    """(B,) the magnitude-matched primal step of the problem (:func:`_initial_tau`) — of the full problem when a
+    working set solves restricted copies, whose fewer columns give smaller row norms and a larger step."""
+    R = float(K.norm_bound()) if K is not None and smooth is not None else 0.0
+    lam = smooth.lam.view(-1) if R > 0 else torch.zeros(datafit.y.shape[1], dtype=datafit.X.dtype, device=datafit.X.device)
+    x2 = datafit.row_norms2()
+    x2 = torch.clamp(x2, min=max(float(x2.mean()) * 1e-8, float(torch.finfo(x2.dtype).tiny)))
+    return _initial_tau(datafit, lam, R, x2)
 
 
 def _initial_tau(datafit, lam, R, x2):

@@ -28,7 +28,8 @@ decides convergence. In a batch the set is shared (the union of what its problem
 problem: a problem is checked as soon as it has converged on the current set, and is reported converged, its state
 frozen, only once every feature excluded for it is certified at zero for it — so a slow problem neither keeps the set
 from growing for the others nor lets one of them be reported converged on a set that is too small. The covariates
-are set to their exact optimum at the final W. The certificate search is separable over columns, so a column
+are set to their exact optimum at the final W. An inner solve that stopped on a stalled residual (the float32 stage
+of ``mixed``) ends the loop for its problems, unconverged, so that the caller's float64 polish takes over. The certificate search is separable over columns, so a column
 leaves it as soon as it is certified or proven non-zero.
 
 Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
@@ -44,12 +45,14 @@ import numpy as np
 import torch
 
 from s3r.solver.penalties import GraphL1, SparseGroupLasso
+from s3r.solver.primal_dual import reference_step
 from s3r.solver.result import SolveResult
 
 MIN_SIZE = 8  # smallest working set and smallest number of features added per outer iteration
 CERT_ITER = 300  # FISTA iterations spent looking for one chunk of edge certificates
 START_ITER = 30  # FISTA iterations of the first check, which only ranks the candidates
 CERT_CHECK = 10  # check the certificate inequality every this many FISTA iterations
+STALL_STOPS = True  # an inner solve that stopped on a stalled residual ends the outer loop for its problems
 COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: only the last solve needs ``tol``
 CHUNK_ELEMS = 1 << 22  # edge-sized elements per certificate chunk (m × B × columns): bounds the check's memory
 
@@ -262,6 +265,7 @@ def solve_working_set(
     # still need iterations — a slow problem no longer keeps the set from growing for the rest (benchmarks/README.md,
     # session 13: the tuning's chunked solves at batch ≥ 5 never grew a set and ended restricted to the start set).
     W, v, tau, gamma = W0.clone(), v0, tau0, gamma0
+    tau_ref = reference_step(datafit, smooth, K)  # the step balancing's anchor: the full problem's, not the restricted one's
     U_cols = np.zeros(0, dtype=np.int64)
     U = None
     if U0 is not None:
@@ -269,16 +273,14 @@ def solve_working_set(
         U = U0[:, :, torch.as_tensor(U_cols, device=U0.device)].contiguous()
     total_it = np.zeros(B, dtype=np.int64)
     done = np.zeros(B, dtype=bool)  # converged to ``tol`` and certified: frozen
+    halted = np.zeros(B, dtype=bool)  # the inner solve stopped on a stalled residual: handed back (mixed: to the polish)
     fine = np.zeros(B, dtype=bool)  # passed a check at the coarse tolerance: solved to ``tol`` from now on
-    # stopped by the inner solve's stall test: re-solving it on the same set only stalls again, 2,000 iterations at a time
-    # (10⁵ spots, weak penalties: float32 flat at 1.15e-5 from 6,000 to the 20,000-iteration cap; README, session 14)
-    stalled = np.zeros(B, dtype=bool)
     stats = {k: np.full(B, np.nan) for k in ("objective", "primal_residual", "dual_residual", "step")}
     trace: list[dict] = []
     res = None
     outer = steps_run = 0
     while True:
-        live = ~done & ~stalled & ((total_it < max_iter) | (outer == 0))
+        live = ~done & ~halted & ((total_it < max_iter) | (outer == 0))
         if not live.any():
             break
         outer += 1
@@ -305,11 +307,9 @@ def solve_working_set(
         res = inner(
             sub_fit if whole else sub_fit.select(it_t), sub_pen if whole else sub_pen.select(it_t),
             smooth if whole or smooth is None else smooth.select(it_t), K, sel(W[:, :, J]).contiguous(), sel(gamma, 0),
-            v0=sel(v), U0=sel(U), tau0=sel(tau, 0), tol=tol_now, max_iter=max(budget, 1), callback=cb,
+            v0=sel(v), U0=sel(U), tau0=sel(tau, 0), tol=tol_now, max_iter=max(budget, 1), callback=cb, tau_ref=sel(tau_ref, 0),
         )
         total_it[idx] += np.asarray(res.iterations)
-        if res.trace and res.trace[-1].get("stalled"):  # the inner solve stopped on a stall (the float32 stage of mixed):
-            stalled[idx[~np.asarray(res.converged, dtype=bool)]] = True  # its unconverged problems go to the polish as they are
         steps_run += int(np.max(res.iterations))
         trace += [wide(e) for e in res.trace]
         Wl = torch.zeros((n, idx.size, p), dtype=W0.dtype, device=W0.device)
@@ -325,7 +325,13 @@ def solve_working_set(
         U_cols = cols
         for k in stats:
             stats[k][idx] = np.asarray(getattr(res, k), dtype=np.float64)
-        ok = idx[np.asarray(res.converged, dtype=bool)]  # converged on this set: check their excluded features
+        conv = np.asarray(res.converged, dtype=bool)
+        if STALL_STOPS and any(e.get("stalled", False) for e in res.trace):
+            # a stall stop is the caller's signal to change precision; solving again here restarted the float32
+            # stage with a fresh step balancing until max_iter (three_regions σ 2: 20,000 float32 iterations, four
+            # restarts, residuals 1.4e-4 → 2e-3; benchmarks/README.md, session 14)
+            halted[idx[~conv]] = True
+        ok = idx[conv]  # converged on this set: check their excluded features
         if ok.size == 0:
             continue
         rest = np.flatnonzero(~ws)
