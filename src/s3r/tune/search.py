@@ -59,7 +59,8 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
         results = [round_dir(out_dir, r) / "results.json" for r in range(config["rounds"])]
     else:
         results = _rounds(data, config, out_dir, workers, progress, offset)
-    best = select(results, config, out_dir / "best_params.json")
+    states = {(r, k): round_dir(out_dir, r) / f"fold_{k}.npz" for r in range(config["rounds"]) for k in range(config["folds"])}
+    best = select(results, config, out_dir / "best_params.json", states=states)  # before the states go (fold agreement)
     if choice is not None:
         best["model_choice"] = choice
         write_json(choice, out_dir / "model_choice.json")
