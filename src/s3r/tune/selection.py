@@ -50,19 +50,7 @@ def select(results: Sequence, config: dict, out=None, states: Mapping | None = N
     null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
     reason, agreement = "best: the lowest held-out loss", None
     if config["selection"] in ("one_se", "one_se_features"):
-        limit = best["value"] + (best["se"] or 0.0)
-        within = [t for t in trials if t["value"] <= limit]
-        keys = {t["number"]: (*k, t["number"]) for t, k in zip(within, _size_keys(within, config))}
-        chosen = min(within, key=lambda t: keys[t["number"]])
-        reason = "one standard error: the smallest map within one SE of the best held-out loss"
-        if null is not None and limit > null["value"] and len(within) > 1 and states:
-            agreement = _window_agreement(within, states, state_prefix)
-            if agreement is not None:
-                chosen = min(within, key=lambda t: (-agreement[str(t["number"])]["agreement"], *keys[t["number"]]))
-                reason = (f"fold agreement: the one-SE window (best {best['value']:.4g} + SE {best['se'] or 0.0:.2g}) reaches past "
-                          f"the intercept-only model's held-out loss {null['value']:.4g}, so the loss cannot rank its "
-                          f"{len(within)} maps; the one whose cross-validation fold maps agree most is handed on "
-                          f"(agreement {agreement[str(chosen['number'])]['agreement']:.3g})")
+        chosen, reason, agreement = _one_se(trials, best, null, config, states, state_prefix)
     trend = next((d["trend"] for d in docs if d.get("trend")), None)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
     effect, verdict = _verdict(chosen, null, config, trend, best=best)
@@ -97,6 +85,27 @@ def select(results: Sequence, config: dict, out=None, states: Mapping | None = N
 
         write_params(out, {**chosen["params"], "smooth": config["model"]["smooth"]}, source="tune", tuning=doc)
     return doc
+
+
+def _one_se(trials: list[dict], best: dict, null: dict | None, config: dict, states, prefix: str) -> tuple[dict, str, dict | None]:
+    """(chosen trial, reason in words, fold agreement scores or None) under the one-SE rule; the fold agreement only
+    where the window reaches past the intercept-only model and the fold maps are there."""
+    limit = best["value"] + (best["se"] or 0.0)
+    within = [t for t in trials if t["value"] <= limit]
+    keys = {t["number"]: (*k, t["number"]) for t, k in zip(within, _size_keys(within, config))}
+    chosen = min(within, key=lambda t: keys[t["number"]])
+    reason = "one standard error: the smallest map within one SE of the best held-out loss"
+    if null is None or limit <= null["value"] or len(within) < 2 or not states:
+        return chosen, reason, None
+    agreement = _window_agreement(within, states, prefix)
+    if agreement is None:
+        return chosen, reason, None
+    chosen = min(within, key=lambda t: (-agreement[str(t["number"])]["agreement"], *keys[t["number"]]))
+    reason = (f"fold agreement: the one-SE window (best {best['value']:.4g} + SE {best['se'] or 0.0:.2g}) reaches past the "
+              f"intercept-only model's held-out loss {null['value']:.4g}, so the loss cannot rank its {len(within)} maps; "
+              f"the one whose cross-validation fold maps agree most is handed on (agreement "
+              f"{agreement[str(chosen['number'])]['agreement']:.3g})")
+    return chosen, reason, agreement
 
 
 def _window_agreement(within: list[dict], states: Mapping, prefix: str) -> dict | None:
