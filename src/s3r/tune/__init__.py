@@ -11,9 +11,8 @@ losses, and the solutions later rounds warm-start from), ``results.json`` (tell)
 (select), ``trials.tsv``, ``fold_scores.tsv`` and ``study.journal``. See docs/CONTRACT.md, "s3r.tune".
 
 The package: ``space`` (configuration, defaults, search space), ``study`` (suggest, the Optuna journal),
-``evaluate`` (one fold's losses, tell), ``selection`` (select and the verdict), ``agreement`` (how alike a trial's
-fold maps are: select's tie-breaker where the held-out loss cannot rank), ``files`` (reading round files, fold
-states and warm starts, the TSV tables), ``search`` (run_search), ``variants`` (the model form as a choice).
+``evaluate`` (one fold's losses, tell), ``selection`` (select and the verdict), ``files`` (reading round files,
+fold states and warm starts, the TSV tables), ``search`` (run_search), ``variants`` (the model form as a choice).
 Every name is importable from ``s3r.tune``;
 each submodule loads on first use, so the workflow's suggest and tell jobs do not import torch.
 """

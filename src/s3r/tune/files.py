@@ -46,14 +46,12 @@ def _load_results(results: Sequence) -> list[dict]:
 _NPZ_LOCK = threading.Lock()
 
 
-def _read_states(path, prefix: str = "", keys=None) -> dict:
-    """The numeric arrays of a fold state file (those whose key starts with ``prefix``, prefix removed; only
-    ``keys`` when given)."""
+def _read_states(path, prefix: str = "") -> dict:
+    """The numeric arrays of a fold state file (those whose key starts with ``prefix``, prefix removed)."""
     # one reader at a time: numpy parses .npy headers with ast.literal_eval, and CPython 3.11's parser is not
     # thread-safe ("AST constructor recursion depth mismatch", seen when run_search reads folds in threads)
     with _NPZ_LOCK, np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
-        names = [key for key in z.files if key.startswith(prefix) and (keys is None or key[len(prefix):] in keys)]
-        return {key[len(prefix):]: z[key] for key in names if z[key].dtype != object}
+        return {key[len(prefix):]: z[key] for key in z.files if key.startswith(prefix) and z[key].dtype != object}
 
 
 def _nearest_warm_start(params: list[dict], stores: Sequence[dict], config: dict) -> tuple[dict, list]:

@@ -59,8 +59,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
         results = [round_dir(out_dir, r) / "results.json" for r in range(config["rounds"])]
     else:
         results = _rounds(data, config, out_dir, workers, progress, offset)
-    states = {(r, k): round_dir(out_dir, r) / f"fold_{k}.npz" for r in range(config["rounds"]) for k in range(config["folds"])}
-    best = select(results, config, out_dir / "best_params.json", states=states)  # before the states go (fold agreement)
+    best = select(results, config, out_dir / "best_params.json")
     if choice is not None:
         best["model_choice"] = choice
         write_json(choice, out_dir / "model_choice.json")

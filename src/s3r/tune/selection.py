@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ EDGE = 0.02  # a chosen value within 2 % of a range's end (on the search's scale
 NO_EFFECT = "no spatially varying effect of the features found"
 
 
-def select(results: Sequence, config: dict, out=None, states: Mapping | None = None, state_prefix: str = "") -> dict:
+def select(results: Sequence, config: dict, out=None) -> dict:
     """The best trial, or (selection = one_se, the default) the simplest trial within one standard error of it.
 
     "Simplest" = the smallest map: fewest non-zero constant pieces over all features, averaged over the folds
@@ -32,13 +32,6 @@ def select(results: Sequence, config: dict, out=None, states: Mapping | None = N
     ``verdict``) rather than handing on a map that only looks like a result. Judging the best trial instead would
     call an effect on a map that is not the one shown (a one-SE choice can be worse than the yardstick while the
     best trial beats it by a hair). A chosen value at the edge of its range is reported in ``warnings``.
-
-    Fold agreement: when the one-SE window reaches past the intercept-only model's held-out loss (best + SE >
-    null), the window admits maps that predict no better than no map, so the loss cannot rank them and "smallest"
-    is a draw (the realistic grid's p > n cells at σ 2). Then, given the fold states (``states``: {(round, fold):
-    fold_k.npz}, read before they are deleted), the trial whose fold maps agree most (``s3r.tune.agreement``) is
-    handed on instead; the verdict is judged on it as on any choice. Otherwise the choice is exactly the one-SE
-    rule's. ``selection_reason`` says which rule chose; ``fold_agreement`` holds the window's scores when used.
     """
     config = resolve_config(config)
     docs = [item if isinstance(item, dict) else read_json(item) for item in results]
@@ -47,10 +40,11 @@ def select(results: Sequence, config: dict, out=None, states: Mapping | None = N
         raise S3RInputError("no tuning trial completed on every fold; check the fold logs (solver failures?)")
     best = min(trials, key=lambda t: (t["value"], t["number"]))
     chosen = best
-    null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
-    reason, agreement = "best: the lowest held-out loss", None
     if config["selection"] in ("one_se", "one_se_features"):
-        chosen, reason, agreement = _one_se(trials, best, null, config, states, state_prefix)
+        limit = best["value"] + (best["se"] or 0.0)
+        within = [t for t in trials if t["value"] <= limit]
+        chosen = min(zip(within, _size_keys(within, config)), key=lambda tk: (*tk[1], tk[0]["number"]))[0]
+    null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
     trend = next((d["trend"] for d in docs if d.get("trend")), None)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
     effect, verdict = _verdict(chosen, null, config, trend, best=best)
@@ -58,8 +52,6 @@ def select(results: Sequence, config: dict, out=None, states: Mapping | None = N
         **chosen["params"],
         "smooth": config["model"]["smooth"],
         "selection": config["selection"],
-        "selection_reason": reason,
-        "fold_agreement": agreement,
         "trial": chosen["number"],
         "cv_loss": chosen["value"],
         "cv_se": chosen["se"],
@@ -85,41 +77,6 @@ def select(results: Sequence, config: dict, out=None, states: Mapping | None = N
 
         write_params(out, {**chosen["params"], "smooth": config["model"]["smooth"]}, source="tune", tuning=doc)
     return doc
-
-
-def _one_se(trials: list[dict], best: dict, null: dict | None, config: dict, states, prefix: str) -> tuple[dict, str, dict | None]:
-    """(chosen trial, reason in words, fold agreement scores or None) under the one-SE rule; the fold agreement only
-    where the window reaches past the intercept-only model and the fold maps are there."""
-    limit = best["value"] + (best["se"] or 0.0)
-    within = [t for t in trials if t["value"] <= limit]
-    keys = {t["number"]: (*k, t["number"]) for t, k in zip(within, _size_keys(within, config))}
-    chosen = min(within, key=lambda t: keys[t["number"]])
-    reason = "one standard error: the smallest map within one SE of the best held-out loss"
-    if null is None or limit <= null["value"] or len(within) < 2 or not states:
-        return chosen, reason, None
-    agreement = _window_agreement(within, states, prefix)
-    if agreement is None:
-        return chosen, reason, None
-    chosen = min(within, key=lambda t: (-agreement[str(t["number"])]["agreement"], *keys[t["number"]]))
-    reason = (f"fold agreement: the one-SE window (best {best['value']:.4g} + SE {best['se'] or 0.0:.2g}) reaches past the "
-              f"intercept-only model's held-out loss {null['value']:.4g}, so the loss cannot rank its {len(within)} maps; "
-              f"the one whose cross-validation fold maps agree most is handed on (agreement "
-              f"{agreement[str(chosen['number'])]['agreement']:.3g})")
-    return chosen, reason, agreement
-
-
-def _window_agreement(within: list[dict], states: Mapping, prefix: str) -> dict | None:
-    """{trial number (str): {"agreement", "k"}} for the window's trials, or None when their fold maps are gone."""
-    from s3r.tune.agreement import agreement, fold_maps
-
-    maps = fold_maps(states, [t["number"] for t in within], prefix)
-    if maps is None:
-        return None
-    scores = {}
-    for t in within:
-        value, k = agreement(maps[t["number"]])
-        scores[str(t["number"])] = {"agreement": value, "k": k}
-    return scores
 
 
 def _size_keys(trials: list[dict], config: dict) -> list[tuple]:

@@ -93,7 +93,7 @@ def select_chunk(settings: dict, model: dict, targets: list[str], results: list,
     rounds = [_targets_of(_read_chunk(p), targets, p) for p in results]
     for i, target in enumerate(targets):
         docs = [r[target] for r in rounds]
-        chosen = tune.select(docs, settings, states=states, state_prefix=f"t{i}.")
+        chosen = tune.select(docs, settings)
         where = Path(out_dir) / target
         for r, doc in enumerate(docs):
             write_json(doc, where / f"round_{r}" / "results.json")
