@@ -226,8 +226,11 @@ def solve_working_set(
     if K_check is not None:
         certificates = torch.zeros((K_check.shape[0], B, p), dtype=torch.float16, device=W0.device)
         if U0 is not None and U0.shape[-1] == p:
-            inv = torch.where(lam > 0, 1.0 / torch.clamp(lam, min=torch.finfo(lam.dtype).tiny), torch.zeros_like(lam))
-            certificates.copy_((U0 * inv.view(1, -1, 1).to(U0.dtype)).clamp_(-1.0, 1.0))
+            inv = torch.where(lam > 0, 1.0 / torch.clamp(lam, min=torch.finfo(lam.dtype).tiny), torch.zeros_like(lam)).view(1, -1, 1)
+            block = max(1, CHUNK_ELEMS // max(1, K_check.shape[0] * B))  # no edges × p temporary (10⁵ × 1,000: 1.6 GB)
+            for start in range(0, p, block):
+                part = U0[:, :, start:start + block]
+                certificates[:, :, start:start + block] = (part * inv.to(part.dtype)).clamp_(-1.0, 1.0)
 
     # the start: the features non-zero in a warm start (a good guess of the support: no check spent on it), else
     # the strongest violators at W0 by a short certificate search (a ranking; only the final check must be exact)
