@@ -9,7 +9,7 @@ import torch
 import s3r.solver.working_set as ws_mod
 from s3r.graph import knn_graph, neighbour_mean_operator
 from s3r.solver import build_operator, solve_batch
-from s3r.solver.working_set import check_excluded
+from s3r.solver.certificates import check_excluded
 
 from test_solver import cvxpy_optimum
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from s3r.solver.penalties import GraphL1
-from s3r.solver.working_set import check_excluded, data_gradient
+from s3r.solver.certificates import check_excluded, data_gradient
 
 PRUNE_RTOL = 1e-6  # a column is a candidate when its norm is below this share of the problem's largest column norm
 
