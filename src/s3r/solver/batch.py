@@ -107,7 +107,8 @@ def solve_batch(
 
     ``coarsen``: a cold start solves the problem restricted to aggregated spots first and refines it level by level
     (:mod:`s3r.solver.multilevel`; same optimum and certificate, fewer iterations on large graphs). True / False, or
-    ``"auto"``: from :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` spots on (below, it does not pay). The result's ``multilevel`` has the levels and their iterations.
+    ``"auto"``: from :data:`~s3r.solver.multilevel.AUTO_MIN_SPOTS` spots on (below, it does not pay). The result's
+    ``multilevel`` has the levels and their iterations.
 
     ``stall``: stop the PDHG once its residual has stalled for this many iterations (the float32 stage of ``mixed``
     uses :data:`STALL_WINDOW`; the result is then not converged and the polish takes over from its state).
@@ -124,7 +125,8 @@ def solve_batch(
                               penalty_factor=penalty_factor, W0=at(W0, order), gamma0=gamma0, dual0=at(dual0, rows),
                               data_dual0=at(data_dual0, order), step0=step0, tol=tol, max_iter=max_iter, device=device, dtype=dtype,
                               callback=callback, working_set=working_set, prune_zeros=prune_zeros, coarsen=coarsen, stall=stall)
-            res.W, res.data_dual, res.dual = (_unpermute_rows_(T, idx) for T, idx in ((res.W, order), (res.data_dual, order), (res.dual, rows)))
+            res.W, res.data_dual, res.dual = (_unpermute_rows_(T, idx)
+                                              for T, idx in ((res.W, order), (res.data_dual, order), (res.dual, rows)))
             return res
     start = None
     if W0 is None and dual0 is None and data_dual0 is None:
