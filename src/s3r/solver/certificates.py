@@ -30,6 +30,11 @@ CERT_CHECK = 10  # check the certificate inequality every this many FISTA iterat
 CHUNK_ELEMS = 1 << 22  # edge-sized elements per certificate chunk (m × B × columns): bounds the check's memory
 
 
+def column_block(rows: int, B: int) -> int:
+    """Feature columns per block of an edges × B × p tensor worked on piecewise (``CHUNK_ELEMS`` entries a block)."""
+    return max(1, CHUNK_ELEMS // max(1, rows * B))
+
+
 def covariate_optimum(datafit, pred: torch.Tensor) -> torch.Tensor | None:
     """(B, q) γ minimising Σ c_i (y_i − pred_i − z_iγ)²: the covariates eliminated exactly at this W."""
     if datafit.Z is None:
@@ -120,7 +125,7 @@ def check_excluded(
     dtype, tiny = v.dtype, torch.finfo(v.dtype).tiny
     smooth = K is not None and lam is not None and bool((lam > 0).any())
     m = K.shape[0] if smooth else n
-    chunk = max(1, CHUNK_ELEMS // max(1, m * B))
+    chunk = column_block(m, B)
     free3 = free.unsqueeze(-1)
     sqrt_n = float(n) ** 0.5
     fista_total = 0

@@ -17,7 +17,7 @@ are set to their exact optimum at the final W. An inner solve that stopped on a 
 of ``mixed``) ends the loop for its problems, unconverged, so that the caller's float64 polish takes over.
 
 Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
-``CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
+``certificates.CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from s3r.solver.certificates import CHUNK_ELEMS, check_excluded, covariate_optimum, data_gradient
+from s3r.solver.certificates import check_excluded, column_block, covariate_optimum, data_gradient
 from s3r.solver.penalties import GraphL1, SparseGroupLasso
 from s3r.solver.primal_dual import reference_step
 from s3r.solver.result import SolveResult
@@ -67,7 +67,7 @@ def solve_working_set(
         certificates = torch.zeros((K_check.shape[0], B, p), dtype=torch.float16, device=W0.device)
         if U0 is not None and U0.shape[-1] == p:
             inv = torch.where(lam > 0, 1.0 / torch.clamp(lam, min=torch.finfo(lam.dtype).tiny), torch.zeros_like(lam)).view(1, -1, 1)
-            block = max(1, CHUNK_ELEMS // max(1, K_check.shape[0] * B))  # no edges × p temporary (10⁵ × 1,000: 1.6 GB)
+            block = column_block(K_check.shape[0], B)  # no edges × p temporary (10⁵ × 1,000: 1.6 GB)
             for start in range(0, p, block):
                 part = U0[:, :, start:start + block]
                 certificates[:, :, start:start + block] = (part * inv.to(part.dtype)).clamp_(-1.0, 1.0)
@@ -237,7 +237,7 @@ def _excluded_duals(dual, U_cols, checked, certificates, U0, lam, in_place: bool
     residual of 5e-3 (benchmarks/README.md, sessions 12–13).
 
     ``in_place``: ``dual`` is the warm start itself, whose never-checked columns already hold their values. Columns
-    go in blocks of ``CHUNK_ELEMS`` entries, so no second edges × p tensor is made on the way."""
+    go in blocks (:func:`~s3r.solver.certificates.column_block`), so no second edges × p tensor is made on the way."""
     m, B, p = dual.shape
     out = np.setdiff1d(np.arange(p), U_cols)
     if out.size == 0:
@@ -245,7 +245,7 @@ def _excluded_duals(dual, U_cols, checked, certificates, U0, lam, in_place: bool
     from_cert = out[checked[out]] if U0 is not None and U0.shape[-1] == p else out
     rest = np.setdiff1d(out, from_cert)
     lam3 = lam.view(1, -1, 1).to(dual.dtype)
-    block = max(1, CHUNK_ELEMS // max(1, m * B))
+    block = column_block(m, B)
     for start in range(0, from_cert.size, block):
         J = torch.as_tensor(from_cert[start:start + block], device=dual.device)
         dual[:, :, J] = certificates[:, :, J].to(dual.dtype).mul_(lam3)
