@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from s3r.solver.penalties import batch_norm
+from s3r.solver.penalties import GraphL1, batch_norm
 from s3r.solver.result import SolveResult
 
 SAFETY = 0.99
@@ -58,9 +58,13 @@ ADAPT_RATIO, ADAPT_MAX, ADAPT_FLOOR = 5.0, 100, 1.1
 # iterations, converged. 0.5 was faster there (12,300) but left a cvxpy test problem unconverged and cost 7 % at 10⁴
 # medium; 0.25 changed no iteration count of the 10³/10⁴ grid (benchmarks/README.md, session 14)
 STEP_FLOOR = 0.25
-# one problem: fold the per-edge dual step σ into K (s3r.solver.operators.LinearOperator.row_scaled) so U + σ ⊙ K(2W⁺ − W)
-# is one sparse product; 10⁵ spots × 16 columns, float32: 36.6 → 30 CPU ms for that update (benchmarks/README.md, session 11)
+# fold the per-edge dual step σ into K (s3r.solver.operators.LinearOperator.row_scaled; a batch's per-problem part goes on
+# 2W⁺ − W) so U + σ ⊙ K(2W⁺ − W) is one sparse product: 10⁵ spots × 16 columns, one problem: 36.6 → 30 CPU ms for that
+# update (session 11); 14,700 edges × 20 problems × 25 columns: 9.8 → 5.6 ms (session 15)
 FOLD_STEP = True
+# the dual of λ‖KW‖₁ is held in units of λ (Ũ = U/λ), so its prox is a clip to [−1, 1] for every problem of the batch: one
+# scalar clamp instead of a minimum and a maximum against per-problem bounds (5.8 → 2.0 ms on 16,500 × 20 × 25; session 15)
+UNIT_DUAL = True
 PRECONDITION = True  # per-edge dual steps from the node loads (Pock–Chambolle) instead of one bound from the max degree
 # stall test (``stall=`` iterations, used by the float32 stage of mixed precision): a problem has stalled when the best
 # max(rel_p, rel_d) seen so far has not fallen by STALL_DROP (10 %) over the last ``stall`` iterations while it sits
@@ -163,20 +167,24 @@ def primal_dual(
     exit_on = (EXIT if exit_converged is None else bool(exit_converged)) and B > 1 and all(
         hasattr(o, "select") for o in (datafit, penalty) + ((smooth,) if has_smooth else ()))
 
-    fold = [FOLD_STEP]  # switched off for good when the backend lacks the sparse product
+    Ks_edge = _folded(K, edge_r, dtype, device) if smooth_on and FOLD_STEP else None
+    unit = smooth_on and UNIT_DUAL and isinstance(smooth, GraphL1)  # the edge dual held in units of λ
+    lam_all = lam  # the whole batch's λ (``lam`` follows the problems still in the loop)
 
+    inverse = lambda a: torch.where(a > 0, 1.0 / torch.clamp(a, min=tiny), torch.zeros_like(a))  # noqa: E731
     class Steps:
         def __init__(self, tau):
             self.tau = tau
             self.t3 = tau.view(1, -1, 1)
             self.sigma_v = SAFETY * share.view(1, -1) / (kappa * tau.view(1, -1) * x2)  # (n, B)
-            self.sigma_u = (SAFETY * (1 - share) / tau).view(1, -1, 1) / edge_r if smooth_on else None  # (m or 1, B, 1)
-            self.Ks = None
-            if fold[0] and smooth_on and B == 1:
-                try:
-                    self.Ks = K.row_scaled(self.sigma_u.reshape(-1).expand(K.shape[0]))
-                except (RuntimeError, NotImplementedError, AttributeError):  # an operator or backend without it
-                    fold[0] = False
+            self.ds = (lam if unit else torch.ones_like(lam)).view(1, -1, 1)  # what one unit of the stored edge dual is worth
+            self.kt = self.t3 * self.ds  # multiplies Kᵀ Ũ in the primal step
+            # per-problem part of the edge dual step (in the stored dual's units), then the per-edge one
+            self.c = (SAFETY * (1 - share) / tau).view(1, -1, 1) * inverse(self.ds) if smooth_on else None
+            self.sigma_u = self.c / edge_r if smooth_on else None  # (m or 1, B, 1)
+            self.Ks, self.cw = Ks_edge, self.c  # the dual update's sparse matrix and the factor on 2W⁺ − W
+            if Ks_edge is not None and tau.numel() == 1:  # one problem: its whole step folded into K, no multiply on W
+                self.Ks, self.cw = K.row_scaled(self.sigma_u.reshape(-1).expand(K.shape[0]).contiguous()), None
             self.tau_g = None
             if has_gamma and not eliminate:
                 self.tau_g = (SAFETY / torch.clamp(kappa * datafit.covariate_norm2(self.sigma_v), min=tiny)).view(-1, 1)
@@ -185,7 +193,7 @@ def primal_dual(
         """One PDHG step from z, written into out's tensors (nothing edge- or W-sized is allocated)."""
         V = out.W
         if smooth_on:
-            torch.mul(z.KtU, -s.t3, out=V)
+            torch.mul(z.KtU, -s.kt, out=V)
             V.add_(z.W)
         else:
             V.copy_(z.W)
@@ -203,17 +211,17 @@ def primal_dual(
             out.v.copy_(datafit.dual_prox(z.v + s.sigma_v * (2 * out.pred - z.pred), s.sigma_v))
         if smooth_on:
             torch.mul(out.W, 2.0, out=buf.W).sub_(z.W)
-            done = False
-            if s.Ks is not None and fold[0]:
-                try:  # out.U = z.U + diag(σ) K (2W⁺ − W) in one sparse product
-                    torch.addmm(z.U.view(z.U.shape[0], -1), s.Ks, buf.W.view(buf.W.shape[0], -1), out=out.U.view(out.U.shape[0], -1))
-                    done = True
-                except (RuntimeError, NotImplementedError):  # a backend without sparse addmm into an output
-                    fold[0] = False
-            if not done:
+            if s.Ks is not None:  # out.U = z.U + diag(σ_edge) K ((2W⁺ − W) c) in one sparse product
+                if s.cw is not None:
+                    buf.W.mul_(s.cw)
+                torch.addmm(z.U.view(z.U.shape[0], -1), s.Ks, buf.W.view(buf.W.shape[0], -1), out=out.U.view(out.U.shape[0], -1))
+            else:
                 KW = K.forward_into(buf.W, buf.U, buf.U2)
                 torch.addcmul(z.U, KW, s.sigma_u, out=out.U)
-            smooth.dual_prox_(out.U, s.sigma_u)
+            if unit:
+                out.U.clamp_(-1.0, 1.0)
+            else:
+                smooth.dual_prox_(out.U, s.sigma_u)
             K.adjoint_into(out.U, out.KtU)
 
     def residuals(z: _State, z1: _State, s: Steps):
@@ -228,9 +236,9 @@ def primal_dual(
         g_h = dW / s.t3 - MtV
         scale_p = batch_norm(MtV1)
         if smooth_on:
-            P = P - (z.KtU - z1.KtU)
-            g_h = g_h - z.KtU
-            scale_p = torch.maximum(scale_p, batch_norm(z1.KtU))
+            P = P - (z.KtU - z1.KtU) * s.ds
+            g_h = g_h - z.KtU * s.ds
+            scale_p = torch.maximum(scale_p, batch_norm(z1.KtU) * s.ds.view(-1))
         scale_p = torch.maximum(scale_p, batch_norm(g_h))
         p2 = (P * P).sum(dim=(0, 2))
         if has_gamma and not eliminate:
@@ -267,7 +275,10 @@ def primal_dual(
     U = KtU = None
     if smooth_on:
         U = U0.clone() if U0 is not None else torch.zeros((K.shape[0], B, p), dtype=dtype, device=device)
-        U = smooth.dual_prox(U, s.sigma_u)
+        if unit:
+            U.mul_(inverse(s.ds)).clamp_(-1.0, 1.0)
+        else:
+            U = smooth.dual_prox(U, s.sigma_u)
         KtU = K.adjoint(U)
     z = _State(W, gamma, v, U, datafit.predict_w(W) if eliminate else datafit.predict(W, gamma), KtU)
     zt = z.empty_like()
@@ -356,6 +367,8 @@ def primal_dual(
         z = _State(**{f.name: _merge(getattr(z, f.name), act, [(ids, getattr(st, f.name)) for ids, st in left], B,
                                      0 if f.name == "gamma" else 1) for f in fields(z)})
 
+    if unit:  # back to the dual's own units
+        z.U.mul_(lam_all.view(1, -1, 1))
     return SolveResult(
         W=z.W,
         gamma=z.gamma,
@@ -395,6 +408,20 @@ def _initial_tau(datafit, lam, R, x2):
         tau_smooth = w_scale / (torch.clamp(lam, min=1e-12) * R**0.5)
         return torch.where(lam > 0, torch.sqrt(tau_data * tau_smooth), tau_data)
     return tau_data
+
+
+def _folded(K, edge_r, dtype: torch.dtype, device) -> torch.Tensor | None:
+    """diag(1/r_e) K as a sparse matrix for the one-product dual update, or None where the operator or the backend
+    lacks the sparse product into an output (tried once here on a one-column block, so the loop needs no fallback)."""
+    try:
+        scale = (1.0 / torch.as_tensor(edge_r, dtype=dtype, device=device)).reshape(-1).expand(K.shape[0])
+        Ks = K.row_scaled(scale.contiguous())
+        m, n = K.shape
+        torch.addmm(torch.zeros((m, 1), dtype=dtype, device=device), Ks, torch.zeros((n, 1), dtype=dtype, device=device),
+                    out=torch.empty((m, 1), dtype=dtype, device=device))
+        return Ks
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return None
 
 
 def _take(T: torch.Tensor | None, idx: torch.Tensor, axis: int) -> torch.Tensor | None:
