@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from s3r.solver.penalties import GraphL1, batch_norm
+from s3r.solver.penalties import GraphL1, batch_norm, row_of
 from s3r.solver.result import SolveResult
 
 SAFETY = 0.99
@@ -178,11 +178,11 @@ def primal_dual(
             self.t3 = tau.view(1, -1, 1)
             self.sigma_v = SAFETY * share.view(1, -1) / (kappa * tau.view(1, -1) * x2)  # (n, B)
             self.ds = (lam if unit else torch.ones_like(lam)).view(1, -1, 1)  # what one unit of the stored edge dual is worth
-            self.kt = self.t3 * self.ds  # multiplies Kᵀ Ũ in the primal step
+            self.kt = row_of(self.t3 * self.ds, p)  # multiplies Kᵀ Ũ in the primal step
             # per-problem part of the edge dual step (in the stored dual's units), then the per-edge one
             self.c = (SAFETY * (1 - share) / tau).view(1, -1, 1) * inverse(self.ds) if smooth_on else None
             self.sigma_u = self.c / edge_r if smooth_on else None  # (m or 1, B, 1)
-            self.Ks, self.cw = Ks_edge, self.c  # the dual update's sparse matrix and the factor on 2W⁺ − W
+            self.Ks, self.cw = Ks_edge, None if self.c is None else row_of(self.c, p)  # the dual update's matrix, factor on 2W⁺ − W
             if Ks_edge is not None and tau.numel() == 1:  # one problem: its whole step folded into K, no multiply on W
                 self.Ks, self.cw = K.row_scaled(self.sigma_u.reshape(-1).expand(K.shape[0]).contiguous()), None
             self.tau_g = None
