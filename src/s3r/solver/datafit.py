@@ -91,6 +91,13 @@ class SquaredLoss:
         two_c = 2 * self.c
         k = two_c * sigma / (two_c + sigma)  # (n, B); 0 where o_i = 0
         base = a / sigma - self.y  # (n, B)
+        if self.Z.shape[1] == 1:  # one covariate (the intercept): the q × q solve is a division (7 % of a fold job's CPU)
+            z = self.Z  # (n, 1)
+            kz = k * z
+            G = (kz * z).sum(0)  # (B,)
+            G = G + 1e-12 * torch.clamp(G, min=torch.finfo(G.dtype).tiny)
+            gamma = (-(kz * base).sum(0) / G).unsqueeze(-1)  # (B, 1)
+            return k * (base + z * gamma.T), gamma
         ZK = torch.einsum("nq,nb->bqn", self.Z, k)  # (B, q, n)
         G = ZK @ self.Z  # (B, q, q)
         q = self.Z.shape[1]
