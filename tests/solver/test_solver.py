@@ -326,24 +326,43 @@ def test_mixed_precision_meets_tol_in_float32_or_is_polished():
 
 
 @pytest.mark.parametrize("smooth", ["tv", "quadratic"])
-def test_the_folded_dual_step_reaches_the_same_optimum(smooth, monkeypatch):
-    """One problem folds σ into K (one sparse product for U + σK(2W⁺ − W)); the unfolded path is the reference."""
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_folded_dual_step_reaches_the_same_optimum(smooth, batch, monkeypatch):
+    """The per-edge step folded into K (one sparse product for U + σK(2W⁺ − W); a batch's per-problem part on
+    2W⁺ − W) and the tv dual in units of λ; the unfolded path with the dual in its own units is the reference."""
     import s3r.solver.primal_dual as pd
 
     coords, X, y = small_problem(seed=5, n=60)
     graph = knn_graph(coords, 5)
     op = build_operator(smooth, edges=graph.edges, edge_weights=np.linspace(0.5, 1.5, len(graph.edges)), n_nodes=60)
-    kw = dict(smooth=smooth, operator=op, lambda_smooth=0.05, alpha=0.02, beta=0.01, tol=1e-8, dtype="float64", coarsen=False)
-    folded = solve_batch(X, y, **kw)
+    lam = [0.05, 0.0, 0.2][:batch]
+    Y = np.repeat(y[:, None], batch, axis=1) + np.linspace(0, 0.3, batch)
+    kw = dict(smooth=smooth, operator=op, lambda_smooth=lam, alpha=0.02, beta=0.01, tol=1e-8, dtype="float64", coarsen=False)
+    folded = solve_batch(X, Y, **kw)
     monkeypatch.setattr(pd, "FOLD_STEP", False)
-    plain = solve_batch(X, y, **kw)
+    monkeypatch.setattr(pd, "UNIT_DUAL", False)
+    plain = solve_batch(X, Y, **kw)
     assert folded.converged.all() and plain.converged.all()
-    assert abs(folded.objective[0] - plain.objective[0]) <= 1e-7 * plain.objective[0]
+    np.testing.assert_allclose(folded.objective, plain.objective, rtol=1e-7)
     np.testing.assert_allclose(folded.W.numpy(), plain.W.numpy(), atol=1e-5 * np.abs(plain.W.numpy()).max())
     K = op.to_scipy()
     sigma = np.linspace(1.0, 2.0, K.shape[0])
     dense = op.row_scaled(torch.as_tensor(sigma)).to_dense().numpy()
     np.testing.assert_allclose(dense, sigma[:, None] * K.toarray())
+
+
+def test_lambda_zero_is_no_smoothing_in_every_mode():
+    """λ = 0 switches the smoothness term off: tv and quadratic reach the same optimum, the plain sparse group lasso's
+    (quadratic's dual prox divided 0 by 0 there, and S3R(smooth="quadratic", lambda_smooth=0) returned NaN maps)."""
+    coords, X, y = small_problem(seed=5, n=60)
+    graph = knn_graph(coords, 5)
+    best = cvxpy_optimum(X, y, graph.incidence(), "tv", 0.0, 0.02, 0.01)
+    for smooth in ("tv", "quadratic"):
+        op = build_operator(smooth, edges=graph.edges, edge_weights=graph.weights, n_nodes=60)
+        res = solve_batch(X, y, smooth=smooth, operator=op, lambda_smooth=0.0, alpha=0.02, beta=0.01, tol=1e-8, dtype="float64",
+                          coarsen=False)
+        assert res.converged.all() and not torch.isnan(res.W).any()
+        assert res.objective[0] == pytest.approx(best, rel=1e-4)
 
 
 def test_a_stalled_float32_stage_hands_over_to_the_float64_polish(monkeypatch):

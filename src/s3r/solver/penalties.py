@@ -150,10 +150,13 @@ class GraphQuadratic:
     def value(self, KW: torch.Tensor) -> torch.Tensor:
         return self.lam.view(-1) * (KW * KW).sum(dim=(0, 2))
 
-    def dual_prox(self, U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def _shrink(self, sigma: torch.Tensor) -> torch.Tensor:
+        """2λ / (2λ + σ), and 0 where λ = 0 (no smoothing: the dual stays at 0; the solver's σ is 0 there too)."""
         two_lam = 2 * self.lam
-        return U * (two_lam / (two_lam + sigma))
+        return torch.where(two_lam > 0, two_lam / torch.clamp(two_lam + sigma, min=torch.finfo(two_lam.dtype).tiny), 0.0)
+
+    def dual_prox(self, U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return U * self._shrink(sigma)
 
     def dual_prox_(self, U: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        two_lam = 2 * self.lam
-        return U.mul_(two_lam / (two_lam + sigma))
+        return U.mul_(self._shrink(sigma))
