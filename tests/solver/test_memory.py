@@ -114,3 +114,16 @@ def test_a_mixed_cold_solve_tries_the_constant_start_once(monkeypatch):
     res = solve_batch(X, y, **{**kw, "tol": 1e-5}, dtype="mixed")
     assert res.constant_start is None and res.precision["float32_iterations"][0] > 0  # the start was tried and rejected …
     assert res.converged[0] and len(calls) == 1  # … once: the float32 stage does not try it again (10⁵ × 1,000: n·p² each)
+
+
+def test_a_renumbered_warm_dual_holds_the_result_and_leaves_the_callers_alone(monkeypatch):
+    X, y, kw = _reordered_problem(monkeypatch)
+    first = solve_batch(X, y, **{**kw, "tol": 1e-3}, dtype="float32")
+    warm = dict(W0=first.W, gamma0=first.gamma, dual0=first.dual, data_dual0=first.data_dual, step0=first.step, dtype="float32")
+    before = first.dual.clone()
+    owned = solve_batch(X, y, **kw, **warm)
+    assert torch.equal(first.dual, before)  # the renumbered copy took the result, not the caller's tensor
+    inner = batch_mod.solve_working_set
+    monkeypatch.setattr(batch_mod, "solve_working_set", lambda *a, **k: inner(*a, **{**k, "own_U0": False}))
+    fresh = solve_batch(X, y, **kw, **warm)
+    assert torch.equal(owned.dual, fresh.dual) and torch.equal(owned.W, fresh.W)
