@@ -180,6 +180,7 @@ class S3R(BaseEstimator):
                 problem.X, problem.y, smooth=problem.smooth, operator=problem.operator, lambda_smooth=lam, alpha=alpha,
                 beta=beta, weights=weights, free_rows=free, covariates=Z, penalty_factor=problem.penalty_factor,
                 tol=self.tol, max_iter=self.max_iter, device=device, dtype="mixed" if mixed else dtype, callback=callback, **warm,
+                own_X=True,  # the problem's standardised copy: renumbered in place, not copied again (put back after)
             )
             self.theta_, self.theta_history_ = None, []
         else:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+import s3r.solver.batch as batch_mod
 import s3r.solver.working_set as ws_mod
-from s3r.solver.batch import _tensor, _unpermute_rows_
+from s3r.graph import knn_graph
+from s3r.solver import build_operator, solve_batch
+from s3r.solver.batch import _take_rows_, _tensor, _unpermute_rows_
 from s3r.solver.datafit import SquaredLoss
 from s3r.solver.penalties import GraphL1, SparseGroupLasso
 from s3r.solver.primal_dual import primal_dual
@@ -49,7 +53,77 @@ def test_an_owned_warm_dual_holds_the_result_and_equals_a_fresh_one(monkeypatch)
     U0 = torch.as_tensor(rng.uniform(-0.05, 0.05, size=(op.shape[0], 1, p)))
     kw = dict(inner=primal_dual, tol=1e-7, max_iter=50_000)
     fresh = solve_working_set(fit, pen, smooth, op, torch.zeros((n, 1, p), dtype=dt), None, U0=U0.clone(), **kw)
-    mine = U0.clone()
-    owned = solve_working_set(fit, pen, smooth, op, torch.zeros((n, 1, p), dtype=dt), None, U0=mine, own_U0=True, **kw)
-    assert owned.converged[0] and owned.dual.data_ptr() == mine.data_ptr()  # written into the tensor handed over
+    mine, start = U0.clone(), torch.zeros((n, 1, p), dtype=dt)
+    owned = solve_working_set(fit, pen, smooth, op, start, None, U0=mine, own_U0=True, own_W0=True, **kw)
+    assert owned.converged[0] and owned.dual.data_ptr() == mine.data_ptr()  # written into the tensors handed over
+    assert owned.W.data_ptr() == start.data_ptr()
     assert torch.allclose(owned.dual, fresh.dual, rtol=0, atol=1e-12) and torch.allclose(owned.W, fresh.W, rtol=0, atol=1e-12)
+
+
+def test_rows_are_taken_in_place_block_by_block():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(50, 7))
+    order = rng.permutation(50)
+    expected = A[order]
+    got = _take_rows_(A, order, block_elems=120)  # two columns per block
+    assert got is A and np.array_equal(A, expected)
+    _take_rows_(A, np.argsort(order))
+    assert np.array_equal(A[order], expected)
+
+
+def _reordered_problem(monkeypatch):
+    monkeypatch.setattr(batch_mod, "REORDER_MIN_SPOTS", 0)  # the renumbered solve at a test's size
+    coords, X, y = wide_problem(seed=3)
+    graph = knn_graph(coords, 5)
+    op = build_operator("tv", edges=graph.edges, edge_weights=graph.weights, n_nodes=X.shape[0])
+    kw = dict(smooth="tv", operator=op, lambda_smooth=0.05, alpha=0.02, beta=0.03, tol=1e-6, max_iter=50_000, device="cpu")
+    return X, y, kw
+
+
+def test_an_owned_design_is_renumbered_in_place_and_put_back(monkeypatch):
+    X, y, kw = _reordered_problem(monkeypatch)
+    copied = solve_batch(X.copy(), y, **kw)
+    taken = []
+    rows = batch_mod._rows
+    monkeypatch.setattr(batch_mod, "_rows", lambda a, idx: taken.append(np.shape(a)) or rows(a, idx))
+    mine = X.copy()
+    owned = solve_batch(mine, y, **kw, own_X=True)
+    assert X.shape not in taken  # no renumbered copy of the design
+    assert np.array_equal(mine, X)  # the caller's rows back in its order, bit for bit
+    assert owned.converged[0] and torch.equal(owned.W, copied.W) and torch.equal(owned.dual, copied.dual)
+
+
+def test_an_owned_design_is_put_back_when_the_solve_fails(monkeypatch):
+    X, y, kw = _reordered_problem(monkeypatch)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("inner solve failed")
+
+    monkeypatch.setattr(batch_mod, "primal_dual", fail)
+    mine = X.copy()
+    with pytest.raises(RuntimeError):
+        solve_batch(mine, y, **{**kw, "working_set": False, "coarsen": False}, own_X=True)
+    assert np.array_equal(mine, X)
+
+
+def test_a_mixed_cold_solve_tries_the_constant_start_once(monkeypatch):
+    X, y, kw = _reordered_problem(monkeypatch)
+    calls = []
+    start = batch_mod._constant_start
+    monkeypatch.setattr(batch_mod, "_constant_start", lambda *a: calls.append(1) or start(*a))
+    res = solve_batch(X, y, **{**kw, "tol": 1e-5}, dtype="mixed")
+    assert res.constant_start is None and res.precision["float32_iterations"][0] > 0  # the start was tried and rejected …
+    assert res.converged[0] and len(calls) == 1  # … once: the float32 stage does not try it again (10⁵ × 1,000: n·p² each)
+
+
+def test_a_renumbered_warm_dual_holds_the_result_and_leaves_the_callers_alone(monkeypatch):
+    X, y, kw = _reordered_problem(monkeypatch)
+    first = solve_batch(X, y, **{**kw, "tol": 1e-3}, dtype="float32")
+    warm = dict(W0=first.W, gamma0=first.gamma, dual0=first.dual, data_dual0=first.data_dual, step0=first.step, dtype="float32")
+    before = first.dual.clone()
+    owned = solve_batch(X, y, **kw, **warm)
+    assert torch.equal(first.dual, before)  # the renumbered copy took the result, not the caller's tensor
+    inner = batch_mod.solve_working_set
+    monkeypatch.setattr(batch_mod, "solve_working_set", lambda *a, **k: inner(*a, **{**k, "own_U0": False}))
+    fresh = solve_batch(X, y, **kw, **warm)
+    assert torch.equal(owned.dual, fresh.dual) and torch.equal(owned.W, fresh.W)

@@ -90,6 +90,9 @@ def solve_batch(
     prune_zeros: bool = True,
     coarsen="auto",
     stall: int | None = None,
+    own_X: bool = False,
+    try_constant_start: bool = True,
+    own_dual0: bool = False,
 ) -> SolveResult:
     """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p).
 
@@ -112,6 +115,12 @@ def solve_batch(
 
     ``stall``: stop the PDHG once its residual has stalled for this many iterations (the float32 stage of ``mixed``
     uses :data:`STALL_WINDOW`; the result is then not converged and the polish takes over from its state).
+
+    ``own_X``: X is the caller's own float64 copy (the estimator's standardised design), which the spot renumbering
+    (:data:`REORDER_MIN_SPOTS`) permutes in place and puts back at the end instead of copying it (n × p float64:
+    0.8 GB at 10⁵ × 1,000). ``try_constant_start``: False skips the constant start on a cold solve (the ``mixed``
+    stages: their caller tried it already). ``own_dual0``: ``dual0`` is a tensor made for this call (the renumbered
+    copy), which the working sets write the returned edges × p dual into (as they do a dual converted here).
     """
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
@@ -120,23 +129,30 @@ def solve_batch(
         if found is not None:
             order, rows, reordered = found
             at = lambda a, idx: a if a is None or np.ndim(a) == 0 else _rows(a, idx)  # noqa: E731
-            res = solve_batch(at(X, order), at(Y, order), smooth=smooth, operator=reordered, lambda_smooth=lambda_smooth, alpha=alpha,
-                              beta=beta, weights=at(weights, order), free_rows=at(free_rows, order), covariates=at(covariates, order),
-                              penalty_factor=penalty_factor, W0=at(W0, order), gamma0=gamma0, dual0=at(dual0, rows),
-                              data_dual0=at(data_dual0, order), step0=step0, tol=tol, max_iter=max_iter, device=device, dtype=dtype,
-                              callback=callback, working_set=working_set, prune_zeros=prune_zeros, coarsen=coarsen, stall=stall)
+            in_place = own_X and isinstance(X, np.ndarray) and X.dtype == np.float64 and X.flags.c_contiguous and X.flags.writeable
+            Xo = _take_rows_(X, order) if in_place else at(X, order)
+            try:
+                res = solve_batch(Xo, at(Y, order), smooth=smooth, operator=reordered, lambda_smooth=lambda_smooth, alpha=alpha,
+                                  beta=beta, weights=at(weights, order), free_rows=at(free_rows, order), covariates=at(covariates, order),
+                                  penalty_factor=penalty_factor, W0=at(W0, order), gamma0=gamma0, dual0=at(dual0, rows),
+                                  data_dual0=at(data_dual0, order), step0=step0, tol=tol, max_iter=max_iter, device=device, dtype=dtype,
+                                  callback=callback, working_set=working_set, prune_zeros=prune_zeros, coarsen=coarsen, stall=stall,
+                                  try_constant_start=try_constant_start, own_dual0=dual0 is not None)
+            finally:
+                if in_place:  # the caller's rows back in its order
+                    _take_rows_(X, np.argsort(order))
             res.W, res.data_dual, res.dual = (_unpermute_rows_(T, idx)
                                               for T, idx in ((res.W, order), (res.data_dual, order), (res.dual, rows)))
             return res
     start = None
-    if W0 is None and dual0 is None and data_dual0 is None:
+    if try_constant_start and W0 is None and dual0 is None and data_dual0 is None:
         start = _constant_start(X, Y, weights, free_rows, covariates, penalty_factor, lambda_smooth, alpha, beta, smooth, operator)
     if start is not None:
         # the start is optimal up to rounding: float32 would sit at its floor on the fused map's edge residuals
         # (lymph node: 20,000 float32 iterations at 2e-4), so the certificate is made in float64 at once
         result = solve_batch(X, Y, smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta,
                              weights=weights, free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor,
-                             W0=start["W0"], gamma0=start["gamma0"], dual0=start["dual0"], data_dual0=start["data_dual0"],
+                             W0=start["W0"], gamma0=start["gamma0"], dual0=start["dual0"], data_dual0=start["data_dual0"], own_dual0=True,
                              step0=step0, tol=tol, max_iter=max_iter, device=device,
                              dtype="float64" if isinstance(dtype, str) and dtype == "mixed" else dtype, callback=callback,
                              working_set=working_set, prune_zeros=prune_zeros, coarsen=False)
@@ -152,7 +168,8 @@ def solve_batch(
         # below float32's reach the polish always runs and prunes: the float32 stage need not check the columns too
         first = solve_batch(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, step0=step0,
                             tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL, coarsen=coarsen,
-                            stall=STALL_WINDOW if stall is None else stall)
+                            stall=STALL_WINDOW if stall is None else stall, try_constant_start=False,  # tried above (when cold)
+                            own_dual0=own_dual0)
         info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds,
                 "float32_stalled": any(e.get("stalled", False) for e in first.trace)}
         if tol >= FLOAT32_TOL and bool(np.all(first.converged)):
@@ -191,7 +208,6 @@ def solve_batch(
 
     datafit = SquaredLoss(Xt, Yt, Ot, Zt)
     penalty = SparseGroupLasso(a, b, pf, n, Ft)
-    Wt = torch.zeros((n, B, p), dtype=dt, device=dev) if W0 is None else torch.as_tensor(W0, dtype=dt, device=dev).reshape(n, B, p) * Ft.unsqueeze(-1)
     gt = None
     if Zt is not None:
         gt = torch.zeros((B, Zt.shape[1]), dtype=dt, device=dev) if gamma0 is None else torch.as_tensor(gamma0, dtype=dt, device=dev).reshape(B, -1)
@@ -209,11 +225,19 @@ def solve_batch(
         working_set = use_working_set(p, a, b, pf)
     with cpu_threads(dev, n_entries):
         pdhg = primal_dual if stall is None else partial(primal_dual, stall=int(stall), stall_below=STALL_BELOW * tol)
-        solve = partial(solve_working_set, inner=pdhg) if working_set else pdhg
+        U0 = warm(dual0)
+        # a dual made here or for this call holds the result (10⁵ × 100, a CV batch of 10: 1.6 GB a chunk not allocated)
+        solve = partial(solve_working_set, inner=pdhg, own_U0=own_dual0 or _made_here(U0, dual0)) if working_set else pdhg
         levels = coarse_levels(coarsen, operator, smooth_term, Ft, cold=W0 is None and dual0 is None and data_dual0 is None)
+        if W0 is not None:
+            Wt = torch.as_tensor(W0, dtype=dt, device=dev).reshape(n, B, p) * Ft.unsqueeze(-1)
+        elif levels:  # the levels read only the zero start's shape: no n × B × p zeros held through the solve
+            Wt = torch.zeros((), dtype=dt, device=dev).expand(n, B, p)
+        else:
+            Wt = torch.zeros((n, B, p), dtype=dt, device=dev)
         if levels:
             solve = partial(solve_coarse_to_fine, levels=levels, solve=solve)
-        result = solve(datafit, penalty, smooth_term, operator, Wt, gt, v0=warm(data_dual0), U0=warm(dual0), tau0=tau0,
+        result = solve(datafit, penalty, smooth_term, operator, Wt, gt, v0=warm(data_dual0), U0=U0, tau0=tau0,
                        tol=tol, max_iter=max_iter, callback=callback)
         if prune_zeros:
             result.W, result.zeroed = prune_numerical_zeros(datafit, penalty, smooth_term, operator, result.W)
@@ -246,6 +270,23 @@ def _unpermute_rows_(T: torch.Tensor | None, idx: np.ndarray, block_elems: int =
         part = flat[:, start:start + step]
         part.copy_(part.index_select(0, inv))
     return flat.view(T.shape)
+
+
+def _made_here(T: torch.Tensor | None, source) -> bool:
+    """Whether ``T`` (``source`` converted to the solve's dtype and device) is new memory, not the caller's."""
+    if T is None or T.device.type != "cpu":
+        return T is not None and not (isinstance(source, torch.Tensor) and source.device == T.device and source.data_ptr() == T.data_ptr())
+    ptr = source.data_ptr() if isinstance(source, torch.Tensor) else np.asarray(source).__array_interface__["data"][0]
+    return T.data_ptr() != ptr
+
+
+def _take_rows_(A: np.ndarray, idx: np.ndarray, block_elems: int = 1 << 22) -> np.ndarray:
+    """A with its rows replaced by ``A[idx]``, in place, a block of columns at a time (no second n × p array)."""
+    step = max(1, block_elems // max(1, A.shape[0]))
+    flat = A.reshape(A.shape[0], -1)
+    for start in range(0, flat.shape[1], step):
+        flat[:, start:start + step] = flat[idx, start:start + step]
+    return A
 
 
 def _rows(a, idx: np.ndarray):

@@ -260,9 +260,11 @@ def solve_coarse_to_fine(datafit, penalty, smooth, K: IncidenceOperator, W0, gam
     if res is None:
         return solve(datafit, penalty, smooth, K, W0, gamma0, v0=v0, U0=U0, tau0=tau0, tol=tol, max_iter=max_iter, callback=callback)
     W, U = _prolong(res, np.ones(n), levels[0], fine_w, quadratic)
-    res = None  # the coarse level's state lives on in (W, U)
+    # the coarse level's state lives on in (W, U); its design (n × p, scaled rows) and start are not needed on the fine level
+    res = fit = pen = u0 = None
     t0 = time.perf_counter()
-    own = {"own_U0": True} if U is not None and "own_U0" in inspect.signature(solve).parameters else {}  # U is ours to hand over
+    takes = inspect.signature(solve).parameters
+    own = {key: True for key, mine in (("own_U0", U is not None), ("own_W0", True)) if mine and key in takes}  # ours to hand over
     final = solve(datafit, penalty, smooth, K, W, gamma, v0=v, U0=U, tau0=tau if PASS_STEP else None, tol=tol, max_iter=max_iter,
                   callback=callback, **own)
     final.multilevel = {"levels": report, "fine_iterations": np.asarray(final.iterations).tolist(), "fine_seconds": time.perf_counter() - t0,

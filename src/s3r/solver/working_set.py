@@ -42,12 +42,15 @@ COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: on
 def solve_working_set(
     datafit, penalty: SparseGroupLasso, smooth, K, W0: torch.Tensor, gamma0, *, inner, v0=None, U0=None, tau0=None,
     tol: float = 1e-6, max_iter: int = 50_000, callback=None, min_size: int | None = None, own_U0: bool = False,
+    own_W0: bool = False,
 ) -> SolveResult:
     """Outer working-set loop around ``inner`` (the primal–dual solver with its usual signature).
 
     ``datafit`` and ``penalty`` describe the full problem; restricted copies are built per working set.
     ``own_U0``: the caller hands ``U0`` over (a tensor it made for this call, such as a prolongated coarse dual), so
     the returned edges × p dual is written into it instead of a second one (10⁵ spots × 1,000 features: 1.6 GB).
+    ``own_W0``: the same for ``W0`` (a prolongated coarse solution): the iterate is kept in it, not in a copy
+    (n × p: 0.4 GB at 10⁵ × 1,000 in float32).
     """
     start = time.perf_counter()
     min_size = MIN_SIZE if min_size is None else min_size
@@ -107,7 +110,7 @@ def solve_working_set(
     # else the features that violate for it grow the shared set and it is solved again, warm, with the others that
     # still need iterations — a slow problem no longer keeps the set from growing for the rest (benchmarks/README.md,
     # session 13: the tuning's chunked solves at batch ≥ 5 never grew a set and ended restricted to the start set).
-    W, v, tau, gamma = W0.clone(), v0, tau0, gamma0
+    W, v, tau, gamma = (W0 if own_W0 else W0.clone()), v0, tau0, gamma0
     tau_ref = reference_step(datafit, smooth, K)  # the step balancing's anchor: the full problem's, not the restricted one's
     U_cols = np.zeros(0, dtype=np.int64)
     U = None
@@ -155,9 +158,12 @@ def solve_working_set(
         total_it[idx] += np.asarray(res.iterations)
         steps_run += int(np.max(res.iterations))
         trace += [wide(e) for e in res.trace]
-        Wl = torch.zeros((n, idx.size, p), dtype=W0.dtype, device=W0.device)
-        Wl[:, :, J] = res.W
-        W.index_copy_(1, it_t, Wl)
+        # the columns outside the set are zero in W (the set holds every non-zero column of W0 and only grows), so
+        # only the set's columns are written: no n × B × p temporary
+        if whole:
+            W[:, :, J] = res.W
+        else:
+            W[:, it_t.unsqueeze(1), J] = res.W
         step = torch.as_tensor(res.step, dtype=W0.dtype, device=W0.device)
         if whole:
             U, v, tau, gamma = res.dual, res.data_dual, step, res.gamma
