@@ -31,3 +31,30 @@ def test_chunked_fold_solves_of_a_large_batch_grow_each_working_set(monkeypatch)
     for b in range(5):
         scale = np.abs(alone.W[:, b]).max()
         np.testing.assert_allclose(together.W[:, b], alone.W[:, b], rtol=0, atol=1e-3 * scale)
+
+
+def test_the_default_cpu_batch_is_capped_by_the_edge_duals_memory(monkeypatch):
+    """batch 0 on a CPU takes CPU_BATCH parameter sets at once unless one edges × batch × features tensor would pass
+    EDGE_BYTES (at 10⁵ spots × 100 features a fold of ten trials in one batch peaked at 12.35 GiB): then fewer, and
+    the fold's answers are those of the solves one at a time (and the state is carried in place between chunks)."""
+    import s3r.cv.solve as solve_mod
+
+    rng = np.random.default_rng(7)
+    n, p = 50, 6
+    coords, X = rng.uniform(size=(n, 2)), rng.normal(size=(n, p))
+    y = X[:, 0] * np.where(coords[:, 0] > 0.5, 1.0, -1.0) + 0.3 * rng.normal(size=n)
+    problem = cv.CVProblem.from_arrays(X, y, coords, dtype="float64")
+    folds = cv.make_folds(coords, 3, "blocks", seed=0)
+    params = [{"lambda_smooth": lam, "alpha": 0.01, "beta": 0.01} for lam in (0.01, 0.05, 0.2, 1.0)]
+    kw = dict(tol=1e-6, max_iter=4000, chunk=100)
+    calls = []
+    real = solve_mod.solve_batch
+    monkeypatch.setattr(solve_mod, "solve_batch", lambda X, Y, **k: calls.append(Y.shape[1]) or real(X, Y, **k))
+    per_problem = problem.operator.shape[0] * p * 8
+    monkeypatch.setattr(solve_mod, "EDGE_BYTES", 2 * per_problem)  # room for two problems' edge duals
+    capped = cv.solve_fold(problem, params, folds, 0, **kw)
+    assert max(calls) == 2
+    alone = cv.solve_fold(problem, params, folds, 0, batch=1, **kw)
+    assert capped.converged.all() and alone.converged.all()
+    for b in range(len(params)):
+        np.testing.assert_allclose(capped.W[:, b], alone.W[:, b], rtol=0, atol=1e-4 * max(np.abs(alone.W[:, b]).max(), 1e-12))

@@ -35,6 +35,10 @@ class FoldSolution:
 
 
 CPU_BATCH = 20  # parameter sets per batched solve on a CPU (see solve_fold)
+# at most this many bytes per edges × batch × features tensor of a batched CPU solve (the PDHG holds four, plus the
+# certificate's): at 10⁵ spots × 100 features one trial's is 0.16 GB, and a fold of 10 trials peaked at 12.35 GiB with
+# the whole round in one batch (benchmarks/README.md, session 15); at 3,592 spots × 25 it allows 180 trials
+EDGE_BYTES = 1 << 28
 
 
 def solve_fold(
@@ -95,6 +99,9 @@ def solve_fold_targets(
     queue = np.flatnonzero(~converged)
     if batch <= 0:
         batch = CPU_BATCH if first.device.type == "cpu" else max(1, queue.size)
+        if first.device.type == "cpu" and first.operator is not None:  # a batch's edge duals within EDGE_BYTES each
+            per_problem = first.operator.shape[0] * first.X.shape[1] * np.dtype(_np_dtype(first)).itemsize
+            batch = int(min(batch, max(1, EDGE_BYTES // max(per_problem, 1))))
     while queue.size:
         active, queue = queue[:batch], queue[batch:]
         budget = int(min(chunk, max_iter - iterations[active].max()))
@@ -237,8 +244,10 @@ def _scatter_state(state: dict, out: dict, active: np.ndarray, n: int, B: int) -
             shape = list(value.shape)
             shape[axis] = B
             full = np.zeros(shape, dtype=value.dtype)
-        else:
-            full = np.array(full, dtype=value.dtype, copy=True)
+        elif full.dtype != value.dtype:
+            full = full.astype(value.dtype)
+        # else written in place: the state's arrays are this solve's own (stacked or zero-filled here), and a copy of
+        # an edges × batch × features dual per chunk is a transient 1.6 GB at 10⁵ spots × 100 features × 10 trials
         index = [slice(None)] * value.ndim
         index[axis] = active
         full[tuple(index)] = value
