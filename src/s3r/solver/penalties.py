@@ -24,7 +24,7 @@ def clamp_into(T: torch.Tensor, bound: torch.Tensor, out: torch.Tensor) -> torch
         value = float(flat[0])
         return torch.clamp(T, -value, value, out=out)
     if bound.dim() == T.dim() and bound.shape[0] == 1 and bound.shape[-1] == 1 < T.shape[-1]:
-        bound = bound.expand(bound.shape[:-1] + T.shape[-1:]).contiguous()  # a (1, B, p) row: see :func:`row_of`
+        bound = row_of(bound, T.shape[-1])  # a (1, B, p) row: the fast broadcast
     torch.minimum(T, bound, out=out)
     return torch.maximum(out, -bound, out=out)
 
