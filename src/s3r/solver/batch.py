@@ -256,19 +256,21 @@ def _tensor(a, dt, dev) -> torch.Tensor:
 
 
 def _unpermute_rows_(T: torch.Tensor | None, idx: np.ndarray, block_elems: int = 1 << 22) -> torch.Tensor | None:
-    """T with its rows put back in the caller's order (row ``idx[k]`` of the caller is row k of T), in place, a block
-    of trailing columns at a time: the edges × p dual is the largest tensor of a solve (10⁵ spots × 1,000 features:
-    1.6 GB in float32), and a whole-tensor ``index_select`` held it twice at the end of the solve."""
-    if T is None:
-        return None
-    inv = torch.as_tensor(np.argsort(idx), device=T.device)
-    if T.dim() < 2 or T.numel() <= block_elems:
-        return T.index_select(0, inv)
+    """T with its rows put back in the caller's order (row ``idx[k]`` of the caller is row k of T), in place: the
+    edges × p dual is the largest tensor of a solve (10⁵ spots × 1,000 features: 1.6 GB in float32), and a
+    whole-tensor ``index_select`` held it twice at the end of the solve."""
+    return None if T is None else _gather_rows_(T, np.argsort(idx), block_elems)
+
+
+def _gather_rows_(T: torch.Tensor, rows: np.ndarray, block_elems: int = 1 << 22) -> torch.Tensor:
+    """T with row k replaced by row ``rows[k]``, in place, a block of trailing columns at a time (no second copy of
+    T); use the returned tensor (a non-contiguous T is reshaped into a new one)."""
+    idx = torch.as_tensor(rows, device=T.device)
     flat = T.view(T.shape[0], -1) if T.is_contiguous() else T.reshape(T.shape[0], -1)
-    step = max(1, block_elems // T.shape[0])
+    step = max(1, block_elems // max(1, T.shape[0]))
     for start in range(0, flat.shape[1], step):
         part = flat[:, start:start + step]
-        part.copy_(part.index_select(0, inv))
+        part.copy_(part.index_select(0, idx))
     return flat.view(T.shape)
 
 
@@ -281,11 +283,8 @@ def _made_here(T: torch.Tensor | None, source) -> bool:
 
 
 def _take_rows_(A: np.ndarray, idx: np.ndarray, block_elems: int = 1 << 22) -> np.ndarray:
-    """A with its rows replaced by ``A[idx]``, in place, a block of columns at a time (no second n × p array)."""
-    step = max(1, block_elems // max(1, A.shape[0]))
-    flat = A.reshape(A.shape[0], -1)
-    for start in range(0, flat.shape[1], step):
-        flat[:, start:start + step] = flat[idx, start:start + step]
+    """A (a writable, C-contiguous numpy array) with its rows replaced by ``A[idx]``, in place (:func:`_gather_rows_`)."""
+    _gather_rows_(torch.from_numpy(A), idx, block_elems)
     return A
 
 
