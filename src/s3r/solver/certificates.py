@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from s3r.solver.datafit import covariate_solve
+
 CERT_ITER = 300  # FISTA iterations spent looking for one chunk of edge certificates
 CERT_CHECK = 10  # check the certificate inequality every this many FISTA iterations
 CHUNK_ELEMS = 1 << 22  # edge-sized elements per certificate chunk (m × B × columns): bounds the check's memory
@@ -39,12 +41,7 @@ def covariate_optimum(datafit, pred: torch.Tensor) -> torch.Tensor | None:
     """(B, q) γ minimising Σ c_i (y_i − pred_i − z_iγ)²: the covariates eliminated exactly at this W."""
     if datafit.Z is None:
         return None
-    Z, c = datafit.Z, datafit.c
-    G = torch.einsum("nq,nb,nr->bqr", Z, c, Z)
-    q = Z.shape[1]
-    ridge = 1e-12 * torch.clamp(torch.diagonal(G, dim1=1, dim2=2).amax(-1), min=torch.finfo(G.dtype).tiny)
-    rhs = torch.einsum("nq,nb->bq", Z, c * (datafit.y - pred)).unsqueeze(-1)
-    return torch.linalg.solve(G + ridge.view(-1, 1, 1) * torch.eye(q, dtype=G.dtype, device=G.device), rhs).squeeze(-1)
+    return covariate_solve(datafit.Z, datafit.c, datafit.y - pred)
 
 
 def data_gradient(datafit, W: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
