@@ -85,7 +85,8 @@ def smoothness_operator(smooth: str, coords, *, graph_method="knn", k=7, radius=
 class Problem:
     """Everything a solve needs, on the solver's scale, and the maps back to the user's scale."""
 
-    X: np.ndarray  # (n, p_s) solver design: features ÷ x_scale, then the spatial-intercept column if any
+    X: np.ndarray | None  # (n, p_s) solver design: features ÷ x_scale, then the spatial-intercept column if any
+    # (None once released: :meth:`without_design`)
     y: np.ndarray  # (n,) solver response
     coords: np.ndarray
     smooth: str
@@ -110,7 +111,15 @@ class Problem:
 
     @property
     def n_spots(self) -> int:
-        return self.X.shape[0]
+        return self.y.shape[0]
+
+    def without_design(self) -> "Problem":
+        """This problem without its design (``X`` None): what a fitted :class:`~s3r.S3R` keeps as ``problem_``. The
+        design is a float64 copy of the user's features (0.8 GB at 10⁵ spots × 1,000) that only the solve reads;
+        the maps back to the user's scale, the mask, the graph and the operator stay (small beside it)."""
+        from dataclasses import replace
+
+        return replace(self, X=None)
 
     @classmethod
     def from_arrays(cls, X, y, coords, *, covariates=None, model: dict | None = None, dtype="float32", device="cpu", offset=None,
@@ -245,6 +254,9 @@ class Problem:
 
     def null_gradient(self, weights=None) -> np.ndarray:
         """(n, p_s) gradient of the solver's data fit at W = 0 (covariates at their optimum), masked rows zero."""
+        if self.X is None:
+            raise S3RInputError("this problem's design was released after the fit (S3R.problem_); assemble it again "
+                                "(s3r.problem.assemble) for its natural scales or gradient")
         n = self.n_spots
         o = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
         eta = self.null_eta(o)
