@@ -127,3 +127,60 @@ def test_a_renumbered_warm_dual_holds_the_result_and_leaves_the_callers_alone(mo
     monkeypatch.setattr(batch_mod, "solve_working_set", lambda *a, **k: inner(*a, **{**k, "own_U0": False}))
     fresh = solve_batch(X, y, **kw, **warm)
     assert torch.equal(owned.dual, fresh.dual) and torch.equal(owned.W, fresh.W)
+
+
+def test_a_start_is_the_solves_own_only_when_handed_over_or_made_here():
+    """The handover convention's one decision (s3r.solver.batch): no pointer arithmetic, no write into a caller's array."""
+    f32 = torch.arange(6.0, dtype=torch.float32).reshape(3, 2)
+    T, own = batch_mod._start_tensor(f32, False, torch.float32, torch.device("cpu"))
+    assert T is f32 and not own  # the caller's tensor as it is: not ours to write into
+    T, own = batch_mod._start_tensor(f32, True, torch.float32, torch.device("cpu"))
+    assert T is f32 and own  # handed over
+    T, own = batch_mod._start_tensor(f32, False, torch.float64, torch.device("cpu"))
+    assert own and T.dtype == torch.float64 and T.data_ptr() != f32.data_ptr()  # converted: new memory
+    a = np.arange(6.0).reshape(3, 2)
+    T, own = batch_mod._start_tensor(a, False, torch.float64, torch.device("cpu"))
+    T.add_(1.0)
+    assert own and a[0, 0] == 0.0  # a numpy start not handed over is copied, never written into
+    T, own = batch_mod._start_tensor(a, True, torch.float64, torch.device("cpu"))
+    assert own and T.data_ptr() == a.__array_interface__["data"][0]  # handed over: no copy
+    assert batch_mod._start_tensor(None, True, torch.float64, torch.device("cpu")) == (None, False)
+
+
+@pytest.mark.parametrize("working_set", [True, False])
+def test_every_level_hands_its_starts_over_and_the_result_lives_in_them(working_set, monkeypatch):
+    """Every level solver takes the same handover keywords (no signature inspection): the coarse-to-fine levels hand
+    each level its prolongated starts, the PDHG alone drops them, and the result is the plain solve's."""
+    import s3r.solver.multilevel as ml
+
+    monkeypatch.setattr(ml, "COARSEST", 8)
+    monkeypatch.setattr(ml, "LEVEL_RATIO", 2.5)
+    monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)
+    coords, X, y = wide_problem(seed=3)
+    graph = knn_graph(coords, 5)
+    op = build_operator("tv", edges=graph.edges, n_nodes=X.shape[0])
+    kw = dict(smooth="tv", operator=op, lambda_smooth=0.05, alpha=0.02, beta=0.03, tol=1e-7, max_iter=100_000, device="cpu",
+              working_set=working_set)
+    calls = []
+    inner = batch_mod.solve_working_set
+
+    def record(datafit, penalty, smooth, K, W0, gamma0, **k):
+        res = inner(datafit, penalty, smooth, K, W0, gamma0, **k)
+        calls.append((k["own_W0"], k["own_U0"], k["U0"] is not None, res.W.data_ptr() == W0.data_ptr(),
+                      k["U0"] is not None and res.dual.data_ptr() == k["U0"].data_ptr()))
+        return res
+
+    monkeypatch.setattr(batch_mod, "solve_working_set", record)
+    monkeypatch.setattr(batch_mod, "CONSTANT_START", False)  # the cold path, where the levels run
+    res = solve_batch(X, y, coarsen=True, **kw)
+    plain = solve_batch(X, y, coarsen=False, **kw)
+    assert res.converged[0] and len(res.multilevel["levels"]) >= 2
+    if working_set:
+        levels = calls[:-1]  # the coarse-to-fine solve's calls; the plain solve's last
+        assert all(own_w and keeps_w for own_w, _, _, keeps_w, _ in levels)  # every level's iterate in its start
+        assert all(own_u == has_u and kept_u == has_u for _, own_u, has_u, _, kept_u in levels)  # the dual too, past the coarsest
+        assert sum(has_u for *_, has_u, _, _ in levels) == len(levels) - 1
+        assert calls[-1][:2] == (True, False)  # the plain cold solve's W made in solve_batch: handed over
+    else:
+        assert calls == []
+    np.testing.assert_allclose(res.W.numpy(), plain.W.numpy(), atol=1e-3 * float(plain.W.abs().max()))

@@ -3,6 +3,14 @@
 Problems in a batch may differ in response (targets), observation weights (CV folds) and λ, α, β
 (parameter sets); they are stacked on one tensor axis so a GPU (or a CPU's vector units) solves them in
 one program instead of a Python loop.
+
+Handover, the one convention for the large tensors of a solve (10⁵ spots × 1,000 features: the design 0.8 GB in
+float64, the edges × p dual 1.6 GB and W 0.4 GB in float32): ``own_NAME=True`` says the argument ``NAME`` was made
+for this call and its caller will not read it again, so the callee may write into it and return it instead of
+copying it. :func:`solve_batch` takes ``own_X`` and ``own_dual0``; every level solver — the working-set loop, the
+PDHG (through :func:`_level_solver`: it copies its starts, so it drops them), the coarse-to-fine levels — takes
+``own_W0`` and ``own_U0``. A start converted here to another dtype or device is new memory, hence the solve's own
+(:func:`_start_tensor`), and so is every start made here (W with its masked rows, a renumbered or prolongated copy).
 """
 
 from __future__ import annotations
@@ -91,7 +99,6 @@ def solve_batch(
     coarsen="auto",
     stall: int | None = None,
     own_X: bool = False,
-    try_constant_start: bool = True,
     own_dual0: bool = False,
 ) -> SolveResult:
     """Solve B problems; Y, weights, free_rows are (n,) or (n, B); W0 is (n, B, p).
@@ -116,11 +123,10 @@ def solve_batch(
     ``stall``: stop the PDHG once its residual has stalled for this many iterations (the float32 stage of ``mixed``
     uses :data:`STALL_WINDOW`; the result is then not converged and the polish takes over from its state).
 
-    ``own_X``: X is the caller's own float64 copy (the estimator's standardised design), which the spot renumbering
-    (:data:`REORDER_MIN_SPOTS`) permutes in place and puts back at the end instead of copying it (n × p float64:
-    0.8 GB at 10⁵ × 1,000). ``try_constant_start``: False skips the constant start on a cold solve (the ``mixed``
-    stages: their caller tried it already). ``own_dual0``: ``dual0`` is a tensor made for this call (the renumbered
-    copy), which the working sets write the returned edges × p dual into (as they do a dual converted here).
+    ``own_X``, ``own_dual0``: the caller hands X, resp. ``dual0``, over (the handover convention in the module
+    docstring): X (a float64 numpy array, the estimator's standardised copy) is then renumbered in place for locality
+    (:data:`REORDER_MIN_SPOTS`) and put back at the end instead of copied (n × p float64: 0.8 GB at 10⁵ × 1,000), and
+    the returned edges × p dual is written into ``dual0``.
     """
     if smooth not in SMOOTH_MODES:
         raise ValueError(f"smooth must be one of {SMOOTH_MODES}, got {smooth!r}")
@@ -137,52 +143,60 @@ def solve_batch(
                                   penalty_factor=penalty_factor, W0=at(W0, order), gamma0=gamma0, dual0=at(dual0, rows),
                                   data_dual0=at(data_dual0, order), step0=step0, tol=tol, max_iter=max_iter, device=device, dtype=dtype,
                                   callback=callback, working_set=working_set, prune_zeros=prune_zeros, coarsen=coarsen, stall=stall,
-                                  try_constant_start=try_constant_start, own_dual0=dual0 is not None)
+                                  own_dual0=dual0 is not None)  # the renumbered copy is made for the call
             finally:
                 if in_place:  # the caller's rows back in its order
                     _take_rows_(X, np.argsort(order))
             res.W, res.data_dual, res.dual = (_unpermute_rows_(T, idx)
                                               for T, idx in ((res.W, order), (res.data_dual, order), (res.dual, rows)))
             return res
+    common = dict(smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta, weights=weights,
+                  free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor, device=device, callback=callback,
+                  working_set=working_set, max_iter=max_iter)
     start = None
-    if try_constant_start and W0 is None and dual0 is None and data_dual0 is None:
+    if W0 is None and dual0 is None and data_dual0 is None:
         start = _constant_start(X, Y, weights, free_rows, covariates, penalty_factor, lambda_smooth, alpha, beta, smooth, operator)
     if start is not None:
         # the start is optimal up to rounding: float32 would sit at its floor on the fused map's edge residuals
         # (lymph node: 20,000 float32 iterations at 2e-4), so the certificate is made in float64 at once
-        result = solve_batch(X, Y, smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta,
-                             weights=weights, free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor,
-                             W0=start["W0"], gamma0=start["gamma0"], dual0=start["dual0"], data_dual0=start["data_dual0"], own_dual0=True,
-                             step0=step0, tol=tol, max_iter=max_iter, device=device,
-                             dtype="float64" if isinstance(dtype, str) and dtype == "mixed" else dtype, callback=callback,
-                             working_set=working_set, prune_zeros=prune_zeros, coarsen=False)
+        result = _solve_tensors(X, Y, **common, W0=start["W0"], gamma0=start["gamma0"], dual0=start["dual0"],
+                                data_dual0=start["data_dual0"], own_dual0=True, step0=step0, tol=tol,
+                                dtype="float64" if isinstance(dtype, str) and dtype == "mixed" else dtype, prune_zeros=prune_zeros,
+                                coarsen=False, stall=None)
         result.constant_start = start["flow_ratio"]
         if isinstance(dtype, str) and dtype == "mixed":
             result.precision = {"float32_iterations": [0] * len(result.iterations), "float32_seconds": 0.0, "polished": True}
         return result
-    if isinstance(dtype, str) and dtype == "mixed":
-        common = dict(smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta, weights=weights,
-                      free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor, device=device,
-                      callback=callback, working_set=working_set, max_iter=max_iter)
-        # the polish starts warm, where no coarse level is needed
-        # below float32's reach the polish always runs and prunes: the float32 stage need not check the columns too
-        first = solve_batch(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, step0=step0,
-                            tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL, coarsen=coarsen,
-                            stall=STALL_WINDOW if stall is None else stall, try_constant_start=False,  # tried above (when cold)
-                            own_dual0=own_dual0)
-        info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds,
-                "float32_stalled": any(e.get("stalled", False) for e in first.trace)}
-        if tol >= FLOAT32_TOL and bool(np.all(first.converged)):
-            first.precision = {**info, "polished": False}
-            return first
-        final = solve_batch(X, Y, **common, W0=first.W, gamma0=first.gamma, dual0=first.dual, data_dual0=first.data_dual,
-                            step0=first.step, tol=tol, dtype="float64", prune_zeros=prune_zeros, coarsen=False)
-        final.iterations = np.asarray(first.iterations) + np.asarray(final.iterations)
-        final.seconds += first.seconds
-        if final.multilevel is None:  # the coarse levels ran in the float32 stage
-            final.multilevel = first.multilevel
-        final.precision = {**info, "polished": True}
-        return final
+    if not (isinstance(dtype, str) and dtype == "mixed"):
+        return _solve_tensors(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, own_dual0=own_dual0,
+                              step0=step0, tol=tol, dtype=dtype, prune_zeros=prune_zeros, coarsen=coarsen, stall=stall)
+    # the stages go to the tensor solve directly: the constant start was tried above (10⁵ × 1,000: n·p² each try)
+    # below float32's reach the polish always runs and prunes: the float32 stage need not check the columns too
+    first = _solve_tensors(X, Y, **common, W0=W0, gamma0=gamma0, dual0=dual0, data_dual0=data_dual0, own_dual0=own_dual0,
+                           step0=step0, tol=max(tol, FLOAT32_TOL), dtype="float32", prune_zeros=prune_zeros and tol >= FLOAT32_TOL,
+                           coarsen=coarsen, stall=STALL_WINDOW if stall is None else stall)
+    info = {"float32_iterations": np.asarray(first.iterations).tolist(), "float32_seconds": first.seconds,
+            "float32_stalled": any(e.get("stalled", False) for e in first.trace)}
+    if tol >= FLOAT32_TOL and bool(np.all(first.converged)):
+        first.precision = {**info, "polished": False}
+        return first
+    # the polish starts warm, where no coarse level is needed; the float32 stage's state is its own (converted)
+    final = _solve_tensors(X, Y, **common, W0=first.W, gamma0=first.gamma, dual0=first.dual, data_dual0=first.data_dual,
+                           own_dual0=False, step0=first.step, tol=tol, dtype="float64", prune_zeros=prune_zeros, coarsen=False,
+                           stall=None)
+    final.iterations = np.asarray(first.iterations) + np.asarray(final.iterations)
+    final.seconds += first.seconds
+    if final.multilevel is None:  # the coarse levels ran in the float32 stage
+        final.multilevel = first.multilevel
+    final.precision = {**info, "polished": True}
+    return final
+
+
+def _solve_tensors(X, Y, *, smooth, operator, lambda_smooth, alpha, beta, weights, free_rows, covariates, penalty_factor, W0,
+                   gamma0, dual0, data_dual0, own_dual0, step0, tol, max_iter, device, dtype, callback, working_set, prune_zeros,
+                   coarsen, stall) -> SolveResult:
+    """One solve in one precision (``dtype`` not ``"mixed"``) on the spots as given: the batch's tensors, the
+    level solver (working sets, coarse levels) and the pruning. Every start tensor made here is handed over."""
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     if operator is not None:
         operator = operator.astype(dt)
@@ -197,37 +211,29 @@ def solve_batch(
         return np.broadcast_to(a.reshape(n, -1), (n, B))
 
     t = lambda a: _tensor(a, dt, dev)  # noqa: E731
-    Xt, Yt = t(X), t(Y)
-    Ot = t(as_nb(weights, 1.0))
     Ft = t(as_nb(free_rows, 1.0))
     Zt = t(np.asarray(covariates, dtype=np.float64).reshape(n, -1)) if covariates is not None and np.size(covariates) else None
     pf = t(np.ones(p) if penalty_factor is None else np.asarray(penalty_factor, dtype=np.float64))
-    lam = _per_problem(lambda_smooth, B, "lambda_smooth", dt, dev)
-    a = _per_problem(alpha, B, "alpha", dt, dev)
-    b = _per_problem(beta, B, "beta", dt, dev)
-
-    datafit = SquaredLoss(Xt, Yt, Ot, Zt)
+    lam, a, b = (_per_problem(v, B, name, dt, dev) for v, name in ((lambda_smooth, "lambda_smooth"), (alpha, "alpha"), (beta, "beta")))
+    datafit = SquaredLoss(t(X), t(Y), t(as_nb(weights, 1.0)), Zt)
     penalty = SparseGroupLasso(a, b, pf, n, Ft)
     gt = None
     if Zt is not None:
         gt = torch.zeros((B, Zt.shape[1]), dtype=dt, device=dev) if gamma0 is None else torch.as_tensor(gamma0, dtype=dt, device=dev).reshape(B, -1)
-
-    n_entries = max(n, operator.shape[0] if operator is not None else 0) * B * p
     smooth_term = None
     if operator is not None:
         smooth_term = GraphQuadratic(lam) if smooth == "quadratic" else GraphL1(lam)
-    warm = lambda a: None if a is None else torch.as_tensor(a, dtype=dt, device=dev)  # noqa: E731
     step0 = None if step0 is None else np.asarray(step0, dtype=np.float64).reshape(B)
     if step0 is not None and not np.all(np.isfinite(step0) & (step0 > 0)):
         step0 = None  # a problem solved without iterating (W = 0 certified) has no step to pass on
     tau0 = None if step0 is None else torch.as_tensor(step0, dtype=dt, device=dev)
     if working_set == "auto":
         working_set = use_working_set(p, a, b, pf)
-    with cpu_threads(dev, n_entries):
+    with cpu_threads(dev, max(n, operator.shape[0] if operator is not None else 0) * B * p):
         pdhg = primal_dual if stall is None else partial(primal_dual, stall=int(stall), stall_below=STALL_BELOW * tol)
-        U0 = warm(dual0)
-        # a dual made here or for this call holds the result (10⁵ × 100, a CV batch of 10: 1.6 GB a chunk not allocated)
-        solve = partial(solve_working_set, inner=pdhg, own_U0=own_dual0 or _made_here(U0, dual0)) if working_set else pdhg
+        solve = partial(solve_working_set, inner=pdhg) if working_set else _level_solver(pdhg)
+        # a dual handed over or converted here holds the result (10⁵ × 100, a CV batch of 10: 1.6 GB a chunk not allocated)
+        U0, own_U0 = _start_tensor(dual0, own_dual0, dt, dev)
         levels = coarse_levels(coarsen, operator, smooth_term, Ft, cold=W0 is None and dual0 is None and data_dual0 is None)
         if W0 is not None:
             Wt = torch.as_tensor(W0, dtype=dt, device=dev).reshape(n, B, p) * Ft.unsqueeze(-1)
@@ -237,11 +243,34 @@ def solve_batch(
             Wt = torch.zeros((n, B, p), dtype=dt, device=dev)
         if levels:
             solve = partial(solve_coarse_to_fine, levels=levels, solve=solve)
-        result = solve(datafit, penalty, smooth_term, operator, Wt, gt, v0=warm(data_dual0), U0=U0, tau0=tau0,
-                       tol=tol, max_iter=max_iter, callback=callback)
+        v0 = None if data_dual0 is None else torch.as_tensor(data_dual0, dtype=dt, device=dev)
+        result = solve(datafit, penalty, smooth_term, operator, Wt, gt, v0=v0, U0=U0, tau0=tau0, tol=tol, max_iter=max_iter,
+                       callback=callback, own_W0=not levels, own_U0=own_U0)  # Wt is made here (the zero view only read)
         if prune_zeros:
             result.W, result.zeroed = prune_numerical_zeros(datafit, penalty, smooth_term, operator, result.W)
     return result
+
+
+def _level_solver(pdhg):
+    """``pdhg`` (:func:`~s3r.solver.primal_dual.primal_dual`) as a level solver: it takes the handover keywords
+    and has nothing to take over (it copies its starts), so they are dropped here."""
+
+    def solve(*args, own_W0: bool = False, own_U0: bool = False, **kwargs):
+        return pdhg(*args, **kwargs)
+
+    return solve
+
+
+def _start_tensor(a, own: bool, dt, dev) -> tuple[torch.Tensor | None, bool]:
+    """(T, owned): the caller's start ``a`` in the solve's dtype and device, and whether the solve may write into it
+    and return it — when handed over (``own``), or when T is new memory: ``Tensor.to`` returns the tensor itself
+    unless the dtype or device change. A numpy array not handed over is copied (the solve never writes into it)."""
+    if a is None:
+        return None, False
+    if isinstance(a, torch.Tensor):
+        T = a.to(dtype=dt, device=dev)
+        return T, own or T is not a
+    return (torch.as_tensor(a, dtype=dt, device=dev) if own else torch.tensor(np.asarray(a), dtype=dt, device=dev)), True
 
 
 def _tensor(a, dt, dev) -> torch.Tensor:
@@ -272,14 +301,6 @@ def _gather_rows_(T: torch.Tensor, rows: np.ndarray, block_elems: int = 1 << 22)
         part = flat[:, start:start + step]
         part.copy_(part.index_select(0, idx))
     return flat.view(T.shape)
-
-
-def _made_here(T: torch.Tensor | None, source) -> bool:
-    """Whether ``T`` (``source`` converted to the solve's dtype and device) is new memory, not the caller's."""
-    if T is None or T.device.type != "cpu":
-        return T is not None and not (isinstance(source, torch.Tensor) and source.device == T.device and source.data_ptr() == T.data_ptr())
-    ptr = source.data_ptr() if isinstance(source, torch.Tensor) else np.asarray(source).__array_interface__["data"][0]
-    return T.data_ptr() != ptr
 
 
 def _take_rows_(A: np.ndarray, idx: np.ndarray, block_elems: int = 1 << 22) -> np.ndarray:

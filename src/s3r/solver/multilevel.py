@@ -22,7 +22,6 @@ support is the next level's initial working set.
 
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 
@@ -224,10 +223,13 @@ def _prolong(res, finer_size: np.ndarray, level: Level, finer_weights: np.ndarra
 
 
 def solve_coarse_to_fine(datafit, penalty, smooth, K: IncidenceOperator, W0, gamma0, *, levels: list[Level], solve, tol: float,
-                         max_iter: int, callback=None, v0=None, U0=None, tau0=None):
+                         max_iter: int, callback=None, v0=None, U0=None, tau0=None, own_W0: bool = False, own_U0: bool = False):
     """Solve the levels coarsest first, each warm-started from the one above, then the original problem.
 
-    ``solve`` is the solver of one level with the usual signature (the working-set loop around the PDHG).
+    ``solve`` is the solver of one level with the usual signature, handover keywords included (``own_W0``,
+    ``own_U0``: a start made for the call, which the solver may write into and return; s3r.solver.batch): the
+    working-set loop around the PDHG. Each level's starts are made here, prolongated from the level above, and handed
+    over. The caller's ``W0`` is read for its shape only (a cold start), ``U0`` only without levels.
     The result is the original problem's, with ``multilevel``: per level its aggregates, edges, iterations,
     working-set size and seconds, coarsest first (the fine solve's own figures are the result's)."""
     start = time.perf_counter()
@@ -251,22 +253,21 @@ def solve_coarse_to_fine(datafit, penalty, smooth, K: IncidenceOperator, W0, gam
             u0, U = _prolong(res, lev.size, levels[li + 1], lev.weights, quadratic)
         t0 = time.perf_counter()
         res = solve(fit, pen, smooth, coarse_operator(lev, dev, dt), u0, gamma, v0=v, U0=U, tau0=tau if PASS_STEP else None,
-                    tol=max(tol, COARSE_TOL), max_iter=max_iter)
+                    tol=max(tol, COARSE_TOL), max_iter=max_iter, own_W0=True, own_U0=U is not None)
         gamma, v = res.gamma, res.data_dual
         tau = torch.as_tensor(res.step, dtype=dt, device=dev) if res.step is not None and np.all(np.isfinite(res.step)) else None
         report.append({"aggregates": int(lev.size.size), "edges": int(lev.edges.shape[0]), "iterations": np.asarray(res.iterations).tolist(),
                        "working_set": (res.working_set or {}).get("size"), "converged": np.asarray(res.converged).tolist(),
                        "seconds": time.perf_counter() - t0})
     if res is None:
-        return solve(datafit, penalty, smooth, K, W0, gamma0, v0=v0, U0=U0, tau0=tau0, tol=tol, max_iter=max_iter, callback=callback)
+        return solve(datafit, penalty, smooth, K, W0, gamma0, v0=v0, U0=U0, tau0=tau0, tol=tol, max_iter=max_iter, callback=callback,
+                     own_W0=own_W0, own_U0=own_U0)
     W, U = _prolong(res, np.ones(n), levels[0], fine_w, quadratic)
     # the coarse level's state lives on in (W, U); its design (n × p, scaled rows) and start are not needed on the fine level
     res = fit = pen = u0 = None
     t0 = time.perf_counter()
-    takes = inspect.signature(solve).parameters
-    own = {key: True for key, mine in (("own_U0", U is not None), ("own_W0", True)) if mine and key in takes}  # ours to hand over
     final = solve(datafit, penalty, smooth, K, W, gamma, v0=v, U0=U, tau0=tau if PASS_STEP else None, tol=tol, max_iter=max_iter,
-                  callback=callback, **own)
+                  callback=callback, own_W0=True, own_U0=U is not None)
     final.multilevel = {"levels": report, "fine_iterations": np.asarray(final.iterations).tolist(), "fine_seconds": time.perf_counter() - t0,
                         "coarse_iterations": int(sum(max(r["iterations"]) for r in report))}
     final.seconds = time.perf_counter() - start
