@@ -12,6 +12,7 @@ from s3r.cv.folds import heldout_mask, training_weights
 from s3r.errors import S3RInputError
 from s3r.problem import Problem
 from s3r.solver import solve_batch
+from s3r.solver.flow_start import FlowSolver, warm_flow_dual
 
 
 # -- solving folds ---------------------------------------------------------------------------------------
@@ -89,19 +90,15 @@ def solve_fold_targets(
     iterations = np.zeros(B, dtype=np.int64)
     start = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    for t, problem in enumerate(problems):
-        lo, hi = offsets[t], offsets[t + 1]
-        zero = np.zeros(B, dtype=bool)
-        zero[lo:hi] = zero_is_optimal(problem, weights, alpha[lo:hi], beta[lo:hi])
-        if zero.any():  # exact: no solve needed, and W = 0 (covariates at their own fit) is what the solver would reach
-            state = _scatter_state(state, _zero_state(problem, weights, int(zero.sum())), np.flatnonzero(zero), n, B)
-            converged[zero] = True
+    state = _screen_zeros(problems, offsets, weights, alpha, beta, state, converged)
     queue = np.flatnonzero(~converged)
-    if batch <= 0:
-        batch = CPU_BATCH if first.device.type == "cpu" else max(1, queue.size)
-        if first.device.type == "cpu" and first.operator is not None:  # a batch's edge duals within EDGE_BYTES each
-            per_problem = first.operator.shape[0] * first.X.shape[1] * np.dtype(_np_dtype(first)).itemsize
-            batch = int(min(batch, max(1, EDGE_BYTES // max(per_problem, 1))))
+    # a primal warm start (the earlier rounds' W and data dual, no edge dual) gets the clipped flow of its own
+    # optimality conditions as its edge dual when it first enters a batch (s3r.solver.flow_start)
+    has_dual = np.full(B, state["dual"] is not None)
+    flows = None
+    if state["W"] is not None and state["data_dual"] is not None and first.operator is not None and first.smooth in ("tv", "graph_l1", "quadratic"):
+        flows = FlowSolver(first.operator.to_scipy())
+    batch = batch if batch > 0 else _default_batch(first, queue.size)
     while queue.size:
         active, queue = queue[:batch], queue[batch:]
         budget = int(min(chunk, max_iter - iterations[active].max()))
@@ -109,11 +106,14 @@ def solve_fold_targets(
         step0 = take(state["step"], 0)
         if step0 is not None and not np.all(np.isfinite(step0) & (step0 > 0)):
             step0 = None  # some problem never ran (cold, or W = 0 screened): let the solver pick its steps
+        dual0 = take(state["dual"])
+        if flows is not None and not has_dual[active].all():
+            dual0 = _flow_duals(first, state, active, ~has_dual[active], dual0, lam, alpha, beta, flows)
         res = solve_batch(
             first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
             lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
             covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
-            data_dual0=_t(take(state["data_dual"]), first), dual0=_t(take(state["dual"]), first), step0=step0, tol=tol,
+            data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=step0, tol=tol,
             max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
             coarsen=False,  # coarse levels go to 1e-3, past the folds' tolerance; their effect on tuning's ranking is unmeasured
         )
@@ -127,6 +127,7 @@ def solve_fold_targets(
         }
         state = _scatter_state(state, out, active, n, B)
         converged[active] = done
+        has_dual[active] = True
         queue = np.concatenate([active[~done & (iterations[active] < max_iter)], queue])
     seconds = time.perf_counter() - start
     part = lambda a, t, axis=1: None if a is None else np.take(a, np.arange(offsets[t], offsets[t + 1]), axis=axis)  # noqa: E731
@@ -138,6 +139,41 @@ def solve_fold_targets(
         )
         for t in range(len(problems))
     ]
+
+
+def _screen_zeros(problems: list[CVProblem], offsets, weights, alpha, beta, state: dict, converged: np.ndarray) -> dict:
+    """Mark converged (in place) the problems whose optimum is W = 0 and give them that state: exact, no solve needed,
+    and W = 0 with the covariates at their own fit is what the solver would reach."""
+    n, B = problems[0].n_spots, converged.size
+    for t, problem in enumerate(problems):
+        lo, hi = offsets[t], offsets[t + 1]
+        zero = np.zeros(B, dtype=bool)
+        zero[lo:hi] = zero_is_optimal(problem, weights, alpha[lo:hi], beta[lo:hi])
+        if zero.any():
+            state = _scatter_state(state, _zero_state(problem, weights, int(zero.sum())), np.flatnonzero(zero), n, B)
+            converged[zero] = True
+    return state
+
+
+def _default_batch(problem: CVProblem, queued: int) -> int:
+    """All at once on a GPU; ``CPU_BATCH`` on a CPU, fewer where a batch's edge duals would pass ``EDGE_BYTES`` each."""
+    if problem.device.type != "cpu":
+        return max(1, queued)
+    if problem.operator is None:
+        return CPU_BATCH
+    per_problem = problem.operator.shape[0] * problem.X.shape[1] * np.dtype(_np_dtype(problem)).itemsize
+    return int(min(CPU_BATCH, max(1, EDGE_BYTES // max(per_problem, 1))))
+
+
+def _flow_duals(problem: CVProblem, state: dict, active: np.ndarray, fresh: np.ndarray, dual0, lam, alpha, beta, flows) -> np.ndarray:
+    """The active batch's edge duals with the ``fresh`` ones (no dual yet) set to their warm start's flow."""
+    idx = active[fresh]
+    W = state["W"]
+    if dual0 is None:
+        dual0 = np.zeros((problem.operator.shape[0], active.size, W.shape[2]), dtype=W.dtype)
+    dual0[:, fresh] = warm_flow_dual(problem.X, np.take(W, idx, axis=1), np.take(state["data_dual"], idx, axis=1), alpha[idx], beta[idx],
+                                     lam[idx], flows.K, smooth=problem.smooth, penalty_factor=problem.penalty_factor, flows=flows)
+    return dual0
 
 
 def _stack_warm(warm: list[dict | None], sizes: list[int], n: int) -> dict:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from s3r.solver.penalties import GraphL1, batch_norm, row_of
+from s3r.solver.penalties import GraphL1, batch_norm, per_problem_sum, row_of
 from s3r.solver.result import SolveResult
 
 SAFETY = 0.99
@@ -240,7 +240,7 @@ def primal_dual(
             g_h = g_h - z.KtU * s.ds
             scale_p = torch.maximum(scale_p, batch_norm(z1.KtU) * s.ds.view(-1))
         scale_p = torch.maximum(scale_p, batch_norm(g_h))
-        p2 = (P * P).sum(dim=(0, 2))
+        p2 = per_problem_sum(P * P)
         if has_gamma and not eliminate:
             Pg = (z.gamma - z1.gamma) / s.tau_g - Ztdv
             p2 = p2 + (Pg * Pg).sum(-1)
@@ -442,8 +442,6 @@ def _merge(T: torch.Tensor | None, act: torch.Tensor, parts: list, B: int, axis:
 
 
 def _edge_norm(T: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
-    """Frobenius norm per problem of an (m, B, p) tensor, squaring into ``work`` (may be T itself).
-
-    torch.linalg.vector_norm over axes (0, 2) is ~10× slower than this on CPU.
-    """
-    return torch.mul(T, T, out=work).sum(dim=(0, 2)).sqrt_()
+    """Frobenius norm per problem of an (m, B, p) tensor, squaring into ``work`` (may be T itself; torch.linalg.vector_norm
+    over axes (0, 2) is ~30× slower than this on CPU)."""
+    return per_problem_sum(torch.mul(T, T, out=work)).sqrt_()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
-from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso, batch_norm
+from s3r.solver.penalties import GraphL1, GraphQuadratic, SparseGroupLasso, batch_norm, per_problem_sum
 from s3r.solver.result import SolveResult
 from s3r.solver.support import prune_numerical_zeros
 
@@ -105,7 +105,7 @@ def _profile_gamma(datafit: GLMDatafit, W, gamma, max_newton: int = 50):
 
 
 def _sq(T):
-    return (T * T).sum(dim=[d for d in range(T.dim()) if d != 1]) if T.dim() > 2 else (T * T).sum(-1)
+    return per_problem_sum(T * T) if T.dim() > 2 else (T * T).sum(-1)
 
 
 def solve_glm(datafit: GLMDatafit, penalty: SparseGroupLasso, smooth, K, W0, gamma0, *, tol=1e-6, max_iter=50_000, check_every=10, callback=None) -> SolveResult:
@@ -155,7 +155,7 @@ def solve_glm(datafit: GLMDatafit, penalty: SparseGroupLasso, smooth, K, W0, gam
                 eta1 = datafit.eta(W1, g1)
                 f1 = datafit.value(eta1)
             dW = W1 - W
-            lin = (gW * dW).sum(dim=(0, 2))
+            lin = per_problem_sum(gW * dW)
             d2 = _sq(dW)
             bad = ~(f1 <= fval + lin + 0.5 * L * d2 + 1e-12 * fval.abs()) & ~converged
             if not bool(bad.any()):

@@ -1,0 +1,77 @@
+"""The smoothness dual of a primal warm start: the clipped least-squares flow of its own optimality conditions.
+
+Why: the tuning warm-starts rounds 1–2 from an earlier trial's W and data dual only (the edge dual, edges × features
+per trial, would make the fold-state files four times larger). PDHG started at a fused W with a zero edge dual has
+no smoothing force at first: the map unfuses and must fuse again. At W the optimality conditions ask
+KᵀU = −(Mᵀv + g) spot by spot (g ∈ ∂h(W), the sparse group lasso's subgradient), so the smallest such flow, clipped
+into the dual's box, is a dual that holds the warm map's pieces together (it is the exact dual wherever it fits in
+the box). On the DLPFC tuning's folds (2 targets × 10 trials, fold 0) rounds 1–2 took 5,830 and 5,900 instead of
+6,360 and 7,300 problem-iterations, as many as with the earlier solution's own dual (benchmarks/README.md, session 16).
+
+Quadratic smoothing (λ‖KW‖²) has its dual in closed form at any W: U = 2λKW.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+from scipy.sparse.linalg import splu
+
+from s3r.solver.constant_start import FLOW_BLOCK
+
+
+class FlowSolver:
+    """Least-squares edge flows U = Kφ with KᵀKφ = D − (D's mean per connected component): one sparse LU of KᵀK
+    grounded at one node per component, factorised once and shared by every problem and column."""
+
+    def __init__(self, K: sp.spmatrix):
+        self.K = K.tocsr()
+        A = (self.K.T @ self.K).tocsc()
+        self.n_components, self.labels = connected_components(abs(A), directed=False)
+        grounds = np.unique(self.labels, return_index=True)[1]
+        self.keep = np.setdiff1d(np.arange(A.shape[0]), grounds)
+        self.lu = splu(A[self.keep][:, self.keep].tocsc()) if self.keep.size else None
+        self.sizes = np.bincount(self.labels, minlength=self.n_components)
+
+    def __call__(self, D: np.ndarray) -> np.ndarray:
+        D = np.array(D, dtype=np.float64)
+        means = np.stack([np.bincount(self.labels, weights=col, minlength=self.n_components) for col in D.T], axis=1) / self.sizes[:, None]
+        D -= means[self.labels]
+        phi = np.zeros_like(D)
+        if self.lu is not None:
+            phi[self.keep] = self.lu.solve(np.ascontiguousarray(D[self.keep]))
+        return np.asarray(self.K @ phi)
+
+
+def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalty_factor=None, flows: FlowSolver | None = None,
+                   out=None) -> np.ndarray:
+    """(m, B, p) edge dual for the primal start ``W0`` (n, B, p) with data dual ``v0`` (n, B), in the solver's units.
+
+    ``alpha``, ``beta``, ``lam`` (B,): the solver's penalties of the problems to start; ``K``: the smoothness operator
+    as a scipy matrix (m × n); ``flows``: a :class:`FlowSolver` of K when the caller shares it; ``out``: an (m, B, p) array to write into (its dtype kept). Columns go in blocks of
+    ``FLOW_BLOCK`` (no m × B × p float64 temporary).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, B, p = W0.shape
+    pf = np.ones(p) if penalty_factor is None else np.asarray(penalty_factor, dtype=np.float64)
+    out = np.zeros((K.shape[0], B, p), dtype=W0.dtype) if out is None else out
+    if smooth == "quadratic":
+        for b in range(B):
+            out[:, b] = 2.0 * lam[b] * (K @ np.asarray(W0[:, b], dtype=np.float64))
+        return out
+    flows = FlowSolver(K) if flows is None else flows
+    for b in range(B):
+        if not lam[b] > 0:
+            out[:, b] = 0.0
+            continue
+        W = np.asarray(W0[:, b], dtype=np.float64)
+        norms = np.sqrt((W * W).sum(axis=0))
+        for cols in np.array_split(np.arange(p), max(1, -(-p // FLOW_BLOCK))):
+            Wc = W[:, cols]
+            # g ∈ ∂h(W) where W ≠ 0 (the lasso's sign and the group's direction); zero entries take 0 and the flow's
+            # mean removal, as the constant start does for a zero column
+            g = alpha[b] * np.sign(Wc) + beta[b] * np.sqrt(n) * Wc / np.maximum(norms[cols], 1e-300)
+            D = -(np.asarray(v0[:, b], dtype=np.float64)[:, None] * X[:, cols]) - g * pf[cols]
+            out[:, b, cols] = np.clip(flows(D), -lam[b], lam[b])
+    return out
