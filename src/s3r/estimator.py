@@ -203,6 +203,10 @@ class S3R(BaseEstimator):
                 result = solve(theta, warm.get("W0"), warm.get("gamma0"))
                 self.theta_history_ = [] if theta is None else [theta]
             self.theta_ = theta
+        return self._finish(problem, result, (lam, alpha, beta), weights, free, device, dtype, p)
+
+    def _finish(self, problem, result, penalties, weights, free, device, dtype, p: int) -> "S3R":
+        """The fitted attributes from a one-problem solve result (on the solver's scale) of ``problem``."""
         self._result = result
         W = result.W[:, 0, :].double().cpu().numpy()
         self.coef_, self.spatial_intercept_ = problem.coefficients(W)
@@ -212,7 +216,7 @@ class S3R(BaseEstimator):
         self.mask_ = free == 0
         self.n_features_in_ = p
         self.n_iter_ = int(result.iterations[0])
-        self.report_ = self._report(problem, result, (lam, alpha, beta), weights, free, device, dtype)
+        self.report_ = self._report(problem, result, penalties, weights, free, device, dtype)
         if self.dtype == "mixed":  # which precision the answer came from
             info = result.precision or {"float32_iterations": [0], "float32_seconds": 0.0, "polished": False}
             final = "float64" if info["polished"] or result.precision is None else "float32"

@@ -130,21 +130,26 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
     """The final fit of every target of a chunk (the tuned or configured parameters), one fit directory each."""
     from s3r import S3R
     from s3r.artifacts import read_params_file
+    from s3r.fit_targets import fit_targets
     from s3r.counts import describe
     from s3r.results import write_fit
 
-    for target in targets:
-        chosen = read_params_file(Path(params_dir) / target / "best_params.json")
-        data = prepared.regression_data(target)
-        if log is not None:
-            print(f"{sample}/{target}: {data.n_spots} spots, {data.n_features} features, device {device}", file=log, flush=True)
-        model = S3R(**chosen["params"], device=device, verbose=log is not None)
-        model.fit(data.X, data.y, data.coords, covariates=data.covariates, spot_graph=graph, offset=prepared.offset)
-        tuning = chosen["tuning"] or {}
+    chosen = {target: read_params_file(Path(params_dir) / target / "best_params.json") for target in targets}
+    data = {target: prepared.regression_data(target) for target in targets}
+    first = data[targets[0]]
+    if log is not None:
+        print(f"{sample}: {len(targets)} targets fitted together, {first.n_spots} spots, {first.n_features} features, device {device}",
+              file=log, flush=True)
+    # the targets share the design, graph and covariates: one batched solve (s3r.fit_targets; one by one where they cannot)
+    models = fit_targets([S3R(**chosen[t]["params"], device=device) for t in targets], first.X, [data[t].y for t in targets],
+                         first.coords, covariates=first.covariates, spot_graph=graph, offset=prepared.offset)
+    for target, model in zip(targets, models):
+        data_t = data[target]
+        tuning = chosen[target]["tuning"] or {}
         write_fit(
-            Path(out_dir) / target, model, data,
-            params={"sample": sample, "params_source": chosen["source"] or "unknown", **{k: tuning[k] for k in VERDICT_KEYS if k in tuning}},
+            Path(out_dir) / target, model, data_t,
+            params={"sample": sample, "params_source": chosen[target]["source"] or "unknown", **{k: tuning[k] for k in VERDICT_KEYS if k in tuning}},
             inputs=inputs, offset=prepared.offset, normalisation=describe(prepared.info),
         )
         if log is not None:
-            print(model.report_, file=log, flush=True)
+            print(f"{sample}/{target}:", model.report_, file=log, flush=True)
