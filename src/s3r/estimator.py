@@ -146,10 +146,12 @@ class S3R(BaseEstimator):
                                    max_edge_length=self.max_edge_length, compat=self.compat, graph=graph, dtype=dtype, device=device)
 
     def fit(self, X, y, coords=None, *, sample_weight=None, covariates=None, spot_graph: SpatialGraph | None = None,
-            offset=None) -> "S3R":
+            offset=None, start=None) -> "S3R":
         """``offset`` (log library size): added to the linear predictor of count families (log μ = ⟨x, W⟩ + offset).
         ``spot_graph``: a graph already built for these spots (e.g. the workflow's graph file), used instead of
-        building one from ``graph``/``k``/``radius`` (named apart from the ``graph`` parameter, the method's name)."""
+        building one from ``graph``/``k``/``radius`` (named apart from the ``graph`` parameter, the method's name).
+        ``start``: (n, p) a map on the solver's (standardised) scale to start from, such as the tuning's fold solutions
+        of the chosen trial (gaussian; :func:`s3r.solver.flow_start.primal_start` completes it to a solver state)."""
         from s3r.problem import assemble
 
         self._check_params()
@@ -172,7 +174,7 @@ class S3R(BaseEstimator):
         Z = problem.covariates
         free = problem.free_rows()
         lam, alpha, beta = problem.solver_penalties(self.lambda_smooth, self.alpha, self.beta, weights)
-        warm = self._warm_state(n, problem.X.shape[1], Z)
+        warm = self._warm_state(n, problem.X.shape[1], Z) if start is None else self._start_state(problem, start, (lam, alpha, beta), weights)
         callback = self.callback or (_verbose_printer() if self.verbose else None)
         if problem.gaussian:
             result = solve_batch(
@@ -321,6 +323,19 @@ class S3R(BaseEstimator):
                 stacklevel=3,
             )
         return result, used, history
+
+    def _start_state(self, problem, start, penalties, weights) -> dict:
+        from s3r.solver.flow_start import primal_start
+
+        start = np.asarray(start, dtype=np.float64)
+        if start.shape != problem.X.shape or not np.isfinite(start).all():
+            raise S3RInputError(f"start must be a finite map of shape {problem.X.shape} (spots × features on the solver's scale); got {start.shape}")
+        if not problem.gaussian:
+            return {"W0": start[:, None, :]}
+        lam, alpha, beta = penalties
+        K = None if problem.operator is None else problem.operator.to_scipy()
+        return primal_start(problem.X, problem.y, start, covariates=problem.covariates, K=K, lam=lam, alpha=alpha, beta=beta,
+                            smooth=problem.smooth, penalty_factor=problem.penalty_factor, weights=weights)
 
     def _warm_state(self, n: int, p: int, Z) -> dict:
         prev = getattr(self, "_result", None)

@@ -23,11 +23,14 @@ SHARED = ("smooth", "graph", "k", "radius", "max_edge_length", "compat", "scalin
 
 
 def fit_targets(models: list[S3R], X, ys: list, coords, *, covariates=None, spot_graph=None, offset=None,
-                batch_on_cpu: bool = False) -> list[S3R]:
+                batch_on_cpu: bool = False, starts: list | None = None) -> list[S3R]:
     """Fit ``models[t]`` to ``ys[t]`` (every model on the same X, coords, covariates) — batched where the models
-    can share one solve (gaussian, no warm start, the same settings but λ, α, β) on a GPU, else one by one."""
+    can share one solve (gaussian, no warm start, the same settings but λ, α, β) on a GPU, else one by one.
+    ``starts[t]``: a map to start target t from (:meth:`S3R.fit`'s ``start``), used by the one-by-one fits."""
+    starts = [None] * len(models) if starts is None else starts
     if not _batchable(models) or (resolve_device(models[0].device).type == "cpu" and not batch_on_cpu):
-        return [m.fit(X, y, coords, covariates=covariates, spot_graph=spot_graph, offset=offset) for m, y in zip(models, ys)]
+        return [m.fit(X, y, coords, covariates=covariates, spot_graph=spot_graph, offset=offset, start=w)
+                for m, y, w in zip(models, ys, starts)]
     from s3r.problem import assemble
 
     first = models[0]

@@ -119,3 +119,17 @@ def test_200_targets_plan_at_most_100_jobs(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
     assert total <= 100, text[-2000:]
     assert total == 78 and counts["tune_fold"] == "45" and counts["fit_final"] == "3" and counts["fit_report"] == "3"
+
+
+def test_the_final_fit_starts_from_the_mean_of_the_chosen_trials_fold_solutions(tmp_path):
+    """select_chunk keeps the chosen trial's fold solutions (round_r/fold_k.npz, W of shape (n, 1, p)); fit_final
+    starts each target from their mean; a target without them (tuning off) starts cold."""
+    from s3r.io import write_npz
+    from s3r.workflow.tuning import chosen_start
+
+    rng = np.random.default_rng(0)
+    maps = [rng.normal(size=(30, 1, 4)).astype(np.float32) for _ in range(3)]
+    for k, W in enumerate(maps):
+        write_npz(tmp_path / "T1" / "round_2" / f"fold_{k}.npz", numbers=np.array([27]), W=W)
+    np.testing.assert_allclose(chosen_start(tmp_path / "T1"), np.mean([W[:, 0] for W in maps], axis=0).astype(np.float64), rtol=1e-6)
+    assert chosen_start(tmp_path / "T2") is None

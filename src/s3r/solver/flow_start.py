@@ -75,3 +75,27 @@ def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalt
             D = -(np.asarray(v0[:, b], dtype=np.float64)[:, None] * X[:, cols]) - g * pf[cols]
             out[:, b, cols] = np.clip(flows(D), -lam[b], lam[b])
     return out
+
+
+def primal_start(X, y, W, *, covariates, K, lam: float, alpha: float, beta: float, smooth: str, penalty_factor=None,
+                 weights=None) -> dict:
+    """A whole solver start from a map alone (n, p) on the solver's scale, e.g. a CV fold's solution of the same
+    problem: the covariates at their least-squares fit given W, the data dual at that prediction (observation
+    ``weights``, default 1) and the edge dual by :func:`warm_flow_dual`. Returns solve_batch's W0, gamma0, data_dual0, dual0."""
+    X = np.asarray(X, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    n = X.shape[0]
+    pred = np.einsum("np,np->n", X, W)
+    gamma = None
+    if covariates is not None:
+        Z = np.asarray(covariates, dtype=np.float64).reshape(n, -1)
+        gamma = np.linalg.lstsq(Z, y - pred, rcond=None)[0]
+        pred = pred + Z @ gamma
+    o = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    v = (2.0 / n) * o * (pred - np.asarray(y, dtype=np.float64))
+    one = lambda a: np.atleast_1d(np.asarray(a, dtype=np.float64)).reshape(-1)[:1]  # noqa: E731
+    dual = None
+    if K is not None and smooth in ("tv", "graph_l1", "quadratic"):
+        dual = warm_flow_dual(X, W[:, None, :], v[:, None], one(alpha), one(beta), one(lam), K, smooth=smooth,
+                              penalty_factor=penalty_factor)
+    return {"W0": W[:, None, :], "gamma0": None if gamma is None else gamma[None], "data_dual0": v[:, None], "dual0": dual}
