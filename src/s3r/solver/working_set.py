@@ -41,8 +41,6 @@ MIN_SIZE = 8  # smallest working set and smallest number of features added per o
 START_ITER = 30  # FISTA iterations of the first check, which only ranks the candidates
 STALL_STOPS = True  # an inner solve that stopped on a stalled residual ends the outer loop for its problems
 COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: only the last solve needs ``tol``
-WARM_ITER = None  # FISTA iterations of a warm start's check (None: the check's default, CERT_ITER)
-WARM_DOUBLING = True  # a warm start's check adds at most as many features as the set holds (as every check does)
 # set inside :func:`checking_warm_starts`: a warm start's excluded features are checked before the first solve
 _CHECK_WARM: ContextVar[bool] = ContextVar("s3r_working_set_check_warm", default=False)
 
@@ -128,11 +126,10 @@ def solve_working_set(
         # a chunked caller's warm start: the last call may have ended unconverged, its set never checked (module doc)
         rest = np.flatnonzero(~ws)
         checked[rest] = True
-        extra = {} if WARM_ITER is None else {"max_iter": WARM_ITER}
         viol, score, fista = check_excluded(X, data_gradient(datafit, W0, free), free, rest, penalty.alpha, penalty.beta, factor,
-                                            K_check, lam, certificates=certificates, **hooks, **extra)
+                                            K_check, lam, certificates=certificates, **hooks)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista, "start": True})
-        n_add = min(int(viol.sum()), max(min_size, int(ws.sum())) if WARM_DOUBLING else p)
+        n_add = min(int(viol.sum()), max(min_size, int(ws.sum())))
         ws[rest[np.argsort(-score)[:n_add]]] = True
     history = [int(ws.sum())]
 
