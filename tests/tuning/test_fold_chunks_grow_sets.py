@@ -23,9 +23,9 @@ def _problem():
 
 
 def test_a_fold_solved_in_chunks_that_never_converge_grows_its_set_to_the_support(monkeypatch):
-    """Chunks of 10 iterations at tol 1e-6: no restricted solve converges within one call, as at 10⁵ spots with the
-    tuning's 100. Each chunk restarts from W's non-zero columns; on main the set was therefore never checked and the
-    fold ended restricted to its 2-feature start set. Now every chunk checks what its warm start left out, so the
+    """Chunks of 10 iterations at tol 1e-6: no chunk's call ends converged, as at 10⁵ spots with the tuning's 100.
+    Each chunk restarts from W's non-zero columns; on main a set grown inside a call (zero columns in W) was dropped
+    by the next, and the fold ended restricted to its 2-feature start set. Now every chunk checks what its warm start left out, so the
     maps reach the support of the unrestricted optimum; in longer chunks they converge to that optimum itself."""
     monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)
     problem, folds = _problem()
@@ -35,12 +35,12 @@ def test_a_fold_solved_in_chunks_that_never_converge_grows_its_set_to_the_suppor
 
     def spy(*args, **kwargs):
         res = real(*args, **kwargs)
-        starts.append((res.working_set["sizes"][0], bool(np.all(res.converged))))
+        starts.append(bool(np.any(res.converged)))
         return res
 
     monkeypatch.setattr(batch_mod, "solve_working_set", spy)
     short = cv.solve_fold(problem, params, folds, 2, tol=1e-6, max_iter=300, chunk=10)
-    assert not any(done for _, done in starts)  # no chunk converged: the 10⁵-spot situation
+    assert starts and not any(starts)  # no chunk converged: the 10⁵-spot situation
     with monkeypatch.context() as m:
         m.setattr(batch_mod, "use_working_set", lambda *a: False)  # every feature on every iteration
         full = cv.solve_fold(problem, params, folds, 2, tol=1e-9, max_iter=20_000, chunk=20_000)
