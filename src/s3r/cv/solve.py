@@ -13,6 +13,7 @@ from s3r.errors import S3RInputError
 from s3r.problem import Problem
 from s3r.solver import solve_batch
 from s3r.solver.flow_start import FlowSolver, warm_flow_dual
+from s3r.solver.working_set import checking_warm_starts
 
 
 # -- solving folds ---------------------------------------------------------------------------------------
@@ -54,6 +55,9 @@ def solve_fold(
     working set is checked on its own, a large batch gives every problem its own optimum; on the tuning's DLPFC folds
     (3,592 spots) batch 20 cost 0.81–0.85× batch 2 at 25 features and 1.05× at 100 (benchmarks/README.md, session
     13). ``warm`` holds per-problem start values (W, data_dual, dual, step arrays stacked on axis 1 / 0).
+    Every chunk's solve checks the features its warm start leaves out before it runs
+    (:func:`~s3r.solver.working_set.checking_warm_starts`): at 10⁵ spots no 100-iteration chunk converges, and
+    without that check the working set never grew past its start set (benchmarks/README.md, session 16).
     """
     return solve_fold_targets([problem], [params], folds, fold, tol=tol, max_iter=max_iter, chunk=chunk,
                               warm=[warm], batch=batch)[0]
@@ -86,8 +90,7 @@ def solve_fold_targets(
     free = columns([p.free_rows(held) for p in problems])
     lam, alpha, beta = (np.concatenate(parts) for parts in zip(*(_penalties(p, ps, weights) for p, ps in zip(problems, params))))
     state = _stack_warm(warm, sizes, n)
-    converged = np.zeros(B, dtype=bool)
-    iterations = np.zeros(B, dtype=np.int64)
+    converged, iterations = np.zeros(B, dtype=bool), np.zeros(B, dtype=np.int64)
     start = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     state = _screen_zeros(problems, offsets, weights, alpha, beta, state, converged)
@@ -109,14 +112,16 @@ def solve_fold_targets(
         dual0 = take(state["dual"])
         if flows is not None and not has_dual[active].all():
             dual0 = _flow_duals(first, state, active, ~has_dual[active], dual0, lam, alpha, beta, flows)
-        res = solve_batch(
-            first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
-            lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
-            covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
-            data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=step0, tol=tol,
-            max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
-            coarsen=False,  # coarse levels go to 1e-3, past the folds' tolerance; their effect on tuning's ranking is unmeasured
-        )
+        with checking_warm_starts():  # a chunk left unconverged still grows its set in the next (issue 11)
+            res = solve_batch(
+                first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
+                lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
+                covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
+                data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=step0, tol=tol,
+                max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
+                coarsen=False,  # coarse levels go to 1e-3, past the folds' tolerance; their effect on tuning's ranking is unmeasured
+                own_dual0=dual0 is not None,  # a copy made for this call (np.take or the flows): the solve may write into it
+            )
         done = np.asarray(res.converged, dtype=bool)
         used = np.where(done, np.asarray(res.iterations), budget)
         iterations[active] += used
