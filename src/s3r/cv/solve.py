@@ -13,7 +13,6 @@ from s3r.errors import S3RInputError
 from s3r.problem import Problem
 from s3r.solver import solve_batch
 from s3r.solver.flow_start import FlowSolver, warm_flow_dual
-from s3r.solver.working_set import checking_warm_starts
 
 
 # -- solving folds ---------------------------------------------------------------------------------------
@@ -56,7 +55,7 @@ def solve_fold(
     (3,592 spots) batch 20 cost 0.81–0.85× batch 2 at 25 features and 1.05× at 100 (benchmarks/README.md, session
     13). ``warm`` holds per-problem start values (W, data_dual, dual, step arrays stacked on axis 1 / 0).
     Every chunk's solve checks the features its warm start leaves out before it runs
-    (:func:`~s3r.solver.working_set.checking_warm_starts`): at 10⁵ spots no 100-iteration chunk converges, and
+    (``solve_batch``'s ``check_warm_start``): at 10⁵ spots no 100-iteration chunk converges, and
     without that check the working set never grew past its start set (benchmarks/README.md, session 16).
     """
     return solve_fold_targets([problem], [params], folds, fold, tol=tol, max_iter=max_iter, chunk=chunk,
@@ -98,9 +97,7 @@ def solve_fold_targets(
     # a primal warm start (the earlier rounds' W and data dual, no edge dual) gets the clipped flow of its own
     # optimality conditions as its edge dual when it first enters a batch (s3r.solver.flow_start)
     has_dual = np.full(B, state["dual"] is not None)
-    flows = None
-    if state["W"] is not None and state["data_dual"] is not None and first.operator is not None and first.smooth in ("tv", "graph_l1", "quadratic"):
-        flows = FlowSolver(first.operator.to_scipy())
+    flows = _flow_solver(first, state)
     batch = batch if batch > 0 else _default_batch(first, queue.size)
     while queue.size:
         active, queue = queue[:batch], queue[batch:]
@@ -112,16 +109,16 @@ def solve_fold_targets(
         dual0 = take(state["dual"])
         if flows is not None and not has_dual[active].all():
             dual0 = _flow_duals(first, state, active, ~has_dual[active], dual0, lam, alpha, beta, flows)
-        with checking_warm_starts():  # a chunk left unconverged still grows its set in the next (issue 11)
-            res = solve_batch(
-                first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
-                lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
-                covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
-                data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=step0, tol=tol,
-                max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
-                coarsen=False,  # coarse levels go to 1e-3, past the folds' tolerance; their effect on tuning's ranking is unmeasured
-                own_dual0=dual0 is not None,  # a copy made for this call (np.take or the flows): the solve may write into it
-            )
+        res = solve_batch(
+            first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
+            lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
+            covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
+            data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=step0, tol=tol,
+            max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
+            coarsen=False,  # coarse levels go to 1e-3, past the folds' tolerance; their effect on tuning's ranking is unmeasured
+            own_dual0=dual0 is not None,  # a copy made for this call (np.take or the flows): the solve may write into it
+            check_warm_start=True,  # a chunk left unconverged still grows its set in the next (issue 11)
+        )
         done = np.asarray(res.converged, dtype=bool)
         used = np.where(done, np.asarray(res.iterations), budget)
         iterations[active] += used
@@ -168,6 +165,14 @@ def _default_batch(problem: CVProblem, queued: int) -> int:
         return CPU_BATCH
     per_problem = problem.operator.shape[0] * problem.X.shape[1] * np.dtype(_np_dtype(problem)).itemsize
     return int(min(CPU_BATCH, max(1, EDGE_BYTES // max(per_problem, 1))))
+
+
+def _flow_solver(problem: CVProblem, state: dict) -> FlowSolver | None:
+    """The flows' factorised Laplacian when the start is primal (W and data dual) on a smoothness graph, else None."""
+    primal = state["W"] is not None and state["data_dual"] is not None
+    if primal and problem.operator is not None and problem.smooth in ("tv", "graph_l1", "quadratic"):
+        return FlowSolver(problem.operator.to_scipy())
+    return None
 
 
 def _flow_duals(problem: CVProblem, state: dict, active: np.ndarray, fresh: np.ndarray, dual0, lam, alpha, beta, flows) -> np.ndarray:

@@ -98,6 +98,7 @@ def solve_batch(
     prune_zeros: bool = True,
     coarsen="auto",
     stall: int | None = None,
+    check_warm_start: bool = False,
     own_X: bool = False,
     own_dual0: bool = False,
 ) -> SolveResult:
@@ -143,7 +144,8 @@ def solve_batch(
                                   penalty_factor=penalty_factor, W0=at(W0, order), gamma0=gamma0, dual0=at(dual0, rows),
                                   data_dual0=at(data_dual0, order), step0=step0, tol=tol, max_iter=max_iter, device=device, dtype=dtype,
                                   callback=callback, working_set=working_set, prune_zeros=prune_zeros, coarsen=coarsen, stall=stall,
-                                  own_dual0=dual0 is not None)  # the renumbered copy is made for the call
+                                  own_dual0=dual0 is not None,  # the renumbered copy is made for the call
+                                  check_warm_start=check_warm_start)
             finally:
                 if in_place:  # the caller's rows back in its order
                     _take_rows_(X, np.argsort(order))
@@ -152,7 +154,7 @@ def solve_batch(
             return res
     common = dict(smooth=smooth, operator=operator, lambda_smooth=lambda_smooth, alpha=alpha, beta=beta, weights=weights,
                   free_rows=free_rows, covariates=covariates, penalty_factor=penalty_factor, device=device, callback=callback,
-                  working_set=working_set, max_iter=max_iter)
+                  working_set=working_set, max_iter=max_iter, check_warm_start=check_warm_start)
     start = None
     if W0 is None and dual0 is None and data_dual0 is None:
         start = _constant_start(X, Y, weights, free_rows, covariates, penalty_factor, lambda_smooth, alpha, beta, smooth, operator)
@@ -194,7 +196,7 @@ def solve_batch(
 
 def _solve_tensors(X, Y, *, smooth, operator, lambda_smooth, alpha, beta, weights, free_rows, covariates, penalty_factor, W0,
                    gamma0, dual0, data_dual0, own_dual0, step0, tol, max_iter, device, dtype, callback, working_set, prune_zeros,
-                   coarsen, stall) -> SolveResult:
+                   coarsen, stall, check_warm_start=False) -> SolveResult:
     """One solve in one precision (``dtype`` not ``"mixed"``) on the spots as given: the batch's tensors, the
     level solver (working sets, coarse levels) and the pruning. Every start tensor made here is handed over."""
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -231,7 +233,7 @@ def _solve_tensors(X, Y, *, smooth, operator, lambda_smooth, alpha, beta, weight
         working_set = use_working_set(p, a, b, pf)
     with cpu_threads(dev, max(n, operator.shape[0] if operator is not None else 0) * B * p):
         pdhg = primal_dual if stall is None else partial(primal_dual, stall=int(stall), stall_below=STALL_BELOW * tol)
-        solve = partial(solve_working_set, inner=pdhg) if working_set else _level_solver(pdhg)
+        solve = partial(solve_working_set, inner=pdhg, check_warm_start=check_warm_start) if working_set else _level_solver(pdhg)
         # a dual handed over or converted here holds the result (10⁵ × 100, a CV batch of 10: 1.6 GB a chunk not allocated)
         U0, own_U0 = _start_tensor(dual0, own_dual0, dt, dev)
         levels = coarse_levels(coarsen, operator, smooth_term, Ft, cold=W0 is None and dual0 is None and data_dual0 is None)

@@ -15,8 +15,8 @@ frozen, only once every feature excluded for it is certified at zero for it — 
 from growing for the others nor lets one of them be reported converged on a set that is too small. The covariates
 are set to their exact optimum at the final W. An inner solve that stopped on a stalled residual (the float32 stage
 of ``mixed``) ends the loop for its problems, unconverged, so that the caller's float64 polish takes over.
-Inside :func:`checking_warm_starts` (callers that solve in capped chunks) a warm start's excluded features are
-checked before the first solve too, so a set grows from chunk to chunk even where no chunk converges.
+With ``check_warm_start`` (callers that solve in capped chunks) a warm start's excluded features are checked before
+the first solve too, so a set grows from chunk to chunk even where no chunk converges.
 
 Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
 ``certificates.CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
@@ -25,8 +25,6 @@ Memory: the restricted solves hold edges × |working set| duals; the certificate
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from contextvars import ContextVar
 from functools import partial
 
 import numpy as np
@@ -41,32 +39,12 @@ MIN_SIZE = 8  # smallest working set and smallest number of features added per o
 START_ITER = 30  # FISTA iterations of the first check, which only ranks the candidates
 STALL_STOPS = True  # an inner solve that stopped on a stalled residual ends the outer loop for its problems
 COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: only the last solve needs ``tol``
-# set inside :func:`checking_warm_starts`: a warm start's excluded features are checked before the first solve
-_CHECK_WARM: ContextVar[bool] = ContextVar("s3r_working_set_check_warm", default=False)
-
-
-@contextmanager
-def checking_warm_starts():
-    """Within this block, a warm-started solve checks the features its warm start leaves out before solving, and
-    adds the violators to its first working set (at most doubling it, worst first).
-
-    For callers that solve in capped chunks, each a fresh call warm-started from the last (the tuning's folds): a
-    chunk that ends unconverged was never checked, and the next call's set starts again from W's non-zero columns,
-    so at 10⁵ spots, where no 100-iteration chunk converges, the set never grew past the start set (benchmarks/README.md,
-    sessions 15–16). A check that passes here decides nothing about convergence: only a solve that converges on a
-    set whose check passes is reported converged. Off elsewhere: a warm start from a converged solve (the polish,
-    the next coarse-to-fine level) is checked after its first converged solve, as before."""
-    token = _CHECK_WARM.set(True)
-    try:
-        yield
-    finally:
-        _CHECK_WARM.reset(token)
 
 
 def solve_working_set(
     datafit, penalty: SparseGroupLasso, smooth, K, W0: torch.Tensor, gamma0, *, inner, v0=None, U0=None, tau0=None,
     tol: float = 1e-6, max_iter: int = 50_000, callback=None, min_size: int | None = None, own_U0: bool = False,
-    own_W0: bool = False,
+    own_W0: bool = False, check_warm_start: bool = False,
 ) -> SolveResult:
     """Outer working-set loop around ``inner`` (the primal–dual solver with its usual signature).
 
@@ -122,8 +100,11 @@ def solve_working_set(
             return res
         if not ws.any():  # keep one feature so the restricted solve is never empty
             ws[rest[order[0]] if order.size else 0] = True
-    elif _CHECK_WARM.get() and not ws.all():
-        # a chunked caller's warm start: the last call may have ended unconverged, its set never checked (module doc)
+    elif check_warm_start and not ws.all():
+        # a chunked caller's warm start: the last call may have ended unconverged, its set never checked. At 10⁵ spots,
+        # where no 100-iteration chunk converges, the tuning's sets never grew past the start set without this; a check
+        # that passes here decides nothing (only a converged solve on a set whose check passes is converged); off for
+        # warm starts from converged solves (the polish, the next level), checked after their first converged solve
         rest = np.flatnonzero(~ws)
         checked[rest] = True
         viol, score, fista = check_excluded(X, data_gradient(datafit, W0, free), free, rest, penalty.alpha, penalty.beta, factor,
