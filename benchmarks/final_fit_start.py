@@ -16,30 +16,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
     import torch
-    import workflow_scale as ws
-    from tuning_cost import tune_chunk
+    from tuning_cost import prepared_targets, tune_chunk
 
     from s3r import S3R, tune
     from s3r.artifacts import read_params_file
-    from s3r.graph import build_graph
-    from s3r.preprocess import prepare_h5ad
     from s3r.workflow.tuning import chosen_start, select_chunk
 
     torch.set_num_threads(1)
     n, root = int(sys.argv[1]), Path(sys.argv[2])
-    root.mkdir(parents=True, exist_ok=True)
-    regulators, targets = ws.choose_genes(3 * n)
-    with open(root / "prepare.log", "w") as log:
-        prepared = prepare_h5ad(str(ws.DATA), targets=targets, features=regulators, log=log)
-    keep = [t for t in targets if np.ptp(prepared.regression_data(t).y) > 0][:n]
-    graph = build_graph(prepared.coords, "knn", k=7)
+    prepared, keep, graph = prepared_targets(n, root)
     settings = tune.resolve_config({})
     cpu = time.process_time()
     results = [root / "tune" / f"round_{r}" / "results.json" for r in range(settings["rounds"])]

@@ -38,6 +38,22 @@ def tune_chunk(prepared, graph, settings: dict, targets: list[str], out: Path) -
     return results
 
 
+def prepared_targets(n: int, root: Path):
+    """The DLPFC sample prepared with workflow_scale.py's regulators, its first ``n`` targets that vary, and its kNN
+    graph (k = 7)."""
+    import workflow_scale as ws
+
+    from s3r.graph import build_graph
+    from s3r.preprocess import prepare_h5ad
+
+    root.mkdir(parents=True, exist_ok=True)
+    regulators, targets = ws.choose_genes(3 * n)
+    with open(root / "prepare.log", "w") as log:
+        prepared = prepare_h5ad(str(ws.DATA), targets=targets, features=regulators, log=log)
+    keep = [t for t in targets if np.ptp(prepared.regression_data(t).y) > 0][:n]
+    return prepared, keep, build_graph(prepared.coords, "knn", k=7)
+
+
 def main() -> None:
     import torch
     import workflow_scale as ws
@@ -45,17 +61,10 @@ def main() -> None:
     import s3r.solver.primal_dual as pdhg
 
     from s3r import tune
-    from s3r.graph import build_graph
-    from s3r.preprocess import prepare_h5ad
 
     torch.set_num_threads(1)
     n, root, batches = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-    root.mkdir(parents=True, exist_ok=True)
-    regulators, targets = ws.choose_genes(3 * n)
-    with open(root / "prepare.log", "w") as log:
-        prepared = prepare_h5ad(str(ws.DATA), targets=targets, features=regulators, log=log)
-    keep = [t for t in targets if np.ptp(prepared.regression_data(t).y) > 0][:n]
-    graph = build_graph(prepared.coords, "knn", k=7)
+    prepared, keep, graph = prepared_targets(n, root)
     print("targets", keep, flush=True)
     default_exit = pdhg.EXIT
     for arg in batches:

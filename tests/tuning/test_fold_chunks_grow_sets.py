@@ -8,18 +8,12 @@ import s3r.solver.batch as batch_mod
 import s3r.solver.working_set as ws_mod
 from s3r import cv
 
+from test_fold_batches import piecewise_problem
+
 
 def _problem():
     """300 spots, 40 features, 12 of them with a map that changes across the section."""
-    rng = np.random.default_rng(11)
-    n, p = 300, 40
-    coords, X = rng.uniform(size=(n, 2)), rng.normal(size=(n, p))
-    W = np.zeros((n, p))
-    for j in range(12):
-        W[:, j] = np.where(coords[:, j % 2] > 0.5, 1.0 + 0.1 * j, -0.6)
-    y = (X * W).sum(1) + 0.3 * rng.normal(size=n)
-    problem = cv.CVProblem.from_arrays(X, y, coords, dtype="float64", model={"scaling": "reference"})
-    return problem, cv.make_folds(coords, 4, "blocks", seed=0)
+    return piecewise_problem(300, seed=11, slope=0.1, low=-0.6)
 
 
 def test_a_fold_solved_in_chunks_that_never_converge_grows_its_set_to_the_support(monkeypatch):
