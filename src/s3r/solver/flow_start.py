@@ -50,9 +50,8 @@ def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalt
 
     ``alpha``, ``beta``, ``lam`` (B,): the solver's penalties of the problems to start; ``K``: the smoothness operator
     as a scipy matrix (m × n); ``flows``: a :class:`FlowSolver` of K when the caller shares it; ``out``: an (m, B, p) array to write into (its dtype kept). Columns go in blocks of
-    ``FLOW_BLOCK`` (no m × B × p float64 temporary).
+    ``FLOW_BLOCK`` (no m × B × p float64 temporary, no float64 copy of a float32 design).
     """
-    X = np.asarray(X, dtype=np.float64)
     n, B, p = W0.shape
     pf = np.ones(p) if penalty_factor is None else np.asarray(penalty_factor, dtype=np.float64)
     out = np.zeros((K.shape[0], B, p), dtype=W0.dtype) if out is None else out
@@ -72,7 +71,7 @@ def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalt
             # g ∈ ∂h(W) where W ≠ 0 (the lasso's sign and the group's direction); zero entries take 0 and the flow's
             # mean removal, as the constant start does for a zero column
             g = alpha[b] * np.sign(Wc) + beta[b] * np.sqrt(n) * Wc / np.maximum(norms[cols], 1e-300)
-            D = -(np.asarray(v0[:, b], dtype=np.float64)[:, None] * X[:, cols]) - g * pf[cols]
+            D = -(np.asarray(v0[:, b], dtype=np.float64)[:, None] * np.asarray(X[:, cols], dtype=np.float64)) - g * pf[cols]
             out[:, b, cols] = np.clip(flows(D), -lam[b], lam[b])
     return out
 
