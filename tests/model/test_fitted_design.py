@@ -66,13 +66,15 @@ def test_the_standardised_design_is_freed_after_the_fit(sim, dtype, monkeypatch)
     arrays = [a for a in _reachable(model) if isinstance(a, np.ndarray) and a.size >= n * p]
     assert len(arrays) == 1 and arrays[0] is model.coef_  # the one n × p array is the coefficients predict needs
     tensors = [t for t in _reachable(model) if isinstance(t, torch.Tensor) and t.layout == torch.strided and t.numel() >= n * p]
-    # … and the solver's own state for warm_start=True refits (W and the edges × p dual, on the solver's scale)
-    assert {id(t) for t in tensors} <= {id(model._result.W), id(model._result.dual)}
+    assert not tensors  # no solver state either: that is kept only for warm_start=True refits
+    warm = S3R(smooth="tv", lambda_smooth=0.3, alpha=0.002, beta=0.01, tol=1e-6, device="cpu", dtype=dtype, warm_start=True).fit(X, sim.y, sim.coords)
+    tensors = [t for t in _reachable(warm) if isinstance(t, torch.Tensor) and t.layout == torch.strided and t.numel() >= n * p]
+    assert {id(t) for t in tensors} <= {id(warm._result.W), id(warm._result.dual)}  # W and the edges × p dual, solver's scale
     np.testing.assert_allclose(model.predict(X), np.einsum("np,np->n", X, model.coef_) + model.intercept_)
 
 
 def test_the_kept_problem_maps_back_and_says_its_design_is_gone(sim):
-    model = S3R(smooth="tv", lambda_smooth=0.3, alpha=0.002, beta=0.01, tol=1e-6, device="cpu").fit(sim.X, sim.y, sim.coords)
+    model = S3R(smooth="tv", lambda_smooth=0.3, alpha=0.002, beta=0.01, tol=1e-6, device="cpu", warm_start=True).fit(sim.X, sim.y, sim.coords)
     kept = model.problem_
     assert kept.X is None and kept.n_spots == sim.X.shape[0]
     W = model._result.W[:, 0, :].double().numpy()
