@@ -8,6 +8,8 @@ delegated to :func:`s3r.solver.solve_batch`; this class only turns user input in
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
@@ -210,8 +212,8 @@ class S3R(BaseEstimator):
     def _finish(self, problem, result, penalties, weights, free, device, dtype, p: int) -> "S3R":
         """The fitted attributes from a one-problem solve result (on the solver's scale) of ``problem``."""
         # the solver's state (W and the edges × p dual on its scale: 2.2 GB at 10⁵ × 1,000 in float32) only for the
-        # warm_start refits that read it; a workflow chunk holds its fitted targets together until they are written
-        self._result = result if self.warm_start else None
+        # warm_start refits that read it (a workflow chunk holds its fitted targets until written); the figures stay
+        self._result = result if self.warm_start else replace(result, W=None, dual=None, data_dual=None)
         W = result.W[:, 0, :].double().cpu().numpy()
         self.coef_, self.spatial_intercept_ = problem.coefficients(W)
         gamma = result.gamma[0].double().cpu().numpy() if result.gamma is not None else None
@@ -341,7 +343,7 @@ class S3R(BaseEstimator):
 
     def _warm_state(self, n: int, p: int, Z) -> dict:
         prev = getattr(self, "_result", None)
-        if not self.warm_start or prev is None or prev.W.shape != (n, 1, p):
+        if not self.warm_start or prev is None or prev.W is None or prev.W.shape != (n, 1, p):
             return {}
         same_gamma = (prev.gamma is None) == (Z is None) and (Z is None or prev.gamma.shape[1] == Z.shape[1])
         return {
