@@ -82,3 +82,12 @@ def test_the_kept_problem_maps_back_and_says_its_design_is_gone(sim):
     assert kept.free_rows().shape == (sim.X.shape[0],)
     with pytest.raises(S3RInputError, match="released"):
         kept.natural_scales()
+
+
+def test_warm_start_switched_on_after_a_cold_fit_starts_cold(sim):
+    """A model fitted without warm_start keeps no solver state; switching warm_start on refits from scratch."""
+    model = S3R(smooth="tv", lambda_smooth=0.3, alpha=0.002, beta=0.01, tol=1e-6, device="cpu").fit(sim.X, sim.y, sim.coords)
+    assert model._result.W is None and model._result.dual is None and model.report_["working_set_size"] is not None
+    first = model.coef_.copy()
+    model.set_params(warm_start=True).fit(sim.X, sim.y, sim.coords)
+    np.testing.assert_allclose(model.coef_, first, atol=1e-4 * np.abs(first).max())
