@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from s3r.cli.common import model_flags, Progress, add_input_arguments, add_model_arguments, describe_input, load_input
 from s3r.errors import S3RInputError
@@ -18,7 +19,7 @@ def add_parser(subparsers):
     m.add_argument("--lambda-smooth", type=float, help="smoothness weight λ (default 0.01)")
     m.add_argument("--alpha", type=float, help="lasso weight α (default 0.01)")
     m.add_argument("--beta", type=float, help="group-lasso weight β, multiplied by √n (default 0.01)")
-    m.add_argument("--params", metavar="best_params.json", help="λ, α, β from a tuning run; explicit flags win")
+    m.add_argument("--params", metavar="best_params.json", help="λ, α, β from a tuning run (explicit flags win); the fit starts from that tuning's fold solutions of the chosen trial when they sit beside it, as the workflow's does")
     s = p.add_argument_group("solver")
     s.add_argument("--tol", type=float, default=1e-5, help="relative primal/dual residual tolerance (default 1e-5)")
     s.add_argument("--max-iter", type=int, default=20000)
@@ -60,6 +61,18 @@ def tuning_verdict(path) -> dict:
     return {key: tuned[key] for key in VERDICT_KEYS if key in tuned}
 
 
+def tuned_start(params_path, data, model):
+    """The start the workflow's fit_final takes: the mean of the chosen trial's fold solutions kept beside a tuning's
+    best_params.json (so both give the same numbers), when they are for these spots and features; else None."""
+    if not params_path:
+        return None
+    from s3r.workflow.tuning import chosen_start
+
+    start = chosen_start(Path(params_path).parent)
+    width = data.X.shape[1] + int(bool(model.spatial_intercept))
+    return start if start is not None and start.shape == (data.X.shape[0], width) else None
+
+
 def run(args) -> int:
     from s3r.estimator import S3R
 
@@ -81,7 +94,7 @@ def run(args) -> int:
     loaded = load_input(args, family)
     data, offset = loaded.data, loaded.offset
     model.set_params(family=family, theta=chosen("theta", args.theta, None))
-    model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset)
+    model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset, start=tuned_start(args.params, data, model))
     if progress:
         progress.close()
     out = write_fit(args.out, model, data, params=tuning_verdict(args.params), inputs=describe_input(args), offset=offset,
