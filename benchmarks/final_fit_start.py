@@ -2,7 +2,7 @@
 
 The default tuning of the first N targets of workflow_scale.py (through the workflow's chunk functions, as
 tuning_cost.py runs it), the selection as tune_select writes it, then each target's final fit (S3R defaults, tol
-1e-5, mixed precision) twice in this process: cold, and from :func:`s3r.workflow.tuning.chosen_start`. Reported per
+1e-5, mixed precision) twice in this process: cold, and from :func:`s3r.tune.files.chosen_start`. Reported per
 target: CPU seconds, iterations, objectives (relative difference).
 
     OMP_NUM_THREADS=1 python benchmarks/final_fit_start.py N_TARGETS OUT
@@ -26,7 +26,8 @@ def main() -> None:
 
     from s3r import S3R, tune
     from s3r.artifacts import read_params_file
-    from s3r.workflow.tuning import chosen_start, select_chunk
+    from s3r.tune.files import chosen_start
+    from s3r.workflow.tuning import select_chunk
 
     torch.set_num_threads(1)
     n, root = int(sys.argv[1]), Path(sys.argv[2])

@@ -125,7 +125,7 @@ def test_the_final_fit_starts_from_the_mean_of_the_chosen_trials_fold_solutions(
     """select_chunk keeps the chosen trial's fold solutions (round_r/fold_k.npz, W of shape (n, 1, p)); fit_final
     starts each target from their mean; a target without them (tuning off) starts cold."""
     from s3r.io import write_npz
-    from s3r.workflow.tuning import chosen_start
+    from s3r.tune.files import chosen_start
 
     rng = np.random.default_rng(0)
     maps = [rng.normal(size=(30, 1, 4)).astype(np.float32) for _ in range(3)]

@@ -66,7 +66,7 @@ def tuned_start(params_path, data, model):
     best_params.json (so both give the same numbers), when they are for these spots and features; else None."""
     if not params_path:
         return None
-    from s3r.workflow.tuning import chosen_start
+    from s3r.tune.files import chosen_start
 
     start = chosen_start(Path(params_path).parent)
     width = data.X.shape[1] + int(bool(model.spatial_intercept))

@@ -116,18 +116,6 @@ def select_chunk(settings: dict, model: dict, targets: list[str], results: list,
         write_csv(table[["target", *[c for c in table.columns if c != "target"]]], trials_table, sep="\t", index=False)
 
 
-def chosen_start(target_dir) -> np.ndarray | None:
-    """The mean of the chosen trial's fold solutions that :func:`select_chunk` kept (None without tuning): the final
-    fit's start. On DLPFC targets it cut the final fit's iterations 6,530 → 2,000 and 8,760 → 5,870 (benchmarks/README.md,
-    session 16)."""
-    maps = []
-    for path in sorted(Path(target_dir).glob("round_*/fold_*.npz")):
-        with np.load(path) as z:
-            if "W" in z.files and z["W"].ndim == 3 and z["W"].shape[1] == 1:
-                maps.append(z["W"][:, 0, :].astype(np.float64))
-    return np.mean(maps, axis=0) if maps else None
-
-
 def write_config_params(settings: dict, targets: list[str], sample: str, out_dir) -> None:
     """Without tuning: every target's parameter file from config 'model' and the sample's overrides."""
     from s3r.artifacts import write_params
@@ -143,6 +131,7 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
     from s3r import S3R
     from s3r.artifacts import read_params_file
     from s3r.fit_targets import fit_targets
+    from s3r.tune.files import chosen_start
     from s3r.counts import describe
     from s3r.results import write_fit
 
