@@ -300,7 +300,7 @@ class Problem:
             beta = float(np.max(np.sqrt(np.sum(g**2 / size, axis=0))) / np.sqrt(n))
         else:
             alpha_zero = beta_zero = alpha = beta = 0.0
-        lam = self._smooth_scale(G, comps)
+        lam = self._smooth_scale(G)
         tiny = 1e-12
         return {"lambda_smooth": max(lam / c_lam, tiny), "alpha": max(alpha / c, tiny), "beta": max(beta / c, tiny),
                 "alpha_zero": max(alpha_zero / c, tiny), "beta_zero": max(beta_zero / c, tiny)}
@@ -313,7 +313,7 @@ class Problem:
         n_comp, labels = self.graph.components()
         return [labels == c for c in range(n_comp)]
 
-    def _smooth_scale(self, G: np.ndarray, components: list[np.ndarray]) -> float:
+    def _smooth_scale(self, G: np.ndarray) -> float:
         if self.operator is None:
             return 0.0
         K = self.operator.to_scipy()
@@ -323,27 +323,17 @@ class Problem:
             deg = np.asarray(abs(K).T @ abs(K) @ np.ones(K.shape[1])).ravel()
             x2 = np.mean(np.sum(self.X**2, axis=1))
             return float(x2 / max(np.mean(deg), 1e-300))
-        return _min_norm_flow_bound(K, G, components)
+        return _min_norm_flow_bound(K, G)
 
 
-def _min_norm_flow_bound(K: sp.csr_matrix, G: np.ndarray, components: list[np.ndarray]) -> float:
-    """max_j ‖K φ_j‖∞ with (KᵀK) φ_j = G_:j minus its per-component mean: an edge dual that absorbs the
-    spatial variation of the gradient. φ by one sparse LU of KᵀK grounded at a node of each connected part, all
-    columns at once: the Jacobi CG it replaces needed its 3,000-iteration cap at 10⁵ spots (5.5 min of an
-    ``s3r tune`` set-up; the LU 10 CPU s, the bound within 4e-6 of the CG's at 10⁴; benchmarks/README.md, session 15)."""
-    from scipy.sparse.csgraph import connected_components
-    from scipy.sparse.linalg import splu
+def _min_norm_flow_bound(K: sp.csr_matrix, G: np.ndarray) -> float:
+    """max_j ‖K φ_j‖∞ with (KᵀK) φ_j = G_:j minus its mean per connected part: an edge dual that absorbs the spatial
+    variation of the gradient (:class:`~s3r.solver.constant_start.FlowSolver`, all columns at once: the Jacobi CG it
+    replaces needed its 3,000-iteration cap at 10⁵ spots, 5.5 min of an ``s3r tune`` set-up; benchmarks/README.md,
+    session 15)."""
+    from s3r.solver.constant_start import FlowSolver
 
-    A = (K.T @ K).tocsc()
-    D = np.array(G, dtype=np.float64)
-    for rows in components:
-        D[rows] -= D[rows].mean(axis=0)
-    _, labels = connected_components(A, directed=False)
-    keep = np.setdiff1d(np.arange(A.shape[0]), np.unique(labels, return_index=True)[1])  # one node grounded per part
-    phi = np.zeros_like(D)
-    if keep.size and D.size:
-        phi[keep] = splu(A[keep][:, keep].tocsc()).solve(np.ascontiguousarray(D[keep]))
-    flows = K @ phi
+    flows = FlowSolver(K)(G) if G.size else np.zeros((K.shape[0], 0))
     return float(np.max(np.abs(flows))) if flows.size else 0.0
 
 

@@ -22,4 +22,4 @@ def test_the_flow_bound_is_the_min_norm_flow_on_a_graph_of_two_parts():
         D[rows] -= D[rows].mean(axis=0)
     L = (K.T @ K).toarray()
     expected = np.max(np.abs(K @ (np.linalg.pinv(L) @ D)))  # the least-norm solution of L φ = D, then its flow
-    assert abs(_min_norm_flow_bound(K, G, parts) - expected) <= 1e-10 * expected
+    assert abs(_min_norm_flow_bound(K, G) - expected) <= 1e-10 * expected

@@ -128,7 +128,7 @@ def test_a_weak_lambda_is_rejected_before_the_flow_solve(monkeypatch):
     def no_flow(*_):
         raise AssertionError("the Laplacian solve ran")
 
-    monkeypatch.setattr(cs, "least_squares_flow", no_flow)
+    monkeypatch.setattr(cs, "FlowSolver", no_flow)
     assert np.isinf(cs.constant_start(*args, np.array([1e-5]), K)["flow_ratio"]).all()
 
 

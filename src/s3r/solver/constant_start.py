@@ -65,23 +65,30 @@ def global_lasso(X, y, o, Z, pen, prepared=None) -> tuple[np.ndarray, np.ndarray
     return w, gamma
 
 
-def grounded_laplacian(K: sp.spmatrix):
-    """The sparse LU of KᵀK grounded at node 0 (non-singular on a connected graph), or None for one node: factorised
-    once per batch (at 10⁴ spots × 100 columns 0.35 CPU s against 13.9 for the Jacobi CG it replaced)."""
-    A = (K.T @ K).tocsc()
-    return splu(A[1:, 1:].tocsc()) if A.shape[0] > 1 else None
+class FlowSolver:
+    """Least-squares edge flows U = Kφ with KᵀKφ = D − (D's mean per connected part): the smallest edge flow with
+    divergence D. One sparse LU of KᵀK grounded at one node per part, factorised once and shared by every problem
+    and column (at 10⁴ spots × 100 columns 0.35 CPU s against 13.9 for the Jacobi CG it replaced; at 10⁵ the natural
+    λ scale's flow 11 CPU s against 274; benchmarks/README.md, sessions 10 and 15). The constant start, the natural λ
+    scale and the warm starts' duals all use this one."""
 
+    def __init__(self, K: sp.spmatrix):
+        self.K = K.tocsr()
+        A = (self.K.T @ self.K).tocsc()
+        self.n_components, self.labels = connected_components(abs(A), directed=False)
+        grounds = np.unique(self.labels, return_index=True)[1]
+        self.keep = np.setdiff1d(np.arange(A.shape[0]), grounds)
+        self.lu = splu(A[self.keep][:, self.keep].tocsc()) if self.keep.size else None
+        self.sizes = np.bincount(self.labels, minlength=self.n_components)
 
-def least_squares_flow(K: sp.spmatrix, D: np.ndarray, factor=None) -> np.ndarray:
-    """U = Kφ with KᵀKφ = D − mean(D): the smallest edge flow with divergence D on a connected graph.
-    ``factor``: :func:`grounded_laplacian` of K (built here when None)."""
-    factor = grounded_laplacian(K) if factor is None else factor
-    D = np.array(D, dtype=np.float64)
-    D -= D.mean(axis=0)
-    phi = np.zeros_like(D)
-    if factor is not None:
-        phi[1:] = factor.solve(np.ascontiguousarray(D[1:]))
-    return np.asarray(K @ phi)
+    def __call__(self, D: np.ndarray) -> np.ndarray:
+        D = np.array(D, dtype=np.float64)
+        means = np.stack([np.bincount(self.labels, weights=col, minlength=self.n_components) for col in D.T], axis=1) / self.sizes[:, None]
+        D -= means[self.labels]
+        phi = np.zeros_like(D)
+        if self.lu is not None:
+            phi[self.keep] = self.lu.solve(np.ascontiguousarray(D[self.keep]))
+        return np.asarray(self.K @ phi)
 
 
 def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
@@ -103,7 +110,7 @@ def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
     G = None if Z is None else np.zeros((B, Z.shape[1]))
     ratio = np.zeros(B)
     prepared = normal_equations(X, O[:, 0], Z) if np.all(O == O[:, :1]) else None  # one Gram matrix for the batch
-    factor = None
+    flows = None  # factorised at the first problem that needs it
     for b in range(B):
         pen = n * (alpha[b] + beta[b]) * pf  # Σ_i|W_ij| = n|w_j| and √n‖W_j‖ = n|w_j| for a constant column
         w, gamma = global_lasso(X, Y[:, b], O[:, b], Z, pen, prepared)
@@ -120,13 +127,13 @@ def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
         if np.any(excess > lam[b] * node_capacity[:, None]):
             ratio[b:] = np.inf
             break
-        factor = grounded_laplacian(K) if factor is None else factor
+        flows = FlowSolver(K) if flows is None else flows
         # the flow column by column in blocks, the columns whose imbalance comes nearest the box first: where the
         # start fails it fails there, and the remaining solves (one triangular pair per column) are skipped
         need = np.divide(excess, np.maximum(node_capacity, 1e-300)[:, None], out=excess).max(axis=0)
         del excess
         for cols in np.array_split(np.argsort(-need), max(1, -(-p // FLOW_BLOCK))):
-            U0[:, b, cols] = least_squares_flow(K, D[:, cols], factor)
+            U0[:, b, cols] = flows(D[:, cols])
             ratio[b] = max(ratio[b], np.abs(U0[:, b, cols]).max() / lam[b] if lam[b] > 0 else np.inf)
             if ratio[b] > 1.0:
                 break

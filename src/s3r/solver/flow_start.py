@@ -14,34 +14,8 @@ Quadratic smoothing (λ‖KW‖²) has its dual in closed form at any W: U = 2λ
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import splu
 
-from s3r.solver.constant_start import FLOW_BLOCK
-
-
-class FlowSolver:
-    """Least-squares edge flows U = Kφ with KᵀKφ = D − (D's mean per connected component): one sparse LU of KᵀK
-    grounded at one node per component, factorised once and shared by every problem and column."""
-
-    def __init__(self, K: sp.spmatrix):
-        self.K = K.tocsr()
-        A = (self.K.T @ self.K).tocsc()
-        self.n_components, self.labels = connected_components(abs(A), directed=False)
-        grounds = np.unique(self.labels, return_index=True)[1]
-        self.keep = np.setdiff1d(np.arange(A.shape[0]), grounds)
-        self.lu = splu(A[self.keep][:, self.keep].tocsc()) if self.keep.size else None
-        self.sizes = np.bincount(self.labels, minlength=self.n_components)
-
-    def __call__(self, D: np.ndarray) -> np.ndarray:
-        D = np.array(D, dtype=np.float64)
-        means = np.stack([np.bincount(self.labels, weights=col, minlength=self.n_components) for col in D.T], axis=1) / self.sizes[:, None]
-        D -= means[self.labels]
-        phi = np.zeros_like(D)
-        if self.lu is not None:
-            phi[self.keep] = self.lu.solve(np.ascontiguousarray(D[self.keep]))
-        return np.asarray(self.K @ phi)
+from s3r.solver.constant_start import FLOW_BLOCK, FlowSolver
 
 
 def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalty_factor=None, flows: FlowSolver | None = None,
@@ -79,18 +53,19 @@ def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalt
 def primal_start(X, y, W, *, covariates, K, lam: float, alpha: float, beta: float, smooth: str, penalty_factor=None,
                  weights=None) -> dict:
     """A whole solver start from a map alone (n, p) on the solver's scale, e.g. a CV fold's solution of the same
-    problem: the covariates at their least-squares fit given W, the data dual at that prediction (observation
+    problem: the covariates at their weighted least-squares fit given W, the data dual at that prediction (observation
     ``weights``, default 1) and the edge dual by :func:`warm_flow_dual`. Returns solve_batch's W0, gamma0, data_dual0, dual0."""
     X = np.asarray(X, dtype=np.float64)
     W = np.asarray(W, dtype=np.float64)
     n = X.shape[0]
     pred = np.einsum("np,np->n", X, W)
-    gamma = None
-    if covariates is not None:
-        Z = np.asarray(covariates, dtype=np.float64).reshape(n, -1)
-        gamma = np.linalg.lstsq(Z, y - pred, rcond=None)[0]
-        pred = pred + Z @ gamma
     o = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    gamma = None
+    if covariates is not None:  # the covariates' fit under the same observation weights as the data fit
+        Z = np.asarray(covariates, dtype=np.float64).reshape(n, -1)
+        sw = np.sqrt(o)
+        gamma = np.linalg.lstsq(sw[:, None] * Z, sw * (y - pred), rcond=None)[0]
+        pred = pred + Z @ gamma
     v = (2.0 / n) * o * (pred - np.asarray(y, dtype=np.float64))
     one = lambda a: np.atleast_1d(np.asarray(a, dtype=np.float64)).reshape(-1)[:1]  # noqa: E731
     dual = None
