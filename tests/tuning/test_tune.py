@@ -264,9 +264,10 @@ def test_rounds_where_every_trial_is_zero_and_an_honest_null(tmp_path):
 
     data = RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names, target_name="noise")
     zero = tune.make_problem(data, tune.resolve_config({})).natural_scales()["alpha_zero"]  # W = 0 at any λ beyond it
-    config = {"n_trials": 6, "rounds": 3, "folds": 3, "blocks_per_fold": 2, "seed": 1,
+    config = {"n_trials": 6, "rounds": 3, "folds": 3, "blocks_per_fold": 2, "seed": 1, "stop_early": False,  # every round runs
               "space": {"alpha": {"low": 1.5 * zero, "high": 3.0 * zero, "relative": False}}}
     best = tune.run_search(data, config, tmp_path / "zero", keep_states=True)
+    assert best["n_trials"] == 6 and best["search_stopped"] is None
     for state in (tmp_path / "zero").glob("round_*/fold_*.npz"):
         with np.load(state, allow_pickle=False) as z:  # would raise on an object array
             assert all(z[key].dtype != object for key in z.files)
@@ -283,6 +284,9 @@ def test_rounds_where_every_trial_is_zero_and_an_honest_null(tmp_path):
     assert all(doc["params"][name] == doc["tuning"][name] for name in tune.PARAM_NAMES)
     doc = doc["tuning"]
     assert doc["effect_found"] is False and doc["verdict"] == default["verdict"]
+    # a round-1 trial beat the intercept-only model by chance (by less than its SE), so the search went on: the early
+    # stop (tests/tuning/test_stop_early.py) waits for a yardstick beating the best trial by more than its SE
+    assert doc["n_trials"] == 6 and doc["search_stopped"] is None
     assert set(doc["scales"]) == {*tune.PARAM_NAMES, "alpha_zero", "beta_zero"} and all(v > 0 for v in doc["scales"].values())
     # the absolute values are the relative point times the data's scales
     for name in tune.PARAM_NAMES:
@@ -300,6 +304,7 @@ def test_signal_is_found_with_default_ranges(tmp_path):
     data = RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names, target_name="expr")
     best = tune.run_search(data, {"n_trials": 9, "rounds": 3, "folds": 3, "blocks_per_fold": 2}, tmp_path)
     assert best["effect_found"] is True, best["verdict"]
+    assert best["n_trials"] == 9 and best["search_stopped"] is None  # every round ran: the first already beat the yardsticks
     assert best["best_cv_loss"] < 0.95 * best["null_cv_loss"]
     assert best["cv_loss"] < best["null_cv_loss"]  # the simplest model within one SE of the best still beats the null
 

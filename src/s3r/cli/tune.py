@@ -31,6 +31,9 @@ def add_parser(subparsers):
                    help="best: lowest CV loss; one-se (the default): the simplest map (fewest constant pieces) within one SE of "
                         "the best; one-se-features: the same, sized by the number of features")
     s.add_argument("--seed", type=int, default=None, help="seed for folds and sampler (default 0)")
+    s.add_argument("--all-rounds", action="store_true",
+                   help="run every round even when a yardstick (intercept-only model, spatial trend) beats the best trial so far "
+                        "by more than its SE (by default the search stops there: its verdict is 'no effect')")
     for name, flag in (("lambda_smooth", "--lambda-range"), ("alpha", "--alpha-range"), ("beta", "--beta-range")):
         s.add_argument(flag, dest=f"{name}_range", nargs=2, type=float, metavar=("LOW", "HIGH"),
                        help=f"log-uniform range for {name}, as fractions of its natural scale from the data (see --absolute-ranges)")
@@ -57,6 +60,7 @@ def build_config(args) -> dict:
         "n_trials": args.trials, "rounds": args.rounds, "folds": args.folds, "fold_scheme": args.fold_scheme,
         "blocks_per_fold": args.blocks_per_fold, "predictor": args.predictor, "seed": args.seed,
         "selection": None if args.selection is None else args.selection.replace("-", "_"),
+        "stop_early": False if args.all_rounds else None,
     }
     config.update({key: value for key, value in flags.items() if value is not None})
     model = dict(config.get("model", {}))

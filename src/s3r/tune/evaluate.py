@@ -88,14 +88,16 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
                                     f"{start['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
             _data_dual_on_fold(problem, start, folds, fold)
         plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale}
+    live = [name for name in names if plans[name]["params"]]  # a target whose search stopped early has no trials
     solutions = cv.solve_fold_targets(
-        [problems[name] for name in names], [plans[name]["params"] for name in names], folds, fold, tol=solver["tol"],
-        max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=[plans[name]["warm"] for name in names],
+        [problems[name] for name in live], [plans[name]["params"] for name in live], folds, fold, tol=solver["tol"],
+        max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=[plans[name]["warm"] for name in live],
         batch=int(solver["batch"]),
-    )
+    ) if live else []
+    solved = dict(zip(live, solutions))
     results, states = {}, {}
-    for name, solution in zip(names, solutions):
-        results[name], states[name] = _fold_record(problems[name], config, plans[name], solution, folds, fold)
+    for name in names:
+        results[name], states[name] = _fold_record(problems[name], config, plans[name], solved.get(name), folds, fold)
     return results, states
 
 
@@ -123,9 +125,15 @@ def _data_dual_on_fold(problem, start: dict, folds, fold: int) -> None:
 def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) -> tuple[dict, dict]:
     """One target's fold result (losses, convergence, map sizes, the null model) and its warm-start state."""
     doc, params, entries, solver = plan["doc"], plan["params"], plan["doc"]["trials"], config["solver"]
-    losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
-    pieces = cv.map_pieces(problem, solution.W)
-    features = cv.map_features(solution.W)
+    if solution is None:  # no trials: the yardsticks only
+        solution = cv.FoldSolution(W=np.zeros((problem.n_spots, 0, problem.X.shape[1]), dtype=np.float32), gamma=None,
+                                   data_dual=np.zeros((problem.n_spots, 0), dtype=np.float32), dual=None, step=np.zeros(0),
+                                   converged=np.zeros(0, dtype=bool), iterations=np.zeros(0, dtype=np.int64), seconds=0.0)
+        losses = pieces = features = []
+    else:
+        losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
+        pieces = cv.map_pieces(problem, solution.W)
+        features = cv.map_features(solution.W)
     held = cv.heldout_mask(folds, fold)
     result = {
         "format": FORMAT,
@@ -156,7 +164,7 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
             for b, (t, loss) in enumerate(zip(entries, losses))
         ],
     }
-    state = {"numbers": np.array([t["number"] for t in entries]), "log_params": _log_params(plan["search"], config), "W": solution.W,
+    state = {"numbers": np.array([t["number"] for t in entries], dtype=np.int64), "log_params": _log_params(plan["search"], config), "W": solution.W,
              "data_dual": solution.data_dual, "step": solution.step, "fold": np.full(len(entries), fold)}
     if solution.gamma is not None:
         state["gamma"] = solution.gamma
@@ -199,6 +207,8 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
             "features": _mean_or_none([f["trials"][b].get("features") for f in folds]),
         })
     result = {"format": FORMAT, "round": doc["round"], "folds": [f["fold"] for f in folds], "distributions": doc["distributions"], "trials": recorded}
+    if doc.get("stopped"):
+        result["stopped"] = doc["stopped"]
     null = [f.get("null_loss") for f in folds]
     if folds and all(v is not None and math.isfinite(v) for v in null):
         values = np.array(null, dtype=np.float64)

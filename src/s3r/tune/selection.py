@@ -48,6 +48,9 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     trend = next((d["trend"] for d in docs if d.get("trend")), None)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
     effect, verdict = _verdict(chosen, null, config, trend, best=best)
+    stopped = next((d["stopped"] for d in docs if d.get("stopped")), None)
+    if stopped:  # said beside the verdict, so "no effect" after one round is not read as a full search's
+        verdict = f"{verdict}; {stopped}"
     doc = {
         **chosen["params"],
         "smooth": config["model"]["smooth"],
@@ -70,6 +73,7 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "space": config["space"],
         "warnings": _edge_warnings(chosen, config),
         "n_trials": len(trials),
+        "search_stopped": stopped,
         "model": config["model"],
     }
     if out is not None:

@@ -24,6 +24,9 @@ DEFAULT_CONFIG: dict = {
     "blocks_per_fold": cv.DEFAULT_BLOCKS_PER_FOLD,
     "predictor": "graph",
     "selection": "one_se",
+    # a target's search ends after a round in which a yardstick (the intercept-only model, the spatial trend) beats
+    # even its best trial by more than their paired SE: its verdict is "no effect" (s3r.tune.study.stop_reason)
+    "stop_early": True,
     # ranges relative to the data's natural scales (Problem.natural_scales: the exact α and β that zero every
     # coefficient of the spatially constant model — glmnet's λ_max of the pooled problem — and the λ that holds
     # every map constant), so every search spans "nothing selected" to "nearly unpenalised" on any data set;
@@ -88,6 +91,8 @@ def resolve_config(config: dict | None = None) -> dict:
             spec = merged["space"][name]
             if isinstance(spec, dict) and not {"low", "high"} <= set(spec):
                 merged["space"][name] = {**DEFAULT_CONFIG["space"][name], **spec}
+    if not isinstance(merged["stop_early"], bool):
+        raise S3RInputError(f"tuning setting stop_early must be true or false; got {merged['stop_early']!r}")
     if merged["rounds"] > merged["n_trials"]:
         raise S3RInputError(f"{merged['rounds']} rounds need at least as many trials; got {merged['n_trials']}")
     if merged["folds"] < 2:

@@ -1,0 +1,56 @@
+"""A target's search ends after a round in which a yardstick beats even its best trial so far by more than their
+paired SE (s3r.tune.study.stop_reason): its verdict is "no effect", and the later rounds would refine around that.
+Targets of one chunk stop on their own; the others go on in the same batched solves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from s3r import tune
+from s3r.errors import S3RInputError
+from s3r.io import RegressionData
+from s3r.simulate import simulate
+
+
+def _problems(config):
+    """One design, two targets: a signal with effects comparable to the noise, and a smooth spatial pattern unrelated
+    to the features (the strong layer genes of DLPFC behave so: their own spatial trend beats every trial)."""
+    sim = simulate("three_regions", sigma=1.0, n_spots=200, n_features=15, seed=6)
+    s = np.einsum("np,np->n", sim.X, sim.W)
+    rng = np.random.default_rng(0)
+    xy = (sim.coords - sim.coords.min(0)) / np.ptp(sim.coords, axis=0)
+    field = np.sin(3.0 * xy[:, 0] + 1.0) + np.cos(4.0 * xy[:, 1])
+    ys = {"signal": 1.0 + (s - s.mean()) / s.std() + 0.7 * rng.normal(size=sim.n_spots),
+          "pattern": 2.0 + field / field.std() + 0.5 * rng.normal(size=sim.n_spots)}
+    return {name: tune.make_problem(RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids,
+                                                   feature_names=sim.feature_names, target_name=name), config)
+            for name, y in ys.items()}
+
+
+def test_the_pattern_target_of_a_chunk_stops_after_its_first_round_and_the_signal_goes_on():
+    config = tune.resolve_config({"n_trials": 20, "rounds": 2, "folds": 3, "blocks_per_fold": 2, "seed": 0})
+    problems = _problems(config)
+    results = {name: [] for name in problems}
+    for r in range(2):  # the chunk jobs' steps: suggest per target, every fold of both targets in one batch, tell
+        trials = {name: tune.suggest(config, results[name]) for name in problems}
+        folds = [tune.evaluate_fold_targets(problems, config, trials, k)[0] for k in range(3)]
+        for name in problems:
+            results[name].append(tune.tell(trials[name], [f[name] for f in folds]))
+    pattern, signal = results["pattern"], results["signal"]
+    assert len(signal[1]["trials"]) == 10 and "stopped" not in signal[1]
+    assert pattern[1]["trials"] == [] and pattern[1]["stopped"].startswith("search stopped after round 1 of 2")
+    # the stopped round still records the yardstick on the same folds
+    assert pattern[1]["null"] == pattern[0]["null"]
+    chosen = {name: tune.select(docs, config) for name, docs in results.items()}
+    assert chosen["signal"]["effect_found"] is True and chosen["signal"]["n_trials"] == 20 and chosen["signal"]["search_stopped"] is None
+    assert chosen["pattern"]["effect_found"] is False and chosen["pattern"]["n_trials"] == 10
+    assert chosen["pattern"]["verdict"].startswith(tune.NO_EFFECT) and chosen["pattern"]["verdict"].endswith(pattern[1]["stopped"])
+    # stop_early off: every round runs
+    off = tune.resolve_config({**config, "stop_early": False})
+    assert len(tune.suggest(off, results["pattern"][:1])["trials"]) == 10
+
+
+def test_stop_early_must_be_a_boolean():
+    with pytest.raises(S3RInputError, match="stop_early must be true or false"):
+        tune.resolve_config({"stop_early": "yes"})
