@@ -31,7 +31,10 @@ def test_chunked_fold_solves_of_a_large_batch_grow_each_working_set(monkeypatch)
     kw = dict(tol=1e-6, max_iter=3000, chunk=100)
     alone = cv.solve_fold(problem, params, folds, 1, batch=1, **kw)
     together = cv.solve_fold(problem, params, folds, 1, batch=6, **kw)
-    assert alone.converged.tolist() == together.converged.tolist() == [True] * 5 + [False]
+    assert together.converged.tolist() == [True] * 5 + [False]
+    # alone, the slow one starts cold at its fused constant start, certified at once (session 17: a fresh trial of a
+    # batch of one no longer starts from the zero state the others' solves left in the fold's arrays)
+    assert alone.converged.all() and alone.iterations[5] <= 100
     for b in range(5):
         scale = np.abs(alone.W[:, b]).max()
         np.testing.assert_allclose(together.W[:, b], alone.W[:, b], rtol=0, atol=1e-3 * scale)

@@ -40,6 +40,8 @@ CPU_BATCH = 20  # parameter sets per batched solve on a CPU (see solve_fold)
 # certificate's): at 10⁵ spots × 100 features one trial's is 0.16 GB, and a fold of 10 trials peaked at 12.35 GiB with
 # the whole round in one batch (benchmarks/README.md, session 15); at 3,592 spots × 25 it allows 180 trials
 EDGE_BYTES = 1 << 28
+COARSEN = False  # coarse-to-fine levels for a batch's first (cold) chunk …
+COARSEN_MIN_SPOTS = 10_000  # … from this many spots on
 
 
 def solve_fold(
@@ -92,6 +94,7 @@ def solve_fold_targets(
     converged, iterations = np.zeros(B, dtype=bool), np.zeros(B, dtype=np.int64)
     start = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(sizes)])
+    fresh = np.full(B, state["W"] is None)  # no warm start and never solved: a batch of these alone starts cold
     state = _screen_zeros(problems, offsets, weights, alpha, beta, state, converged)
     queue = np.flatnonzero(~converged)
     # a primal warm start (the earlier rounds' W and data dual, no edge dual) gets the clipped flow of its own
@@ -102,12 +105,11 @@ def solve_fold_targets(
     while queue.size:
         active, queue = queue[:batch], queue[batch:]
         budget = int(min(chunk, max_iter - iterations[active].max()))
-        take = lambda a, axis=1: None if a is None else np.take(a, active, axis=axis)  # noqa: E731
-        step0 = take(state["step"], 0)
-        if step0 is not None and not np.all(np.isfinite(step0) & (step0 > 0)):
-            step0 = None  # some problem never ran (cold, or W = 0 screened): let the solver pick its steps
+        cold = bool(fresh[active].all())  # as a single fit (constant start, coarse levels), not from the others' zero state
+        take = lambda a, axis=1: None if a is None or cold else np.take(a, active, axis=axis)  # noqa: E731
+        step0 = _steps(take(state["step"], 0))
         dual0 = take(state["dual"])
-        if flows is not None and not has_dual[active].all():
+        if flows is not None and not cold and not has_dual[active].all():
             dual0 = _flow_duals(first, state, active, ~has_dual[active], dual0, lam, alpha, beta, flows)
         res = solve_batch(
             first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
@@ -115,7 +117,7 @@ def solve_fold_targets(
             covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
             data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=step0, tol=tol,
             max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
-            coarsen=False,  # coarse levels go to 1e-3, past the folds' tolerance; their effect on tuning's ranking is unmeasured
+            coarsen=cold and COARSEN and n >= COARSEN_MIN_SPOTS,
             own_dual0=dual0 is not None,  # a copy made for this call (np.take or the flows): the solve may write into it
             check_warm_start=True,  # a chunk left unconverged still grows its set in the next (issue 11)
         )
@@ -130,6 +132,7 @@ def solve_fold_targets(
         state = _scatter_state(state, out, active, n, B)
         converged[active] = done
         has_dual[active] = True
+        fresh[active] = False
         queue = np.concatenate([active[~done & (iterations[active] < max_iter)], queue])
     seconds = time.perf_counter() - start
     part = lambda a, t, axis=1: None if a is None else np.take(a, np.arange(offsets[t], offsets[t + 1]), axis=axis)  # noqa: E731
@@ -141,6 +144,11 @@ def solve_fold_targets(
         )
         for t in range(len(problems))
     ]
+
+
+def _steps(step0):
+    """The warm steps, or None where some problem never ran (cold, or W = 0 screened): the solver picks them then."""
+    return None if step0 is None or not np.all(np.isfinite(step0) & (step0 > 0)) else step0
 
 
 def _screen_zeros(problems: list[CVProblem], offsets, weights, alpha, beta, state: dict, converged: np.ndarray) -> dict:

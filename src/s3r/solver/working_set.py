@@ -16,7 +16,7 @@ from growing for the others nor lets one of them be reported converged on a set 
 are set to their exact optimum at the final W. An inner solve that stopped on a stalled residual (the float32 stage
 of ``mixed``) ends the loop for its problems, unconverged, so that the caller's float64 polish takes over.
 With ``check_warm_start`` (callers that solve in capped chunks) a warm start's excluded features are checked before
-the first solve too, so a set grows from chunk to chunk even where no chunk converges.
+the first solve too (a short search, ``WARM_CHECK_ITER``), so a set grows from chunk to chunk even where no chunk converges.
 
 Memory: the restricted solves hold edges × |working set| duals; the certificate search works in chunks of
 ``certificates.CHUNK_ELEMS`` edge-sized entries. The returned ``dual`` is still edges × p (the solvers' warm-start contract).
@@ -38,6 +38,10 @@ from s3r.solver.result import SolveResult
 MIN_SIZE = 8  # smallest working set and smallest number of features added per outer iteration
 START_ITER = 30  # FISTA iterations of the first check, which only ranks the candidates
 STALL_STOPS = True  # an inner solve that stopped on a stalled residual ends the outer loop for its problems
+# FISTA iterations of a chunked caller's warm-start check: it only grows the set (a passing one decides nothing) and
+# its certificates carry over to the next chunk's; with CERT_ITER it was 76 % of the tuning's fold job at 3·10⁴ spots
+# (benchmarks/README.md, session 17)
+WARM_CHECK_ITER = START_ITER
 COARSE_TOL = 1e-3  # tolerance of the restricted solves until a check passes: only the last solve needs ``tol``
 
 
@@ -108,7 +112,7 @@ def solve_working_set(
         rest = np.flatnonzero(~ws)
         checked[rest] = True
         viol, score, fista = check_excluded(X, data_gradient(datafit, W0, free), free, rest, penalty.alpha, penalty.beta, factor,
-                                            K_check, lam, certificates=certificates, **hooks)
+                                            K_check, lam, max_iter=WARM_CHECK_ITER, certificates=certificates, **hooks)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista, "start": True})
         n_add = min(int(viol.sum()), max(min_size, int(ws.sum())))
         ws[rest[np.argsort(-score)[:n_add]]] = True
