@@ -54,3 +54,12 @@ def test_the_pattern_target_of_a_chunk_stops_after_its_first_round_and_the_signa
 def test_stop_early_must_be_a_boolean():
     with pytest.raises(S3RInputError, match="stop_early must be true or false"):
         tune.resolve_config({"stop_early": "yes"})
+
+
+def test_s3r_tune_all_rounds_turns_the_early_stop_off():
+    from s3r.cli import build_parser
+    from s3r.cli.tune import build_config
+
+    base = ["tune", "--x", "x.csv", "--y", "y.csv", "--coords", "c.csv", "--out", "out"]
+    assert tune.resolve_config(build_config(build_parser().parse_args(base)))["stop_early"] is True
+    assert tune.resolve_config(build_config(build_parser().parse_args([*base, "--all-rounds"])))["stop_early"] is False
