@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def tune_chunk(prepared, graph, settings: dict, targets: list[str], out: Path) -> list[Path]:
-    from s3r.tune.files import warm_state_paths
     from s3r.workflow.tuning import evaluate_chunk, suggest_chunk, tell_chunk
 
     results: list[Path] = []
@@ -30,7 +29,7 @@ def tune_chunk(prepared, graph, settings: dict, targets: list[str], out: Path) -
         suggest_chunk(settings, targets, results, rd / "trials.json")
         folds = []
         for k in range(settings["folds"]):
-            warm = warm_state_paths(out, r, k)
+            warm = [out / f"round_{q}" / f"fold_{k}.npz" for q in range(r)]
             evaluate_chunk(prepared, graph, settings, targets, rd / "trials.json", k, warm_from=warm, out=rd / f"fold_{k}.json",
                            state_out=rd / f"fold_{k}.npz")
             folds.append(rd / f"fold_{k}.json")

@@ -84,8 +84,8 @@ def test_fold_jobs_match_one_process_for_a_count_family(counts, tmp_path):
     for r in range(CONFIG["rounds"]):
         rd = tune.round_dir(jobs, r)
         tune.suggest(CONFIG, results, rd / "trials.json")
-        for k in [0, *reversed(range(1, CONFIG["folds"]))]:  # the first fold first: the others start from it
-            warm = tune.warm_state_paths(jobs, r, k)
+        for k in reversed(range(CONFIG["folds"])):
+            warm = [tune.round_dir(jobs, q) / f"fold_{k}.npz" for q in range(r)]
             tune.evaluate_fold(data, CONFIG, rd / "trials.json", k, rd / f"fold_{k}.json", warm_from=warm, offset=offset)
         tune.tell(rd / "trials.json", [rd / f"fold_{k}.json" for k in range(CONFIG["folds"])], rd / "results.json")
         results.append(rd / "results.json")

@@ -23,7 +23,6 @@ from s3r.errors import S3RInputError
 from s3r.workflow import samples as ws_samples, screens as ws_screens, settings as ws_settings, startup as ws_startup
 from s3r.workflow import chunks as ws_chunks
 from s3r.workflow.sheet import schema_error_message
-from s3r.tune.files import warm_state_paths
 from s3r.counts import prepare_kwargs as counts_policy
 
 
@@ -188,9 +187,8 @@ def tune_previous_results(wildcards):
 
 
 def tune_warm_states(wildcards):
-    """This fold's solutions from earlier rounds and, past the first fold, this round's first fold: the fold job
-    warm-starts from them (s3r.tune.files.warm_state_paths)."""
-    return [str(p) for p in warm_state_paths(_tune_dir(wildcards), int(wildcards.round), int(wildcards.fold))]
+    """This fold's solutions from earlier rounds: the fold job warm-starts from them."""
+    return [f"{_tune_dir(wildcards)}/round_{r}/fold_{wildcards.fold}.npz" for r in range(int(wildcards.round))]
 
 
 def tune_fold_scores(wildcards):

@@ -1,7 +1,7 @@
 """Cross-validated tuning of λ, α, β in synchronous rounds: suggest → evaluate each fold → tell → select.
 
 Every step reads and writes small JSON files, so a workflow can run each as a separate job (one job per
-fold, on a GPU; a round's later folds start from its first fold's solutions) and ``run_search`` can run the same steps in one process. No database is shared by concurrent
+fold, on a GPU) and ``run_search`` can run the same steps in one process. No database is shared by concurrent
 jobs: the result files are the record, and ``suggest`` rebuilds the Optuna study from them in trial-number
 order with a sampler seeded from (seed, number of trials), which makes the proposals reproducible.
 The finished study is exported once to an Optuna journal file for ``optuna-dashboard``.
@@ -23,7 +23,7 @@ from s3r.lazy import lazy_exports
 
 _WHERE = {
     "evaluate": ("evaluate_fold", "evaluate_fold_targets", "make_folds", "make_problem", "tell"),
-    "files": ("_read_states", "round_dir", "warm_state_paths", "write_tables"),  # _read_states: the workflow's chunk jobs
+    "files": ("_read_states", "round_dir", "write_tables"),  # _read_states: the workflow's chunk jobs
     "search": ("default_workers", "run_search"),
     "selection": ("EDGE", "NO_EFFECT", "_edge_warnings", "select"),  # _edge_warnings: the tests
     "space": ("DEFAULT_CONFIG", "FORMAT", "PARAM_NAMES", "SELECTIONS", "absolute_params", "resolve_config", "round_sizes"),

@@ -86,7 +86,6 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
             if (start["W"].shape[0], start["W"].shape[2]) != expected:
                 raise S3RInputError(f"warm-start states of target {name!r} are for another problem ({start['W'].shape[0]} × "
                                     f"{start['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
-            _data_dual_on_fold(problem, start, folds, fold)
         plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale}
     live = [name for name in names if plans[name]["params"]]  # a target whose search stopped early has no trials
     solutions = cv.solve_fold_targets(
@@ -99,27 +98,6 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
     for name in names:
         results[name], states[name] = _fold_record(problems[name], config, plans[name], solved.get(name), folds, fold)
     return results, states
-
-
-def _data_dual_on_fold(problem, start: dict, folds, fold: int) -> None:
-    """Starts solved on another fold get the data dual of their map on this fold's training spots (in place).
-
-    The stored dual v = 2c(ŷ − y)/n is zero on the spots that fold held out, which are training spots here; the
-    edge dual the fold solve derives from v (s3r.solver.flow_start) would then miss a fifth of the data's force."""
-    other = start.get("fold")
-    if other is None or not problem.gaussian or start.get("data_dual") is None:
-        return
-    moved = np.flatnonzero(np.asarray(other) != fold)
-    if not moved.size:
-        return
-    weights = cv.training_weights(folds, fold)
-    W = np.take(start["W"], moved, axis=1)
-    eta = np.einsum("np,nbp->nb", problem.X, W, dtype=np.float64)
-    if problem.covariates is not None and start.get("gamma") is not None:
-        eta += problem.covariates @ np.take(start["gamma"], moved, axis=0).T
-    v = (2.0 / problem.n_spots) * weights[:, None] * (eta - problem.y[:, None])
-    start["data_dual"] = start["data_dual"].copy()
-    start["data_dual"][:, moved] = v.astype(start["data_dual"].dtype)
 
 
 def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) -> tuple[dict, dict]:
@@ -165,7 +143,7 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
         ],
     }
     state = {"numbers": np.array([t["number"] for t in entries], dtype=np.int64), "log_params": _log_params(plan["search"], config), "W": solution.W,
-             "data_dual": solution.data_dual, "step": solution.step, "fold": np.full(len(entries), fold)}
+             "data_dual": solution.data_dual, "step": solution.step}
     if solution.gamma is not None:
         state["gamma"] = solution.gamma
     return result, state

@@ -55,9 +55,8 @@ def _read_states(path, prefix: str = "") -> dict:
 
 
 def _nearest_warm_start(params: list[dict], stores: Sequence[dict], config: dict) -> tuple[dict, list]:
-    """Per trial, the earlier solution nearest in the search's own scale (ties: lowest number); ``stores``: the state
-    dicts (:func:`_read_states`) of :func:`warm_state_paths` — a trial of this round solved on the first fold is at
-    distance 0 from itself, so it is the start wherever it is among them."""
+    """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number);
+    ``stores``: the state dicts this fold wrote in earlier rounds (:func:`_read_states`)."""
     numbers = np.concatenate([s["numbers"] for s in stores])
     points = np.concatenate([s["log_params"] for s in stores])
     order = np.argsort(numbers, kind="stable")
@@ -70,19 +69,8 @@ def _nearest_warm_start(params: list[dict], stores: Sequence[dict], config: dict
             return None
         return np.take(np.concatenate([s[key] for s in stores], axis=axis), pick, axis=axis)
 
-    warm = {"W": gather("W", 1), "data_dual": gather("data_dual", 1), "step": gather("step", 0), "gamma": gather("gamma", 0),
-            "fold": gather("fold", 0)}  # the fold each start was solved on (None: files from before it was recorded)
+    warm = {"W": gather("W", 1), "data_dual": gather("data_dual", 1), "step": gather("step", 0), "gamma": gather("gamma", 0)}
     return warm, [int(numbers[i]) for i in pick]
-
-
-def warm_state_paths(out_dir, r: int, fold: int) -> list[Path]:
-    """The state files fold ``fold`` of round ``r`` warm-starts from: its own solutions of the earlier rounds and, for
-    every fold but the first, the first fold's solutions of this round — the same trials, whose maps differ only by
-    which fifth of the spots was held out. On the DLPFC tuning a fold started from another fold's solution of the
-    same trial took ≈ 40 % fewer iterations than a cold one (benchmarks/README.md, sessions 16–17). Folds 1.. of a
-    round therefore wait for fold 0 (one fold, then the rest side by side)."""
-    paths = [round_dir(out_dir, q) / f"fold_{fold}.npz" for q in range(r)]
-    return paths + ([round_dir(out_dir, r) / "fold_0.npz"] if int(fold) > 0 else [])
 
 
 def chosen_start(target_dir) -> np.ndarray | None:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from s3r.io import RegressionData, write_csv, write_json
 from s3r.tune.evaluate import evaluate_fold, make_folds, make_problem, tell
-from s3r.tune.files import read_json, round_dir, warm_state_paths, write_tables
+from s3r.tune.files import read_json, round_dir, write_tables
 from s3r.tune.selection import select
 from s3r.tune.space import _relative, resolve_config
 from s3r.tune.study import export_study, suggest
@@ -33,8 +33,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
                progress: Callable[[str], None] | None = None, offset=None) -> dict:
     """All rounds with the very functions (and files) the workflow runs as separate jobs.
 
-    A round's first fold runs alone, then its other folds in ``workers`` threads, warm-started from the first
-    (:func:`s3r.tune.files.warm_state_paths`). On a CPU each fold is solved single-threaded: these
+    Folds of a round run in ``workers`` threads. On a CPU each fold is solved single-threaded: these
     problems are too small for torch's intra-op threads to pay off, and on a shared machine spinning
     threads cost more than they give; one fold per core keeps every core busy instead. Results do not
     depend on ``workers``. The warm-start states (round_*/fold_*.npz, ~1 MB per trial and fold at 1,000 × 100)
@@ -95,14 +94,12 @@ def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset) -
                 trials = suggest(config, results, rd / "trials.json")
 
                 def run_fold(k, rd=rd, trials=trials, r=r):
-                    warm = warm_state_paths(out_dir, r, k)
+                    warm = [round_dir(out_dir, q) / f"fold_{k}.npz" for q in range(r)]
                     evaluate_fold(None, config, trials, k, rd / f"fold_{k}.json", warm_from=warm, problem=problem, scales=scales)
                     return rd / f"fold_{k}.json"
 
-                # the first fold alone, then the others side by side, each starting from its solutions
                 fold_files = []
-                paths = [run_fold(0), *pool.map(run_fold, range(1, config["folds"]))]
-                for k, path in enumerate(paths):
+                for k, path in enumerate(pool.map(run_fold, range(config["folds"]))):
                     fold_files.append(path)
                     if progress:
                         progress(f"round {r + 1}/{config['rounds']}, fold {k + 1}/{config['folds']} done ({time.perf_counter() - start:.1f} s)")
