@@ -44,11 +44,9 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         limit = best["value"] + (best["se"] or 0.0)
         within = [t for t in trials if t["value"] <= limit]
         chosen = min(zip(within, _size_keys(within, config)), key=lambda tk: (*tk[1], tk[0]["number"]))[0]
-    null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
-    trend = next((d["trend"] for d in docs if d.get("trend")), None)
+    null, trend, stopped = yardsticks(docs)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
     effect, verdict = _verdict(chosen, null, config, trend, best=best)
-    stopped = next((d["stopped"] for d in docs if d.get("stopped")), None)
     if stopped:  # said beside the verdict, so "no effect" after one round is not read as a full search's
         verdict = f"{verdict}; {stopped}"
     doc = {
@@ -81,6 +79,15 @@ def select(results: Sequence, config: dict, out=None) -> dict:
 
         write_params(out, {**chosen["params"], "smooth": config["model"]["smooth"]}, source="tune", tuning=doc)
     return doc
+
+
+def yardsticks(docs: Sequence[dict]) -> tuple[dict | None, dict | None, str | None]:
+    """From a target's results.json documents: the intercept-only model's record (the latest round's), the spatial
+    trend's (round 0's) and why the search stopped early, if it did — what the verdict and the early stop judge by."""
+    null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
+    trend = next((d["trend"] for d in docs if d.get("trend")), None)
+    stopped = next((d["stopped"] for d in docs if d.get("stopped")), None)
+    return null, trend, stopped
 
 
 def _size_keys(trials: list[dict], config: dict) -> list[tuple]:

@@ -81,12 +81,10 @@ def stop_reason(docs: Sequence[dict], config: dict) -> str | None:
     of the verdict's test for an effect. Measured on 30 DLPFC 151675 genes (benchmarks/README.md, session 17): 10
     stopped after round 1, none of which the full search found an effect for; stopping wherever no trial beats the
     lower yardstick at all stopped 18 but lost three effects (each ~0.1 % of the held-out loss) that rounds 2–3 found."""
-    from s3r.tune.selection import _paired_gain
+    from s3r.tune.selection import _paired_gain, yardsticks
 
     done = [t for d in docs for t in d["trials"] if t.get("value") is not None and math.isfinite(t["value"])]
-    null = next((d["null"] for d in reversed(docs) if d.get("null")), None)
-    trend = next((d["trend"] for d in docs if d.get("trend")), None)
-    earlier = next((d["stopped"] for d in docs if d.get("stopped")), None)
+    null, trend, earlier = yardsticks(docs)
     if earlier is not None or not done:
         return earlier
     best = min(done, key=lambda t: (t["value"], t["number"]))
