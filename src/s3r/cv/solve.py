@@ -34,6 +34,14 @@ class FoldSolution:
     iterations: np.ndarray  # (B,)
     seconds: float
 
+    @classmethod
+    def empty(cls, n_spots: int, n_features: int) -> "FoldSolution":
+        """No parameter sets solved (a target whose search has stopped): zero-length batch axes, so its fold state
+        still concatenates with the other rounds' in a warm-start store."""
+        return cls(W=np.zeros((n_spots, 0, n_features), dtype=np.float32), gamma=None,
+                   data_dual=np.zeros((n_spots, 0), dtype=np.float32), dual=None, step=np.zeros(0),
+                   converged=np.zeros(0, dtype=bool), iterations=np.zeros(0, dtype=np.int64), seconds=0.0)
+
 
 CPU_BATCH = 20  # parameter sets per batched solve on a CPU (see solve_fold)
 # at most this many bytes per edges × batch × features tensor of a batched CPU solve (the PDHG holds four, plus the

@@ -104,9 +104,7 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
     """One target's fold result (losses, convergence, map sizes, the null model) and its warm-start state."""
     doc, params, entries, solver = plan["doc"], plan["params"], plan["doc"]["trials"], config["solver"]
     if solution is None:  # no trials: the yardsticks only
-        solution = cv.FoldSolution(W=np.zeros((problem.n_spots, 0, problem.X.shape[1]), dtype=np.float32), gamma=None,
-                                   data_dual=np.zeros((problem.n_spots, 0), dtype=np.float32), dual=None, step=np.zeros(0),
-                                   converged=np.zeros(0, dtype=bool), iterations=np.zeros(0, dtype=np.int64), seconds=0.0)
+        solution = cv.FoldSolution.empty(problem.n_spots, problem.X.shape[1])
         losses = pieces = features = []
     else:
         losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])

@@ -109,7 +109,7 @@ def _size_keys(trials: list[dict], config: dict) -> list[tuple]:
     return [(size(t, "pieces"), -s) for t, s in zip(trials, strength)]
 
 
-def _paired_gain(best: dict, yardstick: dict) -> tuple[float, float]:
+def paired_gain(best: dict, yardstick: dict) -> tuple[float, float]:
     """Mean and standard error of the yardstick's fold losses minus the best trial's (paired on the folds)."""
     diffs = np.array(yardstick["fold_losses"], dtype=np.float64) - np.array(best["fold_losses"], dtype=np.float64)
     se = float(diffs.std(ddof=1) / math.sqrt(diffs.size)) if diffs.size > 1 else 0.0
@@ -124,13 +124,13 @@ def _verdict(chosen: dict, null: dict | None, config: dict, trend: dict | None =
     if null is None:
         return None, "no intercept-only comparison was recorded (tuning files from an earlier version)"
     what = "intercept-only" if config["model"].get("fit_intercept") is not False else "all-zero"
-    gain, se = _paired_gain(chosen, null)
+    gain, se = paired_gain(chosen, null)
     if not (gain > se and gain > 0):
         return False, (f"{NO_EFFECT}: the chosen trial does not beat the {what} model by more than its standard error "
                        f"(chosen held-out loss {chosen['value']:.4g}, {what} {null['value']:.4g}, difference {gain:.3g} ± {se:.2g} SE"
                        f"{_best_aside(best, chosen, null)})")
     if trend is not None:
-        t_gain, t_se = _paired_gain(chosen, trend)
+        t_gain, t_se = paired_gain(chosen, trend)
         if not (t_gain > t_se and t_gain > 0):
             return False, (f"{NO_EFFECT} beyond the target's own spatial pattern: a smooth map of the target without features "
                            f"predicts held-out spots as well (chosen held-out loss {chosen['value']:.4g}, spatial trend alone "
@@ -164,7 +164,7 @@ def _best_aside(best: dict | None, chosen: dict, null: dict) -> str:
     """Where the best trial differs from the chosen one, its own comparison, so a near-miss is visible."""
     if best is None or best["number"] == chosen["number"]:
         return ""
-    gain, se = _paired_gain(best, null)
+    gain, se = paired_gain(best, null)
     return f"; the best trial, {best['value']:.4g}, differs by {gain:.3g} ± {se:.2g} SE but is not the one reported"
 
 

@@ -81,7 +81,7 @@ def stop_reason(docs: Sequence[dict], config: dict) -> str | None:
     of the verdict's test for an effect. Measured on 30 DLPFC 151675 genes (benchmarks/README.md, session 17): 10
     stopped after round 1, none of which the full search found an effect for; stopping wherever no trial beats the
     lower yardstick at all stopped 18 but lost three effects (each ~0.1 % of the held-out loss) that rounds 2–3 found."""
-    from s3r.tune.selection import _paired_gain, yardsticks
+    from s3r.tune.selection import paired_gain, yardsticks
 
     done = [t for d in docs for t in d["trials"] if t.get("value") is not None and math.isfinite(t["value"])]
     null, trend, earlier = yardsticks(docs)
@@ -91,7 +91,7 @@ def stop_reason(docs: Sequence[dict], config: dict) -> str | None:
     for name, stick in (("intercept-only", null), ("spatial trend", trend)):
         if stick is None:
             continue
-        gain, se = _paired_gain(best, stick)
+        gain, se = paired_gain(best, stick)
         if gain < -se:
             rounds = len(round_sizes(config["n_trials"], config["rounds"]))
             return (f"search stopped after round {len(docs)} of {rounds}: the {name} model beats even the best of its "
