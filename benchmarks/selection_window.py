@@ -135,12 +135,15 @@ def table(path: Path) -> str:
         rows = [r for r in d["window"] if r.get("in_window", True)]
         capped = sum(not all(r["converged"]) for r in rows)
         picks = {name: rule(rows) for name, rule in RULES.items()}
+        if any(r["refit_pieces"] is None for r in rows):  # scored with --no-refit: no converged sizes to choose by
+            picks["refit_pieces"] = None
         for name, r in picks.items():
-            aris[name].append((d["sigma"], r["ari"]))
+            if r is not None:
+                aris[name].append((d["sigma"], r["ari"]))
         assert picks["one_se"]["number"] == d["library_one_se"], f"{d['cell']}: the table's one_se is not the library's"
         lines.append(f"| {d['layout']} σ {d['sigma']:g} | {len(rows)} | {capped} | "
-                     + " | ".join(f"{r['ari']:.3f} (#{r['number']})" for r in picks.values()) + " |")
-    lines.append("| **mean ARI** | | | " + " | ".join(f"**{np.mean([a for _, a in v]):.3f}**" for v in aris.values()) + " |")
+                     + " | ".join("–" if r is None else f"{r['ari']:.3f} (#{r['number']})" for r in picks.values()) + " |")
+    lines.append("| **mean ARI** (cells with a figure) | | | " + " | ".join(f"**{np.mean([a for _, a in v]):.3f}**" for v in aris.values()) + " |")
     lines.append("| above the preprint | | | " + " | ".join(
         f"{sum(a > PREPRINT_MEAN[s] for s, a in v)} / {len(v)}" for v in aris.values()) + " |")
     return "\n".join(lines)
