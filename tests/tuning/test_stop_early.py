@@ -63,3 +63,16 @@ def test_s3r_tune_all_rounds_turns_the_early_stop_off():
     base = ["tune", "--x", "x.csv", "--y", "y.csv", "--coords", "c.csv", "--out", "out"]
     assert tune.resolve_config(build_config(build_parser().parse_args(base)))["stop_early"] is True
     assert tune.resolve_config(build_config(build_parser().parse_args([*base, "--all-rounds"])))["stop_early"] is False
+
+
+def test_a_stopped_targets_earlier_states_are_not_gathered():
+    """A stopped target has no trials to start, so its earlier fold states take no part in the warm start: a store
+    that would be refused as another problem's (the wrong number of spots) passes, its record holds the yardsticks."""
+    config = tune.resolve_config({"n_trials": 4, "rounds": 2, "folds": 2, "seed": 0})
+    problem = _problems(config)["pattern"]
+    stopped = {"format": "s3r-tune/1", "round": 1, "distributions": {}, "trials": [], "stopped": "stopped after round 1"}
+    store = {"numbers": np.arange(2), "log_params": np.zeros((2, 3)), "W": np.zeros((7, 2, 15), dtype=np.float32),
+             "data_dual": np.zeros((7, 2), dtype=np.float32), "step": np.ones(2)}
+    results, states = tune.evaluate_fold_targets({"t": problem}, config, {"t": stopped}, 0, warm={"t": [store]})
+    assert results["t"]["trials"] == [] and np.isfinite(results["t"]["null_loss"])
+    assert states["t"]["W"].shape == (problem.n_spots, 0, 15)

@@ -80,7 +80,7 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
         params = [absolute_params(config, t.get("search", t.get("params", {})), scale) for t in entries]
         start, sources = None, [None] * len(entries)
         stores = (warm or {}).get(name) or []
-        if solver["warm_start"] and stores:
+        if solver["warm_start"] and stores and entries:  # a stopped target has no trials to start
             start, sources = _nearest_warm_start(search, stores, config)
             expected = (problem.n_spots, problem.X.shape[1])
             if (start["W"].shape[0], start["W"].shape[2]) != expected:

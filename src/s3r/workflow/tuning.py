@@ -60,7 +60,8 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
     docs = _targets_of(_read_chunk(trials), targets, trials)
     problems = {t: tune.make_problem(prepared.regression_data(t), config, prepared.offset, graph=graph) for t in targets}
-    warm = {t: [tune._read_states(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets)}
+    # a target whose search has stopped has no trials to start: its earlier states are not read
+    warm = {t: [tune._read_states(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets) if docs[t]["trials"]}
     results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm)
     arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in states[t].items()}
     write_npz(state_out, **arrays)
