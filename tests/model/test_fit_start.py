@@ -39,3 +39,18 @@ def test_a_start_of_the_wrong_shape_is_refused():
     X, y, coords = _sample()
     with pytest.raises(S3RInputError, match="start must be a finite map of shape"):
         S3R(**PARAMS).fit(X, y, coords, start=np.zeros((3, 3)))
+
+
+def test_a_started_fit_reports_its_own_solve_time():
+    """The working-set loop's timer was once overwritten by a loop index when a start brought an edge dual, so a
+    started fit reported the machine's uptime as its solve time (the 200-target run's fit.json: 54,076 s)."""
+    import time
+
+    X, y, coords = _sample(p=20)  # more features than two minimal working sets: the working-set loop runs
+    problem = cv.CVProblem.from_arrays(X, y, coords, dtype="float64", model=S3R(**PARAMS).model_settings())
+    folds = cv.make_folds(coords, 4, "blocks", seed=0)
+    start = cv.solve_fold(problem, [PARAMS], folds, 0, tol=1e-2, max_iter=500).W[:, 0, :]
+    wall = time.perf_counter()
+    warm = S3R(**PARAMS, dtype="mixed", tol=1e-5).fit(X, y, coords, start=start)
+    wall = time.perf_counter() - wall
+    assert 0 <= warm.report_["solve_seconds"] <= wall, (warm.report_["solve_seconds"], wall)

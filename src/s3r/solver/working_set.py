@@ -77,9 +77,9 @@ def solve_working_set(
         if U0 is not None and U0.shape[-1] == p:
             inv = torch.where(lam > 0, 1.0 / torch.clamp(lam, min=torch.finfo(lam.dtype).tiny), torch.zeros_like(lam)).view(1, -1, 1)
             block = column_block(K_check.shape[0], B)  # no edges × p temporary (10⁵ × 1,000: 1.6 GB)
-            for start in range(0, p, block):
-                part = U0[:, :, start:start + block]
-                certificates[:, :, start:start + block] = (part * inv.to(part.dtype)).clamp_(-1.0, 1.0)
+            for lo in range(0, p, block):
+                part = U0[:, :, lo:lo + block]
+                certificates[:, :, lo:lo + block] = (part * inv.to(part.dtype)).clamp_(-1.0, 1.0)
 
     # the start: the features non-zero in a warm start (a good guess of the support: no check spent on it), else
     # the strongest violators at W0 by a short certificate search (a ranking; only the final check must be exact)
