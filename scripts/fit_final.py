@@ -15,5 +15,5 @@ torch.set_num_threads(snakemake.threads)  # the CPUs this job was given, not eve
 fit_chunk(
     read_prepared(snakemake.input.data), read_graph(snakemake.input.graph), list(snakemake.params.targets), snakemake.input.params,
     snakemake.output[0], sample=snakemake.wildcards.sample, device=choose_device(snakemake.resources.get("gpu", 0)),
-    inputs=dict(snakemake.input.items()), log=sys.stdout,
+    inputs=dict(snakemake.input.items()), log=sys.stdout, no_effect=snakemake.params.no_effect,
 )

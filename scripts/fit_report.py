@@ -20,4 +20,5 @@ for target in snakemake.params.targets:
         domains_k=snakemake.params.domains_k,
         title=f"{snakemake.wildcards.sample} / {target}",
         tissue=tissue,
+        vector=snakemake.params.vector,
     )

@@ -64,6 +64,19 @@ def fit_targets(models: list[S3R], X, ys: list, coords, *, covariates=None, spot
     return models
 
 
+def intercept_only(model: S3R, X, y, coords, *, covariates=None, spot_graph=None, offset=None) -> S3R:
+    """``model`` with α raised to the data's α_zero, the smallest lasso weight at which W = 0 is optimal at any λ
+    (a maximum over single spots, exact; :meth:`s3r.problem.Problem.natural_scales`): the intercept-only (and
+    covariates) model inside the same model family, as glmnet's one-SE rule falls back to λ_max when no penalty beats
+    the null model by a standard error. The solver certifies W = 0 without iterating. Unfitted; fit it as usual."""
+    from s3r.problem import assemble
+
+    problem = assemble(X, y, coords, model=model.model_settings(), covariates=covariates, offset=offset,
+                       penalty_factor=model.penalty_factor, graph=spot_graph)
+    alpha_zero = problem.natural_scales()["alpha_zero"]
+    return S3R(**{**model.get_params(), "alpha": alpha_zero * (1 + 1e-6)})  # strictly above: no rounding keeps a spot
+
+
 def _batchable(models: list[S3R]) -> bool:
     if len(models) < 2:
         return False

@@ -11,6 +11,7 @@ rule fit_final:
         directory("results/fits/{sample}/{chunk}"),
     params:
         targets=chunk_targets,
+        no_effect=config["tune"]["no_effect"],
     log:
         "logs/fit_final/{sample}/{chunk}.log",
     threads: ws_startup.job_threads(config, 2)

@@ -3,7 +3,7 @@
 
 # Per chunk of targets of a sample, one directory per target: the fit's report (maps, heatmap by spatial domain,
 # feature table with CV stability, convergence, observed vs fitted, and the tuning evidence when tuning ran).
-# Figures carry an SVG beside the PNG. One job per chunk, so the job count does not grow with the targets.
+# Figures are PNGs (report.vector adds an SVG or PDF copy). One job per chunk, so the job count does not grow with the targets.
 rule fit_report:
     input:
         unpack(fit_report_input),
@@ -20,6 +20,7 @@ rule fit_report:
         targets=chunk_targets,
         max_features=config["report"]["max_features"],
         domains_k=config["report"]["domains_k"],
+        vector=config["report"]["vector"],
     log:
         "logs/fit_report/{sample}/{chunk}.log",
     conda:

@@ -2,8 +2,9 @@
 
 Inputs are the files ``s3r fit`` / the workflow's ``fit_final`` write (``coefficients.npz``, ``fit.json``) and,
 when the parameters were tuned, the tuning directory (``round_*/results.json`` and the per-fold solutions
-``round_*/fold_*.npz``). Every figure is a PNG with an SVG beside it, drawn with the fixed style of
-:mod:`s3r.report.style`, so the same inputs give the same bytes.
+``round_*/fold_*.npz``). Every figure is a PNG (with an SVG or PDF beside it when ``vector`` asks; ``s3r report``'s
+default is SVG, the workflow's PNG only), drawn with the fixed style of :mod:`s3r.report.style`, so the same inputs
+give the same bytes. The tuning's figures are :mod:`s3r.report.tuning_figures`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 
 from s3r.errors import S3RInputError
 from s3r.io import write_csv
+from s3r.report.tuning_figures import chosen_trial, plot_tuning, tuning_trials, yardsticks
 
 __all__ = ["FitOutputs", "load_fit", "chosen_trial", "feature_table", "fold_selection", "tuning_trials", "observed_and_predicted",
            "plot_coefficient_maps", "fit_report"]
@@ -138,17 +140,6 @@ def fold_selection(tune_dir, feature_names: Sequence[str]) -> tuple[np.ndarray, 
     return (counts, n_folds) if n_folds else None
 
 
-def chosen_trial(tune_dir) -> int | None:
-    """The selected trial's number from the parameter file; None when the parameters were not tuned."""
-    from s3r.artifacts import PARAMS_FILE, read_params_file
-
-    path = Path(tune_dir) / PARAMS_FILE
-    if not path.is_file():
-        return None
-    trial = (read_params_file(path)["tuning"] or {}).get("trial")
-    return int(trial) if trial is not None else None
-
-
 def feature_table(W: np.ndarray, feature_names: Sequence[str], folds: tuple[np.ndarray, int] | None = None) -> pd.DataFrame:
     """Selected features (non-zero at some spot), strongest first: mean |coefficient| over spots, the share
     of spots where it is non-zero, its largest |coefficient|, and in how many CV folds it was selected."""
@@ -170,20 +161,6 @@ def feature_table(W: np.ndarray, feature_names: Sequence[str], folds: tuple[np.n
     return table.astype({"folds_selected": "Int64", "n_folds": "Int64"})
 
 
-def tuning_trials(tune_dir) -> pd.DataFrame:
-    """One row per trial of every round (number, round, λ, α, β, CV loss, its standard error, fold losses)."""
-    tune_dir = Path(tune_dir)
-    files = sorted(tune_dir.glob("round_*/results.json"), key=lambda p: int(p.parent.name.split("_")[1]))
-    if not files:
-        raise S3RInputError(f"{tune_dir}: no round_*/results.json; --tune must be a directory written by 's3r tune' (or the workflow's results/tune/SAMPLE/TARGET)")
-    rows = []
-    for path in files:
-        for t in json.loads(path.read_text())["trials"]:
-            rows.append({"number": t["number"], "round": t["round"], **{k: t["params"][k] for k in ("lambda_smooth", "alpha", "beta")},
-                         "cv_loss": t.get("value"), "cv_se": t.get("se"), "fold_losses": t.get("fold_losses") or []})
-    return pd.DataFrame(rows).sort_values("number", kind="stable").reset_index(drop=True)
-
-
 def _strongest_first(values, names) -> list[int]:
     from s3r.report.style import feature_order
 
@@ -191,7 +168,7 @@ def _strongest_first(values, names) -> list[int]:
 
 
 # -- figures -----------------------------------------------------------------------------------------------
-def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = "", tissue=None) -> dict[str, Path]:
+def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = "", tissue=None, vector: str | None = "svg") -> dict[str, Path]:
     """Maps of the leading features' coefficients (largest mean |coefficient| first), each on a diverging scale
     centred at zero. ``fit``: a :class:`FitOutputs` or a fit directory. Returns {"png": ..., "svg": ...}."""
     import matplotlib.pyplot as plt
@@ -203,20 +180,37 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     use_report_style()
     mean_abs = np.abs(fit.W).mean(axis=0)
     order = [j for j in _strongest_first(mean_abs, fit.feature_names) if mean_abs[j] > 0][:max_features]
+    if not order:
+        return _no_map_figure(fit, png_path, title or "coefficients of the leading features", vector)
     rows, cols = grid_shape(len(order))
     fig, axes = plt.subplots(rows, cols, figsize=panel_figsize(fit.coords, rows, cols), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
     verdict = fit_verdict(fit)
-    if not order:
-        axes[0, 0].text(0.5, 0.5, "no feature selected\n(all coefficients are 0)", ha="center", va="center")
     labels, heading = map_labels(fit.W, fit.feature_names, order, title or "coefficients of the leading features", verdict)
     for ax, j, label in zip(axes.ravel(), order, labels):
         ax.set_axis_on()
         spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=label, tissue=tissue)
     fig.suptitle(heading)
     fig.tight_layout()
-    return save_figure(fig, png_path)
+    return save_figure(fig, png_path, vector=vector)
+
+
+def _no_map_figure(fit: FitOutputs, png_path, heading: str, vector: str | None) -> dict[str, Path]:
+    """The figure in place of the maps when every coefficient is zero: the answer in words, not an empty map."""
+    import matplotlib.pyplot as plt
+
+    from s3r.report.style import save_figure
+
+    _, heading = map_labels(fit.W, fit.feature_names, [], heading, fit_verdict(fit))
+    extra = (fit.report or {}).get("extra") or {}
+    body = "no feature selected: every coefficient is 0 at every spot"
+    if extra.get("final_model"):
+        body += "\n\n" + _wrap(f"final model: {extra['final_model']}", 100)
+    fig = plt.figure(figsize=(9.0, 4.0))
+    fig.text(0.5, 0.93, _wrap(heading, 100) if "\n" not in heading else heading, ha="center", va="top", fontsize=9)
+    fig.text(0.5, 0.3, body, ha="center", va="center", fontsize=9)
+    return save_figure(fig, png_path, vector=vector)
 
 
 def map_labels(W, names, order, heading: str, verdict) -> tuple[list[str], str]:
@@ -250,7 +244,7 @@ def _wrap(text: str, width: int = 90) -> str:
     return "\n".join(textwrap.wrap(text, width))
 
 
-def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features: int = 30, title: str = ""):
+def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features: int = 30, title: str = "", vector: str | None = "svg"):
     """Features × spots, spots grouped by spatial domain: where each feature's effect switches on and off."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
@@ -283,10 +277,10 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
         ax.set_yticks([])
     ax.set_xticks([])
     ax.set_xlabel(f"{len(domains)} spots, grouped by domain (D1 … D{int(domains.max()) + 1})")
-    return save_figure(fig, png_path)
+    return save_figure(fig, png_path, vector=vector)
 
 
-def plot_convergence(fit: FitOutputs, png_path, *, title: str = ""):
+def plot_convergence(fit: FitOutputs, png_path, *, title: str = "", vector: str | None = "svg"):
     """Objective and relative residuals against iterations, from fit.json's trace."""
     import matplotlib.pyplot as plt
 
@@ -320,10 +314,10 @@ def plot_convergence(fit: FitOutputs, png_path, *, title: str = ""):
     status = "converged" if fit.report.get("converged") else "NOT converged"
     fig.suptitle(title or f"solver: {status} in {fit.report.get('iterations', '?')} iterations, {fit.report.get('solve_seconds', float('nan')):.2f} s")
     fig.tight_layout()
-    return save_figure(fig, png_path)
+    return save_figure(fig, png_path, vector=vector)
 
 
-def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, predicted=None, title: str = ""):
+def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, predicted=None, title: str = "", vector: str | None = "svg"):
     """Observed against predicted per spot (with R² of these points), and both as maps on one colour scale,
     so a misfit shows where it is, not only how large."""
     import matplotlib.pyplot as plt
@@ -350,68 +344,23 @@ def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, pred
         spatial_scatter(panel, fit.coords, values, vmin=vmin, vmax=vmax, title=name)
     fig.suptitle(title or "observed vs predicted")
     fig.tight_layout()
-    return save_figure(fig, png_path)
-
-
-def plot_tuning(trials: pd.DataFrame, chosen: int | None, paths: dict[str, Path]) -> dict[str, dict[str, Path]]:
-    """Optimisation history, CV loss against each hyperparameter, and the fold spread per trial."""
-    import matplotlib.pyplot as plt
-
-    from s3r.report.style import save_figure, use_report_style
-
-    use_report_style()
-    ok = trials[trials["cv_loss"].notna()]
-    out = {}
-    fig, ax = plt.subplots(figsize=(6.0, 3.4))
-    ax.scatter(ok["number"], ok["cv_loss"], c=ok["round"], cmap="viridis", s=18, zorder=3, label="trial (colour: round)")
-    ax.step(ok["number"], ok["cv_loss"].cummin(), where="post", color="tab:red", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("CV loss")
-    ax.set_title("optimisation history")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    out["tuning_history"] = save_figure(fig, paths["tuning_history"])
-
-    fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.2), sharey=True)
-    for ax, name, label in zip(axes, ("lambda_smooth", "alpha", "beta"), ("λ (smoothness)", "α (lasso)", "β (group lasso)")):
-        ax.scatter(ok[name], ok["cv_loss"], s=18, color="0.3")
-        if chosen is not None and chosen in set(ok["number"]):
-            row = ok[ok["number"] == chosen].iloc[0]
-            ax.scatter([row[name]], [row["cv_loss"]], s=60, facecolors="none", edgecolors="tab:red", linewidths=1.5, label="chosen")
-            ax.legend(frameon=False)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-    axes[0].set_ylabel("CV loss")
-    fig.suptitle("CV loss against each hyperparameter")
-    fig.tight_layout()
-    out["tuning_parameters"] = save_figure(fig, paths["tuning_parameters"])
-
-    fig, ax = plt.subplots(figsize=(6.0, 3.4))
-    ranked = ok.sort_values(["cv_loss", "number"], kind="stable")
-    for i, (_, row) in enumerate(ranked.iterrows()):
-        losses = row["fold_losses"] or []
-        ax.scatter([i] * len(losses), losses, s=8, color="0.6", zorder=2)
-        ax.errorbar(i, row["cv_loss"], yerr=row["cv_se"] or 0, fmt="o", markersize=4,
-                    color="tab:red" if row["number"] == chosen else "0.1", zorder=3)
-    ax.set_xticks(range(len(ranked)), [str(n) for n in ranked["number"]], fontsize=6, rotation=90)
-    ax.set_xlabel("trial, best first")
-    ax.set_ylabel("CV loss (mean ± SE; dots: folds)")
-    ax.set_title("fold spread")
-    fig.tight_layout()
-    out["tuning_folds"] = save_figure(fig, paths["tuning_folds"])
-    return out
+    return save_figure(fig, png_path, vector=vector)
 
 
 # -- the whole per-fit report --------------------------------------------------------------------------------
 def fit_report(fit_dir, out_dir, *, tune_dir=None, data=None, max_features: int = 6, domains_k: int | None = None,
-               title: str = "", data_source: str = "data", tissue=None) -> dict[str, Path]:
+               title: str = "", data_source: str = "data", tissue=None, vector: str | None = "svg") -> dict[str, Path]:
     """Write every figure and table of one fit into ``out_dir``; returns {name: PNG or TSV path}.
 
     ``tissue``: a tissue image (s3r.report.tissue) to draw the coefficient maps over; plain maps without one.
+    ``vector``: "svg" or "pdf" writes a vector copy beside each PNG, None PNGs only (at study scale the SVG maps
+    cost a third of the report's time and ~5 MB per target).
 
     Names: coefficient_maps, heatmap, features (TSV), domains (TSV), convergence, observed_vs_predicted (with
     ``data``, a RegressionData of the fitted spots, or when the fit stored its fitted values), tuning_history,
     tuning_parameters, tuning_folds, trials (TSV) (with ``tune_dir``). ``data_source`` names the data in errors.
+    A fit with every coefficient zero has no domains or heatmap (nothing varies over the tissue): its coefficient
+    map figure says so in words, with the tuning's verdict when there is one.
     """
     from s3r.report.domains import domain_table, spot_domains
 
@@ -426,22 +375,23 @@ def fit_report(fit_dir, out_dir, *, tune_dir=None, data=None, max_features: int 
     write_csv(feature_table(fit.W, fit.feature_names, folds), files["features"], sep="\t", index=False, na_rep="NA")
 
     files["coefficient_maps"] = plot_coefficient_maps(fit, out / "coefficient_maps.png", max_features=max_features,
-                                                      title=f"{label}leading features' coefficients", tissue=tissue)["png"]
-    labels, _, _ = spot_domains(fit.W, k=domains_k, seed=0)
-    files["domains"] = out / "domains.tsv"
-    write_csv(domain_table(fit.spot_ids, labels), files["domains"], sep="\t", index=False)
-    files["heatmap"] = plot_heatmap(fit, labels, out / "heatmap.png", title=f"{label}coefficients by spatial domain")["png"]
-    files["convergence"] = plot_convergence(fit, out / "convergence.png")["png"]
+                                                      title=f"{label}leading features' coefficients", tissue=tissue, vector=vector)["png"]
+    if np.any(fit.W != 0):
+        labels, _, _ = spot_domains(fit.W, k=domains_k, seed=0)
+        files["domains"] = out / "domains.tsv"
+        write_csv(domain_table(fit.spot_ids, labels), files["domains"], sep="\t", index=False)
+        files["heatmap"] = plot_heatmap(fit, labels, out / "heatmap.png", title=f"{label}coefficients by spatial domain", vector=vector)["png"]
+    files["convergence"] = plot_convergence(fit, out / "convergence.png", vector=vector)["png"]
     pair = observed_and_predicted(fit, data, source=data_source)
     if pair is not None:
         files["observed_vs_predicted"] = plot_observed_vs_predicted(fit, out / "observed_vs_predicted.png", observed=pair[0],
-                                                                    predicted=pair[1])["png"]
+                                                                    predicted=pair[1], vector=vector)["png"]
 
     if tune_dir is not None:
         trials = tuning_trials(tune_dir)
         chosen = chosen_trial(tune_dir)
         names = ("tuning_history", "tuning_parameters", "tuning_folds")
-        figures = plot_tuning(trials, chosen, {name: out / f"{name}.png" for name in names})
+        figures = plot_tuning(trials, chosen, {name: out / f"{name}.png" for name in names}, yardsticks=yardsticks(tune_dir), vector=vector)
         files.update({name: figures[name]["png"] for name in names})
         files["trials"] = out / "trials.tsv"
         write_csv(trials.assign(fold_losses=[",".join(f"{v:.10g}" for v in x) for x in trials["fold_losses"]]),

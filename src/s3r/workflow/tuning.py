@@ -127,31 +127,56 @@ def write_config_params(settings: dict, targets: list[str], sample: str, out_dir
 
 
 
-def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sample: str, device: str, inputs: dict, log=None) -> None:
-    """The final fit of every target of a chunk (the tuned or configured parameters), one fit directory each."""
+NO_EFFECT_FITS = ("intercept_only", "chosen_trial")
+
+
+def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sample: str, device: str, inputs: dict, log=None,
+              no_effect: str = "intercept_only") -> None:
+    """The final fit of every target of a chunk (the tuned or configured parameters), one fit directory each.
+
+    ``no_effect``: the final model of a target whose tuning found no effect — ``intercept_only`` (every coefficient
+    zero, certified without a solve: the model the cross-validation supports, and no noise maps to draw) or
+    ``chosen_trial`` (the trial the selection rule chose, fitted and reported under its "no effect" verdict).
+    """
     from s3r import S3R
     from s3r.artifacts import read_params_file
-    from s3r.fit_targets import fit_targets
+    from s3r.fit_targets import fit_targets, intercept_only
     from s3r.tune.files import chosen_start
     from s3r.counts import describe
     from s3r.results import write_fit
 
+    if no_effect not in NO_EFFECT_FITS:
+        raise S3RInputError(f"tune.no_effect must be one of {', '.join(NO_EFFECT_FITS)}; got {no_effect!r}")
     chosen = {target: read_params_file(Path(params_dir) / target / "best_params.json") for target in targets}
     data = {target: prepared.regression_data(target) for target in targets}
     first = data[targets[0]]
     if log is not None:
         print(f"{sample}: {len(targets)} targets fitted together, {first.n_spots} spots, {first.n_features} features, device {device}",
               file=log, flush=True)
+    null = {t for t in targets if no_effect == "intercept_only" and (chosen[t]["tuning"] or {}).get("effect_found") is False}
+    models, starts = [], []
+    for t in targets:
+        model = S3R(**chosen[t]["params"], device=device)
+        if t in null:
+            model = intercept_only(model, first.X, data[t].y, first.coords, covariates=first.covariates, spot_graph=graph,
+                                   offset=prepared.offset)
+        models.append(model)
+        starts.append(None if t in null else chosen_start(Path(params_dir) / t))
     # the targets share the design, graph and covariates: one batched solve (s3r.fit_targets; one by one where they cannot)
-    models = fit_targets([S3R(**chosen[t]["params"], device=device) for t in targets], first.X, [data[t].y for t in targets],
-                         first.coords, covariates=first.covariates, spot_graph=graph, offset=prepared.offset,
-                         starts=[chosen_start(Path(params_dir) / t) for t in targets])
+    models = fit_targets(models, first.X, [data[t].y for t in targets], first.coords, covariates=first.covariates,
+                         spot_graph=graph, offset=prepared.offset, starts=starts)
     for target, model in zip(targets, models):
         data_t = data[target]
         tuning = chosen[target]["tuning"] or {}
+        final = None
+        if tuning:
+            final = (f"intercept-only: no effect found, so every coefficient is zero (alpha raised to {model.alpha:.6g}, the "
+                     f"smallest value that zeroes every coefficient at any smoothing); tune.no_effect: chosen_trial fits "
+                     f"trial {tuning.get('trial')} instead") if target in null else f"trial {tuning.get('trial')} as chosen"
         write_fit(
             Path(out_dir) / target, model, data_t,
-            params={"sample": sample, "params_source": chosen[target]["source"] or "unknown", **{k: tuning[k] for k in VERDICT_KEYS if k in tuning}},
+            params={"sample": sample, "params_source": chosen[target]["source"] or "unknown",
+                    **{k: tuning[k] for k in VERDICT_KEYS if k in tuning}, **({"final_model": final} if final else {})},
             inputs=inputs, offset=prepared.offset, normalisation=describe(prepared.info),
         )
         if log is not None:
