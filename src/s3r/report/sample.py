@@ -67,11 +67,19 @@ def sample_report(npz_paths: Mapping[str, str | Path], out_dir, *, k: int | None
     write_csv(domain_table(spots, labels), out / "domains.tsv", sep="\t", index=False)
     paths["domains_tsv"] = out / "domains.tsv"
     how = "fixed k" if k is not None else "k by silhouette"
-    figs = plot_domains(coords, labels, out / "domains.png", title=f"{title} — domains ({how})" if title else "",
+    # targets without any non-zero coefficient (a "no effect" verdict's intercept-only fit) carry no domain information:
+    # the title says on how many of the targets the domains rest, and when on none, that in words
+    with_effect = sum(bool(np.any(W)) for W in coefs.values())
+    basis = (f"over {with_effect} of {len(coefs)} targets with a non-zero coefficient" if with_effect
+             else f"NONE of the {len(coefs)} targets has a non-zero coefficient: no domains")
+    figs = plot_domains(coords, labels, out / "domains.png", title=f"{title} — domains ({how}), {basis}" if title else basis,
                         silhouette_by_k=silhouettes if k is None else None, tissue=tissue)
     paths.update({f"domains_{fmt}": p for fmt, p in figs.items()})
 
-    matrix = coefficient_summary(coefs, features)
+    # the programmes cluster the targets with an effect: an all-zero target is a white column (its verdict is in the
+    # summary table); with none, every target, so the heatmap still shows what there is
+    effect = {t: W for t, W in coefs.items() if np.any(W)} or coefs
+    matrix = coefficient_summary(effect, features)
     result = programmes(matrix, n_programmes, threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
     write_csv(matrix, out / "coefficient_summary.tsv", sep="\t")
     write_csv(membership_table(result.labels, result.leaves), out / "programmes.tsv", sep="\t", index=False)
@@ -88,7 +96,8 @@ def sample_report(npz_paths: Mapping[str, str | Path], out_dir, *, k: int | None
     figs = clustered_heatmap(
         heat,
         out / "programmes.png",
-        title=(f"{title} — " if title else "") + f"coefficient programmes (mean coefficient over spots, {result.n_programmes} programmes)",
+        title=(f"{title} — " if title else "") + f"coefficient programmes ({result.n_programmes})\n"
+              f"mean coefficient over spots; {len(effect)} of {len(coefs)} targets (with an effect)",
         center_zero=True,
         row_clusters=result.labels.loc[heat.index],
     )
