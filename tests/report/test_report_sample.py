@@ -180,6 +180,26 @@ def write_fake_fit(folder, W, coords, spots, features):
     return folder / "coefficients.npz"
 
 
+def test_intercept_only_fits_leave_the_domains_unchanged_and_the_programmes(tmp_path):
+    """A "no effect" target's intercept-only fit (every coefficient zero) carries no domain or programme information:
+    the domains are those of the targets with an effect, and the programmes cluster only those."""
+    from s3r.report.sample import sample_report
+
+    sim = simulate("three_regions", n_features=12, seed=3)
+    zero = np.zeros_like(sim.W)
+    alone = sample_report({"y1": write_fake_fit(tmp_path / "a" / "y1", sim.W, sim.coords, sim.spot_ids, sim.feature_names)},
+                          tmp_path / "alone")
+    npz = {"y1": write_fake_fit(tmp_path / "y1", sim.W, sim.coords, sim.spot_ids, sim.feature_names),
+           "null": write_fake_fit(tmp_path / "null", zero, sim.coords, sim.spot_ids, sim.feature_names)}
+    both = sample_report(npz, tmp_path / "both")
+    assert (pd.read_csv(both["domains_tsv"], sep="\t")["domain"] == pd.read_csv(alone["domains_tsv"], sep="\t")["domain"]).all()
+    assert list(pd.read_csv(both["coefficient_summary"], sep="\t", index_col=0).columns) == ["y1"]
+    # no target with an effect: one domain, and every target in the (empty) programme matrix
+    none = sample_report({"null": npz["null"]}, tmp_path / "none")
+    assert pd.read_csv(none["domains_tsv"], sep="\t")["domain"].nunique() == 1
+    assert list(pd.read_csv(none["coefficient_summary"], sep="\t", index_col=0).columns) == ["null"]
+
+
 def test_sample_report_writes_domains_and_programmes(tmp_path):
     from s3r.report.sample import sample_report
 

@@ -97,7 +97,8 @@ def sample_report(npz_paths: Mapping[str, str | Path], out_dir, *, k: int | None
         heat,
         out / "programmes.png",
         title=(f"{title} — " if title else "") + f"coefficient programmes ({result.n_programmes})\n"
-              f"mean coefficient over spots; {len(effect)} of {len(coefs)} targets (with an effect)",
+              + (f"mean coefficient over spots; {len(effect)} of {len(coefs)} targets (with an effect)" if with_effect
+               else "every coefficient of every target is zero: no programmes"),
         center_zero=True,
         row_clusters=result.labels.loc[heat.index],
     )
