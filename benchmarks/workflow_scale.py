@@ -3,6 +3,8 @@
     python benchmarks/workflow_scale.py plan            # snakemake -n job counts for 200 targets
     python benchmarks/workflow_scale.py run --targets 20  # the local profile end to end, wall time
     python benchmarks/workflow_scale.py fold --targets 2  # CPU seconds of one chunk fold job and one final fit
+    python benchmarks/workflow_scale.py finals --chunk c1  # fit_final + fit_report of one chunk of a finished run
+    python benchmarks/workflow_scale.py verdicts          # the run's "effect found" verdicts with the chosen trial converged
 
 Regulators: the nine oligodendrocyte regulators the data README names, then the most variable other genes up to 25;
 targets: genes drawn at random (seed 0) from the rest. Work directories go to benchmarks/out/workflow_scale/.
@@ -104,13 +106,97 @@ def fold_cost(n_targets: int) -> None:
           f"{fold_cpu:.1f} s CPU ({fold_wall:.1f} s wall); one final fit: {fit_cpu:.1f} s CPU ({fit_wall:.1f} s wall); load {load()}")
 
 
+def finals(n_targets: int, chunk: str, out: Path) -> None:
+    """Wall and CPU seconds of the final fits and per-target reports of one chunk, from a finished run's tuning
+    outputs (``run --targets N`` first); compare two versions by running this twice at once with PYTHONPATH."""
+    import inspect
+    import json
+
+    import torch
+
+    from s3r.graph_io import read_graph
+    from s3r.preprocess import read_prepared
+    from s3r.report.fit_report import fit_report
+    from s3r.workflow.tuning import fit_chunk
+
+    torch.set_num_threads(1)
+    results = REPO / "benchmarks" / "out" / "workflow_scale" / f"targets_{n_targets}" / "results"
+    prepared, graph = read_prepared(results / "preprocessed" / "dlpfc.npz"), read_graph(results / "graphs" / "dlpfc.npz")
+    params = results / "tune" / "dlpfc" / chunk / "targets"
+    targets = sorted(p.name for p in params.iterdir() if (p / "best_params.json").is_file())
+    wall, cpu = time.perf_counter(), time.process_time()
+    fit_chunk(prepared, graph, targets, params, out / "fits", sample="dlpfc", device="cpu", inputs={})
+    fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    png_only = {"vector": None} if "vector" in inspect.signature(fit_report).parameters else {}  # the workflow's default
+    wall, cpu = time.perf_counter(), time.process_time()
+    for t in targets:
+        fit_report(out / "fits" / t, out / "report" / t, tune_dir=params / t, title=f"dlpfc / {t}", **png_only)
+    rep_wall, rep_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    none = sum(json.loads((params / t / "best_params.json").read_text())["tuning"].get("effect_found") is False for t in targets)
+    print(f"{chunk}: {len(targets)} targets ({none} no effect): final fits {fit_wall:.0f} s wall ({fit_cpu:.0f} s CPU), "
+          f"reports {rep_wall:.0f} s wall ({rep_cpu:.0f} s CPU); load {load()}")
+
+
+def verdicts(n_targets: int, max_iter: int = 20_000) -> None:
+    """Every "effect found" verdict of a finished run re-judged with the chosen trial solved to the tuning's tolerance on
+    every fold (cold, ``max_iter``), not at the tuning's iteration cap: a truncated solve is an early-stopped, more
+    regularised estimate, and the verdict compares CV losses that differ by tenths of a per cent."""
+    import json
+
+    import torch
+
+    from s3r import cv, tune
+    from s3r.graph_io import read_graph
+    from s3r.preprocess import read_prepared
+    from s3r.tune.evaluate import make_folds
+    from s3r.tune.selection import paired_gain, yardsticks
+
+    torch.set_num_threads(1)
+    results = REPO / "benchmarks" / "out" / "workflow_scale" / f"targets_{n_targets}" / "results"
+    prepared, graph = read_prepared(results / "preprocessed" / "dlpfc.npz"), read_graph(results / "graphs" / "dlpfc.npz")
+    config = tune.resolve_config({})
+    changed = total = 0
+    for path in sorted((results / "tune" / "dlpfc").glob("c*/targets/*/best_params.json")):
+        chosen = json.loads(path.read_text())
+        if not chosen["tuning"].get("effect_found"):
+            continue
+        rounds = sorted(path.parent.glob("round_*/results.json"), key=lambda p: int(p.parent.name.split("_")[1]))
+        docs = [json.loads(p.read_text()) for p in rounds]
+        null, trend, _ = yardsticks(docs)
+        capped = next(t for d in docs for t in d["trials"] if t["number"] == chosen["tuning"]["trial"])
+        problem = tune.make_problem(prepared.regression_data(path.parent.name), config, prepared.offset, graph=graph)
+        folds = make_folds(problem.coords, config)
+        params = {k: chosen["params"][k] for k in tune.PARAM_NAMES}
+        losses, its = [], []
+        for k in range(config["folds"]):
+            solution = cv.solve_fold(problem, [params], folds, k, tol=config["solver"]["tol"], max_iter=max_iter)
+            losses.append(float(cv.fold_losses(problem, solution, folds, k, config["predictor"], k=config["model"]["k"])[0]))
+            its.append(int(solution.iterations[0]))
+        solved = {"fold_losses": losses, "value": float(np.mean(losses))}
+        effect = lambda trial: all(g > se and g > 0 for g, se in (paired_gain(trial, s) for s in (null, trend) if s))  # noqa: E731
+        total += 1
+        changed += effect(capped) != effect(solved)
+        print(f"{path.parent.name}: CV loss {capped['value']:.5g} at the cap, {solved['value']:.5g} solved "
+              f"({100 * (solved['value'] / capped['value'] - 1):+.2f} %; {max(its)} iterations at most); effect "
+              f"{effect(capped)} → {effect(solved)}", flush=True)
+    print(f"{changed} of {total} verdicts change; load {load()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["plan", "run", "fold"])
+    parser.add_argument("mode", choices=["plan", "run", "fold", "finals", "verdicts"])
     parser.add_argument("--targets", type=int, default=200)
+    parser.add_argument("--chunk", default="c1", help="finals: the chunk of the finished run to refit and report")
+    parser.add_argument("--out", type=Path, default=None, help="finals: where the fits and reports go")
     args = parser.parse_args()
     if args.mode == "fold":
         fold_cost(args.targets)
+        return
+    if args.mode == "finals":
+        finals(args.targets, args.chunk, args.out or REPO / "benchmarks" / "out" / "workflow_scale" / f"finals_{args.chunk}")
+        return
+    if args.mode == "verdicts":
+        verdicts(args.targets)
         return
     out = workdir(args.targets)
     if args.mode == "plan":

@@ -92,6 +92,8 @@ def attach_fit(adata, *, fit_dir, cv: dict | None = None) -> str:
         "r2": report.get("r2"),
         "converged": report.get("converged"),
         "intercept": report.get("intercept"),
+        # what the final fit is (the chosen trial, or the intercept-only model after a "no effect" verdict)
+        "final_model": (report.get("extra") or {}).get("final_model"),
         "fit_dir": str(fit_dir),
     }
     uns = dict(adata.uns.get("s3r", {}))

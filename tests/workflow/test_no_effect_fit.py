@@ -58,6 +58,11 @@ def test_a_no_effect_target_is_fitted_as_the_intercept_only_model_unless_asked_o
     if no_effect == "intercept_only":
         assert not np.any(W["noise"])
         assert fits["noise"]["extra"]["final_model"].startswith("intercept-only: no effect found")
+        from s3r.anndata_out import anndata_from_prepared, attach_fit
+
+        adata = anndata_from_prepared(prepared.X, prepared.feature_names, prepared.spot_ids, prepared.coords)
+        attach_fit(adata, fit_dir=tmp_path / "fits" / "noise")  # the h5ad says what the zeros are
+        assert adata.uns["s3r"]["noise"]["final_model"].startswith("intercept-only") and not adata.uns["s3r"]["noise"]["selected_features"].size
     else:
         assert np.any(W["noise"])  # λ, α, β near zero: the chosen trial fits the noise
         assert fits["noise"]["extra"]["final_model"] == "trial 3 as chosen"
