@@ -75,6 +75,21 @@ def test_domains_without_spatial_variation_are_one_domain():
         spot_domains(np.full((5, 2), np.nan))
 
 
+def test_outlier_spots_are_not_domains_but_a_small_region_is():
+    """A nearly constant map with a few outlier spots: every k splits off single spots (silhouette near 1), so the
+    answer is one domain; a real region of 5 % of the spots is still found, and a fixed k is taken as asked."""
+    rng = np.random.default_rng(0)
+    W = np.tile([0.07, 0.05, 0.0], (2000, 1)) + 1e-4 * rng.normal(size=(2000, 3))
+    W[rng.choice(2000, 4, replace=False)] += [[0.9, 0, 0], [0, 0.8, 0], [0, 0, 1.1], [0.5, 0.5, 0]]
+    labels, k, silhouette = spot_domains(W)
+    assert k == 1 and not labels.any() and max(silhouette.values()) > 0.9
+    region = W.copy()
+    region[:100, 2] += 0.3  # 5 % of the spots
+    labels, k, silhouette = spot_domains(region)  # without the size rule: k = 5, the outliers split off (0.9974)
+    assert k == 2 and adjusted_rand_score(np.arange(2000) < 100, labels) > 0.95 and max(silhouette, key=silhouette.get) > 2
+    assert spot_domains(W, k=3)[1] == 3
+
+
 def test_domain_table_names_domains_from_one():
     table = domain_table(["a", "b", "c"], np.array([1, 0, 1]))
     assert table.to_dict("list") == {"spot": ["a", "b", "c"], "domain": ["D2", "D1", "D2"]}
