@@ -4,6 +4,8 @@ Targets of one chunk stop on their own; the others go on in the same batched sol
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,7 @@ def test_a_stopped_targets_earlier_states_are_not_gathered():
     results, states = tune.evaluate_fold_targets({"t": problem}, config, {"t": stopped}, 0, warm={"t": [store]})
     assert results["t"]["trials"] == [] and np.isfinite(results["t"]["null_loss"])
     assert states["t"]["W"].shape == (problem.n_spots, 0, 15)
+    # the same through s3r tune's path (tune.evaluate_fold): a stopped round reads none of its earlier state files
+    missing = [Path("/nonexistent/fold_0.npz")]
+    assert tune.evaluate_fold(None, config, stopped, 0, warm_from=missing, problem=problem)["trials"] == []
+

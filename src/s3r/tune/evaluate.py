@@ -44,8 +44,9 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     config = resolve_config(config)
     if problem is None:
         problem = make_problem(data, config, offset)
-    stores = [_read_states(path) for path in warm_from]
-    result, states = evaluate_fold_targets({"": problem}, config, {"": trials}, fold, warm={"": stores}, scales={"": scales})
+    doc = trials if isinstance(trials, dict) else read_json(trials)
+    stores = [_read_states(path) for path in warm_from] if doc["trials"] else []  # a stopped search starts nothing
+    result, states = evaluate_fold_targets({"": problem}, config, {"": doc}, fold, warm={"": stores}, scales={"": scales})
     if out is not None or state_out is not None:
         write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), **states[""])
     if out is not None:
