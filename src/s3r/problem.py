@@ -214,8 +214,9 @@ class Problem:
         o = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
         off = np.zeros(n) if self.offset is None else self.offset
         if self.gaussian:
-            sw = np.sqrt(o)
-            return np.linalg.lstsq(Z * sw[:, None], (self.y - off) * sw, rcond=None)[0]
+            from s3r.solver.constant_start import covariate_fit
+
+            return covariate_fit(Z, self.y - off, o)
         fam = self.glm_family()
         Y = torch.as_tensor(self.y.reshape(-1, 1))
         gamma = np.zeros(Z.shape[1])

@@ -37,6 +37,13 @@ def normal_equations(X, o, Z):
     return Xr, (Xr * o[:, None]).T @ Xr / n, proj
 
 
+def covariate_fit(Z: np.ndarray, r: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """(q,) the covariates' least-squares fit to ``r`` under observation weights ``o``: where the covariates sit at
+    their exact optimum given everything else (W = 0, a start map, the lasso's w)."""
+    sw = np.sqrt(np.asarray(o, dtype=np.float64)).reshape(-1)
+    return np.linalg.lstsq(sw[:, None] * Z, sw * r, rcond=None)[0]
+
+
 def global_lasso(X, y, o, Z, pen, prepared=None) -> tuple[np.ndarray, np.ndarray | None]:
     """argmin_{w, γ} (1/n) Σ o_i (y_i − x_i·w − z_i·γ)² + Σ_j pen_j |w_j|: γ eliminated by weighted least
     squares, then cyclic coordinate descent (converges on a rank-deficient X; the ℓ1 term picks the point).
@@ -58,10 +65,7 @@ def global_lasso(X, y, o, Z, pen, prepared=None) -> tuple[np.ndarray, np.ndarray
             w[j] = new
         if biggest <= CD_TOL * max(np.sqrt(max(yr @ (o * yr) / n, 0.0)), 1e-300):
             break
-    gamma = None
-    if Z is not None:
-        sw = np.sqrt(o)[:, None]
-        gamma = np.linalg.lstsq(sw * Z, sw[:, 0] * (y - X @ w), rcond=None)[0]
+    gamma = None if Z is None else covariate_fit(Z, y - X @ w, o)
     return w, gamma
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from s3r.solver.constant_start import FLOW_BLOCK, FlowSolver
+from s3r.solver.constant_start import FLOW_BLOCK, FlowSolver, covariate_fit
 
 
 def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalty_factor=None, flows: FlowSolver | None = None,
@@ -63,8 +63,7 @@ def primal_start(X, y, W, *, covariates, K, lam: float, alpha: float, beta: floa
     gamma = None
     if covariates is not None:  # the covariates' fit under the same observation weights as the data fit
         Z = np.asarray(covariates, dtype=np.float64).reshape(n, -1)
-        sw = np.sqrt(o)
-        gamma = np.linalg.lstsq(sw[:, None] * Z, sw * (y - pred), rcond=None)[0]
+        gamma = covariate_fit(Z, y - pred, o)
         pred = pred + Z @ gamma
     v = (2.0 / n) * o * (pred - np.asarray(y, dtype=np.float64))
     one = lambda a: np.atleast_1d(np.asarray(a, dtype=np.float64)).reshape(-1)[:1]  # noqa: E731
