@@ -77,6 +77,16 @@ def intercept_only(model: S3R, X, y, coords, *, covariates=None, spot_graph=None
     return S3R(**{**model.get_params(), "alpha": alpha_zero * (1 + 1e-6)})  # strictly above: no rounding keeps a spot
 
 
+def final_model_words(trial, alpha: float | None = None) -> str:
+    """What a tuned final fit is, in words for fit.json: the chosen trial, or (``alpha`` given) the intercept-only
+    model that :func:`intercept_only` made of it after a "no effect" verdict."""
+    if alpha is None:
+        return f"trial {trial} as chosen"
+    return (f"intercept-only: no effect found, so every coefficient is zero (alpha raised to {alpha:.6g}, the smallest value "
+            f"that zeroes every coefficient at any smoothing); tune.no_effect: chosen_trial (s3r fit --no-effect chosen-trial) "
+            f"fits trial {trial} instead")
+
+
 def _batchable(models: list[S3R]) -> bool:
     if len(models) < 2:
         return False

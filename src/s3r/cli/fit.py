@@ -19,6 +19,9 @@ def add_parser(subparsers):
     m.add_argument("--lambda-smooth", type=float, help="smoothness weight λ (default 0.01)")
     m.add_argument("--alpha", type=float, help="lasso weight α (default 0.01)")
     m.add_argument("--beta", type=float, help="group-lasso weight β, multiplied by √n (default 0.01)")
+    m.add_argument("--no-effect", choices=("intercept-only", "chosen-trial"), default="intercept-only",
+                   help="with --params from a tuning whose verdict is 'no effect': fit the intercept-only model (default, as "
+                        "the workflow does: every coefficient zero) or the chosen trial; explicit --alpha wins")
     m.add_argument("--params", metavar="best_params.json", help="λ, α, β from a tuning run (explicit flags win); the fit starts from that tuning's fold solutions of the chosen trial when they sit beside it, as the workflow's does")
     s = p.add_argument_group("solver")
     s.add_argument("--tol", type=float, default=1e-5, help="relative primal/dual residual tolerance (default 1e-5)")
@@ -94,10 +97,24 @@ def run(args) -> int:
     loaded = load_input(args, family)
     data, offset = loaded.data, loaded.offset
     model.set_params(family=family, theta=chosen("theta", args.theta, None))
-    model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset, start=tuned_start(args.params, data, model))
+    verdict = tuning_verdict(args.params)
+    null = verdict.get("effect_found") is False and args.no_effect == "intercept-only" and args.alpha is None
+    if null:  # the model the cross-validation supports, as the workflow's final fit (s3r.fit_targets.intercept_only)
+        from s3r.fit_targets import intercept_only
+
+        model = intercept_only(model, data.X, data.y, data.coords, covariates=data.covariates, offset=offset)
+    model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset,
+              start=None if null else tuned_start(args.params, data, model))
     if progress:
         progress.close()
-    out = write_fit(args.out, model, data, params=tuning_verdict(args.params), inputs=describe_input(args), offset=offset,
+    extra = dict(verdict)
+    if verdict:  # a tuned parameter file: say which model this fit is
+        from s3r.artifacts import read_params_file
+        from s3r.fit_targets import final_model_words
+
+        trial = (read_params_file(args.params)["tuning"] or {}).get("trial")
+        extra["final_model"] = final_model_words(trial, model.alpha if null else None)
+    out = write_fit(args.out, model, data, params=extra, inputs=describe_input(args), offset=offset,
                     normalisation=loaded.normalisation)
     if args.write_h5ad:
         from s3r.anndata_out import attach_fit, input_anndata, write_results_h5ad
@@ -109,7 +126,6 @@ def run(args) -> int:
     state = "converged" if r["converged"] else f"NOT converged (max {args.max_iter} iterations; raise --max-iter or --tol)"
     if r.get("theta") is not None:
         state += f", theta {r['theta']:.4g}" + (" (estimated)" if r.get("theta_estimated") else "")
-    verdict = tuning_verdict(args.params)
     if verdict.get("effect_found") is False:
         print(f"s3r fit: {data.target_name}: {verdict['verdict']}", file=sys.stderr)
     print(

@@ -140,7 +140,7 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
     """
     from s3r import S3R
     from s3r.artifacts import read_params_file
-    from s3r.fit_targets import fit_targets, intercept_only
+    from s3r.fit_targets import final_model_words, fit_targets, intercept_only
     from s3r.tune.files import chosen_start
     from s3r.counts import describe
     from s3r.results import write_fit
@@ -168,11 +168,7 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
     for target, model in zip(targets, models):
         data_t = data[target]
         tuning = chosen[target]["tuning"] or {}
-        final = None
-        if tuning:
-            final = (f"intercept-only: no effect found, so every coefficient is zero (alpha raised to {model.alpha:.6g}, the "
-                     f"smallest value that zeroes every coefficient at any smoothing); tune.no_effect: chosen_trial fits "
-                     f"trial {tuning.get('trial')} instead") if target in null else f"trial {tuning.get('trial')} as chosen"
+        final = final_model_words(tuning.get("trial"), model.alpha if target in null else None) if tuning else None
         write_fit(
             Path(out_dir) / target, model, data_t,
             params={"sample": sample, "params_source": chosen[target]["source"] or "unknown",
