@@ -100,6 +100,13 @@ def runs(tmp_path_factory, sim):
     fit("params_ours", triplet, "--params", str(ours))
     fit("params_reference", triplet, "--params", str(reference))
     fit("params_override", triplet, "--params", str(reference), "--alpha", "0.05", "--smooth", "quadratic")
+    from s3r.artifacts import write_params
+
+    no_effect = data / "no_effect" / "best_params.json"  # a tuning whose verdict was "no effect"
+    write_params(no_effect, {**PARAMS, "smooth": "tv"}, source="tune", target="target",
+                 tuning={"trial": 4, "effect_found": False, "verdict": "no spatially varying effect of the features found"})
+    fit("params_no_effect", triplet, "--params", str(no_effect))
+    fit("params_no_effect_chosen", triplet, "--params", str(no_effect), "--no-effect", "chosen-trial")
     if EXAMPLE.is_dir():
         example = ["--x", str(EXAMPLE / "X_exp.csv"), "--y", str(EXAMPLE / "Y_exp.csv"), "--coords", str(EXAMPLE / "C_exp.csv")]
         fit("example", example, "--smooth", "graph_l1", "--compat", *_flags(EXAMPLE_PARAMS))
@@ -228,6 +235,16 @@ def test_params_file_ours_and_reference_key(runs):
         assert params["smooth"] == "tv"
     assert _ok(runs["params_ours"])["objective"] == _ok(runs["csv"])["objective"]
     assert _ok(runs["params_reference"])["objective"] == _ok(runs["csv"])["objective"]
+
+
+def test_a_no_effect_tuning_gives_the_intercept_only_model_unless_asked(runs):
+    """As the workflow's final fit: the verdict "no effect" makes the fit the intercept-only model (every coefficient
+    zero), said in fit.json; --no-effect chosen-trial fits the chosen trial, the same fit as its flags give."""
+    null, chosen = _ok(runs["params_no_effect"]), _ok(runs["params_no_effect_chosen"])
+    assert null["selected_features"] == 0 and null["extra"]["final_model"].startswith("intercept-only: no effect found")
+    assert null["parameters"]["alpha"] > PARAMS["alpha"] and null["extra"]["effect_found"] is False
+    assert chosen["extra"]["final_model"] == "trial 4 as chosen" and chosen["parameters"]["alpha"] == PARAMS["alpha"]
+    assert chosen["objective"] == _ok(runs["csv"])["objective"]
 
 
 def test_explicit_flags_override_the_params_file(runs):
