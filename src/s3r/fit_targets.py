@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from s3r.errors import S3RInputError
 from s3r.estimator import S3R, _as_matrix
 from s3r.solver import resolve_device, resolve_dtype, solve_batch
 from s3r.solver.batch import FLOAT32_TOL
@@ -77,14 +78,30 @@ def intercept_only(model: S3R, X, y, coords, *, covariates=None, spot_graph=None
     return S3R(**{**model.get_params(), "alpha": alpha_zero * (1 + 1e-6)})  # strictly above: no rounding keeps a spot
 
 
-def final_model_words(trial, alpha: float | None = None) -> str:
-    """What a tuned final fit is, in words for fit.json: the chosen trial, or (``alpha`` given) the intercept-only
-    model that :func:`intercept_only` made of it after a "no effect" verdict."""
-    if alpha is None:
-        return f"trial {trial} as chosen"
-    return (f"intercept-only: no effect found, so every coefficient is zero (alpha raised to {alpha:.6g}, the smallest value "
-            f"that zeroes every coefficient at any smoothing); tune.no_effect: chosen_trial (s3r fit --no-effect chosen-trial) "
-            f"fits trial {trial} instead")
+NO_EFFECT_FITS = ("intercept_only", "chosen_trial")
+
+
+def check_no_effect(no_effect: str) -> None:
+    if no_effect not in NO_EFFECT_FITS:
+        raise S3RInputError(f"tune.no_effect must be one of {', '.join(NO_EFFECT_FITS)}; got {no_effect!r}")
+
+
+def tuned_final_model(model: S3R, tuning: dict | None, X, y, coords, *, no_effect: str = "intercept_only", covariates=None,
+                      spot_graph=None, offset=None) -> tuple[S3R, str | None, bool]:
+    """(final model, words for fit.json saying which it is, whether it is the intercept-only replacement) for tuned
+    parameters: the chosen trial as it is, or after a "no effect" verdict (``no_effect`` "intercept_only", the default)
+    :func:`intercept_only` of it, which takes no start map. One rule for the workflow's final fits and ``s3r fit
+    --params``, so both give the same coefficients. Untuned (``tuning`` empty): (model, None, False)."""
+    check_no_effect(no_effect)
+    if not tuning:
+        return model, None, False
+    trial = tuning.get("trial")
+    if tuning.get("effect_found") is not False or no_effect != "intercept_only":
+        return model, f"trial {trial} as chosen", False
+    model = intercept_only(model, X, y, coords, covariates=covariates, spot_graph=spot_graph, offset=offset)
+    return model, (f"intercept-only: no effect found, so every coefficient is zero (alpha raised to {model.alpha:.6g}, the "
+                   f"smallest value that zeroes every coefficient at any smoothing); tune.no_effect: chosen_trial "
+                   f"(s3r fit --no-effect chosen-trial) fits trial {trial} instead"), True
 
 
 def _batchable(models: list[S3R]) -> bool:

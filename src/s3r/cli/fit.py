@@ -54,14 +54,20 @@ def resolve_params(args) -> dict:
     return params
 
 
-def tuning_verdict(path) -> dict:
-    """What the tuning behind --params concluded (effect found or not, in words), for fit.json and the report."""
+def tuning_record(path) -> dict:
+    """The tuning behind --params (its trial, verdict, losses), empty without one."""
     if not path:
         return {}
-    from s3r.artifacts import VERDICT_KEYS, read_params_file
+    from s3r.artifacts import read_params_file
 
-    tuned = read_params_file(path)["tuning"] or {}
-    return {key: tuned[key] for key in VERDICT_KEYS if key in tuned}
+    return read_params_file(path)["tuning"] or {}
+
+
+def tuning_verdict(tuning: dict) -> dict:
+    """What the tuning concluded (effect found or not, in words), for fit.json and the report."""
+    from s3r.artifacts import VERDICT_KEYS
+
+    return {key: tuning[key] for key in VERDICT_KEYS if key in tuning}
 
 
 def tuned_start(params_path, data, model):
@@ -78,6 +84,7 @@ def tuned_start(params_path, data, model):
 
 def run(args) -> int:
     from s3r.estimator import S3R
+    from s3r.fit_targets import tuned_final_model
 
     params = resolve_params(args)
     progress = None if args.quiet else Progress()
@@ -97,30 +104,23 @@ def run(args) -> int:
     loaded = load_input(args, family)
     data, offset = loaded.data, loaded.offset
     model.set_params(family=family, theta=chosen("theta", args.theta, None))
-    verdict = tuning_verdict(args.params)
-    null = verdict.get("effect_found") is False and args.no_effect == "intercept-only" and args.alpha is None
-    if null:  # the model the cross-validation supports, as the workflow's final fit (s3r.fit_targets.intercept_only)
-        from s3r.fit_targets import intercept_only
-
-        model = intercept_only(model, data.X, data.y, data.coords, covariates=data.covariates, offset=offset)
+    tuning = tuning_record(args.params)
+    verdict = tuning_verdict(tuning)
+    # the workflow's rule for tuned parameters (an explicit --alpha is the user's own choice and is kept)
+    model, final, replaced = tuned_final_model(model, tuning if args.alpha is None else {}, data.X, data.y, data.coords,
+                                               no_effect=args.no_effect.replace("-", "_"), covariates=data.covariates, offset=offset)
     model.fit(data.X, data.y, data.coords, covariates=data.covariates, offset=offset,
-              start=None if null else tuned_start(args.params, data, model))
+              start=None if replaced else tuned_start(args.params, data, model))
     if progress:
         progress.close()
-    extra = dict(verdict)
-    if verdict:  # a tuned parameter file: say which model this fit is
-        from s3r.artifacts import read_params_file
-        from s3r.fit_targets import final_model_words
-
-        trial = (read_params_file(args.params)["tuning"] or {}).get("trial")
-        extra["final_model"] = final_model_words(trial, model.alpha if null else None)
+    extra = {**verdict, **({"final_model": final} if final else {})}
     out = write_fit(args.out, model, data, params=extra, inputs=describe_input(args), offset=offset,
                     normalisation=loaded.normalisation)
     if args.write_h5ad:
         from s3r.anndata_out import attach_fit, input_anndata, write_results_h5ad
 
         adata = input_anndata(loaded)
-        attach_fit(adata, fit_dir=out, cv=tuning_verdict(args.params))
+        attach_fit(adata, fit_dir=out, cv=verdict)
         write_results_h5ad(adata, args.write_h5ad)
     r = model.report_
     state = "converged" if r["converged"] else f"NOT converged (max {args.max_iter} iterations; raise --max-iter or --tol)"

@@ -69,7 +69,8 @@ def sample_report(npz_paths: Mapping[str, str | Path], out_dir, *, k: int | None
     how = "fixed k" if k is not None else "k by silhouette"
     # targets without any non-zero coefficient (a "no effect" verdict's intercept-only fit) carry no domain information:
     # the title says on how many of the targets the domains rest, and when on none, that in words
-    with_effect = sum(bool(np.any(W)) for W in coefs.values())
+    effect = {t: W for t, W in coefs.items() if np.any(W)}
+    with_effect = len(effect)
     basis = (f"over {with_effect} of {len(coefs)} targets with a non-zero coefficient" if with_effect
              else f"NONE of the {len(coefs)} targets has a non-zero coefficient: no domains")
     figs = plot_domains(coords, labels, out / "domains.png", title=f"{title} — domains ({how}), {basis}" if title else basis,
@@ -78,7 +79,7 @@ def sample_report(npz_paths: Mapping[str, str | Path], out_dir, *, k: int | None
 
     # the programmes cluster the targets with an effect: an all-zero target is a white column (its verdict is in the
     # summary table); with none, every target, so the heatmap still shows what there is
-    effect = {t: W for t, W in coefs.items() if np.any(W)} or coefs
+    effect = effect or coefs
     matrix = coefficient_summary(effect, features)
     result = programmes(matrix, n_programmes, threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
     write_csv(matrix, out / "coefficient_summary.tsv", sep="\t")

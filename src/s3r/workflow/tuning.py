@@ -127,9 +127,6 @@ def write_config_params(settings: dict, targets: list[str], sample: str, out_dir
 
 
 
-NO_EFFECT_FITS = ("intercept_only", "chosen_trial")
-
-
 def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sample: str, device: str, inputs: dict, log=None,
               no_effect: str = "intercept_only") -> None:
     """The final fit of every target of a chunk (the tuned or configured parameters), one fit directory each.
@@ -140,35 +137,32 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
     """
     from s3r import S3R
     from s3r.artifacts import read_params_file
-    from s3r.fit_targets import final_model_words, fit_targets, intercept_only
+    from s3r.fit_targets import check_no_effect, fit_targets, tuned_final_model
     from s3r.tune.files import chosen_start
     from s3r.counts import describe
     from s3r.results import write_fit
 
-    if no_effect not in NO_EFFECT_FITS:
-        raise S3RInputError(f"tune.no_effect must be one of {', '.join(NO_EFFECT_FITS)}; got {no_effect!r}")
+    check_no_effect(no_effect)  # before any file is read
     chosen = {target: read_params_file(Path(params_dir) / target / "best_params.json") for target in targets}
     data = {target: prepared.regression_data(target) for target in targets}
     first = data[targets[0]]
     if log is not None:
         print(f"{sample}: {len(targets)} targets fitted together, {first.n_spots} spots, {first.n_features} features, device {device}",
               file=log, flush=True)
-    null = {t for t in targets if no_effect == "intercept_only" and (chosen[t]["tuning"] or {}).get("effect_found") is False}
-    models, starts = [], []
+    models, starts, finals = [], [], {}
     for t in targets:
-        model = S3R(**chosen[t]["params"], device=device)
-        if t in null:
-            model = intercept_only(model, first.X, data[t].y, first.coords, covariates=first.covariates, spot_graph=graph,
-                                   offset=prepared.offset)
+        model, finals[t], replaced = tuned_final_model(S3R(**chosen[t]["params"], device=device), chosen[t]["tuning"], first.X, data[t].y,
+                                             first.coords, no_effect=no_effect, covariates=first.covariates, spot_graph=graph,
+                                             offset=prepared.offset)
         models.append(model)
-        starts.append(None if t in null else chosen_start(Path(params_dir) / t))
+        starts.append(None if replaced else chosen_start(Path(params_dir) / t))
     # the targets share the design, graph and covariates: one batched solve (s3r.fit_targets; one by one where they cannot)
     models = fit_targets(models, first.X, [data[t].y for t in targets], first.coords, covariates=first.covariates,
                          spot_graph=graph, offset=prepared.offset, starts=starts)
     for target, model in zip(targets, models):
         data_t = data[target]
         tuning = chosen[target]["tuning"] or {}
-        final = final_model_words(tuning.get("trial"), model.alpha if target in null else None) if tuning else None
+        final = finals[target]
         write_fit(
             Path(out_dir) / target, model, data_t,
             params={"sample": sample, "params_source": chosen[target]["source"] or "unknown",
