@@ -48,15 +48,11 @@ RELAX = 1.9  # over-relaxation ρ ∈ (0, 2): z ← z + ρ(T z − z); 1.9 with 
 # thousand iterations, the primal residual then led the dual one 5,000:1 with τ frozen, and it fell 9 % per 2,000
 # iterations (not converged at 100,000). With 100 changes: 10,090 iterations (22,300 with the old steps and ρ 1.6).
 ADAPT_RATIO, ADAPT_MAX, ADAPT_FLOOR = 5.0, 100, 1.1
-# the balancing never takes τ below this share of the magnitude-matched step (:func:`reference_step`; or below the
-# start, where that lies lower). It balances *relative* residuals, and those can ask for ever smaller steps that do
-# not help: on a dense, near-unpenalised map (realistic grid three_regions σ 2, 1,000 × 100, α, β ~4e-4 of their
-# scales) the dual residual led 30:1 at the fastest fixed steps (4.7–37: 6,750–8,840 iterations; 2.3: 16,500) and
-# each fresh solve (fine level, the working set's re-solve, the float64 polish) halved τ again, 4.7 → 0.6 against a
-# reference of 9.0: 40,000 iterations, unconverged; on four_regions_highdim σ 2 (400 × 600) a relative dual residual
-# of 1.0 in the first 500 iterations took τ to 1/200 of the reference: unconverged. With the floor: 19,200 and 26,230
-# iterations, converged. 0.5 was faster there (12,300) but left a cvxpy test problem unconverged and cost 7 % at 10⁴
-# medium; 0.25 changed no iteration count of the 10³/10⁴ grid (benchmarks/README.md, session 14)
+# the balancing never takes τ below this share of the magnitude-matched step (:func:`reference_step`, or the start where
+# lower): it balances *relative* residuals, which can ask for ever smaller steps that do not help — on dense,
+# near-unpenalised maps of the realistic grid (α, β ~4e-4 of their scales) τ fell to 1/15–1/200 of the reference and the
+# fits did not converge in 40,000 iterations; with the floor they did (19,200 and 26,230). 0.5 left a cvxpy test
+# unconverged; 0.25 changed no iteration count of the 10³/10⁴ grid (benchmarks/README.md, session 14)
 STEP_FLOOR = 0.25
 # fold the per-edge dual step σ into K (s3r.solver.operators.LinearOperator.row_scaled; a batch's per-problem part goes on
 # 2W⁺ − W) so U + σ ⊙ K(2W⁺ − W) is one sparse product: 10⁵ spots × 16 columns, one problem: 36.6 → 30 CPU ms for that
@@ -78,6 +74,9 @@ STALL_DROP = 0.9
 # on when the others rebalanced (as before: a problem solved alone takes another path to the same optimum); and a
 # stalled problem stays in the loop until every unconverged one has stalled (the stall stop is per batch).
 EXIT = True
+# the smoothness dual's residual (two sparse products: ~2/3 of a check, a check ~3 steps; issue 13) only where it can decide:
+# some problem's other residuals within tol, or a check whose values are read (every 5th, the last, under a stall test)
+LAZY_EDGE_CHECK = True
 
 
 @dataclass
@@ -224,8 +223,9 @@ def primal_dual(
                 smooth.dual_prox_(out.U, s.sigma_u)
             K.adjoint_into(out.U, out.KtU)
 
-    def residuals(z: _State, z1: _State, s: Steps):
-        """Relative primal and dual residuals of the step z → z1, per problem (edge-sized work in buf)."""
+    def residuals(z: _State, z1: _State, s: Steps, full_check: bool):
+        """Relative primal and dual residuals of the step z → z1, per problem (edge-sized work in buf); unless
+        ``full_check``, a dual residual without its edge part (a lower bound) where no problem can pass anyway."""
         dW = z.W - z1.W
         dv = z.v - z1.v
         MtdV, Ztdv = datafit.adjoint(dv)
@@ -249,6 +249,8 @@ def primal_dual(
         full1 = datafit.predict(z1.W, z1.gamma) if eliminate else z1.pred
         scale_v = torch.maximum(torch.linalg.vector_norm(full1 * live, dim=0), torch.linalg.vector_norm(datafit.y * live, dim=0))
         rel_d = torch.linalg.vector_norm(Dv, dim=0) / torch.clamp(scale_v, min=tiny)
+        if smooth_on and not full_check and LAZY_EDGE_CHECK and not bool(((rel_p <= tol) & (rel_d <= tol)).any()):
+            return rel_p, rel_d
         if smooth_on:
             KW1 = K.forward_into(z1.W, buf.U, buf.U2)
             scale_u = torch.maximum(_edge_norm(KW1, buf.U2), 1e-3 * (R / 2) ** 0.5 * batch_norm(z1.W))
@@ -309,7 +311,8 @@ def primal_dual(
         step(z, zt, s)
 
         if it % check_every == 0 or it == max_iter:
-            rel_p, rel_d = residuals(z, zt, s)
+            # every value the balancing, the trace, the stall test and the result read is a full check
+            rel_p, rel_d = residuals(z, zt, s, stall is not None or it % (check_every * 5) == 0 or it == max_iter)
             newly = (~converged) & (rel_p <= tol) & (rel_d <= tol)
             for b in act[newly].tolist():
                 iterations[b] = it
