@@ -72,9 +72,10 @@ def load() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
 
-def fold_cost(n_targets: int) -> None:
+def fold_cost(n_targets: int, device: str = "cpu") -> None:
     """CPU time (process time, so a shared machine's load inflates it less than wall time) of the work of one
-    round-0 fold job for a chunk of ``n_targets`` targets, and of one final fit, in this process."""
+    round-0 fold job for a chunk of ``n_targets`` targets, and of one final fit, in this process; with ``device``
+    "cuda" the same job as the workflow's GPU rule runs it (its whole batch at once), wall time after a synchronise."""
     import torch
 
     from s3r import S3R, tune
@@ -92,7 +93,9 @@ def fold_cost(n_targets: int) -> None:
     suggest_chunk(settings, targets, [], out / "trials.json")
     wall, cpu = time.perf_counter(), time.process_time()
     evaluate_chunk(prepared, graph, settings, targets, out / "trials.json", 0, warm_from=[], out=out / "fold_0.json",
-                   state_out=out / "fold_0.npz")
+                   state_out=out / "fold_0.npz", device=device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     fold_wall, fold_cpu = time.perf_counter() - wall, time.process_time() - cpu
     data = prepared.regression_data(targets[0])
     import json
@@ -100,10 +103,12 @@ def fold_cost(n_targets: int) -> None:
     trials = json.loads((out / "fold_0.json").read_text())["targets"][targets[0]]["trials"]
     best = min((t for t in trials if t["loss"] is not None), key=lambda t: t["loss"])["params"]  # a realistic final fit
     wall, cpu = time.perf_counter(), time.process_time()
-    S3R(**best).fit(data.X, data.y, data.coords, spot_graph=graph)
+    S3R(**best, device=device).fit(data.X, data.y, data.coords, spot_graph=graph)
     fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"{prepared.X.shape[0]} spots × {prepared.X.shape[1]} regulators; fold job, {n_targets} targets × 10 trials: "
-          f"{fold_cpu:.1f} s CPU ({fold_wall:.1f} s wall); one final fit: {fit_cpu:.1f} s CPU ({fit_wall:.1f} s wall); load {load()}")
+    iterations = sum(t["iterations"] for v in json.loads((out / "fold_0.json").read_text())["targets"].values() for t in v["trials"])
+    print(f"{prepared.X.shape[0]} spots × {prepared.X.shape[1]} regulators on {device}; fold job, {n_targets} targets × 10 "
+          f"trials ({iterations} problem-iterations): {fold_cpu:.1f} s CPU ({fold_wall:.1f} s wall); one final fit: "
+          f"{fit_cpu:.1f} s CPU ({fit_wall:.1f} s wall); load {load()}")
 
 
 def finals(n_targets: int, chunk: str, out: Path) -> None:
@@ -188,9 +193,12 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=200)
     parser.add_argument("--chunk", default="c1", help="finals: the chunk of the finished run to refit and report")
     parser.add_argument("--out", type=Path, default=None, help="finals: where the fits and reports go")
+    parser.add_argument("--device", default="cpu", help="fold: cpu or cuda (the workflow's GPU rule)")
+    parser.add_argument("--cores", type=int, default=2, help="run: snakemake --cores")
+    parser.add_argument("--gpus", type=int, default=0, help="run: snakemake --resources gpu=N (the GPU rules' resource)")
     args = parser.parse_args()
     if args.mode == "fold":
-        fold_cost(args.targets)
+        fold_cost(args.targets, args.device)
         return
     if args.mode == "finals":
         finals(args.targets, args.chunk, args.out or REPO / "benchmarks" / "out" / "workflow_scale" / f"finals_{args.chunk}")
@@ -205,7 +213,7 @@ def main() -> None:
         print(f"{args.targets} targets: {counts.get('total')} jobs planned ({seconds:.1f} s parse + plan, load {load()}): {counts}")
         return
     print(f"start, load {load()}", flush=True)
-    result, seconds = snakemake(out, "--profile", str(REPO / "profiles" / "local"), "--cores", "2", "--resources", "gpu=0")
+    result, seconds = snakemake(out, "--profile", str(REPO / "profiles" / "local"), "--cores", str(args.cores), "--resources", f"gpu={args.gpus}")
     text = result.stdout + result.stderr
     (out / "run.log").write_text(text)
     done = re.findall(r"(\d+) of (\d+) steps", text)
