@@ -109,8 +109,8 @@ def _gershgorin_bound(K: sp.spmatrix) -> float:
 class IncidenceOperator(LinearOperator):
     """(K W)_e = w_e (W_i − W_j) for edge e = (i, j).
 
-    The forward map gathers node rows; the adjoint is a CSR product with Kᵀ (one pass over the edges per
-    node, deterministic on CPU and GPU alike, unlike scattered atomic adds).
+    Both maps are CSR products, K W (two entries an edge) and Kᵀ U (one pass over the edges per node), deterministic on
+    CPU and GPU alike, unlike scattered atomic adds.
     """
 
     def __init__(self, edges: np.ndarray, weights: np.ndarray, n_nodes: int, device, dtype):
@@ -119,7 +119,6 @@ class IncidenceOperator(LinearOperator):
         self.shape = (edges.shape[0], int(n_nodes))
         self._src = torch.as_tensor(edges[:, 0], device=device)
         self._dst = torch.as_tensor(edges[:, 1], device=device)
-        self._unit = bool(np.all(weights == 1.0))
         self._w = torch.as_tensor(weights, device=device, dtype=dtype).view(-1, 1, 1)
         deg_w2 = np.zeros(n_nodes)
         np.add.at(deg_w2, edges[:, 0], weights**2)
@@ -132,16 +131,19 @@ class IncidenceOperator(LinearOperator):
         KT = sp.csr_matrix((vals, (rows, cols)), shape=(int(n_nodes), m))
         self._KT = _to_torch_csr(KT, device, dtype)
         self._scipy = KT.T.tocsr()
+        self._K = None  # K as torch CSR, made at the first forward product in that product's dtype and device
 
     def forward(self, W):
         out = torch.empty((self.shape[0],) + tuple(W.shape[1:]), dtype=W.dtype, device=W.device)
         return self.forward_into(W, out, torch.empty_like(out))
 
     def forward_into(self, W, out, work):
-        torch.index_select(W, 0, self._src, out=out)
-        torch.index_select(W, 0, self._dst, out=work)
-        out.sub_(work)
-        return out if self._unit else out.mul_(self._w)
+        # one CSR product (two entries a row) writes the edge tensor once where two gathers and a subtraction wrote it
+        # three times: 1.4–1.6× faster at 3,600 spots × 7–20 problems × 25 features, equal values (session 20)
+        K = self._K
+        if K is None or K.dtype != W.dtype or K.device != W.device:
+            K = self._K = _to_torch_csr(self._scipy, W.device, W.dtype)
+        return _spmm_into(K, W, out)
 
     def adjoint(self, U):
         out = torch.empty((self.shape[1],) + tuple(U.shape[1:]), dtype=U.dtype, device=U.device)
@@ -154,6 +156,7 @@ class IncidenceOperator(LinearOperator):
         new = copy.copy(self)
         new._w = self._w.to(dtype)
         new._KT = _to_torch_csr(self._scipy.T.tocsr(), self._w.device, dtype)
+        new._K = None
         return new
 
     def norm_bound(self):
