@@ -226,8 +226,7 @@ def _solve_tensors(X, Y, *, smooth, operator, lambda_smooth, alpha, beta, weight
     if operator is not None:
         smooth_term = GraphQuadratic(lam) if smooth == "quadratic" else GraphL1(lam)
     step0 = None if step0 is None else np.asarray(step0, dtype=np.float64).reshape(B)
-    if step0 is not None and not np.all(np.isfinite(step0) & (step0 > 0)):
-        step0 = None  # a problem solved without iterating (W = 0 certified) has no step to pass on
+    # a problem that never iterated (fresh, or W = 0 certified) has no step (NaN): the solver starts it at its own, the others keep theirs
     tau0 = None if step0 is None else torch.as_tensor(step0, dtype=dt, device=dev)
     if working_set == "auto":
         working_set = use_working_set(p, a, b, pf)

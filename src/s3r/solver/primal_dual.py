@@ -142,8 +142,7 @@ def primal_dual(
     passes the full problem's)."""
     start = time.perf_counter()
     precondition = PRECONDITION if precondition is None else bool(precondition)
-    dtype, device = W0.dtype, W0.device
-    n, B, p = W0.shape
+    (dtype, device), (n, B, p) = (W0.dtype, W0.device), W0.shape
     tiny = torch.finfo(dtype).tiny
     has_gamma = gamma0 is not None
     eliminate = has_gamma and getattr(datafit, "eliminates_covariates", False)
@@ -269,7 +268,8 @@ def primal_dual(
 
     own = _initial_tau(datafit, lam, R, x2)
     tau_ref = own if tau_ref is None else tau_ref.to(dtype)
-    s = Steps(tau0.clone() if tau0 is not None else own)
+    # a warm step per problem; one that has not run yet (NaN or 0: a fresh problem batched with continuing ones) starts at its own
+    s = Steps(own if tau0 is None else torch.where(torch.isfinite(tau0) & (tau0 > 0), tau0.to(dtype), own))
     tau_lo = torch.minimum(tau_ref * STEP_FLOOR, s.tau) if STEP_FLOOR else None  # the balancing's floor (STEP_FLOOR)
     W = W0.clone()
     gamma = gamma0.clone() if has_gamma else None
