@@ -14,6 +14,7 @@ from s3r.errors import S3RInputError
 PARAM_NAMES = ("lambda_smooth", "alpha", "beta")
 SELECTIONS = ("best", "one_se", "one_se_features")
 FORMAT = "s3r-tune/1"
+MIN_CHUNK = 50  # iterations per warm-started solve call: the PDHG balances its steps every 50th (session 20)
 
 DEFAULT_CONFIG: dict = {
     "seed": 0,
@@ -107,8 +108,10 @@ def resolve_config(config: dict | None = None) -> dict:
 
     check_choices(merged["model"])
     solver = merged["solver"]
-    if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < 1 or int(solver["batch"]) < 0:
-        raise S3RInputError("tuning solver settings need tol > 0, max_iter ≥ 1, chunk ≥ 1 and batch ≥ 0")
+    if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < MIN_CHUNK or int(solver["batch"]) < 0:
+        raise S3RInputError(f"tuning solver settings need tol > 0, max_iter ≥ 1, chunk ≥ {MIN_CHUNK} and batch ≥ 0 (got "
+                            f"tol {solver['tol']}, max_iter {solver['max_iter']}, chunk {solver['chunk']}, batch {solver['batch']}); "
+                            f"a chunk under {MIN_CHUNK} iterations never reaches the solver's step balancing")
     return merged
 
 
