@@ -52,8 +52,11 @@ def run(data: dict, trials: dict, device: str) -> dict:
 
     from s3r import tune
 
+    from s3r.graph import build_graph
+
     config = tune.resolve_config({"solver": {"device": device}})
-    problems = {name: tune.make_problem(d, config) for name, d in data.items()}
+    graph = build_graph(next(iter(data.values())).coords, "knn", k=config["model"]["k"])  # one graph, as the workflow's rule
+    problems = {name: tune.make_problem(d, config, graph=graph) for name, d in data.items()}
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -9,8 +9,10 @@ DLPFC fold job took 39,220 problem-iterations where a batch that kept the steps 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from s3r import cv
+from s3r import cv, tune
+from s3r.errors import S3RInputError
 from s3r.solver import solve_batch
 
 
@@ -57,11 +59,6 @@ def test_a_batch_of_mixed_problems_costs_what_its_problems_cost_one_at_a_time():
 def test_a_chunk_too_short_for_the_step_balancing_is_refused():
     """The PDHG balances its steps at every 50th iteration of a call; 40-iteration chunks never got there and took
     2.2× the iterations of 100-iteration ones on the problem above, so the setting is refused with its reason."""
-    import pytest
-
-    from s3r import tune
-    from s3r.errors import S3RInputError
-
     with pytest.raises(S3RInputError, match=r"chunk ≥ 50 .*chunk 40.*never reaches the solver's step balancing"):
         tune.resolve_config({"solver": {"chunk": 40}})
     assert tune.resolve_config({"solver": {"chunk": 50}})["solver"]["chunk"] == 50

@@ -81,6 +81,7 @@ def solve_fold_targets(
     they differ only in the response and the penalties, which the batched solver takes per problem).
 
     ``params[t]`` and ``warm[t]`` belong to ``problems[t]``; one :class:`FoldSolution` per target comes back.
+    A batch mixes continuing and fresh problems: each keeps its balanced step, a fresh one (NaN) gets its own (issue 13).
     Count families are solved target by target (their solver takes no restart between iteration chunks).
     """
     warm = list(warm) if warm is not None else [None] * len(problems)
@@ -115,7 +116,6 @@ def solve_fold_targets(
         budget = int(min(chunk, max_iter - iterations[active].max()))
         cold = bool(fresh[active].all())  # as a single fit (constant start, coarse levels), not from the others' zero state
         take = lambda a, axis=1: None if a is None or cold else np.take(a, active, axis=axis)  # noqa: E731
-        step0 = _steps(take(state["step"], 0))
         dual0 = take(state["dual"])
         if flows is not None and not cold and not has_dual[active].all():
             dual0 = _flow_duals(first, state, active, ~has_dual[active], dual0, lam, alpha, beta, flows)
@@ -123,7 +123,7 @@ def solve_fold_targets(
             first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
             lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
             covariates=first.covariates, penalty_factor=first.penalty_factor, W0=take(state["W"]), gamma0=take(state["gamma"], 0),
-            data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=step0, tol=tol,
+            data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=take(state["step"], 0), tol=tol,
             max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
             coarsen=cold and COARSEN and n >= COARSEN_MIN_SPOTS,
             own_dual0=dual0 is not None,  # a copy made for this call (np.take or the flows): the solve may write into it
@@ -152,13 +152,6 @@ def solve_fold_targets(
         )
         for t in range(len(problems))
     ]
-
-
-def _steps(step0):
-    """The warm steps, NaN where a problem never ran (cold, or W = 0 screened): the solver starts those at their own
-    step and keeps the others' balanced ones (dropping them all for one fresh problem in the batch cost a round-0
-    fold job 38 % more iterations: a batch mixes the chunk's continuing problems with fresh ones; session 20)."""
-    return None if step0 is None or not np.any(np.isfinite(step0) & (step0 > 0)) else step0
 
 
 def _screen_zeros(problems: list[CVProblem], offsets, weights, alpha, beta, state: dict, converged: np.ndarray) -> dict:
