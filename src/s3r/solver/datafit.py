@@ -26,6 +26,7 @@ class SquaredLoss:
         self.Z = covariates  # (n, q) or None
         self.n = X.shape[0]
         self.c = weights / self.n  # φ_i(ŷ) = c_i (y_i − ŷ_i)²
+        self._x2 = None  # ‖x_i‖², made at the first adjoint_norm
 
     @property
     def eliminates_covariates(self) -> bool:
@@ -53,6 +54,12 @@ class SquaredLoss:
     def add_adjoint_(self, V: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """V += Mᵀv in place (the primal step's data part, without a W-sized temporary)."""
         return V.addcmul_(v.unsqueeze(-1), self.X.unsqueeze(1))
+
+    def adjoint_norm(self, v: torch.Tensor) -> torch.Tensor:
+        """(B,) ‖Mᵀv‖ per problem without forming Mᵀv: its row i is v_i x_i, so ‖Mᵀv‖² = Σ_i v_i² ‖x_i‖²."""
+        if self._x2 is None:
+            self._x2 = (self.X * self.X).sum(1, keepdim=True)
+        return torch.sqrt((v * v * self._x2).sum(0))
 
     def column_gradients(self, v: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
         """(rows of W, B, |J|) the data gradient of the columns J given the dual (n, B): Mᵀv restricted to J."""

@@ -31,7 +31,7 @@ import torch
 
 from s3r.solver.datafit import SquaredLoss
 from s3r.solver.operators import IncidenceOperator, SparseMatrixOperator
-from s3r.solver.penalties import GraphQuadratic, SparseGroupLasso
+from s3r.solver.penalties import GraphQuadratic, SparseGroupLasso, batch_norm
 
 MATCH_ROUNDS = 6  # handshake rounds of one heavy-edge matching (each matches mutual best neighbours)
 LEVEL_RATIO = 8.0  # spots per aggregate grow by at least this factor from one solved level to the next
@@ -179,6 +179,10 @@ class AggregateLoss(SquaredLoss):
 
     def add_adjoint_(self, V, v):
         return V.index_add_(0, self.agg, v.unsqueeze(-1) * self.X.unsqueeze(1))
+
+    def adjoint_norm(self, v):
+        """(B,) ‖Mᵀv‖: the aggregates' rows sum spots, so no closed form from the spots' norms."""
+        return batch_norm(self.adjoint(v)[0])
 
     def column_gradients(self, v, J):
         G = torch.zeros((self.rows, v.shape[1], J.numel()), dtype=v.dtype, device=v.device)

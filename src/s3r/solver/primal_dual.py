@@ -95,7 +95,8 @@ class _State:
 
     def select(self, idx: torch.Tensor) -> "_State":
         """The problems ``idx`` of the batch (γ is (B, q); every other field has the batch on axis 1)."""
-        return _State(**{f.name: _take(getattr(self, f.name), idx, 0 if f.name == "gamma" else 1) for f in fields(self)})
+        taken = lambda T, axis: None if T is None else T.index_select(axis, idx)  # noqa: E731
+        return _State(**{f.name: taken(getattr(self, f.name), 0 if f.name == "gamma" else 1) for f in fields(self)})
 
     def relax_(self, other: "_State", rho: float) -> None:
         """self ← self + ρ(other − self), field by field, in place."""
@@ -227,21 +228,22 @@ def primal_dual(
         ``full_check``, a dual residual without its edge part (a lower bound) where no problem can pass anyway."""
         dW = z.W - z1.W
         dv = z.v - z1.v
-        MtdV, Ztdv = datafit.adjoint(dv)
-        P = dW / s.t3 - MtdV
-        MtV, _ = datafit.adjoint(z.v)
-        MtV1, _ = datafit.adjoint(z1.v)
-        # P = g_h + Mᵀv⁺ + KᵀU⁺ with g_h = (W − W⁺)/τ − Mᵀv − KᵀU ∈ ∂h(W⁺): scale by the largest of the three
-        g_h = dW / s.t3 - MtV
-        scale_p = batch_norm(MtV1)
+        # P = (W − W⁺)/τ − Mᵀ(v − v⁺) − (KᵀU − KᵀU⁺) = g_h + Mᵀv⁺ + KᵀU⁺ with g_h ∈ ∂h(W⁺), scaled by the largest of the
+        # three; P, then g_h = P − Mᵀv⁺ − KᵀU⁺, in one buffer (a temporary per term made a check ~3 steps' work)
+        P = torch.div(dW, s.t3)
+        datafit.add_adjoint_(P, -dv)
+        scale_p = datafit.adjoint_norm(z1.v)
         if smooth_on:
-            P = P - (z.KtU - z1.KtU) * s.ds
-            g_h = g_h - z.KtU * s.ds
+            ds = row_of(s.ds, p)
+            P.addcmul_(z.KtU, ds, value=-1.0).addcmul_(z1.KtU, ds)
             scale_p = torch.maximum(scale_p, batch_norm(z1.KtU) * s.ds.view(-1))
-        scale_p = torch.maximum(scale_p, batch_norm(g_h))
         p2 = per_problem_sum(P * P)
+        datafit.add_adjoint_(P, -z1.v)
+        if smooth_on:
+            P.addcmul_(z1.KtU, ds, value=-1.0)
+        scale_p = torch.maximum(scale_p, batch_norm(P))
         if has_gamma and not eliminate:
-            Pg = (z.gamma - z1.gamma) / s.tau_g - Ztdv
+            Pg = (z.gamma - z1.gamma) / s.tau_g - dv.T @ datafit.Z
             p2 = p2 + (Pg * Pg).sum(-1)
         rel_p = torch.sqrt(p2) / torch.clamp(scale_p, min=tiny)
         Dv = torch.where(live, dv / s.sigma_v - (z.pred - z1.pred), torch.zeros_like(dv))
@@ -425,10 +427,6 @@ def _folded(K, edge_r, dtype: torch.dtype, device) -> torch.Tensor | None:
         return Ks
     except (RuntimeError, NotImplementedError, AttributeError):
         return None
-
-
-def _take(T: torch.Tensor | None, idx: torch.Tensor, axis: int) -> torch.Tensor | None:
-    return None if T is None else T.index_select(axis, idx)
 
 
 def _merge(T: torch.Tensor | None, act: torch.Tensor, parts: list, B: int, axis: int) -> torch.Tensor | None:
