@@ -83,7 +83,8 @@ NO_EFFECT_FITS = ("intercept_only", "chosen_trial")
 
 def check_no_effect(no_effect: str) -> None:
     if no_effect not in NO_EFFECT_FITS:
-        raise S3RInputError(f"tune.no_effect must be one of {', '.join(NO_EFFECT_FITS)}; got {no_effect!r}")
+        raise S3RInputError(f"no_effect (the workflow's tune.no_effect, s3r fit --no-effect) must be one of "
+                            f"{', '.join(NO_EFFECT_FITS)}; got {no_effect!r}")
 
 
 def tuned_final_model(model: S3R, tuning: dict | None, X, y, coords, *, no_effect: str = "intercept_only", covariates=None,

@@ -79,5 +79,6 @@ def test_a_no_effect_target_is_fitted_as_the_intercept_only_model_unless_asked_o
 def test_an_unknown_no_effect_setting_is_one_line(tmp_path):
     from s3r.errors import S3RInputError
 
-    with pytest.raises(S3RInputError, match="tune.no_effect must be one of intercept_only, chosen_trial; got 'zero'"):
+    with pytest.raises(S3RInputError, match=r"no_effect \(the workflow's tune.no_effect, s3r fit --no-effect\) must be one of intercept_only, "
+                                         r"chosen_trial; got 'zero'"):
         fit_chunk(_sample(), None, ["effect"], tmp_path, tmp_path, sample="s", device="cpu", inputs={}, no_effect="zero")
