@@ -215,7 +215,7 @@ def primal_dual(
                     buf.W.mul_(s.cw)
                 torch.addmm(z.U.view(z.U.shape[0], -1), s.Ks, buf.W.view(buf.W.shape[0], -1), out=out.U.view(out.U.shape[0], -1))
             else:
-                KW = K.forward_into(buf.W, buf.U, buf.U2)
+                KW = K.forward_into(buf.W, buf.U)
                 torch.addcmul(z.U, KW, s.sigma_u, out=out.U)
             if unit:
                 out.U.clamp_(-1.0, 1.0)
@@ -253,9 +253,9 @@ def primal_dual(
         if smooth_on and not full_check and LAZY_EDGE_CHECK and not bool(((rel_p <= tol) & (rel_d <= tol)).any()):
             return rel_p, rel_d
         if smooth_on:
-            KW1 = K.forward_into(z1.W, buf.U, buf.U2)
+            KW1 = K.forward_into(z1.W, buf.U)
             scale_u = torch.maximum(_edge_norm(KW1, buf.U2), 1e-3 * (R / 2) ** 0.5 * batch_norm(z1.W))
-            KdW = K.forward_into(dW, buf.U, buf.U2)
+            KdW = K.forward_into(dW, buf.U)
             DU = torch.sub(z.U, z1.U, out=buf.U2).div_(s.sigma_u).sub_(KdW)
             rel_u = torch.where(lam > 0, _edge_norm(DU, buf.U), torch.zeros_like(lam))
             rel_d = torch.maximum(rel_d, rel_u / torch.clamp(scale_u, min=tiny))
@@ -265,7 +265,7 @@ def primal_dual(
         pred = z.pred + datafit.Z @ z.gamma.T if eliminate else z.pred
         obj = datafit.value(pred) + penalty.value(z.W)
         if smooth_on:
-            obj = obj + smooth.value(K.forward_into(z.W, buf.U, buf.U2))
+            obj = obj + smooth.value(K.forward_into(z.W, buf.U))
         return obj
 
     own = _initial_tau(datafit, lam, R, x2)
