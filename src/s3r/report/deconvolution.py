@@ -128,7 +128,7 @@ def _draw_edge_weights(edges_path: Path, spots, xy, out_dir: Path, title: str) -
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
 
-    from s3r.report.style import panel_figsize, save_figure
+    from s3r.report.style import image_orientation, panel_figsize, save_figure
 
     edges = _read(edges_path, "edge weights", _FIX)
     missing = [c for c in ("spot_a", "spot_b", "weight") if c not in edges.columns]
@@ -154,6 +154,7 @@ def _draw_edge_weights(edges_path: Path, spots, xy, out_dir: Path, title: str) -
     ax.add_collection(lines)
     ax.set_aspect("equal")
     ax.autoscale_view()
+    image_orientation(ax)
     ax.set_xticks([])
     ax.set_yticks([])
     for side in ax.spines.values():

@@ -22,6 +22,7 @@ __all__ = [
     "SEQUENTIAL",
     "use_report_style",
     "spot_size",
+    "image_orientation",
     "spatial_scatter",
     "categorical_colors",
     "save_figure",
@@ -126,6 +127,15 @@ def _axis_size_in(ax, colorbar: bool) -> tuple[float, float]:
     return float(width), float(box.height * fig.get_figheight())
 
 
+def image_orientation(ax) -> None:
+    """y downwards, as image rows run: spatial omics coordinates (Space Ranger and Xenium pixels or microns, AnnData's
+    ``obsm['spatial']``) are image coordinates, and scanpy and squidpy draw them this way. A map drawn over its tissue
+    image and one drawn without it then show the section the same way up (plain maps were drawn y upwards, the
+    section mirrored top to bottom against its image and against scanpy's plots of the same coordinates)."""
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
+
+
 def spatial_scatter(
     ax,
     coords,
@@ -142,7 +152,7 @@ def spatial_scatter(
     legend_title: str = "",
     tissue=None,
 ):
-    """One value per spot at its coordinates, true aspect ratio, orientation as given.
+    """One value per spot at its coordinates, true aspect ratio, y running downwards (:func:`image_orientation`).
 
     ``center_zero``: a diverging map with zero at the midpoint and symmetric limits ±``vmax`` (default: the
     largest absolute value), so white means "no effect" and equal colour distance means equal magnitude.
@@ -166,6 +176,8 @@ def spatial_scatter(
         from s3r.report.tissue import draw_tissue
 
         draw_tissue(ax, tissue, coords)
+    else:
+        image_orientation(ax)
     if categorical:
         labels = np.asarray(values)
         levels = sorted(set(labels.tolist()), key=lambda v: (str(type(v)), v))
