@@ -51,7 +51,6 @@ def run(data: dict, trials: dict, device: str) -> dict:
     import torch
 
     from s3r import tune
-
     from s3r.graph import build_graph
 
     config = tune.resolve_config({"solver": {"device": device}})

@@ -62,3 +62,6 @@ def test_a_chunk_too_short_for_the_step_balancing_is_refused():
     with pytest.raises(S3RInputError, match=r"chunk ≥ 50 .*chunk 40.*never reaches the solver's step balancing"):
         tune.resolve_config({"solver": {"chunk": 40}})
     assert tune.resolve_config({"solver": {"chunk": 50}})["solver"]["chunk"] == 50
+    from s3r.solver import primal_dual
+
+    assert tune.space.MIN_CHUNK == primal_dual.CHECK_EVERY * primal_dual.READ_EVERY  # the balancing's period, one number

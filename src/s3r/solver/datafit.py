@@ -26,7 +26,7 @@ class SquaredLoss:
         self.Z = covariates  # (n, q) or None
         self.n = X.shape[0]
         self.c = weights / self.n  # φ_i(ŷ) = c_i (y_i − ŷ_i)²
-        self._x2 = None  # ‖x_i‖², made at the first adjoint_norm
+        self._x2 = None  # ‖x_i‖², made at the first row_norms2
 
     @property
     def eliminates_covariates(self) -> bool:
@@ -57,9 +57,7 @@ class SquaredLoss:
 
     def adjoint_norm(self, v: torch.Tensor) -> torch.Tensor:
         """(B,) ‖Mᵀv‖ per problem without forming Mᵀv: its row i is v_i x_i, so ‖Mᵀv‖² = Σ_i v_i² ‖x_i‖²."""
-        if self._x2 is None:
-            self._x2 = (self.X * self.X).sum(1, keepdim=True)
-        return torch.sqrt((v * v * self._x2).sum(0))
+        return torch.sqrt((v * v * self.row_norms2()).sum(0))
 
     def column_gradients(self, v: torch.Tensor, J: torch.Tensor) -> torch.Tensor:
         """(rows of W, B, |J|) the data gradient of the columns J given the dual (n, B): Mᵀv restricted to J."""
@@ -102,8 +100,10 @@ class SquaredLoss:
         return k * (base + covariate_term(self.Z, gamma)), gamma
 
     def row_norms2(self) -> torch.Tensor:
-        """(n, 1) ‖x_i‖², the per-spot norm of M used for diagonal preconditioning."""
-        return (self.X * self.X).sum(1, keepdim=True)
+        """(n, 1) ‖x_i‖², the per-spot norm of M used for diagonal preconditioning (and by :meth:`adjoint_norm`)."""
+        if self._x2 is None:
+            self._x2 = (self.X * self.X).sum(1, keepdim=True)
+        return self._x2
 
     def covariate_norm2(self, sigma_v: torch.Tensor) -> torch.Tensor | None:
         """(B,) λ_max(Zᵀ diag(σ_v) Z): the covariate block's share of the step condition."""

@@ -77,6 +77,7 @@ EXIT = True
 # the smoothness dual's residual (two sparse products: ~2/3 of a check, a check ~3 steps; issue 13) only where it can decide:
 # some problem's other residuals within tol, or a check whose values are read (every 5th, the last, under a stall test)
 LAZY_EDGE_CHECK = True
+CHECK_EVERY, READ_EVERY = 10, 5  # residual checks every 10th iteration; every 5th is read in full (balancing, trace, stall)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def primal_dual(
     tau0: torch.Tensor | None = None,
     tol: float = 1e-6,
     max_iter: int = 50_000,
-    check_every: int = 10,
+    check_every: int = CHECK_EVERY,
     adapt: bool = True,
     callback=None,
     precondition: bool | None = None,
@@ -314,7 +315,7 @@ def primal_dual(
 
         if it % check_every == 0 or it == max_iter:
             # every value the balancing, the trace, the stall test and the result read is a full check
-            rel_p, rel_d = residuals(z, zt, s, stall is not None or it % (check_every * 5) == 0 or it == max_iter)
+            rel_p, rel_d = residuals(z, zt, s, stall is not None or it % (check_every * READ_EVERY) == 0 or it == max_iter)
             newly = (~converged) & (rel_p <= tol) & (rel_d <= tol)
             for b in act[newly].tolist():
                 iterations[b] = it
@@ -353,7 +354,7 @@ def primal_dual(
                 converged, rel_p, rel_d, best, best_at, act = (a[keep] for a in (converged, rel_p, rel_d, best, best_at, act))
                 if tau_lo is not None:
                     tau_lo = tau_lo[keep]
-            if adapt and adaptations_left > 0 and it % (check_every * 5) == 0:
+            if adapt and adaptations_left > 0 and it % (check_every * READ_EVERY) == 0:
                 # residual balancing: a lagging primal residual asks for a larger primal step
                 grow = (rel_p > ADAPT_RATIO * rel_d) & ~converged
                 shrink = (rel_d > ADAPT_RATIO * rel_p) & ~converged

@@ -14,7 +14,9 @@ from s3r.errors import S3RInputError
 PARAM_NAMES = ("lambda_smooth", "alpha", "beta")
 SELECTIONS = ("best", "one_se", "one_se_features")
 FORMAT = "s3r-tune/1"
-MIN_CHUNK = 50  # iterations per warm-started solve call: the PDHG balances its steps every 50th (session 20)
+# iterations per warm-started solve call: the PDHG balances its steps at every 50th iteration of a call (session 20);
+# s3r.solver.primal_dual's CHECK_EVERY × READ_EVERY, written out so the start-up checks import no torch (a test ties them)
+MIN_CHUNK = 50
 
 DEFAULT_CONFIG: dict = {
     "seed": 0,
