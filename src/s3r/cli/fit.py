@@ -77,9 +77,7 @@ def tuned_start(params_path, data, model):
         return None
     from s3r.tune.files import chosen_start
 
-    start = chosen_start(Path(params_path).parent)
-    width = data.X.shape[1] + int(bool(model.spatial_intercept))
-    return start if start is not None and start.shape == (data.X.shape[0], width) else None
+    return chosen_start(Path(params_path).parent, (data.X.shape[0], data.X.shape[1] + int(bool(model.spatial_intercept))))
 
 
 def run(args) -> int:

@@ -31,6 +31,9 @@ def add_parser(subparsers):
                    help="best: lowest CV loss; one-se (the default): the simplest map (fewest constant pieces) within one SE of "
                         "the best; one-se-features: the same, sized by the number of features")
     s.add_argument("--seed", type=int, default=None, help="seed for folds and sampler (default 0)")
+    s.add_argument("--max-spots", type=int, default=None, metavar="N",
+                   help="a section with more spots is tuned on a window of N spots (four discs spread over the tissue) in the "
+                        "section's own search box; the fit then runs on every spot (default 10000; 0: every spot)")
     s.add_argument("--all-rounds", action="store_true",
                    help="run every round even when a yardstick (intercept-only model, spatial trend) beats the best trial so far "
                         "by more than its SE (by default the search stops there: its verdict is 'no effect')")
@@ -63,6 +66,8 @@ def build_config(args) -> dict:
         "stop_early": False if args.all_rounds else None,
     }
     config.update({key: value for key, value in flags.items() if value is not None})
+    if args.max_spots is not None:
+        config["max_spots"] = args.max_spots or None
     model = dict(config.get("model", {}))
     given = {"smooth": args.smooth, "graph": args.graph, "k": args.k, "radius": args.radius, "max_edge_length": args.max_edge_length,
              "family": args.family, "theta": args.theta}

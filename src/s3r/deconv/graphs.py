@@ -1,5 +1,5 @@
-"""Spot graphs of the proportions mode: the seed's combined-distance MST, and the window of spots (with its
-restricted graph) on which λ is chosen for large sections."""
+"""Spot graphs of the proportions mode: the seed's combined-distance MST (the window on which λ is chosen for large
+sections is :mod:`s3r.graph.window`)."""
 
 from __future__ import annotations
 
@@ -22,25 +22,3 @@ def combined_mst(coords, fractions: np.ndarray, alpha: float = 1.0, max_edge_len
     n = xy.shape[0]
     tree = minimum_spanning_tree(sp.csr_matrix((distance, (a, b)), shape=(n, n))).tocoo()
     return SpatialGraph(n, np.column_stack([tree.row, tree.col]), method="mst_combined")
-
-
-def window_spots(coords, order: np.ndarray, edges: np.ndarray, n: int, size: int) -> np.ndarray:
-    """The ``size`` spots nearest the centroid (in the solver's order): a compact piece of tissue whose graph
-    is the full graph's restriction, so λ (unit-free) transfers to the whole section."""
-    from scipy.spatial import cKDTree
-
-    if coords is None:  # a given graph without coordinates: a breadth-first ball from spot 0
-        adjacency = sp.csr_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-        seen = sp.csgraph.breadth_first_order(adjacency + adjacency.T, 0, return_predecessors=False)
-        return np.sort(seen[: int(size)])
-    xy = np.asarray(coords, dtype=np.float64)[order]
-    _, nearest = cKDTree(xy).query(xy.mean(axis=0), k=int(size))
-    return np.sort(np.asarray(nearest, dtype=np.int64))
-
-
-def subgraph_edges(edges: np.ndarray, nodes: np.ndarray, n: int) -> np.ndarray:
-    """Edges with both ends in ``nodes`` (sorted), relabelled 0..len(nodes)−1."""
-    label = np.full(n, -1, dtype=np.int64)
-    label[nodes] = np.arange(len(nodes))
-    kept = edges[(label[edges[:, 0]] >= 0) & (label[edges[:, 1]] >= 0)]
-    return label[kept]

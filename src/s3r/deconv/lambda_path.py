@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 
 from s3r.deconv.counts import cell_fractions, transcript_fractions
-from s3r.deconv.graphs import subgraph_edges, window_spots
 from s3r.deconv.heldout import choose_lambda, fold_profiles, gene_folds, heldout_score
 from s3r.deconv.operators import Incidence
 from s3r.deconv.wstep import uniform_weights
+from s3r.graph.window import subgraph_edges, window_spots
 
 EXTEND = 3  # more λ tried (each ×2.5) while the largest so far scores best
 # the path's fold fits run on one CPU thread: a window's tensors (2,000 spots × 200 genes) are too small to
@@ -36,7 +36,8 @@ def choose_on_window(model, candidates, Y, M, gamma, sizes, scale, theta, coords
     n, K = Y.shape[0], M.shape[0]
     saved = model._uniform
     if model.cv_max_spots is not None and n > int(model.cv_max_spots):
-        window = window_spots(coords, order, edges, n, int(model.cv_max_spots))
+        window = window_spots(None if coords is None else np.asarray(coords, dtype=np.float64)[order], int(model.cv_max_spots),
+                              edges=edges, n=n)
         Y, V_start = Y[window], V_start[:, torch.as_tensor(window, device=V_start.device)]
         cv_edges = subgraph_edges(edges, window, n)
         incidence = Incidence(len(window), cv_edges, K, model._device, model._dtype)

@@ -126,6 +126,13 @@ class SpatialGraph:
         """Same edges, new weights (one per edge, in the canonical edge order)."""
         return SpatialGraph(self.n_nodes, self.edges, _checked_weights(weights, self.n_edges), self.method)
 
+    def subgraph(self, nodes) -> "SpatialGraph":
+        """The graph restricted to ``nodes`` (sorted indices), renumbered 0..len(nodes)−1, weights kept."""
+        from s3r.graph.window import edge_restriction
+
+        kept, edges = edge_restriction(self.edges, nodes, self.n_nodes)
+        return SpatialGraph(len(nodes), edges, self.weights[kept], self.method)
+
     def __repr__(self) -> str:
         return f"SpatialGraph(method={self.method!r}, n_nodes={self.n_nodes}, n_edges={self.n_edges})"
 

@@ -52,3 +52,10 @@ class RegressionData:
     @property
     def n_features(self) -> int:
         return self.X.shape[1]
+
+    def spots(self, index) -> "RegressionData":
+        """The same problem on the spots ``index`` (in that order): a window of a large section for tuning."""
+        index = np.asarray(index, dtype=np.int64)
+        return RegressionData(self.X[index], self.y[index], self.coords[index], [self.spot_ids[i] for i in index],
+                              self.feature_names, self.target_name,
+                              None if self.covariates is None else self.covariates[index], self.covariate_names)

@@ -33,20 +33,21 @@ def make_folds(coords, config: dict) -> np.ndarray:
 
 
 def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from: Sequence = (), state_out=None, problem: cv.CVProblem | None = None,
-                  offset=None, scales: dict | None = None) -> dict:
+                  offset=None, scales: dict | None = None, window: dict | None = None) -> dict:
     """Held-out loss of every trial in a round on one fold, solved as one batch.
 
     ``data`` is a RegressionData (or pass a prebuilt ``problem``); ``trials`` a trials.json (path or dict);
     ``warm_from`` the state files (fold_{k}.npz) this fold wrote in earlier rounds: each trial starts from the
     earlier solution nearest to it in log-parameter space, which is deterministic and involves no other job.
-    The solutions go to ``state_out`` (default: ``out`` with suffix .npz) for the next rounds.
+    The solutions go to ``state_out`` (default: ``out`` with suffix .npz) for the next rounds. ``window``: the record of
+    the window of a large section that ``data`` is (:func:`s3r.tune.window.window_record`), carried into the results.
     """
     config = resolve_config(config)
     if problem is None:
         problem = make_problem(data, config, offset)
     doc = trials if isinstance(trials, dict) else read_json(trials)
     stores = [_read_states(path) for path in warm_from] if doc["trials"] else []  # a stopped search starts nothing
-    result, states = evaluate_fold_targets({"": problem}, config, {"": doc}, fold, warm={"": stores}, scales={"": scales})
+    result, states = evaluate_fold_targets({"": problem}, config, {"": doc}, fold, warm={"": stores}, scales={"": scales}, window=window)
     if out is not None or state_out is not None:
         write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), **states[""])
     if out is not None:
@@ -55,12 +56,13 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
 
 
 def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int, *, warm: dict | None = None,
-                          scales: dict | None = None) -> tuple[dict, dict]:
+                          scales: dict | None = None, window: dict | None = None) -> tuple[dict, dict]:
     """:func:`evaluate_fold` for several targets of one sample in one batched solve (``cv.solve_fold_targets``).
 
     Every mapping is keyed by target: ``problems`` (sharing the design), ``trials`` (each target's own study's
     trials.json doc), ``warm`` (each target's earlier state dicts on this fold, as :func:`_read_states` gives),
-    ``scales`` (natural scales, computed when missing). Returns (fold results, state arrays) by target; the
+    ``scales`` (natural scales, computed when missing); ``window`` the record of the window the problems are on, if any.
+    Returns (fold results, state arrays) by target; the
     results are what :func:`evaluate_fold` writes, so :func:`tell` and :func:`select` work on them unchanged.
     """
     config = resolve_config(config)
@@ -87,7 +89,7 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
             if (start["W"].shape[0], start["W"].shape[2]) != expected:
                 raise S3RInputError(f"warm-start states of target {name!r} are for another problem ({start['W'].shape[0]} × "
                                     f"{start['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
-        plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale}
+        plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale, "window": window}
     live = [name for name in names if plans[name]["params"]]  # a target whose search stopped early has no trials
     solutions = cv.solve_fold_targets(
         [problems[name] for name in live], [plans[name]["params"] for name in live], folds, fold, tol=solver["tol"],
@@ -122,6 +124,7 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
         "family": problem.family,
         "theta": problem.theta,
         "scales": plan["scales"],
+        "window": plan["window"],
         "null_loss": cv.null_loss(problem, folds, fold),
         # the trend yardstick once per tuning (round 0): it does not depend on the trials
         "trend_losses": cv.trend_losses(problem, folds, fold, config["predictor"], k=config["model"]["k"], tol=solver["tol"],
@@ -195,6 +198,8 @@ def tell(trials, fold_results: Sequence, out=None) -> dict:
         result["trend"] = _trend_summary(np.array(trend, dtype=np.float64))
     if folds and folds[0].get("scales") is not None:
         result["scales"] = folds[0]["scales"]
+    if folds and folds[0].get("window"):
+        result["window"] = folds[0]["window"]
     if out is not None:
         write_json(result, out)
     return result

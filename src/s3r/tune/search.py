@@ -17,6 +17,7 @@ from s3r.tune.selection import select
 from s3r.tune.space import _relative, resolve_config
 from s3r.tune.study import export_study, suggest
 from s3r.tune.variants import is_choice, model_variants, pick_variant
+from s3r.tune.window import on_window, section_scales, window_index, window_record
 
 
 def default_workers(config: dict) -> int:
@@ -37,7 +38,8 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     problems are too small for torch's intra-op threads to pay off, and on a shared machine spinning
     threads cost more than they give; one fold per core keeps every core busy instead. Results do not
     depend on ``workers``. The warm-start states (round_*/fold_*.npz, ~1 MB per trial and fold at 1,000 × 100)
-    are deleted at the end unless ``keep_states``. Where the model lists several forms (``s3r.tune.variants``),
+    are deleted at the end unless ``keep_states``. A section of more than ``max_spots`` spots is searched on a window
+    of that many (:mod:`s3r.tune.window`; folds.tsv lists its spots). Where the model lists several forms (``s3r.tune.variants``),
     each is searched in full in ``forms/<form>/`` and the chosen one's rounds are copied here.
     """
     config = resolve_config(config)
@@ -46,9 +48,16 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(config, out_dir / "config.json")
     start = time.perf_counter()
+    index = window_index(data.coords, config)
+    window = window_record(index, data.n_spots)
+    section, section_offset = data, offset
+    data, offset, _ = on_window(data, index, offset)
+    if window and progress:
+        progress(f"searching on a window of {window['spots']:,} of the section's {window['of']:,} spots ({window['tiles']} discs)")
     choice = None
     if is_choice(config):
-        forms = {label: _rounds(data, variant, out_dir / "forms" / label, workers, progress, offset)
+        forms = {label: _rounds(data, variant, out_dir / "forms" / label, workers, progress, offset, window,
+                                 section_scales(section, variant, index, section_offset))
                  for label, variant in model_variants(config)}
         label, choice = pick_variant({k: [read_json(path) for path in paths] for k, paths in forms.items()})
         config = dict(model_variants(config))[label]
@@ -58,7 +67,8 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
         shutil.copyfile(out_dir / "forms" / label / "folds.tsv", out_dir / "folds.tsv")
         results = [round_dir(out_dir, r) / "results.json" for r in range(config["rounds"])]
     else:
-        results = _rounds(data, config, out_dir, workers, progress, offset)
+        results = _rounds(data, config, out_dir, workers, progress, offset, window,
+                          section_scales(section, config, index, section_offset))
     best = select(results, config, out_dir / "best_params.json")
     if choice is not None:
         best["model_choice"] = choice
@@ -72,8 +82,10 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     return best
 
 
-def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset) -> list[Path]:
-    """Every round of one model form in ``out_dir``; the results.json paths."""
+def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset, window: dict | None = None,
+            scales: dict | None = None) -> list[Path]:
+    """Every round of one model form in ``out_dir``; the results.json paths. ``scales``: the whole section's natural
+    scales when ``data`` is its window (else the data's own)."""
     import torch
     from concurrent.futures import ThreadPoolExecutor
 
@@ -81,7 +93,8 @@ def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset) -
     start = time.perf_counter()
     problem = make_problem(data, config, offset)
     folds = make_folds(problem.coords, config)
-    scales = problem.natural_scales() if _relative(config) else None
+    if scales is None and _relative(config):
+        scales = problem.natural_scales()
     write_csv(pd.DataFrame({"spot": data.spot_ids, "fold": folds}), out_dir / "folds.tsv", sep="\t", index=False)
     saved_threads = torch.get_num_threads()
     if problem.device.type == "cpu":
@@ -95,7 +108,8 @@ def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset) -
 
                 def run_fold(k, rd=rd, trials=trials, r=r):
                     warm = [round_dir(out_dir, q) / f"fold_{k}.npz" for q in range(r)]
-                    evaluate_fold(None, config, trials, k, rd / f"fold_{k}.json", warm_from=warm, problem=problem, scales=scales)
+                    evaluate_fold(None, config, trials, k, rd / f"fold_{k}.json", warm_from=warm, problem=problem, scales=scales,
+                                  window=window)
                     return rd / f"fold_{k}.json"
 
                 fold_files = []

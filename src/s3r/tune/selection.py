@@ -10,6 +10,7 @@ import numpy as np
 from s3r.errors import S3RInputError
 from s3r.tune.files import _load_results, read_json
 from s3r.tune.space import _log_params, resolve_config
+from s3r.tune.window import window_note
 
 
 EDGE = 0.02  # a chosen value within 2 % of a range's end (on the search's scale) sits at its edge
@@ -31,7 +32,9 @@ def select(results: Sequence, config: dict, out=None) -> dict:
     their paired fold differences, the output says in words that no effect was found (``effect_found`` false,
     ``verdict``) rather than handing on a map that only looks like a result. Judging the best trial instead would
     call an effect on a map that is not the one shown (a one-SE choice can be worse than the yardstick while the
-    best trial beats it by a hair). A chosen value at the edge of its range is reported in ``warnings``.
+    best trial beats it by a hair). A chosen value at the edge of its range is reported in ``warnings``. A search on a
+    window of a large section (``window`` in the results, :mod:`s3r.tune.window`) says so beside the choice and in
+    the verdict.
     """
     config = resolve_config(config)
     docs = [item if isinstance(item, dict) else read_json(item) for item in results]
@@ -46,9 +49,11 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         chosen = min(zip(within, _size_keys(within, config)), key=lambda tk: (*tk[1], tk[0]["number"]))[0]
     null, trend, stopped = yardsticks(docs)
     scales = next((d["scales"] for d in reversed(docs) if d.get("scales")), None)
+    window = next((d["window"] for d in docs if d.get("window")), None)
     effect, verdict = _verdict(chosen, null, config, trend, best=best)
     if stopped:  # said beside the verdict, so "no effect" after one round is not read as a full search's
         verdict = f"{verdict}; {stopped}"
+    verdict += window_note(window)
     doc = {
         **chosen["params"],
         "smooth": config["model"]["smooth"],
@@ -72,6 +77,7 @@ def select(results: Sequence, config: dict, out=None) -> dict:
         "warnings": _edge_warnings(chosen, config),
         "n_trials": len(trials),
         "search_stopped": stopped,
+        "window": window,
         "model": config["model"],
     }
     if out is not None:

@@ -17,6 +17,7 @@ FORMAT = "s3r-tune/1"
 # iterations per warm-started solve call: the PDHG balances its steps at every 50th iteration of a call (session 20);
 # s3r.solver.primal_dual's CHECK_EVERY × READ_EVERY, written out so the start-up checks import no torch (a test ties them)
 MIN_CHUNK = 50
+MIN_WINDOW = 200  # the smallest window a search may run on: five folds of 40 spots
 
 DEFAULT_CONFIG: dict = {
     "seed": 0,
@@ -30,6 +31,9 @@ DEFAULT_CONFIG: dict = {
     # a target's search ends after a round in which a yardstick (the intercept-only model, the spatial trend) beats
     # even its best trial by more than their paired SE: its verdict is "no effect" (s3r.tune.study.stop_reason)
     "stop_early": True,
+    # sections with more spots are tuned on a window of this many (s3r.tune.window: four compact discs spread over the
+    # tissue; penalties are per spot, so the choice transfers) and the final fit runs on every spot; null: all spots
+    "max_spots": 10_000,
     # ranges relative to the data's natural scales (Problem.natural_scales: the exact α and β that zero every
     # coefficient of the spatially constant model — glmnet's λ_max of the pooled problem — and the λ that holds
     # every map constant), so every search spans "nothing selected" to "nearly unpenalised" on any data set;
@@ -94,6 +98,9 @@ def resolve_config(config: dict | None = None) -> dict:
             spec = merged["space"][name]
             if isinstance(spec, dict) and not {"low", "high"} <= set(spec):
                 merged["space"][name] = {**DEFAULT_CONFIG["space"][name], **spec}
+    limit = merged["max_spots"]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < MIN_WINDOW):
+        raise S3RInputError(f"tuning setting max_spots must be a whole number ≥ {MIN_WINDOW} or null (every spot); got {limit!r}")
     if not isinstance(merged["stop_early"], bool):
         raise S3RInputError(f"tuning setting stop_early must be true or false; got {merged['stop_early']!r}")
     if merged["rounds"] > merged["n_trials"]:

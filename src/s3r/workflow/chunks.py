@@ -99,8 +99,19 @@ def targets_per_job(config: dict, spec: SampleSpec) -> int:
         return FALLBACK_TARGETS
     n_spots, n_features = size
     trials = _trials_per_round(config)
-    per_target = max(1, n_spots) * max(1, n_features) * trials * BYTES_PER_ENTRY
+    per_target = max(1, _tuned_spots(config, n_spots)) * max(1, n_features) * trials * BYTES_PER_ENTRY
     return max(1, MEMORY_BUDGET // per_target)
+
+
+def _tuned_spots(config: dict, n_spots: int) -> int:
+    """Spots a fold job solves: a section larger than tune.max_spots is searched on a window of that many."""
+    tune = config.get("tune") or {}
+    if not tune.get("enabled"):
+        return n_spots
+    from s3r.tune import DEFAULT_CONFIG
+
+    limit = tune.get("max_spots", DEFAULT_CONFIG["max_spots"])
+    return n_spots if limit is None else min(n_spots, int(limit))
 
 
 def _trials_per_round(config: dict) -> int:
@@ -156,5 +167,7 @@ def job_resources(rule: str, n_spots: int, n_features: int, n_problems: int, att
 def chunk_resources(rule: str, config: dict, spec: SampleSpec, n_targets: int, attempt: int = 1) -> dict[str, int]:
     """:func:`job_resources` for a chunk of ``n_targets`` targets of ``spec`` (fold jobs: one round's trials each)."""
     n_spots, n_features = problem_size(spec, config) or (10_000, 100)
+    if rule == "tune_fold":
+        n_spots = _tuned_spots(config, n_spots)
     problems = n_targets * (_trials_per_round(config) if rule == "tune_fold" else 1)
     return job_resources(rule, n_spots, n_features, problems, attempt)

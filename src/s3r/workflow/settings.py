@@ -37,7 +37,7 @@ def tune_settings(config: dict, spec: SampleSpec) -> dict[str, Any]:
     tune = config["tune"]
     model = model_settings(config, spec)
     settings = {
-        key: tune[key] for key in ("seed", "n_trials", "rounds", "folds", "fold_scheme", "selection", "stop_early") if key in tune
+        key: tune[key] for key in ("seed", "n_trials", "rounds", "folds", "fold_scheme", "selection", "stop_early", "max_spots") if key in tune
     }
     settings["space"] = dict(tune.get("space") or {})
     # a λ, α or β the sample sheet sets for this sample is held fixed in its search (not silently searched over)

@@ -57,12 +57,20 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     ``prepared``: the sample's PreparedSample; ``graph``: the graph rule ``graph`` wrote (not rebuilt here).
     The states of all targets go to one .npz, keys prefixed ``t<i>.`` by the target's place in the chunk.
     """
+    from s3r.tune.window import on_window, section_scales, window_index, window_record
+
     config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
     docs = _targets_of(_read_chunk(trials), targets, trials)
-    problems = {t: tune.make_problem(prepared.regression_data(t), config, prepared.offset, graph=graph) for t in targets}
+    # a section larger than max_spots is searched on its window (the same spots in every job: a function of the
+    # coordinates and the seed) in the section's own search box; the final fit runs on every spot
+    index = window_index(prepared.coords, config)
+    scales = {t: section_scales(prepared.regression_data(t), config, index, prepared.offset, graph) for t in targets}
+    _, offset, graph = on_window(None, index, prepared.offset, graph)
+    problems = {t: tune.make_problem(on_window(prepared.regression_data(t), index)[0], config, offset, graph=graph) for t in targets}
     # a target whose search has stopped has no trials to start: its earlier states are not read
     warm = {t: [tune._read_states(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets) if docs[t]["trials"]}
-    results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm)
+    results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm, scales=scales,
+                                                 window=window_record(index, len(prepared.spot_ids)))
     arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in states[t].items()}
     write_npz(state_out, **arrays)
     doc = {"format": CHUNK_FORMAT, "round": next(iter(docs.values()))["round"], "fold": int(fold), "targets": results}
@@ -155,7 +163,8 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
                                              first.coords, no_effect=no_effect, covariates=first.covariates, spot_graph=graph,
                                              offset=prepared.offset)
         models.append(model)
-        starts.append(None if replaced else chosen_start(Path(params_dir) / t))
+        width = first.n_features + int(bool(model.spatial_intercept))
+        starts.append(None if replaced else chosen_start(Path(params_dir) / t, (first.n_spots, width)))
     # the targets share the design, graph and covariates: one batched solve (s3r.fit_targets; one by one where they cannot)
     models = fit_targets(models, first.X, [data[t].y for t in targets], first.coords, covariates=first.covariates,
                          spot_graph=graph, offset=prepared.offset, starts=starts)

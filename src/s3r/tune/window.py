@@ -1,0 +1,65 @@
+"""Large sections are tuned on a window of the section, and the chosen λ, α, β fitted on all of it.
+
+The standard parameterisation puts the loss and every penalty on per-spot scales (``Problem.penalty_multiplier``),
+so a parameter set means the same on a few compact pieces of tissue as on the whole section; cross-validating
+on the window costs what a section of its size costs. A window is ``WINDOW_TILES`` equal discs around k-means
+centres of the spots (:func:`s3r.graph.window.window_spots`), so it samples the tissue's regions where one disc
+around the centre could miss a whole domain. Measured (benchmarks/README.md, session 22): on 10,000-spot
+simulations, tuning on a 2,500-spot window of four discs chose maps that recover the regions as well as the whole
+section's tuning did, at a quarter of its cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s3r.io import RegressionData
+
+WINDOW_TILES = 4
+
+
+def window_index(coords, config: dict, seed: int | None = None) -> np.ndarray | None:
+    """Sorted indices of the spots the search runs on, or None where the section has at most ``max_spots``."""
+    from s3r.graph.window import window_spots
+
+    limit = config.get("max_spots")
+    n = int(np.asarray(coords).shape[0])
+    if limit is None or n <= int(limit):
+        return None
+    return window_spots(coords, int(limit), tiles=WINDOW_TILES, seed=int(config["seed"] if seed is None else seed))
+
+
+def on_window(data: RegressionData | None, index: np.ndarray | None, offset=None, graph=None):
+    """(data, offset, graph) restricted to the window ``index`` (unchanged without one; None stays None)."""
+    if index is None:
+        return data, offset, graph
+    offset = None if offset is None else np.asarray(offset)[index]
+    return (None if data is None else data.spots(index)), offset, None if graph is None else graph.subgraph(index)
+
+
+def section_scales(data: RegressionData, config: dict, index: np.ndarray | None, offset=None, graph=None) -> dict | None:
+    """The whole section's natural scales when the search runs on a window of it (None otherwise, or for absolute
+    ranges): the relative search box is the section's — the λ that holds *its* maps constant, the α, β that zero
+    *its* constant model — so the window's trials are the very parameter sets the final fit can be given. A window's
+    own scales differ several-fold (its discs are separate components; a smaller piece needs less λ to be flat)."""
+    from s3r.tune.evaluate import make_problem
+    from s3r.tune.space import _relative
+
+    if index is None or not _relative(config):
+        return None
+    return make_problem(data, config, offset, graph=graph).natural_scales()
+
+
+def window_record(index: np.ndarray | None, n_spots: int) -> dict | None:
+    """What best_params.json says about the window: None for a search on every spot."""
+    if index is None:
+        return None
+    return {"spots": int(len(index)), "of": int(n_spots), "tiles": WINDOW_TILES}
+
+
+def window_note(record: dict | None) -> str:
+    """The clause the verdict carries, so a held-out loss is read as the window's."""
+    if not record:
+        return ""
+    pieces = "one disc around the tissue's centre" if record["tiles"] == 1 else f"{record['tiles']} discs spread over the tissue"
+    return f" (cross-validated on a window of {record['spots']:,} of the section's {record['of']:,} spots, {pieces})"
