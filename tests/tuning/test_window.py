@@ -84,8 +84,8 @@ def test_a_large_section_is_tuned_on_its_window_in_the_sections_search_box(tmp_p
     best = tune.run_search(data, config, tmp_path, workers=1)
     folds = pd.read_csv(tmp_path / "folds.tsv", sep="\t")
     assert folds["spot"].tolist() == [f"s{i}" for i in index]
-    assert best["window"] == {"spots": 400, "of": 1200, "tiles": 4}
-    assert "window of 400 of the section's 1,200 spots" in best["verdict"]
+    assert best["window"] == {"spots": 400, "of": 1200, "tiles": 1}
+    assert "window of 400 of the section's 1,200 spots, one disc around the tissue's centre" in best["verdict"]
     doc = json.loads((tmp_path / "best_params.json").read_text())
     assert doc["tuning"]["window"] == best["window"]
     assert doc["tuning"]["scales"] == pytest.approx(section)

@@ -32,7 +32,7 @@ def add_parser(subparsers):
                         "the best; one-se-features: the same, sized by the number of features")
     s.add_argument("--seed", type=int, default=None, help="seed for folds and sampler (default 0)")
     s.add_argument("--max-spots", type=int, default=None, metavar="N",
-                   help="a section with more spots is tuned on a window of N spots (four discs spread over the tissue) in the "
+                   help="a section with more spots is tuned on a window of N spots (the N nearest its centre) in the "
                         "section's own search box; the fit then runs on every spot (default 10000; 0: every spot)")
     s.add_argument("--all-rounds", action="store_true",
                    help="run every round even when a yardstick (intercept-only model, spatial trend) beats the best trial so far "

@@ -53,7 +53,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     section, section_offset = data, offset
     data, offset, _ = on_window(data, index, offset)
     if window and progress:
-        progress(f"searching on a window of {window['spots']:,} of the section's {window['of']:,} spots ({window['tiles']} discs)")
+        progress(f"searching on a window of {window['spots']:,} of the section's {window['of']:,} spots")
     choice = None
     if is_choice(config):
         forms = {label: _rounds(data, variant, out_dir / "forms" / label, workers, progress, offset, window,

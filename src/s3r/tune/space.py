@@ -31,8 +31,8 @@ DEFAULT_CONFIG: dict = {
     # a target's search ends after a round in which a yardstick (the intercept-only model, the spatial trend) beats
     # even its best trial by more than their paired SE: its verdict is "no effect" (s3r.tune.study.stop_reason)
     "stop_early": True,
-    # sections with more spots are tuned on a window of this many (s3r.tune.window: four compact discs spread over the
-    # tissue; penalties are per spot, so the choice transfers) and the final fit runs on every spot; null: all spots
+    # sections with more spots are tuned on a window of this many (s3r.tune.window: the spots nearest the centre, in the
+    # section's search box; penalties are per spot, so the choice transfers) and the final fit runs on every spot; null: all
     "max_spots": 10_000,
     # ranges relative to the data's natural scales (Problem.natural_scales: the exact α and β that zero every
     # coefficient of the spatially constant model — glmnet's λ_max of the pooled problem — and the λ that holds

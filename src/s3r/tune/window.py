@@ -1,12 +1,16 @@
 """Large sections are tuned on a window of the section, and the chosen λ, α, β fitted on all of it.
 
 The standard parameterisation puts the loss and every penalty on per-spot scales (``Problem.penalty_multiplier``),
-so a parameter set means the same on a few compact pieces of tissue as on the whole section; cross-validating
-on the window costs what a section of its size costs. A window is ``WINDOW_TILES`` equal discs around k-means
-centres of the spots (:func:`s3r.graph.window.window_spots`), so it samples the tissue's regions where one disc
-around the centre could miss a whole domain. Measured (benchmarks/README.md, session 22): on 10,000-spot
-simulations, tuning on a 2,500-spot window of four discs chose maps that recover the regions as well as the whole
-section's tuning did, at a quarter of its cost.
+so a parameter set means the same on a compact piece of tissue as on the whole section, and cross-validating on
+the window costs what a section of its size costs. The search box stays the section's (:func:`section_scales`).
+The window is the ``max_spots`` spots nearest the centroid (:func:`s3r.graph.window.window_spots`, one disc:
+``WINDOW_TILES``), whose graph is the section's restricted to it. Measured (benchmarks/README.md, session 22) on
+10,000-spot simulations tuned on every spot and on a 2,500-spot window: one disc chose the whole section's trial
+in two of three cells and a map as good in the third (ARI 0.925 vs 0.921), at a quarter of the cost; four discs
+around k-means centres did worse (0.917 / 0.926 / 0.599 against 0.921 / 0.939 / 0.894): k-means puts the discs in
+the middle of compact domains, so the window lacks the boundaries whose trade-off λ is chosen for, and at σ = 2
+it chose a map smoothed three times as hard. The known limit of one disc: a domain found only at the tissue's rim
+(white matter in a corner) is not in the window's held-out losses.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 
 from s3r.io import RegressionData
 
-WINDOW_TILES = 4
+WINDOW_TILES = 1
 
 
 def window_index(coords, config: dict, seed: int | None = None) -> np.ndarray | None:
@@ -41,7 +45,7 @@ def section_scales(data: RegressionData, config: dict, index: np.ndarray | None,
     """The whole section's natural scales when the search runs on a window of it (None otherwise, or for absolute
     ranges): the relative search box is the section's — the λ that holds *its* maps constant, the α, β that zero
     *its* constant model — so the window's trials are the very parameter sets the final fit can be given. A window's
-    own scales differ several-fold (its discs are separate components; a smaller piece needs less λ to be flat)."""
+    own scales differ several-fold (a smaller piece needs less λ to be flat; discs apart are separate components)."""
     from s3r.tune.evaluate import make_problem
     from s3r.tune.space import _relative
 
