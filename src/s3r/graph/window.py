@@ -53,8 +53,7 @@ def tile_centres(xy: np.ndarray, tiles: int, seed: int = 0) -> np.ndarray:
 
 def subgraph_edges(edges: np.ndarray, nodes: np.ndarray, n: int) -> np.ndarray:
     """Edges with both ends in ``nodes`` (sorted), relabelled 0..len(nodes)−1."""
-    kept, relabelled = edge_restriction(edges, nodes, n)
-    return relabelled
+    return edge_restriction(edges, nodes, n)[1]
 
 
 def edge_restriction(edges: np.ndarray, nodes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
