@@ -47,3 +47,17 @@ def test_chunk_jobs_tune_on_the_window_and_fit_every_spot(tmp_path):
     fit_chunk(prepared, graph, targets, tmp_path / "tune", tmp_path / "fits", sample="s", device="cpu", inputs={})
     coef = pd.read_csv(tmp_path / "fits" / "a" / "coefficients.csv", index_col=0)
     assert coef.shape == (12, 700)  # fitted on every spot, from a cold start (the window's fold maps do not fit it)
+
+
+def test_fold_jobs_are_sized_by_the_window(monkeypatch):
+    from s3r.workflow import chunks
+
+    monkeypatch.setattr(chunks, "problem_size", lambda spec, config: (100_000, 25))
+    spec = None  # problem_size is the only reader of the sheet row here
+    windowed = {"tune": {"enabled": True}}  # max_spots: the default 10,000
+    every = {"tune": {"enabled": True, "max_spots": None}}
+    assert chunks.targets_per_job(windowed, spec) == chunks.MEMORY_BUDGET // (10_000 * 25 * 10 * chunks.BYTES_PER_ENTRY)
+    assert chunks.targets_per_job(every, spec) == max(1, chunks.MEMORY_BUDGET // (100_000 * 25 * 10 * chunks.BYTES_PER_ENTRY))
+    fold = chunks.chunk_resources("tune_fold", windowed, spec, 4)
+    assert fold == chunks.job_resources("tune_fold", 10_000, 25, 4 * 10)
+    assert chunks.chunk_resources("fit_final", windowed, spec, 4) == chunks.job_resources("fit_final", 100_000, 25, 4)
