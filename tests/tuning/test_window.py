@@ -108,3 +108,16 @@ def test_window_tuning_recovers_the_regions_of_the_whole_section(tmp_path):
     W = np.asarray(model.coef_)
     labels = KMeans(n_clusters=3, n_init=10, random_state=0).fit_predict(W[:, W.std(axis=0) > 0])
     assert adjusted_rand_score(sim.regions, labels) > 0.8
+
+
+def test_s3r_tune_max_spots_flag():
+    from s3r.cli import build_parser
+    from s3r.cli.tune import build_config
+
+    base = ["tune", "--x", "x.csv", "--y", "y.csv", "--coords", "c.csv", "--out", "out"]
+    settings = lambda *extra: tune.resolve_config(build_config(build_parser().parse_args([*base, *extra])))  # noqa: E731
+    assert settings()["max_spots"] == 10_000
+    assert settings("--max-spots", "2500")["max_spots"] == 2500
+    assert settings("--max-spots", "0")["max_spots"] is None  # every spot
+    with pytest.raises(S3RInputError, match="max_spots"):
+        settings("--max-spots", "50")
