@@ -54,13 +54,28 @@ def record(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
+def kmeans_discs(coords, size: int, tiles: int) -> np.ndarray:
+    """The alternative measured against the library's one disc: ``tiles`` equal-radius discs around k-means centres
+    of the spots, holding ``size`` spots together (the spots ranked by their distance to the nearest centre)."""
+    from scipy.spatial import cKDTree
+    from sklearn.cluster import KMeans
+
+    xy = np.asarray(coords, dtype=np.float64)
+    centres = KMeans(n_clusters=tiles, n_init=4, random_state=0).fit(xy).cluster_centers_
+    distance, _ = cKDTree(centres).query(xy)
+    return np.sort(np.argsort(distance, kind="stable")[:size])
+
+
 def transfer_one(layout: str, sigma: float, n: int, window: int, tiles: int) -> dict:
     from s3r import S3R, tune
-    import s3r.tune.window as tw
     from s3r.io import RegressionData
     from s3r.simulate import simulate
 
-    tw.WINDOW_TILES = tiles
+    if tiles > 1:  # the search's window replaced by the k-means discs (the library has one disc only)
+        import s3r.tune.search as search
+
+        search.window_index = lambda coords, config: (None if len(coords) <= config["max_spots"]
+                                                      else kmeans_discs(coords, config["max_spots"], tiles))
     sim = simulate(layout, geometry="uniform", n_spots=n, n_features=100, seed=0, design="expression", sigma=sigma)
     data = RegressionData(sim.X, sim.y, sim.coords, [f"s{i}" for i in range(n)], sim.feature_names, "y")
     load = os.getloadavg()[0]

@@ -21,21 +21,15 @@ def _grid(side: int) -> np.ndarray:
     return np.stack(np.meshgrid(np.arange(side), np.arange(side)), axis=-1).reshape(-1, 2).astype(float)
 
 
-def test_four_discs_spread_over_the_tissue_and_one_disc_around_its_centre():
+def test_the_window_is_one_disc_around_the_centre():
     xy = _grid(60)  # 3,600 spots
-    window = window_spots(xy, 800, tiles=4)
-    assert window.size == 800 and np.all(np.diff(window) > 0)
-    count, labels = knn_graph(xy[window], k=4).components()
-    assert count == 4  # four separate pieces of tissue ...
-    sizes = np.bincount(labels)
-    assert sizes.min() >= 150 and sizes.max() <= 250  # ... of about equal size
-    centres = np.array([xy[window][labels == c].mean(axis=0) for c in range(4)])
-    assert np.ptp(centres[:, 0]) > 20 and np.ptp(centres[:, 1]) > 20  # in different quarters of the section
-    one = window_spots(xy, 800, tiles=1)
+    one = window_spots(xy, 800)
+    assert one.size == 800 and np.all(np.diff(one) > 0)
+    assert knn_graph(xy[one], k=4).components()[0] == 1  # one piece of tissue
     distance = np.linalg.norm(xy - xy.mean(axis=0), axis=1)
     outside = np.setdiff1d(np.arange(len(xy)), one)
     assert distance[one].max() <= distance[outside].min() + 1e-12  # the 800 spots nearest the centroid
-    assert np.array_equal(window_spots(xy, 5000, tiles=4), np.arange(len(xy)))  # a section smaller than the window
+    assert np.array_equal(window_spots(xy, 5000), np.arange(len(xy)))  # a section smaller than the window
 
 
 def test_subgraph_keeps_the_edges_inside_with_their_weights():
@@ -78,13 +72,13 @@ def test_a_large_section_is_tuned_on_its_window_in_the_sections_search_box(tmp_p
     config = tune.resolve_config({**SMALL, "max_spots": 400})
     index = window_index(data.coords, config)
     section = section_scales(data, config, index)
-    own = tune.make_problem(on_window(data, index)[0], config).natural_scales()
+    own = tune.make_problem(on_window(data, index)[0], config).natural_scales()  # (data, offset)
     assert own["lambda_smooth"] < 0.8 * section["lambda_smooth"]  # the window's own box would be another one
 
     best = tune.run_search(data, config, tmp_path, workers=1)
     folds = pd.read_csv(tmp_path / "folds.tsv", sep="\t")
     assert folds["spot"].tolist() == [f"s{i}" for i in index]
-    assert best["window"] == {"spots": 400, "of": 1200, "tiles": 1}
+    assert best["window"] == {"spots": 400, "of": 1200}
     assert "window of 400 of the section's 1,200 spots, one disc around the tissue's centre" in best["verdict"]
     doc = json.loads((tmp_path / "best_params.json").read_text())
     assert doc["tuning"]["window"] == best["window"]

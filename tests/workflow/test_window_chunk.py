@@ -36,7 +36,7 @@ def test_chunk_jobs_tune_on_the_window_and_fit_every_spot(tmp_path):
     with np.load(tmp_path / "fold_0.npz") as z:
         assert z["t0.W"].shape[0] == z["t1.W"].shape[0] == 300  # the window's spots, not the section's 700
     doc = json.loads(folds[0].read_text())["targets"]["a"]
-    assert doc["window"] == {"spots": 300, "of": 700, "tiles": 1}
+    assert doc["window"] == {"spots": 300, "of": 700}
     assert doc["scales"] == section_scales(prepared.regression_data("a"), config, index, graph=graph)  # the section's box
     results = tmp_path / "results.json"
     tell_chunk(trials, folds, targets, results)

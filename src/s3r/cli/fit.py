@@ -75,9 +75,9 @@ def tuned_start(params_path, data, model):
     best_params.json (so both give the same numbers), when they are for these spots and features; else None."""
     if not params_path:
         return None
-    from s3r.tune.files import chosen_start
+    from s3r.tune.files import chosen_start, start_shape
 
-    return chosen_start(Path(params_path).parent, (data.X.shape[0], data.X.shape[1] + int(bool(model.spatial_intercept))))
+    return chosen_start(Path(params_path).parent, start_shape(model, *data.X.shape))
 
 
 def run(args) -> int:

@@ -21,7 +21,7 @@ from s3r.deconv.counts import cell_fractions, transcript_fractions
 from s3r.deconv.heldout import choose_lambda, fold_profiles, gene_folds, heldout_score
 from s3r.deconv.operators import Incidence
 from s3r.deconv.wstep import uniform_weights
-from s3r.graph.window import subgraph_edges, window_spots
+from s3r.graph.window import edge_restriction, window_spots
 
 EXTEND = 3  # more λ tried (each ×2.5) while the largest so far scores best
 # the path's fold fits run on one CPU thread: a window's tensors (2,000 spots × 200 genes) are too small to
@@ -39,7 +39,7 @@ def choose_on_window(model, candidates, Y, M, gamma, sizes, scale, theta, coords
         window = window_spots(None if coords is None else np.asarray(coords, dtype=np.float64)[order], int(model.cv_max_spots),
                               edges=edges, n=n)
         Y, V_start = Y[window], V_start[:, torch.as_tensor(window, device=V_start.device)]
-        cv_edges = subgraph_edges(edges, window, n)
+        cv_edges = edge_restriction(edges, window, n)[1]
         incidence = Incidence(len(window), cv_edges, K, model._device, model._dtype)
         node_edge = incidence.node_edge_matrix()
         model._uniform = torch.as_tensor(uniform_weights(cv_edges, len(window)), dtype=model._dtype, device=model._device)

@@ -76,15 +76,19 @@ def _nearest_warm_start(params: list[dict], stores: Sequence[dict], config: dict
 def chosen_start(target_dir, shape: tuple[int, int] | None = None) -> np.ndarray | None:
     """The mean of the chosen trial's fold solutions that ``s3r.workflow.tuning.select_chunk`` kept beside a target's
     best_params.json (None without tuning): the final fit's start. On DLPFC targets it cut the final fit's iterations
-    6,530 → 2,000 and 8,760 → 5,870 (benchmarks/README.md, session 16). None, too, where the solutions are not of
-    ``shape`` (spots, columns): a search on a window of a large section (:mod:`s3r.tune.window`) holds the window's."""
+    6,530 → 2,000 and 8,760 → 5,870 (benchmarks/README.md, session 16). None, too, where they are not of ``shape``
+    (:func:`start_shape`): a search on a window of a large section (:mod:`s3r.tune.window`) holds the window's."""
     maps = []
     for path in sorted(Path(target_dir).glob("round_*/fold_*.npz")):
         with np.load(path) as z:
             if "W" in z.files and z["W"].ndim == 3 and z["W"].shape[1] == 1:
                 maps.append(z["W"][:, 0, :].astype(np.float64))
-    start = np.mean(maps, axis=0) if maps else None
-    return None if start is None or (shape is not None and start.shape != tuple(shape)) else start
+    return np.mean(maps, axis=0) if maps and (shape is None or maps[0].shape == tuple(shape)) else None
+
+
+def start_shape(model, n_spots: int, n_features: int) -> tuple[int, int]:
+    """(spots, columns) of the final fit's start for ``model``: a column more with a spatial intercept."""
+    return int(n_spots), int(n_features) + int(bool(model.spatial_intercept))
 
 
 def write_tables(results: Sequence, out_dir) -> tuple[Path, Path]:

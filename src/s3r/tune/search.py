@@ -51,7 +51,7 @@ def run_search(data: RegressionData, config: dict | None, out_dir, *, workers: i
     index = window_index(data.coords, config)
     window = window_record(index, data.n_spots)
     section, section_offset = data, offset
-    data, offset, _ = on_window(data, index, offset)
+    data, offset = on_window(data, index, offset)
     if window and progress:
         progress(f"searching on a window of {window['spots']:,} of the section's {window['of']:,} spots")
     choice = None

@@ -64,9 +64,13 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     # a section larger than max_spots is searched on its window (the same spots in every job: a function of the
     # coordinates and the seed) in the section's own search box; the final fit runs on every spot
     index = window_index(prepared.coords, config)
-    scales = {t: section_scales(prepared.regression_data(t), config, index, prepared.offset, graph) for t in targets}
-    _, offset, graph = on_window(None, index, prepared.offset, graph)
-    problems = {t: tune.make_problem(on_window(prepared.regression_data(t), index)[0], config, offset, graph=graph) for t in targets}
+    sections = {t: prepared.regression_data(t) for t in targets}
+    scales = {t: section_scales(sections[t], config, index, prepared.offset, graph) for t in targets}
+    window_graph = graph if index is None else graph.subgraph(index)
+    problems = {}
+    for t in targets:
+        data, offset = on_window(sections[t], index, prepared.offset)
+        problems[t] = tune.make_problem(data, config, offset, graph=window_graph)
     # a target whose search has stopped has no trials to start: its earlier states are not read
     warm = {t: [tune._read_states(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets) if docs[t]["trials"]}
     results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm, scales=scales,
@@ -146,7 +150,7 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
     from s3r import S3R
     from s3r.artifacts import read_params_file
     from s3r.fit_targets import check_no_effect, fit_targets, tuned_final_model
-    from s3r.tune.files import chosen_start
+    from s3r.tune.files import chosen_start, start_shape
     from s3r.counts import describe
     from s3r.results import write_fit
 
@@ -163,8 +167,7 @@ def fit_chunk(prepared, graph, targets: list[str], params_dir, out_dir, *, sampl
                                              first.coords, no_effect=no_effect, covariates=first.covariates, spot_graph=graph,
                                              offset=prepared.offset)
         models.append(model)
-        width = first.n_features + int(bool(model.spatial_intercept))
-        starts.append(None if replaced else chosen_start(Path(params_dir) / t, (first.n_spots, width)))
+        starts.append(None if replaced else chosen_start(Path(params_dir) / t, start_shape(model, first.n_spots, first.n_features)))
     # the targets share the design, graph and covariates: one batched solve (s3r.fit_targets; one by one where they cannot)
     models = fit_targets(models, first.X, [data[t].y for t in targets], first.coords, covariates=first.covariates,
                          spot_graph=graph, offset=prepared.offset, starts=starts)
