@@ -19,13 +19,14 @@ def write_graph(path: str | os.PathLike, graph: SpatialGraph, **extra) -> None:
 
     write_npz(
         path, n_nodes=np.int64(graph.n_nodes), edges=graph.edges, weights=graph.weights,
-        method=np.str_(graph.method), **extra,
+        method=np.str_(graph.method), **({} if graph.lattice is None else {"lattice": np.str_(graph.lattice)}), **extra,
     )
 
 
 def read_graph(path: str | os.PathLike) -> SpatialGraph:
     with np.load(path, allow_pickle=False) as f:
-        return SpatialGraph(int(f["n_nodes"]), f["edges"], f["weights"], str(f["method"]))
+        lattice = str(f["lattice"]) if "lattice" in f.files else None
+        return SpatialGraph(int(f["n_nodes"]), f["edges"], f["weights"], str(f["method"]), lattice)
 
 
 def graph_summary(graph: SpatialGraph, **extra: Any) -> dict[str, Any]:
@@ -39,4 +40,5 @@ def graph_summary(graph: SpatialGraph, **extra: Any) -> dict[str, Any]:
         "n_components": n_components,
         "isolated_spots": int((degrees == 0).sum()),
         "mean_degree": float(degrees.mean()) if graph.n_nodes else 0.0,
+        "lattice": graph.lattice,
     }

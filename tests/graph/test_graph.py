@@ -330,7 +330,8 @@ def test_empty_graph():
 )
 @pytest.mark.parametrize("k", [1, 4, 7])
 def test_knn_matches_brute_force(coords, k):
-    graph = knn_graph(coords, k=k)
+    """Plain kNN (``whole_shells=False`` on the lattices: their shells are tests/graph/test_lattice.py's)."""
+    graph = knn_graph(coords, k=k, whole_shells=False)
     assert graph.method == "knn"
     neighbours = brute_knn(coords, k)
     expected = {(min(i, j), max(i, j)) for i in range(len(coords)) for j in neighbours[i]}
@@ -572,12 +573,17 @@ def test_neighbour_mean_operator_rows_sum_to_zero():
 # ---------------------------------------------------------------- real geometries
 
 
-def test_dlpfc_visium_knn_is_connected(dlpfc_coords):
+def test_dlpfc_visium_knn_is_its_hexagonal_ring(dlpfc_coords):
+    """A real Visium section: every spot with a full ring has exactly its six, nothing is isolated, and only a
+    five-spot fragment beyond a gap of missing spots stays apart from the tissue (kNN bridged it)."""
     assert dlpfc_coords.shape == (4226, 2)
     graph = knn_graph(dlpfc_coords, k=6)
-    assert graph.components()[0] == 1
+    assert graph.lattice == "hexagonal, 6 neighbours"
+    assert np.bincount(graph.components()[1]).tolist() == [4221, 5]
+    degrees = graph.degrees()
+    assert degrees.min() >= 1 and degrees.max() == 6 and (degrees == 6).mean() > 0.85
     n = graph.n_nodes
-    assert n * 6 / 2 <= graph.n_edges <= n * 6
+    assert n * 5 / 2 <= graph.n_edges <= n * 6 / 2
     assert_structural_invariants(graph)
     delaunay = delaunay_graph(dlpfc_coords)
     assert delaunay.n_edges <= 3 * n - 6

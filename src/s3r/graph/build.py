@@ -9,6 +9,7 @@ from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from s3r.errors import S3RInputError
 from s3r.graph.coords import _check_k, _check_positive_length, validate_coords
+from s3r.graph.lattice import detect_lattice
 from s3r.graph.spatial_graph import SpatialGraph, _canonical_edges
 
 GRAPH_METHODS = ("knn", "delaunay", "radius", "mst")
@@ -54,13 +55,26 @@ def _nearest_neighbours(coords: np.ndarray, k: int) -> np.ndarray:
     return neighbours
 
 
-def knn_graph(coords, k: int = 7) -> SpatialGraph:
+def knn_graph(coords, k: int = 7, *, whole_shells: bool = True) -> SpatialGraph:
     """Symmetrised kNN: an edge when either spot is among the other's k nearest.
 
-    The one-directional relation the reference used drops edges; the union is symmetric.
+    The one-directional relation the reference used drops edges; the union is symmetric. On a lattice (Visium,
+    Visium HD bins) ``whole_shells`` joins whole distance shells instead, at most k neighbours each
+    (:mod:`s3r.graph.lattice`: kNN would split a shell by sub-pixel skew and smooth more along some axes).
     """
     k = _check_k(k)
     xy = validate_coords(coords, min_spots=k + 1)
+    lattice = detect_lattice(xy, k) if whole_shells else None
+    radius = lattice.radius(k) if lattice is not None else None
+    if radius is not None:
+        tree = cKDTree(xy)
+        pairs = tree.query_pairs(radius, output_type="ndarray")
+        alone = np.setdiff1d(np.arange(xy.shape[0]), pairs.ravel())  # a stray spot off the lattice keeps its kNN
+        if alone.size:
+            nearest = tree.query(xy[alone], k=k + 1)[1][:, 1:]
+            pairs = np.concatenate((pairs, np.stack((np.repeat(alone, k), nearest.ravel()), axis=1)))
+        return SpatialGraph(xy.shape[0], _canonical_edges(pairs[:, 0], pairs[:, 1]), method="knn",
+                            lattice=f"{lattice.kind}, {lattice.neighbours(k)} neighbours")
     neighbours = _nearest_neighbours(xy, k)
     sources = np.repeat(np.arange(xy.shape[0], dtype=np.int64), k)
     return SpatialGraph(xy.shape[0], _canonical_edges(sources, neighbours.ravel()), method="knn")
@@ -166,4 +180,4 @@ def build_graph(
     if max_edge_length is None:
         return graph
     xy = validate_coords(coords)
-    return SpatialGraph(graph.n_nodes, _drop_long_edges(xy, graph.edges, max_edge_length), method=graph.method)
+    return SpatialGraph(graph.n_nodes, _drop_long_edges(xy, graph.edges, max_edge_length), method=graph.method, lattice=graph.lattice)

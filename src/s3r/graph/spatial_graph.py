@@ -41,6 +41,7 @@ class SpatialGraph:
     edges: np.ndarray
     weights: np.ndarray | None = None
     method: str = "custom"
+    lattice: str | None = None  # e.g. "hexagonal, 6 neighbours" when kNN joined a lattice's whole shells
 
     def __post_init__(self):
         n = self.n_nodes
@@ -124,17 +125,18 @@ class SpatialGraph:
 
     def with_weights(self, weights) -> "SpatialGraph":
         """Same edges, new weights (one per edge, in the canonical edge order)."""
-        return SpatialGraph(self.n_nodes, self.edges, _checked_weights(weights, self.n_edges), self.method)
+        return SpatialGraph(self.n_nodes, self.edges, _checked_weights(weights, self.n_edges), self.method, self.lattice)
 
     def subgraph(self, nodes) -> "SpatialGraph":
         """The graph restricted to ``nodes`` (sorted indices), renumbered 0..len(nodes)−1, weights kept."""
         from s3r.graph.window import edge_restriction
 
         kept, edges = edge_restriction(self.edges, nodes, self.n_nodes)
-        return SpatialGraph(len(nodes), edges, self.weights[kept], self.method)
+        return SpatialGraph(len(nodes), edges, self.weights[kept], self.method, self.lattice)
 
     def __repr__(self) -> str:
-        return f"SpatialGraph(method={self.method!r}, n_nodes={self.n_nodes}, n_edges={self.n_edges})"
+        lattice = "" if self.lattice is None else f", lattice={self.lattice!r}"
+        return f"SpatialGraph(method={self.method!r}{lattice}, n_nodes={self.n_nodes}, n_edges={self.n_edges})"
 
 
 def _checked_weights(weights, n_edges: int) -> np.ndarray:
