@@ -280,6 +280,7 @@ class S3R(BaseEstimator):
             "n_spots": int(n),
             "n_features": int(p),
             "n_edges": int(problem.operator.shape[0]),
+            "lattice": None if problem.graph is None else problem.graph.lattice,  # e.g. "hexagonal, 6 neighbours"
             "n_masked_spots": int((free == 0).sum()),
             "nonzero_fraction": float(np.mean(self.coef_ != 0)),
             "selected_features": int(np.sum(np.any(self.coef_ != 0, axis=0))),

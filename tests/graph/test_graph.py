@@ -574,14 +574,14 @@ def test_neighbour_mean_operator_rows_sum_to_zero():
 
 
 def test_dlpfc_visium_knn_is_its_hexagonal_ring(dlpfc_coords):
-    """A real Visium section: every spot with a full ring has exactly its six, nothing is isolated, and only a
-    five-spot fragment beyond a gap of missing spots stays apart from the tissue (kNN bridged it)."""
+    """A real Visium section: every spot with a full ring has exactly its six, and the five-spot fragment beyond a
+    gap of missing spots is joined to the tissue as kNN joins it."""
     assert dlpfc_coords.shape == (4226, 2)
     graph = knn_graph(dlpfc_coords, k=6)
     assert graph.lattice == "hexagonal, 6 neighbours"
-    assert np.bincount(graph.components()[1]).tolist() == [4221, 5]
+    assert graph.components()[0] == 1
     degrees = graph.degrees()
-    assert degrees.min() >= 1 and degrees.max() == 6 and (degrees == 6).mean() > 0.85
+    assert degrees.min() >= 1 and (degrees == 6).mean() > 0.9 and (degrees > 6).sum() <= 12  # above six: the fragment's bridge
     n = graph.n_nodes
     assert n * 5 / 2 <= graph.n_edges <= n * 6 / 2
     assert_structural_invariants(graph)

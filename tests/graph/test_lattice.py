@@ -102,16 +102,20 @@ def test_the_graph_does_not_depend_on_the_spot_order():
     assert in_original_numbering(knn_graph(xy[order], k=7, whole_shells=False)) != original(knn_graph(xy, k=7, whole_shells=False))
 
 
-def test_a_stray_spot_keeps_its_nearest_and_a_fragment_stays_apart():
-    xy = hex_lattice(12, 12)
-    stray = np.array([[30.0, 0.0]])
-    fragment = hex_lattice(2, 2) + np.array([0.0, 30.0])
-    graph = knn_graph(np.vstack((xy, stray, fragment)), k=7)
+def test_stray_spots_and_fragments_are_joined_and_a_second_piece_stays_apart():
+    """A stray spot and a three-spot fragment (< 1 % of the spots) keep their kNN edges, as kNN joins them — on their
+    own they would fit their own regression; a second piece of 30 spots beyond a gap smooths within itself."""
+    xy = hex_lattice(20, 20)
+    stray = np.array([[25.0, 0.0]])
+    fragment = np.array([[0.0, 22.0], [1.0, 22.0], [0.5, 22.0 + np.sqrt(3) / 2]])
+    piece = hex_lattice(5, 6) + np.array([40.0, 0.0])
+    coords = np.vstack((xy, stray, fragment, piece))
+    graph = knn_graph(coords, k=7)
     assert graph.lattice == "hexagonal, 6 neighbours"
     degrees = graph.degrees()
-    assert degrees[len(xy)] == 7 and degrees.min() >= 1
-    sizes = sorted(np.bincount(graph.components()[1]).tolist())
-    assert sizes == [4, len(xy) + 1]  # the fragment smooths within itself; the stray spot joined the tissue
+    assert degrees[len(xy)] == 7 and set(degrees[len(xy) + 1 : len(xy) + 4].tolist()) == {7}
+    assert sorted(np.bincount(graph.components()[1]).tolist()) == [30, len(xy) + 4]
+    assert set(degrees[: len(xy)][interior(xy, 2.0)].tolist()) == {6}  # the lattice itself is untouched
 
 
 def test_the_lattice_is_recorded_and_stored(tmp_path):
@@ -142,3 +146,15 @@ def test_real_visium_section_is_smoothed_equally_along_its_three_axes():
     # plain kNN's seventh neighbours (one per spot) lie along two of the second ring's three axes
     second_ring = {a: c for a, c in axis_counts(xy, plain).items() if a not in axes}
     assert sum(second_ring.values()) > 2500 and min(second_ring.values()) < 0.15 * max(second_ring.values())
+
+
+def test_a_fit_on_a_hexagonal_lattice_reports_its_ring():
+    from s3r import S3R
+
+    xy = hex_lattice(12, 12, spacing=100.0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(len(xy), 3))
+    y = X[:, 0] * (xy[:, 0] > 600) + 0.1 * rng.normal(size=len(xy))
+    model = S3R(lambda_smooth=0.05, alpha=0.01, beta=0.01).fit(X, y, xy)
+    assert model.report_["lattice"] == "hexagonal, 6 neighbours"
+    assert model.report_["n_edges"] == knn_graph(xy, k=7).n_edges < knn_graph(xy, k=7, whole_shells=False).n_edges
