@@ -347,3 +347,6 @@ def test_summary_table_exact_contents(tmp_path):
     assert summarise_fits(fits[::-1], [graph], by_pair).equals(table)
     with pytest.raises(S3RInputError, match="no parameter file for sample 's1', target 'y'"):
         summarise_fits(fits, [graph], {("s2", "y"): params[0]})
+    # a Visium section's graph names its lattice in the table
+    graph.write_text(json.dumps({"sample": "s1", "n_edges": 10, "n_components": 1, "lattice": "hexagonal, 6 neighbours"}))
+    assert summarise_fits(fits, [graph], params).loc[0, "graph"] == "knn (hexagonal, 6 neighbours)"

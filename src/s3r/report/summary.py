@@ -67,6 +67,11 @@ def _params_path(by_pair: Mapping, sample, target, fit_path):
 TUNING_KEYS = ("cv_loss", "cv_se", "null_cv_loss", "trend_cv_loss", "trial", "n_trials", "effect_found", "verdict")
 
 
+def _graph_name(method, lattice) -> str | None:
+    """"knn (hexagonal, 6 neighbours)" where kNN joined a lattice's whole shells, else the method as configured."""
+    return f"{method} ({lattice})" if method and lattice else method
+
+
 def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons: Sequence = ()) -> pd.DataFrame:
     """One row per fit (``fit.json`` files), sorted by sample and target, columns :data:`COLUMNS`.
 
@@ -110,7 +115,7 @@ def summarise_fits(fit_jsons: Sequence, graph_jsons: Sequence = (), params_jsons
                 "target": target,
                 "n_spots": fit.get("n_spots"),
                 "n_features": fit.get("n_features"),
-                "graph": params.get("graph"),
+                "graph": _graph_name(params.get("graph"), graph.get("lattice") or fit.get("lattice")),
                 "n_edges": graph.get("n_edges", fit.get("n_edges")),
                 "graph_components": graph.get("n_components"),
                 "smooth": params.get("smooth"),
