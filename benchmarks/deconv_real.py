@@ -212,7 +212,7 @@ def main(argv=None) -> int:
             print(json.dumps(rows[-1]), flush=True)
     machine = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                "load_average_at_end": os.getloadavg()}
-    out = Path(args.out or f"benchmarks/out/deconv_real_{args.task}.json")
+    out = Path(args.out or Path(__file__).resolve().parent / "out" / f"deconv_real_{args.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
     return 0

@@ -29,15 +29,23 @@ def _exact_distances(coords: np.ndarray, origin: int, candidates: np.ndarray) ->
     return np.sqrt((difference**2).sum(axis=1))
 
 
-def _nearest_neighbours(coords: np.ndarray, k: int) -> np.ndarray:
+def _query(coords: np.ndarray, k: int) -> tuple[cKDTree, np.ndarray, np.ndarray]:
+    """The KD-tree and each spot's k + 1 nearest others with itself first (distances, indices): what kNN and the
+    lattice test both read, queried once."""
+    tree = cKDTree(coords)
+    distances, indices = tree.query(coords, k=min(k + 2, coords.shape[0]))
+    return tree, distances, indices
+
+
+def _nearest_neighbours(coords: np.ndarray, k: int, query=None) -> np.ndarray:
     """(n, k) int64: each spot's k nearest other spots, ties to the smaller index (a stable argsort).
 
     The KD-tree settles almost every row; only rows whose k-th and (k+1)-th distances are (near) equal
     are re-ranked exactly, which matters on lattice-like layouts such as Visium where ties are common.
+    ``query``: :func:`_query`'s result for these coordinates and k, when the caller has it.
     """
     n = coords.shape[0]
-    tree = cKDTree(coords)
-    distances, indices = tree.query(coords, k=min(k + 2, n))
+    tree, distances, indices = _query(coords, k) if query is None else query
     if distances.shape[1] < k + 2:  # n == k + 1: every other spot is a neighbour
         distances = np.pad(distances, ((0, 0), (0, k + 2 - distances.shape[1])), constant_values=np.inf)
         indices = np.pad(indices, ((0, 0), (0, k + 2 - indices.shape[1])), constant_values=n)
@@ -68,28 +76,29 @@ def knn_graph(coords, k: int = 7, *, whole_shells: bool = True) -> SpatialGraph:
     """
     k = _check_k(k)
     xy = validate_coords(coords, min_spots=k + 1)
-    lattice = detect_lattice(xy, k) if whole_shells else None
+    query = _query(xy, k)
+    lattice = detect_lattice(xy, k, distances=query[1][:, 1:]) if whole_shells else None
     radius = lattice.radius(k) if lattice is not None else None
     if radius is not None:
-        return SpatialGraph(xy.shape[0], _shell_edges(xy, radius, k), method="knn",
+        return SpatialGraph(xy.shape[0], _shell_edges(xy, radius, k, query), method="knn",
                             lattice=f"{lattice.kind}, {lattice.neighbours(k)} neighbours")
-    neighbours = _nearest_neighbours(xy, k)
+    neighbours = _nearest_neighbours(xy, k, query)
     sources = np.repeat(np.arange(xy.shape[0], dtype=np.int64), k)
     return SpatialGraph(xy.shape[0], _canonical_edges(sources, neighbours.ravel()), method="knn")
 
 
-def _shell_edges(xy: np.ndarray, radius: float, k: int) -> np.ndarray:
+def _shell_edges(xy: np.ndarray, radius: float, k: int, query) -> np.ndarray:
     """Every pair within ``radius``; the spots of a fragment (a component under ``FRAGMENT_SHARE`` of the spots, a
     stray spot included) keep their kNN edges, so it is joined to the tissue as kNN joins it."""
     n = xy.shape[0]
-    pairs = cKDTree(xy).query_pairs(radius, output_type="ndarray")
+    pairs = query[0].query_pairs(radius, output_type="ndarray")
     edges = _canonical_edges(pairs[:, 0], pairs[:, 1])
     adjacency = sp.coo_matrix((np.ones(edges.shape[0]), (edges[:, 0], edges[:, 1])), shape=(n, n))
     labels = connected_components(adjacency, directed=False)[1]
     fragment = np.bincount(labels)[labels] < max(FRAGMENT_SHARE * n, 2)
     if not fragment.any():
         return edges
-    knn = _canonical_edges(np.repeat(np.arange(n, dtype=np.int64), k), _nearest_neighbours(xy, k).ravel())
+    knn = _canonical_edges(np.repeat(np.arange(n, dtype=np.int64), k), _nearest_neighbours(xy, k, query).ravel())
     knn = knn[fragment[knn[:, 0]] | fragment[knn[:, 1]]]
     return _canonical_edges(np.concatenate((edges[:, 0], knn[:, 0])), np.concatenate((edges[:, 1], knn[:, 1])))
 

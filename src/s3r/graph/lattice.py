@@ -38,29 +38,33 @@ class Lattice:
     spacing: float
     shells: tuple[tuple[float, float, int], ...]
 
+    def _last_whole(self, k: int) -> tuple[float, float, int] | None:
+        """The farthest shell whose neighbours up to it number at most k."""
+        fitting = [shell for shell in self.shells if shell[2] <= k]
+        return fitting[-1] if fitting else None
+
     def radius(self, k: int) -> float | None:
         """The radius that joins the most whole shells with at most k neighbours (halfway to the next shell),
         or None when k is smaller than the first ring (then no whole shell fits and kNN decides)."""
-        fitting = [(outer, inner) for outer, inner, count in self.shells if count <= k]
-        if not fitting:
-            return None
-        outer, inner = fitting[-1]
-        return self.spacing * (outer + inner) / 2.0
+        shell = self._last_whole(k)
+        return None if shell is None else self.spacing * (shell[0] + shell[1]) / 2.0
 
     def neighbours(self, k: int) -> int:
         """Neighbours of a spot with a full ring under :meth:`radius` (k itself when no whole shell fits)."""
-        counts = [count for _, _, count in self.shells if count <= k]
-        return counts[-1] if counts else k
+        shell = self._last_whole(k)
+        return k if shell is None else shell[2]
 
 
-def detect_lattice(xy: np.ndarray, k: int) -> Lattice | None:
-    """The lattice the spots lie on, with its whole shells up to k neighbours, or None for an irregular layout."""
+def detect_lattice(xy: np.ndarray, k: int, *, distances: np.ndarray | None = None) -> Lattice | None:
+    """The lattice the spots lie on, with its whole shells up to k neighbours, or None for an irregular layout.
+
+    ``distances``: each spot's sorted distances to its nearest other spots, at least k + 1 of them (or all n − 1),
+    when the caller has queried them already (kNN needs k + 1 anyway)."""
     n = xy.shape[0]
     depth = min(k + 1, n - 1)  # one neighbour past the k-th: is the shell holding it closed?
     if depth < min(RINGS) + 1:
         return None
-    distances, _ = cKDTree(xy).query(xy, k=depth + 1)
-    distances = distances[:, 1:]
+    distances = cKDTree(xy).query(xy, k=depth + 1)[0][:, 1:] if distances is None else distances[:, :depth]
     nearest = distances[:, :1]
     if np.any(nearest <= 0):
         return None

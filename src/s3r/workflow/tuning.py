@@ -62,7 +62,7 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
     docs = _targets_of(_read_chunk(trials), targets, trials)
     # a section larger than max_spots is searched on its window (the same spots in every job: a function of the
-    # coordinates and the seed) in the section's own search box; the final fit runs on every spot
+    # coordinates alone) in the section's own search box; the final fit runs on every spot
     index = window_index(prepared.coords, config)
     sections = {t: prepared.regression_data(t) for t in targets}
     scales = {t: section_scales(sections[t], config, index, prepared.offset, graph) for t in targets}
