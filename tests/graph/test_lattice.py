@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s3r.errors import S3RInputError
 from s3r.graph import build_graph, knn_graph
 from s3r.graph.lattice import detect_lattice
 from s3r.graph_io import graph_summary, read_graph, write_graph
@@ -75,6 +76,33 @@ def test_square_bins_give_their_sides_then_their_diagonals():
     inside = interior(xy, 2 * 8.0)
     assert set(rook.degrees()[inside].tolist()) == {4} and set(queen.degrees()[inside].tolist()) == {8}
     assert axis_counts(xy, rook) == {0.0: 30 * 29, 90.0: 30 * 29}
+
+
+def visium_array_indices(rows, cols):
+    """The spots' (array_col, array_row) as Space Ranger numbers them: a row's spots 2 apart, rows offset by 1."""
+    return np.array([(c, r) for r in range(rows) for c in range(cols) if (r + c) % 2 == 0], dtype=float)
+
+
+@pytest.mark.parametrize("method", ["knn", "delaunay", "radius"])
+def test_visium_array_indices_are_refused_with_the_fix(method):
+    xy = visium_array_indices(24, 40)
+    tissue = xy[np.hypot(xy[:, 0] - 20, (xy[:, 1] - 12) * np.sqrt(3)) < 18]  # a round section, not the whole area
+    for coords in (xy, tissue, xy[:, ::-1]):
+        with pytest.raises(S3RInputError, match=r"Visium array indices .* y = √3 · array_row"):
+            build_graph(coords, method, radius=1.5)
+    # the fix the message gives is the hexagonal lattice itself: its ring of six on three equal axes
+    fixed = xy * np.array([1.0, np.sqrt(3)])
+    graph = build_graph(fixed, "knn")
+    assert graph.lattice == "hexagonal, 6 neighbours"
+    counts = axis_counts(fixed, graph)
+    assert sorted(counts) == [0.0, 60.0, 120.0] and max(counts.values()) - min(counts.values()) <= 40
+
+
+def test_positions_are_not_taken_for_array_indices():
+    assert build_graph(square_lattice(20, spacing=1.0)).lattice == "square, 4 neighbours"  # bins' indices: every parity
+    assert build_graph(np.round(hex_lattice(20, 24, spacing=137.0))).lattice == "hexagonal, 6 neighbours"  # integer pixels
+    turned = np.round(visium_array_indices(24, 40) @ np.array([[1.0, 0.2], [-0.2, 1.0]]), 6)  # not integers
+    assert build_graph(turned).n_edges > 0
 
 
 def test_irregular_points_keep_plain_knn():

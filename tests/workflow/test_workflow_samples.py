@@ -249,3 +249,27 @@ def test_scripts_import_the_checkout_library():
     code = "import s3r; print(s3r.__file__)"
     module = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, check=True).stdout
     assert Path(module.strip()).is_relative_to(repo / "src")
+
+
+def test_visium_array_indices_are_refused_at_start_up(inputs):
+    """Coordinates given as Space Ranger's array indices squash the hexagonal grid (s3r.graph.lattice): the sheet
+    check names the sample, the column and the fix before any job."""
+    array = np.array([(c, r) for r in range(8) for c in range(16) if (r + c) % 2 == 0], dtype=float)
+    spots = [f"s{i}" for i in range(len(array))]
+    rng = np.random.default_rng(1)
+    adata = anndata.AnnData(X=rng.poisson(3, size=(len(spots), 3)).astype(np.float32),
+                            var=pd.DataFrame(index=["g1", "g2", "t1"]), obs=pd.DataFrame(index=spots), obsm={"spatial": array})
+    adata.write_h5ad("array.h5ad")
+    pd.DataFrame(rng.normal(size=(2, len(spots))), index=["f1", "f2"], columns=spots).to_csv("Xa.csv")
+    pd.DataFrame(rng.normal(size=(len(spots), 1)), index=spots, columns=["a"]).to_csv("Ya.csv")
+    pd.DataFrame({"row": array[:, 1], "col": array[:, 0]}, index=spots).to_csv("Ca.csv")
+    for row, column, path in ((h5ad_row(h5ad="array.h5ad", targets="t1"), "h5ad", "array.h5ad .obsm['spatial']"),
+                              (csv_row(x_csv="Xa.csv", y_csv="Ya.csv", coords_csv="Ca.csv", targets="a"), "coords_csv", "Ca.csv")):
+        with pytest.raises(S3RInputError) as err:
+            check(sheet([row]))
+        message = str(err.value)
+        assert "\n" not in message and f"column '{column}'" in message and path in message, message
+        assert "Visium array indices" in message and "pxl_col_in_fullres" in message, message
+    adata.obsm["spatial"] = array * np.array([1.0, np.sqrt(3)])  # the fix: positions on the hexagonal grid
+    adata.write_h5ad("array.h5ad")
+    assert check(sheet([h5ad_row(h5ad="array.h5ad", targets="t1")]))["h1"].targets == ["t1"]

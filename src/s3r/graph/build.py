@@ -9,7 +9,7 @@ from scipy.spatial import Delaunay, QhullError, cKDTree
 
 from s3r.errors import S3RInputError
 from s3r.graph.coords import _check_k, _check_positive_length, validate_coords
-from s3r.graph.lattice import detect_lattice
+from s3r.graph.lattice import ARRAY_INDICES, detect_lattice, visium_array_indices
 from s3r.graph.spatial_graph import SpatialGraph, _canonical_edges
 
 GRAPH_METHODS = ("knn", "delaunay", "radius", "mst")
@@ -188,6 +188,8 @@ def build_graph(
     max_edge_length: float | None = None,
 ) -> SpatialGraph:
     """One entry point for the CLI and estimator; max_edge_length prunes long edges for every method."""
+    if visium_array_indices(validate_coords(coords)):
+        raise S3RInputError(ARRAY_INDICES)
     if method == "knn":
         graph = knn_graph(coords, k=k)
     elif method == "delaunay":

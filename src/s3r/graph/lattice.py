@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["Lattice", "detect_lattice"]
+__all__ = ["ARRAY_INDICES", "Lattice", "detect_lattice", "visium_array_indices"]
 
 # distances within 3 % of each other form one shell: a scanned Visium slide's rings spread by ~0.1 % (DLPFC 151675),
 # while the closest distinct shells a k ≤ 30 reaches are 6 % apart (a square lattice's 2√2 and 3)
@@ -27,6 +27,11 @@ RINGS = {6: "hexagonal", 4: "square"}
 # at least this share of the spots must have the same full ring: tissue edges and holes break the rest, while
 # irregular points almost never have four or six neighbours within 3 % of each other
 MIN_SHARE = 0.25
+ARRAY_INDICES = (
+    "the coordinates look like Visium array indices (integer array_col, array_row): a row's spots are 2 apart but the "
+    "rows only 1, not √3, so the hexagonal grid is squashed into a square one and its ring of six cannot be found; pass "
+    "the spots' pixel coordinates (Space Ranger's pxl_col_in_fullres, pxl_row_in_fullres) or x = array_col, y = √3 · array_row"
+)
 
 
 @dataclass(frozen=True)
@@ -81,3 +86,19 @@ def detect_lattice(xy: np.ndarray, k: int, *, distances: np.ndarray | None = Non
     if not shells or shells[0][2] != size:
         return None
     return Lattice(RINGS[size], float(np.median(nearest[full])), shells)
+
+
+def visium_array_indices(xy: np.ndarray) -> bool:
+    """Whether the coordinates are Visium's array indices rather than positions: integers whose x + y all share one
+    parity, most spots' four nearest at √2 (the diagonals). In those units the hexagonal grid reads as a square
+    lattice turned by 45°, whose rows' own neighbours sit in the second shell with the next rows' — any graph on
+    them smooths unevenly. Positions (pixels, µm) are not integers on a checkerboard."""
+    xy = np.asarray(xy, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] < 2 * max(RINGS) or not np.all(np.abs(xy) < 2**52):
+        return False
+    if not np.array_equal(xy, np.round(xy)):
+        return False
+    if np.unique((xy[:, 0] + xy[:, 1]).astype(np.int64) % 2).size != 1:
+        return False
+    distances = cKDTree(xy).query(xy, k=min(RINGS) + 1)[0][:, 1:]
+    return bool(np.mean(np.all(np.abs(distances - np.sqrt(2.0)) < 1e-9, axis=1)) >= MIN_SHARE)

@@ -205,11 +205,12 @@ def _check_csv_sample(
         if deep:
             try:
                 # The library reader checks numbers, ids and coordinates; only the row/column framing is added.
-                read_reference_csv(paths["x_csv"], paths["y_csv"], paths["coords_csv"], target=targets[0])
+                data = read_reference_csv(paths["x_csv"], paths["y_csv"], paths["coords_csv"], target=targets[0])
             except S3RInputError as err:
                 text = str(err)
                 column = next((c for c in cols if text.startswith(str(Path(paths[c])))), "x_csv")
                 raise row.error(column, text) from None
+            _check_positions(row, "coords_csv", paths["coords_csv"], data.coords)
             feature_names = _csv_first_column(paths["x_csv"])
     else:  # made by the demo rule
         targets = _demo_targets(row, targets_value, demo_targets)
@@ -263,6 +264,28 @@ def _h5ad_summary(path: str) -> dict[str, Any]:
             "layers": list(adata.layers.keys()),
             "x_dtype": getattr(adata.X, "dtype", None),
         }
+    finally:
+        adata.file.close()
+
+
+def _check_positions(row: Row, column: str, path: str, xy) -> None:
+    """Coordinates that are positions, not Visium array indices (s3r.graph.lattice.visium_array_indices, imported for
+    integer coordinates only: the graph package's scipy modules add seconds to every parse of the workflow)."""
+    xy = np.asarray(xy)
+    if xy.ndim != 2 or xy.shape[1] != 2 or not np.issubdtype(xy.dtype, np.number) or not np.array_equal(xy, np.round(xy)):
+        return  # positions in pixels or µm: not integers
+    from s3r.graph.lattice import ARRAY_INDICES, visium_array_indices
+
+    if visium_array_indices(xy):
+        raise row.error(column, f"{path}: {ARRAY_INDICES}")
+
+
+def _obsm(path: str, key: str) -> np.ndarray:
+    import anndata
+
+    adata = anndata.read_h5ad(path, backed="r")
+    try:
+        return np.asarray(adata.obsm[key])
     finally:
         adata.file.close()
 
@@ -344,6 +367,8 @@ def _check_h5ad_sample(row: Row, record: dict, generated: dict, demo_targets: li
                 f"no coordinates .obsm[{spatial_key!r}] in {path}; store them there or set column spatial_key "
                 f"(keys: {examples(info['obsm']) or 'none'})",
             )
+        _check_positions(row, "spatial_key" if record.get("spatial_key") else "h5ad", f"{path} .obsm[{spatial_key!r}]",
+                         _obsm(path, spatial_key))
         for c in covariates or []:
             if c not in info["obs_columns"]:
                 raise row.error("covariates", f".obs column {c!r} not in {path}{suggest(c, info['obs_columns'])}; check the name")
