@@ -250,8 +250,9 @@ def _resolve_features(row: Row, value: str, available: list[str] | None, targets
     return names
 
 
-def _h5ad_summary(path: str) -> dict[str, Any]:
-    """Names only (var, obs columns, obsm keys, layers): opened backed so X is not loaded at parse time."""
+def _h5ad_summary(path: str, coords_key: str) -> dict[str, Any]:
+    """Names (var, obs columns, obsm keys, layers) and the coordinates (n × 2, for the array-index check): opened
+    backed so X is not loaded at parse time."""
     import anndata
 
     adata = anndata.read_h5ad(path, backed="r")
@@ -263,6 +264,7 @@ def _h5ad_summary(path: str) -> dict[str, Any]:
             "obsm": list(adata.obsm.keys()),
             "layers": list(adata.layers.keys()),
             "x_dtype": getattr(adata.X, "dtype", None),
+            "coords": np.asarray(adata.obsm[coords_key]) if coords_key in adata.obsm else None,
         }
     finally:
         adata.file.close()
@@ -278,16 +280,6 @@ def _check_positions(row: Row, column: str, path: str, xy) -> None:
 
     if visium_array_indices(xy):
         raise row.error(column, f"{path}: {ARRAY_INDICES}")
-
-
-def _obsm(path: str, key: str) -> np.ndarray:
-    import anndata
-
-    adata = anndata.read_h5ad(path, backed="r")
-    try:
-        return np.asarray(adata.obsm[key])
-    finally:
-        adata.file.close()
 
 
 def _h5ad_targets(row: Row, path: str, info: dict, targets_value: str, features_value: str) -> list[str]:
@@ -336,7 +328,7 @@ def _check_h5ad_sample(row: Row, record: dict, generated: dict, demo_targets: li
 
     if _require_file(row, "h5ad", path, generated):
         try:
-            info = _h5ad_summary(path)
+            info = _h5ad_summary(path, spatial_key)
         except Exception as err:  # h5py/anndata raise many types for a damaged or foreign file
             raise row.error("h5ad", f"cannot read {path!r} as AnnData ({err}); rewrite it with AnnData.write_h5ad") from None
         var = info["var_names"]
@@ -368,7 +360,7 @@ def _check_h5ad_sample(row: Row, record: dict, generated: dict, demo_targets: li
                 f"(keys: {examples(info['obsm']) or 'none'})",
             )
         _check_positions(row, "spatial_key" if record.get("spatial_key") else "h5ad", f"{path} .obsm[{spatial_key!r}]",
-                         _obsm(path, spatial_key))
+                         info["coords"])
         for c in covariates or []:
             if c not in info["obs_columns"]:
                 raise row.error("covariates", f".obs column {c!r} not in {path}{suggest(c, info['obs_columns'])}; check the name")
