@@ -3,6 +3,7 @@
     python benchmarks/workflow_scale.py plan            # snakemake -n job counts for 200 targets
     python benchmarks/workflow_scale.py run --targets 20  # the local profile end to end, wall time
     python benchmarks/workflow_scale.py fold --targets 2  # CPU seconds of one chunk fold job and one final fit
+    python benchmarks/workflow_scale.py fold --targets 12 --torch-step  # the same with the torch PDHG step (side by side)
     python benchmarks/workflow_scale.py finals --chunk c1  # fit_final + fit_report of one chunk of a finished run
     python benchmarks/workflow_scale.py verdicts          # the run's "effect found" verdicts with the chosen trial converged
 
@@ -196,8 +197,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="fold: cpu or cuda (the workflow's GPU rule)")
     parser.add_argument("--cores", type=int, default=2, help="run: snakemake --cores")
     parser.add_argument("--gpus", type=int, default=0, help="run: snakemake --resources gpu=N (the GPU rules' resource)")
+    parser.add_argument("--torch-step", action="store_true", help="fold: the torch PDHG step instead of the compiled CPU loop "
+                        "(s3r.solver.fused_cpu), for side-by-side runs")
     args = parser.parse_args()
     if args.mode == "fold":
+        if args.torch_step:
+            import s3r.solver.fused_cpu
+
+            s3r.solver.fused_cpu.ENABLED = False
         fold_cost(args.targets, args.device)
         return
     if args.mode == "finals":

@@ -53,6 +53,9 @@ def one(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    import s3r.solver.fused_cpu
+
+    s3r.solver.fused_cpu.ENABLED = not getattr(args, "torch_step", False)
     import s3r.estimator as estimator
     from s3r import S3R
     from s3r.graph import knn_graph
@@ -91,7 +94,7 @@ def one(args) -> dict:
         "provenance": provenance(), "n": args.n, "p": X.shape[1], "n_edges": graph.n_edges, "level": args.level,
         "params": params, "mode": args.mode, "dtype": args.dtype, "threads": args.threads,
         "converged": r["converged"], "iterations": r["iterations"], "solve_seconds": r["solve_seconds"], "fit_wall_seconds": wall,
-        "fit_cpu_seconds": cpu, "objective": r["objective"], "primal_residual": r["primal_residual"], "dual_residual": r["dual_residual"],
+        "fit_cpu_seconds": cpu, "step": "torch" if getattr(args, "torch_step", False) else "fused where it applies", "objective": r["objective"], "primal_residual": r["primal_residual"], "dual_residual": r["dual_residual"],
         "selected_features": len(selected), "true_selected": len(selected & truth), "true_features": len(truth), "r2_in_sample": r2,
         "working_set": ws, "multilevel": model._result.multilevel, "precision": r.get("precision"), "coarsen": args.coarsen, "rss_before_fit_gib": rss_before, "peak_rss_gib": rss_gib(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
@@ -105,7 +108,7 @@ def grid(args) -> None:
         for level in args.levels:
             for mode in args.modes:
                 cmd = [sys.executable, __file__, "one", "--n", str(n), "--level", level, "--mode", mode, "--dtype", args.dtype,
-                       "--threads", str(args.threads)]
+                       "--threads", str(args.threads)] + (["--torch-step"] if args.torch_step else [])
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     print(f"n={n} {level} {mode}: failed\n{proc.stderr[-2000:]}", file=sys.stderr, flush=True)
@@ -149,6 +152,7 @@ def main() -> None:
     for p in (g, o):
         p.add_argument("--dtype", default="float64")
         p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--torch-step", action="store_true", help="the torch PDHG step, not the compiled CPU loop (one thread)")
     sub.add_parser("table")
     args = parser.parse_args()
     if args.cmd == "one":

@@ -24,6 +24,9 @@ closed form), and the data rows keep Σ_v ∝ 1/‖x_i‖², which is the Pock�
 With no smooth term left in the primal, the relaxed iteration z ← z + ρ(T z − z) converges for ρ < 2
 (Condat 2013); ρ = 1.9 with per-edge dual steps is the measured best on these problems (benchmarks/README.md).
 
+On one CPU thread the common case (squared loss, sparse group lasso, tv on the edge incidence) runs its steps in the
+compiled loop of :mod:`s3r.solver.fused_cpu`: the same iterates; the checks, balancing and exits stay here.
+
 Stopping: P ∈ ∂_W L and D ∈ ∂_{v,U} L at the new iterate (the primal and dual residuals); both below ``tol``
 relative to the terms they balance certifies a solution.
 """
@@ -36,8 +39,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from s3r.solver import fused_cpu
 from s3r.solver.penalties import GraphL1, batch_norm, per_problem_sum, row_of
 from s3r.solver.result import SolveResult
+from s3r.solver.step_size import initial_step
 
 SAFETY = 0.99
 DATA_SHARE = 0.5  # share of the step budget given to the data-fit dual when a smoothness dual exists
@@ -48,7 +53,7 @@ RELAX = 1.9  # over-relaxation ρ ∈ (0, 2): z ← z + ρ(T z − z); 1.9 with 
 # thousand iterations, the primal residual then led the dual one 5,000:1 with τ frozen, and it fell 9 % per 2,000
 # iterations (not converged at 100,000). With 100 changes: 10,090 iterations (22,300 with the old steps and ρ 1.6).
 ADAPT_RATIO, ADAPT_MAX, ADAPT_FLOOR = 5.0, 100, 1.1
-# the balancing never takes τ below this share of the magnitude-matched step (:func:`reference_step`, or the start where
+# the balancing never takes τ below this share of the magnitude-matched step (``step_size.reference_step``, or the start where
 # lower): it balances *relative* residuals, which can ask for ever smaller steps that do not help — on dense,
 # near-unpenalised maps of the realistic grid (α, β ~4e-4 of their scales) τ fell to 1/15–1/200 of the reference and the
 # fits did not converge in 40,000 iterations; with the floor they did (19,200 and 26,230). 0.5 left a cvxpy test
@@ -140,7 +145,7 @@ def primal_dual(
 ) -> SolveResult:
     """Solve the B problems of the batch (module docstring); ``exit_converged`` (default :data:`EXIT`) lets each
     converged problem leave the loop at the residual check that certifies it. ``tau_ref`` (B,): the step the
-    balancing's floor is measured against (default: this problem's :func:`reference_step`; the working-set loop
+    balancing's floor is measured against (default: this problem's ``reference_step``; the working-set loop
     passes the full problem's)."""
     start = time.perf_counter()
     precondition = PRECONDITION if precondition is None else bool(precondition)
@@ -269,7 +274,7 @@ def primal_dual(
             obj = obj + smooth.value(K.forward_into(z.W, buf.U))
         return obj
 
-    own = _initial_tau(datafit, lam, R, x2)
+    own = initial_step(datafit, lam, R, x2)
     tau_ref = own if tau_ref is None else tau_ref.to(dtype)
     # a warm step per problem; one that has not run yet (NaN or 0: a fresh problem batched with continuing ones) starts at its own
     s = Steps(own if tau0 is None else torch.where(torch.isfinite(tau0) & (tau0 > 0), tau0.to(dtype), own))
@@ -309,9 +314,13 @@ def primal_dual(
         out[act.cpu().numpy()] = values.double().cpu().numpy()
         return out
 
+    fused = fused_cpu.for_solve(datafit, penalty, smooth, K, W, edge_r, RELAX, unit=unit, folded=Ks_edge is not None,
+                                stepped_gamma=has_gamma and not eliminate) if smooth_on else None
     it = 0
-    for it in range(1, max_iter + 1):
-        step(z, zt, s)
+    while it < max_iter:
+        k = 1 if fused is None else min(check_every - it % check_every, max_iter - it)  # compiled: every step to the next check
+        step(z, zt, s) if fused is None else fused.run(k, z, zt, s, datafit, penalty)
+        it += k
 
         if it % check_every == 0 or it == max_iter:
             # every value the balancing, the trace, the stall test and the result read is a full check
@@ -390,30 +399,6 @@ def primal_dual(
         step=full(s.tau, out_tau),
         trace=trace,
     )
-
-
-def reference_step(datafit, smooth, K) -> torch.Tensor:
-    """(B,) the magnitude-matched primal step of the problem (:func:`_initial_tau`) — of the full problem when a
-    working set solves restricted copies, whose fewer columns give smaller row norms and a larger step."""
-    R = float(K.norm_bound()) if K is not None and smooth is not None else 0.0
-    lam = smooth.lam.view(-1) if R > 0 else torch.zeros(datafit.y.shape[1], dtype=datafit.X.dtype, device=datafit.X.device)
-    x2 = datafit.row_norms2()
-    x2 = torch.clamp(x2, min=max(float(x2.mean()) * 1e-8, float(torch.finfo(x2.dtype).tiny)))
-    return _initial_tau(datafit, lam, R, x2)
-
-
-def _initial_tau(datafit, lam, R, x2):
-    """A primal step matched to the magnitudes: |W| ~ |y|/‖x‖ against duals |v| ~ |y|/n and |U| ~ λ."""
-    o = datafit.o
-    y_scale = torch.sqrt((o * datafit.y**2).sum(0) / torch.clamp(o.sum(0), min=1)).clamp_min(1e-12)
-    x_norm = torch.sqrt(x2.mean())
-    w_scale = y_scale / x_norm
-    v_scale = 2 * y_scale / datafit.n
-    tau_data = w_scale / (v_scale * x_norm)
-    if R > 0:
-        tau_smooth = w_scale / (torch.clamp(lam, min=1e-12) * R**0.5)
-        return torch.where(lam > 0, torch.sqrt(tau_data * tau_smooth), tau_data)
-    return tau_data
 
 
 def _folded(K, edge_r, dtype: torch.dtype, device) -> torch.Tensor | None:

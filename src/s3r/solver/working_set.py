@@ -32,7 +32,7 @@ import torch
 
 from s3r.solver.certificates import check_excluded, column_block, covariate_optimum, data_gradient
 from s3r.solver.penalties import GraphL1, SparseGroupLasso
-from s3r.solver.primal_dual import reference_step
+from s3r.solver.step_size import reference_step
 from s3r.solver.result import SolveResult
 
 MIN_SIZE = 8  # smallest working set and smallest number of features added per outer iteration
