@@ -3,14 +3,15 @@
 Why: on a CPU the torch step is bound by memory traffic, not arithmetic. Each of its ~20 tensor operations streams
 the whole batch's edge dual (m × B × p) or the coefficients once more — the two sparse products, the clip, the
 relaxation's lerp over every field — so a problem-iteration of the tuning (3,592 spots, 14,739 edges, 20 columns)
-moves ~10 MB. Here one problem's whole step is a single pass over its nodes and one over its edges: the edge
-dual is read and written once per iteration (the clip, Kᵀ U by scattering into the node rows, and the relaxation
-fused into that pass), and a problem runs all the steps up to the next residual check before the next problem
-starts, so its rows stay in cache.
+moves ~10 MB. Here (:mod:`s3r.solver.fused_kernels`) a problem's step is one pass over its nodes for the primal,
+one for the data dual and one over its edges (the clip, Kᵀ U by scattering into the node rows, the relaxation); a
+problem runs every step up to the next residual check before the next problem starts, so its rows stay in cache;
+and the check itself is computed there, on the rows in cache. The round-0 fold job of 12 DLPFC targets: 29.0 →
+19.3 CPU-s, a final fit 19.3 → 12.6 (benchmarks/README.md, session 25).
 
-The mathematics is the torch step's, term for term (module docstring of ``primal_dual``: the sparse group lasso
-prox, the squared loss's dual prox with at most one eliminated covariate, the tv edge dual held in units of λ and
-clipped to [−1, 1], per-edge steps folded in), so the two paths give the same iterates up to rounding
+The mathematics is the torch step's, term for term (the sparse group lasso prox, the squared loss's dual prox with
+at most one eliminated covariate, the tv edge dual held in units of λ and clipped to [−1, 1], per-edge steps folded
+in, the residuals of ``primal_dual``'s check), so the two paths give the same iterates and decisions up to rounding
 (``tests/solver/test_fused_cpu.py``). Every other configuration — CUDA, several torch threads, GLM families, the
 coarse levels' aggregated fit, quadratic smoothness, a general sparse K — keeps the torch step.
 """
@@ -57,9 +58,15 @@ def for_solve(datafit, penalty, smooth, K, W, edge_r, rho: float, *, unit: bool,
 
 
 class FusedSteps:
-    """Runs k PDHG steps of a batch in the compiled loop: z's fields and zt's are the solver's own tensors (shared
-    memory, no copies), relaxed in place between the steps; after the k-th step z is left unrelaxed beside zt, as
-    the solver's residual check expects."""
+    """Runs k PDHG steps of a batch in the compiled loop, then their residual check.
+
+    The loop works on a problem-major mirror of the solver's state (z and its step zt; a problem's rows contiguous),
+    made from the solver's tensors at the first run and after problems left the batch (:meth:`drop`). Between runs it
+    stays the authority: the solver's relaxation z ← z + ρ(zt − z) is left to the next run (:meth:`relax_later`), and
+    the solver's tensors are written only where it reads them (:meth:`sync`: the trace's objective, an exit, the end).
+    After a run z is unrelaxed beside zt, as the solver's residual check expects."""
+
+    FIELDS = ("W", "v", "U", "pred", "KtU")
 
     def __init__(self, K: IncidenceOperator, edge_r, rho: float, dtype: torch.dtype):
         self.rho = float(rho)
@@ -70,18 +77,26 @@ class FusedSteps:
         self.np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self.w = np.ascontiguousarray(w, dtype=self.np_dtype)
         self.se = np.ascontiguousarray(np.broadcast_to(w / r, w.shape), dtype=self.np_dtype)  # the folded K's values, diag(1/r_e) K
+        self.r = np.ascontiguousarray(np.broadcast_to(r, w.shape), dtype=np.float64)  # per-edge bounds: σ_u = c / r_e
+        self.r_floor = 1e-3 * (float(K.norm_bound()) / 2) ** 0.5  # the edge residual's scale floor, × ‖W⁺‖
+        self.z = self.zt = None  # the mirror: problem-major copies of z's and zt's fields
+        self.pending = self.synced = False  # z's relaxation left to the next run; the solver's tensors up to date
 
-    def run(self, k: int, z, zt, s, datafit, penalty) -> None:
+    def run(self, k: int, z, zt, s, datafit, penalty) -> tuple[torch.Tensor, torch.Tensor]:
+        """k steps, then the residual check of the last one: (rel_p, rel_d), as the solver's ``residuals`` gives them."""
         n, B, p = z.W.shape
         a = lambda T: T.detach().numpy()  # noqa: E731  (CPU tensors: views of the same memory)
-        major = lambda T: T.transpose(0, 1).contiguous()  # noqa: E731  problem-major copies: a problem's rows contiguous
+        major = lambda T: T.transpose(0, 1).contiguous()  # noqa: E731
+        if self.z is None:
+            self.z = [major(getattr(z, f)) for f in self.FIELDS]
+            self.zt = [torch.empty_like(T) for T in self.z]
+            self.pending = False
+        rel = np.empty((B, 2), dtype=np.float64)
         elim = datafit.Z is not None
         dummy = np.zeros((B, 1), dtype=self.np_dtype)
         tau = s.tau.reshape(-1)
-        state = [major(T) for T in (z.W, z.v, z.U, z.pred, z.KtU)]
-        steps = [torch.empty_like(T) for T in state]
         _kernel(
-            int(k), self.rho, *(a(T) for T in state), *(a(T) for T in steps),
+            int(k), self.rho, self.pending, *(a(T) for T in self.z), *(a(T) for T in self.zt),
             a(z.gamma) if elim else dummy, a(zt.gamma) if elim else dummy.copy(),
             a(datafit.X.contiguous()), a(major(datafit.y)), a(major(2 * datafit.c)),
             a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype), elim,
@@ -90,6 +105,24 @@ class FusedSteps:
             a((tau * penalty.beta * penalty.sqrt_n).contiguous()), a(major(s.sigma_v)), a(s.c.reshape(-1).contiguous()),
             self.src, self.dst, self.se, self.w,
             np.empty((n, p), dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype),
+            a(datafit.row_norms2().reshape(-1).contiguous()), a(s.ds.reshape(-1).contiguous()), self.r, self.r_floor, rel,
         )
-        for T, M in zip((z.W, z.v, z.U, z.pred, z.KtU, zt.W, zt.v, zt.U, zt.pred, zt.KtU), state + steps):
-            T.copy_(M.transpose(0, 1))
+        self.pending = self.synced = False
+        return torch.from_numpy(rel[:, 0]).to(z.W.dtype), torch.from_numpy(rel[:, 1]).to(z.W.dtype)
+
+    def sync(self, z, zt) -> None:
+        """Write the mirror's z (unrelaxed) and zt into the solver's tensors (γ is shared, not mirrored)."""
+        if self.z is None or self.synced:
+            return
+        for f, M, Mt in zip(self.FIELDS, self.z, self.zt):
+            getattr(z, f).copy_(M.transpose(0, 1))
+            getattr(zt, f).copy_(Mt.transpose(0, 1))
+        self.synced = True
+
+    def relax_later(self) -> None:
+        """The solver's z ← z + ρ(zt − z), done by the next run on the mirror (the solver's z is not relaxed)."""
+        self.pending = True
+
+    def drop(self) -> None:
+        """Forget the mirror (after :meth:`sync`): the batch changed, the next run copies the solver's state again."""
+        self.z = self.zt = None

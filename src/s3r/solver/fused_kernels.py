@@ -17,23 +17,90 @@ FAST = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST)
-def pdhg_steps(n_steps, rho_, W, v, U, pred, KtU, Wt, vt, Ut, predt, KtUt, gam, gamt, X, y, c2, Z, elim, free, factor,
-               tau, kt, thr, gthr, sv, cw, src, dst, se, w, wbar, col, thv):
-    """``n_steps`` steps of every problem, problem by problem (its rows stay in cache over its steps)."""
+def pdhg_steps(n_steps, rho_, relax_first, W, v, U, pred, KtU, Wt, vt, Ut, predt, KtUt, gam, gamt, X, y, c2, Z, elim, free,
+               factor, tau, kt, thr, gthr, sv, cw, src, dst, se, w, wbar, col, thv, x2, ds, r_e, r_floor, rel):
+    """``n_steps`` steps of every problem, problem by problem (its rows stay in cache over its steps), then the
+    residual check of the last step into ``rel`` (B, 2): the relative primal and dual residuals. ``relax_first``:
+    z ← z + ρ(zt − z) before the first step (the solver's relaxation after its previous check)."""
     B = W.shape[0]
     dt = W.dtype.type
     rho = dt(rho_)
     for b in range(B):
         for j in range(thv.shape[0]):
             thv[j] = thr[b] * factor[j]
+        if relax_first:
+            relax(W[b], Wt[b], rho)
+            relax(U[b], Ut[b], rho)
+            for i in range(W.shape[1]):
+                v[b, i] += rho * (vt[b, i] - v[b, i])
+                pred[b, i] += rho * (predt[b, i] - pred[b, i])
+            if elim:
+                gam[b, 0] += rho * (gamt[b, 0] - gam[b, 0])
         for step in range(n_steps):
             r = dt(0.0) if step == n_steps - 1 else rho
-            primal_pass(W[b], KtU[b], KtUt[b], v[b], X, thv, free[b], factor, tau[b], kt[b], gthr[b], step > 0, rho, Wt[b], col)
+            primal_pass(W[b], KtU[b], KtUt[b], v[b], X, thv, free[b], factor, tau[b], kt[b], gthr[b], step > 0 or relax_first,
+                        rho, Wt[b], col)
             g = data_pass(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtUt[b], X, y[b], c2[b], Z, elim, sv[b], cw[b], col, r, wbar)
             if elim:
                 gamt[b, 0] = g
                 gam[b, 0] += r * (g - gam[b, 0])
             edge_pass(U[b], Ut[b], KtUt[b], wbar, src, dst, se, w, step == n_steps - 1, rho)
+        g = gamt[b, 0] if elim else 0.0
+        rel[b, 0], rel[b, 1] = residuals(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtU[b], KtUt[b], U[b], Ut[b], X, x2, y[b],
+                                         c2[b], Z, g, sv[b], tau[b], ds[b], cw[b], src, dst, w, r_e, r_floor)
+
+
+@njit(cache=True, boundscheck=False, fastmath=FAST)
+def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, g, sv, tau, ds, c, src, dst, w, r_e, r_floor):
+    """The residual check of primal_dual's ``residuals`` for the step z → zt of one problem, every part of it (the
+    torch check skips the edge part only where it cannot decide, so the decisions are the same):
+
+        P = (W − W⁺)/τ − Mᵀ(v − v⁺) − λ(KᵀŨ − KᵀŨ⁺),  scaled by max(‖Mᵀv⁺‖, λ‖KᵀŨ⁺‖, ‖P − Mᵀv⁺ − λKᵀŨ⁺‖)
+        D = (v − v⁺)/σ_v − (MW − MW⁺) on the live spots, scaled by max(‖MW⁺ + zγ⁺‖, ‖y‖) there
+        D_U = (Ũ − Ũ⁺)/σ_u − K(W − W⁺),  scaled by max(‖KW⁺‖, 1e-3 (R/2)^½ ‖W⁺‖)  (where λ > 0)
+
+    Sums in float64 whatever the solve's precision."""
+    n, p = W.shape
+    tiny = np.finfo(W.dtype).tiny
+    p2 = gh2 = ktu2 = mv2 = dv2 = f2 = y2 = w2 = 0.0
+    for i in range(n):
+        dv = v[i] - vt[i]
+        for j in range(p):
+            P = (W[i, j] - Wt[i, j]) / tau - dv * X[i, j] - ds * (KtU[i, j] - KtUt[i, j])
+            p2 += P * P
+            gh = P - vt[i] * X[i, j] - ds * KtUt[i, j]
+            gh2 += gh * gh
+            ktu2 += KtUt[i, j] * KtUt[i, j]
+            w2 += Wt[i, j] * Wt[i, j]
+        mv2 += vt[i] * vt[i] * x2[i]
+        if c2[i] > 0:
+            d = dv / sv[i] - (pred[i] - predt[i])
+            dv2 += d * d
+            full = predt[i] + Z[i] * g
+            f2 += full * full
+            y2 += y[i] * y[i]
+    scale_p = max(max(np.sqrt(mv2), ds * np.sqrt(ktu2)), np.sqrt(gh2))
+    rel_p = np.sqrt(p2) / max(scale_p, tiny)
+    rel_d = np.sqrt(dv2) / max(max(np.sqrt(f2), np.sqrt(y2)), tiny)
+    if ds > 0 and c > 0:
+        kw2 = du2 = 0.0
+        for e in range(src.shape[0]):
+            a, b, w_e, inv = src[e], dst[e], w[e], r_e[e] / c
+            for j in range(p):
+                kw = w_e * (Wt[a, j] - Wt[b, j])
+                kw2 += kw * kw
+                du = (U[e, j] - Ut[e, j]) * inv - w_e * ((W[a, j] - Wt[a, j]) - (W[b, j] - Wt[b, j]))
+                du2 += du * du
+        rel_d = max(rel_d, np.sqrt(du2) / max(max(np.sqrt(kw2), r_floor * np.sqrt(w2)), tiny))
+    return rel_p, rel_d
+
+
+@njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")
+def relax(A, At, rho):
+    """A ← A + ρ(At − A) over a problem's rows."""
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            A[i, j] += rho * (At[i, j] - A[i, j])
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")

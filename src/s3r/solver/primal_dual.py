@@ -319,12 +319,12 @@ def primal_dual(
     it = 0
     while it < max_iter:
         k = 1 if fused is None else min(check_every - it % check_every, max_iter - it)  # compiled: every step to the next check
-        step(z, zt, s) if fused is None else fused.run(k, z, zt, s, datafit, penalty)
+        checked = step(z, zt, s) if fused is None else fused.run(k, z, zt, s, datafit, penalty)  # fused: its last step checked
         it += k
 
         if it % check_every == 0 or it == max_iter:
             # every value the balancing, the trace, the stall test and the result read is a full check
-            rel_p, rel_d = residuals(z, zt, s, stall is not None or it % (check_every * READ_EVERY) == 0 or it == max_iter)
+            rel_p, rel_d = checked or residuals(z, zt, s, stall is not None or it % (check_every * READ_EVERY) == 0 or it == max_iter)
             newly = (~converged) & (rel_p <= tol) & (rel_d <= tol)
             for b in act[newly].tolist():
                 iterations[b] = it
@@ -338,6 +338,8 @@ def primal_dual(
                 stuck = converged | ((it - best_at >= stall) & (best < stall_below))
                 stalled = bool(stuck.all()) and not bool(converged.all())
             if it % (check_every * 10) == 0 or stalled:
+                if fused is not None:
+                    fused.sync(z, zt)
                 entry = {"iteration": it, "objective": full(objective(zt), out_obj).tolist(), "primal_residual": full(rel_p, out_p).tolist(),
                          "dual_residual": full(rel_d, out_d).tolist(), "step": full(s.tau, out_tau).tolist()}
                 if stalled:
@@ -348,6 +350,9 @@ def primal_dual(
             if bool(converged.all()) or stalled:
                 break
             if exit_on and bool(converged.any()):  # the converged problems leave; the rest go on with their own slices
+                if fused is not None:  # the solver's tensors up to date; the next run mirrors the smaller batch
+                    fused.sync(z, zt)
+                    fused.drop()
                 gone, keep = torch.nonzero(converged).flatten(), torch.nonzero(~converged).flatten()
                 ids = act[gone].cpu().numpy()
                 out_obj[ids] = objective(zt).index_select(0, gone).double().cpu().numpy()
@@ -374,7 +379,12 @@ def primal_dual(
                     s = Steps(tau_new)
                     adaptations_left -= 1
                     adapt_factor = max(ADAPT_FLOOR, adapt_factor**0.9)
-        z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
+        if fused is None or fused.z is None:
+            z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
+        else:
+            fused.relax_later()  # on its mirror, at its next run
+    if fused is not None:
+        fused.sync(z, zt)
     z = zt  # the last prox output: exact zeros, not a relaxed combination
     done = np.ones(B, dtype=bool)
     done[act.cpu().numpy()] = converged.cpu().numpy()
