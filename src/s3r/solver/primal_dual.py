@@ -24,8 +24,8 @@ closed form), and the data rows keep Σ_v ∝ 1/‖x_i‖², which is the Pock�
 With no smooth term left in the primal, the relaxed iteration z ← z + ρ(T z − z) converges for ρ < 2
 (Condat 2013); ρ = 1.9 with per-edge dual steps is the measured best on these problems (benchmarks/README.md).
 
-On one CPU thread the common case (squared loss, sparse group lasso, tv on the edge incidence) runs its steps in the
-compiled loop of :mod:`s3r.solver.fused_cpu`: the same iterates; the checks, balancing and exits stay here.
+On one CPU thread the common case (squared loss, sparse group lasso, tv on the edge incidence) runs its steps and their
+residual checks in the compiled loop of :mod:`s3r.solver.fused_cpu` (same iterates); balancing, exits, trace stay here.
 
 Stopping: P ∈ ∂_W L and D ∈ ∂_{v,U} L at the new iterate (the primal and dual residuals); both below ``tol``
 relative to the terms they balance certifies a solution.
