@@ -80,6 +80,7 @@ class FusedSteps:
         self.r = np.ascontiguousarray(np.broadcast_to(r, w.shape), dtype=np.float64)  # per-edge bounds: σ_u = c / r_e
         self.r_floor = 1e-3 * (float(K.norm_bound()) / 2) ** 0.5  # the edge residual's scale floor, × ‖W⁺‖
         self.z = self.zt = None  # the mirror: problem-major copies of z's and zt's fields
+        self.fixed = self.x2 = None  # the batch's data, penalty rows and row norms as the loop takes them
         self.pending = self.synced = False  # z's relaxation left to the next run; the solver's tensors up to date
 
     def run(self, k: int, z, zt, s, datafit, penalty) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,25 +88,25 @@ class FusedSteps:
         n, B, p = z.W.shape
         a = lambda T: T.detach().numpy()  # noqa: E731  (CPU tensors: views of the same memory)
         major = lambda T: T.transpose(0, 1).contiguous()  # noqa: E731
-        if self.z is None:
+        elim = datafit.Z is not None
+        if self.z is None:  # the state, and the batch's fixed arrays (they change only when problems leave: drop)
             self.z = [major(getattr(z, f)) for f in self.FIELDS]
             self.zt = [torch.empty_like(T) for T in self.z]
-            self.pending = False
+            self.fixed = (a(datafit.X.contiguous()), a(major(datafit.y)), a(major(2 * datafit.c)),
+                          a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype), elim,
+                          a(major(penalty.free.reshape(n, B))), a(penalty.factor.contiguous()))
+            self.x2 = a(datafit.row_norms2().reshape(-1).contiguous())
         rel = np.empty((B, 2), dtype=np.float64)
-        elim = datafit.Z is not None
         dummy = np.zeros((B, 1), dtype=self.np_dtype)
         tau = s.tau.reshape(-1)
         _kernel(
             int(k), self.rho, self.pending, *(a(T) for T in self.z), *(a(T) for T in self.zt),
-            a(z.gamma) if elim else dummy, a(zt.gamma) if elim else dummy.copy(),
-            a(datafit.X.contiguous()), a(major(datafit.y)), a(major(2 * datafit.c)),
-            a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype), elim,
-            a(major(penalty.free.reshape(n, B))), a(penalty.factor.contiguous()),
+            a(z.gamma) if elim else dummy, a(zt.gamma) if elim else dummy.copy(), *self.fixed,
             a(tau.contiguous()), a((s.t3 * s.ds).reshape(-1).contiguous()), a((tau * penalty.alpha).contiguous()),
             a((tau * penalty.beta * penalty.sqrt_n).contiguous()), a(major(s.sigma_v)), a(s.c.reshape(-1).contiguous()),
             self.src, self.dst, self.se, self.w,
             np.empty((n, p), dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype),
-            a(datafit.row_norms2().reshape(-1).contiguous()), a(s.ds.reshape(-1).contiguous()), self.r, self.r_floor, rel,
+            self.x2, a(s.ds.reshape(-1).contiguous()), self.r, self.r_floor, rel,
         )
         self.pending = self.synced = False
         return torch.from_numpy(rel[:, 0]).to(z.W.dtype), torch.from_numpy(rel[:, 1]).to(z.W.dtype)
@@ -119,10 +120,12 @@ class FusedSteps:
             getattr(zt, f).copy_(Mt.transpose(0, 1))
         self.synced = True
 
-    def relax_later(self) -> None:
-        """The solver's z ← z + ρ(zt − z), done by the next run on the mirror (the solver's z is not relaxed)."""
-        self.pending = True
+    def relax_later(self) -> bool:
+        """Take the solver's z ← z + ρ(zt − z) onto the mirror, done by the next run; False where there is no mirror
+        (after :meth:`drop`): the solver relaxes its own tensors, which the next run copies."""
+        self.pending = self.z is not None
+        return self.pending
 
     def drop(self) -> None:
         """Forget the mirror (after :meth:`sync`): the batch changed, the next run copies the solver's state again."""
-        self.z = self.zt = None
+        self.z = self.zt = self.fixed = self.x2 = None

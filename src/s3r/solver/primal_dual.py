@@ -379,10 +379,8 @@ def primal_dual(
                     s = Steps(tau_new)
                     adaptations_left -= 1
                     adapt_factor = max(ADAPT_FLOOR, adapt_factor**0.9)
-        if fused is None or fused.z is None:
+        if fused is None or not fused.relax_later():  # fused: on its mirror, at its next run
             z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
-        else:
-            fused.relax_later()  # on its mirror, at its next run
     if fused is not None:
         fused.sync(z, zt)
     z = zt  # the last prox output: exact zeros, not a relaxed combination
