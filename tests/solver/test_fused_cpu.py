@@ -83,6 +83,7 @@ def test_the_fused_step_gives_the_torch_steps_iterates(monkeypatch, intercept, B
     for a, b in zip(ref.trace, new.trace):
         assert a["iteration"] == b["iteration"]
         assert same(a["primal_residual"], b["primal_residual"]) and same(a["dual_residual"], b["dual_residual"])
+        assert np.allclose(a["objective"], b["objective"], rtol=1e-12, atol=0)  # the loop's own, from its check
     assert same(ref.primal_residual, new.primal_residual) and same(ref.dual_residual, new.dual_residual)
     assert torch.equal(ref.W == 0, new.W == 0)  # the same exact zeros
     assert int((ref.W[:25, -1] != 0).sum()) == 0  # rows fixed at zero stay zero

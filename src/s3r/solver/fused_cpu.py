@@ -58,13 +58,15 @@ def for_solve(datafit, penalty, smooth, K, W, edge_r, rho: float, *, unit: bool,
 
 
 class FusedSteps:
-    """Runs k PDHG steps of a batch in the compiled loop, then their residual check.
+    """Runs k PDHG steps of a batch in the compiled loop, then their check (residuals and objective).
 
-    The loop works on a problem-major mirror of the solver's state (z and its step zt; a problem's rows contiguous),
-    made from the solver's tensors at the first run and after problems left the batch (:meth:`drop`). Between runs it
-    stays the authority: the solver's relaxation z ← z + ρ(zt − z) is left to the next run (:meth:`relax_later`), and
-    the solver's tensors are written only where it reads them (:meth:`sync`: the trace's objective, an exit, the end).
-    After a run z is unrelaxed beside zt, as the solver's residual check expects."""
+    From its first run to the end of the solve the loop owns the state: a problem-major mirror of z and its step zt
+    (a problem's rows contiguous) made once from the solver's tensors, with the batch's data and penalty rows beside
+    it. The solver's tensors are not written while it runs: the relaxation z ← z + ρ(zt − z) is left to the next run
+    (:meth:`relax_later`), the trace's objective comes from the check (:attr:`objective`), a problem that leaves the
+    batch is copied out of the mirror on its own (:meth:`leave`; the others keep their places, the loop skips it), and
+    the solver reads the last step back once, at the end (:meth:`state`). After a run z is unrelaxed beside zt, as
+    the solver's residual check expects."""
 
     FIELDS = ("W", "v", "U", "pred", "KtU")
 
@@ -79,53 +81,77 @@ class FusedSteps:
         self.se = np.ascontiguousarray(np.broadcast_to(w / r, w.shape), dtype=self.np_dtype)  # the folded K's values, diag(1/r_e) K
         self.r = np.ascontiguousarray(np.broadcast_to(r, w.shape), dtype=np.float64)  # per-edge bounds: σ_u = c / r_e
         self.r_floor = 1e-3 * (float(K.norm_bound()) / 2) ** 0.5  # the edge residual's scale floor, × ‖W⁺‖
-        self.z = self.zt = None  # the mirror: problem-major copies of z's and zt's fields
+        self.z = self.zt = None  # the mirror: problem-major copies of z's and zt's fields, γ's (B, 1) beside them
         self.fixed = self.x2 = None  # the batch's data, penalty rows and row norms as the loop takes them
-        self.pending = self.synced = False  # z's relaxation left to the next run; the solver's tensors up to date
+        self.act = None  # the mirror's problems still in the solver's batch, in its order
+        self.objective = None  # (problems in the batch,) float64: the objective at the last run's last step
+        self.steps = None  # the solver's step arrays of the last run, and their loop layout
+        self.pending = False  # z's relaxation left to the next run
 
-    def run(self, k: int, z, zt, s, datafit, penalty) -> tuple[torch.Tensor, torch.Tensor]:
-        """k steps, then the residual check of the last one: (rel_p, rel_d), as the solver's ``residuals`` gives them."""
+    def _mirror(self, z, datafit, penalty) -> None:
         n, B, p = z.W.shape
         a = lambda T: T.detach().numpy()  # noqa: E731  (CPU tensors: views of the same memory)
         major = lambda T: T.transpose(0, 1).contiguous()  # noqa: E731
         elim = datafit.Z is not None
-        if self.z is None:  # the state, and the batch's fixed arrays (they change only when problems leave: drop)
-            self.z = [major(getattr(z, f)) for f in self.FIELDS]
-            self.zt = [torch.empty_like(T) for T in self.z]
-            self.fixed = (a(datafit.X.contiguous()), a(major(datafit.y)), a(major(2 * datafit.c)),
-                          a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype), elim,
-                          a(major(penalty.free.reshape(n, B))), a(penalty.factor.contiguous()))
-            self.x2 = a(datafit.row_norms2().reshape(-1).contiguous())
-        rel = np.empty((B, 2), dtype=np.float64)
-        dummy = np.zeros((B, 1), dtype=self.np_dtype)
-        tau = s.tau.reshape(-1)
-        _kernel(
-            int(k), self.rho, self.pending, *(a(T) for T in self.z), *(a(T) for T in self.zt),
-            a(z.gamma) if elim else dummy, a(zt.gamma) if elim else dummy.copy(), *self.fixed,
-            a(tau.contiguous()), a((s.t3 * s.ds).reshape(-1).contiguous()), a((tau * penalty.alpha).contiguous()),
-            a((tau * penalty.beta * penalty.sqrt_n).contiguous()), a(major(s.sigma_v)), a(s.c.reshape(-1).contiguous()),
-            self.src, self.dst, self.se, self.w,
-            np.empty((n, p), dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype),
-            self.x2, a(s.ds.reshape(-1).contiguous()), self.r, self.r_floor, rel,
-        )
-        self.pending = self.synced = False
-        return torch.from_numpy(rel[:, 0]).to(z.W.dtype), torch.from_numpy(rel[:, 1]).to(z.W.dtype)
+        gamma = z.gamma.clone() if elim else torch.zeros((B, 1), dtype=z.W.dtype)
+        self.z = [major(getattr(z, f)) for f in self.FIELDS] + [gamma]
+        self.zt = [torch.empty_like(T) for T in self.z]
+        self.fixed = (a(datafit.X.contiguous()), a(major(datafit.y)), a(major(2 * datafit.c)),
+                      a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype), elim,
+                      a(major(penalty.free.reshape(n, B))), a(penalty.factor.contiguous()))
+        self.x2 = a(datafit.row_norms2().reshape(-1).contiguous())
+        self.act = np.arange(B, dtype=np.int64)
 
-    def sync(self, z, zt) -> None:
-        """Write the mirror's z (unrelaxed) and zt into the solver's tensors (γ is shared, not mirrored)."""
-        if self.z is None or self.synced:
-            return
-        for f, M, Mt in zip(self.FIELDS, self.z, self.zt):
-            getattr(z, f).copy_(M.transpose(0, 1))
-            getattr(zt, f).copy_(Mt.transpose(0, 1))
-        self.synced = True
+    def _step_arrays(self, s, penalty) -> tuple:
+        """The per-problem step arrays in the loop's layout, made again only when the solver's steps changed."""
+        if self.steps is None or self.steps[0] is not s:
+            a = lambda T: np.ascontiguousarray(T.detach().numpy())  # noqa: E731
+            tau = s.tau.reshape(-1)
+            self.steps = (s, (a(tau), a((s.t3 * s.ds).reshape(-1)), a(tau * penalty.alpha), a(tau * penalty.beta * penalty.sqrt_n),
+                              a(s.sigma_v.transpose(0, 1)), a(s.c.reshape(-1)), a(penalty.alpha).astype(np.float64),
+                              a(penalty.beta * penalty.sqrt_n).astype(np.float64)), a(s.ds.reshape(-1)))
+        return self.steps[1:]
+
+    def run(self, k: int, z, s, datafit, penalty) -> tuple[torch.Tensor, torch.Tensor]:
+        """k steps, then the check of the last one: (rel_p, rel_d), as the solver's ``residuals`` gives them; the
+        objective at the last step into :attr:`objective`."""
+        if self.z is None:
+            self._mirror(z, datafit, penalty)
+        n, p = z.W.shape[0], z.W.shape[2]
+        a = lambda T: T.detach().numpy()  # noqa: E731
+        steps, ds = self._step_arrays(s, penalty)
+        out = np.empty((self.act.size, 3), dtype=np.float64)
+        _kernel(
+            int(k), self.rho, self.pending, self.act, *(a(T) for T in self.z[:5]), *(a(T) for T in self.zt[:5]),
+            a(self.z[5]), a(self.zt[5]), *self.fixed, *steps, self.src, self.dst, self.se, self.w,
+            np.empty((n, p), dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype),
+            self.x2, ds, self.r, self.r_floor, np.empty((2, p)), out,
+        )
+        self.pending = False
+        self.objective = out[:, 2]
+        return torch.from_numpy(out[:, 0]).to(z.W.dtype), torch.from_numpy(out[:, 1]).to(z.W.dtype)
+
+    def _fields(self, idx: np.ndarray, elim: bool) -> dict:
+        """zt's fields of the mirror's problems ``idx`` in the solver's layout (the batch on axis 1; γ (B, q))."""
+        i = torch.from_numpy(idx)
+        out = {f: M.index_select(0, i).transpose(0, 1).contiguous() for f, M in zip(self.FIELDS, self.zt)}
+        return {**out, "gamma": self.zt[5].index_select(0, i) if elim else None}
+
+    def leave(self, gone: torch.Tensor, elim: bool) -> tuple[dict, np.ndarray]:
+        """The problems at positions ``gone`` of the batch leave it: their last step's fields (solver layout) and
+        objectives; the loop skips them from now on."""
+        pos = gone.cpu().numpy()
+        fields_, objective = self._fields(self.act[pos], elim), self.objective[pos]
+        keep = np.ones(self.act.size, dtype=bool)
+        keep[pos] = False
+        self.act, self.objective = self.act[keep], self.objective[keep]
+        return fields_, objective
 
     def relax_later(self) -> bool:
-        """Take the solver's z ← z + ρ(zt − z) onto the mirror, done by the next run; False where there is no mirror
-        (after :meth:`drop`): the solver relaxes its own tensors, which the next run copies."""
+        """Take the solver's z ← z + ρ(zt − z) onto the mirror, done by the next run; False before the first run."""
         self.pending = self.z is not None
         return self.pending
 
-    def drop(self) -> None:
-        """Forget the mirror (after :meth:`sync`): the batch changed, the next run copies the solver's state again."""
-        self.z = self.zt = self.fixed = self.x2 = None
+    def state(self, elim: bool) -> dict | None:
+        """The last step's fields of the problems still in the batch (solver layout), or None before the first run."""
+        return None if self.z is None else self._fields(self.act, elim)

@@ -17,17 +17,19 @@ FAST = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST)
-def pdhg_steps(n_steps, rho_, relax_first, W, v, U, pred, KtU, Wt, vt, Ut, predt, KtUt, gam, gamt, X, y, c2, Z, elim, free,
-               factor, tau, kt, thr, gthr, sv, cw, src, dst, se, w, wbar, col, thv, x2, ds, r_e, r_floor, rel):
-    """``n_steps`` steps of every problem, problem by problem (its rows stay in cache over its steps), then the
-    residual check of the last step into ``rel`` (B, 2): the relative primal and dual residuals. ``relax_first``:
-    z ← z + ρ(zt − z) before the first step (the solver's relaxation after its previous check)."""
-    B = W.shape[0]
+def pdhg_steps(n_steps, rho_, relax_first, act, W, v, U, pred, KtU, Wt, vt, Ut, predt, KtUt, gam, gamt, X, y, c2, Z, elim, free,
+               factor, tau, kt, thr, gthr, sv, cw, alpha, bsq, src, dst, se, w, wbar, col, thv, x2, ds, r_e, r_floor, sums, out):
+    """``n_steps`` steps of the batch's problems ``act`` (indices into the state arrays; the per-problem step arrays
+    tau … bsq are indexed by the position in ``act``), problem by problem (its rows stay in cache over its steps), then
+    the check of the last step into ``out`` (len(act), 3): the relative primal and dual residuals and the objective at
+    the step's output. ``relax_first``: z ← z + ρ(zt − z) before the first step (the solver's relaxation after its
+    previous check)."""
     dt = W.dtype.type
     rho = dt(rho_)
-    for b in range(B):
+    for q in range(act.shape[0]):
+        b = act[q]
         for j in range(thv.shape[0]):
-            thv[j] = thr[b] * factor[j]
+            thv[j] = thr[q] * factor[j]
         if relax_first:
             relax(W[b], Wt[b], rho)
             relax(U[b], Ut[b], rho)
@@ -38,31 +40,37 @@ def pdhg_steps(n_steps, rho_, relax_first, W, v, U, pred, KtU, Wt, vt, Ut, predt
                 gam[b, 0] += rho * (gamt[b, 0] - gam[b, 0])
         for step in range(n_steps):
             r = dt(0.0) if step == n_steps - 1 else rho
-            primal_pass(W[b], KtU[b], KtUt[b], v[b], X, thv, free[b], factor, tau[b], kt[b], gthr[b], step > 0 or relax_first,
+            primal_pass(W[b], KtU[b], KtUt[b], v[b], X, thv, free[b], factor, tau[q], kt[q], gthr[q], step > 0 or relax_first,
                         rho, Wt[b], col)
-            g = data_pass(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtUt[b], X, y[b], c2[b], Z, elim, sv[b], cw[b], col, r, wbar)
+            g = data_pass(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtUt[b], X, y[b], c2[b], Z, elim, sv[q], cw[q], col, r, wbar)
             if elim:
                 gamt[b, 0] = g
                 gam[b, 0] += r * (g - gam[b, 0])
             edge_pass(U[b], Ut[b], KtUt[b], wbar, src, dst, se, w, step == n_steps - 1, rho)
         g = gamt[b, 0] if elim else 0.0
-        rel[b, 0], rel[b, 1] = residuals(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtU[b], KtUt[b], U[b], Ut[b], X, x2, y[b],
-                                         c2[b], Z, g, sv[b], tau[b], ds[b], cw[b], src, dst, w, r_e, r_floor)
+        out[q, 0], out[q, 1], out[q, 2] = residuals(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtU[b], KtUt[b], U[b], Ut[b], X, x2,
+                                                    y[b], c2[b], Z, g, sv[q], tau[q], ds[q], cw[q], src, dst, w, r_e, r_floor,
+                                                    factor, alpha[q], bsq[q], sums)
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST)
-def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, g, sv, tau, ds, c, src, dst, w, r_e, r_floor):
-    """The residual check of primal_dual's ``residuals`` for the step z → zt of one problem, every part of it (the
+def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, g, sv, tau, ds, c, src, dst, w, r_e, r_floor,
+              factor, alpha, bsq, sums):
+    """The objective at the step's output (W⁺, γ⁺), the solver's ``objective``, and the residual check of primal_dual's ``residuals`` for the step z → zt of one problem, every part of it (the
     torch check skips the edge part only where it cannot decide, so the decisions are the same):
 
         P = (W − W⁺)/τ − Mᵀ(v − v⁺) − λ(KᵀŨ − KᵀŨ⁺),  scaled by max(‖Mᵀv⁺‖, λ‖KᵀŨ⁺‖, ‖P − Mᵀv⁺ − λKᵀŨ⁺‖)
         D = (v − v⁺)/σ_v − (MW − MW⁺) on the live spots, scaled by max(‖MW⁺ + zγ⁺‖, ‖y‖) there
         D_U = (Ũ − Ũ⁺)/σ_u − K(W − W⁺),  scaled by max(‖KW⁺‖, 1e-3 (R/2)^½ ‖W⁺‖)  (where λ > 0)
 
-    Sums in float64 whatever the solve's precision."""
+    The objective Σ c_i (y_i − (MW⁺ + zγ⁺)_i)² + α Σ_j f_j ‖W⁺_:j‖₁ + β√n Σ_j f_j ‖W⁺_:j‖₂ + λ ‖KW⁺‖₁ comes from the same
+    passes (``sums``: (2, p) float64 scratch for the column sums). Sums in float64 whatever the solve's precision."""
     n, p = W.shape
     tiny = np.finfo(W.dtype).tiny
-    p2 = gh2 = ktu2 = mv2 = dv2 = f2 = y2 = w2 = 0.0
+    p2 = gh2 = ktu2 = mv2 = dv2 = f2 = y2 = w2 = fit = 0.0
+    for j in range(p):
+        sums[0, j] = 0.0
+        sums[1, j] = 0.0
     for i in range(n):
         dv = v[i] - vt[i]
         for j in range(p):
@@ -72,6 +80,8 @@ def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, g, s
             gh2 += gh * gh
             ktu2 += KtUt[i, j] * KtUt[i, j]
             w2 += Wt[i, j] * Wt[i, j]
+            sums[0, j] += abs(Wt[i, j])
+            sums[1, j] += Wt[i, j] * Wt[i, j]
         mv2 += vt[i] * vt[i] * x2[i]
         if c2[i] > 0:
             d = dv / sv[i] - (pred[i] - predt[i])
@@ -79,20 +89,28 @@ def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, g, s
             full = predt[i] + Z[i] * g
             f2 += full * full
             y2 += y[i] * y[i]
+            fit += 0.5 * c2[i] * (y[i] - full) * (y[i] - full)
     scale_p = max(max(np.sqrt(mv2), ds * np.sqrt(ktu2)), np.sqrt(gh2))
     rel_p = np.sqrt(p2) / max(scale_p, tiny)
     rel_d = np.sqrt(dv2) / max(max(np.sqrt(f2), np.sqrt(y2)), tiny)
+    l1 = l2 = 0.0
+    for j in range(p):
+        l1 += factor[j] * sums[0, j]
+        l2 += factor[j] * np.sqrt(sums[1, j])
+    obj = fit + alpha * l1 + bsq * l2
     if ds > 0 and c > 0:
-        kw2 = du2 = 0.0
+        kw2 = du2 = tv = 0.0
         for e in range(src.shape[0]):
             a, b, w_e, inv = src[e], dst[e], w[e], r_e[e] / c
             for j in range(p):
                 kw = w_e * (Wt[a, j] - Wt[b, j])
                 kw2 += kw * kw
+                tv += abs(kw)
                 du = (U[e, j] - Ut[e, j]) * inv - w_e * ((W[a, j] - Wt[a, j]) - (W[b, j] - Wt[b, j]))
                 du2 += du * du
         rel_d = max(rel_d, np.sqrt(du2) / max(max(np.sqrt(kw2), r_floor * np.sqrt(w2)), tiny))
-    return rel_p, rel_d
+        obj += ds * tv
+    return rel_p, rel_d, obj
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")

@@ -314,12 +314,16 @@ def primal_dual(
         out[act.cpu().numpy()] = values.double().cpu().numpy()
         return out
 
+    def objective_now() -> torch.Tensor:
+        """The objective at zt, the last step's output (the fused loop computes it in its check)."""
+        return objective(zt) if fused is None or fused.objective is None else torch.from_numpy(fused.objective)
+
     fused = fused_cpu.for_solve(datafit, penalty, smooth, K, W, edge_r, RELAX, unit=unit, folded=Ks_edge is not None,
                                 stepped_gamma=has_gamma and not eliminate) if smooth_on else None
     it = 0
     while it < max_iter:
         k = 1 if fused is None else min(check_every - it % check_every, max_iter - it)  # compiled: every step to the next check
-        checked = step(z, zt, s) if fused is None else fused.run(k, z, zt, s, datafit, penalty)  # fused: its last step checked
+        checked = step(z, zt, s) if fused is None else fused.run(k, z, s, datafit, penalty)  # fused: its last step checked
         it += k
 
         if it % check_every == 0 or it == max_iter:
@@ -338,9 +342,7 @@ def primal_dual(
                 stuck = converged | ((it - best_at >= stall) & (best < stall_below))
                 stalled = bool(stuck.all()) and not bool(converged.all())
             if it % (check_every * 10) == 0 or stalled:
-                if fused is not None:
-                    fused.sync(z, zt)
-                entry = {"iteration": it, "objective": full(objective(zt), out_obj).tolist(), "primal_residual": full(rel_p, out_p).tolist(),
+                entry = {"iteration": it, "objective": full(objective_now(), out_obj).tolist(), "primal_residual": full(rel_p, out_p).tolist(),
                          "dual_residual": full(rel_d, out_d).tolist(), "step": full(s.tau, out_tau).tolist()}
                 if stalled:
                     entry["stalled"] = True
@@ -350,20 +352,21 @@ def primal_dual(
             if bool(converged.all()) or stalled:
                 break
             if exit_on and bool(converged.any()):  # the converged problems leave; the rest go on with their own slices
-                if fused is not None:  # the solver's tensors up to date; the next run mirrors the smaller batch
-                    fused.sync(z, zt)
-                    fused.drop()
                 gone, keep = torch.nonzero(converged).flatten(), torch.nonzero(~converged).flatten()
                 ids = act[gone].cpu().numpy()
-                out_obj[ids] = objective(zt).index_select(0, gone).double().cpu().numpy()
+                if fused is None:
+                    out_obj[ids] = objective(zt).index_select(0, gone).double().cpu().numpy()
+                    left.append((act[gone], zt.select(gone)))
+                    z, zt = z.select(keep), zt.select(keep)
+                    buf = _Buffers(z.W, z.U)
+                else:  # copied out of the loop's state; the others stay where they are
+                    parked, out_obj[ids] = fused.leave(gone, eliminate)
+                    left.append((act[gone], _State(**parked)))
                 out_p[ids], out_d[ids] = rel_p[gone].double().cpu().numpy(), rel_d[gone].double().cpu().numpy()
                 out_tau[ids] = s.tau[gone].double().cpu().numpy()
-                left.append((act[gone], zt.select(gone)))
                 datafit, penalty = datafit.select(keep), penalty.select(keep)
                 smooth = smooth.select(keep) if has_smooth else smooth
                 lam, share, live = lam[keep], share[keep], datafit.c > 0
-                z, zt = z.select(keep), zt.select(keep)
-                buf = _Buffers(z.W, z.U)
                 s = Steps(s.tau[keep])  # the same per-problem steps (each problem's σ and τ_γ depend on its τ only)
                 converged, rel_p, rel_d, best, best_at, act = (a[keep] for a in (converged, rel_p, rel_d, best, best_at, act))
                 if tau_lo is not None:
@@ -381,8 +384,9 @@ def primal_dual(
                     adapt_factor = max(ADAPT_FLOOR, adapt_factor**0.9)
         if fused is None or not fused.relax_later():  # fused: on its mirror, at its next run
             z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
-    if fused is not None:
-        fused.sync(z, zt)
+    final = fused.state(eliminate) if fused is not None else None
+    if final is not None:  # the loop's last step, read back once
+        zt = _State(**final)
     z = zt  # the last prox output: exact zeros, not a relaxed combination
     done = np.ones(B, dtype=bool)
     done[act.cpu().numpy()] = converged.cpu().numpy()
@@ -397,7 +401,7 @@ def primal_dual(
         gamma=z.gamma,
         dual=z.U,
         data_dual=z.v,
-        objective=full(objective(zt), out_obj),
+        objective=full(objective_now(), out_obj),
         primal_residual=full(rel_p, out_p),
         dual_residual=full(rel_d, out_d),
         converged=done,
