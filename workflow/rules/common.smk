@@ -20,6 +20,9 @@ if Path(_SRC).is_dir():
     os.environ.update(PYTHONPATH=os.pathsep.join([_SRC, *_paths]))
 
 from s3r.errors import S3RInputError
+from s3r.workflow.environment import set_job_environment
+
+set_job_environment()  # the jobs' allocator settings (s3r.workflow.environment says why), inherited like PYTHONPATH
 from s3r.workflow import samples as ws_samples, screens as ws_screens, settings as ws_settings, startup as ws_startup
 from s3r.workflow import chunks as ws_chunks
 from s3r.workflow.sheet import schema_error_message

@@ -10,6 +10,7 @@
 - :mod:`~s3r.workflow.startup`: sheet × config × profile checks no schema sees (radius, deconvolution, threads);
 - :mod:`~s3r.workflow.chunks`: targets of a sample in chunks (one job each), job memory and run time by size;
 - :mod:`~s3r.workflow.tuning`: the tuning and final-fit jobs of a chunk (each target its own study).
+- :mod:`~s3r.workflow.environment`: environment variables every job inherits (the allocator's thresholds).
 
 ``workflow/rules/common.smk`` imports the submodules by name; it must never bind the name ``workflow``,
 which Snakemake already uses.
