@@ -64,8 +64,8 @@ class FusedSteps:
     (a problem's rows contiguous) made once from the solver's tensors, with the batch's data and penalty rows beside
     it. The solver's tensors are not written while it runs: the relaxation z ← z + ρ(zt − z) is left to the next run
     (:meth:`relax_later`), the trace's objective comes from the check (:attr:`objective`), a problem that leaves the
-    batch is copied out of the mirror on its own (:meth:`leave`; the others keep their places, the loop skips it), and
-    the solver reads the last step back once, at the end (:meth:`state`). After a run z is unrelaxed beside zt, as
+    batch stays where it is in the mirror and the loop skips it (:meth:`leave`), and the solver reads every problem's
+    last step back once, at the end (:meth:`state`). After a run z is unrelaxed beside zt, as
     the solver's residual check expects."""
 
     FIELDS = ("W", "v", "U", "pred", "KtU")
@@ -131,21 +131,15 @@ class FusedSteps:
         self.objective = out[:, 2]
         return torch.from_numpy(out[:, 0]).to(z.W.dtype), torch.from_numpy(out[:, 1]).to(z.W.dtype)
 
-    def _fields(self, idx: np.ndarray, elim: bool) -> dict:
-        """zt's fields of the mirror's problems ``idx`` in the solver's layout (the batch on axis 1; γ (B, q))."""
-        i = torch.from_numpy(idx)
-        out = {f: M.index_select(0, i).transpose(0, 1).contiguous() for f, M in zip(self.FIELDS, self.zt)}
-        return {**out, "gamma": self.zt[5].index_select(0, i) if elim else None}
-
-    def leave(self, gone: torch.Tensor, elim: bool) -> tuple[dict, np.ndarray]:
-        """The problems at positions ``gone`` of the batch leave it: their last step's fields (solver layout) and
-        objectives; the loop skips them from now on."""
+    def leave(self, gone: torch.Tensor) -> np.ndarray:
+        """The problems at positions ``gone`` of the batch leave it: their objectives at the last step. The loop skips
+        them from now on, so their rows of the mirror keep that step until :meth:`state` reads every problem back."""
         pos = gone.cpu().numpy()
-        fields_, objective = self._fields(self.act[pos], elim), self.objective[pos]
+        objective = self.objective[pos]
         keep = np.ones(self.act.size, dtype=bool)
         keep[pos] = False
         self.act, self.objective = self.act[keep], self.objective[keep]
-        return fields_, objective
+        return objective
 
     def relax_later(self) -> bool:
         """Take the solver's z ← z + ρ(zt − z) onto the mirror, done by the next run; False before the first run."""
@@ -153,5 +147,9 @@ class FusedSteps:
         return self.pending
 
     def state(self, elim: bool) -> dict | None:
-        """The last step's fields of the problems still in the batch (solver layout), or None before the first run."""
-        return None if self.z is None else self._fields(self.act, elim)
+        """The last step's fields of every problem of the batch, in its order and the solver's layout (the batch on
+        axis 1; γ (B, q)), those that left included; None before the first run."""
+        if self.z is None:
+            return None
+        out = {f: M.transpose(0, 1).contiguous() for f, M in zip(self.FIELDS, self.zt)}
+        return {**out, "gamma": self.zt[5].clone() if elim else None}

@@ -359,9 +359,8 @@ def primal_dual(
                     left.append((act[gone], zt.select(gone)))
                     z, zt = z.select(keep), zt.select(keep)
                     buf = _Buffers(z.W, z.U)
-                else:  # copied out of the loop's state; the others stay where they are
-                    parked, out_obj[ids] = fused.leave(gone, eliminate)
-                    left.append((act[gone], _State(**parked)))
+                else:  # its last step stays in the loop's state, read back with the others' at the end
+                    out_obj[ids] = fused.leave(gone)
                 out_p[ids], out_d[ids] = rel_p[gone].double().cpu().numpy(), rel_d[gone].double().cpu().numpy()
                 out_tau[ids] = s.tau[gone].double().cpu().numpy()
                 datafit, penalty = datafit.select(keep), penalty.select(keep)
@@ -385,12 +384,10 @@ def primal_dual(
         if fused is None or not fused.relax_later():  # fused: on its mirror, at its next run
             z.relax_(zt, RELAX)  # z ← z + ρ(T z − z)
     final = fused.state(eliminate) if fused is not None else None
-    if final is not None:  # the loop's last step, read back once
-        zt = _State(**final)
-    z = zt  # the last prox output: exact zeros, not a relaxed combination
+    z = zt if final is None else _State(**final)  # the last prox output: exact zeros, not a relaxed combination
     done = np.ones(B, dtype=bool)
     done[act.cpu().numpy()] = converged.cpu().numpy()
-    if left:  # the problems that left come back in their places
+    if left:  # the problems that left come back in their places (the fused loop keeps them in its state)
         z = _State(**{f.name: _merge(getattr(z, f.name), act, [(ids, getattr(st, f.name)) for ids, st in left], B,
                                      0 if f.name == "gamma" else 1) for f in fields(z)})
 
