@@ -9,7 +9,7 @@ import pytest
 
 from helpers import tuned_fit
 from s3r.errors import S3RInputError
-from s3r.report.fit_report import feature_table, fit_report, fold_selection
+from s3r.report.fit_report import feature_table, fit_report, fit_reports, fold_selection
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -75,6 +75,26 @@ def test_report_is_byte_identical_on_rerun(fitted, tmp_path):
         assert first[name].read_bytes() == second[name].read_bytes(), name
         if first[name].suffix == ".png":
             assert first[name].with_suffix(".svg").read_bytes() == second[name].with_suffix(".svg").read_bytes(), name
+
+
+def test_a_chunks_reports_in_two_processes_are_the_same_files_as_in_one(fitted, tmp_path):
+    """The workflow's report job draws its chunk's targets in worker processes: the same files, byte for byte, with
+    each target's tuning found (or not: a directory without rounds is reported as untuned)."""
+    _, _, root, _ = fitted
+    for name in ("t1", "t2", "t3"):
+        shutil.copytree(root / "fit", tmp_path / "fits" / name)
+    (tmp_path / "tune").mkdir()
+    for name in ("t1", "t3"):
+        shutil.copytree(root / "tune", tmp_path / "tune" / name)
+    (tmp_path / "tune" / "t2").mkdir()  # tuning off for this target: best_params.json only, no rounds
+    for processes, out in ((1, "one"), (2, "two")):
+        fit_reports(tmp_path / "fits", tmp_path / out, ["t1", "t2", "t3"], tune_dir=tmp_path / "tune", title_prefix="s / ",
+                    processes=processes, vector=None)
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    assert one == two and len(one) > 20
+    assert all((tmp_path / "one" / p).read_bytes() == (tmp_path / "two" / p).read_bytes() for p in one)
+    assert (tmp_path / "two" / "t1" / "trials.tsv").is_file() and not (tmp_path / "two" / "t2" / "trials.tsv").exists()
 
 
 def test_without_kept_states_stability_is_na_not_invented(fitted, tmp_path):

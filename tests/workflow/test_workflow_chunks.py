@@ -14,7 +14,8 @@ import yaml
 from s3r import cv, tune
 from s3r.io import RegressionData
 from s3r.simulate import simulate
-from s3r.workflow.chunks import MEMORY_BUDGET, BYTES_PER_ENTRY, job_resources, plan_chunks, targets_per_job
+from s3r.workflow.chunks import (MEMORY_BUDGET, BYTES_PER_ENTRY, ONE_THREAD_SPOTS, chunk_priority, fit_threads, job_resources,
+                                 plan_chunks, targets_per_job)
 from s3r.workflow.samples import SampleSpec
 
 from helpers import snakemake
@@ -96,6 +97,27 @@ def test_resources_grow_with_size_and_double_after_an_oom_kill():
     assert chunk["mem_mb"] == 1500 + 3500 * 25 * 670 * BYTES_PER_ENTRY // 2**20
 
 
+def test_earlier_chunks_tune_first_and_a_tuned_chunks_fits_and_reports_go_before_any_tuning():
+    chunks = ["c0", "c1", "c2"]
+    tuning = [chunk_priority(chunks, c) for c in chunks]
+    after = [chunk_priority(chunks, c, after_tuning=True) for c in chunks]
+    assert tuning == sorted(tuning, reverse=True) and len(set(tuning)) == 3
+    assert min(after) > max(tuning) and after == sorted(after, reverse=True)
+
+
+def test_final_fits_of_small_sections_take_one_thread(tmp_path):
+    """Below ONE_THREAD_SPOTS the compiled single-thread loop is the fastest final fit; above, torch's threads."""
+    config = {"tune": {"enabled": True}, "preprocess": {"max_features": 2000}, "demo": {}}
+    threads = {}
+    for n in (3500, ONE_THREAD_SPOTS + 1):
+        path = tmp_path / f"s{n}.h5ad"
+        anndata.AnnData(np.zeros((n, 30), dtype=np.float32), obsm={"spatial": np.zeros((n, 2))}).write_h5ad(path)
+        spec = _spec(3, [f"r{i}" for i in range(25)])
+        spec.inputs = {"h5ad": str(path)}
+        threads[n] = fit_threads(config, spec)
+    assert threads == {3500: 1, ONE_THREAD_SPOTS + 1: 2}
+
+
 def test_200_targets_plan_at_most_100_jobs(tmp_path):
     rng = np.random.default_rng(0)
     genes = [f"r{i}" for i in range(25)] + [f"g{i}" for i in range(200)]
@@ -119,6 +141,13 @@ def test_200_targets_plan_at_most_100_jobs(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
     assert total <= 100, text[-2000:]
     assert total == 78 and counts["tune_fold"] == "45" and counts["fit_final"] == "3" and counts["fit_report"] == "3"
+    # the order jobs start in (chunks.chunk_priority): a chunk's selection, fits and report before any tuning job
+    priority = {}
+    for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", text, re.M):
+        found = re.search(r"priority: (\d+)", block)
+        priority.setdefault(rule, set()).add(int(found.group(1)) if found else 0)
+    assert priority["tune_fold"] == {1, 2, 3}, priority
+    assert min(min(priority[r]) for r in ("tune_select", "fit_final", "fit_report")) > max(priority["tune_fold"]), priority
 
 
 def test_the_final_fit_starts_from_the_mean_of_the_chosen_trials_fold_solutions(tmp_path):

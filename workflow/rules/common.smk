@@ -220,6 +220,18 @@ def _chunk_resources(rule, wildcards, attempt):
     return ws_chunks.chunk_resources(rule, config, SAMPLES[wildcards.sample], len(targets), attempt)
 
 
+def tuning_priority(wildcards):
+    return ws_chunks.chunk_priority(list(CHUNKS[wildcards.sample]), wildcards.chunk)
+
+
+def after_tuning_priority(wildcards):
+    return ws_chunks.chunk_priority(list(CHUNKS[wildcards.sample]), wildcards.chunk, after_tuning=True)
+
+
+def fit_final_threads(wildcards):
+    return ws_startup.job_threads(config, ws_chunks.fit_threads(config, SAMPLES[wildcards.sample]))
+
+
 def tune_fold_mem_mb(wildcards, attempt):
     return _chunk_resources("tune_fold", wildcards, attempt)["mem_mb"]
 

@@ -14,7 +14,8 @@ rule fit_final:
         no_effect=config["tune"]["no_effect"],
     log:
         "logs/fit_final/{sample}/{chunk}.log",
-    threads: ws_startup.job_threads(config, 2)
+    threads: fit_final_threads
+    priority: after_tuning_priority
     resources:
         gpu=1,
         mem_mb=fit_final_mem_mb,

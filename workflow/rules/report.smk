@@ -23,6 +23,8 @@ rule fit_report:
         vector=config["report"]["vector"],
     log:
         "logs/fit_report/{sample}/{chunk}.log",
+    threads: ws_startup.job_threads(config, 2)
+    priority: after_tuning_priority
     conda:
         "../../envs/s3r-cpu.yaml"
     script:

@@ -20,6 +20,7 @@ if config["tune"]["enabled"]:
             targets=chunk_targets,
         log:
             "logs/tune/{sample}/{chunk}/suggest_{round}.log",
+        priority: tuning_priority
         localrule: True
         conda:
             "../../envs/s3r-cpu.yaml"
@@ -42,6 +43,7 @@ if config["tune"]["enabled"]:
             targets=chunk_targets,
         log:
             "logs/tune/{sample}/{chunk}/round_{round}_fold_{fold}.log",
+        priority: tuning_priority
         threads: ws_startup.job_threads(config, 1)
         resources:
             gpu=1,
@@ -63,6 +65,7 @@ if config["tune"]["enabled"]:
             targets=chunk_targets,
         log:
             "logs/tune/{sample}/{chunk}/tell_{round}.log",
+        priority: tuning_priority
         localrule: True
         conda:
             "../../envs/s3r-cpu.yaml"
@@ -88,6 +91,7 @@ if config["tune"]["enabled"]:
             states=tune_state_keys,
         log:
             "logs/tune/{sample}/{chunk}/select.log",
+        priority: after_tuning_priority
         localrule: True
         conda:
             "../../envs/s3r-cpu.yaml"

@@ -171,3 +171,28 @@ def chunk_resources(rule: str, config: dict, spec: SampleSpec, n_targets: int, a
         n_spots = _tuned_spots(config, n_spots)
     problems = n_targets * (_trials_per_round(config) if rule == "tune_fold" else 1)
     return job_resources(rule, n_spots, n_features, problems, attempt)
+
+
+# The order jobs start in when cores are short (Snakemake's `priority`; higher first). Without it the local
+# scheduler interleaved the chunks round by round, every chunk finished tuning at once, and the selections, final fits
+# and reports of all of them ran at the end on cores the tuning had left (200 DLPFC targets, 3 chunks: the last 372 of
+# 2,018 s; benchmarks/README.md, session 26). Earlier chunks of a sample go first, and a chunk's fits and reports go
+# before any tuning, so they run while later chunks still tune.
+def chunk_priority(chunks: list[str], chunk: str, *, after_tuning: bool = False) -> int:
+    """Snakemake priority of a job of ``chunk`` (one of the sample's ``chunks``): its tuning jobs by the chunk's place,
+    first chunk highest; with ``after_tuning`` (selection, final fit, report) above every tuning job."""
+    rank = len(chunks) - chunks.index(chunk)
+    return rank + (len(chunks) if after_tuning else 0)
+
+
+# Below this many spots the final fit is fastest on one CPU thread: the compiled PDHG loop (s3r.solver.fused_cpu)
+# runs there and batches of targets stay in cache; above it torch's threaded step is faster (10⁵ spots: 111 s on one
+# thread against 73 s on two; benchmarks/README.md, session 25). 67 DLPFC targets, 3,592 spots: 24.4 s wall on one
+# thread against 26.0 on two (31.1 CPU-s).
+ONE_THREAD_SPOTS = 20_000
+
+
+def fit_threads(config: dict, spec: SampleSpec, wanted: int = 2) -> int:
+    """CPU threads of a sample's final-fit job: one on sections below :data:`ONE_THREAD_SPOTS`, else ``wanted``."""
+    size = problem_size(spec, config)
+    return 1 if size is not None and size[0] < ONE_THREAD_SPOTS else int(wanted)
