@@ -97,12 +97,12 @@ def test_resources_grow_with_size_and_double_after_an_oom_kill():
     assert chunk["mem_mb"] == 1500 + 3500 * 25 * 670 * BYTES_PER_ENTRY // 2**20
 
 
-def test_earlier_chunks_tune_first_and_a_tuned_chunks_fits_and_reports_go_before_any_tuning():
+def test_the_first_chunk_tunes_first_and_a_tuned_chunks_fits_and_reports_go_before_any_tuning():
     chunks = ["c0", "c1", "c2"]
     tuning = [chunk_priority(chunks, c) for c in chunks]
     after = [chunk_priority(chunks, c, after_tuning=True) for c in chunks]
-    assert tuning == sorted(tuning, reverse=True) and len(set(tuning)) == 3
-    assert min(after) > max(tuning) and after == sorted(after, reverse=True)
+    assert tuning[0] > tuning[1] == tuning[2]  # the rest interleave: their round barriers fill each other's idle core
+    assert min(after) > max(tuning)
 
 
 def test_final_fits_of_small_sections_take_one_thread(tmp_path):
@@ -146,7 +146,7 @@ def test_200_targets_plan_at_most_100_jobs(tmp_path):
     for rule, block in re.findall(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", text, re.M):
         found = re.search(r"priority: (\d+)", block)
         priority.setdefault(rule, set()).add(int(found.group(1)) if found else 0)
-    assert priority["tune_fold"] == {1, 2, 3}, priority
+    assert priority["tune_fold"] == {1, 2}, priority
     assert min(min(priority[r]) for r in ("tune_select", "fit_final", "fit_report")) > max(priority["tune_fold"]), priority
 
 

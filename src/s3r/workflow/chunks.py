@@ -175,14 +175,16 @@ def chunk_resources(rule: str, config: dict, spec: SampleSpec, n_targets: int, a
 
 # The order jobs start in when cores are short (Snakemake's `priority`; higher first). Without it the local
 # scheduler interleaved the chunks round by round, every chunk finished tuning at once, and the selections, final fits
-# and reports of all of them ran at the end on cores the tuning had left (200 DLPFC targets, 3 chunks: the last 372 of
-# 2,018 s; benchmarks/README.md, session 26). Earlier chunks of a sample go first, and a chunk's fits and reports go
-# before any tuning, so they run while later chunks still tune.
+# and reports of all of them ran at the end (200 DLPFC targets, 3 chunks: the last 372 of 2,018 s). Chunk by chunk
+# (each chunk's tuning before the next's) left a core idle at every round barrier of the last chunk instead (2,014 s).
+# So a sample's first chunk tunes first — its selection, fit and report then run while the others tune — and the
+# others interleave, filling each other's round barriers; a tuned chunk's jobs go before any tuning job. Replayed on
+# that run's job durations (benchmarks/schedule_replay.py; benchmarks/README.md, session 26): 1,929 s against 2,011
+# chunk by chunk (the run itself: 2,014) and 1,950 without priorities; 1,912 is the two cores' floor.
 def chunk_priority(chunks: list[str], chunk: str, *, after_tuning: bool = False) -> int:
-    """Snakemake priority of a job of ``chunk`` (one of the sample's ``chunks``): its tuning jobs by the chunk's place,
-    first chunk highest; with ``after_tuning`` (selection, final fit, report) above every tuning job."""
-    rank = len(chunks) - chunks.index(chunk)
-    return rank + (len(chunks) if after_tuning else 0)
+    """Snakemake priority of a job of ``chunk`` (one of the sample's ``chunks``): tuning jobs 2 for the first chunk,
+    1 for the others; with ``after_tuning`` (selection, final fit, report) 3, above every tuning job."""
+    return 3 if after_tuning else (2 if chunk == chunks[0] else 1)
 
 
 # Below this many spots the final fit is fastest on one CPU thread: the compiled PDHG loop (s3r.solver.fused_cpu)
