@@ -53,16 +53,29 @@ def _both(monkeypatch, args, **kw):
     return out
 
 
-@pytest.mark.parametrize("intercept,B", [(True, 4), (False, 4), (True, 1)])
-def test_the_fused_step_gives_the_torch_steps_iterates(monkeypatch, intercept, B):
+@pytest.mark.parametrize("intercept,B,tile_floats", [(True, 4, 128), (False, 4, 128), (True, 1, 128), (True, 5, 12), (False, 5, 6)])
+def test_the_fused_step_gives_the_torch_steps_iterates(monkeypatch, intercept, B, tile_floats):
+    """``tile_floats``: 128 puts the batch in one tile (6 columns); 12 cuts it into tiles of 2, 2 and 1 problems, 6
+    into one problem a tile; problems leave at different checks, so the tiles are cut again as they go."""
     torch.set_num_threads(1)
+    monkeypatch.setattr(fused_cpu, "TILE_FLOATS", tile_floats)
     args = _batch(intercept, B)
-    used = []
+    used, widths = [], []
     real = fused_cpu.FusedSteps.run
-    monkeypatch.setattr(fused_cpu.FusedSteps, "run", lambda self, *a: (used.append(a[0]), real(self, *a))[1])
+
+    def run(self, *a):
+        used.append(a[0])
+        out = real(self, *a)
+        widths.append(tuple(t["ids"].size for t in self.tiles))
+        return out
+
+    monkeypatch.setattr(fused_cpu.FusedSteps, "run", run)
     ref, new = _both(monkeypatch, args, tol=1e-7, max_iter=4_000)
     assert used, "the fused loop did not run"
-    assert ref.converged.all() and new.converged.all()
+    assert widths[0] == {128: (B,), 12: (2, 2, 1), 6: (1,) * B}[tile_floats]
+    if B > 1:
+        assert len(set(ref.iterations)) > 1 and sum(widths[-1]) < B  # problems left at different checks; the tiles were cut again
+    assert np.array_equal(ref.converged, new.converged) and int(ref.converged.sum()) >= B - 1  # B = 5: the weakest λ runs to the cap
     assert np.array_equal(ref.iterations, new.iterations)
     scale = max(1.0, float(ref.W.abs().max()))
     assert float((ref.W - new.W).abs().max()) <= 1e-9 * scale

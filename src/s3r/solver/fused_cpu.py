@@ -35,7 +35,7 @@ def available() -> bool:
     global _kernel
     if _kernel is None:
         try:
-            from s3r.solver.fused_kernels import pdhg_steps as _kernel  # numba: imported at the first fused solve
+            from s3r.solver.fused_kernels import pdhg_tile as _kernel  # numba: imported at the first fused solve
         except ImportError:
             _kernel = False
     return _kernel is not False
@@ -57,19 +57,32 @@ def for_solve(datafit, penalty, smooth, K, W, edge_r, rho: float, *, unit: bool,
     return FusedSteps(K, edge_r, rho, W.dtype)
 
 
+TILE_FLOATS = 128  # a tile's row width T·p: the edge pass's cost per edge-problem is lowest at ~100–150 floats
+TILE_MAX = 16
+
+
+def tile_width(p: int) -> int:
+    """Problems side by side in one tile for p columns: rows of ~TILE_FLOATS floats (3,600 nodes, float32, the edge
+    pass's ns per edge-problem — p 6: 22.5 alone, 2.0 with 10 side by side; p 12: 16.3 / 4.2 (10); p 18: 14.4 / 4.6
+    (8); p 25: 17.3 / 7.0 (4); wider tiles lose it again to the cache; benchmarks/README.md, session 27)."""
+    return max(1, min(TILE_MAX, round(TILE_FLOATS / max(p, 1))))
+
+
 class FusedSteps:
-    """Runs k PDHG steps of a batch in the compiled loop, then their check (residuals and objective).
+    """Runs k PDHG steps of a batch in the compiled loop, tile by tile, then their check (residuals and objective).
 
-    From its first run to the end of the solve the loop owns the state: a problem-major mirror of z and its step zt
-    (a problem's rows contiguous) made once from the solver's tensors, with the batch's data and penalty rows beside
-    it. The solver's tensors are not written while it runs: the relaxation z ← z + ρ(zt − z) is left to the next run
-    (:meth:`relax_later`), the trace's objective comes from the check (:attr:`objective`), a problem that leaves the
-    batch stays where it is in the mirror and the loop skips it (:meth:`leave`), and the solver reads every problem's
-    last step back once, at the end (:meth:`state`). After a run z is unrelaxed beside zt, as the solver's residual
-    check expects. (Syncing the solver's tensors at every trace entry and exit, and copying the mirror again after
-    each exit, was 14 % of a fold job: 19.1 → 16.5 CPU-s without; benchmarks/README.md, session 26.)"""
+    From its first run to the end of the solve the loop owns the state: a mirror of z and its step zt made once from
+    the solver's tensors, cut into *tiles* of a few problems side by side (consecutive problems of the solver's batch;
+    :mod:`s3r.solver.fused_kernels` says why), with the batch's data and penalty rows beside it. The solver's tensors
+    are not written while it runs: the relaxation z ← z + ρ(zt − z) is left to the next run (:meth:`relax_later`), the
+    trace's objective comes from the check (:attr:`objective`), a problem that leaves the batch has its last step
+    copied out and the tiles are cut again from the others (:meth:`leave`), and the solver reads every problem's last
+    step back once, at the end (:meth:`state`). After a run z is unrelaxed beside zt, as the solver's residual check
+    expects. (Syncing the solver's tensors at every trace entry and exit was 14 % of a fold job: 19.1 → 16.5 CPU-s
+    without; benchmarks/README.md, session 26.)"""
 
-    FIELDS = ("W", "v", "U", "pred", "KtU")
+    FIELDS = ("W", "v", "U", "pred", "KtU", "gamma")
+    DATA = ("y", "c2", "free")  # the per-problem data columns a tile takes
 
     def __init__(self, K: IncidenceOperator, edge_r, rho: float, dtype: torch.dtype):
         self.rho = float(rho)
@@ -82,75 +95,154 @@ class FusedSteps:
         self.se = np.ascontiguousarray(np.broadcast_to(w / r, w.shape), dtype=self.np_dtype)  # the folded K's values, diag(1/r_e) K
         self.r = np.ascontiguousarray(np.broadcast_to(r, w.shape), dtype=np.float64)  # per-edge bounds: σ_u = c / r_e
         self.r_floor = 1e-3 * (float(K.norm_bound()) / 2) ** 0.5  # the edge residual's scale floor, × ‖W⁺‖
-        self.z = self.zt = None  # the mirror: problem-major copies of z's and zt's fields, γ's (B, 1) beside them
-        self.fixed = self.x2 = None  # the batch's data, penalty rows and row norms as the loop takes them
-        self.act = None  # the mirror's problems still in the solver's batch, in its order
+        self.tiles = None  # the active problems' mirror: a list of dicts, one a tile (see _mirror)
+        self.shared = None  # X, Z, elim, the penalty factors, the row norms: the same for every problem
+        self.data = None  # the batch's per-problem data columns (n, B) as first run, indexed by the mirror's ids
+        self.done = {}  # mirror id → the last step's fields of a problem that left the batch
+        self.B = self.p = 0
         self.objective = None  # (problems in the batch,) float64: the objective at the last run's last step
-        self.steps = None  # the solver's step arrays of the last run, and their loop layout
+        self.steps = None  # the solver's step arrays of the last run, cut by tile
+        self.scratch = {}  # row width → the kernel's scratch arrays
         self.pending = False  # z's relaxation left to the next run
 
     def _mirror(self, z, datafit, penalty) -> None:
         n, B, p = z.W.shape
         a = lambda T: T.detach().numpy()  # noqa: E731  (CPU tensors: views of the same memory)
-        major = lambda T: T.transpose(0, 1).contiguous()  # noqa: E731
         elim = datafit.Z is not None
-        gamma = z.gamma.clone() if elim else torch.zeros((B, 1), dtype=z.W.dtype)
-        self.z = [major(getattr(z, f)) for f in self.FIELDS] + [gamma]
-        self.zt = [torch.empty_like(T) for T in self.z]
-        self.fixed = (a(datafit.X.contiguous()), a(major(datafit.y)), a(major(2 * datafit.c)),
-                      a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype), elim,
-                      a(major(penalty.free.reshape(n, B))), a(penalty.factor.contiguous()))
-        self.x2 = a(datafit.row_norms2().reshape(-1).contiguous())
-        self.act = np.arange(B, dtype=np.int64)
+        gamma = z.gamma[:, 0].clone() if elim else torch.zeros(B, dtype=z.W.dtype)
+        state = {f: a(getattr(z, f)) for f in self.FIELDS[:5]} | {"gamma": a(gamma)}
+        self.B, self.p = B, p
+        self.shared = (a(datafit.X.contiguous()), a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype),
+                       elim, a(penalty.factor.contiguous()), a(datafit.row_norms2().reshape(-1).contiguous()))
+        self.data = {"y": a(datafit.y), "c2": a(2 * datafit.c), "free": a(penalty.free.reshape(n, B))}
+        self.tiles = []
+        for part in np.array_split(np.arange(B), -(-B // tile_width(p))):  # nearly equal widths: 10 of 18 columns → 5 + 5
+            cols = slice(int(part[0]), int(part[-1]) + 1)
+            tile_z = {f: _columns(M, f, cols) for f, M in state.items()}
+            self.tiles.append({"ids": part, "pos": part, "z": tile_z, "zt": {f: np.empty_like(M) for f, M in tile_z.items()},
+                               "data": {d: _columns(M, d, cols) for d, M in self.data.items()}})  # zt: written before it is read
 
-    def _step_arrays(self, s, penalty) -> tuple:
-        """The per-problem step arrays in the loop's layout, made again only when the solver's steps changed."""
+    def _step_arrays(self, s, penalty) -> list[tuple]:
+        """The per-problem step arrays of each tile, made again only when the solver's steps or the tiles changed."""
         if self.steps is None or self.steps[0] is not s:
-            a = lambda T: np.ascontiguousarray(T.detach().numpy())  # noqa: E731
+            a = lambda T: T.detach().numpy()  # noqa: E731
             tau = s.tau.reshape(-1)
-            self.steps = (s, (a(tau), a((s.t3 * s.ds).reshape(-1)), a(tau * penalty.alpha), a(tau * penalty.beta * penalty.sqrt_n),
-                              a(s.sigma_v.transpose(0, 1)), a(s.c.reshape(-1)), a(penalty.alpha).astype(np.float64),
-                              a(penalty.beta * penalty.sqrt_n).astype(np.float64)), a(s.ds.reshape(-1)))
-        return self.steps[1:]
+            per = (a(tau), a((s.t3 * s.ds).reshape(-1)), a(tau * penalty.alpha), a(tau * penalty.beta * penalty.sqrt_n))
+            tail = (a(s.c.reshape(-1)), a(penalty.alpha).astype(np.float64), a(penalty.beta * penalty.sqrt_n).astype(np.float64))
+            sv, ds = a(s.sigma_v), a(s.ds.reshape(-1))
+            cut = lambda M, pos: np.ascontiguousarray(M[..., pos])  # noqa: E731
+            self.steps = (s, [(tuple(cut(M, t["pos"]) for M in (*per, sv, *tail)), cut(ds, t["pos"])) for t in self.tiles])
+        return self.steps[1]
+
+    def _scratch(self, n: int, width: int, m: int) -> tuple:
+        if width not in self.scratch:
+            dt = self.np_dtype
+            self.scratch[width] = (np.empty((n, width), dtype=dt), np.empty(width, dtype=dt), np.empty(width, dtype=dt),
+                                   np.empty((15, max(width, 2)), dtype=np.float64))
+        return self.scratch[width]
 
     def run(self, k: int, z, s, datafit, penalty) -> tuple[torch.Tensor, torch.Tensor]:
         """k steps, then the check of the last one: (rel_p, rel_d), as the solver's ``residuals`` gives them; the
         objective at the last step into :attr:`objective`."""
-        if self.z is None:
+        if self.tiles is None:
             self._mirror(z, datafit, penalty)
-        n, p = z.W.shape[0], z.W.shape[2]
-        a = lambda T: T.detach().numpy()  # noqa: E731
-        steps, ds = self._step_arrays(s, penalty)
-        out = np.empty((self.act.size, 3), dtype=np.float64)
-        _kernel(
-            int(k), self.rho, self.pending, self.act, *(a(T) for T in self.z[:5]), *(a(T) for T in self.zt[:5]),
-            a(self.z[5]), a(self.zt[5]), *self.fixed, *steps, self.src, self.dst, self.se, self.w,
-            np.empty((n, p), dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype), np.empty(p, dtype=self.np_dtype),
-            self.x2, ds, self.r, self.r_floor, np.empty((2, p)), out,
-        )
+        n, p = z.W.shape[0], self.p
+        X, Z, elim, factor, x2 = self.shared
+        flat = lambda M: M.reshape(M.shape[0], -1)  # noqa: E731  (n, T, p) → (n, T·p): a view
+        out = np.empty((sum(t["ids"].size for t in self.tiles), 3), dtype=np.float64)
+        for tile, (steps, ds) in zip(self.tiles, self._step_arrays(s, penalty)):
+            zc, zs, d = tile["z"], tile["zt"], tile["data"]
+            wbar, col, thv, acc = self._scratch(n, tile["ids"].size * p, self.src.size)
+            tau, kt, thr, gthr, sv, cw, alpha, bsq = steps
+            _kernel(int(k), self.rho, self.pending, p, flat(zc["W"]), zc["v"], flat(zc["U"]), zc["pred"], flat(zc["KtU"]),
+                    flat(zs["W"]), zs["v"], flat(zs["U"]), zs["pred"], flat(zs["KtU"]), zc["gamma"], zs["gamma"], X, d["y"], d["c2"],
+                    Z, elim, d["free"], factor, tau, kt, thr, gthr, sv, cw, alpha, bsq, self.src, self.dst, self.se, self.w,
+                    wbar, col, thv, x2, ds, self.r, self.r_floor, acc, _rows(out, tile["pos"]))
         self.pending = False
         self.objective = out[:, 2]
         return torch.from_numpy(out[:, 0]).to(z.W.dtype), torch.from_numpy(out[:, 1]).to(z.W.dtype)
 
     def leave(self, gone: torch.Tensor) -> np.ndarray:
-        """The problems at positions ``gone`` of the batch leave it: their objectives at the last step. The loop skips
-        them from now on, so their rows of the mirror keep that step until :meth:`state` reads every problem back."""
-        pos = gone.cpu().numpy()
-        objective = self.objective[pos]
-        keep = np.ones(self.act.size, dtype=bool)
-        keep[pos] = False
-        self.act, self.objective = self.act[keep], self.objective[keep]
+        """The problems at positions ``gone`` of the batch leave it: their objectives at the last step. Their last step
+        is kept for :meth:`state`; only the tiles they leave are copied again, without them (a tile left under half
+        its width joins its neighbour): re-cutting the whole batch at every exit was 4.4 of a fold job's 19 CPU-s."""
+        pos = set(gone.cpu().numpy().tolist())
+        objective = self.objective[sorted(pos)]
+        tiles = []
+        for tile in self.tiles:
+            out = np.array([q in pos for q in tile["pos"]])
+            for slot in np.flatnonzero(out):
+                self.done[int(tile["ids"][slot])] = {f: _columns(M, f, slice(slot, slot + 1)) for f, M in tile["zt"].items()}
+            if out.all():
+                continue
+            tiles.append(self._slice(tile, ~out) if out.any() else tile)
+        self.tiles = self._joined_small(tiles)
+        start = 0
+        for tile in self.tiles:  # the positions in the solver's batch, which closes up the same way
+            tile["pos"] = np.arange(start, start + tile["ids"].size)
+            start += tile["ids"].size
+        keep = np.ones(self.objective.size, dtype=bool)
+        keep[sorted(pos)] = False
+        self.objective = self.objective[keep]
+        self.steps = None
         return objective
+
+    def _slice(self, tile: dict, cols) -> dict:
+        """A tile of the problems ``cols`` of ``tile`` (a copy)."""
+        ids = tile["ids"][cols]
+        return {"ids": ids, "pos": tile["pos"][cols], **{w: {f: _columns(M, f, cols) for f, M in tile[w].items()} for w in ("z", "zt")},
+                "data": {d: _columns(M, d, cols) for d, M in tile["data"].items()}}
+
+    def _joined_small(self, tiles: list[dict]) -> list[dict]:
+        """Neighbouring tiles joined where both together fit one tile's width and one is under half of it."""
+        width = tile_width(self.p)
+        out: list[dict] = []
+        for tile in tiles:
+            last = out[-1] if out else None
+            if last is not None and last["ids"].size + tile["ids"].size <= width and min(last["ids"].size, tile["ids"].size) * 2 < width:
+                both = lambda a, b, axis=1: np.concatenate([a, b], axis=axis)  # noqa: E731
+                out[-1] = {"ids": both(last["ids"], tile["ids"], 0), "pos": both(last["pos"], tile["pos"], 0),
+                           **{w: {f: both(last[w][f], tile[w][f], _axis(f)) for f in self.FIELDS} for w in ("z", "zt")},
+                           "data": {d: both(last["data"][d], tile["data"][d]) for d in self.DATA}}
+            else:
+                out.append(tile)
+        return out
 
     def relax_later(self) -> bool:
         """Take the solver's z ← z + ρ(zt − z) onto the mirror, done by the next run; False before the first run."""
-        self.pending = self.z is not None
+        self.pending = self.tiles is not None
         return self.pending
 
     def state(self, elim: bool) -> dict | None:
         """The last step's fields of every problem of the batch, in its order and the solver's layout (the batch on
-        axis 1; γ (B, q)), those that left included; None before the first run."""
-        if self.z is None:
+        axis 1; γ (B, 1)), those that left included; None before the first run."""
+        if self.tiles is None:
             return None
-        out = {f: M.transpose(0, 1).contiguous() for f, M in zip(self.FIELDS, self.zt)}
-        return {**out, "gamma": self.zt[5].clone() if elim else None}
+        first = self.tiles[0]["zt"] if self.tiles else next(iter(self.done.values()))
+        out = {f: np.empty((self.B,) if f == "gamma" else (M.shape[0], self.B, *M.shape[2:]), dtype=M.dtype) for f, M in first.items()}
+        parts = [(t["ids"], t["zt"]) for t in self.tiles] + [([i], fields) for i, fields in self.done.items()]
+        for ids, fields in parts:
+            for f, M in fields.items():
+                if f == "gamma":
+                    out[f][ids] = M
+                else:
+                    out[f][:, ids] = M
+        state = {f: torch.from_numpy(M) for f, M in out.items()}
+        state["gamma"] = state["gamma"].reshape(-1, 1) if elim else None
+        return state
+
+
+def _axis(field: str) -> int:
+    """The batch's axis of a mirror field: γ is (B,), every other field has the batch on axis 1."""
+    return 0 if field == "gamma" else 1
+
+
+def _columns(M: np.ndarray, field: str, cols) -> np.ndarray:
+    """The problems ``cols`` of a mirror field, as a contiguous copy (never a view: z, zt and the solver's tensors are
+    three states)."""
+    return np.array(M[cols] if field == "gamma" else M[:, cols], order="C", copy=True)
+
+
+def _rows(out: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The rows of the check's output that a tile writes: a view (a tile's positions are consecutive)."""
+    return out[int(pos[0]):int(pos[-1]) + 1]

@@ -1,9 +1,15 @@
-"""The numba kernels of :mod:`s3r.solver.fused_cpu`: one PDHG step of one problem as three passes (primal over the
-nodes, data dual over the nodes, edge dual over the edges), run for every problem of a batch over k steps.
+"""The numba kernels of :mod:`s3r.solver.fused_cpu`: k PDHG steps of one *tile* of a batch — a few problems side by
+side — as three passes per step (primal over the nodes, data dual over the nodes, edge dual over the edges), then
+the residual check of the last step.
 
-Arrays are problem-major, (B, n, p) / (B, m, p) / (B, n), so one problem's rows are contiguous; X (n, p) and the
-edge arrays are shared. ``r`` is the relaxation of the step (ρ, or 0 on the last step: z then stays unrelaxed
-beside its step zt for the caller's residual check). No branch sits inside an inner loop, so they vectorise.
+A tile's arrays hold its T problems interleaved within each row: (n, T·p) for the coefficients, (m, T·p) for the edge
+dual, (n, T) for the per-spot fields, so one edge's T·p dual entries are contiguous. Why: the edge pass costs ~15 ns
+an edge whatever p is (a gather of two node rows, a scatter into two, one short inner loop): with one problem at a
+time a row of 6–25 floats pays it for every problem; with T problems in the row it is paid once for T·p floats
+(3,600 nodes, 10,600 edges, p = 18, float32: 14.4 ns an edge-problem alone, 4.6 with T = 8; benchmarks/README.md,
+session 27). X (n, p), Z, the edge arrays and the penalty factors are shared. ``r`` is the relaxation of the step (ρ,
+or 0 on the last step: z then stays unrelaxed beside its step zt for the caller's residual check). No branch sits
+inside an inner loop, so they vectorise.
 """
 
 from __future__ import annotations
@@ -17,205 +23,227 @@ FAST = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST)
-def pdhg_steps(n_steps, rho_, relax_first, act, W, v, U, pred, KtU, Wt, vt, Ut, predt, KtUt, gam, gamt, X, y, c2, Z, elim, free,
-               factor, tau, kt, thr, gthr, sv, cw, alpha, bsq, src, dst, se, w, wbar, col, thv, x2, ds, r_e, r_floor, sums, out):
-    """``n_steps`` steps of the batch's problems ``act`` (indices into the state arrays; the per-problem step arrays
-    tau … bsq are indexed by the position in ``act``), problem by problem (its rows stay in cache over its steps), then
-    the check of the last step into ``out`` (len(act), 3): the relative primal and dual residuals and the objective at
-    the step's output. ``relax_first``: z ← z + ρ(zt − z) before the first step (the solver's relaxation after its
-    previous check)."""
+def pdhg_tile(n_steps, rho_, relax_first, p, W, v, U, pred, KtU, Wt, vt, Ut, predt, KtUt, gam, gamt, X, y, c2, Z, elim, free,
+              factor, tau, kt, thr, gthr, sv, cw, alpha, bsq, src, dst, se, w, wbar, col, thv, x2, ds, r_e, r_floor, acc, out):
+    """``n_steps`` steps of a tile's T problems (the per-problem arrays tau … bsq, ds have length T), then the check
+    of the last step into ``out`` (T, 3): the relative primal and dual residuals and the objective at the step's
+    output. ``relax_first``: z ← z + ρ(zt − z) before the first step (the solver's relaxation after its previous
+    check). ``acc``: (15, max(T·p, 2)) float64 scratch."""
     dt = W.dtype.type
     rho = dt(rho_)
-    for q in range(act.shape[0]):
-        b = act[q]
-        for j in range(thv.shape[0]):
-            thv[j] = thr[q] * factor[j]
-        if relax_first:
-            relax(W[b], Wt[b], rho)
-            relax(U[b], Ut[b], rho)
-            for i in range(W.shape[1]):
-                v[b, i] += rho * (vt[b, i] - v[b, i])
-                pred[b, i] += rho * (predt[b, i] - pred[b, i])
-            if elim:
-                gam[b, 0] += rho * (gamt[b, 0] - gam[b, 0])
-        for step in range(n_steps):
-            r = dt(0.0) if step == n_steps - 1 else rho
-            primal_pass(W[b], KtU[b], KtUt[b], v[b], X, thv, free[b], factor, tau[q], kt[q], gthr[q], step > 0 or relax_first,
-                        rho, Wt[b], col)
-            g = data_pass(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtUt[b], X, y[b], c2[b], Z, elim, sv[q], cw[q], col, r, wbar)
-            if elim:
-                gamt[b, 0] = g
-                gam[b, 0] += r * (g - gam[b, 0])
-            edge_pass(U[b], Ut[b], KtUt[b], wbar, src, dst, se, w, step == n_steps - 1, rho)
-        g = gamt[b, 0] if elim else 0.0
-        out[q, 0], out[q, 1], out[q, 2] = residuals(W[b], Wt[b], v[b], vt[b], pred[b], predt[b], KtU[b], KtUt[b], U[b], Ut[b], X, x2,
-                                                    y[b], c2[b], Z, g, sv[q], tau[q], ds[q], cw[q], src, dst, w, r_e, r_floor,
-                                                    factor, alpha[q], bsq[q], sums)
+    T = tau.shape[0]
+    for q in range(T):
+        for j in range(p):
+            thv[q * p + j] = thr[q] * factor[j]
+    if relax_first:
+        relax(W, Wt, rho)
+        relax(U, Ut, rho)
+        relax(v, vt, rho)
+        relax(pred, predt, rho)
+        if elim:
+            for q in range(T):
+                gam[q] += rho * (gamt[q] - gam[q])
+    for step in range(n_steps):
+        r = dt(0.0) if step == n_steps - 1 else rho
+        primal_pass(W, KtU, KtUt, v, X, thv, free, factor, tau, kt, gthr, step > 0 or relax_first, rho, Wt, col, p)
+        data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, col, r, wbar, gam, gamt, acc, p)
+        edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, step == n_steps - 1, rho)
+    residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, gamt, elim, sv, tau, ds, cw, src, dst, w, r_e,
+              r_floor, factor, alpha, bsq, acc, out, p)
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST)
-def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, g, sv, tau, ds, c, src, dst, w, r_e, r_floor,
-              factor, alpha, bsq, sums):
-    """The objective at the step's output (W⁺, γ⁺), the solver's ``objective``, and the residual check of primal_dual's ``residuals`` for the step z → zt of one problem, every part of it (the
-    torch check skips the edge part only where it cannot decide, so the decisions are the same):
+def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, gamt, elim, sv, tau, ds, c, src, dst, w, r_e,
+              r_floor, factor, alpha, bsq, acc, out, p):
+    """The objective at the step's output (W⁺, γ⁺), the solver's ``objective``, and the residual check of primal_dual's
+    ``residuals`` for the step z → zt of each problem of the tile, every part of it (the torch check skips the edge part
+    only where it cannot decide, so the decisions are the same):
 
         P = (W − W⁺)/τ − Mᵀ(v − v⁺) − λ(KᵀŨ − KᵀŨ⁺),  scaled by max(‖Mᵀv⁺‖, λ‖KᵀŨ⁺‖, ‖P − Mᵀv⁺ − λKᵀŨ⁺‖)
         D = (v − v⁺)/σ_v − (MW − MW⁺) on the live spots, scaled by max(‖MW⁺ + zγ⁺‖, ‖y‖) there
         D_U = (Ũ − Ũ⁺)/σ_u − K(W − W⁺),  scaled by max(‖KW⁺‖, 1e-3 (R/2)^½ ‖W⁺‖)  (where λ > 0)
 
     The objective Σ c_i (y_i − (MW⁺ + zγ⁺)_i)² + α Σ_j f_j ‖W⁺_:j‖₁ + β√n Σ_j f_j ‖W⁺_:j‖₂ + λ ‖KW⁺‖₁ comes from the same
-    passes (``sums``: (2, p) float64 scratch for the column sums). Sums in float64 whatever the solve's precision."""
-    n, p = W.shape
+    passes. Sums in float64 whatever the solve's precision."""
+    n, L = W.shape
+    T = tau.shape[0]
     tiny = np.finfo(W.dtype).tiny
-    p2 = gh2 = ktu2 = mv2 = dv2 = f2 = y2 = w2 = fit = 0.0
-    for j in range(p):
-        sums[0, j] = 0.0
-        sums[1, j] = 0.0
-    for i in range(n):
-        dv = v[i] - vt[i]
+    acc[:, :] = 0.0
+    # rows of acc: 0–1 the column sums |W⁺|, W⁺²; 2–10 per-problem node sums; 11–13 per-column edge sums; 14 σ_u's
+    # inverse per column (r_e / c: 0 where the problem has no edge step). The edge part runs over each edge's whole row
+    # (T·p entries) into per-column sums, summed per problem at the end: one short loop a problem was 0.44 ms a check.
+    P2, GH2, KTU2, W2, MV2, DV2, F2, Y2, FIT, KW2, DU2, TV, INV = 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
+    for q in range(T):
         for j in range(p):
-            P = (W[i, j] - Wt[i, j]) / tau - dv * X[i, j] - ds * (KtU[i, j] - KtUt[i, j])
-            p2 += P * P
-            gh = P - vt[i] * X[i, j] - ds * KtUt[i, j]
-            gh2 += gh * gh
-            ktu2 += KtUt[i, j] * KtUt[i, j]
-            w2 += Wt[i, j] * Wt[i, j]
-            sums[0, j] += abs(Wt[i, j])
-            sums[1, j] += Wt[i, j] * Wt[i, j]
-        mv2 += vt[i] * vt[i] * x2[i]
-        if c2[i] > 0:
-            d = dv / sv[i] - (pred[i] - predt[i])
-            dv2 += d * d
-            full = predt[i] + Z[i] * g
-            f2 += full * full
-            y2 += y[i] * y[i]
-            fit += 0.5 * c2[i] * (y[i] - full) * (y[i] - full)
-    scale_p = max(max(np.sqrt(mv2), ds * np.sqrt(ktu2)), np.sqrt(gh2))
-    rel_p = np.sqrt(p2) / max(scale_p, tiny)
-    rel_d = np.sqrt(dv2) / max(max(np.sqrt(f2), np.sqrt(y2)), tiny)
-    l1 = l2 = 0.0
-    for j in range(p):
-        l1 += factor[j] * sums[0, j]
-        l2 += factor[j] * np.sqrt(sums[1, j])
-    obj = fit + alpha * l1 + bsq * l2
-    if ds > 0 and c > 0:
-        kw2 = du2 = tv = 0.0
-        for e in range(src.shape[0]):
-            a, b, w_e, inv = src[e], dst[e], w[e], r_e[e] / c
+            acc[INV, q * p + j] = 1.0 / c[q] if ds[q] > 0 and c[q] > 0 else 0.0
+    for i in range(n):
+        for q in range(T):
+            o = q * p
+            dv = v[i, q] - vt[i, q]
+            tq, dq, vq = tau[q], ds[q], vt[i, q]
+            p2 = gh2 = ktu2 = w2 = 0.0
             for j in range(p):
-                kw = w_e * (Wt[a, j] - Wt[b, j])
-                kw2 += kw * kw
-                tv += abs(kw)
-                du = (U[e, j] - Ut[e, j]) * inv - w_e * ((W[a, j] - Wt[a, j]) - (W[b, j] - Wt[b, j]))
-                du2 += du * du
-        rel_d = max(rel_d, np.sqrt(du2) / max(max(np.sqrt(kw2), r_floor * np.sqrt(w2)), tiny))
-        obj += ds * tv
-    return rel_p, rel_d, obj
+                P = (W[i, o + j] - Wt[i, o + j]) / tq - dv * X[i, j] - dq * (KtU[i, o + j] - KtUt[i, o + j])
+                p2 += P * P
+                gh = P - vq * X[i, j] - dq * KtUt[i, o + j]
+                gh2 += gh * gh
+                ktu2 += KtUt[i, o + j] * KtUt[i, o + j]
+                w2 += Wt[i, o + j] * Wt[i, o + j]
+                acc[0, o + j] += abs(Wt[i, o + j])
+                acc[1, o + j] += Wt[i, o + j] * Wt[i, o + j]
+            acc[P2, q] += p2
+            acc[GH2, q] += gh2
+            acc[KTU2, q] += ktu2
+            acc[W2, q] += w2
+            acc[MV2, q] += vq * vq * x2[i]
+            if c2[i, q] > 0:
+                d = dv / sv[i, q] - (pred[i, q] - predt[i, q])
+                acc[DV2, q] += d * d
+                full = predt[i, q] + (Z[i] * gamt[q] if elim else 0.0)
+                acc[F2, q] += full * full
+                acc[Y2, q] += y[i, q] * y[i, q]
+                acc[FIT, q] += 0.5 * c2[i, q] * (y[i, q] - full) * (y[i, q] - full)
+    for e in range(src.shape[0]):
+        a, b, w_e, re = src[e], dst[e], w[e], r_e[e]
+        for k in range(L):
+            kw = w_e * (Wt[a, k] - Wt[b, k])
+            acc[KW2, k] += kw * kw
+            acc[TV, k] += abs(kw)
+            du = (U[e, k] - Ut[e, k]) * (re * acc[INV, k]) - w_e * ((W[a, k] - Wt[a, k]) - (W[b, k] - Wt[b, k]))
+            acc[DU2, k] += du * du
+    for q in range(T):
+        scale_p = max(max(np.sqrt(acc[MV2, q]), ds[q] * np.sqrt(acc[KTU2, q])), np.sqrt(acc[GH2, q]))
+        rel_p = np.sqrt(acc[P2, q]) / max(scale_p, tiny)
+        rel_d = np.sqrt(acc[DV2, q]) / max(max(np.sqrt(acc[F2, q]), np.sqrt(acc[Y2, q])), tiny)
+        l1 = l2 = kw2 = du2 = tv = 0.0
+        for j in range(p):
+            l1 += factor[j] * acc[0, q * p + j]
+            l2 += factor[j] * np.sqrt(acc[1, q * p + j])
+            kw2 += acc[KW2, q * p + j]
+            du2 += acc[DU2, q * p + j]
+            tv += acc[TV, q * p + j]
+        obj = acc[FIT, q] + alpha[q] * l1 + bsq[q] * l2
+        if ds[q] > 0 and c[q] > 0:
+            rel_d = max(rel_d, np.sqrt(du2) / max(max(np.sqrt(kw2), r_floor * np.sqrt(acc[W2, q])), tiny))
+            obj += ds[q] * tv
+        out[q, 0], out[q, 1], out[q, 2] = rel_p, rel_d, obj
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")
 def relax(A, At, rho):
-    """A ← A + ρ(At − A) over a problem's rows."""
+    """A ← A + ρ(At − A) over a tile's rows."""
     for i in range(A.shape[0]):
         for j in range(A.shape[1]):
             A[i, j] += rho * (At[i, j] - A[i, j])
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")
-def primal_pass(W, KtU, KtUt, v, X, thv, free, factor, tau, kt, gthr, relax_ktu, rho, Wt, col):
+def primal_pass(W, KtU, KtUt, v, X, thv, free, factor, tau, kt, gthr, relax_ktu, rho, Wt, col, p):
     """W⁺ before its group shrink: soft-threshold of W − τλ KᵀŨ − τ Mᵀv on the free rows, the column norms into
     ``col``, then each column's shrink factor into ``col``. KᵀŨ of z is relaxed here from the previous step's scatter
     rather than in a pass of its own."""
-    n, p = W.shape
+    n, L = W.shape
+    T = tau.shape[0]
     dt = W.dtype.type
     zero, one = dt(0.0), dt(1.0)
-    for j in range(p):
-        col[j] = zero
+    for k in range(L):
+        col[k] = zero
     for i in range(n):
-        vi = tau * v[i]
-        fr = free[i]
         if relax_ktu:
+            for k in range(L):
+                KtU[i, k] += rho * (KtUt[i, k] - KtU[i, k])
+        for q in range(T):
+            o = q * p
+            vi, ktq, fr = tau[q] * v[i, q], kt[q], free[i, q]
             for j in range(p):
-                KtU[i, j] += rho * (KtUt[i, j] - KtU[i, j])
+                val = W[i, o + j] - ktq * KtU[i, o + j] - vi * X[i, j]
+                val = (val - min(max(val, -thv[o + j]), thv[o + j])) * fr
+                Wt[i, o + j] = val
+                col[o + j] += val * val
+    for q in range(T):  # the group shrink of each column (0 where the norm is within its threshold)
         for j in range(p):
-            val = W[i, j] - kt * KtU[i, j] - vi * X[i, j]
-            val = (val - min(max(val, -thv[j]), thv[j])) * fr
-            Wt[i, j] = val
-            col[j] += val * val
-    for j in range(p):  # the group shrink of each column (0 where the norm is within its threshold)
-        norm, g_j = np.sqrt(col[j]), gthr * factor[j]
-        col[j] = one - g_j / norm if norm > g_j else zero
+            norm, g_j = np.sqrt(col[q * p + j]), gthr[q] * factor[j]
+            col[q * p + j] = one - g_j / norm if norm > g_j else zero
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")
-def data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, shrink, r, wbar):
+def data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, shrink, r, wbar, gam, gamt, acc, p):
     """W⁺ (shrunk), its prediction and the data dual's prox; 2W⁺ − W times the edge step into ``wbar``; z's W, pred and
-    v relaxed (r); KᵀŨ⁺ zeroed for the edge pass's scatter. Returns γ⁺ where the intercept is eliminated: the prox of
-    σ(φ* + ι{zᵀv = 0}) is v_i = k_i (a_i/σ_i − y_i + z_i γ) with γ from zᵀv = 0."""
-    n, p = W.shape
+    v relaxed (r); KᵀŨ⁺ zeroed for the edge pass's scatter; γ⁺ into ``gamt`` where the intercept is eliminated: the
+    prox of σ(φ* + ι{zᵀv = 0}) is v_i = k_i (a_i/σ_i − y_i + z_i γ) with γ from zᵀv = 0."""
+    n, L = W.shape
+    T = cw.shape[0]
     dt = W.dtype.type
     two, zero = dt(2.0), dt(0.0)
     tiny = np.finfo(W.dtype).tiny
-    G = 0.0
-    num = 0.0
+    for q in range(T):
+        acc[0, q] = 0.0  # Σ k z²
+        acc[1, q] = 0.0  # Σ k z (a/σ − y)
     for i in range(n):
-        acc = zero
-        for j in range(p):
-            w_new = Wt[i, j] * shrink[j]
-            w_old = W[i, j]
-            Wt[i, j] = w_new
-            acc += X[i, j] * w_new
-            wbar[i, j] = (two * w_new - w_old) * cw
-            W[i, j] = w_old + r * (w_new - w_old)
-            KtUt[i, j] = zero
-        predt[i] = acc
-        s_ = sv[i]
-        arg = v[i] + s_ * (two * acc - pred[i])
-        pred[i] += r * (acc - pred[i])
-        if elim:
-            kk = c2[i] * s_ / (c2[i] + s_)
-            base = arg / s_ - y[i]
-            vt[i] = base
-            G += kk * Z[i] * Z[i]
-            num += kk * Z[i] * base
-        else:
-            v_new = c2[i] * (arg - s_ * y[i]) / (c2[i] + s_)
-            vt[i] = v_new
-            v[i] += r * (v_new - v[i])
+        for k in range(L):
+            KtUt[i, k] = zero
+        for q in range(T):
+            o, cwq = q * p, cw[q]
+            a = zero
+            for j in range(p):
+                w_new = Wt[i, o + j] * shrink[o + j]
+                w_old = W[i, o + j]
+                Wt[i, o + j] = w_new
+                a += X[i, j] * w_new
+                wbar[i, o + j] = (two * w_new - w_old) * cwq
+                W[i, o + j] = w_old + r * (w_new - w_old)
+            predt[i, q] = a
+            s_ = sv[i, q]
+            arg = v[i, q] + s_ * (two * a - pred[i, q])
+            pred[i, q] += r * (a - pred[i, q])
+            if elim:
+                kk = c2[i, q] * s_ / (c2[i, q] + s_)
+                base = arg / s_ - y[i, q]
+                vt[i, q] = base
+                acc[0, q] += kk * Z[i] * Z[i]
+                acc[1, q] += kk * Z[i] * base
+            else:
+                v_new = c2[i, q] * (arg - s_ * y[i, q]) / (c2[i, q] + s_)
+                vt[i, q] = v_new
+                v[i, q] += r * (v_new - v[i, q])
     if not elim:
-        return dt(0.0)
-    G = G + 1e-12 * max(G, tiny)
-    g = dt(-(num / G))
+        return
+    for q in range(T):
+        G = acc[0, q] + 1e-12 * max(acc[0, q], tiny)
+        g = dt(-(acc[1, q] / G))
+        gamt[q] = g
+        gam[q] += r * (g - gam[q])
     for i in range(n):
-        s_ = sv[i]
-        kk = c2[i] * s_ / (c2[i] + s_)
-        v_new = kk * (vt[i] + Z[i] * g)
-        vt[i] = v_new
-        v[i] += r * (v_new - v[i])
-    return g
+        for q in range(T):
+            s_ = sv[i, q]
+            kk = c2[i, q] * s_ / (c2[i, q] + s_)
+            v_new = kk * (vt[i, q] + Z[i] * gamt[q])
+            vt[i, q] = v_new
+            v[i, q] += r * (v_new - v[i, q])
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")
 def edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, last, rho):
     """The edge dual: clip(Ũ + σ_e K(2W⁺ − W)) scattered into KᵀŨ⁺ and relaxed in the same pass; the last step keeps
-    Ũ and writes its step to Ũt instead."""
-    m, p = U.shape
+    Ũ and writes its step to Ũt instead. One inner loop over the row's T·p entries: the tile's problems share the
+    edge's steps and weights (each problem's own step is folded into ``wbar``)."""
+    m, L = U.shape
     dt = U.dtype.type
     one = dt(1.0)
     if last:
         for e in range(m):
             ea, eb, s_e, w_e = src[e], dst[e], se[e], w[e]
-            for j in range(p):
-                u = min(one, max(-one, U[e, j] + s_e * (wbar[ea, j] - wbar[eb, j])))
-                KtUt[ea, j] += w_e * u
-                KtUt[eb, j] -= w_e * u
-                Ut[e, j] = u
+            for k in range(L):
+                u = min(one, max(-one, U[e, k] + s_e * (wbar[ea, k] - wbar[eb, k])))
+                KtUt[ea, k] += w_e * u
+                KtUt[eb, k] -= w_e * u
+                Ut[e, k] = u
     else:
         for e in range(m):
             ea, eb, s_e, w_e = src[e], dst[e], se[e], w[e]
-            for j in range(p):
-                u0 = U[e, j]
-                u = min(one, max(-one, u0 + s_e * (wbar[ea, j] - wbar[eb, j])))
-                KtUt[ea, j] += w_e * u
-                KtUt[eb, j] -= w_e * u
-                U[e, j] = u0 + rho * (u - u0)
+            for k in range(L):
+                u0 = U[e, k]
+                u = min(one, max(-one, u0 + s_e * (wbar[ea, k] - wbar[eb, k])))
+                KtUt[ea, k] += w_e * u
+                KtUt[eb, k] -= w_e * u
+                U[e, k] = u0 + rho * (u - u0)
