@@ -288,3 +288,21 @@ def test_write_json_npz_csv(tmp_path):
     write_csv(df, tmp_path / "w.csv")
     assert np.array_equal(pd.read_csv(tmp_path / "w.csv", index_col=0, float_precision="round_trip").to_numpy(), W)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub", "w.csv", "w.npz"]
+
+
+def test_npz_at_a_chosen_deflate_level_reads_back_exactly(tmp_path):
+    """``write_npz(compresslevel=1)`` (the fold states) writes what np.load reads: the same names, dtypes and values."""
+    from s3r.io import write_npz
+
+    rng = np.random.default_rng(0)
+    arrays = {"t0.W": rng.standard_normal((50, 4, 3)).astype(np.float32), "t0.step": np.arange(4.0), "t1.numbers": np.arange(7)}
+    write_npz(tmp_path / "fast.npz", compresslevel=1, **arrays)
+    write_npz(tmp_path / "default.npz", **arrays)
+    for name in ("fast.npz", "default.npz"):
+        with np.load(tmp_path / name, allow_pickle=False) as got:
+            assert sorted(got.files) == sorted(arrays)
+            for key, value in arrays.items():
+                assert got[key].dtype == value.dtype and np.array_equal(got[key], value)
+    zeros = {"z": np.zeros((200, 200))}
+    write_npz(tmp_path / "zeros.npz", compresslevel=1, **zeros)
+    assert (tmp_path / "zeros.npz").stat().st_size < 0.05 * zeros["z"].nbytes  # deflated, not stored

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from s3r.columns import put
 from s3r.cv.folds import heldout_mask, training_weights
 from s3r.errors import S3RInputError
 from s3r.problem import Problem
@@ -305,8 +306,6 @@ def _scatter_state(state: dict, out: dict, active: np.ndarray, n: int, B: int) -
             full = full.astype(value.dtype)
         # else written in place: the state's arrays are this solve's own (stacked or zero-filled here), and a copy of
         # an edges × batch × features dual per chunk is a transient 1.6 GB at 10⁵ spots × 100 features × 10 trials
-        index = [slice(None)] * value.ndim
-        index[axis] = active
-        full[tuple(index)] = value
+        put(full, axis, active, value)
         new[key] = full
     return new

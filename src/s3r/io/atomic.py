@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,14 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, **to_csv_kwargs: Any) -
         df.to_csv(fh, **to_csv_kwargs)
 
 
-def write_npz(path: str | os.PathLike, **arrays: Any) -> None:
-    """Write arrays with ``np.savez_compressed`` atomically."""
+def write_npz(path: str | os.PathLike, *, compresslevel: int | None = None, **arrays: Any) -> None:
+    """Write arrays with ``np.savez_compressed`` atomically; ``compresslevel`` (1–9) sets deflate's level where speed
+    matters more than size (numpy's own is zlib's default, 6)."""
     with atomic_write(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        if compresslevel is None:
+            np.savez_compressed(fh, **arrays)
+            return
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel, allowZip64=True) as zf:
+            for name, value in arrays.items():  # the layout np.load reads: one NAME.npy member per array
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

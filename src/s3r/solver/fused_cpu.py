@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from s3r.columns import put
 from s3r.solver.datafit import SquaredLoss
 from s3r.solver.operators import IncidenceOperator
 from s3r.solver.penalties import GraphL1, SparseGroupLasso
@@ -136,9 +137,11 @@ class FusedSteps:
 
     def _scratch(self, n: int, width: int, m: int) -> tuple:
         if width not in self.scratch:
+            from s3r.solver.fused_kernels import ACC_ROWS
+
             dt = self.np_dtype
             self.scratch[width] = (np.empty((n, width), dtype=dt), np.empty(width, dtype=dt), np.empty(width, dtype=dt),
-                                   np.empty((15, max(width, 2)), dtype=np.float64))
+                                   np.empty((ACC_ROWS, max(width, 2)), dtype=np.float64))
         return self.scratch[width]
 
     def run(self, k: int, z, s, datafit, penalty) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,10 +226,7 @@ class FusedSteps:
         parts = [(t["ids"], t["zt"]) for t in self.tiles] + [([i], fields) for i, fields in self.done.items()]
         for ids, fields in parts:
             for f, M in fields.items():
-                if f == "gamma":
-                    out[f][ids] = M
-                else:
-                    out[f][:, ids] = M
+                put(out[f], _axis(f), ids, M)
         state = {f: torch.from_numpy(M) for f, M in out.items()}
         state["gamma"] = state["gamma"].reshape(-1, 1) if elim else None
         return state

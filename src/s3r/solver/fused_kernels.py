@@ -21,6 +21,12 @@ from numba import njit
 # assume no inf or NaN: with those, an overflowing 1 − g/‖·‖ (a zero column) came out NaN instead of a zero shrink
 FAST = {"nsz", "arcp", "contract", "reassoc", "afn"}
 
+# rows of the float64 scratch ``acc``: 0–1 the column sums |W⁺|, W⁺²; 2–10 per-problem sums of the check's node part;
+# 11–13 per-column sums of its edge part (from the last step's edge pass); 14 σ_u's inverse per column; 15–16 the
+# data pass's per-problem sums for the intercept's elimination
+P2, GH2, KTU2, W2, MV2, DV2, F2, Y2, FIT, KW2, DU2, TV, INV, ZZ, ZB = range(2, 17)
+ACC_ROWS = 17
+
 
 @njit(cache=True, boundscheck=False, fastmath=FAST)
 def pdhg_tile(n_steps, rho_, relax_first, p, W, v, U, pred, KtU, Wt, vt, Ut, predt, KtUt, gam, gamt, X, y, c2, Z, elim, free,
@@ -28,13 +34,15 @@ def pdhg_tile(n_steps, rho_, relax_first, p, W, v, U, pred, KtU, Wt, vt, Ut, pre
     """``n_steps`` steps of a tile's T problems (the per-problem arrays tau … bsq, ds have length T), then the check
     of the last step into ``out`` (T, 3): the relative primal and dual residuals and the objective at the step's
     output. ``relax_first``: z ← z + ρ(zt − z) before the first step (the solver's relaxation after its previous
-    check). ``acc``: (15, max(T·p, 2)) float64 scratch."""
+    check). ``acc``: (ACC_ROWS, max(T·p, 2)) float64 scratch."""
     dt = W.dtype.type
     rho = dt(rho_)
     T = tau.shape[0]
     for q in range(T):
         for j in range(p):
             thv[q * p + j] = thr[q] * factor[j]
+            acc[KW2, q * p + j] = acc[DU2, q * p + j] = acc[TV, q * p + j] = 0.0
+            acc[INV, q * p + j] = 1.0 / cw[q] if ds[q] > 0 and cw[q] > 0 else 0.0  # σ_u's inverse is r_e / c
     if relax_first:
         relax(W, Wt, rho)
         relax(U, Ut, rho)
@@ -47,14 +55,17 @@ def pdhg_tile(n_steps, rho_, relax_first, p, W, v, U, pred, KtU, Wt, vt, Ut, pre
         r = dt(0.0) if step == n_steps - 1 else rho
         primal_pass(W, KtU, KtUt, v, X, thv, free, factor, tau, kt, gthr, step > 0 or relax_first, rho, Wt, col, p)
         data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, col, r, wbar, gam, gamt, acc, p)
-        edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, step == n_steps - 1, rho)
-    residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, gamt, elim, sv, tau, ds, cw, src, dst, w, r_e,
-              r_floor, factor, alpha, bsq, acc, out, p)
+        if step < n_steps - 1:
+            edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, rho)
+        else:  # the last step: the check's edge sums in the same pass
+            last_edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, W, Wt, r_e, acc)
+    residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, X, x2, y, c2, Z, gamt, elim, sv, tau, ds, cw, r_floor, factor, alpha, bsq,
+              acc, out, p)
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST)
-def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, gamt, elim, sv, tau, ds, c, src, dst, w, r_e,
-              r_floor, factor, alpha, bsq, acc, out, p):
+def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, X, x2, y, c2, Z, gamt, elim, sv, tau, ds, c, r_floor, factor, alpha, bsq,
+              acc, out, p):
     """The objective at the step's output (W⁺, γ⁺), the solver's ``objective``, and the residual check of primal_dual's
     ``residuals`` for the step z → zt of each problem of the tile, every part of it (the torch check skips the edge part
     only where it cannot decide, so the decisions are the same):
@@ -64,18 +75,13 @@ def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, gamt
         D_U = (Ũ − Ũ⁺)/σ_u − K(W − W⁺),  scaled by max(‖KW⁺‖, 1e-3 (R/2)^½ ‖W⁺‖)  (where λ > 0)
 
     The objective Σ c_i (y_i − (MW⁺ + zγ⁺)_i)² + α Σ_j f_j ‖W⁺_:j‖₁ + β√n Σ_j f_j ‖W⁺_:j‖₂ + λ ‖KW⁺‖₁ comes from the same
-    passes. Sums in float64 whatever the solve's precision."""
-    n, L = W.shape
+    passes. The edge part's sums (‖KW⁺‖², ‖D_U‖², ‖KW⁺‖₁ per column) come from the last step's edge pass
+    (:func:`last_edge_pass`), which has the rows in hand: a pass of its own over the edges was half the check's cost.
+    Sums in float64 whatever the solve's precision."""
+    n = W.shape[0]
     T = tau.shape[0]
     tiny = np.finfo(W.dtype).tiny
-    acc[:, :] = 0.0
-    # rows of acc: 0–1 the column sums |W⁺|, W⁺²; 2–10 per-problem node sums; 11–13 per-column edge sums; 14 σ_u's
-    # inverse per column (r_e / c: 0 where the problem has no edge step). The edge part runs over each edge's whole row
-    # (T·p entries) into per-column sums, summed per problem at the end: one short loop a problem was 0.44 ms a check.
-    P2, GH2, KTU2, W2, MV2, DV2, F2, Y2, FIT, KW2, DU2, TV, INV = 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
-    for q in range(T):
-        for j in range(p):
-            acc[INV, q * p + j] = 1.0 / c[q] if ds[q] > 0 and c[q] > 0 else 0.0
+    acc[0:FIT + 1, :] = 0.0
     for i in range(n):
         for q in range(T):
             o = q * p
@@ -103,14 +109,6 @@ def residuals(W, Wt, v, vt, pred, predt, KtU, KtUt, U, Ut, X, x2, y, c2, Z, gamt
                 acc[F2, q] += full * full
                 acc[Y2, q] += y[i, q] * y[i, q]
                 acc[FIT, q] += 0.5 * c2[i, q] * (y[i, q] - full) * (y[i, q] - full)
-    for e in range(src.shape[0]):
-        a, b, w_e, re = src[e], dst[e], w[e], r_e[e]
-        for k in range(L):
-            kw = w_e * (Wt[a, k] - Wt[b, k])
-            acc[KW2, k] += kw * kw
-            acc[TV, k] += abs(kw)
-            du = (U[e, k] - Ut[e, k]) * (re * acc[INV, k]) - w_e * ((W[a, k] - Wt[a, k]) - (W[b, k] - Wt[b, k]))
-            acc[DU2, k] += du * du
     for q in range(T):
         scale_p = max(max(np.sqrt(acc[MV2, q]), ds[q] * np.sqrt(acc[KTU2, q])), np.sqrt(acc[GH2, q]))
         rel_p = np.sqrt(acc[P2, q]) / max(scale_p, tiny)
@@ -177,8 +175,8 @@ def data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, shrink
     two, zero = dt(2.0), dt(0.0)
     tiny = np.finfo(W.dtype).tiny
     for q in range(T):
-        acc[0, q] = 0.0  # Σ k z²
-        acc[1, q] = 0.0  # Σ k z (a/σ − y)
+        acc[ZZ, q] = 0.0  # Σ k z²
+        acc[ZB, q] = 0.0  # Σ k z (a/σ − y)
     for i in range(n):
         for k in range(L):
             KtUt[i, k] = zero
@@ -200,8 +198,8 @@ def data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, shrink
                 kk = c2[i, q] * s_ / (c2[i, q] + s_)
                 base = arg / s_ - y[i, q]
                 vt[i, q] = base
-                acc[0, q] += kk * Z[i] * Z[i]
-                acc[1, q] += kk * Z[i] * base
+                acc[ZZ, q] += kk * Z[i] * Z[i]
+                acc[ZB, q] += kk * Z[i] * base
             else:
                 v_new = c2[i, q] * (arg - s_ * y[i, q]) / (c2[i, q] + s_)
                 vt[i, q] = v_new
@@ -209,8 +207,8 @@ def data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, shrink
     if not elim:
         return
     for q in range(T):
-        G = acc[0, q] + 1e-12 * max(acc[0, q], tiny)
-        g = dt(-(acc[1, q] / G))
+        G = acc[ZZ, q] + 1e-12 * max(acc[ZZ, q], tiny)
+        g = dt(-(acc[ZB, q] / G))
         gamt[q] = g
         gam[q] += r * (g - gam[q])
     for i in range(n):
@@ -223,27 +221,40 @@ def data_pass(W, Wt, v, vt, pred, predt, KtUt, X, y, c2, Z, elim, sv, cw, shrink
 
 
 @njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")
-def edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, last, rho):
-    """The edge dual: clip(Ũ + σ_e K(2W⁺ − W)) scattered into KᵀŨ⁺ and relaxed in the same pass; the last step keeps
-    Ũ and writes its step to Ũt instead. One inner loop over the row's T·p entries: the tile's problems share the
-    edge's steps and weights (each problem's own step is folded into ``wbar``)."""
+def edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, rho):
+    """The edge dual: clip(Ũ + σ_e K(2W⁺ − W)) scattered into KᵀŨ⁺ and relaxed in the same pass. One inner loop over
+    the row's T·p entries: the tile's problems share the edge's steps and weights (each problem's own step is folded
+    into ``wbar``)."""
     m, L = U.shape
-    dt = U.dtype.type
-    one = dt(1.0)
-    if last:
-        for e in range(m):
-            ea, eb, s_e, w_e = src[e], dst[e], se[e], w[e]
-            for k in range(L):
-                u = min(one, max(-one, U[e, k] + s_e * (wbar[ea, k] - wbar[eb, k])))
-                KtUt[ea, k] += w_e * u
-                KtUt[eb, k] -= w_e * u
-                Ut[e, k] = u
-    else:
-        for e in range(m):
-            ea, eb, s_e, w_e = src[e], dst[e], se[e], w[e]
-            for k in range(L):
-                u0 = U[e, k]
-                u = min(one, max(-one, u0 + s_e * (wbar[ea, k] - wbar[eb, k])))
-                KtUt[ea, k] += w_e * u
-                KtUt[eb, k] -= w_e * u
-                U[e, k] = u0 + rho * (u - u0)
+    one = U.dtype.type(1.0)
+    for e in range(m):
+        ea, eb, s_e, w_e = src[e], dst[e], se[e], w[e]
+        for k in range(L):
+            u0 = U[e, k]
+            u = min(one, max(-one, u0 + s_e * (wbar[ea, k] - wbar[eb, k])))
+            KtUt[ea, k] += w_e * u
+            KtUt[eb, k] -= w_e * u
+            U[e, k] = u0 + rho * (u - u0)
+
+
+@njit(cache=True, boundscheck=False, fastmath=FAST, inline="always")
+def last_edge_pass(U, Ut, KtUt, wbar, src, dst, se, w, W, Wt, r_e, acc):
+    """The last step's edge pass: Ũ kept, its step written to Ũt, and the residual check's edge part summed per column
+    (acc rows KW2, DU2, TV; W is z's unrelaxed primal here):
+
+        D_U = (Ũ − Ũ⁺)/σ_u − K(W − W⁺),  KW⁺ (its squared norm and its ℓ1 norm, the objective's smoothness term)"""
+    m, L = U.shape
+    one = U.dtype.type(1.0)
+    for e in range(m):
+        ea, eb, s_e, w_e, re = src[e], dst[e], se[e], w[e], r_e[e]
+        for k in range(L):
+            u0 = U[e, k]
+            u = min(one, max(-one, u0 + s_e * (wbar[ea, k] - wbar[eb, k])))
+            KtUt[ea, k] += w_e * u
+            KtUt[eb, k] -= w_e * u
+            Ut[e, k] = u
+            kw = w_e * (Wt[ea, k] - Wt[eb, k])
+            acc[KW2, k] += kw * kw
+            acc[TV, k] += abs(kw)
+            du = (u0 - u) * (re * acc[INV, k]) - w_e * ((W[ea, k] - Wt[ea, k]) - (W[eb, k] - Wt[eb, k]))
+            acc[DU2, k] += du * du

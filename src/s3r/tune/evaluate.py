@@ -14,6 +14,10 @@ from s3r.io import RegressionData, write_json, write_npz
 from s3r.tune.files import _nearest_warm_start, read_json, _read_states
 from s3r.tune.space import FORMAT, PARAM_NAMES, _log_params, _relative, absolute_params, resolve_config
 
+# deflate's level for the fold states (warm starts that the next round reads once): numpy's level 6 was 7 of a
+# 67-target fold job's 107 CPU-s; level 1 writes a few per cent more bytes in less time (benchmarks/README.md, session 27)
+STATE_LEVEL = 1
+
 
 def make_problem(data: RegressionData, config: dict, offset=None, graph=None) -> cv.CVProblem:
     """``offset`` (n,): log library size or another fixed part of log μ for the count families; ``graph``: a
@@ -49,7 +53,7 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     stores = [_read_states(path) for path in warm_from] if doc["trials"] else []  # a stopped search starts nothing
     result, states = evaluate_fold_targets({"": problem}, config, {"": doc}, fold, warm={"": stores}, scales={"": scales}, window=window)
     if out is not None or state_out is not None:
-        write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), **states[""])
+        write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), compresslevel=STATE_LEVEL, **states[""])
     if out is not None:
         write_json(result[""], out)
     return result[""]

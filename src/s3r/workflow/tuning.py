@@ -57,6 +57,7 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     ``prepared``: the sample's PreparedSample; ``graph``: the graph rule ``graph`` wrote (not rebuilt here).
     The states of all targets go to one .npz, keys prefixed ``t<i>.`` by the target's place in the chunk.
     """
+    from s3r.tune.evaluate import STATE_LEVEL
     from s3r.tune.window import on_window, section_scales, window_index, window_record
 
     config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
@@ -76,7 +77,7 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm, scales=scales,
                                                  window=window_record(index, len(prepared.spot_ids)))
     arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in states[t].items()}
-    write_npz(state_out, **arrays)
+    write_npz(state_out, compresslevel=STATE_LEVEL, **arrays)
     doc = {"format": CHUNK_FORMAT, "round": next(iter(docs.values()))["round"], "fold": int(fold), "targets": results}
     write_json(doc, out)
     return doc
