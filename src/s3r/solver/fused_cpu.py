@@ -3,11 +3,12 @@
 Why: on a CPU the torch step is bound by memory traffic, not arithmetic. Each of its ~20 tensor operations streams
 the whole batch's edge dual (m × B × p) or the coefficients once more — the two sparse products, the clip, the
 relaxation's lerp over every field — so a problem-iteration of the tuning (3,592 spots, 14,739 edges, 20 columns)
-moves ~10 MB. Here (:mod:`s3r.solver.fused_kernels`) a problem's step is one pass over its nodes for the primal,
-one for the data dual and one over its edges (the clip, Kᵀ U by scattering into the node rows, the relaxation); a
-problem runs every step up to the next residual check before the next problem starts, so its rows stay in cache;
-and the check itself is computed there, on the rows in cache. The round-0 fold job of 12 DLPFC targets: 29.0 →
-19.3 CPU-s, a final fit 19.3 → 12.6 (benchmarks/README.md, session 25).
+moves ~10 MB. Here (:mod:`s3r.solver.fused_kernels`) a step is one pass over the nodes for the primal, one for the
+data dual and one over the edges (the clip, Kᵀ U by scattering into the node rows, the relaxation), for a *tile* of
+a few problems side by side in each row; a tile runs every step up to the next residual check before the next tile
+starts, and the check itself is computed there, its edge part inside the last step's edge pass. The round-0 fold job
+of 12 DLPFC targets: 29.0 → 19.3 CPU-s, a final fit 19.3 → 12.6 (one problem at a time; session 25); tiles, a
+67-target fold job 111.3 → 94.2 CPU-s with the copies of session 27 (benchmarks/README.md).
 
 The mathematics is the torch step's, term for term (the sparse group lasso prox, the squared loss's dual prox with
 at most one eliminated covariate, the tv edge dual held in units of λ and clipped to [−1, 1], per-edge steps folded
@@ -135,7 +136,8 @@ class FusedSteps:
             self.steps = (s, [(tuple(cut(M, t["pos"]) for M in (*per, sv, *tail)), cut(ds, t["pos"])) for t in self.tiles])
         return self.steps[1]
 
-    def _scratch(self, n: int, width: int, m: int) -> tuple:
+    def _scratch(self, n: int, width: int) -> tuple:
+        """The kernel's scratch arrays for a tile of row width ``width`` (wbar, col, thv, acc), made once a width."""
         if width not in self.scratch:
             from s3r.solver.fused_kernels import ACC_ROWS
 
@@ -155,7 +157,7 @@ class FusedSteps:
         out = np.empty((sum(t["ids"].size for t in self.tiles), 3), dtype=np.float64)
         for tile, (steps, ds) in zip(self.tiles, self._step_arrays(s, penalty)):
             zc, zs, d = tile["z"], tile["zt"], tile["data"]
-            wbar, col, thv, acc = self._scratch(n, tile["ids"].size * p, self.src.size)
+            wbar, col, thv, acc = self._scratch(n, tile["ids"].size * p)
             tau, kt, thr, gthr, sv, cw, alpha, bsq = steps
             _kernel(int(k), self.rho, self.pending, p, flat(zc["W"]), zc["v"], flat(zc["U"]), zc["pred"], flat(zc["KtU"]),
                     flat(zs["W"]), zs["v"], flat(zs["U"]), zs["pred"], flat(zs["KtU"]), zc["gamma"], zs["gamma"], X, d["y"], d["c2"],
