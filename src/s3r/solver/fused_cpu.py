@@ -84,7 +84,6 @@ class FusedSteps:
     without; benchmarks/README.md, session 26.)"""
 
     FIELDS = ("W", "v", "U", "pred", "KtU", "gamma")
-    DATA = ("y", "c2", "free")  # the per-problem data columns a tile takes
 
     def __init__(self, K: IncidenceOperator, edge_r, rho: float, dtype: torch.dtype):
         self.rho = float(rho)
@@ -99,7 +98,6 @@ class FusedSteps:
         self.r_floor = 1e-3 * (float(K.norm_bound()) / 2) ** 0.5  # the edge residual's scale floor, × ‖W⁺‖
         self.tiles = None  # the active problems' mirror: a list of dicts, one a tile (see _mirror)
         self.shared = None  # X, Z, elim, the penalty factors, the row norms: the same for every problem
-        self.data = None  # the batch's per-problem data columns (n, B) as first run, indexed by the mirror's ids
         self.done = {}  # mirror id → the last step's fields of a problem that left the batch
         self.B = self.p = 0
         self.objective = None  # (problems in the batch,) float64: the objective at the last run's last step
@@ -116,13 +114,10 @@ class FusedSteps:
         self.B, self.p = B, p
         self.shared = (a(datafit.X.contiguous()), a(datafit.Z[:, 0].contiguous()) if elim else np.zeros(n, dtype=self.np_dtype),
                        elim, a(penalty.factor.contiguous()), a(datafit.row_norms2().reshape(-1).contiguous()))
-        self.data = {"y": a(datafit.y), "c2": a(2 * datafit.c), "free": a(penalty.free.reshape(n, B))}
-        self.tiles = []
-        for part in np.array_split(np.arange(B), -(-B // tile_width(p))):  # nearly equal widths: 10 of 18 columns → 5 + 5
-            cols = slice(int(part[0]), int(part[-1]) + 1)
-            tile_z = {f: _columns(M, f, cols) for f, M in state.items()}
-            self.tiles.append({"ids": part, "pos": part, "z": tile_z, "zt": {f: np.empty_like(M) for f, M in tile_z.items()},
-                               "data": {d: _columns(M, d, cols) for d, M in self.data.items()}})  # zt: written before it is read
+        data = {"y": a(datafit.y), "c2": a(2 * datafit.c), "free": a(penalty.free.reshape(n, B))}  # the per-problem columns
+        ids = np.arange(B)
+        # nearly equal widths (10 problems of 18 columns: 5 + 5); zt is written by the first step before it is read
+        self.tiles = [_tile(ids[cols], state, None, data, cols) for cols in _spans(np.array_split(ids, -(-B // tile_width(p))))]
 
     def _step_arrays(self, s, penalty) -> list[tuple]:
         """The per-problem step arrays of each tile, made again only when the solver's steps or the tiles changed."""
@@ -132,8 +127,8 @@ class FusedSteps:
             per = (a(tau), a((s.t3 * s.ds).reshape(-1)), a(tau * penalty.alpha), a(tau * penalty.beta * penalty.sqrt_n))
             tail = (a(s.c.reshape(-1)), a(penalty.alpha).astype(np.float64), a(penalty.beta * penalty.sqrt_n).astype(np.float64))
             sv, ds = a(s.sigma_v), a(s.ds.reshape(-1))
-            cut = lambda M, pos: np.ascontiguousarray(M[..., pos])  # noqa: E731
-            self.steps = (s, [(tuple(cut(M, t["pos"]) for M in (*per, sv, *tail)), cut(ds, t["pos"])) for t in self.tiles])
+            cut = lambda M, at: np.ascontiguousarray(M[..., at])  # noqa: E731
+            self.steps = (s, [(tuple(cut(M, at) for M in (*per, sv, *tail)), cut(ds, at)) for at in _spans(t["ids"] for t in self.tiles)])
         return self.steps[1]
 
     def _scratch(self, n: int, width: int) -> tuple:
@@ -155,14 +150,15 @@ class FusedSteps:
         X, Z, elim, factor, x2 = self.shared
         flat = lambda M: M.reshape(M.shape[0], -1)  # noqa: E731  (n, T, p) → (n, T·p): a view
         out = np.empty((sum(t["ids"].size for t in self.tiles), 3), dtype=np.float64)
-        for tile, (steps, ds) in zip(self.tiles, self._step_arrays(s, penalty)):
+        spans = _spans(t["ids"] for t in self.tiles)  # a tile's rows of the check's output: its place in the batch
+        for tile, at, (steps, ds) in zip(self.tiles, spans, self._step_arrays(s, penalty)):
             zc, zs, d = tile["z"], tile["zt"], tile["data"]
             wbar, col, thv, acc = self._scratch(n, tile["ids"].size * p)
             tau, kt, thr, gthr, sv, cw, alpha, bsq = steps
             _kernel(int(k), self.rho, self.pending, p, flat(zc["W"]), zc["v"], flat(zc["U"]), zc["pred"], flat(zc["KtU"]),
                     flat(zs["W"]), zs["v"], flat(zs["U"]), zs["pred"], flat(zs["KtU"]), zc["gamma"], zs["gamma"], X, d["y"], d["c2"],
                     Z, elim, d["free"], factor, tau, kt, thr, gthr, sv, cw, alpha, bsq, self.src, self.dst, self.se, self.w,
-                    wbar, col, thv, x2, ds, self.r, self.r_floor, acc, _rows(out, tile["pos"]))
+                    wbar, col, thv, x2, ds, self.r, self.r_floor, acc, out[at])
         self.pending = False
         self.objective = out[:, 2]
         return torch.from_numpy(out[:, 0]).to(z.W.dtype), torch.from_numpy(out[:, 1]).to(z.W.dtype)
@@ -171,32 +167,19 @@ class FusedSteps:
         """The problems at positions ``gone`` of the batch leave it: their objectives at the last step. Their last step
         is kept for :meth:`state`; only the tiles they leave are copied again, without them (a tile left under half
         its width joins its neighbour): re-cutting the whole batch at every exit was 4.4 of a fold job's 19 CPU-s."""
-        pos = set(gone.cpu().numpy().tolist())
-        objective = self.objective[sorted(pos)]
+        gone = np.sort(gone.cpu().numpy())
+        objective = self.objective[gone]
         tiles = []
-        for tile in self.tiles:
-            out = np.array([q in pos for q in tile["pos"]])
+        for tile, at in zip(self.tiles, _spans(t["ids"] for t in self.tiles)):
+            out = np.isin(np.arange(at.start, at.stop), gone)
             for slot in np.flatnonzero(out):
                 self.done[int(tile["ids"][slot])] = {f: _columns(M, f, slice(slot, slot + 1)) for f, M in tile["zt"].items()}
-            if out.all():
-                continue
-            tiles.append(self._slice(tile, ~out) if out.any() else tile)
-        self.tiles = self._joined_small(tiles)
-        start = 0
-        for tile in self.tiles:  # the positions in the solver's batch, which closes up the same way
-            tile["pos"] = np.arange(start, start + tile["ids"].size)
-            start += tile["ids"].size
-        keep = np.ones(self.objective.size, dtype=bool)
-        keep[sorted(pos)] = False
-        self.objective = self.objective[keep]
+            if not out.all():
+                tiles.append(_tile(tile["ids"][~out], tile["z"], tile["zt"], tile["data"], ~out) if out.any() else tile)
+        self.tiles = self._joined_small(tiles)  # the positions close up as the solver's batch does
+        self.objective = np.delete(self.objective, gone)
         self.steps = None
         return objective
-
-    def _slice(self, tile: dict, cols) -> dict:
-        """A tile of the problems ``cols`` of ``tile`` (a copy)."""
-        ids = tile["ids"][cols]
-        return {"ids": ids, "pos": tile["pos"][cols], **{w: {f: _columns(M, f, cols) for f, M in tile[w].items()} for w in ("z", "zt")},
-                "data": {d: _columns(M, d, cols) for d, M in tile["data"].items()}}
 
     def _joined_small(self, tiles: list[dict]) -> list[dict]:
         """Neighbouring tiles joined where both together fit one tile's width and one is under half of it."""
@@ -205,10 +188,8 @@ class FusedSteps:
         for tile in tiles:
             last = out[-1] if out else None
             if last is not None and last["ids"].size + tile["ids"].size <= width and min(last["ids"].size, tile["ids"].size) * 2 < width:
-                both = lambda a, b, axis=1: np.concatenate([a, b], axis=axis)  # noqa: E731
-                out[-1] = {"ids": both(last["ids"], tile["ids"], 0), "pos": both(last["pos"], tile["pos"], 0),
-                           **{w: {f: both(last[w][f], tile[w][f], _axis(f)) for f in self.FIELDS} for w in ("z", "zt")},
-                           "data": {d: both(last["data"][d], tile["data"][d]) for d in self.DATA}}
+                both = lambda key: {f: np.concatenate([last[key][f], tile[key][f]], axis=_axis(f)) for f in last[key]}  # noqa: E731
+                out[-1] = {"ids": np.concatenate([last["ids"], tile["ids"]]), "z": both("z"), "zt": both("zt"), "data": both("data")}
             else:
                 out.append(tile)
         return out
@@ -245,6 +226,19 @@ def _columns(M: np.ndarray, field: str, cols) -> np.ndarray:
     return np.array(M[cols] if field == "gamma" else M[:, cols], order="C", copy=True)
 
 
-def _rows(out: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """The rows of the check's output that a tile writes: a view (a tile's positions are consecutive)."""
-    return out[int(pos[0]):int(pos[-1]) + 1]
+def _tile(ids: np.ndarray, z: dict, zt: dict | None, data: dict, cols) -> dict:
+    """A tile of the problems ``cols`` of the fields z, zt (None: left to the first step to write) and the data
+    columns, copied; ``ids``: their indices in the batch as first run."""
+    tile_z = {f: _columns(M, f, cols) for f, M in z.items()}
+    return {"ids": ids, "z": tile_z, "zt": {f: np.empty_like(M) for f, M in tile_z.items()} if zt is None else
+            {f: _columns(M, f, cols) for f, M in zt.items()}, "data": {d: _columns(M, d, cols) for d, M in data.items()}}
+
+
+def _spans(parts) -> list[slice]:
+    """Consecutive slices of the sizes of ``parts`` (arrays): the tiles' places in the solver's batch, which keeps
+    their order, or the columns of a batch cut into parts."""
+    spans, start = [], 0
+    for part in parts:
+        spans.append(slice(start, start + len(part)))
+        start += len(part)
+    return spans
