@@ -53,10 +53,12 @@ def _both(monkeypatch, args, **kw):
     return out
 
 
-@pytest.mark.parametrize("intercept,B,tile_floats", [(True, 4, 128), (False, 4, 128), (True, 1, 128), (True, 5, 12), (False, 5, 6)])
+@pytest.mark.parametrize("intercept,B,tile_floats", [(True, 4, 128), (False, 4, 128), (True, 1, 128), (True, 5, 12), (False, 5, 6),
+                                                     (True, 5, 24)])
 def test_the_fused_step_gives_the_torch_steps_iterates(monkeypatch, intercept, B, tile_floats):
     """``tile_floats``: 128 puts the batch in one tile (6 columns); 12 cuts it into tiles of 2, 2 and 1 problems, 6
-    into one problem a tile; problems leave at different checks, so the tiles are cut again as they go."""
+    into one problem a tile, 24 into 3 + 2 (tiles of up to 4), where a tile left with one problem joins its
+    neighbour; problems leave at different checks, so the tiles are cut again as they go."""
     torch.set_num_threads(1)
     monkeypatch.setattr(fused_cpu, "TILE_FLOATS", tile_floats)
     args = _batch(intercept, B)
@@ -72,7 +74,9 @@ def test_the_fused_step_gives_the_torch_steps_iterates(monkeypatch, intercept, B
     monkeypatch.setattr(fused_cpu.FusedSteps, "run", run)
     ref, new = _both(monkeypatch, args, tol=1e-7, max_iter=4_000)
     assert used, "the fused loop did not run"
-    assert widths[0] == {128: (B,), 12: (2, 2, 1), 6: (1,) * B}[tile_floats]
+    assert widths[0] == {128: (B,), 12: (2, 2, 1), 6: (1,) * B, 24: (3, 2)}[tile_floats]
+    if tile_floats == 24:
+        assert any(len(w) == 1 and sum(w) >= 2 for w in widths), widths  # two tiles became one
     if B > 1:
         assert len(set(ref.iterations)) > 1 and sum(widths[-1]) < B  # problems left at different checks; the tiles were cut again
     assert np.array_equal(ref.converged, new.converged) and int(ref.converged.sum()) >= B - 1  # B = 5: the weakest λ runs to the cap
