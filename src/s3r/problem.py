@@ -332,9 +332,9 @@ def _min_norm_flow_bound(K: sp.csr_matrix, G: np.ndarray) -> float:
     variation of the gradient (:class:`~s3r.solver.constant_start.FlowSolver`, all columns at once: the Jacobi CG it
     replaces needed its 3,000-iteration cap at 10⁵ spots, 5.5 min of an ``s3r tune`` set-up; benchmarks/README.md,
     session 15)."""
-    from s3r.solver.constant_start import FlowSolver
+    from s3r.solver.constant_start import flow_solver
 
-    flows = FlowSolver(K)(G) if G.size else np.zeros((K.shape[0], 0))
+    flows = flow_solver(K)(G) if G.size else np.zeros((K.shape[0], 0))
     return float(np.max(np.abs(flows))) if flows.size else 0.0
 
 

@@ -306,3 +306,7 @@ def test_npz_at_a_chosen_deflate_level_reads_back_exactly(tmp_path):
     zeros = {"z": np.zeros((200, 200))}
     write_npz(tmp_path / "zeros.npz", compresslevel=1, **zeros)
     assert (tmp_path / "zeros.npz").stat().st_size < 0.05 * zeros["z"].nbytes  # deflated, not stored
+    write_npz(tmp_path / "stored.npz", compresslevel=0, **arrays, **zeros)  # level 0: stored as they are
+    with np.load(tmp_path / "stored.npz", allow_pickle=False) as got:
+        assert all(got[key].dtype == value.dtype and np.array_equal(got[key], value) for key, value in {**arrays, **zeros}.items())
+    assert (tmp_path / "stored.npz").stat().st_size > zeros["z"].nbytes

@@ -33,8 +33,8 @@ def test_chunk_jobs_tune_on_the_window_and_fit_every_spot(tmp_path):
         evaluate_chunk(prepared, graph, SETTINGS, targets, trials, k, warm_from=[], out=folds[-1], state_out=tmp_path / f"fold_{k}.npz")
     config = tune.resolve_config(SETTINGS)
     index = window_index(sim.coords, config)
-    with np.load(tmp_path / "fold_0.npz") as z:
-        assert z["t0.W"].shape[0] == z["t1.W"].shape[0] == 300  # the window's spots, not the section's 700
+    states = [tune.read_fold_state(tmp_path / "fold_0.npz", f"t{i}.") for i in range(2)]
+    assert states[0]["W"].shape[0] == states[1]["W"].shape[0] == 300  # the window's spots, not the section's 700
     doc = json.loads(folds[0].read_text())["targets"]["a"]
     assert doc["window"] == {"spots": 300, "of": 700}
     assert doc["scales"] == section_scales(prepared.regression_data("a"), config, index, graph=graph)  # the section's box

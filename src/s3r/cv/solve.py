@@ -13,7 +13,8 @@ from s3r.cv.folds import heldout_mask, training_weights
 from s3r.errors import S3RInputError
 from s3r.problem import Problem
 from s3r.solver import solve_batch
-from s3r.solver.flow_start import FlowSolver, warm_flow_dual
+from s3r.solver.constant_start import FlowSolver, flow_solver
+from s3r.solver.flow_start import warm_flow_dual
 
 
 # -- solving folds ---------------------------------------------------------------------------------------
@@ -29,7 +30,6 @@ class FoldSolution:
     W: np.ndarray  # (n, B, p)
     gamma: np.ndarray | None  # (B, q)
     data_dual: np.ndarray  # (n, B)
-    dual: np.ndarray | None  # (m, B, p)
     step: np.ndarray  # (B,)
     converged: np.ndarray  # (B,) bool
     iterations: np.ndarray  # (B,)
@@ -40,7 +40,7 @@ class FoldSolution:
         """No parameter sets solved (a target whose search has stopped): zero-length batch axes, so its fold state
         still concatenates with the other rounds' in a warm-start store."""
         return cls(W=np.zeros((n_spots, 0, n_features), dtype=np.float32), gamma=None,
-                   data_dual=np.zeros((n_spots, 0), dtype=np.float32), dual=None, step=np.zeros(0),
+                   data_dual=np.zeros((n_spots, 0), dtype=np.float32), step=np.zeros(0),
                    converged=np.zeros(0, dtype=bool), iterations=np.zeros(0, dtype=np.int64), seconds=0.0)
 
 
@@ -101,6 +101,9 @@ def solve_fold_targets(
     free = columns([p.free_rows(held) for p in problems])
     lam, alpha, beta = (np.concatenate(parts) for parts in zip(*(_penalties(p, ps, weights) for p, ps in zip(problems, params))))
     state = _stack_warm(warm, sizes, n)
+    # edge duals only of the problems that go on into another batch (a warm start's, or an unconverged chunk's): a
+    # finished problem's is never read again, and a full (edges, B, features) array was a fold job's largest write
+    duals = _split_duals(state.pop("dual"))
     converged, iterations = np.zeros(B, dtype=bool), np.zeros(B, dtype=np.int64)
     start = time.perf_counter()
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -109,7 +112,6 @@ def solve_fold_targets(
     queue = np.flatnonzero(~converged)
     # a primal warm start (the earlier rounds' W and data dual, no edge dual) gets the clipped flow of its own
     # optimality conditions as its edge dual when it first enters a batch (s3r.solver.flow_start)
-    has_dual = np.full(B, state["dual"] is not None)
     flows = _flow_solver(first, state)
     batch = batch if batch > 0 else _default_batch(first, queue.size)
     while queue.size:
@@ -117,9 +119,7 @@ def solve_fold_targets(
         budget = int(min(chunk, max_iter - iterations[active].max()))
         cold = bool(fresh[active].all())  # as a single fit (constant start, coarse levels), not from the others' zero state
         take = lambda a, axis=1: None if a is None or cold else np.take(a, active, axis=axis)  # noqa: E731
-        dual0 = take(state["dual"])
-        if flows is not None and not cold and not has_dual[active].all():
-            dual0 = _flow_duals(first, state, active, ~has_dual[active], dual0, lam, alpha, beta, flows)
+        dual0 = None if cold else _batch_duals(first, state, duals, active, flows, (lam, alpha, beta))
         res = solve_batch(
             first.X, Y[:, active], smooth=first.smooth, operator=first.operator,
             lambda_smooth=lam[active], alpha=alpha[active], beta=beta[active], weights=weights, free_rows=free[:, active],
@@ -127,7 +127,7 @@ def solve_fold_targets(
             data_dual0=_t(take(state["data_dual"]), first), dual0=_t(dual0, first), step0=take(state["step"], 0), tol=tol,
             max_iter=budget, device=first.device, dtype=first.dtype, prune_zeros=False,  # CV only predicts
             coarsen=cold and COARSEN and n >= COARSEN_MIN_SPOTS,
-            own_dual0=dual0 is not None,  # a copy made for this call (np.take or the flows): the solve may write into it
+            own_dual0=dual0 is not None,  # a copy made for this call (stacked or the flows): the solve may write into it
             check_warm_start=True,  # a chunk left unconverged still grows its set in the next (issue 11)
         )
         done = np.asarray(res.converged, dtype=bool)
@@ -135,20 +135,20 @@ def solve_fold_targets(
         iterations[active] += used
         out = {
             "W": res.W.cpu().numpy(), "gamma": None if res.gamma is None else res.gamma.cpu().numpy(),
-            "data_dual": res.data_dual.cpu().numpy(), "dual": None if res.dual is None else res.dual.cpu().numpy(),
-            "step": np.asarray(res.step),
+            "data_dual": res.data_dual.cpu().numpy(), "step": np.asarray(res.step),
         }
         state = _scatter_state(state, out, active, n, B)
         converged[active] = done
-        has_dual[active] = True
         fresh[active] = False
-        queue = np.concatenate([active[~done & (iterations[active] < max_iter)], queue])
+        again = ~done & (iterations[active] < max_iter)
+        _keep_duals(duals, res.dual, active, again)
+        queue = np.concatenate([active[again], queue])
     seconds = time.perf_counter() - start
     part = lambda a, t, axis=1: None if a is None else np.take(a, np.arange(offsets[t], offsets[t + 1]), axis=axis)  # noqa: E731
     return [
         FoldSolution(
             W=part(state["W"], t), gamma=part(state["gamma"], t, 0), data_dual=part(state["data_dual"], t),
-            dual=part(state["dual"], t), step=part(state["step"], t, 0), converged=converged[offsets[t]:offsets[t + 1]],
+            step=part(state["step"], t, 0), converged=converged[offsets[t]:offsets[t + 1]],
             iterations=iterations[offsets[t]:offsets[t + 1]], seconds=seconds,
         )
         for t in range(len(problems))
@@ -183,7 +183,7 @@ def _flow_solver(problem: CVProblem, state: dict) -> FlowSolver | None:
     """The flows' factorised Laplacian when the start is primal (W and data dual) on a smoothness graph, else None."""
     primal = state["W"] is not None and state["data_dual"] is not None
     if primal and problem.operator is not None and problem.smooth in ("tv", "graph_l1", "quadratic"):
-        return FlowSolver(problem.operator.to_scipy())
+        return flow_solver(problem.operator.to_scipy())
     return None
 
 
@@ -211,6 +211,34 @@ def _stack_warm(warm: list[dict | None], sizes: list[int], n: int) -> dict:
     return state
 
 
+def _split_duals(dual: np.ndarray | None) -> dict[int, np.ndarray]:
+    """{problem: its (edges, features) dual} from a warm start's stacked (edges, B, features) duals, if it has them."""
+    return {} if dual is None else {b: np.ascontiguousarray(dual[:, b]) for b in range(dual.shape[1])}
+
+
+def _batch_duals(problem: CVProblem, state: dict, duals: dict, active: np.ndarray, flows, penalties) -> np.ndarray | None:
+    """The active batch's (edges, batch, features) edge duals: each problem's own where it has one, its warm start's
+    flow where it has none yet (a primal warm start), zeros otherwise; None when no problem has any."""
+    has = np.array([b in duals for b in active.tolist()])
+    dual0 = None
+    if has.any():
+        dual0 = np.zeros((problem.operator.shape[0], active.size, problem.X.shape[1]), dtype=state["W"].dtype)
+        for j in np.flatnonzero(has):
+            dual0[:, j] = duals[int(active[j])]
+    if flows is not None and not has.all():
+        dual0 = _flow_duals(problem, state, active, ~has, dual0, *penalties, flows)
+    return dual0
+
+
+def _keep_duals(duals: dict, dual, active: np.ndarray, again: np.ndarray) -> None:
+    """After a batch: the edge duals of its problems that go on (``again``) replace their old ones; the rest go."""
+    for b in active.tolist():
+        duals.pop(b, None)
+    if dual is not None and again.any():
+        dual = dual.cpu().numpy()
+        duals.update({int(active[j]): np.ascontiguousarray(dual[:, j]) for j in np.flatnonzero(again)})
+
+
 def _zero_state(problem: CVProblem, weights, count: int) -> dict:
     """The solver state at W = 0 with the covariates at their own fit, for ``count`` screened problems."""
     n, dt = problem.n_spots, _np_dtype(problem)
@@ -220,7 +248,7 @@ def _zero_state(problem: CVProblem, weights, count: int) -> dict:
     # the data dual at that optimum, v_i = 2c_i(ŷ_i − y_i); every state entry is a plain numeric array
     v = ((2.0 / n) * weights * (eta - problem.y)).astype(dt)
     return {"W": np.zeros((n, count, problem.X.shape[1]), dtype=dt), "gamma": gamma,
-            "data_dual": np.repeat(v[:, None], count, axis=1), "dual": None, "step": np.full(count, np.nan)}
+            "data_dual": np.repeat(v[:, None], count, axis=1), "step": np.full(count, np.nan)}
 
 
 def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float, max_iter: int, warm: dict | None) -> FoldSolution:
@@ -245,7 +273,7 @@ def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *,
     n = problem.n_spots
     return FoldSolution(
         W=res.W.cpu().numpy(), gamma=None if res.gamma is None else res.gamma.cpu().numpy(),
-        data_dual=np.zeros((n, B), dtype=_np_dtype(problem)), dual=None if res.dual is None else res.dual.cpu().numpy(),
+        data_dual=np.zeros((n, B), dtype=_np_dtype(problem)),
         step=np.asarray(res.step), converged=np.asarray(res.converged, dtype=bool), iterations=np.asarray(res.iterations, dtype=np.int64),
         seconds=time.perf_counter() - start,
     )

@@ -133,12 +133,14 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike, **to_csv_kwargs: Any) -
 
 def write_npz(path: str | os.PathLike, *, compresslevel: int | None = None, **arrays: Any) -> None:
     """Write arrays with ``np.savez_compressed`` atomically; ``compresslevel`` (1–9) sets deflate's level where speed
-    matters more than size (numpy's own is zlib's default, 6)."""
+    matters more than size (numpy's own is zlib's default, 6), 0 stores the arrays as they are (for data that is
+    already compact, where deflate costs time and saves little)."""
     with atomic_write(path, "wb") as fh:
         if compresslevel is None:
             np.savez_compressed(fh, **arrays)
             return
-        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel, allowZip64=True) as zf:
+        method = zipfile.ZIP_STORED if compresslevel == 0 else zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(fh, "w", compression=method, compresslevel=compresslevel or None, allowZip64=True) as zf:
             for name, value in arrays.items():  # the layout np.load reads: one NAME.npy member per array
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

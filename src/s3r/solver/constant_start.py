@@ -13,6 +13,9 @@ Used for cold gaussian tv solves on a connected graph with no pinned rows (see :
 
 from __future__ import annotations
 
+import hashlib
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
@@ -95,6 +98,27 @@ class FlowSolver:
         return np.asarray(self.K @ phi)
 
 
+_SHARED = threading.local()  # per thread: the last graph's FlowSolver (the factors are not shared across threads)
+
+
+def flow_solver(K: sp.spmatrix) -> FlowSolver:
+    """The :class:`FlowSolver` of ``K``, factorised once for a run of calls on the same graph (compared by content).
+
+    Why: a tuning fold job asks for the flows of one graph ~70 times (each target's natural λ scale, its trend's, the
+    warm starts' duals): 68 identical sparse LU factorisations were 0.8 of a 52 CPU-s job (benchmarks/README.md,
+    session 28). One entry per thread: a section's Laplacian factors can be large (10⁶ spots)."""
+    K = K.tocsr()
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (np.asarray(K.shape, dtype=np.int64), K.indptr, K.indices, K.data):
+        digest.update(np.ascontiguousarray(part).view(np.uint8))
+    key = (str(K.dtype), digest.hexdigest())
+    cached = getattr(_SHARED, "entry", None)
+    if cached is None or cached[0] != key:
+        cached = (key, FlowSolver(K))
+        _SHARED.entry = cached
+    return cached[1]
+
+
 def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
     """Primal and dual start at the constant model, per problem of the batch.
 
@@ -131,7 +155,7 @@ def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
         if np.any(excess > lam[b] * node_capacity[:, None]):
             ratio[b:] = np.inf
             break
-        flows = FlowSolver(K) if flows is None else flows
+        flows = flow_solver(K) if flows is None else flows
         # the flow column by column in blocks, the columns whose imbalance comes nearest the box first: where the
         # start fails it fails there, and the remaining solves (one triangular pair per column) are skipped
         need = np.divide(excess, np.maximum(node_capacity, 1e-300)[:, None], out=excess).max(axis=0)

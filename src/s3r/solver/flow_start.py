@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from s3r.solver.constant_start import FLOW_BLOCK, FlowSolver, covariate_fit
+from s3r.solver.constant_start import FLOW_BLOCK, FlowSolver, covariate_fit, flow_solver
 
 
 def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalty_factor=None, flows: FlowSolver | None = None,
@@ -33,7 +33,7 @@ def warm_flow_dual(X, W0, v0, alpha, beta, lam, K, *, smooth: str = "tv", penalt
         for b in range(B):
             out[:, b] = 2.0 * lam[b] * (K @ np.asarray(W0[:, b], dtype=np.float64))
         return out
-    flows = FlowSolver(K) if flows is None else flows
+    flows = flow_solver(K) if flows is None else flows
     for b in range(B):
         if not lam[b] > 0:
             out[:, b] = 0.0

@@ -23,7 +23,7 @@ from s3r.lazy import lazy_exports
 
 _WHERE = {
     "evaluate": ("evaluate_fold", "evaluate_fold_targets", "make_folds", "make_problem", "tell"),
-    "files": ("_read_states", "round_dir", "write_tables"),  # _read_states: the workflow's chunk jobs
+    "files": ("read_fold_state", "round_dir", "write_tables"),  # read_fold_state: the workflow's chunk jobs, the report
     "search": ("default_workers", "run_search"),
     "selection": ("EDGE", "NO_EFFECT", "_edge_warnings", "select"),  # _edge_warnings: the tests
     "space": ("DEFAULT_CONFIG", "FORMAT", "PARAM_NAMES", "SELECTIONS", "absolute_params", "resolve_config", "round_sizes"),

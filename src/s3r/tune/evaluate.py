@@ -11,12 +11,13 @@ import numpy as np
 from s3r import cv
 from s3r.errors import S3RInputError
 from s3r.io import RegressionData, write_json, write_npz
-from s3r.tune.files import _nearest_warm_start, read_json, _read_states
+from s3r.tune.files import _nearest_warm_start, pack_maps, read_fold_state, read_json
 from s3r.tune.space import FORMAT, PARAM_NAMES, _log_params, _relative, absolute_params, resolve_config
 
 # deflate's level for the fold states (warm starts that the next round reads once): numpy's level 6 was 7 of a
-# 67-target fold job's 107 CPU-s; level 1 writes a few per cent more bytes in less time (benchmarks/README.md, session 27)
-STATE_LEVEL = 1
+# 67-target fold job's 107 CPU-s, level 1 2.5 of a round-1 job's 52 (benchmarks/README.md, sessions 27–28); the maps
+# are written packed (s3r.tune.files.pack_maps), as small as deflated, and stored as they are
+STATE_LEVEL = 0
 
 
 def make_problem(data: RegressionData, config: dict, offset=None, graph=None) -> cv.CVProblem:
@@ -50,10 +51,11 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     if problem is None:
         problem = make_problem(data, config, offset)
     doc = trials if isinstance(trials, dict) else read_json(trials)
-    stores = [_read_states(path) for path in warm_from] if doc["trials"] else []  # a stopped search starts nothing
+    stores = [read_fold_state(path) for path in warm_from] if doc["trials"] else []  # a stopped search starts nothing
     result, states = evaluate_fold_targets({"": problem}, config, {"": doc}, fold, warm={"": stores}, scales={"": scales}, window=window)
     if out is not None or state_out is not None:
-        write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), compresslevel=STATE_LEVEL, **states[""])
+        write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), compresslevel=STATE_LEVEL,
+                  **pack_maps(states[""]))
     if out is not None:
         write_json(result[""], out)
     return result[""]
@@ -64,7 +66,7 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
     """:func:`evaluate_fold` for several targets of one sample in one batched solve (``cv.solve_fold_targets``).
 
     Every mapping is keyed by target: ``problems`` (sharing the design), ``trials`` (each target's own study's
-    trials.json doc), ``warm`` (each target's earlier state dicts on this fold, as :func:`_read_states` gives),
+    trials.json doc), ``warm`` (each target's earlier state dicts on this fold, as :func:`read_fold_state` gives),
     ``scales`` (natural scales, computed when missing); ``window`` the record of the window the problems are on, if any.
     Returns (fold results, state arrays) by target; the
     results are what :func:`evaluate_fold` writes, so :func:`tell` and :func:`select` work on them unchanged.

@@ -46,17 +46,48 @@ def _load_results(results: Sequence) -> list[dict]:
 _NPZ_LOCK = threading.Lock()
 
 
-def _read_states(path, prefix: str = "") -> dict:
+def read_fold_state(path, prefix: str = "") -> dict:
     """The numeric arrays of a fold state file (those whose key starts with ``prefix``, prefix removed)."""
     # one reader at a time: numpy parses .npy headers with ast.literal_eval, and CPython 3.11's parser is not
     # thread-safe ("AST constructor recursion depth mismatch", seen when run_search reads folds in threads)
+    # each array is read once (indexing the NpzFile reads its member again at every access)
     with _NPZ_LOCK, np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
-        return {key[len(prefix):]: z[key] for key in z.files if key.startswith(prefix) and z[key].dtype != object}
+        arrays = {key[len(prefix):]: z[key] for key in z.files if key.startswith(prefix)}
+    return _unpack_maps({key: value for key, value in arrays.items() if value.dtype != object})
+
+
+def pack_maps(state: dict) -> dict:
+    """A fold state with its maps W (n, B, p) kept as their non-zero entries and a bit per entry saying where.
+
+    Why: a round's W holds ~half zeros (unselected features, zeroed parts of maps); deflating the whole array at level
+    1 was 2.5 of a 52 CPU-s fold job and still wrote 60 % of the bytes. This form is lossless (−0.0 reads back as 0.0),
+    about as small, and costs a mask, a bit-pack and a gather (benchmarks/README.md, session 28)."""
+    W = state.get("W")
+    if W is None:
+        return state
+    W = np.asarray(W)
+    nonzero = W != 0
+    out = {key: value for key, value in state.items() if key != "W"}
+    out.update(W_shape=np.asarray(W.shape, dtype=np.int64), W_nonzero=np.packbits(nonzero, axis=None), W_values=W[nonzero])
+    return out
+
+
+def _unpack_maps(arrays: dict) -> dict:
+    """:func:`pack_maps` undone (a state written whole passes as it is)."""
+    if "W_values" not in arrays:
+        return arrays
+    shape = tuple(int(v) for v in arrays.pop("W_shape"))
+    nonzero = np.unpackbits(arrays.pop("W_nonzero"), count=int(np.prod(shape))).view(bool).reshape(shape)
+    values = arrays.pop("W_values")
+    W = np.zeros(shape, dtype=values.dtype)
+    W[nonzero] = values
+    arrays["W"] = W
+    return arrays
 
 
 def _nearest_warm_start(params: list[dict], stores: Sequence[dict], config: dict) -> tuple[dict, list]:
     """Per trial, the earlier solution on this fold nearest in the search's own scale (ties: lowest number);
-    ``stores``: the state dicts this fold wrote in earlier rounds (:func:`_read_states`)."""
+    ``stores``: the state dicts this fold wrote in earlier rounds (:func:`read_fold_state`)."""
     numbers = np.concatenate([s["numbers"] for s in stores])
     points = np.concatenate([s["log_params"] for s in stores])
     order = np.argsort(numbers, kind="stable")

@@ -58,6 +58,7 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     The states of all targets go to one .npz, keys prefixed ``t<i>.`` by the target's place in the chunk.
     """
     from s3r.tune.evaluate import STATE_LEVEL
+    from s3r.tune.files import pack_maps
     from s3r.tune.window import on_window, section_scales, window_index, window_record
 
     config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
@@ -73,10 +74,10 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
         data, offset = on_window(sections[t], index, prepared.offset)
         problems[t] = tune.make_problem(data, config, offset, graph=window_graph)
     # a target whose search has stopped has no trials to start: its earlier states are not read
-    warm = {t: [tune._read_states(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets) if docs[t]["trials"]}
+    warm = {t: [tune.read_fold_state(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets) if docs[t]["trials"]}
     results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm, scales=scales,
                                                  window=window_record(index, len(prepared.spot_ids)))
-    arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in states[t].items()}
+    arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in pack_maps(states[t]).items()}
     write_npz(state_out, compresslevel=STATE_LEVEL, **arrays)
     doc = {"format": CHUNK_FORMAT, "round": next(iter(docs.values()))["round"], "fold": int(fold), "targets": results}
     write_json(doc, out)
@@ -112,7 +113,7 @@ def select_chunk(settings: dict, model: dict, targets: list[str], results: list,
         for r, doc in enumerate(docs):
             write_json(doc, where / f"round_{r}" / "results.json")
         for (r, k), path in sorted(states.items()):
-            state = tune._read_states(path, f"t{i}.")
+            state = tune.read_fold_state(path, f"t{i}.")
             keep = np.flatnonzero(state["numbers"] == chosen["trial"])
             if keep.size:
                 write_npz(where / f"round_{r}" / f"fold_{k}.npz", numbers=state["numbers"][keep], W=state["W"][:, keep, :])
