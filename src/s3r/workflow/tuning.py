@@ -58,7 +58,7 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     The states of all targets go to one .npz, keys prefixed ``t<i>.`` by the target's place in the chunk.
     """
     from s3r.tune.evaluate import STATE_LEVEL
-    from s3r.tune.files import pack_maps
+    from s3r.tune.files import pack_maps, read_fold_states
     from s3r.tune.window import on_window, section_scales, window_index, window_record
 
     config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
@@ -74,7 +74,9 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
         data, offset = on_window(sections[t], index, prepared.offset)
         problems[t] = tune.make_problem(data, config, offset, graph=window_graph)
     # a target whose search has stopped has no trials to start: its earlier states are not read
-    warm = {t: [tune.read_fold_state(p, f"t{i}.") for p in warm_from] for i, t in enumerate(targets) if docs[t]["trials"]}
+    live = {f"t{i}.": t for i, t in enumerate(targets) if docs[t]["trials"]}
+    stores = [read_fold_states(p, list(live)) for p in warm_from]
+    warm = {t: [store[prefix] for store in stores] for prefix, t in live.items()}
     results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm, scales=scales,
                                                  window=window_record(index, len(prepared.spot_ids)))
     arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in pack_maps(states[t]).items()}
@@ -104,19 +106,21 @@ def select_chunk(settings: dict, model: dict, targets: list[str], results: list,
     the chunk's full states (every trial of every target) are temporary and go once this step has run.
     """
     from s3r.artifacts import write_params
+    from s3r.tune.files import read_fold_states
 
     rounds = [_targets_of(_read_chunk(p), targets, p) for p in results]
-    for i, target in enumerate(targets):
-        docs = [r[target] for r in rounds]
-        chosen = tune.select(docs, settings)
+    choices = {target: tune.select([r[target] for r in rounds], settings) for target in targets}
+    prefixes = [f"t{i}." for i in range(len(targets))]
+    for (r, k), path in sorted(states.items()):  # each chunk state file opened once
+        for target, state in zip(targets, read_fold_states(path, prefixes).values()):
+            keep = np.flatnonzero(state["numbers"] == choices[target]["trial"])
+            if keep.size:
+                write_npz(Path(out_dir) / target / f"round_{r}" / f"fold_{k}.npz", numbers=state["numbers"][keep], W=state["W"][:, keep, :])
+    for target in targets:
+        docs, chosen = [r[target] for r in rounds], choices[target]
         where = Path(out_dir) / target
         for r, doc in enumerate(docs):
             write_json(doc, where / f"round_{r}" / "results.json")
-        for (r, k), path in sorted(states.items()):
-            state = tune.read_fold_state(path, f"t{i}.")
-            keep = np.flatnonzero(state["numbers"] == chosen["trial"])
-            if keep.size:
-                write_npz(where / f"round_{r}" / f"fold_{k}.npz", numbers=state["numbers"][keep], W=state["W"][:, keep, :])
         tune.write_tables(docs, where)
         tune.export_study(docs, settings, where / "study.journal")
         params = {**model, **{name: chosen[name] for name in tune.PARAM_NAMES}}
