@@ -13,14 +13,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from s3r.errors import S3RInputError
-from s3r.io import RegressionData, read_h5ad, read_reference_csv, write_npz
+from s3r.io import RegressionData, write_npz
+
+if TYPE_CHECKING:  # the readers (and pandas) load where a sample is prepared: reading a prepared one needs neither
+    import pandas as pd
 
 __all__ = [
     "PreparedSample",
@@ -202,6 +204,10 @@ def prepare_reference_csv(
 
     ``raw_targets``: keep the targets as they are (counts, for a count family's data fit) while the features are
     normalised; ``offset``: None or 'log_library_size'."""
+    import pandas as pd
+
+    from s3r.io import read_reference_csv
+
     targets = _check_targets_listed(targets, str(y_path))
     data = read_reference_csv(x_path, y_path, coords_path, target=targets[0])  # validates all three files
     ydf = pd.read_csv(y_path, index_col=0, dtype={0: str})
@@ -284,6 +290,10 @@ def prepare_h5ad(
     """AnnData → PreparedSample (``raw_targets``, ``offset``: as for :func:`prepare_reference_csv`; the offset may
     also name an .obs column). ``features``: gene list, 'all', or 'obsm:<key>' (used as given, e.g.
     cell-type proportions: not normalised). Library sizes are row sums over all genes of ``.X``/the layer."""
+    import pandas as pd
+
+    from s3r.io import read_h5ad
+
     adata, source = _open_h5ad(path)
     targets = _check_targets_listed(targets, source)
     _check_normalize(normalize)

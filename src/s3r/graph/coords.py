@@ -5,7 +5,6 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
-import pandas as pd
 
 from s3r.errors import S3RInputError
 
@@ -64,8 +63,10 @@ def validate_coords(coords, *, source: str = "coordinates", min_spots: int = 1) 
                 f"{source}: expected 2 coordinate columns (x, y) but got {len(columns)}"
                 f" ({', '.join(map(str, columns))}); select the two spatial columns"
             )
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype  # here: a fold job reading arrays never needs pandas
+
         for position, dtype in enumerate(coords.dtypes):
-            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            if not is_numeric_dtype(dtype) or is_bool_dtype(dtype):
                 raise S3RInputError(
                     f"{source}: column {columns[position]!r} has dtype {dtype}, not numbers;"
                     " convert the coordinate columns to numeric"

@@ -13,19 +13,14 @@ Every name is importable from ``s3r.io``.
 
 from __future__ import annotations
 
-from s3r.io.atomic import atomic_path, atomic_write, read_json_object, write_csv, write_json, write_npz
-from s3r.io.data import RegressionData
-from s3r.io.h5ad import read_h5ad
-from s3r.io.reference_csv import _read_table, read_reference_csv  # _read_table: s3r deconvolve's table reader
+from s3r.lazy import lazy_exports
 
-__all__ = [
-    "RegressionData",
-    "read_reference_csv",
-    "read_h5ad",
-    "atomic_write",
-    "atomic_path",
-    "write_json",
-    "write_csv",
-    "write_npz",
-    "read_json_object",
-]
+# the readers load on first use: they bring pandas (0.2 s), which a solve job writing JSON and arrays never needs
+_WHERE = {
+    "atomic": ("atomic_path", "atomic_write", "read_json_object", "write_csv", "write_json", "write_npz"),
+    "data": ("RegressionData",),
+    "h5ad": ("read_h5ad",),
+    "reference_csv": ("_read_table", "read_reference_csv"),  # _read_table: s3r deconvolve's table reader
+}
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())

@@ -10,12 +10,14 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from s3r.errors import S3RInputError
+
+if TYPE_CHECKING:  # pandas is imported by whoever builds a DataFrame: a solve job writing JSON and arrays skips its 0.2 s
+    import pandas as pd
 
 
 def _umask() -> int:

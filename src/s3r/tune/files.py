@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from s3r.errors import S3RInputError
 from s3r.io import write_csv
@@ -142,6 +141,8 @@ def write_tables(results: Sequence, out_dir) -> tuple[Path, Path]:
         })
         for fold, loss, conv, its in zip(range(len(t["fold_losses"])), t["fold_losses"], t["converged"], t["iterations"]):
             fold_rows.append({"number": t["number"], "fold": fold, "loss": loss, "converged": conv, "iterations": its})
+    import pandas as pd
+
     write_csv(pd.DataFrame(rows), out_dir / "trials.tsv", sep="\t", index=False)
     write_csv(pd.DataFrame(fold_rows), out_dir / "fold_scores.tsv", sep="\t", index=False)
     return out_dir / "trials.tsv", out_dir / "fold_scores.tsv"
