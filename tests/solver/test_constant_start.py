@@ -146,3 +146,22 @@ def test_the_compositional_check_finds_proportions_among_other_features():
         warnings.simplefilter("error")
         assert not warn_if_compositional(np.c_[expr, props[:, :3]], True)  # three of four shares: no longer spans 1
         assert not warn_if_compositional(expr, True)
+
+
+def test_flow_solver_is_factorised_once_per_graph_and_large_factors_are_not_kept(monkeypatch):
+    """A fold job asks for the same graph's flows ~70 times: one factorisation serves them (same flows as a fresh
+    one); another graph replaces it; a factor over FLOW_CACHE_BYTES is built every time, never kept."""
+    import s3r.solver.constant_start as cs
+
+    rng = np.random.default_rng(3)
+    coords = rng.uniform(size=(120, 2))
+    K = build_operator("tv", edges=knn_graph(coords, 6).edges, n_nodes=120).to_scipy()
+    D = rng.normal(size=(120, 3))
+    first = cs.flow_solver(K)
+    assert cs.flow_solver(K.copy()) is first  # the same content, another object
+    np.testing.assert_allclose(first(D), cs.FlowSolver(K)(D), rtol=1e-12, atol=1e-12)
+    other = build_operator("tv", edges=knn_graph(coords, 4).edges, n_nodes=120).to_scipy()
+    assert cs.flow_solver(other) is not first and cs.flow_solver(K) is not first  # one entry: K was factorised again
+    monkeypatch.setattr(cs, "FLOW_CACHE_BYTES", 0)
+    big = cs.flow_solver(other)
+    assert cs.flow_solver(other) is not big  # not kept

@@ -99,6 +99,9 @@ class FlowSolver:
 
 
 _SHARED = threading.local()  # per thread: the last graph's FlowSolver (the factors are not shared across threads)
+# factors larger than this are not kept between calls: a kept factor lives through the solves that follow, and at
+# 10⁵–10⁶ spots one factorisation is cheap beside them while its memory is not
+FLOW_CACHE_BYTES = 256 << 20
 
 
 def flow_solver(K: sp.spmatrix) -> FlowSolver:
@@ -106,17 +109,20 @@ def flow_solver(K: sp.spmatrix) -> FlowSolver:
 
     Why: a tuning fold job asks for the flows of one graph ~70 times (each target's natural λ scale, its trend's, the
     warm starts' duals): 68 identical sparse LU factorisations were 0.8 of a 52 CPU-s job (benchmarks/README.md,
-    session 28). One entry per thread: a section's Laplacian factors can be large (10⁶ spots)."""
+    session 28). One entry per thread, and only factors under ``FLOW_CACHE_BYTES``."""
     K = K.tocsr()
     digest = hashlib.blake2b(digest_size=16)
     for part in (np.asarray(K.shape, dtype=np.int64), K.indptr, K.indices, K.data):
         digest.update(np.ascontiguousarray(part).view(np.uint8))
     key = (str(K.dtype), digest.hexdigest())
     cached = getattr(_SHARED, "entry", None)
-    if cached is None or cached[0] != key:
-        cached = (key, FlowSolver(K))
-        _SHARED.entry = cached
-    return cached[1]
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    _SHARED.entry = None  # the old factor goes before the new one is built
+    solver = FlowSolver(K)
+    if solver.lu is None or solver.lu.nnz * (np.dtype(np.float64).itemsize + np.dtype(np.int32).itemsize) <= FLOW_CACHE_BYTES:
+        _SHARED.entry = (key, solver)
+    return solver
 
 
 def constant_start(X, Y, O, Z, alpha, beta, pf, lam, K: sp.spmatrix) -> dict:
