@@ -122,13 +122,13 @@ def fold_selection(tune_dir, feature_names: Sequence[str]) -> tuple[np.ndarray, 
     round it ran in. None when those state files were not kept (``s3r tune`` deletes them unless
     ``--keep-states``; the workflow keeps them).
     """
+    from s3r.tune.files import read_fold_state
+
     tune_dir = Path(tune_dir)
     trial = chosen_trial(tune_dir)
     if trial is None:  # parameters from config, not tuned
         return None
     counts, n_folds = np.zeros(len(feature_names), dtype=np.int64), 0
-    from s3r.tune.files import read_fold_state
-
     for state in sorted(tune_dir.glob("round_*/fold_*.npz")):
         with np.load(state, allow_pickle=False) as f:
             numbers = f["numbers"].tolist()
