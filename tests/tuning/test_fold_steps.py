@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from s3r import cv, tune
 from s3r.errors import S3RInputError
@@ -65,3 +66,36 @@ def test_a_chunk_too_short_for_the_step_balancing_is_refused():
     from s3r.solver import primal_dual
 
     assert tune.space.MIN_CHUNK == primal_dual.CHECK_EVERY * primal_dual.READ_EVERY  # the balancing's period, one number
+
+
+def test_an_unconverged_problem_takes_its_own_edge_dual_into_its_next_chunk(monkeypatch):
+    """A fold keeps an edge dual only for the problems that go on (session 28: no full-batch dual array); each chunk
+    of a continuing problem must start from the dual its previous chunk ended with, also when its batch mates change."""
+    import s3r.cv.solve as solve_mod
+
+    X, y, coords = problem(n=200, p=8, seed=5)
+    prob = cv.CVProblem.from_arrays(X, y, coords, dtype="float64")
+    folds = cv.make_folds(coords, 4, "random", seed=0)
+    params = [{"lambda_smooth": lam, "alpha": 0.01, "beta": 0.01} for lam in (0.05, 0.3, 1.0)]
+    calls = []
+    real = solve_mod.solve_batch
+
+    def recording(X, Y, **kw):
+        dual0 = None if kw["dual0"] is None else kw["dual0"].clone()
+        res = real(X, Y, **kw)
+        calls.append({"Y": np.asarray(Y).copy(), "dual0": dual0, "dual": None if res.dual is None else res.dual.clone(),
+                      "converged": np.asarray(res.converged, dtype=bool)})
+        return res
+
+    monkeypatch.setattr(solve_mod, "solve_batch", recording)
+    solved = cv.solve_fold(prob, params, folds, 0, tol=1e-5, max_iter=20_000, chunk=60, batch=2)
+    assert solved.converged.all() and len(calls) >= 3
+    carried = 0
+    for before, after in zip(calls, calls[1:]):
+        # the queue puts the unconverged problems of a batch first in the next one, in their order
+        going_on = np.flatnonzero(~before["converged"])
+        for j_after, j_before in enumerate(going_on):
+            assert np.array_equal(after["Y"][:, j_after], before["Y"][:, j_before])
+            assert torch.equal(after["dual0"][:, j_after], before["dual"][:, j_before])
+            carried += 1
+    assert carried >= 2
