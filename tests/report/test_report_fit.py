@@ -203,3 +203,28 @@ def test_a_fused_map_is_called_constant_in_words_not_drawn_as_a_pattern():
     assert spatially_constant(np.full(10, 3.0) + 1e-9) and not spatially_constant(np.r_[np.full(9, 3.0), 3.01])
     # float32 rounding of a fused map (DLPFC TAC1's OLIG1: -0.0026546 … -0.0026546, spread 3e-6 of its size) is constant
     assert spatially_constant(np.r_[np.full(9, -0.0026546564), -0.0026546481]) and not spatially_constant(np.r_[np.full(9, 3.0), 3.001])
+
+
+def test_a_fit_with_no_recorded_checkpoint_says_so_in_words(tmp_path, monkeypatch):
+    """An intercept-only final model (every coefficient zero, certified without a solve) has no trace: its
+    convergence figure said "converged before the first checkpoint" inside two empty 0–1 axes. Now words, no axes."""
+    from types import SimpleNamespace
+
+    import matplotlib.figure
+
+    from s3r.report import fit_report as fr
+
+    texts = []
+    real = matplotlib.figure.Figure.text
+    monkeypatch.setattr(matplotlib.figure.Figure, "text", lambda self, x, y, s, **kw: texts.append(s) or real(self, x, y, s, **kw))
+    report = {"trace": [], "tol": 1e-5, "converged": True, "iterations": 0, "solve_seconds": 0.01, "selected_features": 0,
+              "primal_residual": 0.0, "dual_residual": 0.0}
+    out = fr.plot_convergence(SimpleNamespace(report=report), tmp_path / "zero.png", vector=None)
+    assert out["png"].read_bytes()[:8] == PNG_MAGIC
+    assert texts[0] == "solver: converged in 0 iterations, 0.01 s"
+    assert texts[1] == ("no iterations: the start already satisfied the optimality conditions\n"
+                        "(every coefficient zero, certified without a solve)\nprimal residual 0, dual residual 0 (tolerance 1e-05)")
+    texts.clear()
+    fr.plot_convergence(SimpleNamespace(report={**report, "iterations": 7, "selected_features": 3, "dual_residual": 4e-6}),
+                        tmp_path / "early.png", vector=None)
+    assert texts[1] == "converged in 7 iterations, before the first recorded checkpoint\nprimal residual 0, dual residual 4e-06 (tolerance 1e-05)"
