@@ -175,7 +175,7 @@ def test_convergence_plot_of_a_flat_all_zero_fit(tmp_path):
     """An all-zero fit has a constant objective and, at W = 0, an unscaled dual residual: the plot must still draw."""
     from types import SimpleNamespace
 
-    from s3r.report.fit_report import plot_convergence
+    from s3r.report.convergence import plot_convergence
 
     trace = [{"iteration": 10 * (i + 1), "objective": [1.0], "primal_residual": [0.0 if i else 1e-7], "dual_residual": [10.0 ** (280 - 20 * i)]}
              for i in range(8)]
@@ -212,7 +212,7 @@ def test_a_fit_with_no_recorded_checkpoint_says_so_in_words(tmp_path, monkeypatc
 
     import matplotlib.figure
 
-    from s3r.report import fit_report as fr
+    from s3r.report import convergence as fr
 
     texts = []
     real = matplotlib.figure.Figure.text
@@ -228,3 +228,28 @@ def test_a_fit_with_no_recorded_checkpoint_says_so_in_words(tmp_path, monkeypatc
     fr.plot_convergence(SimpleNamespace(report={**report, "iterations": 7, "selected_features": 3, "dual_residual": 4e-6}),
                         tmp_path / "early.png", vector=None)
     assert texts[1] == "converged in 7 iterations, before the first recorded checkpoint\nprimal residual 0, dual residual 4e-06 (tolerance 1e-05)"
+
+
+def test_the_residual_curves_end_at_the_check_that_stopped_the_solve(tmp_path, monkeypatch):
+    """KCNS1 in the 200-target run: the trace's last point (4,750 iterations) had the dual residual at 1.5e-5, above the
+    1e-5 line, while the fit converged at the check at 4,760 (9.6e-6). The curves now end at that check."""
+    from types import SimpleNamespace
+
+    import matplotlib.axes
+
+    from s3r.report.convergence import plot_convergence
+
+    drawn = []
+    real = matplotlib.axes.Axes.semilogy
+    monkeypatch.setattr(matplotlib.axes.Axes, "semilogy", lambda self, x, y, **kw: drawn.append((list(x), list(y))) or real(self, x, y, **kw))
+    trace = [{"iteration": 100 * (i + 1), "objective": [1.0 - 0.001 * i], "primal_residual": [1e-3 / 2**i], "dual_residual": [2e-3 / 2**i]}
+             for i in range(8)]
+    report = {"trace": trace, "tol": 1e-5, "converged": True, "iterations": 810, "solve_seconds": 0.1, "objective": 0.99,
+              "primal_residual": 4e-6, "dual_residual": 9e-6}
+    plot_convergence(SimpleNamespace(report=report), tmp_path / "c.png", vector=None)
+    (x_p, y_p), (x_d, y_d) = drawn
+    assert x_p == x_d == [100 * (i + 1) for i in range(8)] + [810]
+    assert y_p[-1] == 4e-6 and y_d[-1] == 9e-6 and y_d[-2] == 2e-3 / 2**7
+    drawn.clear()
+    plot_convergence(SimpleNamespace(report={**report, "iterations": 800}), tmp_path / "d.png", vector=None)
+    assert drawn[0][0][-1] == 800 and len(drawn[0][0]) == 8  # the last checkpoint is the stopping check: nothing added

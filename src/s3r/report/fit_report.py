@@ -20,10 +20,11 @@ import pandas as pd
 
 from s3r.errors import S3RInputError
 from s3r.io import write_csv
+from s3r.report.convergence import plot_convergence
 from s3r.report.tuning_figures import chosen_trial, plot_tuning, tuning_trials, yardsticks
 
 __all__ = ["FitOutputs", "load_fit", "chosen_trial", "feature_table", "fold_selection", "tuning_trials", "observed_and_predicted",
-           "plot_coefficient_maps", "fit_report"]
+           "plot_coefficient_maps", "plot_convergence", "fit_report"]
 
 
 @dataclass
@@ -281,68 +282,6 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
         ax.set_yticks([])
     ax.set_xticks([])
     ax.set_xlabel(f"{len(domains)} spots, grouped by domain (D1 … D{int(domains.max()) + 1})")
-    return save_figure(fig, png_path, vector=vector)
-
-
-def plot_convergence(fit: FitOutputs, png_path, *, title: str = "", vector: str | None = "svg"):
-    """Objective and relative residuals against iterations, from fit.json's trace."""
-    import matplotlib.pyplot as plt
-
-    from s3r.report.style import save_figure, use_report_style
-
-    use_report_style()
-    trace = fit.report.get("trace") or []
-    if not trace:  # nothing was recorded to draw: the solver's answer in words, not two empty axes
-        return _no_trace_figure(fit.report, png_path, title, vector)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8.0, 3.2))
-    its = [t["iteration"] for t in trace]
-    first = lambda v: v[0] if isinstance(v, list) else v  # noqa: E731
-    objective = [first(t["objective"]) for t in trace]
-    a.plot(its, objective, marker=".", color="0.2")
-    # a log axis only when the values are positive and span a range (a flat series, e.g. the all-zero model's
-    # constant objective, has no decades for matplotlib to label)
-    if all(v is not None and v > 0 for v in objective) and max(objective) > 1.001 * min(objective):
-        a.set_yscale("log")
-    floor = lambda vals: [min(max(float(first(v)), 1e-16), 1e16) for v in vals]  # noqa: E731  (0 has no log; W = 0 gives an unscaled dual residual)
-    b.semilogy(its, floor(t["primal_residual"] for t in trace), marker=".", label="primal")
-    b.semilogy(its, floor(t["dual_residual"] for t in trace), marker=".", label="dual")
-    tol = fit.report.get("tol")
-    if tol:
-        b.axhline(float(tol), color="tab:red", linestyle="--", linewidth=1, label=f"tolerance {float(tol):g}")
-    b.legend(frameon=False)
-    a.set_xlabel("iteration")
-    a.set_ylabel("objective")
-    b.set_xlabel("iteration")
-    b.set_ylabel("relative residual")
-    status = "converged" if fit.report.get("converged") else "NOT converged"
-    fig.suptitle(title or f"solver: {status} in {fit.report.get('iterations', '?')} iterations, {fit.report.get('solve_seconds', float('nan')):.2f} s")
-    fig.tight_layout()
-    return save_figure(fig, png_path, vector=vector)
-
-
-def _no_trace_figure(report: dict, png_path, title: str, vector: str | None) -> dict[str, Path]:
-    """The convergence figure of a fit with no recorded checkpoint: a model certified at its start (every coefficient
-    zero, the intercept-only model a tuning chose) or one that converged before the first checkpoint."""
-    import matplotlib.pyplot as plt
-
-    from s3r.report.style import save_figure
-
-    its = int(report.get("iterations") or 0)
-    status = "converged" if report.get("converged") else "NOT converged"
-    if its == 0 and report.get("converged"):
-        body = "no iterations: the start already satisfied the optimality conditions"
-        if not report.get("selected_features"):
-            body += "\n(every coefficient zero, certified without a solve)"
-    else:
-        body = f"{status} in {its} iterations, before the first recorded checkpoint"
-    residuals = [f"{name} residual {float(report[key]):.2g}" for name, key in (("primal", "primal_residual"), ("dual", "dual_residual"))
-                 if report.get(key) is not None]
-    if residuals:
-        body += "\n" + ", ".join(residuals) + (f" (tolerance {float(report['tol']):g})" if report.get("tol") else "")
-    fig = plt.figure(figsize=(8.0, 2.2))
-    fig.text(0.5, 0.85, title or f"solver: {status} in {its} iterations, {float(report.get('solve_seconds') or 0.0):.2f} s",
-             ha="center", va="top", fontsize=10)
-    fig.text(0.5, 0.42, body, ha="center", va="center", fontsize=9)
     return save_figure(fig, png_path, vector=vector)
 
 
