@@ -6,8 +6,7 @@ import numpy as np
 
 from s3r import tune
 from s3r.io import write_npz
-from s3r.tune.evaluate import STATE_LEVEL
-from s3r.tune.files import pack_maps
+from s3r.tune.files import pack_maps, write_fold_states
 
 
 def _state(rng, n=40, B=3, p=5):
@@ -24,8 +23,7 @@ def test_packed_maps_read_back_exactly_with_their_prefix(tmp_path):
     rng = np.random.default_rng(0)
     states = {"t0.": _state(rng), "t1.": _state(rng, B=0)}  # a stopped target: zero trials
     states["t0."]["W"][3, 2, 4] = -0.0
-    write_npz(tmp_path / "fold_0.npz", compresslevel=STATE_LEVEL,
-              **{prefix + key: value for prefix, state in states.items() for key, value in pack_maps(state).items()})
+    write_fold_states(tmp_path / "fold_0.npz", states)
     for prefix, state in states.items():
         got = tune.read_fold_state(tmp_path / "fold_0.npz", prefix)
         assert sorted(got) == sorted(state)

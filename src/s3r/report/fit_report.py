@@ -131,11 +131,11 @@ def fold_selection(tune_dir, feature_names: Sequence[str]) -> tuple[np.ndarray, 
         return None
     counts, n_folds = np.zeros(len(feature_names), dtype=np.int64), 0
     for state in sorted(tune_dir.glob("round_*/fold_*.npz")):
-        with np.load(state, allow_pickle=False) as f:
-            numbers = f["numbers"].tolist()
+        arrays = read_fold_state(state)  # maps packed or whole (s3r.tune.files.pack_maps)
+        numbers = arrays["numbers"].tolist()
         if trial not in numbers:
             continue
-        W = read_fold_state(state)["W"][:, numbers.index(trial), :]  # maps packed or whole (s3r.tune.files.pack_maps)
+        W = arrays["W"][:, numbers.index(trial), :]
         if W.shape[1] != len(feature_names):
             raise S3RInputError(f"{state}: {W.shape[1]} features, the fit has {len(feature_names)}; --tune must be this fit's tuning directory")
         counts += np.any(W != 0, axis=0)

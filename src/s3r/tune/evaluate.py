@@ -10,14 +10,9 @@ import numpy as np
 
 from s3r import cv
 from s3r.errors import S3RInputError
-from s3r.io import RegressionData, write_json, write_npz
-from s3r.tune.files import _nearest_warm_start, pack_maps, read_fold_state, read_json
+from s3r.io import RegressionData, write_json
+from s3r.tune.files import _nearest_warm_start, read_fold_state, read_json, write_fold_states
 from s3r.tune.space import FORMAT, PARAM_NAMES, _log_params, _relative, absolute_params, resolve_config
-
-# deflate's level for the fold states (warm starts that the next round reads once): numpy's level 6 was 7 of a
-# 67-target fold job's 107 CPU-s, level 1 2.5 of a round-1 job's 52 (benchmarks/README.md, sessions 27–28); the maps
-# are written packed (s3r.tune.files.pack_maps), as small as deflated, and stored as they are
-STATE_LEVEL = 0
 
 
 def make_problem(data: RegressionData, config: dict, offset=None, graph=None) -> cv.CVProblem:
@@ -54,8 +49,7 @@ def evaluate_fold(data, config: dict, trials, fold: int, out=None, *, warm_from:
     stores = [read_fold_state(path) for path in warm_from] if doc["trials"] else []  # a stopped search starts nothing
     result, states = evaluate_fold_targets({"": problem}, config, {"": doc}, fold, warm={"": stores}, scales={"": scales}, window=window)
     if out is not None or state_out is not None:
-        write_npz(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), compresslevel=STATE_LEVEL,
-                  **pack_maps(states[""]))
+        write_fold_states(Path(state_out) if state_out is not None else Path(out).with_suffix(".npz"), {"": states[""]})
     if out is not None:
         write_json(result[""], out)
     return result[""]

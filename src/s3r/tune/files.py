@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from s3r.errors import S3RInputError
-from s3r.io import write_csv
+from s3r.io import write_csv, write_npz
 from s3r.tune.space import _log_params
 
 
@@ -59,6 +59,18 @@ def read_fold_states(path, prefixes: Sequence[str]) -> dict[str, dict]:
     with _NPZ_LOCK, np.load(path) as z:  # allow_pickle stays off: states hold numeric arrays only
         arrays = {prefix: {key[len(prefix):]: z[key] for key in z.files if key.startswith(prefix)} for prefix in prefixes}
     return {prefix: _unpack_maps({key: value for key, value in got.items() if value.dtype != object}) for prefix, got in arrays.items()}
+
+
+# deflate's level for the fold states: numpy's 6 was 7 of a 67-target fold job's 107 CPU-s, level 1 2.5 of a round-1
+# job's 52 (benchmarks/README.md, sessions 27–28); the maps are packed (pack_maps), as small as deflated, and stored
+STATE_LEVEL = 0
+
+
+def write_fold_states(path, states: dict[str, dict]) -> None:
+    """One fold-state file (the layout :func:`read_fold_states` reads) from {prefix: state dict}: a chunk's targets
+    under ``t<i>.``, a single tuning's or one target's copy under ""."""
+    write_npz(path, compresslevel=STATE_LEVEL,
+              **{f"{prefix}{key}": value for prefix, state in states.items() for key, value in pack_maps(state).items()})
 
 
 def pack_maps(state: dict) -> dict:
@@ -116,9 +128,9 @@ def chosen_start(target_dir, shape: tuple[int, int] | None = None) -> np.ndarray
     (:func:`start_shape`): a search on a window of a large section (:mod:`s3r.tune.window`) holds the window's."""
     maps = []
     for path in sorted(Path(target_dir).glob("round_*/fold_*.npz")):
-        with np.load(path) as z:
-            if "W" in z.files and z["W"].ndim == 3 and z["W"].shape[1] == 1:
-                maps.append(z["W"][:, 0, :].astype(np.float64))
+        W = read_fold_state(path).get("W")
+        if W is not None and W.ndim == 3 and W.shape[1] == 1:
+            maps.append(W[:, 0, :].astype(np.float64))
     return np.mean(maps, axis=0) if maps and (shape is None or maps[0].shape == tuple(shape)) else None
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from s3r import tune
 from s3r.artifacts import VERDICT_KEYS
 from s3r.errors import S3RInputError
-from s3r.io import write_json, write_npz
+from s3r.io import write_json
 
 __all__ = ["CHUNK_FORMAT", "suggest_chunk", "evaluate_chunk", "tell_chunk", "select_chunk", "fit_chunk", "write_config_params"]
 
@@ -57,8 +57,7 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     ``prepared``: the sample's PreparedSample; ``graph``: the graph rule ``graph`` wrote (not rebuilt here).
     The states of all targets go to one .npz, keys prefixed ``t<i>.`` by the target's place in the chunk.
     """
-    from s3r.tune.evaluate import STATE_LEVEL
-    from s3r.tune.files import pack_maps, read_fold_states
+    from s3r.tune.files import read_fold_states, write_fold_states
     from s3r.tune.window import on_window, section_scales, window_index, window_record
 
     config = tune.resolve_config({**settings, "solver": {**settings.get("solver", {}), "device": device}})
@@ -79,8 +78,7 @@ def evaluate_chunk(prepared, graph, settings: dict, targets: list[str], trials, 
     warm = {t: [store[prefix] for store in stores] for prefix, t in live.items()}
     results, states = tune.evaluate_fold_targets(problems, config, docs, fold, warm=warm, scales=scales,
                                                  window=window_record(index, len(prepared.spot_ids)))
-    arrays = {f"t{i}.{key}": value for i, t in enumerate(targets) for key, value in pack_maps(states[t]).items()}
-    write_npz(state_out, compresslevel=STATE_LEVEL, **arrays)
+    write_fold_states(state_out, {f"t{i}.": states[t] for i, t in enumerate(targets)})
     doc = {"format": CHUNK_FORMAT, "round": next(iter(docs.values()))["round"], "fold": int(fold), "targets": results}
     write_json(doc, out)
     return doc
@@ -106,7 +104,7 @@ def select_chunk(settings: dict, model: dict, targets: list[str], results: list,
     the chunk's full states (every trial of every target) are temporary and go once this step has run.
     """
     from s3r.artifacts import write_params
-    from s3r.tune.files import read_fold_states
+    from s3r.tune.files import read_fold_states, write_fold_states
 
     rounds = [_targets_of(_read_chunk(p), targets, p) for p in results]
     choices = {target: tune.select([r[target] for r in rounds], settings) for target in targets}
@@ -115,7 +113,8 @@ def select_chunk(settings: dict, model: dict, targets: list[str], results: list,
         for target, state in zip(targets, read_fold_states(path, prefixes).values()):
             keep = np.flatnonzero(state["numbers"] == choices[target]["trial"])
             if keep.size:
-                write_npz(Path(out_dir) / target / f"round_{r}" / f"fold_{k}.npz", numbers=state["numbers"][keep], W=state["W"][:, keep, :])
+                write_fold_states(Path(out_dir) / target / f"round_{r}" / f"fold_{k}.npz",
+                                  {"": {"numbers": state["numbers"][keep], "W": state["W"][:, keep, :]}})
     for target in targets:
         docs, chosen = [r[target] for r in rounds], choices[target]
         where = Path(out_dir) / target
