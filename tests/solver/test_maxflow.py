@@ -69,3 +69,23 @@ def test_float_capacities_and_no_terminals():
     assert res.value <= min(0.0, unary.sum()) + 1e-18  # no worse than S = ∅ or S = every spot
     empty = min_cut(400, e[:, 0], e[:, 1], cap, np.zeros(400))
     assert empty.value == 0.0 and not empty.source_side.any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_cut_started_from_another_flow_is_the_same_cut(seed):
+    """The flow of a cut with other unaries (and a flow on fewer edges) as the start: the same minimum."""
+    rng = np.random.default_rng(seed)
+    n = 2000
+    e = knn_edges(n, 6, rng)
+    cap = rng.uniform(0.0, 2.0, len(e))
+    first = rng.normal(size=n)
+    second = first + rng.normal(scale=0.5, size=n) * (rng.random(n) < 0.3)
+    cold = min_cut(n, e[:, 0], e[:, 1], cap, second)
+    prev = min_cut(n, e[:, 0], e[:, 1], cap, first, flows=True)
+    warm = min_cut(n, e[:, 0], e[:, 1], cap, second, start=prev.flow)
+    assert warm.value == pytest.approx(cold.value, abs=1e-9)
+    assert cut_objective(warm.source_side, e[:, 0], e[:, 1], cap, second) == pytest.approx(cold.value, abs=1e-9)
+    keep = rng.random(len(e)) < 0.8  # edges dropped since: their flow goes with them
+    sub = min_cut(n, e[keep, 0], e[keep, 1], cap[keep], second)
+    warm_sub = min_cut(n, e[keep, 0], e[keep, 1], cap[keep], second, start=prev.flow[keep])
+    assert warm_sub.value == pytest.approx(sub.value, abs=1e-9)

@@ -97,7 +97,7 @@ def _fista_search(z, Gs, as_, rs, sc, oks, bads, bests, *, K, lam3, inv_L, free3
 def check_excluded(
     X: torch.Tensor, v: torch.Tensor, free: torch.Tensor, cols: np.ndarray, alpha: torch.Tensor, beta: torch.Tensor,
     factor: torch.Tensor, K, lam: torch.Tensor | None, *, max_iter: int = CERT_ITER, gradients=None, row_weight=None,
-    certificates: torch.Tensor | None = None, per_problem: bool = False,
+    certificates: torch.Tensor | None = None, per_problem: bool = False, proven: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Optimality of W_j = 0 for each column j in ``cols`` given the data gradient v (module docstring).
 
@@ -113,7 +113,7 @@ def check_excluded(
     Between the checks of one working-set loop the gradients move little, so a stored z mostly still certifies.
     ``per_problem``: ``violates`` is (B, len(cols)), True where the column is not certified for that problem (a
     column's search stops once it is proven non-zero for one problem, so the others may count it as a violator too).
-    """
+    ``proven`` (len(cols),), filled in place: True where a witness proved the column non-zero (not merely uncertified)."""
     n, B = v.shape
     violates, score = np.zeros(len(cols), dtype=bool), np.full(len(cols), -np.inf)
     each = np.zeros((v.shape[1], len(cols)), dtype=bool)
@@ -169,6 +169,8 @@ def check_excluded(
             ok[:, keep], bad[:, keep], best[:, keep] = oks, bads, bests
         col_ok = (ok.all(0) & ~bad.any(0)).cpu().numpy()
         violates[idx] = ~col_ok
+        if proven is not None:
+            proven[idx] = bad.any(0).cpu().numpy()
         each[:, idx] = (~ok | bad).cpu().numpy()
         score[idx] = np.where(col_ok, -np.inf, best.amax(0).double().cpu().numpy())
     return each if per_problem else violates, score, fista_total

@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
-from s3r.solver.certificates import check_excluded
+from s3r.solver.certificates import CERT_ITER, check_excluded
 from s3r.solver.datafit import SquaredLoss
 from s3r.solver.maxflow import min_cut
 from s3r.solver.multilevel import AggregateLoss, Level, _contract, coarse_operator
@@ -52,7 +52,12 @@ EQUAL_SHARE = 10.0  # … or within this multiple of a loose reduced solve's tol
 GRAM_LOOP = 2_000  # components up to which their Gram matrices are one matrix product each
 GRAM_CHUNK = 1 << 24  # entries of the spots' outer products held at once otherwise
 ENTRY_LEVELS = 8  # an entering column's real-valued direction cut into this many levels a sign (its pieces: the partition)
-MAX_TRIES = 2  # times an excluded column may join the set (a column the reduced solve returns at zero twice is left out)
+MAX_TRIES = 2
+# saturation (Raguet & Landrieu): after a refinement, test only the spots of the components it cut; the whole graph is
+# tested again once those hold, and only a test of the whole graph ends the refinements
+SATURATE = True
+START_ITER = 30  # FISTA iterations of the first check, at W = 0 (a ranking: nearly every column is proven there)
+LONG_SEARCH = 10  # × CERT_ITER for the columns a check could neither certify nor prove, before giving up on them  # times an excluded column may join the set (a column the reduced solve returns at zero twice is left out)
 MIN_ADD = 8  # features added to the set at most per check: max(MIN_ADD, the set's size)
 
 
@@ -112,18 +117,22 @@ def cut_pursuit(X, y, *, lambda_smooth: float, alpha: float, beta: float, edges:
     J = np.arange(P.p) if W0 is None else np.flatnonzero(np.abs(W0).max(0) > 0)  # cold: every feature, one value each
     Wc = None if W0 is None else W0[np.unique(comp, return_index=True)[1]][:, J]
     gamma, history, iters, slope, tries = None, [], 0, np.inf, np.zeros(P.p, dtype=np.int64)
-    carry, tol_now, flagged = None, REDUCED_START, 0
+    carry, tol_now, active, flows = None, REDUCED_START, None, {}
     certificates = torch.zeros((P.src.size, 1, P.p), dtype=torch.float16)  # the excluded columns' edge certificates (z ∈ [−1, 1])
     for refinement in range(max_refinements + 1):
         t0 = time.perf_counter()
         Wc, gamma, it, state = _reduced(P, comp, C, J, Wc, gamma, carry, tol_now, max_iter)
-        t1 = time.perf_counter()
+        t1, flagged = time.perf_counter(), -1  # the excluded columns are unchecked at this W until a check says otherwise
         iters += it
         keep = np.abs(Wc).max(0) > 0  # zero columns leave the set: the excluded check decides them
         J, Wc = J[keep], Wc[:, keep]
         W = Wc[comp]
         v = 2 * P.c * (P.predict(W, gamma, J) - P.y)
-        labels, slopes = _split(P, W, v, J, max(EQUAL, EQUAL_SHARE * tol_now))
+        equal = max(EQUAL, EQUAL_SHARE * tol_now)
+        labels, slopes = _split(P, W, v, J, equal, active, flows)
+        if active is not None and not (slopes > SPLIT_SHARE * tol).any():  # the changed components hold: test every one
+            active = None
+            labels, slopes = _split(P, W, v, J, equal, None, flows)
         slope = float(slopes.max()) if slopes.size else 0.0
         history.append({"components": int(C), "features": int(J.size), "reduced_iterations": it, "reduced_tol": tol_now,
                         "slope": slope, "objective": P.objective(W, gamma, J), "reduced_seconds": t1 - t0,
@@ -136,6 +145,8 @@ def cut_pursuit(X, y, *, lambda_smooth: float, alpha: float, beta: float, edges:
             new, C_new, parent = _refine(P, comp, labels[:, split])
             if C_new > C and refinement < max_refinements:
                 carry.update(C_old=C, parent=parent)
+                changed = np.bincount(parent, minlength=C) > 1  # old components cut into several
+                active = changed[comp] if SATURATE else None  # the next test looks at the cut components only
                 comp, C, Wc = new, C_new, Wc[parent]
                 continue
             if C_new > C:
@@ -146,11 +157,14 @@ def cut_pursuit(X, y, *, lambda_smooth: float, alpha: float, beta: float, edges:
             tol_now = REDUCED_TOL
             continue
         t0 = time.perf_counter()
-        violators, labels = _excluded(P, v, J, tol, certificates)
-        flagged = int(violators.size)
-        history[-1].update(violators=flagged, check_seconds=time.perf_counter() - t0)
-        fresh = tries[violators] < MAX_TRIES
-        violators, labels = violators[fresh][: max(MIN_ADD, J.size)], labels[:, fresh][:, : max(MIN_ADD, J.size)]
+        first = J.size == 0 and refinement == 0
+        violators, labels, unproven = _excluded(P, v, J, tol, certificates, limit=max(MIN_ADD, J.size),
+                                                allowed=tries < MAX_TRIES, search=START_ITER if first else CERT_ITER)
+        if violators.size == 0 and unproven:  # neither certified nor proven: a longer search decides them
+            violators, labels, unproven = _excluded(P, v, J, tol, certificates, limit=max(MIN_ADD, J.size),
+                                                    allowed=tries < MAX_TRIES, search=LONG_SEARCH * CERT_ITER)
+        flagged = int(violators.size) + unproven
+        history[-1].update(violators=int(violators.size), unproven=unproven, check_seconds=time.perf_counter() - t0)
         if violators.size == 0 or refinement == max_refinements:
             break
         tries[violators] += 1
@@ -158,7 +172,7 @@ def cut_pursuit(X, y, *, lambda_smooth: float, alpha: float, beta: float, edges:
         Wc = np.concatenate([Wc, np.zeros((C, violators.size))], axis=1)
         new, C_new, parent = _refine(P, comp, labels)
         carry.update(add=int(violators.size), C_old=C, parent=parent)
-        comp, C, Wc, tol_now = new, C_new, Wc[parent], REDUCED_START
+        comp, C, Wc, tol_now, active = new, C_new, Wc[parent], REDUCED_START, None
     Wfull = np.zeros((P.n, P.p))
     Wfull[:, J] = W
     converged = slope <= tol and flagged == 0 and tol_now <= REDUCED_TOL
@@ -251,9 +265,11 @@ def _grams(A, o, y, comp, C) -> tuple[np.ndarray, np.ndarray]:
     return G.reshape(C, d, d), b
 
 
-def _split(P: _Problem, W, v, J, equal: float) -> tuple[np.ndarray, np.ndarray]:
+def _split(P: _Problem, W, v, J, equal: float, active=None, flows: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per kept column: the steepest direction h ∈ {−1, 0, 1}ⁿ (labels, (n, |J|)) and its relative slope (|J|,);
-    entries within ``equal`` of the column's largest count as equal (a kink) or zero."""
+    entries within ``equal`` of the column's largest count as equal (a kink) or zero. ``active`` (n,) bool: only these
+    spots may move (the others hold h = 0), so the cuts run on their part of the graph only. ``flows``: per feature the
+    last cut's flow on every edge, updated in place — each cut augments from it (the unaries move little between tests)."""
     labels = np.zeros((P.n, J.size), dtype=np.int8)
     slopes = np.zeros(J.size)
     for k, j in enumerate(J):
@@ -266,21 +282,41 @@ def _split(P: _Problem, W, v, J, equal: float) -> tuple[np.ndarray, np.ndarray]:
         kink = np.abs(diff) <= equal * big
         jump = P.lam * P.w[~kink] * np.sign(diff[~kink])
         g += np.bincount(P.src[~kink], jump, P.n) - np.bincount(P.dst[~kink], jump, P.n)
-        labels[:, k], value, size = _steepest(P, g, P.alpha * P.factor[j], nonzero, kink)
+        start = None if flows is None else flows.get(int(j))
+        labels[:, k], value, size, flow = _steepest(P, g, P.alpha * P.factor[j], nonzero, kink, active, start)
+        if flows is not None:
+            flows[int(j)] = flow
         slopes[k] = max(-value, 0.0) / size
     return labels, slopes
 
 
-def _steepest(P: _Problem, g, a, nonzero, kink) -> tuple[np.ndarray, float, float]:
+def _steepest(P: _Problem, g, a, nonzero, kink, active=None, start=None):
     """min over h ∈ {−1, 0, 1}ⁿ of Σ_i f_i(h_i) + λ Σ_kink w_e |h_a − h_b| (f_i = g_i h, or g_i h + a|h| where W_ij = 0):
-    (h, the minimum, the ℓ1 size Σ|g_i| + a that makes it relative). Two minimum cuts, {h ≥ 1} and {h ≥ 0}."""
+    (h, the minimum, the ℓ1 size Σ|g_i| + a that makes it relative, the flow on every edge). Two minimum cuts, {h ≥ 1}
+    and {h ≥ 0}, the second augmenting the first's flow; ``start`` (m,): a flow on every edge to begin with."""
     up, down = np.where(nonzero, g, g + a), np.where(nonzero, g, g - a)
     ks, kd, cap = P.src[kink], P.dst[kink], P.lam * P.w[kink]
-    in_up = min_cut(P.n, ks, kd, cap, up).source_side
-    in_zero = in_up if nonzero.all() else in_up | min_cut(P.n, ks, kd, cap, down).source_side
+    cs, cd, cc, sel = ks, kd, cap, np.flatnonzero(kink)
+    if active is not None:  # a kink edge to a spot held at h = 0 costs λ w_e |h_i|: into the moving spot's unaries
+        inside, out_s, out_d = active[ks] & active[kd], active[ks] & ~active[kd], ~active[ks] & active[kd]
+        extra = np.bincount(ks[out_s], cap[out_s], P.n) + np.bincount(kd[out_d], cap[out_d], P.n)
+        up, down = np.where(active, up + extra, 0.0), np.where(active, down - extra, 0.0)
+        cs, cd, cc, sel = ks[inside], kd[inside], cap[inside], sel[inside]
+    cut = min_cut(P.n, cs, cd, cc, up, flows=True, start=None if start is None else start[sel])
+    in_up, f = cut.source_side, cut.flow
+    if not nonzero.all():
+        cut = min_cut(P.n, cs, cd, cc, down, flows=True, start=f)
+        in_zero, f = in_up | cut.source_side, cut.flow
+    else:
+        in_zero = in_up
     h = np.where(in_up, 1, np.where(in_zero, 0, -1)).astype(np.int8)
+    flow = np.zeros(P.src.size) if start is None else start.copy()
+    flow[sel] = f
+    if active is not None:
+        h[~active] = 0
+        up, down = np.where(nonzero, g, g + a), np.where(nonzero, g, g - a)
     value = np.where(h == 1, up, 0.0).sum() - np.where(h == -1, down, 0.0).sum() + (cap * np.abs(h[ks] - h[kd])).sum()
-    return h, float(value), max(float((np.abs(g) + a).sum()), np.finfo(float).tiny)
+    return h, float(value), max(float((np.abs(g) + a).sum()), np.finfo(float).tiny), flow
 
 
 def _refine(P: _Problem, comp, labels) -> tuple[np.ndarray, int, np.ndarray]:
@@ -297,40 +333,49 @@ def _refine(P: _Problem, comp, labels) -> tuple[np.ndarray, int, np.ndarray]:
     return new.astype(np.int64), int(C), parent
 
 
-def _excluded(P: _Problem, v, J, tol, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Columns outside J not proven zero (strongest first) and, for each, the direction it would enter along (n, k).
+def _excluded(P: _Problem, v, J, tol, z: torch.Tensor, *, limit: int, allowed: np.ndarray, search: int):
+    """Columns outside J that provably lower the objective (the ``limit`` strongest, among ``allowed``), the direction
+    each enters along (n, k), and how many columns are neither certified at zero nor proven (the search ran out).
 
-    The working sets' edge certificate (:func:`~s3r.solver.certificates.check_excluded`) proves most columns zero. For
-    a column it does not, two directions are tried: the steepest ternary one of the ℓ1 and tv terms (two cuts), taken
-    when it lowers the objective with the group norm too (F'(0; h) < 0); else the sign pattern of the certificate
-    search's last residual w = −S_α(g + λKᵀz), the steepest real-valued direction it found, in ``ENTRY_LEVELS`` levels
-    a sign (the group norm favours directions of several levels, which no single ternary cut has). The column joins the set with the partition cut
-    along that direction, so the reduced problem can move it off zero. ``z`` (m, 1, p): the edge certificates, kept by
-    the caller from check to check (a column's last z mostly still certifies it after the next refinement)."""
+    Unresolved also counts proven columns not ``allowed`` (twice returned at zero by the reduced solve).
+    The working sets' edge certificate (:func:`~s3r.solver.certificates.check_excluded`, ``search`` FISTA iterations,
+    from the certificates ``z`` (m, 1, p) kept from the last check) proves most columns zero. For the others its last
+    residual gives the direction w = −S_α(g + λKᵀz), and a column is proven non-zero when F'(0; w) = ⟨g, w⟩ + α‖w‖₁ +
+    β√n‖w‖₂ + λ‖Kw‖₁ < 0 there (the check's witness). A proven column enters along the steepest ternary direction of the ℓ1 and tv terms (two cuts: whole
+    regions) when that lowers the objective with the group norm too, else along w cut into ``ENTRY_LEVELS`` levels a
+    sign (the group norm favours directions of several levels, which no ternary cut has); the partition is cut along
+    it, so the reduced problem can move the column off zero."""
     rest = np.setdiff1d(np.arange(P.p), J)
+    none = np.zeros(0, dtype=np.int64), np.zeros((P.n, 0), dtype=np.int8)
     if rest.size == 0:
-        return rest, np.zeros((P.n, 0), dtype=np.int8)
+        return *none, 0
     dt = torch.float64
     K = IncidenceOperator(np.stack([P.src, P.dst], 1), P.w, P.n, "cpu", dt)
+    witness = np.zeros(rest.size, dtype=bool)
     flagged, score, _ = check_excluded(torch.as_tensor(P.X), torch.as_tensor(v).view(-1, 1), torch.ones((P.n, 1), dtype=dt), rest,
-                                       torch.tensor([P.alpha], dtype=dt), torch.tensor([P.beta], dtype=dt),
-                                       torch.as_tensor(P.factor), K, torch.tensor([P.lam], dtype=dt), certificates=z)
-    cols, dirs, keys = [], [], []
-    zero, every = np.zeros(P.n, dtype=bool), np.ones(P.src.size, dtype=bool)
-    for k in np.flatnonzero(flagged):
+                                       torch.tensor([P.alpha], dtype=dt), torch.tensor([P.beta], dtype=dt), torch.as_tensor(P.factor),
+                                       K, torch.tensor([P.lam], dtype=dt), certificates=z, max_iter=search, proven=witness)
+    unproven = int((flagged & ~witness).sum())
+    proven = []
+    for k in np.flatnonzero(witness):
         j = rest[k]
         g, a = v * P.X[:, j], P.alpha * P.factor[j]
-        h, value, size = _steepest(P, g, a, zero, every)
-        slope = value + P.beta * np.sqrt(P.n) * P.factor[j] * np.sqrt(np.count_nonzero(h))
-        if slope >= -SPLIT_SHARE * tol * size:
-            zj = z[:, 0, j].double().numpy() * P.lam * P.w
-            r = g + np.bincount(P.src, zj, P.n) - np.bincount(P.dst, zj, P.n)
-            w = np.clip(r, -a, a) - r
-            h = np.rint(ENTRY_LEVELS * w / max(np.abs(w).max(), np.finfo(float).tiny)).astype(np.int8)
-        if not h.any():
-            continue
-        cols.append(j)
+        zj = z[:, 0, j].double().numpy() * P.lam * P.w
+        r = g + np.bincount(P.src, zj, P.n) - np.bincount(P.dst, zj, P.n)
+        w = np.clip(r, -a, a) - r
+        if w.any():
+            proven.append((-score[k], j, w))
+        else:
+            unproven += 1
+    unproven += sum(1 for c in proven if not allowed[c[1]])  # proven, but twice returned at zero: left unresolved
+    proven = [c for c in sorted(proven, key=lambda c: c[0]) if allowed[c[1]]][:limit]
+    if not proven:
+        return *none, unproven
+    zero, every = np.zeros(P.n, dtype=bool), np.ones(P.src.size, dtype=bool)
+    dirs = []
+    for _, j, w in proven:
+        h, value, _, _ = _steepest(P, v * P.X[:, j], P.alpha * P.factor[j], zero, every)
+        if value + P.beta * np.sqrt(P.n) * P.factor[j] * np.sqrt(np.count_nonzero(h)) >= 0:
+            h = np.rint(ENTRY_LEVELS * w / np.abs(w).max()).astype(np.int8)
         dirs.append(h)
-        keys.append(-score[k])
-    order = np.argsort(keys)
-    return np.asarray(cols, dtype=np.int64)[order], (np.stack(dirs, 1)[:, order] if dirs else np.zeros((P.n, 0), dtype=np.int8))
+    return np.array([c[1] for c in proven], dtype=np.int64), np.stack(dirs, 1), unproven
