@@ -34,8 +34,8 @@ import torch
 from scipy.sparse.csgraph import connected_components
 
 from s3r.solver.certificates import CERT_ITER, check_excluded
-from s3r.solver.datafit import SquaredLoss
-from s3r.solver.maxflow import min_cut
+from s3r.solver.datafit import SquaredLoss, covariate_solve
+from s3r.solver.maxflow import Network
 from s3r.solver.multilevel import AggregateLoss, Level, _contract, coarse_operator
 from s3r.solver.operators import IncidenceOperator
 from s3r.solver.penalties import GraphL1, SparseGroupLasso
@@ -89,6 +89,13 @@ class _Problem:
         self.factor = np.ones(self.p) if factor is None else np.asarray(factor, float)
         self.src, self.dst = np.asarray(edges[:, 0], np.int64), np.asarray(edges[:, 1], np.int64)
         self.w = np.asarray(w, float)
+        self._K = None
+
+    def incidence(self) -> IncidenceOperator:
+        """The spot graph as the certificates' operator (made at the first check, kept)."""
+        if self._K is None:
+            self._K = IncidenceOperator(np.stack([self.src, self.dst], 1), self.w, self.n, "cpu", torch.float64)
+        return self._K
 
     def predict(self, W, gamma, J=None):
         XJ = self.X if J is None else self.X[:, J]
@@ -181,9 +188,13 @@ def cut_pursuit(X, y, *, lambda_smooth: float, alpha: float, beta: float, edges:
 
 
 def _pieces(P: _Problem, W0) -> tuple[np.ndarray, int]:
-    """(component of each spot, count): the connected pieces of the start (rows equal across the edge), else the graph's
-    connected components (a component must be connected for the split test's cuts to stay inside it)."""
-    keep = np.ones(P.src.size, dtype=bool) if W0 is None else np.all(W0[P.src] == W0[P.dst], axis=1)
+    """The start's partition: its connected pieces (rows equal across the edge), else the graph's connected components
+    (a component must be connected for the split test's cuts to stay inside it)."""
+    return _components(P, np.ones(P.src.size, dtype=bool) if W0 is None else np.all(W0[P.src] == W0[P.dst], axis=1))
+
+
+def _components(P: _Problem, keep) -> tuple[np.ndarray, int]:
+    """(component of each spot, count): the connected components of the spot graph's edges ``keep``."""
     G = sp.csr_matrix((np.ones(int(keep.sum())), (P.src[keep], P.dst[keep])), shape=(P.n, P.n))
     C, comp = connected_components(G, directed=False)
     return comp.astype(np.int64), int(C)
@@ -194,7 +205,8 @@ def _reduced(P: _Problem, comp, C, J, Wc0, gamma0, carry, tol, max_iter):
     and the state the next solve starts from (the components' edges, their edge dual, the step). ``carry``: the last
     solve's state with how the components and columns changed since (:func:`_carry`), or None."""
     if J.size == 0:  # nothing to solve: the covariates at their optimum
-        gamma = None if P.Z is None else np.linalg.lstsq(P.Z * np.sqrt(P.o)[:, None], P.y * np.sqrt(P.o), rcond=None)[0]
+        gamma = None if P.Z is None else covariate_solve(torch.as_tensor(P.Z), torch.as_tensor(P.c).view(-1, 1),
+                                                         torch.as_tensor(P.y).view(-1, 1))[0].numpy()
         return np.zeros((C, 0)), gamma, 0, {"pairs": np.zeros((0, 2), np.int64), "dual": None, "step": torch.full((1,), np.nan)}
     A = P.X[:, J] if P.Z is None else np.hstack([P.X[:, J], P.Z])
     d = A.shape[1]
@@ -293,28 +305,26 @@ def _split(P: _Problem, W, v, J, equal: float, active=None, flows: dict | None =
 def _steepest(P: _Problem, g, a, nonzero, kink, active=None, start=None):
     """min over h ∈ {−1, 0, 1}ⁿ of Σ_i f_i(h_i) + λ Σ_kink w_e |h_a − h_b| (f_i = g_i h, or g_i h + a|h| where W_ij = 0):
     (h, the minimum, the ℓ1 size Σ|g_i| + a that makes it relative, the flow on every edge). Two minimum cuts, {h ≥ 1}
-    and {h ≥ 0}, the second augmenting the first's flow; ``start`` (m,): a flow on every edge to begin with."""
-    up, down = np.where(nonzero, g, g + a), np.where(nonzero, g, g - a)
+    and {h ≥ 0}, on one network, the second augmenting the first's flow; ``start`` (m,): a flow on every edge to begin with."""
+    up, down = np.where(nonzero, g, g + a), np.where(nonzero, g, g - a)  # f_i(1) and −f_i(−1)
     ks, kd, cap = P.src[kink], P.dst[kink], P.lam * P.w[kink]
-    cs, cd, cc, sel = ks, kd, cap, np.flatnonzero(kink)
+    sel, cut_up, cut_down = np.flatnonzero(kink), up, down
     if active is not None:  # a kink edge to a spot held at h = 0 costs λ w_e |h_i|: into the moving spot's unaries
         inside, out_s, out_d = active[ks] & active[kd], active[ks] & ~active[kd], ~active[ks] & active[kd]
         extra = np.bincount(ks[out_s], cap[out_s], P.n) + np.bincount(kd[out_d], cap[out_d], P.n)
-        up, down = np.where(active, up + extra, 0.0), np.where(active, down - extra, 0.0)
-        cs, cd, cc, sel = ks[inside], kd[inside], cap[inside], sel[inside]
-    cut = min_cut(P.n, cs, cd, cc, up, flows=True, start=None if start is None else start[sel])
-    in_up, f = cut.source_side, cut.flow
+        cut_up, cut_down = np.where(active, up + extra, 0.0), np.where(active, down - extra, 0.0)
+        sel = sel[inside]
+    net = Network(P.n, P.src[sel], P.dst[sel], P.lam * P.w[sel])
+    cut = net.cut(cut_up, flows=True, start=None if start is None else start[sel])
+    in_up = in_zero = cut.source_side
     if not nonzero.all():
-        cut = min_cut(P.n, cs, cd, cc, down, flows=True, start=f)
-        in_zero, f = in_up | cut.source_side, cut.flow
-    else:
-        in_zero = in_up
+        cut = net.cut(cut_down, flows=True, start=cut.flow)
+        in_zero = in_up | cut.source_side
     h = np.where(in_up, 1, np.where(in_zero, 0, -1)).astype(np.int8)
-    flow = np.zeros(P.src.size) if start is None else start.copy()
-    flow[sel] = f
     if active is not None:
         h[~active] = 0
-        up, down = np.where(nonzero, g, g + a), np.where(nonzero, g, g - a)
+    flow = np.zeros(P.src.size) if start is None else start.copy()
+    flow[sel] = cut.flow
     value = np.where(h == 1, up, 0.0).sum() - np.where(h == -1, down, 0.0).sum() + (cap * np.abs(h[ks] - h[kd])).sum()
     return h, float(value), max(float((np.abs(g) + a).sum()), np.finfo(float).tiny), flow
 
@@ -325,12 +335,10 @@ def _refine(P: _Problem, comp, labels) -> tuple[np.ndarray, int, np.ndarray]:
     for k in range(labels.shape[1]):
         lab = labels[:, k].astype(np.int64)
         key = np.unique(key * (lab.max() - lab.min() + 1) + lab - lab.min(), return_inverse=True)[1]
-    keep = key[P.src] == key[P.dst]
-    G = sp.csr_matrix((np.ones(int(keep.sum())), (P.src[keep], P.dst[keep])), shape=(P.n, P.n))
-    C, new = connected_components(G, directed=False)
+    new, C = _components(P, key[P.src] == key[P.dst])
     parent = np.zeros(C, dtype=np.int64)
     parent[new] = comp
-    return new.astype(np.int64), int(C), parent
+    return new, C, parent
 
 
 def _excluded(P: _Problem, v, J, tol, z: torch.Tensor, *, limit: int, allowed: np.ndarray, search: int):
@@ -349,8 +357,7 @@ def _excluded(P: _Problem, v, J, tol, z: torch.Tensor, *, limit: int, allowed: n
     none = np.zeros(0, dtype=np.int64), np.zeros((P.n, 0), dtype=np.int8)
     if rest.size == 0:
         return *none, 0
-    dt = torch.float64
-    K = IncidenceOperator(np.stack([P.src, P.dst], 1), P.w, P.n, "cpu", dt)
+    dt, K = torch.float64, P.incidence()
     witness = np.zeros(rest.size, dtype=bool)
     flagged, score, _ = check_excluded(torch.as_tensor(P.X), torch.as_tensor(v).view(-1, 1), torch.ones((P.n, 1), dtype=dt), rest,
                                        torch.tensor([P.alpha], dtype=dt), torch.tensor([P.beta], dtype=dt), torch.as_tensor(P.factor),

@@ -31,6 +31,41 @@ class MinCut:
     flow: np.ndarray | None  # (m,) net flow along each edge src → dst of the maximum flow (|flow| ≤ c_e), when asked
 
 
+class Network:
+    """The arcs of one edge set, sorted once (each edge both ways), for any number of cuts with other unaries."""
+
+    def __init__(self, n: int, src: np.ndarray, dst: np.ndarray, capacity: np.ndarray):
+        self.n = n
+        self.src, self.dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
+        self.capacity = np.asarray(capacity, dtype=np.float64)
+        m = self.src.size
+        tails = np.concatenate([self.src, self.dst])
+        self.order = np.argsort(tails, kind="stable")
+        self.position = np.empty(2 * m, dtype=np.int64)
+        self.position[self.order] = np.arange(2 * m)
+        self.head = np.concatenate([self.dst, self.src])[self.order]
+        self.reverse = self.position[np.concatenate([np.arange(m, 2 * m), np.arange(m)])[self.order]]
+        self.indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(tails, minlength=n), out=self.indptr[1:])
+
+    def cut(self, unary: np.ndarray, *, flows: bool = False, start: np.ndarray | None = None) -> MinCut:
+        """:func:`min_cut` on these edges."""
+        m, cap = self.src.size, self.capacity
+        unary = np.asarray(unary, dtype=np.float64)
+        terminal = -unary  # > 0: residual capacity from the source; < 0: to the sink
+        if start is None:
+            residual = np.concatenate([cap, cap])[self.order]
+        else:
+            f = np.clip(np.asarray(start, dtype=np.float64), -cap, cap)
+            residual = np.concatenate([cap - f, cap + f])[self.order]
+            terminal = terminal - (np.bincount(self.src, f, self.n) - np.bincount(self.dst, f, self.n))  # the spots' surplus
+        _max_flow(self.n, self.indptr, self.head, self.reverse, residual, terminal)
+        side = _source_side(self.n, self.indptr, self.head, self.reverse, residual, terminal)
+        # arc k of edge e is position[e], its reverse position[e + m]: net flow = (residual back − residual forth) / 2
+        flow = (residual[self.position[m:]] - residual[self.position[:m]]) / 2 if flows else None
+        return MinCut(side, _cut_value(side, self.src, self.dst, cap, unary), flow)
+
+
 def min_cut(n: int, src: np.ndarray, dst: np.ndarray, capacity: np.ndarray, unary: np.ndarray, *, flows: bool = False,
             start: np.ndarray | None = None) -> MinCut:
     """The set S minimising Σ_{i∈S} unary_i + Σ_{edges (src, dst) with one end in S} capacity_e (capacities ≥ 0).
@@ -38,34 +73,8 @@ def min_cut(n: int, src: np.ndarray, dst: np.ndarray, capacity: np.ndarray, unar
     ``start`` (m,): a flow along the edges (src → dst, |start_e| ≤ capacity_e) to augment from, such as the ``flow`` of
     the last cut on these edges with other unaries (Kohli & Torr 2007: a spot's surplus from that flow is taken by its
     terminal arcs, which adds one constant to every cut's cost and leaves the minimum where it is). ``flows``: return the
-    final flow (the start of a next cut)."""
-    src = np.asarray(src, dtype=np.int64)
-    dst = np.asarray(dst, dtype=np.int64)
-    m = src.size
-    tails = np.concatenate([src, dst])
-    order = np.argsort(tails, kind="stable")
-    position = np.empty(2 * m, dtype=np.int64)
-    position[order] = np.arange(2 * m)
-    head = np.concatenate([dst, src])[order]
-    reverse = position[np.concatenate([np.arange(m, 2 * m), np.arange(m)])[order]]
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(tails, minlength=n), out=indptr[1:])
-    capacity = np.asarray(capacity, dtype=np.float64)
-    unary = np.asarray(unary, dtype=np.float64)
-    terminal = -unary  # > 0: residual capacity from the source; < 0: to the sink
-    if start is None:
-        residual = np.concatenate([capacity, capacity])[order]
-    else:
-        f = np.clip(np.asarray(start, dtype=np.float64), -capacity, capacity)
-        residual = np.concatenate([capacity - f, capacity + f])[order]
-        terminal = terminal - (np.bincount(src, f, n) - np.bincount(dst, f, n))  # the spots' surplus from the start
-    _max_flow(n, indptr, head, reverse, residual, terminal)
-    side = _source_side(n, indptr, head, reverse, residual, terminal)
-    value = _cut_value(side, src, dst, capacity, unary)
-    flow = None
-    if flows:  # arc k of edge e is position[e], its reverse position[e + m]: net flow = (residual back − residual forth) / 2
-        flow = (residual[position[m:]] - residual[position[:m]]) / 2
-    return MinCut(side, value, flow)
+    final flow (the start of a next cut). Several cuts on one edge set: :class:`Network` sorts the arcs once."""
+    return Network(n, src, dst, capacity).cut(unary, flows=flows, start=start)
 
 
 def _cut_value(side, src, dst, capacity, unary) -> float:
