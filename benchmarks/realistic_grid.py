@@ -152,6 +152,8 @@ def run_cell(layout: str, sigma: float, seed: int, workers: int | None, config: 
     model.fit(sim.X, sim.y, sim.coords)
     fit_wall = time.perf_counter() - wall
     W = np.asarray(model.coef_)
+    if keep is not None:  # the final map beside the tuning files: benchmarks/domain_methods.py clusters it again
+        np.savez(Path(keep) / f"{layout}_sigma{sigma:g}_seed{seed}_W.npz", W=W, coords=sim.coords, regions=sim.regions)
     pred = np.asarray(model.predict(sim.X))
     truth = sim.intercept + sim.signal
     true_support = set(sum(sim.informative.values(), []))
@@ -305,7 +307,7 @@ def main() -> None:
     g.add_argument("--config", help="tuning settings as JSON, for debugging only (the grid's figures use none)")
     g.add_argument("--out", default=str(OUT / "realistic_grid.jsonl"))
     g.add_argument("--fresh", action="store_true", help="start the file anew instead of resuming")
-    g.add_argument("--keep", help="keep each cell's tuning files under this folder (to study selection rules offline)")
+    g.add_argument("--keep", help="keep each cell's tuning files and final map (CELL_W.npz) under this folder (to study selection rules and the domain step offline)")
     g.add_argument("--keep-states", action="store_true", help="with --keep, keep the fold maps too (round_*/fold_*.npz, for benchmarks/fold_maps.py; ~1 MB per trial and fold at 1,000 × 100)")
     t = sub.add_parser("table")
     t.add_argument("--out", default=str(OUT / "realistic_grid.jsonl"))
