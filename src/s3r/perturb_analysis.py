@@ -148,10 +148,9 @@ def programme_cell_scores(X, var_names, programmes: pd.Series, *, ctrl_size: int
 
 def programme_tests(scores: pd.DataFrame, labels, control: str = "control") -> pd.DataFrame:
     """Per (perturbation, programme): mean score minus the control cells' mean, Welch's t-test against the
-    control cells, BH-adjusted over all pairs (statsmodels). Cells with labels outside perturbations ∪ control
+    control cells, BH-adjusted over all pairs (scipy's ``false_discovery_control``). Cells with labels outside perturbations ∪ control
     (NaN label) are ignored. Long table, sorted by perturbation then programme."""
-    from scipy.stats import ttest_ind
-    from statsmodels.stats.multitest import multipletests
+    from scipy.stats import false_discovery_control, ttest_ind
 
     lab = pd.Series(labels, index=scores.index).astype(object)
     ctrl = lab == control
@@ -170,7 +169,7 @@ def programme_tests(scores: pd.DataFrame, labels, control: str = "control") -> p
     ok = np.isfinite(table["p_value"].to_numpy())
     adj = np.full(len(table), np.nan)
     if ok.any():
-        adj[ok] = multipletests(table.loc[ok, "p_value"].to_numpy(), method="fdr_bh")[1]
+        adj[ok] = false_discovery_control(table.loc[ok, "p_value"].to_numpy(), method="bh")
     table["p_adj"] = adj
     return table
 
@@ -213,10 +212,9 @@ def enrichment(programmes: pd.Series, gene_sets: dict, *, universe=None, min_siz
 
     Universe: the genes that were tested (``programmes.index`` by default), so a set counts only the genes
     the screen could have put in a programme. Sets with fewer than ``min_size`` universe genes are skipped.
-    p-values are BH-adjusted within each programme (as seed 002 does per programme), statsmodels' fdr_bh.
+    p-values are BH-adjusted within each programme (as seed 002 does per programme; scipy's ``false_discovery_control``).
     """
-    from scipy.stats import hypergeom
-    from statsmodels.stats.multitest import multipletests
+    from scipy.stats import false_discovery_control, hypergeom
 
     labels = pd.Series(programmes).map(programme_number)
     U = pd.Index(labels.index if universe is None else universe).astype(str)
@@ -235,7 +233,7 @@ def enrichment(programmes: pd.Series, gene_sets: dict, *, universe=None, min_siz
                           "overlap": len(hits), "fold_enrichment": (len(hits) / len(members)) / (len(inset) / len(U)) if members else np.nan,
                           "p_value": pv, "genes": ",".join(hits)})
         if block:
-            adj = multipletests([r["p_value"] for r in block], method="fdr_bh")[1]
+            adj = false_discovery_control([r["p_value"] for r in block], method="bh")
             for r, a in zip(block, adj):
                 r["p_adj"] = float(a)
             rows.extend(sorted(block, key=lambda r: (r["p_value"], r["gene_set"])))
