@@ -15,7 +15,7 @@ from s3r.io import RegressionData
 from s3r.simulate import simulate
 
 
-def _problems(config):
+def _data():
     """One design, two targets: a signal with effects comparable to the noise, and a smooth spatial pattern unrelated
     to the features (the strong layer genes of DLPFC behave so: their own spatial trend beats every trial)."""
     sim = simulate("three_regions", sigma=1.0, n_spots=200, n_features=15, seed=6)
@@ -25,9 +25,12 @@ def _problems(config):
     field = np.sin(3.0 * xy[:, 0] + 1.0) + np.cos(4.0 * xy[:, 1])
     ys = {"signal": 1.0 + (s - s.mean()) / s.std() + 0.7 * rng.normal(size=sim.n_spots),
           "pattern": 2.0 + field / field.std() + 0.5 * rng.normal(size=sim.n_spots)}
-    return {name: tune.make_problem(RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids,
-                                                   feature_names=sim.feature_names, target_name=name), config)
-            for name, y in ys.items()}
+    return {name: RegressionData(X=sim.X, y=y, coords=sim.coords, spot_ids=sim.spot_ids, feature_names=sim.feature_names,
+                                 target_name=name) for name, y in ys.items()}
+
+
+def _problems(config):
+    return {name: tune.make_problem(data, config) for name, data in _data().items()}
 
 
 def test_the_pattern_target_of_a_chunk_stops_after_its_first_round_and_the_signal_goes_on():
@@ -82,3 +85,13 @@ def test_a_stopped_targets_earlier_states_are_not_gathered():
     missing = [Path("/nonexistent/fold_0.npz")]
     assert tune.evaluate_fold(None, config, stopped, 0, warm_from=missing, problem=problem)["trials"] == []
 
+
+
+def test_run_search_says_once_that_the_later_rounds_did_not_run(tmp_path):
+    """The progress of a stopped search: round 1's folds, then one line naming the rounds not run and why — not
+    "round 3/3, fold 5/5 done" for rounds whose folds solved nothing (as `s3r tune` printed on DLPFC PCP4)."""
+    lines = []
+    best = tune.run_search(_data()["pattern"], {"n_trials": 4, "rounds": 3, "folds": 2, "seed": 0}, tmp_path, progress=lines.append)
+    assert best["effect_found"] is False and best["search_stopped"].startswith("search stopped after round 1 of 3")
+    assert [line.split(" done (")[0] for line in lines[:2]] == ["round 1/3, fold 1/2", "round 1/3, fold 2/2"]
+    assert lines[2:] == [f"rounds 2–3 of 3 not run: {best['search_stopped']}"]

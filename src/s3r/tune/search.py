@@ -99,7 +99,7 @@ def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset, w
     saved_threads = torch.get_num_threads()
     if problem.device.type == "cpu":
         torch.set_num_threads(1)
-    results = []
+    results, announced = [], False  # announced: an early stop said once, not per empty round
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for r in range(config["rounds"]):
@@ -112,11 +112,16 @@ def _rounds(data, config: dict, out_dir: Path, workers: int, progress, offset, w
                                   window=window)
                     return rd / f"fold_{k}.json"
 
+                stopped = trials.get("stopped")  # an empty round: its folds are written, nothing is solved
                 fold_files = []
                 for k, path in enumerate(pool.map(run_fold, range(config["folds"]))):
                     fold_files.append(path)
-                    if progress:
+                    if progress and not stopped:
                         progress(f"round {r + 1}/{config['rounds']}, fold {k + 1}/{config['folds']} done ({time.perf_counter() - start:.1f} s)")
+                if progress and stopped and not announced:
+                    last = config["rounds"]
+                    progress(f"{f'round {last}' if r + 1 == last else f'rounds {r + 1}–{last}'} of {last} not run: {stopped}")
+                    announced = True
                 results.append(rd / "results.json")
                 tell(trials, fold_files, results[-1])
     finally:
