@@ -148,8 +148,8 @@ def programme_cell_scores(X, var_names, programmes: pd.Series, *, ctrl_size: int
 
 def programme_tests(scores: pd.DataFrame, labels, control: str = "control") -> pd.DataFrame:
     """Per (perturbation, programme): mean score minus the control cells' mean, Welch's t-test against the
-    control cells, BH-adjusted over all pairs (scipy's ``false_discovery_control``). Cells with labels outside perturbations ∪ control
-    (NaN label) are ignored. Long table, sorted by perturbation then programme."""
+    control cells, BH-adjusted over all pairs (scipy's ``false_discovery_control``). Cells with labels outside
+    perturbations ∪ control (NaN label) are ignored. Long table, sorted by perturbation then programme."""
     from scipy.stats import false_discovery_control, ttest_ind
 
     lab = pd.Series(labels, index=scores.index).astype(object)

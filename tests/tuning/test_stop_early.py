@@ -86,7 +86,6 @@ def test_a_stopped_targets_earlier_states_are_not_gathered():
     assert tune.evaluate_fold(None, config, stopped, 0, warm_from=missing, problem=problem)["trials"] == []
 
 
-
 def test_run_search_says_once_that_the_later_rounds_did_not_run(tmp_path):
     """The progress of a stopped search: round 1's folds, then one line naming the rounds not run and why — not
     "round 3/3, fold 5/5 done" for rounds whose folds solved nothing (as `s3r tune` printed on DLPFC PCP4)."""
