@@ -38,20 +38,12 @@ GAMMAS = (1.0, 3.0)
 POTTS_ROUNDS = 10
 
 
-def knn_edges(coords: np.ndarray, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.spatial import cKDTree
-
-    _, idx = cKDTree(coords).query(coords, k + 1)
-    a, b = np.repeat(np.arange(len(coords)), k), idx[:, 1:].ravel()
-    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
-    return pairs[:, 0], pairs[:, 1]
-
-
 def centred_varying(W: np.ndarray) -> np.ndarray:
-    """The grid's columns: those varying beyond rounding (realistic_grid.varying_columns), centred."""
+    """The grid's columns (those varying beyond rounding: realistic_grid.varying_columns), centred."""
+    from realistic_grid import varying_columns
+
     W = np.asarray(W, dtype=np.float64)
-    keep = W.std(axis=0) > 1e-9 * np.abs(W).max() if W.size and np.abs(W).max() > 0 else np.zeros(W.shape[1], bool)
-    Z = W[:, keep]
+    Z = W[:, varying_columns(W)]
     return Z - Z.mean(axis=0)
 
 
@@ -72,10 +64,11 @@ def potts(Z: np.ndarray, labels: np.ndarray, src: np.ndarray, dst: np.ndarray, g
 
     n = len(Z)
     for _ in range(POTTS_ROUNDS):
-        present = [l for l in range(k) if np.any(labels == l)]
-        mu = np.stack([Z[labels == l].mean(axis=0) if l in present else np.full(Z.shape[1], np.inf) for l in range(k)])
+        present = np.unique(labels)  # a label emptied by a move is not offered again (its D column is never read)
+        mu = np.zeros((k, Z.shape[1]))
+        mu[present] = [Z[labels == l].mean(axis=0) for l in present]
         s2 = max(float(np.sum((Z - mu[labels]) ** 2)) / Z.size, 1e-300)
-        D = np.where(np.isfinite(mu).all(axis=1)[None, :], ((Z[:, None, :] - np.nan_to_num(mu)[None]) ** 2).sum(-1) / (2 * s2), np.inf)
+        D = ((Z[:, None, :] - mu[None]) ** 2).sum(-1) / (2 * s2)
         before = labels.copy()
         for _sweep in range(5):
             moved = False
@@ -97,10 +90,12 @@ def potts(Z: np.ndarray, labels: np.ndarray, src: np.ndarray, dst: np.ndarray, g
 
 
 def score_cell(path: Path) -> dict:
+    import scipy.sparse as sp
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.decomposition import PCA
     from sklearn.metrics import adjusted_rand_score
-    from sklearn.neighbors import kneighbors_graph
+
+    from s3r.graph import knn_graph
 
     d = np.load(path)
     regions, coords = d["regions"], d["coords"]
@@ -109,11 +104,13 @@ def score_cell(path: Path) -> dict:
     row = {"cell": path.name[: -len("_W.npz")], "n_spots": len(regions), "varying_columns": int(Z.shape[1])}
     if Z.shape[1] == 0:
         return row | {"constant": True}
-    src, dst = knn_edges(coords)
+    edges = np.asarray(knn_graph(coords, k=6, whole_shells=False).edges)
+    src, dst = edges[:, 0], edges[:, 1]
+    graph = sp.coo_matrix((np.ones(len(src)), (src, dst)), shape=(len(regions),) * 2)  # Ward's connectivity
     zs = Z / Z.std(axis=0)
     labels = {"kmeans": kmeans(Z, k), "zscore": kmeans(zs, k),
               "pca15": kmeans(PCA(n_components=min(15, Z.shape[1]), random_state=0).fit_transform(Z), k),
-              "ward_knn6": AgglomerativeClustering(n_clusters=k, linkage="ward", connectivity=kneighbors_graph(coords, 6)).fit_predict(Z)}
+              "ward_knn6": AgglomerativeClustering(n_clusters=k, linkage="ward", connectivity=graph + graph.T).fit_predict(Z)}
     for g in GAMMAS:
         labels[f"potts_g{g:g}"] = potts(Z, labels["kmeans"].copy(), src, dst, g, k)
         labels[f"zscore_potts_g{g:g}"] = potts(zs, labels["zscore"].copy(), src, dst, g, k)

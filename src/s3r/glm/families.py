@@ -246,11 +246,12 @@ def estimate_theta(y: torch.Tensor, mu: torch.Tensor, w: torch.Tensor, theta0: t
     genes at the bound) 24 s a call, called at every λ and round of the path (benchmarks/README.md, session 30).
     """
     lo, hi = math.log(1e-4), math.log(1e6)
-    lt = torch.log(torch.clamp(theta0, 1e-4, 1e6)).clone()
+    lt = torch.log(torch.clamp(theta0, 1e-4, 1e6))
     active = torch.arange(lt.numel(), device=lt.device)
     for _ in range(n_iter):
-        ya, ma = y[:, active], mu[:, active]
-        wa = w if w.dim() < 2 or w.shape[1] == 1 else w[:, active]
+        every = active.numel() == lt.numel()  # no column copies until a gene has left
+        ya, ma = (y, mu) if every else (y[:, active], mu[:, active])
+        wa = w if every or w.dim() < 2 or w.shape[1] == 1 else w[:, active]
         th = torch.exp(lt[active])
         s = (wa * (torch.digamma(ya + th) - torch.digamma(th) + torch.log(th) + 1 - torch.log(th + ma) - (ya + th) / (th + ma))).sum(0)
         h = (wa * (torch.polygamma(1, ya + th) - torch.polygamma(1, th) + 1 / th - 2 / (th + ma) + (ya + th) / (th + ma) ** 2)).sum(0)
