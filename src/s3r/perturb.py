@@ -70,8 +70,10 @@ def fit_perturbseq(
     random_state: int = 0,
     programme_threshold: float = 0.7,
     module_threshold: float | None = None,
+    progress=None,
 ) -> PerturbSeqResult:
-    """Fit all response genes at once; ``genes`` (names) overrides the highly-variable selection.
+    """Fit all response genes at once; ``genes`` (names) overrides the highly-variable selection. ``progress``: a
+    callable taking one line of text, told where the fit stands (a count-family screen runs for minutes).
 
     Sparse counts stay sparse from here to the solver (normalisation, gene selection, the gaussian Gram, count
     families in column blocks). Perturbations are clustered into modules by their profiles across genes, as
@@ -90,7 +92,8 @@ def fit_perturbseq(
     X = np.hstack([D, C])
     pf = np.r_[np.ones(D.shape[1]), np.zeros(C.shape[1])]
     model = GLMNet(family, l1_ratio=l1_ratio, alpha=alpha, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=pf,
-                   standardize=standardize, theta=theta, tol=tol, dtype=dtype, device=device, random_state=random_state)
+                   standardize=standardize, theta=theta, tol=tol, dtype=dtype, device=device, random_state=random_state,
+                   progress=progress)
     model.fit(X, Y, offset=offset)
     return _result(model, X, Y, offset, D.shape[1], pert_names, cov_names, [gene_names[j] for j in cols], pd.Index(obs.index[keep]),
                    n_programmes=n_programmes, n_modules=n_modules, programme_threshold=programme_threshold,
@@ -343,7 +346,7 @@ def write_perturbseq(result: PerturbSeqResult, *, coefficients, programmes, prog
             "nonzero_fraction": float(np.mean(result.coef.to_numpy() != 0)),
             "median_deviance_explained": float(np.median(result.scores["deviance_explained"])),
             "alpha_median": float(np.median(np.atleast_1d(model.alpha_))),
-            "model": {k: v for k, v in model.get_params().items() if k != "penalty_factor"},
+            "model": {k: v for k, v in model.get_params().items() if k not in ("penalty_factor", "progress")},
             "report": model.report_,
         }
         if analysis is not None and len(analysis["programme_tests"]):

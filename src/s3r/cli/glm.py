@@ -53,7 +53,7 @@ def add_parser(subparsers):
     s.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     s.add_argument("--seed", type=int, default=0, help="seed for CV folds (default 0)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines and no summary on stderr")
     return p
 
 
@@ -131,6 +131,11 @@ def _check_flags(args) -> None:
         raise S3RInputError("perturb-seq mode fits gaussian to log-normalised expression, with no offset; drop --offset or use a count family")
 
 
+def _say(args):
+    """Progress lines on stderr unless --quiet."""
+    return None if args.quiet else (lambda line: print(f"s3r glm: {line}", file=sys.stderr, flush=True))
+
+
 def _perturbseq_mode(args, adata, M, counts_all, cov_cols, cv):
     """Perturb-seq design: (result, model, per-gene scores, response names)."""
     from s3r.perturb import fit_perturbseq
@@ -141,7 +146,7 @@ def _perturbseq_mode(args, adata, M, counts_all, cov_cols, cv):
         gene_names=[str(g) for g in adata.var_names], genes=[str(adata.var_names[j]) for j in cols], family=args.family,
         l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv, selection=args.selection,
         standardize=args.standardize, tol=args.tol, dtype=args.dtype, n_programmes=args.n_programmes,
-        theta=args.theta, device=args.device, random_state=args.seed,
+        theta=args.theta, device=args.device, random_state=args.seed, progress=_say(args),
     )
     return res, res.model, res.scores, list(res.coef.columns)
 
@@ -197,7 +202,7 @@ def _features_mode(args, adata, M, counts_all, cov_cols, cv, out):
     offset = _offset(args, adata, counts_all)
     model = GLMNet(args.family, l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv,
                    selection=args.selection, penalty_factor=pf, standardize=args.standardize, theta=args.theta, tol=args.tol,
-                   device=args.device, dtype=args.dtype, random_state=args.seed)
+                   device=args.device, dtype=args.dtype, random_state=args.seed, progress=_say(args))
     model.fit(Xf, Y, offset=offset)
     table = pd.DataFrame(np.atleast_2d(model.coef_).T, index=fnames + cnames, columns=names)
     table.loc["(intercept)"] = np.atleast_1d(model.intercept_)

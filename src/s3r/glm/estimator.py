@@ -29,6 +29,7 @@ from s3r.glm.exposure import PoissonSums
 from s3r.glm.families import NegativeBinomial, estimate_theta, get_family, pearson_dispersion
 from s3r.glm.metrics import glm_scores, null_eta
 from s3r.glm.path_cv import cross_validate
+from s3r.glm.progress import PathProgress
 from s3r.solver.device import cpu_threads, resolve_device, resolve_dtype
 
 
@@ -51,6 +52,7 @@ class GLMNet(BaseEstimator):
     (on the coefficients the penalty sees: standardised ones with ``standardize``) and ``penalty_factor`` weights
     the lasso part only; Tau = diag(√f) is the default penalty. Columns of unpenalised features must be zero. Cheap
     here: the ridge joins each Newton step's quadratic model (per-response q × q Hessians), so every family has it.
+    ``progress``: a callable taking one line of text (``print``), told where a long fit stands (:mod:`s3r.glm.progress`).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class GLMNet(BaseEstimator):
         batch_size: int | None = None,
         score_metric: str | None = None,
         Tau=None,
+        progress=None,
     ):
         self.family = family
         self.l1_ratio = l1_ratio
@@ -99,6 +102,7 @@ class GLMNet(BaseEstimator):
         self.batch_size = batch_size
         self.score_metric = score_metric
         self.Tau = Tau
+        self.progress = progress
 
     # -- input ------------------------------------------------------------------------------------------
     def _check(self, X, Y, offset, sample_weight):
@@ -133,8 +137,15 @@ class GLMNet(BaseEstimator):
     def fit(self, X, Y, *, offset=None, sample_weight=None):
         start = time.perf_counter()
         X, Y, off, w, pf, fam = self._check(X, Y, offset, sample_weight)
-        if sp.issparse(Y) and not (fam.name == "gaussian" and off is None):
-            return self._fit_blocks(X, Y, off, w, start)
+        self._progress = self.__dict__.pop("_shared_progress", None) or PathProgress(self.progress)
+        try:  # the reporter lives for one fit only (it holds the caller's callable; a fitted model stays picklable)
+            if sp.issparse(Y) and not (fam.name == "gaussian" and off is None):
+                return self._fit_blocks(X, Y, off, w, start)
+            return self._fit_dense(X, Y, off, w, pf, fam, start)
+        finally:
+            del self._progress
+
+    def _fit_dense(self, X, Y, off, w, pf, fam, start):
         dev, dt = resolve_device(self.device), resolve_dtype(self.dtype)
         n, p = X.shape
         B = Y.shape[1]
@@ -194,7 +205,9 @@ class GLMNet(BaseEstimator):
         parts = []
         for cols in response_blocks(n, B, self.batch_size):
             o = None if off is None else (off if off.shape[1] == 1 else off[:, cols])
-            parts.append(GLMNet(**self.get_params()).fit(X, Y[:, cols].toarray(), offset=o, sample_weight=w))
+            block = GLMNet(**self.get_params())
+            block._shared_progress, self._progress.block = self._progress, f"responses {cols[0] + 1}–{cols[-1] + 1} of {B}"
+            parts.append(block.fit(X, Y[:, cols].toarray(), offset=o, sample_weight=w))
         first = parts[0]
         for name in self._PER_RESPONSE:
             vals = [getattr(m, name) for m in parts]
@@ -264,6 +277,8 @@ class GLMNet(BaseEstimator):
                 disp[k] = 1.0
             if thetas is not None:
                 thetas[k] = (theta if theta is not None else torch.full((B,), float(fam.theta))).double().cpu().numpy()
+            self._progress.point(k, K, float(np.median(lam_grid[k])), float(np.median((beta != 0).sum(1))),
+                                 None if thetas is None else np.median(thetas[k]))
         self._mean, self._sd = mean, sd
         return {"lam": lam_grid, "coef": coef, "intercept": icpt, "objective": objective, "deviance": devs, "d2": d2,
                 "theta": thetas, "dispersion": disp, "iterations": iters, "converged": conv, "sweeps": sweeps}

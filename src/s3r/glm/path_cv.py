@@ -36,6 +36,7 @@ def cross_validate(model, X, Y, off, w, pf, fam, dev, dt) -> None:
         famf = get_family(model.family, model.theta)
         offtr = None if off is None else off[tr]
         Ytr, Yte = Yr[tr], Yr[te]
+        model._progress.stage = f"CV fold {f + 1}/{folds}"
         path = model._fit_path(X[tr], Ytr, offtr, w[tr], pf, famf, dev, dt, model.alphas_)
         wt_np = w[te] / w[te].sum()
         if gaussian:  # held-out squared error from the test fold's Gram statistics: no n × B residuals
@@ -65,6 +66,7 @@ def cross_validate(model, X, Y, off, w, pf, fam, dev, dt) -> None:
                 losses[f, k] = (wt * famf.deviance(Yt, mu)).sum(0).numpy()
                 nulls[f, k] = (wt * famf.deviance(Yt, mu0)).sum(0).numpy()
         sizes[f] = w[te].sum()
+    model._progress.stage = "path"
     wf = sizes / sizes.sum()
     mean = np.einsum("f,fkb->kb", wf, losses)
     se = np.sqrt(np.einsum("f,fkb->kb", wf, (losses - mean) ** 2) / max(folds - 1, 1))

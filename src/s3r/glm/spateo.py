@@ -34,8 +34,9 @@ class GLM(GLMNet):
         batch_size: int | None = None,
         score_metric: str | None = "deviance",
         Tau=None,
+        progress=None,
     ):
-        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric, Tau=Tau)
+        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric, Tau=Tau, progress=progress)
 
 
 class GLMCV(GLMNet):
@@ -66,5 +67,6 @@ class GLMCV(GLMNet):
         batch_size: int | None = None,
         score_metric: str | None = "deviance",
         Tau=None,
+        progress=None,
     ):
-        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric, Tau=Tau)
+        super().__init__(family, l1_ratio=l1_ratio, alpha=alpha, alphas=alphas, n_alphas=n_alphas, eps=eps, cv=cv, selection=selection, penalty_factor=penalty_factor, fit_intercept=fit_intercept, standardize=standardize, theta=theta, tol=tol, max_iter=max_iter, max_sweeps=max_sweeps, random_state=random_state, device=device, dtype=dtype, batch_size=batch_size, score_metric=score_metric, Tau=Tau, progress=progress)

@@ -18,6 +18,11 @@ OUTPUT_TABLES = ("coefficients", "covariate_coefficients", "programmes", "module
 FIGURES = ("coefficients_png", "scores_png", "shifts_png", "dotplot_png", "alpha_png", "enrichment_png")
 
 
+def _say(log):
+    """One progress line to the job's log, flushed (None: silent)."""
+    return None if log is None else (lambda line: print(line, file=log, flush=True))
+
+
 def run_screen(spec: dict, settings: dict, *, outputs: dict, device: str = "cpu", log=None) -> None:
     """Fit one screen and write its tables (keys of ``outputs``: any of :data:`OUTPUT_TABLES`; coefficients,
     programmes and programme_scores are required): W, M, programmes, modules, per-cell programme scores, the
@@ -31,7 +36,7 @@ def run_screen(spec: dict, settings: dict, *, outputs: dict, device: str = "cpu"
     try:
         result = fit_perturbseq(screen.counts, screen.obs, perturbation_key=spec["perturbation_key"], control=spec["control"],
                                 covariates=list(spec["covariates"]), gene_names=screen.gene_names, genes=spec.get("genes"),
-                                device=device, random_state=seed, **options)
+                                device=device, random_state=seed, progress=_say(log), **options)
         analysis = None
         if any(k in outputs for k in ("cell_scores", "programme_tests", "enrichment", "alpha_performance")):
             analysis = analyse_screen(result, screen, perturbation_key=spec["perturbation_key"], control=spec["control"],
