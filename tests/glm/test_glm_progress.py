@@ -24,6 +24,7 @@ def test_every_path_point_and_cv_fold_is_reported(monkeypatch):
     X, Y = _poisson()
     lines = []
     model = GLMNet("poisson", n_alphas=5, cv=3, progress=lines.append).fit(X, Y)
+    assert lines.pop(0) == "fitting 6 responses × 4 features (poisson); 0 s"  # before the null model, which can take minutes
     assert len(lines) == 5 + 3 * 5  # the full-data path, then each fold's path on the same grid
     assert [line.split(":")[0] for line in lines] == ["path"] * 5 + [f"CV fold {f}/3" for f in (1, 2, 3) for _ in range(5)]
     assert all(f"λ {k}/5 (" in line for line, k in zip(lines, list(range(1, 6)) * 4))
@@ -41,8 +42,8 @@ def test_lines_are_throttled_but_each_path_end_is_reported():
     lines = []
     GLMNet("poisson", n_alphas=8, cv=2, progress=lines.append).fit(X, Y)  # a fit of ~1 s: well inside EVERY
     assert progress_module.EVERY >= 5
-    assert [line.split(":")[0] for line in lines] == ["path", "CV fold 1/2", "CV fold 2/2"]
-    assert all("λ 8/8" in line for line in lines)
+    assert [line.split(":")[0] for line in lines] == ["fitting 6 responses × 4 features (poisson); 0 s", "path", "CV fold 1/2", "CV fold 2/2"]
+    assert all("λ 8/8" in line for line in lines[1:])
 
 
 def test_response_blocks_and_theta_are_named(monkeypatch):
@@ -50,8 +51,10 @@ def test_response_blocks_and_theta_are_named(monkeypatch):
     X, Y = _poisson(B=5)
     lines = []
     GLMNet("negative_binomial", n_alphas=3, batch_size=3, progress=lines.append).fit(X, sp.csr_matrix(Y))
-    assert [line.split(":")[0] for line in lines] == ["responses 1–3 of 5, path"] * 3 + ["responses 4–5 of 5, path"] * 3
-    assert all("median θ " in line for line in lines)
+    assert [line.split(":")[0] for line in lines] == (["responses 1–3 of 5"] + ["responses 1–3 of 5, path"] * 3
+                                                      + ["responses 4–5 of 5"] + ["responses 4–5 of 5, path"] * 3)
+    assert lines[0] == "responses 1–3 of 5: fitting 3 responses × 4 features (negative_binomial); 0 s"
+    assert all("median θ " in line for line in lines if ", path:" in line)
 
 
 def test_silent_without_a_callable(capsys):

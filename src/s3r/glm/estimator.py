@@ -232,6 +232,7 @@ class GLMNet(BaseEstimator):
         pft = P.pf
         nb_est = isinstance(fam, NegativeBinomial) and not fam.fixed
         theta = None
+        self._progress.begin(B, q - 1, fam.name)
         if nb_est:
             theta = torch.full((B,), 10.0, dtype=dt, device=dev)
             fam.set_theta(theta)

@@ -247,14 +247,29 @@ def estimate_theta(y: torch.Tensor, mu: torch.Tensor, w: torch.Tensor, theta0: t
     """
     lo, hi = math.log(1e-4), math.log(1e6)
     lt = torch.log(torch.clamp(theta0, 1e-4, 1e6))
-    active = torch.arange(lt.numel(), device=lt.device)
+    n_cols = lt.numel()
+    active = torch.arange(n_cols, device=lt.device)
+    # the digamma and trigamma terms vanish where y = 0 (ψ(0 + θ) − ψ(θ)), so they are summed over the non-zero
+    # counts only: sparse screens hold 10–30 % non-zero entries, and these were the dearest terms of the iteration
+    rows, cols = torch.nonzero(y > 0, as_tuple=True)
+    y_nz = y[rows, cols]
+    w_nz = w.expand_as(y)[rows, cols] if w.dim() == 2 else w[rows]
     for _ in range(n_iter):
-        every = active.numel() == lt.numel()  # no column copies until a gene has left
+        every = active.numel() == n_cols  # no column copies until a gene has left
         ya, ma = (y, mu) if every else (y[:, active], mu[:, active])
         wa = w if every or w.dim() < 2 or w.shape[1] == 1 else w[:, active]
         th = torch.exp(lt[active])
-        s = (wa * (torch.digamma(ya + th) - torch.digamma(th) + torch.log(th) + 1 - torch.log(th + ma) - (ya + th) / (th + ma))).sum(0)
-        h = (wa * (torch.polygamma(1, ya + th) - torch.polygamma(1, th) + 1 / th - 2 / (th + ma) + (ya + th) / (th + ma) ** 2)).sum(0)
+        r = torch.reciprocal(th + ma)  # 1/(θ + μ); the terms constant over the cells come out of the sums
+        q = (ya + th) * r
+        w_sum = wa.sum(0)
+        s = (torch.log(th) + 1) * w_sum + (wa * (torch.log(r) - q)).sum(0)
+        h = w_sum / th + (wa * ((q - 2) * r)).sum(0)
+        keep = slice(None) if every else torch.isin(cols, active)
+        c, yk, wk = cols[keep], y_nz[keep], w_nz[keep]
+        tk = torch.exp(lt)[c]
+        s = s + torch.zeros(n_cols, dtype=s.dtype, device=s.device).index_add_(0, c, wk * (torch.digamma(yk + tk) - torch.digamma(tk)))[active]
+        h = h + torch.zeros(n_cols, dtype=h.dtype, device=h.device).index_add_(
+            0, c, wk * (torch.polygamma(1, yk + tk) - torch.polygamma(1, tk)))[active]
         # d/dlogθ: g = θ s, H = θ² h + θ s; maximise, so step = −g/H when H < 0, else a fixed ascent move
         g = th * s
         H = th * th * h + g

@@ -20,6 +20,12 @@ class PathProgress:
         self.block = ""  # "responses 1–500 of 2,000" when a fit runs in response blocks
         self.stage = "path"  # "path" or "CV fold f/K"
 
+    def begin(self, n_responses: int, n_features: int, family: str) -> None:
+        """A line as a full-data path starts: its first point (the null model, θ for NB) can take minutes."""
+        if self.say is not None and self.stage == "path":
+            where = f"{self.block}: " if self.block else ""
+            self.say(f"{where}fitting {n_responses} responses × {n_features} features ({family}); {time.perf_counter() - self.start:.0f} s")
+
     def point(self, k: int, n_points: int, lam: float, n_nonzero: float, theta=None) -> None:
         """Path point ``k`` (0-based) of ``n_points`` done; ``lam`` its λ, ``n_nonzero`` and ``theta`` (NB) medians
         over the responses."""
