@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from s3r import __version__
+from s3r.allocator import keep_freed_blocks
 from s3r.errors import S3RInputError
 
 # module name (inside s3r.cli) for each subcommand, in the order shown by --help
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_blocks()  # large freed arrays reused, not faulted in again page by page (s3r.allocator says why)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -259,11 +259,13 @@ def estimate_theta(y: torch.Tensor, mu: torch.Tensor, w: torch.Tensor, theta0: t
         ya, ma = (y, mu) if every else (y[:, active], mu[:, active])
         wa = w if every or w.dim() < 2 or w.shape[1] == 1 else w[:, active]
         th = torch.exp(lt[active])
-        r = torch.reciprocal(th + ma)  # 1/(θ + μ); the terms constant over the cells come out of the sums
-        q = (ya + th) * r
-        w_sum = wa.sum(0)
-        s = (torch.log(th) + 1) * w_sum + (wa * (torch.log(r) - q)).sum(0)
-        h = w_sum / th + (wa * ((q - 2) * r)).sum(0)
+        # per cell, without cancellation when θ ≫ μ (a nearly Poisson gene: its θ must still be resolved to the last
+        # digits, or the θ–β rounds of the path never settle): log θ + 1 − log(θ + μ) − (y + θ)/(θ + μ)
+        # = −log1p(μ/θ) + (μ − y)/(θ + μ), and 1/θ − 2/(θ + μ) + (y + θ)/(θ + μ)² = (μ²/θ + y)/(θ + μ)²
+        r = torch.reciprocal(th + ma)
+        m = ma / th
+        s = (wa * ((ma - ya) * r - torch.log1p(m))).sum(0)
+        h = (wa * ((ma * m + ya) * r * r)).sum(0)
         keep = slice(None) if every else torch.isin(cols, active)
         c, yk, wk = cols[keep], y_nz[keep], w_nz[keep]
         tk = torch.exp(lt)[c]
