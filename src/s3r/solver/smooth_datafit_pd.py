@@ -50,6 +50,10 @@ class GLMDatafit:
     def value(self, eta):
         return 2 * (self.c * self.family.loss(self.y, eta)).sum(0)
 
+    def nll_value(self, eta):
+        """:meth:`value` up to a term in y alone, for comparisons at fixed y (no y log y)."""
+        return 2 * (self.c * self.family.nll(self.y, eta)).sum(0)
+
     def grad_eta(self, eta):
         return 2 * self.c * self.family.gradient(self.y, eta)
 
@@ -74,13 +78,17 @@ def _profile_gamma(datafit: GLMDatafit, W, gamma, max_newton: int = 50):
     The unpenalised covariates (an intercept first of all) are minimised out rather than stepped: the profile
     f̃(W) = min_γ f(W, γ) is smooth with ∇f̃(W) = ∇_W f(W, γ*(W)) and the same curvature bound, so the splitting
     runs on W alone, and the intercept, which gradient steps moved slowest of all, is exact at every iterate.
+
+    It runs at every iterate and backtracking step of the solver (95 % of a count-family tuning fold on DLPFC before
+    session 31), so its line search compares the data fit without its terms in y alone (``Family.nll``: no y log y),
+    keeps the accepted candidate's value, and a Newton step already below the tolerance ends it without one.
     """
     Z = datafit.Z
     base = datafit.eta(W, torch.zeros_like(gamma))
     q = Z.shape[1]
     eye = torch.eye(q, dtype=W.dtype, device=W.device)
     eta = base + Z @ gamma.T
-    f0 = datafit.value(eta)
+    f0 = datafit.nll_value(eta)
     for _ in range(max_newton):
         g = datafit.grad_eta(eta)  # (n, B)
         h = 2 * datafit.c * datafit.family.weight(datafit.y, eta)
@@ -88,20 +96,22 @@ def _profile_gamma(datafit: GLMDatafit, W, gamma, max_newton: int = 50):
         H = torch.einsum("nb,nq,nr->bqr", h, Z, Z)
         ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=torch.finfo(W.dtype).tiny)
         step = torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, grad.unsqueeze(-1)).squeeze(-1)
+        if bool((step.abs() <= 1e-10 * (1 + gamma.abs())).all()):
+            break
         t = torch.ones(gamma.shape[0], dtype=W.dtype, device=W.device)
         for _ in range(30):  # halve per problem until the value does not rise
             cand = gamma - t.view(-1, 1) * step
-            f1 = datafit.value(base + Z @ cand.T)
+            f1 = datafit.nll_value(base + Z @ cand.T)
             bad = ~(f1 <= f0 + 1e-13 * f0.abs())
             if not bool(bad.any()):
                 break
             t = torch.where(bad, t / 2, t)
         gamma = torch.where(bad.view(-1, 1), gamma, cand)
+        f0 = torch.where(bad, f0, f1)
         eta = base + Z @ gamma.T
-        f0 = datafit.value(eta)
         if bool(((t.view(-1, 1) * step).abs() <= 1e-10 * (1 + gamma.abs())).all()):
             break
-    return gamma, eta, f0
+    return gamma, eta, datafit.value(eta)
 
 
 def _sq(T):
