@@ -12,6 +12,11 @@ from s3r.io import RegressionData, read_h5ad, read_reference_csv
 from s3r.validation import SMOOTH_MODES
 
 
+def progress_printer(args, command: str):
+    """Progress lines on stderr, prefixed with the command, unless --quiet (None then: the library stays silent)."""
+    return None if args.quiet else (lambda line: print(f"s3r {command}: {line}", file=sys.stderr, flush=True))
+
+
 def add_input_arguments(parser) -> None:
     group = parser.add_argument_group("input (reference CSV triplet, or an AnnData file)")
     group.add_argument("--x", metavar="X.csv", help="features × spots matrix (reference layout)")

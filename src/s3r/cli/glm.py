@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from s3r.cli.common import progress_printer
 from s3r.errors import S3RInputError
 from s3r.glm.families import FAMILIES
 from s3r.preprocess import LIBRARY_SIZE
@@ -131,11 +132,6 @@ def _check_flags(args) -> None:
         raise S3RInputError("perturb-seq mode fits gaussian to log-normalised expression, with no offset; drop --offset or use a count family")
 
 
-def _say(args):
-    """Progress lines on stderr unless --quiet."""
-    return None if args.quiet else (lambda line: print(f"s3r glm: {line}", file=sys.stderr, flush=True))
-
-
 def _perturbseq_mode(args, adata, M, counts_all, cov_cols, cv):
     """Perturb-seq design: (result, model, per-gene scores, response names)."""
     from s3r.perturb import fit_perturbseq
@@ -146,7 +142,7 @@ def _perturbseq_mode(args, adata, M, counts_all, cov_cols, cv):
         gene_names=[str(g) for g in adata.var_names], genes=[str(adata.var_names[j]) for j in cols], family=args.family,
         l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv, selection=args.selection,
         standardize=args.standardize, tol=args.tol, dtype=args.dtype, n_programmes=args.n_programmes,
-        theta=args.theta, device=args.device, random_state=args.seed, progress=_say(args),
+        theta=args.theta, device=args.device, random_state=args.seed, progress=progress_printer(args, "glm"),
     )
     return res, res.model, res.scores, list(res.coef.columns)
 
@@ -202,7 +198,7 @@ def _features_mode(args, adata, M, counts_all, cov_cols, cv, out):
     offset = _offset(args, adata, counts_all)
     model = GLMNet(args.family, l1_ratio=args.l1_ratio, alpha=args.alpha, n_alphas=args.n_alphas, eps=args.eps, cv=cv,
                    selection=args.selection, penalty_factor=pf, standardize=args.standardize, theta=args.theta, tol=args.tol,
-                   device=args.device, dtype=args.dtype, random_state=args.seed, progress=_say(args))
+                   device=args.device, dtype=args.dtype, random_state=args.seed, progress=progress_printer(args, "glm"))
     model.fit(Xf, Y, offset=offset)
     table = pd.DataFrame(np.atleast_2d(model.coef_).T, index=fnames + cnames, columns=names)
     table.loc["(intercept)"] = np.atleast_1d(model.intercept_)

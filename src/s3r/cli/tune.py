@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from s3r.cli.common import model_flags, add_input_arguments, add_model_arguments, load_input
+from s3r.cli.common import model_flags, add_input_arguments, add_model_arguments, load_input, progress_printer
 from s3r.io import read_json_object
 from s3r.tune.space import SELECTIONS
 
@@ -94,7 +94,7 @@ def run(args) -> int:
     config = resolve_config(build_config(args))
     loaded = load_input(args, config["model"].get("family"))
     data, offset = loaded.data, loaded.offset
-    say = None if args.quiet else (lambda line: print(f"s3r tune: {line}", file=sys.stderr, flush=True))
+    say = progress_printer(args, "tune")
     best = run_search(data, config, args.out, workers=args.workers, keep_states=args.keep_states, progress=say, offset=offset)
     print(
         f"s3r tune: {data.target_name}: trial {best['trial']} of {best['n_trials']} ({best['selection']}): "

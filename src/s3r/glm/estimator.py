@@ -135,9 +135,12 @@ class GLMNet(BaseEstimator):
 
     # -- fitting ------------------------------------------------------------------------------------------
     def fit(self, X, Y, *, offset=None, sample_weight=None):
+        return self._fit(X, Y, offset, sample_weight, PathProgress(self.progress))
+
+    def _fit(self, X, Y, offset, sample_weight, progress: PathProgress):  # a block of responses reports to its parent's
         start = time.perf_counter()
         X, Y, off, w, pf, fam = self._check(X, Y, offset, sample_weight)
-        self._progress = self.__dict__.pop("_shared_progress", None) or PathProgress(self.progress)
+        self._progress = progress
         try:  # the reporter lives for one fit only (it holds the caller's callable; a fitted model stays picklable)
             if sp.issparse(Y) and not (fam.name == "gaussian" and off is None):
                 return self._fit_blocks(X, Y, off, w, start)
@@ -205,9 +208,8 @@ class GLMNet(BaseEstimator):
         parts = []
         for cols in response_blocks(n, B, self.batch_size):
             o = None if off is None else (off if off.shape[1] == 1 else off[:, cols])
-            block = GLMNet(**self.get_params())
-            block._shared_progress, self._progress.block = self._progress, f"responses {cols[0] + 1}–{cols[-1] + 1} of {B}"
-            parts.append(block.fit(X, Y[:, cols].toarray(), offset=o, sample_weight=w))
+            self._progress.block = f"responses {cols[0] + 1}–{cols[-1] + 1} of {B}"
+            parts.append(GLMNet(**self.get_params())._fit(X, Y[:, cols].toarray(), o, w, self._progress))
         first = parts[0]
         for name in self._PER_RESPONSE:
             vals = [getattr(m, name) for m in parts]

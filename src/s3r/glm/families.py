@@ -269,9 +269,9 @@ def estimate_theta(y: torch.Tensor, mu: torch.Tensor, w: torch.Tensor, theta0: t
         keep = slice(None) if every else torch.isin(cols, active)
         c, yk, wk = cols[keep], y_nz[keep], w_nz[keep]
         tk = torch.exp(lt)[c]
-        s = s + torch.zeros(n_cols, dtype=s.dtype, device=s.device).index_add_(0, c, wk * (torch.digamma(yk + tk) - torch.digamma(tk)))[active]
-        h = h + torch.zeros(n_cols, dtype=h.dtype, device=h.device).index_add_(
-            0, c, wk * (torch.polygamma(1, yk + tk) - torch.polygamma(1, tk)))[active]
+        terms = torch.stack([torch.digamma(yk + tk) - torch.digamma(tk), torch.polygamma(1, yk + tk) - torch.polygamma(1, tk)], 1)
+        sums = torch.zeros((n_cols, 2), dtype=s.dtype, device=s.device).index_add_(0, c, wk[:, None] * terms)[active]
+        s, h = s + sums[:, 0], h + sums[:, 1]
         # d/dlogθ: g = θ s, H = θ² h + θ s; maximise, so step = −g/H when H < 0, else a fixed ascent move
         g = th * s
         H = th * th * h + g
