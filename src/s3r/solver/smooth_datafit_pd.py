@@ -87,8 +87,12 @@ def _profile_gamma(datafit: GLMDatafit, W, gamma, max_newton: int = 50):
     base = datafit.eta(W, torch.zeros_like(gamma))
     q = Z.shape[1]
     eye = torch.eye(q, dtype=W.dtype, device=W.device)
+    # below these a step cannot change γ or f in this precision (float32: ~1e-7 of γ), so a problem stops there
+    eps = torch.finfo(W.dtype).eps
+    step_floor = max(1e-10, 4 * eps)
     eta = base + Z @ gamma.T
     f0 = datafit.nll_value(eta)
+    active = torch.ones(gamma.shape[0], dtype=torch.bool, device=W.device)
     for _ in range(max_newton):
         g = datafit.grad_eta(eta)  # (n, B)
         h = 2 * datafit.c * datafit.family.weight(datafit.y, eta)
@@ -96,20 +100,27 @@ def _profile_gamma(datafit: GLMDatafit, W, gamma, max_newton: int = 50):
         H = torch.einsum("nb,nq,nr->bqr", h, Z, Z)
         ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=torch.finfo(W.dtype).tiny)
         step = torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, grad.unsqueeze(-1)).squeeze(-1)
-        if bool((step.abs() <= 1e-10 * (1 + gamma.abs())).all()):
+        active &= ~(step.abs() <= step_floor * (1 + gamma.abs())).all(-1)
+        if not bool(active.any()):
             break
+        # a decrease f cannot resolve in this precision: the full Newton step, without a line search (f is convex
+        # in γ and the step is inside Newton's quadratic region)
+        unresolved = (grad * step).sum(-1) <= 100 * eps * f0.abs()
         t = torch.ones(gamma.shape[0], dtype=W.dtype, device=W.device)
         for _ in range(30):  # halve per problem until the value does not rise
             cand = gamma - t.view(-1, 1) * step
             f1 = datafit.nll_value(base + Z @ cand.T)
-            bad = ~(f1 <= f0 + 1e-13 * f0.abs())
+            bad = ~(f1 <= f0 + 1e-13 * f0.abs()) & active & ~unresolved
             if not bool(bad.any()):
                 break
             t = torch.where(bad, t / 2, t)
-        gamma = torch.where(bad.view(-1, 1), gamma, cand)
-        f0 = torch.where(bad, f0, f1)
+        keep = bad | ~active
+        gamma = torch.where(keep.view(-1, 1), gamma, cand)
+        f0 = torch.where(keep, f0, f1)
+        active &= ~bad  # no decrease in 30 halvings: γ is at this precision's optimum
         eta = base + Z @ gamma.T
-        if bool(((t.view(-1, 1) * step).abs() <= 1e-10 * (1 + gamma.abs())).all()):
+        active &= ~((t.view(-1, 1) * step).abs() <= step_floor * (1 + gamma.abs())).all(-1)
+        if not bool(active.any()):
             break
     return gamma, eta, datafit.value(eta)
 
