@@ -113,7 +113,7 @@ def part_poisson(args, out, X, eta):
 def part_spatial(args, out):
     from s3r.graph import knn_graph
     from s3r.solver import build_operator
-    from s3r.solver.smooth_datafit_pd import solve_glm_batch
+    from s3r.solver.glm_batch import solve_glm_batch
 
     rng = np.random.default_rng(3)
     n, p = args.spots, 5

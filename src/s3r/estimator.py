@@ -185,9 +185,9 @@ class S3R(BaseEstimator):
                 tol=self.tol, max_iter=self.max_iter, device=device, dtype="mixed" if mixed else dtype, callback=callback, **warm,
                 own_X=True,  # the problem's standardised copy: renumbered in place, not copied again (put back after)
             )
-            self.theta_, self.theta_history_ = None, []
+            self.theta_, self.theta_history_, self.theta_at_bound_ = None, [], False
         else:
-            from s3r.solver.smooth_datafit_pd import solve_glm_batch
+            from s3r.solver.glm_batch import solve_glm_batch
 
             gamma_start = None if Z is None else problem.null_gamma(weights).reshape(1, -1)  # no crawl to the intercept
 
@@ -200,6 +200,7 @@ class S3R(BaseEstimator):
                     dtype=dtype, callback=callback,
                 )
 
+            self.theta_at_bound_ = False
             if self.theta == "estimate":
                 result, theta, self.theta_history_ = self._fit_theta(solve, problem.X, problem.y, Z, off, weights, warm)
             else:
@@ -275,7 +276,8 @@ class S3R(BaseEstimator):
             "precision": None,
             "family": self.family,
             "theta": self.theta_,
-            "theta_estimated": self.theta == "estimate",
+            "theta_estimated": self.theta == "estimate" and not self.theta_at_bound_,
+            "theta_at_bound": self.theta_at_bound_,  # estimation ran to 1e6; θ is the intercept model's instead
             "theta_iterations": len(self.theta_history_) if self.theta == "estimate" else 0,
             "n_spots": int(n),
             "n_features": int(p),
@@ -319,12 +321,16 @@ class S3R(BaseEstimator):
             if abs(new - theta) <= self.theta_tol * theta:
                 break
             theta = new
-        if used >= 0.999e6:
+        self.theta_at_bound_ = used >= 0.999e6
+        if self.theta_at_bound_:  # no finite ML θ: the model the tuning scored (θ of the intercept model), said so
             import warnings
 
+            result, used = solve(history[0], W0, gamma0), history[0]
+            history.append(used)
             warnings.warn(
                 "negative binomial theta ran to its upper bound (1e6): the per-spot coefficients absorb all the "
-                "overdispersion, so theta cannot be estimated at this smoothness; raise lambda_smooth or fix theta",
+                f"overdispersion, so theta cannot be estimated at this smoothness; the fit uses the intercept model's "
+                f"theta {used:.4g}, the one s3r tune scores trials with (raise lambda_smooth, or fix theta to choose another)",
                 stacklevel=3,
             )
         return result, used, history

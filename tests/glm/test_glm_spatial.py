@@ -5,7 +5,7 @@ import pytest
 
 from s3r.graph import knn_graph
 from s3r.solver import build_operator
-from s3r.solver.smooth_datafit_pd import solve_glm_batch
+from s3r.solver.glm_batch import solve_glm_batch
 
 cp = pytest.importorskip("cvxpy")
 
@@ -65,3 +65,27 @@ def test_s3r_estimator_poisson_family_and_gaussian_default_untouched():
     assert np.all(mu > 0) and 0 < m.score(X, y, offset=off) < 1
     g = S3R("tv", 0.02, 0.01, 0.005, k=4, device="cpu").fit(X, np.log1p(y), coords)
     assert g.report_["method"] == "pdhg" and g.report_["family"] == "gaussian"
+
+
+def test_theta_that_runs_to_its_bound_falls_back_to_the_tunings_theta():
+    """Per-spot coefficients with little smoothing absorb all overdispersion: the joint ML θ runs to 1e6 (a Poisson
+    model). The fit then uses the intercept model's θ — the one s3r tune scores its trials with — and says so."""
+    from s3r import S3R
+    from s3r.cv import reference_theta
+
+    rng = np.random.default_rng(4)
+    n = 150
+    coords = rng.uniform(size=(n, 2))
+    X = rng.normal(size=(n, 3))
+    off = np.log(rng.uniform(500, 5000, n))
+    # NB counts whose extra variance is a smooth spatial field the coefficients can take up
+    field = 0.8 * np.sin(6 * coords[:, 0]) * np.cos(5 * coords[:, 1])
+    y = rng.poisson(np.exp(np.log(8 / 2000) + off + field + 0.4 * X[:, 0])).astype(float)
+    m = S3R("tv", 1e-4, 1e-5, 1e-5, k=6, family="negative_binomial", theta="estimate", device="cpu", tol=1e-4)
+    with pytest.warns(UserWarning, match=r"theta ran to its upper bound .* uses the intercept model's theta"):
+        m.fit(X, y, coords, offset=off)
+    ref = reference_theta(y, off)
+    assert m.theta_ == pytest.approx(ref) and ref < 100  # the intercept model sees the field as overdispersion
+    assert m.report_["theta"] == pytest.approx(ref)
+    assert m.report_["theta_at_bound"] and not m.report_["theta_estimated"]
+    assert m.theta_history_[-2] >= 0.999e6 and m.theta_history_[-1] == pytest.approx(ref)

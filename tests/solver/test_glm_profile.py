@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from s3r.glm.families import get_family
-from s3r.solver.smooth_datafit_pd import GLMDatafit, _profile_gamma
+from s3r.solver.glm_batch import GLMDatafit, _profile_gamma
 
 
 def _datafit(dtype, family="negative_binomial", n=3000, B=4, seed=0):

@@ -63,7 +63,7 @@ def test_solve_batch_reports_the_zeroed_columns_and_leaves_none_at_noise_level()
 
 def test_count_family_fits_leave_no_noise_level_column():
     """Poisson with an intercept: the same check with the GLM gradient (covariates profiled out)."""
-    from s3r.solver.smooth_datafit_pd import solve_glm_batch
+    from s3r.solver.glm_batch import solve_glm_batch
 
     coords, X, _ = wide_problem(seed=3)
     op, _ = operator_for("tv", coords)

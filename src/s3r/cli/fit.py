@@ -123,7 +123,8 @@ def run(args) -> int:
     r = model.report_
     state = "converged" if r["converged"] else f"NOT converged (max {args.max_iter} iterations; raise --max-iter or --tol)"
     if r.get("theta") is not None:
-        state += f", theta {r['theta']:.4g}" + (" (estimated)" if r.get("theta_estimated") else "")
+        state += f", theta {r['theta']:.4g}" + (" (estimated)" if r.get("theta_estimated") else
+                                                 " (the intercept model's: not estimable at this smoothness)" if r.get("theta_at_bound") else "")
     if verdict.get("effect_found") is False:
         print(f"s3r fit: {data.target_name}: {verdict['verdict']}", file=sys.stderr)
     print(

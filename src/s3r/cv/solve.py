@@ -254,7 +254,7 @@ def _zero_state(problem: CVProblem, weights, count: int) -> dict:
 def _solve_fold_glm(problem: CVProblem, params: list[dict], folds, fold: int, *, tol: float, max_iter: int, warm: dict | None) -> FoldSolution:
     """One batched solve with a GLM data fit (no chunking: restarting would discard the backtracked step and the
     smoothness duals, which this solver cannot take back as a warm start); W and γ warm-start it."""
-    from s3r.solver.smooth_datafit_pd import solve_glm_batch
+    from s3r.solver.glm_batch import solve_glm_batch
 
     B = len(params)
     start = time.perf_counter()

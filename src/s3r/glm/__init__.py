@@ -1,7 +1,7 @@
 """Generalised linear models for counts: families, a batched elastic-net path solver and scores.
 
 Non-spatial (``GLMNet``: many responses at once, per-feature penalty factors, λ path, path CV); the spatial
-S3R datafit for these families lives in :mod:`s3r.solver.smooth_datafit_pd`.
+S3R datafit for these families lives in :mod:`s3r.solver.glm_batch` (the problem) and :mod:`s3r.solver.glm_loss` (the data fit).
 """
 
 from s3r.lazy import lazy_exports

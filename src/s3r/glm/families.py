@@ -51,6 +51,15 @@ class Family:
         """Fisher curvature E[∂²ℓ/∂η²] (> 0), the IRLS weight and the local Lipschitz factor."""
         raise NotImplementedError
 
+    def curvature(self, y, eta):
+        """Observed curvature ∂²ℓ/∂η² (≥ 0): exact Newton steps on ℓ (the spatial solver's per-spot prox); equal to
+        the Fisher weight for canonical links."""
+        return self.weight(y, eta)
+
+    def gradient_curvature(self, y, eta):
+        """(∂ℓ/∂η, ∂²ℓ/∂η²) together (μ once where the family allows)."""
+        return self.gradient(y, eta), self.curvature(y, eta)
+
     def loglik(self, y, mu):
         """Full log-likelihood per observation (for pseudo-R² and statsmodels comparisons)."""
         raise NotImplementedError
@@ -116,6 +125,9 @@ class Poisson(Family):
         mu = self.mean(eta)
         return mu - y, mu
 
+    def gradient_curvature(self, y, eta):
+        return self.gradient_weight(y, eta)  # canonical link: the observed curvature is the Fisher weight
+
     def check_response(self, y, where="response"):
         _check_nonneg(y, where, self.name)
 
@@ -168,6 +180,16 @@ class NegativeBinomial(Family):
         r = th / (mu + th)
         return r * (mu - y), r * mu
 
+    def curvature(self, y, eta):
+        mu, th = self.mean(eta), self._th(eta)
+        r = th / (mu + th)
+        return r * mu * (y + th) / (mu + th)
+
+    def gradient_curvature(self, y, eta):
+        mu, th = self.mean(eta), self._th(eta)
+        r = th / (mu + th)
+        return r * (mu - y), r * mu * (y + th) / (mu + th)
+
     def loglik(self, y, mu):
         th = self._th(mu)
         return (
@@ -199,6 +221,9 @@ class Gamma(Family):
 
     def weight(self, y, eta):
         return torch.ones_like(eta)
+
+    def curvature(self, y, eta):
+        return y * torch.exp(-torch.clamp(eta, min=-ETA_MAX))
 
     def loglik(self, y, mu, dispersion=1.0):
         k = 1.0 / torch.as_tensor(dispersion, dtype=mu.dtype)

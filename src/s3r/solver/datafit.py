@@ -73,6 +73,15 @@ class SquaredLoss:
         new.y, new.o, new.c = (a.index_select(1, idx) for a in (self.y, self.o, self.c))
         return new
 
+    @property
+    def y_link(self) -> torch.Tensor:
+        """The response on the prediction's scale (the solver's magnitudes: its first step, its residuals' scale)."""
+        return self.y
+
+    def curvature_scale(self) -> float:
+        """A typical ∂²φ_i/∂ŷ² relative to 2c_i: 1 for the squared loss (a count family's depends on the mean)."""
+        return 1.0
+
     def spot_rows(self, T: torch.Tensor) -> torch.Tensor:
         """A per-row tensor of W (n_rows, B) seen per spot (n, B): W's rows are the spots here."""
         return T

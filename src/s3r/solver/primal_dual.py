@@ -254,7 +254,7 @@ def primal_dual(
         rel_p = torch.sqrt(p2) / torch.clamp(scale_p, min=tiny)
         Dv = torch.where(live, dv / s.sigma_v - (z.pred - z1.pred), torch.zeros_like(dv))
         full1 = datafit.predict(z1.W, z1.gamma) if eliminate else z1.pred
-        scale_v = torch.maximum(torch.linalg.vector_norm(full1 * live, dim=0), torch.linalg.vector_norm(datafit.y * live, dim=0))
+        scale_v = torch.maximum(torch.linalg.vector_norm(full1 * live, dim=0), torch.linalg.vector_norm(datafit.y_link * live, dim=0))
         rel_d = torch.linalg.vector_norm(Dv, dim=0) / torch.clamp(scale_v, min=tiny)
         if smooth_on and not full_check and LAZY_EDGE_CHECK and not bool(((rel_p <= tol) & (rel_d <= tol)).any()):
             return rel_p, rel_d

@@ -19,10 +19,10 @@ def reference_step(datafit, smooth, K) -> torch.Tensor:
 def initial_step(datafit, lam, R, x2):
     """A primal step matched to the magnitudes: |W| ~ |y|/‖x‖ against duals |v| ~ |y|/n and |U| ~ λ."""
     o = datafit.o
-    y_scale = torch.sqrt((o * datafit.y**2).sum(0) / torch.clamp(o.sum(0), min=1)).clamp_min(1e-12)
+    y_scale = torch.sqrt((o * datafit.y_link**2).sum(0) / torch.clamp(o.sum(0), min=1)).clamp_min(1e-12)
     x_norm = torch.sqrt(x2.mean())
     w_scale = y_scale / x_norm
-    v_scale = 2 * y_scale / datafit.n
+    v_scale = 2 * y_scale * datafit.curvature_scale() / datafit.n  # v = ∇φ(ŷ): the residual times the curvature
     tau_data = w_scale / (v_scale * x_norm)
     if R > 0:
         tau_smooth = w_scale / (torch.clamp(lam, min=1e-12) * R**0.5)
