@@ -90,7 +90,8 @@ class GLMLoss(SquaredLoss):
         Z = self.Z if eliminated else None
         B = a.shape[1]
         eta = self._eta.clone() if self._eta is not None and self._eta.shape == a.shape else u.clone()
-        floor = max(1e-12, 8 * torch.finfo(a.dtype).eps)
+        eps = torch.finfo(a.dtype).eps
+        floor = max(1e-12, 8 * eps)
         if Z is None:
             eta, g, _ = self._spot_points(eta, u, sigma, floor)
             self._eta, self._gamma = eta, None
@@ -120,7 +121,6 @@ class GLMLoss(SquaredLoss):
             if not bool(active.any()):
                 break
             # a decrease h cannot resolve in this precision (its sum's rounding): the full step, no line search
-            eps = torch.finfo(a.dtype).eps
             unresolved = (step * (Z.T @ g).T).sum(-1) <= 100 * eps * h0.abs()
             t = torch.ones(B, dtype=a.dtype, device=a.device)
             for _ in range(HALVINGS):  # per problem until h does not rise
