@@ -20,6 +20,8 @@ from s3r.graph import SpatialGraph, build_graph, neighbour_mean_operator, refere
 from s3r.solver import SMOOTH_MODES, build_operator, resolve_device, resolve_dtype, solve_batch
 from s3r.solver.batch import FLOAT32_TOL
 
+NO_THETA = (None, (), False)  # (θ, θ's history, at its bound) of a family without θ
+
 
 def _as_matrix(X, name: str) -> np.ndarray:
     return finite_matrix(X, name)
@@ -185,7 +187,7 @@ class S3R(BaseEstimator):
                 tol=self.tol, max_iter=self.max_iter, device=device, dtype="mixed" if mixed else dtype, callback=callback, **warm,
                 own_X=True,  # the problem's standardised copy: renumbered in place, not copied again (put back after)
             )
-            self.theta_, self.theta_history_, self.theta_at_bound_ = None, [], False
+            theta_state = NO_THETA
         else:
             from s3r.solver.glm_batch import solve_glm_batch
 
@@ -200,18 +202,19 @@ class S3R(BaseEstimator):
                     dtype=dtype, callback=callback,
                 )
 
-            self.theta_at_bound_ = False
             if self.theta == "estimate":
-                result, theta, self.theta_history_ = self._fit_theta(solve, problem.X, problem.y, Z, off, weights, warm)
+                result, theta_state = self._fit_theta(solve, problem.X, problem.y, Z, off, weights, warm)
             else:
                 theta = (1.0 if self.theta is None else float(self.theta)) if self.family == "negative_binomial" else None
                 result = solve(theta, warm.get("W0"), warm.get("gamma0"))
-                self.theta_history_ = [] if theta is None else [theta]
-            self.theta_ = theta
-        return self._finish(problem, result, (lam, alpha, beta), weights, free, device, dtype, p)
+                theta_state = (theta, [] if theta is None else [theta], False)
+        return self._finish(problem, result, (lam, alpha, beta), weights, free, device, dtype, p, theta_state)
 
-    def _finish(self, problem, result, penalties, weights, free, device, dtype, p: int) -> "S3R":
-        """The fitted attributes from a one-problem solve result (on the solver's scale) of ``problem``."""
+    def _finish(self, problem, result, penalties, weights, free, device, dtype, p: int, theta_state=None) -> "S3R":
+        """The fitted attributes from a one-problem solve result (on the solver's scale) of ``problem``;
+        ``theta_state`` (θ used, θ's history, whether estimation ran to its bound) for the NB family."""
+        self.theta_, self.theta_history_, self.theta_at_bound_ = NO_THETA if theta_state is None else theta_state
+        self.theta_history_ = list(self.theta_history_)
         # the solver's state (W and the edges × p dual on its scale: 2.2 GB at 10⁵ × 1,000 in float32) only for the
         # warm_start refits that read it (a workflow chunk holds its fitted targets until written); the figures stay
         self._result = result if self.warm_start else replace(result, W=None, dual=None, data_dual=None)
@@ -321,8 +324,8 @@ class S3R(BaseEstimator):
             if abs(new - theta) <= self.theta_tol * theta:
                 break
             theta = new
-        self.theta_at_bound_ = used >= 0.999e6
-        if self.theta_at_bound_:  # no finite ML θ: the model the tuning scored (θ of the intercept model), said so
+        at_bound = used >= 0.999e6
+        if at_bound:  # no finite ML θ: the model the tuning scored (θ of the intercept model), said so
             import warnings
 
             result, used = solve(history[0], W0, gamma0), history[0]
@@ -333,7 +336,7 @@ class S3R(BaseEstimator):
                 f"theta {used:.4g}, the one s3r tune scores trials with (raise lambda_smooth, or fix theta to choose another)",
                 stacklevel=3,
             )
-        return result, used, history
+        return result, (used, history, at_bound)
 
     def _start_state(self, problem, start, penalties, weights) -> dict:
         from s3r.solver.flow_start import primal_start

@@ -60,7 +60,6 @@ def fit_targets(models: list[S3R], X, ys: list, coords, *, covariates=None, spot
     for t, (m, problem) in enumerate(zip(models, problems)):
         m.graph_ = problem.graph
         m.scale_ = problem.x_scale[:p]
-        m.theta_, m.theta_history_, m.theta_at_bound_ = None, [], False
         m._finish(problem, result.one(t), (lam[t], alpha[t], beta[t]), None, free[:, t], device, dtype, p)
     return models
 

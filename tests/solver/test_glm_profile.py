@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from s3r.glm.families import get_family
-from s3r.solver.glm_batch import GLMDatafit, _profile_gamma
+from s3r.solver.glm_loss import GLMLoss
 
 
 def _datafit(dtype, family="negative_binomial", n=3000, B=4, seed=0):
@@ -19,33 +19,35 @@ def _datafit(dtype, family="negative_binomial", n=3000, B=4, seed=0):
     Y = rng.negative_binomial(5, 5 / (5 + np.exp(eta))[:, None], size=(n, B)).astype(float)
     t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
     fam = get_family(family, 5.0 if family == "negative_binomial" else None)
-    df = GLMDatafit(t(X), t(Y), t(np.ones((n, B))), t(np.broadcast_to(off[:, None], (n, B)).copy()), t(Z), fam)
+    df = GLMLoss(t(X), t(Y), t(np.ones((n, B))), t(Z), fam, t(np.broadcast_to(off[:, None], (n, B)).copy()))
     W = t(0.05 * rng.normal(size=(n, B, 2)))
     return df, W
 
 
 class _Counting:
-    def __init__(self, df):
-        self.df, self.calls = df, 0
-        self.nll_value_orig = df.nll_value
-        df.nll_value = self
+    """Counts the profile's evaluations of φ (its line search's ``Family.nll``)."""
 
-    def __call__(self, eta):
+    def __init__(self, df):
+        self.calls = 0
+        self.nll = df.family.nll
+        df.family.nll = self
+
+    def __call__(self, y, eta):
         self.calls += 1
-        return self.nll_value_orig(eta)
+        return self.nll(y, eta)
 
 
 @pytest.mark.parametrize("family", ["negative_binomial", "poisson"])
 def test_float32_profile_reaches_the_optimum_in_a_few_newton_steps(family):
     df64, W64 = _datafit(torch.float64, family)
-    g64, _, _ = _profile_gamma(df64, W64, torch.zeros((4, 2), dtype=torch.float64))
+    g64, _ = df64.profile_covariates(W64, torch.zeros((4, 2), dtype=torch.float64))
     df32, W32 = _datafit(torch.float32, family)
     count = _Counting(df32)
-    g32, eta, _ = _profile_gamma(df32, W32, torch.zeros((4, 2), dtype=torch.float32))
+    g32, pred = df32.profile_covariates(W32, torch.zeros((4, 2), dtype=torch.float32))
     # the float64 optimum to float32's resolution, and stationary to it
     np.testing.assert_allclose(g32.double().numpy(), g64.numpy(), rtol=2e-5, atol=2e-5)
-    grad = (df32.grad_eta(eta).T @ df32.Z).double()
-    scale = (2 * df32.c * df32.family.weight(df32.y, eta)).sum(0).double()  # the intercept's curvature
+    grad = (df32.gradient(pred).T @ df32.Z).double()
+    scale = (2 * df32.c * df32.family.weight(df32.y, df32._shifted(pred))).sum(0).double()  # the intercept's curvature
     assert float((grad[:, 0].abs() / scale).max()) < 1e-5, float((grad[:, 0].abs() / scale).max())
     # Newton from γ = 0 needs ~10 steps here; the old rule ran 50 with up to 30 halvings each (≈ 400 evaluations)
     assert count.calls <= 40, count.calls
@@ -53,8 +55,8 @@ def test_float32_profile_reaches_the_optimum_in_a_few_newton_steps(family):
 
 def test_profile_is_warm_started_at_its_optimum_without_a_search():
     df, W = _datafit(torch.float32)
-    g, _, _ = _profile_gamma(df, W, torch.zeros((4, 2), dtype=torch.float32))
+    g, _ = df.profile_covariates(W, torch.zeros((4, 2), dtype=torch.float32))
     count = _Counting(df)
-    g2, _, _ = _profile_gamma(df, W, g)
+    g2, _ = df.profile_covariates(W, g)
     np.testing.assert_allclose(g2.numpy(), g.numpy(), rtol=1e-5, atol=1e-6)
     assert count.calls <= 6, count.calls
