@@ -54,6 +54,16 @@ def test_features_mode_with_offset_and_cv(h5ad, tmp_path):
     assert path_npz["cv_deviance"].shape == (6, 2)
 
 
+@pytest.mark.parametrize("flags, steered", [(["--n-alphas", "4"], True), (["--n-alphas", "4", "--cv", "3"], False), (["--alpha", "0.01"], False)])
+def test_a_path_without_cv_says_that_lambda_was_not_chosen(h5ad, tmp_path, capsys, flags, steered):
+    path, _ = h5ad
+    rc = main(["glm", "--h5ad", str(path), "--features", "obs:perturbation", "--responses", "gene_1,gene_2", "--family", "poisson",
+               "--out", str(tmp_path), *flags])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert ("λ was not chosen" in err and "add --cv 5" in err) == steered, err
+
+
 def test_bad_input_is_one_line(h5ad, tmp_path, capsys):
     path, _ = h5ad
     rc = main(["glm", "--h5ad", str(path), "--perturbation", "nope", "--out", str(tmp_path)])

@@ -254,4 +254,7 @@ def run(args) -> int:
             f"{'' if r['converged'] else ' (NOT all converged)'} -> {out}",
             file=sys.stderr,
         )
+        if not r["cv_folds"] and args.alpha is None:  # the path's last λ is a choice nobody made
+            print("s3r glm: λ was not chosen: the coefficients are the path's least-penalised point (noisy where counts are "
+                  "low); add --cv 5 to choose λ by cross-validated deviance, or --alpha to fix it", file=sys.stderr)
     return 0 if r["converged"] else 3
