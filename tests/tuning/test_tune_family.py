@@ -179,3 +179,35 @@ def test_a_count_targets_own_spatial_pattern_is_not_an_effect(tmp_path):
     assert len(trend["fold_losses"]) == 3 and trend["value"] == pytest.approx(best["trend_cv_loss"])
     assert best["trend_cv_loss"] < 0.8 * best["null_cv_loss"]  # the halves are a pattern the trend alone predicts
     assert best["effect_found"] is False and best["verdict"].startswith(tune.NO_EFFECT), best["verdict"]
+
+
+REAL = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "dlpfc_151675.h5ad"
+
+
+@pytest.mark.skipif(not REAL.is_file(), reason="real data (../shared/data/real) not available")
+def test_a_sparse_count_target_keeps_its_intercept_on_a_real_section(tmp_path):
+    """DLPFC 151675, PCP4 counts (57 % zeros) as ``s3r tune --family negative_binomial --theta estimate --offset
+    log_library_size`` reads them, one trial of the workflow's first round on fold 0. Before session 33 the first prox
+    sent this trial's intercept from 0 to +100 (μ = e¹⁰⁰; held-out loss 85 where its neighbours score ~0.9) and each
+    of its steps took seconds: the NB value with μ held at ETA_MAX fell without bound, and a Newton step of 115 units
+    into that region was accepted."""
+    from s3r.cli import build_parser
+    from s3r.cli.common import load_input
+    from s3r.cli.tune import build_config
+    from s3r.cv import fold_losses, solve_fold
+    from s3r.tune.evaluate import make_folds, make_problem
+
+    regulators = "MYRF,OLIG2,SOX10,OLIG1,NKX6-2,ZNF488,SOX8,ST18,QKI"
+    args = build_parser().parse_args(["tune", "--h5ad", str(REAL), "--target", "PCP4", "--features", regulators, "--family",
+                                      "negative_binomial", "--offset", "log_library_size", "--theta", "estimate", "--out", str(tmp_path)])
+    config = tune.resolve_config(build_config(args))
+    loaded = load_input(args, "negative_binomial")
+    problem = make_problem(loaded.data, config, loaded.offset)
+    folds = make_folds(loaded.data.coords, config)
+    scales = problem.natural_scales()
+    rel = [(0.806426759072046, 0.011444500018324966, 0.0017393439524389038), (0.0015433816361751628, 0.00015950902717584242, 0.024557407465545883)]
+    params = [{"lambda_smooth": a * scales["lambda_smooth"], "alpha": b * scales["alpha"], "beta": c * scales["beta"]} for a, b, c in rel]
+    sol = solve_fold(problem, params, folds, 0, tol=1e-2, max_iter=100)
+    losses = fold_losses(problem, sol, folds, 0)
+    assert np.all(losses < 1.5), losses  # the held-out mean deviance of a sane fit (the runaway's: 85)
+    assert np.all(np.abs(sol.gamma) < 15), sol.gamma  # the intercept near log(mean count) − offset ≈ −7, not +100

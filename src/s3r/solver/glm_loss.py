@@ -30,6 +30,9 @@ GAMMA_NOISE = 1e3  # a γ step within this multiple of the floor that no longer 
 HALVINGS = 30
 SPOT_MAX = 100  # the spots' safeguarded Newton steps (bisection halves a bracket: 100 reach any float)
 STEP_CAP = 2.0  # the largest move of a prox point in one step, on the link scale (e² in μ)
+# the largest move of a covariate in one Newton step, on the link scale: where the counts are sparse, h's curvature in γ
+# (the spots' dσ/(d + σ)) vanishes as μ → 0 and a plain Newton step from a low start leapt 115 units (session 33)
+GAMMA_STEP_CAP = 4.0
 
 
 class GLMLoss(SquaredLoss):
@@ -119,6 +122,7 @@ class GLMLoss(SquaredLoss):
             H = torch.einsum("nb,nq,nr->bqr", k, Z, Z)
             ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=torch.finfo(a.dtype).tiny)
             step = torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, (Z.T @ g).T.unsqueeze(-1)).squeeze(-1)  # (B, q)
+            step = step * torch.clamp(GAMMA_STEP_CAP / step.abs().amax(-1, keepdim=True).clamp_min(1e-300), max=1.0)
             # below the floor, or near it and no longer shrinking (the noise of the prox points its gradient sums)
             size = (step.abs() / (floor * (1 + gamma.abs()))).amax(-1)
             active &= ~((size <= 1) | ((size <= GAMMA_NOISE) & (size > 0.5 * last)))
