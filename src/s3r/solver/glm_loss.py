@@ -35,6 +35,11 @@ STEP_CAP = 2.0  # the largest move of a prox point in one step, on the link scal
 GAMMA_STEP_CAP = 4.0
 
 
+def _capped(step: torch.Tensor) -> torch.Tensor:
+    """Each problem's covariate step (B, q) shrunk to at most GAMMA_STEP_CAP in its largest entry."""
+    return step * torch.clamp(GAMMA_STEP_CAP / step.abs().amax(-1, keepdim=True).clamp_min(1e-300), max=1.0)
+
+
 class GLMLoss(SquaredLoss):
     def __init__(self, X, y, weights, covariates, family, offset=None):
         super().__init__(X, y, weights, covariates)
@@ -121,8 +126,7 @@ class GLMLoss(SquaredLoss):
             k = d * sigma / (d + sigma)
             H = torch.einsum("nb,nq,nr->bqr", k, Z, Z)
             ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=torch.finfo(a.dtype).tiny)
-            step = torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, (Z.T @ g).T.unsqueeze(-1)).squeeze(-1)  # (B, q)
-            step = step * torch.clamp(GAMMA_STEP_CAP / step.abs().amax(-1, keepdim=True).clamp_min(1e-300), max=1.0)
+            step = _capped(torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, (Z.T @ g).T.unsqueeze(-1)).squeeze(-1))  # (B, q)
             # below the floor, or near it and no longer shrinking (the noise of the prox points its gradient sums)
             size = (step.abs() / (floor * (1 + gamma.abs()))).amax(-1)
             active &= ~((size <= 1) | ((size <= GAMMA_NOISE) & (size > 0.5 * last)))
@@ -200,7 +204,7 @@ class GLMLoss(SquaredLoss):
             grad = self.gradient(pred).T @ Z  # (B, q)
             H = torch.einsum("nb,nq,nr->bqr", 2 * self.c * self.family.weight(self.y, self._shifted(pred)), Z, Z)
             ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=torch.finfo(W.dtype).tiny)
-            step = torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, grad.unsqueeze(-1)).squeeze(-1)
+            step = _capped(torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, grad.unsqueeze(-1)).squeeze(-1))
             active &= ~(step.abs() <= step_floor * (1 + gamma.abs())).all(-1)
             if not bool(active.any()):
                 break
