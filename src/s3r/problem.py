@@ -223,6 +223,8 @@ class Problem:
         if self.fit_intercept:
             mean = float(np.sum(o * self.y) / max(np.sum(o), 1e-300))
             gamma[0] = np.log(max(mean, 1e-12)) - float(np.sum(o * off) / max(np.sum(o), 1e-300))
+        if self.fit_intercept and not np.any(o * self.y > 0):
+            return gamma  # no counts on these spots: the ML intercept is −∞, and the floor above stands in for it
         for _ in range(100):  # Newton (IRLS) on the few covariates
             eta = torch.as_tensor((Z @ gamma + off).reshape(-1, 1))
             g = (o[:, None] * fam.gradient(Y, eta).numpy()).ravel()

@@ -211,3 +211,50 @@ def test_a_sparse_count_target_keeps_its_intercept_on_a_real_section(tmp_path):
     losses = fold_losses(problem, sol, folds, 0)
     assert np.all(losses < 1.5), losses  # the held-out mean deviance of a sane fit (the runaway's: 85)
     assert np.all(np.abs(sol.gamma) < 15), sol.gamma  # the intercept near log(mean count) − offset ≈ −7, not +100
+
+
+@pytest.mark.parametrize("family", ["negative_binomial", "poisson"])
+def test_a_target_without_counts_on_a_folds_training_spots_is_scored_not_a_crash(counts, family):
+    """A gene with two counts in a section (20 random DLPFC genes held two such) can have none on a fold's training
+    spots: its ML intercept is −∞. Before session 33 the fold job hung (old solver) or stopped with "the input matrix is
+    singular" (the intercept's Newton matrix underflowed to 0 in float32); now every trial is scored, finitely."""
+    data, offset = counts
+    config = tune.resolve_config({**CONFIG, "model": {**CONFIG["model"], "family": family, "scaling": None}, "folds": 3,
+                                  "solver": {"tol": 1e-2, "max_iter": 500, "dtype": "float32"}})
+    folds = tune.make_folds(data.coords, config)
+    y = np.zeros_like(data.y)
+    y[np.flatnonzero(folds == 0)[:2]] = 1.0  # the only counts, both held out by fold 0
+    sparse = RegressionData(X=data.X, y=y, coords=data.coords, spot_ids=data.spot_ids, feature_names=data.feature_names,
+                            target_name="sparse_gene")
+    library = np.log(np.random.default_rng(0).uniform(50, 5000, len(y)))  # a Visium section's log library sizes
+    problem = tune.make_problem(sparse, config, library)
+    scales = problem.natural_scales()
+    params = [{"lambda_smooth": r * scales["lambda_smooth"], "alpha": r * scales["alpha"], "beta": r * scales["beta"]}
+              for r in (1e-3, 1e-2, 1e-1)]
+    sol = cv.solve_fold(problem, params, folds, 0, tol=1e-2, max_iter=500)
+    losses = cv.fold_losses(problem, sol, folds, 0)
+    assert np.all(np.isfinite(losses)) and np.all(losses > 0), losses  # two held-out counts at a tiny predicted mean
+    assert np.all(np.isfinite(sol.gamma)), sol.gamma
+
+
+def test_a_failure_in_a_chunks_fold_names_its_target(counts, monkeypatch):
+    """A fold job of a workflow chunk solves many targets; its one-line error names sample, chunk, round and fold, and
+    the error itself the target (issue 17: a singular Newton matrix on one of 20 DLPFC genes said only "fold 0")."""
+    from s3r.cv import solve as cv_solve
+
+    data, offset = counts
+    config = tune.resolve_config(CONFIG)
+    targets = {name: RegressionData(X=data.X, y=data.y + k, coords=data.coords, spot_ids=data.spot_ids,
+                                    feature_names=data.feature_names, target_name=name) for k, name in enumerate(["GENE_A", "GENE_B"])}
+    problems = {name: tune.make_problem(d, config, offset) for name, d in targets.items()}
+    trials = {name: tune.suggest(config, []) for name in problems}
+    real = cv_solve._solve_fold_glm
+
+    def failing(problem, *args, **kwargs):
+        if problem is problems["GENE_B"]:
+            raise np.linalg.LinAlgError("Singular matrix")
+        return real(problem, *args, **kwargs)
+
+    monkeypatch.setattr(cv_solve, "_solve_fold_glm", failing)
+    with pytest.raises(tune.evaluate.FoldTargetError, match=r"^target GENE_B: LinAlgError: Singular matrix$"):
+        tune.evaluate_fold_targets(problems, config, trials, 0)

@@ -35,8 +35,16 @@ STEP_CAP = 2.0  # the largest move of a prox point in one step, on the link scal
 GAMMA_STEP_CAP = 4.0
 
 
-def _capped(step: torch.Tensor) -> torch.Tensor:
-    """Each problem's covariate step (B, q) shrunk to at most GAMMA_STEP_CAP in its largest entry."""
+def _newton_step(H: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Each problem's covariate Newton step H⁻¹∇ (B, q), shrunk to at most GAMMA_STEP_CAP in its largest entry.
+
+    The ridge has a floor that float32 holds (1e-32): where every μ underflows (a target without counts on a fold's
+    training spots drives the intercept down without end) H is exactly 0, and a ridge relative to it was 0 too — the
+    solve raised "singular" and ended a workflow fold job (session 33). A step that overflows is capped like any other."""
+    eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=1e-20)
+    step = torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, grad.unsqueeze(-1)).squeeze(-1)
+    step = torch.nan_to_num(step, nan=0.0, posinf=1e30, neginf=-1e30)
     return step * torch.clamp(GAMMA_STEP_CAP / step.abs().amax(-1, keepdim=True).clamp_min(1e-300), max=1.0)
 
 
@@ -112,7 +120,6 @@ class GLMLoss(SquaredLoss):
         q = Z.shape[1]
         warm = self._gamma is not None and self._gamma.shape == (B, q)
         gamma = self._gamma.clone() if warm else torch.zeros((B, q), dtype=a.dtype, device=a.device)
-        eye = torch.eye(q, dtype=a.dtype, device=a.device)
 
         def h_value(eta, gamma):
             r = eta - u - Z @ gamma.T
@@ -125,8 +132,7 @@ class GLMLoss(SquaredLoss):
         for _ in range(NEWTON_MAX):
             k = d * sigma / (d + sigma)
             H = torch.einsum("nb,nq,nr->bqr", k, Z, Z)
-            ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=torch.finfo(a.dtype).tiny)
-            step = _capped(torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, (Z.T @ g).T.unsqueeze(-1)).squeeze(-1))  # (B, q)
+            step = _newton_step(H, (Z.T @ g).T)  # (B, q)
             # below the floor, or near it and no longer shrinking (the noise of the prox points its gradient sums)
             size = (step.abs() / (floor * (1 + gamma.abs()))).amax(-1)
             active &= ~((size <= 1) | ((size <= GAMMA_NOISE) & (size > 0.5 * last)))
@@ -191,8 +197,6 @@ class GLMLoss(SquaredLoss):
         fold before session 32, when this also served the solver's iterates)."""
         Z = self.Z
         base = self.predict_w(W)
-        q = Z.shape[1]
-        eye = torch.eye(q, dtype=W.dtype, device=W.device)
         # below these a step cannot change γ or φ in this precision (float32: ~1e-7 of γ), so a problem stops there
         eps = torch.finfo(W.dtype).eps
         step_floor = max(1e-10, 4 * eps)
@@ -203,8 +207,7 @@ class GLMLoss(SquaredLoss):
         for _ in range(max_newton):
             grad = self.gradient(pred).T @ Z  # (B, q)
             H = torch.einsum("nb,nq,nr->bqr", 2 * self.c * self.family.weight(self.y, self._shifted(pred)), Z, Z)
-            ridge = 1e-12 * torch.clamp(torch.diagonal(H, dim1=1, dim2=2).amax(-1), min=torch.finfo(W.dtype).tiny)
-            step = _capped(torch.linalg.solve(H + ridge.view(-1, 1, 1) * eye, grad.unsqueeze(-1)).squeeze(-1))
+            step = _newton_step(H, grad)
             active &= ~(step.abs() <= step_floor * (1 + gamma.abs())).all(-1)
             if not bool(active.any()):
                 break

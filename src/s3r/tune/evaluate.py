@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -91,16 +92,42 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
                                     f"{start['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
         plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale, "window": window}
     live = [name for name in names if plans[name]["params"]]  # a target whose search stopped early has no trials
-    solutions = cv.solve_fold_targets(
-        [problems[name] for name in live], [plans[name]["params"] for name in live], folds, fold, tol=solver["tol"],
-        max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=[plans[name]["warm"] for name in live],
-        batch=int(solver["batch"]),
-    ) if live else []
+
+    def solve(group):
+        with _naming(group):
+            return cv.solve_fold_targets(
+                [problems[name] for name in group], [plans[name]["params"] for name in group], folds, fold, tol=solver["tol"],
+                max_iter=int(solver["max_iter"]), chunk=int(solver["chunk"]), warm=[plans[name]["warm"] for name in group],
+                batch=int(solver["batch"]),
+            )
+
+    # the squared loss solves a chunk's targets together; a count family solves them one by one anyway, and one at a time
+    # here a failure can name its target
+    together = live and problems[live[0]].gaussian
+    solutions = solve(live) if together else [sol for name in live for sol in solve([name])]
     solved = dict(zip(live, solutions))
     results, states = {}, {}
     for name in names:
-        results[name], states[name] = _fold_record(problems[name], config, plans[name], solved.get(name), folds, fold)
+        with _naming([name]):
+            results[name], states[name] = _fold_record(problems[name], config, plans[name], solved.get(name), folds, fold)
     return results, states
+
+
+class FoldTargetError(RuntimeError):
+    """A failure inside a fold's solve or scoring, with the target(s) it came from."""
+
+
+@contextmanager
+def _naming(targets: list[str]):
+    """Re-raise an unexpected error with the target(s) it came from: a fold job of a chunk holds many targets, and
+    its one-line message (sample, chunk, round, fold) should say which (issue 17)."""
+    try:
+        yield
+    except (S3RInputError, FoldTargetError):
+        raise
+    except Exception as err:
+        which = f"target {targets[0]}" if len(targets) == 1 else f"targets {', '.join(targets)} (solved together)"
+        raise FoldTargetError(f"{which}: {type(err).__name__}: {err}") from err
 
 
 def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) -> tuple[dict, dict]:
