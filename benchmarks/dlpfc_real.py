@@ -93,7 +93,7 @@ def run_mbp(args):
         panels[-1] = ("spatial intercept", model.spatial_intercept_, "RdBu_r")
     for ax, (title, values, cmap) in zip(axes.ravel(), panels):
         lim = np.abs(values).max() or 1.0
-        kw = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {}
+        kw = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {"vmin": -0.3, "vmax": 1.0} if cmap == "Greys" else {}  # cortex light grey, not white
         sc = ax.scatter(xy[:, 0], -xy[:, 1], c=values, s=4, cmap=cmap, **kw)
         ax.set_title(title)
         ax.set_aspect("equal")
