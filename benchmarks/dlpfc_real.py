@@ -39,6 +39,7 @@ def prepare(targets, features):
 
 def tune_and_fit(prepared, target, out: Path, config=None):
     from s3r.estimator import S3R
+    from s3r.report.style import colour_limit
     from s3r.tune import run_search
 
     data = prepared.regression_data(target)
@@ -92,13 +93,14 @@ def run_mbp(args):
     if getattr(model, "spatial_intercept_", None) is not None:  # the location-only part, where it was fitted
         panels[-1] = ("spatial intercept", model.spatial_intercept_, "RdBu_r")
     for ax, (title, values, cmap) in zip(axes.ravel(), panels):
-        lim = np.abs(values).max() or 1.0
+        lim, beyond = colour_limit(xy, values)  # the report's scale: isolated spots drawn at its ends, not setting it
+        lim = lim or 1.0
         kw = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {"vmin": -0.3, "vmax": 1.0} if cmap == "Greys" else {}  # cortex light grey, not white
         sc = ax.scatter(xy[:, 0], -xy[:, 1], c=values, s=4, cmap=cmap, **kw)
-        ax.set_title(title)
+        ax.set_title(title + (f"\n{beyond} isolated spots beyond ±{lim:.2g}" if cmap == "RdBu_r" and beyond else ""))
         ax.set_aspect("equal")
         ax.set_axis_off()
-        fig.colorbar(sc, ax=ax, shrink=0.7)
+        fig.colorbar(sc, ax=ax, shrink=0.7, extend="both" if cmap == "RdBu_r" and beyond else "neither")
     fig.suptitle(f"DLPFC 151675, MBP ~ oligodendrocyte regulators (CV loss {best['cv_loss']:.3f} vs intercept {best['null_cv_loss']:.3f})")
     fig.tight_layout()
     fig.savefig(out / "mbp_maps.png", dpi=80)

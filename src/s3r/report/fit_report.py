@@ -176,7 +176,7 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     centred at zero. ``fit``: a :class:`FitOutputs` or a fit directory. Returns {"png": ..., "svg": ...}."""
     import matplotlib.pyplot as plt
 
-    from s3r.report.style import grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
+    from s3r.report.style import colour_limit, grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
 
     if not isinstance(fit, FitOutputs):
         fit = load_fit(fit)
@@ -193,10 +193,20 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     labels, heading = map_labels(fit.W, fit.feature_names, order, title or "coefficients of the leading features", verdict)
     for ax, j, label in zip(axes.ravel(), order, labels):
         ax.set_axis_on()
-        spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, title=label, tissue=tissue)
+        limit, beyond = colour_limit(fit.coords, fit.W[:, j])
+        spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, vmax=limit, title=label + _clip_note(fit.W[:, j], limit, beyond),
+                        tissue=tissue, extend="both" if beyond else "neither")
     fig.suptitle(heading)
     fig.tight_layout()
     return save_figure(fig, png_path, vector=vector)
+
+
+def _clip_note(column, limit: float, beyond: int) -> str:
+    """Said in the panel's title where isolated spots lie beyond the colour scale (drawn at its ends)."""
+    if not beyond:
+        return ""
+    peak = float(column[np.argmax(np.abs(column))])
+    return f"\n{beyond} isolated spot{'s' * (beyond != 1)} beyond ±{limit:.2g} (up to {peak:+.2g})"
 
 
 def _no_map_figure(fit: FitOutputs, png_path, heading: str, vector: str | None) -> dict[str, Path]:
@@ -254,7 +264,7 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
-    from s3r.report.style import categorical_colors, save_figure, use_report_style
+    from s3r.report.style import categorical_colors, colour_limit, save_figure, use_report_style
 
     use_report_style()
     mean_abs = np.abs(fit.W).mean(axis=0)
@@ -271,12 +281,15 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
         strip.axvline(b, color="white", linewidth=1)
     if features:
         M = fit.W[order][:, features].T
-        limit = float(np.abs(M).max()) or 1.0
+        # the maps' own scale (isolated spots do not set it), so the heatmap and the maps read alike
+        limit = max(colour_limit(fit.coords, fit.W[:, j])[0] for j in features) or 1.0
+        clipped = bool((np.abs(M) > limit * (1 + 1e-9)).any())
         image = ax.imshow(M, aspect="auto", interpolation="nearest", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -limit, limit))
         ax.set_yticks(range(len(features)), [fit.feature_names[j] for j in features])
         for b in bounds:
             ax.axvline(b, color="0.3", linewidth=0.6)
-        fig.colorbar(image, ax=[strip, ax], shrink=0.8, pad=0.01, label="coefficient")
+        fig.colorbar(image, ax=[strip, ax], shrink=0.8, pad=0.01, label="coefficient" + (" (isolated spots beyond the ends)" if clipped else ""),
+                     extend="both" if clipped else "neither")
     else:
         ax.text(0.5, 0.5, "no feature selected", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])

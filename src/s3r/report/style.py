@@ -136,6 +136,38 @@ def image_orientation(ax) -> None:
         ax.invert_yaxis()
 
 
+ISOLATED_NEIGHBOURS = 6  # a spot's neighbourhood for the colour limit: itself and its six nearest (a Visium hexagon)
+CLIP_MARGIN = 1.5  # the scale is clipped only where some spot exceeds the neighbourhoods' limit by more than this factor
+
+
+def colour_limit(coords, values, neighbours: int = ISOLATED_NEIGHBOURS) -> tuple[float, int]:
+    """A symmetric colour limit for a map that isolated spots cannot set, and how many spots lie beyond it.
+
+    A single spot's coefficient can leave its neighbours' far behind (a dropout or an outlying cell carries the squared
+    loss's largest residual), and a limit set by the largest |value| then washes the rest of the map out: on DLPFC MBP,
+    OLIG1's white matter (0.21) was drawn on a scale to ±1.3; on MERFISH Mbp, Opalin's 0.016 on a scale to ±0.17
+    (session 34). The limit here is the largest value that a majority of some spot's neighbourhood (itself and its
+    ``neighbours`` nearest spots) reaches — the maximum over spots of the neighbourhood median of |value| — so a domain
+    of a few spots still sets it and one spot does not. Where no spot exceeds it by more than ``CLIP_MARGIN`` (a smooth
+    map's peak), or it is 0 (only isolated spots are non-zero), the largest |value| stands."""
+    from scipy.spatial import cKDTree
+
+    coords = np.asarray(coords, dtype=np.float64)
+    size = np.abs(np.asarray(values, dtype=np.float64))
+    size = np.where(np.isfinite(size), size, 0.0)
+    if size.size == 0:
+        return 0.0, 0
+    largest = float(size.max())
+    k = min(neighbours + 1, size.size)
+    if k < 3:
+        return largest, 0
+    _, near = cKDTree(coords).query(coords, k=k)
+    limit = float(np.median(size[near], axis=1).max())
+    if limit <= 0 or largest <= CLIP_MARGIN * limit:  # nothing stands out: a smooth map's own peak is kept in range
+        return largest, 0
+    return limit, int((size > limit).sum())
+
+
 def spatial_scatter(
     ax,
     coords,
@@ -151,6 +183,7 @@ def spatial_scatter(
     size: float | None = None,
     legend_title: str = "",
     tissue=None,
+    extend: str = "neither",
 ):
     """One value per spot at its coordinates, true aspect ratio, y running downwards (:func:`image_orientation`).
 
@@ -159,6 +192,7 @@ def spatial_scatter(
     Otherwise a sequential map over [``vmin``, ``vmax``] (default: the values' range), e.g. to share one scale.
     ``categorical``: ``values`` are labels; one colour each and a legend instead of a colour bar.
     ``tissue``: a :class:`s3r.report.tissue.Tissue` drawn underneath (coordinates in its full-resolution pixels).
+    ``extend``: the colour bar's pointed ends ("both", "min", "max") where values beyond the limits are drawn at them.
     Returns the PathCollection.
     """
     import matplotlib.colors as mcolors
@@ -209,7 +243,7 @@ def spatial_scatter(
         cmap = cmap or SEQUENTIAL
     points = ax.scatter(coords[:, 0], coords[:, 1], c=values, s=s, cmap=cmap, norm=norm, linewidths=0)
     if colorbar:
-        ax.get_figure().colorbar(points, ax=ax, shrink=0.8, fraction=0.15, pad=0.02)
+        ax.get_figure().colorbar(points, ax=ax, shrink=0.8, fraction=0.15, pad=0.02, extend=extend)
     return points
 
 
