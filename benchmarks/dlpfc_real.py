@@ -39,7 +39,6 @@ def prepare(targets, features):
 
 def tune_and_fit(prepared, target, out: Path, config=None):
     from s3r.estimator import S3R
-    from s3r.report.style import colour_limit
     from s3r.tune import run_search
 
     data = prepared.regression_data(target)
@@ -61,6 +60,8 @@ def run_mbp(args):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from s3r.report.style import colour_limit
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
