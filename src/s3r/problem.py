@@ -217,24 +217,20 @@ class Problem:
             from s3r.solver.constant_start import covariate_fit
 
             return covariate_fit(Z, self.y - off, o)
-        fam = self.glm_family()
-        Y = torch.as_tensor(self.y.reshape(-1, 1))
         gamma = np.zeros(Z.shape[1])
         if self.fit_intercept:
             mean = float(np.sum(o * self.y) / max(np.sum(o), 1e-300))
             gamma[0] = np.log(max(mean, 1e-12)) - float(np.sum(o * off) / max(np.sum(o), 1e-300))
         if self.fit_intercept and not np.any(o * self.y > 0):
             return gamma  # no counts on these spots: the ML intercept is −∞, and the floor above stands in for it
-        for _ in range(100):  # Newton (IRLS) on the few covariates
-            eta = torch.as_tensor((Z @ gamma + off).reshape(-1, 1))
-            g = (o[:, None] * fam.gradient(Y, eta).numpy()).ravel()
-            h = (o[:, None] * fam.weight(Y, eta).numpy()).ravel()
-            H = (Z * h[:, None]).T @ Z + 1e-10 * np.eye(Z.shape[1])
-            step = np.linalg.solve(H, Z.T @ g)
-            gamma = gamma - step
-            if np.max(np.abs(step)) < 1e-10:
-                break
-        return gamma
+        # the solver's own covariate fit at W = 0 (damped Newton, capped steps), from the log-mean start
+        from s3r.solver.glm_loss import GLMLoss
+
+        t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+        loss = GLMLoss(torch.zeros((n, 1), dtype=torch.float64), t(self.y).view(-1, 1), t(o).view(-1, 1), t(Z),
+                       self.glm_family(), t(off).view(-1, 1))
+        fitted, _ = loss.profile_covariates(torch.zeros((n, 1, 1), dtype=torch.float64), t(gamma).view(1, -1), max_newton=100)
+        return fitted[0].numpy()
 
     def null_eta(self, weights=None) -> np.ndarray:
         """Linear predictor (solver scale, offset included) of the covariates-only model fitted on ``weights``."""
