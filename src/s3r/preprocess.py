@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,13 @@ __all__ = [
 ]
 
 NORMALIZE_CHOICES = ("auto", True, False)
+# Negative-control probes and codewords of the imaging platforms (Xenium: NegControlProbe_, NegControlCodeword_,
+# UnassignedCodeword_, DeprecatedCodeword_, Intergenic_Region_, antisense_, BLANK_; CosMx: NegPrb, SystemControl,
+# FalseCode; MERSCOPE and MERFISH: Blank-, Blank_): they measure background, not a gene, so "all genes" as features
+# leaves them out — on the MERFISH hypothalamus five Blank_ probes sat among the 161 candidate regulators (session 34)
+CONTROL_PROBE = re.compile(r"^(blank[-_]|negcontrol|negprb|systemcontrol|falsecode|unassignedcodeword|deprecatedcodeword|"
+                           r"intergenic_region|antisense_)", re.IGNORECASE)
+GENE_EXPRESSION = "Gene Expression"  # 10x's feature_types value of a gene (the others: antibodies, controls, …)
 LIBRARY_SIZE = "log_library_size"  # offset name: log of each spot's total counts
 
 
@@ -230,6 +238,8 @@ def prepare_reference_csv(
         X = _log_normalize(X, totals, target_sum)
         if holds_counts(Y) and not raw_targets:
             Y = _log_normalize(Y, totals, target_sum)
+    controls = [n for n in control_probes(names) if n not in set(targets)] if isinstance(features, str) and features == "all" else []
+    _say_controls(controls, str(x_path), log)
     X, names = _select(X, names, features, targets, max_features, str(x_path))
     X, names, mean, scale, dropped = _standardize(X, names, standardize, str(x_path), log)
     return PreparedSample(
@@ -241,6 +251,7 @@ def prepare_reference_csv(
             "normalized": normalized,
             "target_sum": target_sum if normalized else None,
             "n_input_features": len(data.feature_names),
+            "control_probes_left_out": controls,
             "dropped_constant": dropped,
             "standardized": bool(standardize),
             "raw_targets": bool(raw_targets),
@@ -250,10 +261,25 @@ def prepare_reference_csv(
     )
 
 
+def control_probes(names: Sequence[str], feature_types: Sequence[str] | None = None) -> list[str]:
+    """The names among ``names`` that are control probes, not genes: named as the platforms name them
+    (``CONTROL_PROBE``), or typed otherwise than 'Gene Expression' where 10x's ``feature_types`` are given."""
+    types = [None] * len(names) if feature_types is None else [str(t) for t in feature_types]
+    return [str(n) for n, t in zip(names, types) if CONTROL_PROBE.match(str(n)) or (t is not None and t != GENE_EXPRESSION)]
+
+
+def _say_controls(controls: list[str], source: str, log) -> None:
+    if controls and log is not None:
+        shown = ", ".join(controls[:5]) + (", …" if len(controls) > 5 else "")
+        print(f"{source}: features 'all' leaves out {len(controls)} control probe{'s' * (len(controls) != 1)} ({shown}); "
+              "list them under features to use them", file=log)
+
+
 def _select(X, names, features, targets, max_features, source):
     """Columns of X for ``features``: a list (in the given order) or 'all' (top-variance when capped)."""
     if isinstance(features, str) and features == "all":
-        keep = [i for i, n in enumerate(names) if n not in set(targets)]
+        controls = set(control_probes(names))
+        keep = [i for i, n in enumerate(names) if n not in set(targets) and n not in controls]
         X, names = X[:, keep], [names[i] for i in keep]
         if max_features is not None and len(names) > max_features:
             chosen = set(_top_variable(names, X.var(axis=0), max_features))
@@ -311,9 +337,13 @@ def prepare_h5ad(
     totals = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel() if normalized else None
 
     obsm_key = features[5:] if isinstance(features, str) and features.startswith("obsm:") else None
+    feature_types = adata.var["feature_types"].to_numpy() if "feature_types" in adata.var.columns else None
+    every_gene = obsm_key is None and isinstance(features, str) and features == "all"
+    controls = [n for n in control_probes(var_names, feature_types) if n not in set(targets)] if every_gene else []
+    _say_controls(controls, source, log)
     feature_arg = obsm_key if obsm_key is not None else _feature_genes(
         features, matrix, var_names, targets, source, max_features=max_features, totals=totals,
-        target_sum=target_sum)
+        target_sum=target_sum, feature_types=feature_types)
 
     # The library reader does the checks and densifies only the chosen columns.
     data = read_h5ad(
@@ -344,6 +374,7 @@ def prepare_h5ad(
             "target_sum": target_sum if normalized else None,
             "n_input_features": len(var_names) - len(gene_targets) if obsm_key is None else len(data.feature_names),
             "feature_source": f".obsm[{obsm_key!r}]" if obsm_key else (f".layers[{layer!r}]" if layer else ".X"),
+            "control_probes_left_out": controls,
             "dropped_constant": dropped,
             "standardized": bool(standardize),
             "raw_targets": bool(raw_targets),
@@ -368,14 +399,16 @@ def _open_h5ad(path):
 
 
 def _feature_genes(features, matrix, var_names: pd.Index, targets: list[str], source: str, *, max_features: int | None,
-                   totals: np.ndarray | None, target_sum: float) -> list[str]:
-    """The feature genes: the listed ones, or with 'all' every gene but the targets, cut to the ``max_features`` most
-    variable (on the log-normalised scale when ``totals`` are given, as the features will be used)."""
+                   totals: np.ndarray | None, target_sum: float, feature_types=None) -> list[str]:
+    """The feature genes: the listed ones, or with 'all' every gene but the targets and the control probes
+    (:func:`control_probes`), cut to the ``max_features`` most variable (on the log-normalised scale when ``totals``
+    are given, as the features will be used)."""
     if not (isinstance(features, str) and features == "all"):
         return [str(f) for f in features]
     if matrix is None:
         raise S3RInputError(f"{source}: the file has no expression matrix in .X; write one or pick a layer")
-    candidates = [i for i, n in enumerate(var_names) if n not in set(targets)]
+    controls = set(control_probes(var_names, feature_types))
+    candidates = [i for i, n in enumerate(var_names) if n not in set(targets) and n not in controls]
     if not candidates:
         raise S3RInputError(f"{source}: no genes left as features once the targets are removed; list features")
     names = [var_names[i] for i in candidates]

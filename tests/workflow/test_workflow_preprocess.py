@@ -75,6 +75,31 @@ def test_all_features_excludes_targets_and_keeps_most_variable(counts_h5ad):
     assert prep.feature_names == [genes[candidates[j]] for j in top]
 
 
+def test_all_features_leave_out_control_probes_and_say_so(counts_h5ad, tmp_path):
+    """Imaging panels carry negative-control probes (MERFISH Blank_, Xenium NegControlProbe_, CosMx NegPrb, …): they
+    measure background, so 'all genes' as candidate regulators leaves them out, in the record and in words; listed by
+    name they are used. 10x's feature_types marks controls of its own files."""
+    import io
+
+    from s3r.preprocess import control_probes
+
+    path, counts, genes = counts_h5ad
+    adata = anndata.read_h5ad(path)
+    adata.var_names = ["g0", "Blank_1", "g2", "g3", "NegControlProbe_00042", "g5", "NegPrb3", "g7", "BLANK_0007", "g9", "t1", "t2"]
+    adata.write_h5ad(tmp_path / "panel.h5ad")
+    said = io.StringIO()
+    prep = prepare_h5ad(tmp_path / "panel.h5ad", targets=["t1"], features="all", log=said)
+    assert prep.feature_names == ["g0", "g2", "g5", "g7", "g9", "t2"]  # g3 (never detected) dropped as constant
+    assert prep.info["control_probes_left_out"] == ["Blank_1", "NegControlProbe_00042", "NegPrb3", "BLANK_0007"]
+    assert "features 'all' leaves out 4 control probes (Blank_1, NegControlProbe_00042, NegPrb3, BLANK_0007)" in said.getvalue()
+    named = prepare_h5ad(tmp_path / "panel.h5ad", targets=["t1"], features=["g0", "Blank_1"], log=said)
+    assert named.feature_names == ["g0", "Blank_1"] and named.info["control_probes_left_out"] == []
+    adata.var["feature_types"] = ["Gene Expression"] * 11 + ["Negative Control Codeword"]
+    adata.write_h5ad(tmp_path / "typed.h5ad")
+    assert "t2" not in prepare_h5ad(tmp_path / "typed.h5ad", targets=["t1"], features="all", log=None).feature_names
+    assert control_probes(["Blank-12", "blanket", "SystemControl5", "antisense_ACTB", "Gad1"]) == ["Blank-12", "SystemControl5", "antisense_ACTB"]
+
+
 def test_obsm_features_are_not_normalised(counts_h5ad):
     path, _, _ = counts_h5ad
     prep = prepare_h5ad(path, targets=["t1"], features="obsm:props", standardize=False)
@@ -98,11 +123,12 @@ def test_normalize_false_and_forced_on_negative_values(counts_h5ad, tmp_path):
 def test_reference_csv_round_trip(tmp_path):
     rng = np.random.default_rng(2)
     X = rng.normal(size=(5, 40))
-    pd.DataFrame(X, index=[f"f{j}" for j in range(5)], columns=SPOTS).to_csv(tmp_path / "X.csv")
+    pd.DataFrame(X, index=[f"f{j}" for j in range(4)] + ["Blank-1"], columns=SPOTS).to_csv(tmp_path / "X.csv")
     pd.DataFrame(rng.normal(size=(40, 2)), index=SPOTS, columns=["a", "b"]).iloc[::-1].to_csv(tmp_path / "Y.csv")
     pd.DataFrame(rng.uniform(size=(40, 2)), index=SPOTS, columns=["row", "col"]).to_csv(tmp_path / "C.csv")
     prep = prepare_reference_csv(tmp_path / "X.csv", tmp_path / "Y.csv", tmp_path / "C.csv", targets=["b", "a"])
     assert not prep.info["normalized"] and prep.target_names == ["b", "a"]
+    assert prep.feature_names == ["f0", "f1", "f2", "f3"] and prep.info["control_probes_left_out"] == ["Blank-1"]
     y = pd.read_csv(tmp_path / "Y.csv", index_col=0)
     np.testing.assert_allclose(prep.Y[:, 0], y.loc[SPOTS, "b"])
     write_prepared(tmp_path / "p.npz", prep)
