@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from s3r.feature_choice import feature_genes, left_out_controls, select_columns
 from s3r.errors import S3RInputError
 from s3r.io import RegressionData, write_npz
 
@@ -35,13 +35,6 @@ __all__ = [
 ]
 
 NORMALIZE_CHOICES = ("auto", True, False)
-# Negative-control probes and codewords of the imaging platforms (Xenium: NegControlProbe_, NegControlCodeword_,
-# UnassignedCodeword_, DeprecatedCodeword_, Intergenic_Region_, antisense_, BLANK_; CosMx: NegPrb, SystemControl,
-# FalseCode; MERSCOPE and MERFISH: Blank-, Blank_): they measure background, not a gene, so "all genes" as features
-# leaves them out — on the MERFISH hypothalamus five Blank_ probes sat among the 161 candidate regulators (session 34)
-CONTROL_PROBE = re.compile(r"^(blank[-_]|negcontrol|negprb|systemcontrol|falsecode|unassignedcodeword|deprecatedcodeword|"
-                           r"intergenic_region|antisense_)", re.IGNORECASE)
-GENE_EXPRESSION = "Gene Expression"  # 10x's feature_types value of a gene (the others: antibodies, controls, …)
 LIBRARY_SIZE = "log_library_size"  # offset name: log of each spot's total counts
 
 
@@ -139,25 +132,6 @@ def _log_normalize(values: np.ndarray, totals: np.ndarray, target_sum: float) ->
     return np.log1p(values * factor[:, None])
 
 
-def _sparse_log_normalized_variance(matrix, totals: np.ndarray, target_sum: float) -> np.ndarray:
-    """Per-column variance of log-normalised values without densifying an atlas-sized matrix."""
-    factor = np.divide(target_sum, totals, out=np.zeros_like(totals, dtype=np.float64), where=totals > 0)
-    if sp.issparse(matrix):
-        scaled = sp.csr_matrix(sp.diags(factor) @ sp.csr_matrix(matrix, dtype=np.float64))
-        scaled.data = np.log1p(scaled.data)
-        mean = np.asarray(scaled.mean(axis=0)).ravel()
-        mean_sq = np.asarray(scaled.multiply(scaled).mean(axis=0)).ravel()
-        return np.maximum(mean_sq - mean**2, 0.0)
-    return np.log1p(np.asarray(matrix, dtype=np.float64) * factor[:, None]).var(axis=0)
-
-
-def _top_variable(names: Sequence[str], variance: np.ndarray, max_features: int) -> list[str]:
-    """Most variable first-come names; constant ones are never kept (they cannot be standardised)."""
-    order = np.argsort(-variance, kind="stable")
-    keep = [i for i in order if variance[i] > 0][:max_features]
-    return [names[i] for i in sorted(keep)]
-
-
 def _standardize(X: np.ndarray, names: list[str], standardize: bool, source: str, log=sys.stderr):
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
@@ -238,9 +212,8 @@ def prepare_reference_csv(
         X = _log_normalize(X, totals, target_sum)
         if holds_counts(Y) and not raw_targets:
             Y = _log_normalize(Y, totals, target_sum)
-    controls = [n for n in control_probes(names) if n not in set(targets)] if isinstance(features, str) and features == "all" else []
-    _say_controls(controls, str(x_path), log)
-    X, names = _select(X, names, features, targets, max_features, str(x_path))
+    controls = left_out_controls(names, features, targets, str(x_path), log)
+    X, names = select_columns(X, names, features, targets, max_features, str(x_path), controls)
     X, names, mean, scale, dropped = _standardize(X, names, standardize, str(x_path), log)
     return PreparedSample(
         X=X, Y=Y, coords=data.coords, spot_ids=data.spot_ids, feature_names=names, target_names=targets,
@@ -259,42 +232,6 @@ def prepare_reference_csv(
         },
         offset=offset_values,
     )
-
-
-def control_probes(names: Sequence[str], feature_types: Sequence[str] | None = None) -> list[str]:
-    """The names among ``names`` that are control probes, not genes: named as the platforms name them
-    (``CONTROL_PROBE``), or typed otherwise than 'Gene Expression' where 10x's ``feature_types`` are given."""
-    types = [None] * len(names) if feature_types is None else [str(t) for t in feature_types]
-    return [str(n) for n, t in zip(names, types) if CONTROL_PROBE.match(str(n)) or (t is not None and t != GENE_EXPRESSION)]
-
-
-def _say_controls(controls: list[str], source: str, log) -> None:
-    if controls and log is not None:
-        shown = ", ".join(controls[:5]) + (", …" if len(controls) > 5 else "")
-        print(f"{source}: features 'all' leaves out {len(controls)} control probe{'s' * (len(controls) != 1)} ({shown}); "
-              "list them under features to use them", file=log)
-
-
-def _select(X, names, features, targets, max_features, source):
-    """Columns of X for ``features``: a list (in the given order) or 'all' (top-variance when capped)."""
-    if isinstance(features, str) and features == "all":
-        controls = set(control_probes(names))
-        keep = [i for i, n in enumerate(names) if n not in set(targets) and n not in controls]
-        X, names = X[:, keep], [names[i] for i in keep]
-        if max_features is not None and len(names) > max_features:
-            chosen = set(_top_variable(names, X.var(axis=0), max_features))
-            idx = [i for i, n in enumerate(names) if n in chosen]
-            X, names = X[:, idx], [names[i] for i in idx]
-        return X, names
-    features = [str(f) for f in features]
-    position = {n: i for i, n in enumerate(names)}
-    missing = [f for f in features if f not in position]
-    if missing:
-        raise S3RInputError(f"{source}: feature {missing[0]!r} is not in the input; check the feature names")
-    clash = [f for f in features if f in targets]
-    if clash:
-        raise S3RInputError(f"{source}: target {clash[0]!r} is also listed as a feature; remove it from the features")
-    return X[:, [position[f] for f in features]], features
 
 
 def prepare_h5ad(
@@ -330,20 +267,15 @@ def prepare_h5ad(
 
     gene_targets = [t for t in targets if t in var_names]
     counts = matrix is not None and holds_counts(matrix)
-    nonnegative = matrix is not None and bool(
-        ((matrix.data if sp.issparse(matrix) else np.asarray(matrix)) >= 0).all()
-    )
+    nonnegative = matrix is not None and bool(((matrix.data if sp.issparse(matrix) else np.asarray(matrix)) >= 0).all())
     normalized = matrix is not None and _should_normalize(normalize, counts, nonnegative, source)
     totals = np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel() if normalized else None
 
     obsm_key = features[5:] if isinstance(features, str) and features.startswith("obsm:") else None
-    feature_types = adata.var["feature_types"].to_numpy() if "feature_types" in adata.var.columns else None
-    every_gene = obsm_key is None and isinstance(features, str) and features == "all"
-    controls = [n for n in control_probes(var_names, feature_types) if n not in set(targets)] if every_gene else []
-    _say_controls(controls, source, log)
-    feature_arg = obsm_key if obsm_key is not None else _feature_genes(
+    controls = left_out_controls(var_names, features, targets, source, log, adata.var.get("feature_types"))
+    feature_arg = obsm_key if obsm_key is not None else feature_genes(
         features, matrix, var_names, targets, source, max_features=max_features, totals=totals,
-        target_sum=target_sum, feature_types=feature_types)
+        target_sum=target_sum, controls=controls)
 
     # The library reader does the checks and densifies only the chosen columns.
     data = read_h5ad(
@@ -361,8 +293,7 @@ def prepare_h5ad(
             X = _log_normalize(X, totals, target_sum)
         genes = [j for j, t in enumerate(targets) if t in gene_targets and not raw_targets]
         Y[:, genes] = _log_normalize(Y[:, genes], totals, target_sum)
-    names = list(data.feature_names)
-    X, names, mean, scale, dropped = _standardize(X, names, standardize, source, log)
+    X, names, mean, scale, dropped = _standardize(X, list(data.feature_names), standardize, source, log)
     return PreparedSample(
         X=X, Y=Y, coords=data.coords, spot_ids=data.spot_ids, feature_names=names, target_names=targets,
         covariates=data.covariates, covariate_names=list(data.covariate_names),
@@ -396,31 +327,6 @@ def _open_h5ad(path):
     if not Path(path).is_file():
         raise S3RInputError(f"{source}: h5ad file not found; check the path")
     return anndata.read_h5ad(path), source
-
-
-def _feature_genes(features, matrix, var_names: pd.Index, targets: list[str], source: str, *, max_features: int | None,
-                   totals: np.ndarray | None, target_sum: float, feature_types=None) -> list[str]:
-    """The feature genes: the listed ones, or with 'all' every gene but the targets and the control probes
-    (:func:`control_probes`), cut to the ``max_features`` most variable (on the log-normalised scale when ``totals``
-    are given, as the features will be used)."""
-    if not (isinstance(features, str) and features == "all"):
-        return [str(f) for f in features]
-    if matrix is None:
-        raise S3RInputError(f"{source}: the file has no expression matrix in .X; write one or pick a layer")
-    controls = set(control_probes(var_names, feature_types))
-    candidates = [i for i, n in enumerate(var_names) if n not in set(targets) and n not in controls]
-    if not candidates:
-        raise S3RInputError(f"{source}: no genes left as features once the targets are removed; list features")
-    names = [var_names[i] for i in candidates]
-    sub = matrix[:, candidates]
-    if max_features is not None and len(names) > max_features:
-        if totals is not None:
-            variance = _sparse_log_normalized_variance(sub, totals, target_sum)
-        else:
-            dense = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
-            variance = np.asarray(dense, dtype=np.float64).var(axis=0)
-        names = _top_variable(names, variance, max_features)
-    return names
 
 
 def _target_matrix(adata, matrix, var_names: pd.Index, targets: list[str], source: str) -> np.ndarray:

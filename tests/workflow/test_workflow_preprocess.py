@@ -81,7 +81,7 @@ def test_all_features_leave_out_control_probes_and_say_so(counts_h5ad, tmp_path)
     name they are used. 10x's feature_types marks controls of its own files."""
     import io
 
-    from s3r.preprocess import control_probes
+    from s3r.feature_choice import control_probes
 
     path, counts, genes = counts_h5ad
     adata = anndata.read_h5ad(path)
