@@ -59,3 +59,25 @@ def test_the_maps_are_drawn_on_that_scale_and_say_which_spots_lie_beyond(tmp_pat
     assert first["vmax"] == pytest.approx(0.3) and first["extend"] == "both"
     assert first["title"].endswith("1 isolated spot beyond ±0.3 (up to +2.5)")
     assert second["vmax"] == pytest.approx(0.1) and second["extend"] == "neither" and "isolated" not in second["title"]
+
+
+def test_a_sequential_scale_ends_where_neighbourhoods_do_and_names_the_spots_above(tmp_path, monkeypatch):
+    import s3r.report.style as style
+    from s3r.report.fit_report import plot_observed_vs_predicted
+    from s3r.report.style import upper_colour_limit
+
+    xy = _grid(20)
+    y = np.where(xy[:, 1] < 6, 2.0, 0.1)  # a band of expression
+    y[[50, 250]] = [9.0, 7.0]  # two cells far above their neighbours
+    assert upper_colour_limit(xy, y, 0.0) == (pytest.approx(2.0), 2)
+    assert upper_colour_limit(xy, np.minimum(y, 2.5), 0.0) == (pytest.approx(2.5), 0)  # within the margin: kept
+    fit = FitOutputs(W=np.zeros((len(xy), 1)), coords=xy, spot_ids=[f"s{i}" for i in range(len(xy))], feature_names=["f"],
+                     report={}, observed=y, fitted=np.minimum(y, 2.0))
+    calls = []
+    real = style.spatial_scatter
+    monkeypatch.setattr(style, "spatial_scatter", lambda ax, coords, values, **kw: calls.append(kw) or real(ax, coords, values, **kw))
+    plot_observed_vs_predicted(fit, tmp_path / "ovp.png", vector=None)
+    observed, predicted = calls
+    assert observed["vmax"] == predicted["vmax"] == pytest.approx(2.0) and observed["vmin"] == pytest.approx(0.1)
+    assert observed["title"] == "observed\n2 isolated spots above 2 (up to 9)" and observed["extend"] == "max"
+    assert predicted["title"] == "predicted" and predicted["extend"] == "neither"

@@ -303,7 +303,7 @@ def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, pred
     so a misfit shows where it is, not only how large."""
     import matplotlib.pyplot as plt
 
-    from s3r.report.style import panel_figsize, save_figure, spatial_scatter, use_report_style
+    from s3r.report.style import panel_figsize, save_figure, spatial_scatter, upper_colour_limit, use_report_style
 
     use_report_style()
     y = np.asarray(fit.observed if observed is None else observed, dtype=np.float64)
@@ -320,9 +320,12 @@ def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, pred
     total = float(((y - y.mean()) ** 2).sum())
     r2 = 1.0 - float(((y - yhat) ** 2).sum()) / total if total > 0 else float("nan")
     ax.set_title(f"R² = {r2:.3f}")
-    vmin, vmax = lo, hi
+    # one scale for both maps, its top not set by a few isolated spots (a cell with ten times its neighbours' expression)
+    vmax = max(upper_colour_limit(fit.coords, y, lo)[0], upper_colour_limit(fit.coords, yhat, lo)[0])
     for panel, values, name in ((axes[1], y, "observed"), (axes[2], yhat, "predicted")):
-        spatial_scatter(panel, fit.coords, values, vmin=vmin, vmax=vmax, title=name)
+        above = int((values > vmax).sum())
+        note = f"\n{above} isolated spot{'s' * (above != 1)} above {vmax:.2g} (up to {float(values.max()):.2g})" if above else ""
+        spatial_scatter(panel, fit.coords, values, vmin=lo, vmax=vmax, title=name + note, extend="max" if above else "neither")
     fig.suptitle(title or "observed vs predicted")
     fig.tight_layout()
     return save_figure(fig, png_path, vector=vector)

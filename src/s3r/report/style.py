@@ -143,29 +143,38 @@ CLIP_MARGIN = 1.5  # the scale is clipped only where some spot exceeds the neigh
 def colour_limit(coords, values, neighbours: int = ISOLATED_NEIGHBOURS) -> tuple[float, int]:
     """A symmetric colour limit for a map that isolated spots cannot set, and how many spots lie beyond it.
 
-    A single spot's coefficient can leave its neighbours' far behind (a dropout or an outlying cell carries the squared
-    loss's largest residual), and a limit set by the largest |value| then washes the rest of the map out: on DLPFC MBP,
-    OLIG1's white matter (0.21) was drawn on a scale to ±1.3; on MERFISH Mbp, Opalin's 0.016 on a scale to ±0.17
-    (session 34). The limit here is the largest value that a majority of some spot's neighbourhood (itself and its
-    ``neighbours`` nearest spots) reaches — the maximum over spots of the neighbourhood median of |value| — so a domain
-    of a few spots still sets it and one spot does not. Where no spot exceeds it by more than ``CLIP_MARGIN`` (a smooth
-    map's peak), or it is 0 (only isolated spots are non-zero), the largest |value| stands."""
+    A single spot's coefficient can leave its neighbours' far behind (a regulator detected in that spot alone: its
+    coefficient there fits one spot's residual), and a limit set by the largest |value| then washes the rest of the map
+    out: on DLPFC MBP, OLIG1's white matter (0.21) was drawn on a scale to ±1.3; on MERFISH Mbp, Opalin's 0.016 on a
+    scale to ±0.17 (session 34). The limit here is the largest value that a majority of some spot's neighbourhood
+    (itself and its ``neighbours`` nearest spots) reaches — the maximum over spots of the neighbourhood median of
+    |value| — so a domain of a few spots still sets it and one spot does not. Where no spot exceeds it by more than
+    ``CLIP_MARGIN`` (a smooth map's peak), or it is 0 (only isolated spots are non-zero), the largest |value| stands."""
+    size = np.abs(np.asarray(values, dtype=np.float64))
+    return _neighbourhood_limit(coords, np.where(np.isfinite(size), size, 0.0), 0.0, neighbours)
+
+
+def upper_colour_limit(coords, values, low: float, neighbours: int = ISOLATED_NEIGHBOURS) -> tuple[float, int]:
+    """:func:`colour_limit` for a sequential scale starting at ``low``: the top that isolated high spots (a cell with
+    ten times its neighbours' expression) cannot set, and how many spots lie above it."""
+    values = np.asarray(values, dtype=np.float64)
+    return _neighbourhood_limit(coords, np.where(np.isfinite(values), values, low), float(low), neighbours)
+
+
+def _neighbourhood_limit(coords, values: np.ndarray, base: float, neighbours: int) -> tuple[float, int]:
     from scipy.spatial import cKDTree
 
-    coords = np.asarray(coords, dtype=np.float64)
-    size = np.abs(np.asarray(values, dtype=np.float64))
-    size = np.where(np.isfinite(size), size, 0.0)
-    if size.size == 0:
-        return 0.0, 0
-    largest = float(size.max())
-    k = min(neighbours + 1, size.size)
+    if values.size == 0:
+        return base, 0
+    largest = float(values.max())
+    k = min(neighbours + 1, values.size)
     if k < 3:
         return largest, 0
-    _, near = cKDTree(coords).query(coords, k=k)
-    limit = float(np.median(size[near], axis=1).max())
-    if limit <= 0 or largest <= CLIP_MARGIN * limit:  # nothing stands out: a smooth map's own peak is kept in range
+    _, near = cKDTree(np.asarray(coords, dtype=np.float64)).query(coords, k=k)
+    limit = float(np.median(values[near], axis=1).max())
+    if limit <= base or largest - base <= CLIP_MARGIN * (limit - base):  # nothing stands out: a smooth map's own peak
         return largest, 0
-    return limit, int((size > limit).sum())
+    return limit, int((values > limit).sum())
 
 
 def spatial_scatter(
