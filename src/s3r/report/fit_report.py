@@ -176,7 +176,7 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     centred at zero. ``fit``: a :class:`FitOutputs` or a fit directory. Returns {"png": ..., "svg": ...}."""
     import matplotlib.pyplot as plt
 
-    from s3r.report.style import colour_limit, grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
+    from s3r.report.style import colour_limit, grid_shape, neighbourhoods, panel_figsize, save_figure, spatial_scatter, use_report_style
 
     if not isinstance(fit, FitOutputs):
         fit = load_fit(fit)
@@ -191,9 +191,10 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
         ax.set_axis_off()
     verdict = fit_verdict(fit)
     labels, heading = map_labels(fit.W, fit.feature_names, order, title or "coefficients of the leading features", verdict)
+    near = neighbourhoods(fit.coords)
     for ax, j, label in zip(axes.ravel(), order, labels):
         ax.set_axis_on()
-        limit, beyond = colour_limit(fit.coords, fit.W[:, j])
+        limit, beyond = colour_limit(fit.coords, fit.W[:, j], near=near)
         spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, vmax=limit, title=label + _clip_note(fit.W[:, j], limit, beyond),
                         tissue=tissue, extend="both" if beyond else "neither")
     fig.suptitle(heading)
@@ -264,7 +265,7 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
-    from s3r.report.style import categorical_colors, colour_limit, save_figure, use_report_style
+    from s3r.report.style import categorical_colors, colour_limit, neighbourhoods, save_figure, use_report_style
 
     use_report_style()
     mean_abs = np.abs(fit.W).mean(axis=0)
@@ -282,7 +283,8 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
     if features:
         M = fit.W[order][:, features].T
         # the maps' own scale (isolated spots do not set it), so the heatmap and the maps read alike
-        limit = max(colour_limit(fit.coords, fit.W[:, j])[0] for j in features) or 1.0
+        near = neighbourhoods(fit.coords)
+        limit = max(colour_limit(fit.coords, fit.W[:, j], near=near)[0] for j in features) or 1.0
         clipped = bool((np.abs(M) > limit * (1 + 1e-9)).any())
         image = ax.imshow(M, aspect="auto", interpolation="nearest", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -limit, limit))
         ax.set_yticks(range(len(features)), [fit.feature_names[j] for j in features])
@@ -303,7 +305,7 @@ def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, pred
     so a misfit shows where it is, not only how large."""
     import matplotlib.pyplot as plt
 
-    from s3r.report.style import panel_figsize, save_figure, spatial_scatter, upper_colour_limit, use_report_style
+    from s3r.report.style import neighbourhoods, panel_figsize, save_figure, spatial_scatter, upper_colour_limit, use_report_style
 
     use_report_style()
     y = np.asarray(fit.observed if observed is None else observed, dtype=np.float64)
@@ -321,7 +323,8 @@ def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, pred
     r2 = 1.0 - float(((y - yhat) ** 2).sum()) / total if total > 0 else float("nan")
     ax.set_title(f"R² = {r2:.3f}")
     # one scale for both maps, its top not set by a few isolated spots (a cell with ten times its neighbours' expression)
-    vmax = max(upper_colour_limit(fit.coords, y, lo)[0], upper_colour_limit(fit.coords, yhat, lo)[0])
+    near = neighbourhoods(fit.coords)
+    vmax = max(upper_colour_limit(fit.coords, y, lo, near=near)[0], upper_colour_limit(fit.coords, yhat, lo, near=near)[0])
     for panel, values, name in ((axes[1], y, "observed"), (axes[2], yhat, "predicted")):
         above = int((values > vmax).sum())
         note = f"\n{above} isolated spot{'s' * (above != 1)} above {vmax:.2g} (up to {float(values.max()):.2g})" if above else ""

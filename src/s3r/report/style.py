@@ -140,7 +140,19 @@ ISOLATED_NEIGHBOURS = 6  # a spot's neighbourhood for the colour limit: itself a
 CLIP_MARGIN = 1.5  # the scale is clipped only where some spot exceeds the neighbourhoods' limit by more than this factor
 
 
-def colour_limit(coords, values, neighbours: int = ISOLATED_NEIGHBOURS) -> tuple[float, int]:
+def neighbourhoods(coords, neighbours: int = ISOLATED_NEIGHBOURS) -> np.ndarray:
+    """(n, k) each spot and its ``neighbours`` nearest (k ≤ n): the colour limits' neighbourhoods, made once per figure
+    (a k-d tree over 10⁶ spots costs seconds, and a report draws a dozen maps of the same spots)."""
+    from scipy.spatial import cKDTree
+
+    coords = np.asarray(coords, dtype=np.float64)
+    k = min(neighbours + 1, coords.shape[0])
+    if k < 1:
+        return np.zeros((0, 0), dtype=np.int64)
+    return cKDTree(coords).query(coords, k=k)[1].reshape(coords.shape[0], k)
+
+
+def colour_limit(coords, values, neighbours: int = ISOLATED_NEIGHBOURS, *, near: np.ndarray | None = None) -> tuple[float, int]:
     """A symmetric colour limit for a map that isolated spots cannot set, and how many spots lie beyond it.
 
     A single spot's coefficient can leave its neighbours' far behind (a regulator detected in that spot alone: its
@@ -149,28 +161,28 @@ def colour_limit(coords, values, neighbours: int = ISOLATED_NEIGHBOURS) -> tuple
     scale to ±0.17 (session 34). The limit here is the largest value that a majority of some spot's neighbourhood
     (itself and its ``neighbours`` nearest spots) reaches — the maximum over spots of the neighbourhood median of
     |value| — so a domain of a few spots still sets it and one spot does not. Where no spot exceeds it by more than
-    ``CLIP_MARGIN`` (a smooth map's peak), or it is 0 (only isolated spots are non-zero), the largest |value| stands."""
+    ``CLIP_MARGIN`` (a smooth map's peak), or it is 0 (only isolated spots are non-zero), the largest |value| stands.
+    ``near``: :func:`neighbourhoods` of ``coords``, where the caller draws several maps of the same spots."""
     size = np.abs(np.asarray(values, dtype=np.float64))
-    return _neighbourhood_limit(coords, np.where(np.isfinite(size), size, 0.0), 0.0, neighbours)
+    near = neighbourhoods(coords, neighbours) if near is None else near
+    return _neighbourhood_limit(near, np.where(np.isfinite(size), size, 0.0), 0.0)
 
 
-def upper_colour_limit(coords, values, low: float, neighbours: int = ISOLATED_NEIGHBOURS) -> tuple[float, int]:
+def upper_colour_limit(coords, values, low: float, neighbours: int = ISOLATED_NEIGHBOURS, *,
+                       near: np.ndarray | None = None) -> tuple[float, int]:
     """:func:`colour_limit` for a sequential scale starting at ``low``: the top that isolated high spots (a cell with
     ten times its neighbours' expression) cannot set, and how many spots lie above it."""
     values = np.asarray(values, dtype=np.float64)
-    return _neighbourhood_limit(coords, np.where(np.isfinite(values), values, low), float(low), neighbours)
+    near = neighbourhoods(coords, neighbours) if near is None else near
+    return _neighbourhood_limit(near, np.where(np.isfinite(values), values, low), float(low))
 
 
-def _neighbourhood_limit(coords, values: np.ndarray, base: float, neighbours: int) -> tuple[float, int]:
-    from scipy.spatial import cKDTree
-
+def _neighbourhood_limit(near: np.ndarray, values: np.ndarray, base: float) -> tuple[float, int]:
     if values.size == 0:
         return base, 0
     largest = float(values.max())
-    k = min(neighbours + 1, values.size)
-    if k < 3:
+    if near.shape[1] < 3:
         return largest, 0
-    _, near = cKDTree(np.asarray(coords, dtype=np.float64)).query(coords, k=k)
     limit = float(np.median(values[near], axis=1).max())
     if limit <= base or largest - base <= CLIP_MARGIN * (limit - base):  # nothing stands out: a smooth map's own peak
         return largest, 0
