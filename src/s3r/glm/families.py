@@ -223,20 +223,24 @@ class Gamma(Family):
         r = y / mu
         return 2 * (r - 1 - torch.log(torch.clamp(r, min=1e-300)))
 
+    @staticmethod
+    def _inverse_mean(eta):
+        """1/μ, held below −ETA_MAX (where it would overflow)."""
+        return torch.exp(-torch.clamp(eta, min=-ETA_MAX))
+
     def nll(self, y, eta):
         # below −ETA_MAX, where y/μ is held, the value goes on rising with the slope the gradient reports (as Poisson's
         # beyond ETA_MAX): η alone fell without bound there
-        held = torch.exp(-torch.clamp(eta, min=-ETA_MAX))
-        return eta + y * held * (1 + torch.clamp(-ETA_MAX - eta, min=0))
+        return eta + y * self._inverse_mean(eta) * (1 + torch.clamp(-ETA_MAX - eta, min=0))
 
     def gradient(self, y, eta):
-        return 1 - y * torch.exp(-torch.clamp(eta, min=-ETA_MAX))
+        return 1 - y * self._inverse_mean(eta)
 
     def weight(self, y, eta):
         return torch.ones_like(eta)
 
     def curvature(self, y, eta):
-        return y * torch.exp(-torch.clamp(eta, min=-ETA_MAX))
+        return y * self._inverse_mean(eta)
 
     def loglik(self, y, mu, dispersion=1.0):
         k = 1.0 / torch.as_tensor(dispersion, dtype=mu.dtype)

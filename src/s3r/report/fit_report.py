@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,17 @@ class FitOutputs:
     covariate_coef: np.ndarray | None = None
     covariate_names: list[str] | None = None
     intercept: float = 0.0
+    _near: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def near(self) -> np.ndarray:
+        """Each spot's neighbourhood for the colour limits (:func:`s3r.report.style.neighbourhoods`), made once per fit:
+        the maps, the heatmap and observed vs predicted share it (a k-d tree over 10⁶ spots costs seconds)."""
+        if self._near is None:
+            from s3r.report.style import neighbourhoods
+
+            self._near = neighbourhoods(self.coords)
+        return self._near
 
 
 def load_fit(fit_dir) -> FitOutputs:
@@ -176,7 +187,7 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
     centred at zero. ``fit``: a :class:`FitOutputs` or a fit directory. Returns {"png": ..., "svg": ...}."""
     import matplotlib.pyplot as plt
 
-    from s3r.report.style import colour_limit, grid_shape, neighbourhoods, panel_figsize, save_figure, spatial_scatter, use_report_style
+    from s3r.report.style import colour_limit, grid_shape, panel_figsize, save_figure, spatial_scatter, use_report_style
 
     if not isinstance(fit, FitOutputs):
         fit = load_fit(fit)
@@ -191,10 +202,9 @@ def plot_coefficient_maps(fit, png_path, *, max_features: int = 6, title: str = 
         ax.set_axis_off()
     verdict = fit_verdict(fit)
     labels, heading = map_labels(fit.W, fit.feature_names, order, title or "coefficients of the leading features", verdict)
-    near = neighbourhoods(fit.coords)
     for ax, j, label in zip(axes.ravel(), order, labels):
         ax.set_axis_on()
-        limit, beyond = colour_limit(fit.coords, fit.W[:, j], near=near)
+        limit, beyond = colour_limit(fit.coords, fit.W[:, j], near=fit.near)
         spatial_scatter(ax, fit.coords, fit.W[:, j], center_zero=True, vmax=limit, title=label + _clip_note(fit.W[:, j], limit, beyond),
                         tissue=tissue, extend="both" if beyond else "neither")
     fig.suptitle(heading)
@@ -265,7 +275,7 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
 
-    from s3r.report.style import categorical_colors, colour_limit, neighbourhoods, save_figure, use_report_style
+    from s3r.report.style import categorical_colors, colour_limit, save_figure, use_report_style
 
     use_report_style()
     mean_abs = np.abs(fit.W).mean(axis=0)
@@ -283,8 +293,7 @@ def plot_heatmap(fit: FitOutputs, domains: np.ndarray, png_path, *, max_features
     if features:
         M = fit.W[order][:, features].T
         # the maps' own scale (isolated spots do not set it), so the heatmap and the maps read alike
-        near = neighbourhoods(fit.coords)
-        limit = max(colour_limit(fit.coords, fit.W[:, j], near=near)[0] for j in features) or 1.0
+        limit = max(colour_limit(fit.coords, fit.W[:, j], near=fit.near)[0] for j in features) or 1.0
         clipped = bool((np.abs(M) > limit * (1 + 1e-9)).any())
         image = ax.imshow(M, aspect="auto", interpolation="nearest", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -limit, limit))
         ax.set_yticks(range(len(features)), [fit.feature_names[j] for j in features])
@@ -305,7 +314,7 @@ def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, pred
     so a misfit shows where it is, not only how large."""
     import matplotlib.pyplot as plt
 
-    from s3r.report.style import neighbourhoods, panel_figsize, save_figure, spatial_scatter, upper_colour_limit, use_report_style
+    from s3r.report.style import panel_figsize, save_figure, spatial_scatter, upper_colour_limit, use_report_style
 
     use_report_style()
     y = np.asarray(fit.observed if observed is None else observed, dtype=np.float64)
@@ -323,8 +332,7 @@ def plot_observed_vs_predicted(fit: FitOutputs, png_path, *, observed=None, pred
     r2 = 1.0 - float(((y - yhat) ** 2).sum()) / total if total > 0 else float("nan")
     ax.set_title(f"R² = {r2:.3f}")
     # one scale for both maps, its top not set by a few isolated spots (a cell with ten times its neighbours' expression)
-    near = neighbourhoods(fit.coords)
-    vmax = max(upper_colour_limit(fit.coords, y, lo, near=near)[0], upper_colour_limit(fit.coords, yhat, lo, near=near)[0])
+    vmax = max(upper_colour_limit(fit.coords, y, lo, near=fit.near)[0], upper_colour_limit(fit.coords, yhat, lo, near=fit.near)[0])
     for panel, values, name in ((axes[1], y, "observed"), (axes[2], yhat, "predicted")):
         above = int((values > vmax).sum())
         note = f"\n{above} isolated spot{'s' * (above != 1)} above {vmax:.2g} (up to {float(values.max()):.2g})" if above else ""

@@ -65,8 +65,8 @@ def solve_glm_batch(
         gt = torch.zeros((B, Zt.shape[1]), dtype=dt, device=dev) if gamma0 is None else torch.as_tensor(np.asarray(gamma0), dtype=dt, device=dev).reshape(B, -1)
     n_entries = max(n, operator.shape[0] if operator is not None else 0) * B * p
     with cpu_threads(dev, n_entries):
-        if gt is not None:  # the prox's covariates start where the solve's do (the null model's), not at 0
-            loss._gamma = gt.clone()
+        if gt is not None:
+            loss.start_covariates(gt)
         result = primal_dual(loss, penalty, smooth_term, operator, Wt, gt, tol=tol, max_iter=max_iter, callback=callback)
         result.method = f"pdhg-{fam.name}"
         result.W, result.zeroed = prune_numerical_zeros(loss, penalty, smooth_term, operator, result.W,

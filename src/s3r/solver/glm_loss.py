@@ -57,6 +57,10 @@ class GLMLoss(SquaredLoss):
         self._gamma = None
         self._y_link = None  # made once: the solver reads it at every residual check
 
+    def start_covariates(self, gamma: torch.Tensor) -> None:
+        """Where the prox's covariates start (B, q): the solve's own start (the null model's), not 0."""
+        self._gamma = gamma.clone()
+
     def _shifted(self, eta):
         return eta if self.off is None else eta + self.off
 
