@@ -66,8 +66,10 @@ DEFAULT_CONFIG: dict = {
     # CV only ranks parameter sets: float32 and a relative residual of 1e-2 (the final fit uses 1e-5) move held-out
     # losses by a few per cent, well inside their fold-to-fold spread; the iteration cap stops the heavily smoothed
     # trials (λ near 1), which the solver is slowest on and CV rejects anyway, from taking most of the time
-    # batch: parameter sets per batched solve, 0 = all on a GPU, cv.CPU_BATCH on a CPU
-    "solver": {"tol": 1e-2, "max_iter": 500, "chunk": 100, "batch": 0, "dtype": "float32", "device": "auto", "warm_start": True},
+    # batch: parameter sets per batched solve, 0 = all on a GPU, cv.CPU_BATCH on a CPU; contend_max_iter (0 = off): the cap
+    # of the capped trials that lead a fold's ranking, solved on so that the head of the ranking is converged
+    # (tune.evaluate.continue_contenders; off by default until the one-SE rule's window is solved on as well, session 35)
+    "solver": {"tol": 1e-2, "max_iter": 500, "contend_max_iter": 0, "chunk": 100, "batch": 0, "dtype": "float32", "device": "auto", "warm_start": True},
 }
 
 
@@ -117,9 +119,9 @@ def resolve_config(config: dict | None = None) -> dict:
 
     check_choices(merged["model"])
     solver = merged["solver"]
-    if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["chunk"]) < MIN_CHUNK or int(solver["batch"]) < 0:
-        raise S3RInputError(f"tuning solver settings need tol > 0, max_iter ≥ 1, chunk ≥ {MIN_CHUNK} and batch ≥ 0 (got "
-                            f"tol {solver['tol']}, max_iter {solver['max_iter']}, chunk {solver['chunk']}, batch {solver['batch']}); "
+    if not solver["tol"] > 0 or int(solver["max_iter"]) < 1 or int(solver["contend_max_iter"]) < 0 or int(solver["chunk"]) < MIN_CHUNK or int(solver["batch"]) < 0:
+        raise S3RInputError(f"tuning solver settings need tol > 0, max_iter ≥ 1, contend_max_iter ≥ 0, chunk ≥ {MIN_CHUNK} and batch ≥ 0 (got "
+                            f"tol {solver['tol']}, max_iter {solver['max_iter']}, contend_max_iter {solver['contend_max_iter']}, chunk {solver['chunk']}, batch {solver['batch']}); "
                             f"a chunk under {MIN_CHUNK} iterations never reaches the solver's step balancing")
     return merged
 
