@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 
 import s3r.solver.working_set as ws_mod
 from s3r import cv, tune
+from s3r.errors import S3RInputError
 from s3r.tune.evaluate import CONTEND_MARGIN, continue_contenders
 
 from test_fold_batches import piecewise_problem
@@ -63,10 +65,31 @@ def test_the_rule_is_off_by_default():
 
 
 def test_a_negative_contenders_cap_is_refused():
-    import pytest
-
-    from s3r.errors import S3RInputError
-
     with pytest.raises(S3RInputError, match="contend_max_iter"):
         _config(-1)
 
+
+
+def test_a_fold_job_records_which_trials_it_solved_on(monkeypatch):
+    """The fold job (``tune.evaluate_fold``, what ``s3r tune`` and the workflow's tune_fold run) applies the rule with the
+    setting on, records ``continued`` per trial, and leaves the record's other fields as the solves give them."""
+    monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)
+    problem, folds = piecewise_problem(300, seed=11, slope=0.1, low=-0.6)
+    base = {"folds": 4, "fold_scheme": "blocks", "n_trials": 6, "rounds": 1, "space": {
+        name: {"low": 1e-4, "high": 1.0, "log": True, "relative": False} for name in ("lambda_smooth", "alpha", "beta")}}
+    doc = {"round": 0, "trials": [{"number": i, "round": 0, "search": p} for i, p in enumerate(PARAMS)]}
+    records = {}
+    for contend in (0, 20_000):
+        config = tune.resolve_config({**base, "solver": {"tol": 1e-5, "max_iter": 100, "contend_max_iter": contend, "dtype": "float64"}})
+        records[contend] = tune.evaluate_fold(None, config, doc, 0, problem=problem)["trials"]
+    off, on = records[0], records[20_000]
+    assert not any(t["continued"] for t in off)
+    assert any(t["continued"] for t in on)
+    best = min(t["loss"] for t in on)
+    for a, b in zip(off, on):
+        if b["continued"]:
+            assert not a["converged"] and b["iterations"] > a["iterations"]
+        else:
+            assert (a["loss"], a["iterations"], a["converged"]) == (b["loss"], b["iterations"], b["converged"])
+        if b["loss"] <= best * (1 + CONTEND_MARGIN):
+            assert b["converged"], b
