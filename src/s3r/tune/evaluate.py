@@ -159,9 +159,7 @@ def continue_contenders(problem, params: list[dict], solution, folds, fold: int,
         solution.iterations[pick] += more.iterations
         solution.seconds += more.seconds
         continued[pick] = True
-        losses[pick] = cv.fold_losses(problem, cv.FoldSolution(W=more.W, gamma=more.gamma, data_dual=more.data_dual, step=more.step,
-                                                                converged=more.converged, iterations=more.iterations, seconds=0.0),
-                                      folds, fold, config["predictor"], k=config["model"]["k"])
+        losses[pick] = cv.fold_losses(problem, more, folds, fold, config["predictor"], k=config["model"]["k"])
     return solution, continued
 
 
