@@ -69,7 +69,6 @@ def test_a_negative_contenders_cap_is_refused():
         _config(-1)
 
 
-
 def test_a_fold_job_records_which_trials_it_solved_on(monkeypatch):
     """The fold job (``tune.evaluate_fold``, what ``s3r tune`` and the workflow's tune_fold run) applies the rule with the
     setting on, records ``continued`` per trial, and leaves the record's other fields as the solves give them."""

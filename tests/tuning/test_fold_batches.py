@@ -69,7 +69,7 @@ def test_the_default_cpu_batch_is_capped_by_the_edge_duals_memory(monkeypatch):
 
 def test_a_capped_fold_solve_is_its_trials_model_not_a_truncated_one(monkeypatch):
     """The tuning's solves stop at a cap, in 100-iteration chunks; each chunk opens with a check of the features its
-    warm start leaves out, and every violator found enters. When each check could at most double the set, a weakly
+    warm start leaves out, and every feature it proves non-zero enters. When each check could at most double the set, a weakly
     penalised trial (most of 200 features in its optimum) was held to 16 features at a 400-iteration cap and scored a
     held-out loss 39 % above its converged model's — another model, which the search ranked (DLPFC with 2,000 genes as
     features: the fold's winner scored 1.054 once solved on, against 0.632; benchmarks/README.md, session 36)."""
