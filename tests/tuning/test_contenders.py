@@ -34,11 +34,12 @@ def test_capped_trials_at_the_head_of_a_fold_are_solved_on_to_their_converged_lo
     config = _config(20_000)
     capped = cv.solve_fold(problem, PARAMS, folds, 0, tol=1e-5, max_iter=100, chunk=100)
     assert (~capped.converged).sum() >= 3  # the situation under test: most trials stop at the cap
-    solved, continued = continue_contenders(problem, PARAMS, copy.deepcopy(capped), folds, 0, config)
+    solved, continued, returned = continue_contenders(problem, PARAMS, copy.deepcopy(capped), folds, 0, config)
     reference = cv.solve_fold(problem, PARAMS, folds, 0, tol=1e-5, max_iter=20_000, chunk=100)
     assert reference.converged.all()
     loss = lambda s: cv.fold_losses(problem, s, folds, 0, "graph")  # noqa: E731
     got, want, before = loss(solved), loss(reference), loss(capped)
+    np.testing.assert_array_equal(returned, got)  # the losses handed to the fold record are the returned trials' own
 
     head = got <= got.min() + CONTEND_MARGIN * abs(got.min())
     assert solved.converged[head].all(), (got, solved.converged)  # no truncated solve leads the ranking
@@ -55,8 +56,8 @@ def test_no_trial_is_solved_on_when_the_contenders_cap_is_off(monkeypatch):
     monkeypatch.setattr(ws_mod, "MIN_SIZE", 2)
     problem, folds = piecewise_problem(300, seed=11, slope=0.1, low=-0.6)
     capped = cv.solve_fold(problem, PARAMS, folds, 0, tol=1e-5, max_iter=100, chunk=100)
-    solved, continued = continue_contenders(problem, PARAMS, copy.deepcopy(capped), folds, 0, _config(0))
-    assert not continued.any()
+    solved, continued, losses = continue_contenders(problem, PARAMS, copy.deepcopy(capped), folds, 0, _config(0))
+    assert not continued.any() and losses is None
     np.testing.assert_array_equal(solved.W, capped.W)
 
 

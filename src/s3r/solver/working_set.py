@@ -126,7 +126,7 @@ def solve_working_set(
         size = int(ws.sum())
         ws[rest[proven]] = True
         unsure = np.flatnonzero(viol & ~proven)
-        ws[rest[unsure[np.argsort(-score[unsure])[:max(min_size, size)]]]] = True
+        ws[rest[_strongest(unsure, score, max(min_size, size))]] = True
     history = [int(ws.sum())]
 
     # the smoothness dual is kept for the working set's columns only (edges × |working set|, not edges × p); a column
@@ -232,9 +232,7 @@ def solve_working_set(
             done[passed] = True
         fine[passed] = True
         if viol.any():
-            order = np.argsort(-score)
-            n_add = min(int(viol.any(0).sum()), max(min_size, int(ws.sum())))
-            ws[rest[order[:n_add]]] = True
+            ws[rest[_strongest(np.flatnonzero(viol.any(0)), score, max(min_size, int(ws.sum())))]] = True
             history.append(int(ws.sum()))
 
     dual = None
@@ -260,6 +258,12 @@ def solve_working_set(
             "sizes": history, "checks": checks,
         },
     )
+
+
+def _strongest(candidates: np.ndarray, score: np.ndarray, limit: int) -> np.ndarray:
+    """At most ``limit`` of ``candidates`` (positions into ``score``), the highest scores first: celer's growth rule,
+    a set at most doubled per check, so one check's unproven columns cannot flood the restricted solve."""
+    return candidates[np.argsort(-score[candidates])[:limit]]
 
 
 def _excluded_duals(dual, U_cols, checked, certificates, U0, lam, in_place: bool = False) -> None:

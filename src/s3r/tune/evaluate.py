@@ -109,7 +109,8 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
     solved = dict(zip(live, solutions))
     for name in live:
         with _naming([name]):
-            solved[name], plans[name]["continued"] = continue_contenders(problems[name], plans[name]["params"], solved[name], folds, fold, config)
+            solved[name], plans[name]["continued"], plans[name]["losses"] = continue_contenders(
+                problems[name], plans[name]["params"], solved[name], folds, fold, config)
     results, states = {}, {}
     for name in names:
         with _naming([name]):
@@ -131,13 +132,14 @@ def continue_contenders(problem, params: list[dict], solution, folds, fold: int,
     converged at 0.632 — the best (benchmarks/README.md, session 35). So, as a multi-fidelity search does, a capped trial
     within ``CONTEND_MARGIN`` of the fold's best loss is solved on from where it stopped, to ``solver.contend_max_iter``
     iterations; the margin is measured again after each pass, and every trial is continued at most once.
-    Returns the solution with the continued trials' states spliced in, and which were continued."""
+    Returns the solution with the continued trials' states spliced in, which were continued, and the trials' held-out
+    losses where they were computed here (else None; the fold record computes them once either way)."""
     solver = config["solver"]
     B = solution.W.shape[1]
     continued = np.zeros(B, dtype=bool)
     budget = int(solver["contend_max_iter"]) - int(solver["max_iter"])
     if budget <= 0 or B == 0:
-        return solution, continued
+        return solution, continued, None
     losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
     while True:
         finite = np.isfinite(losses)
@@ -160,7 +162,7 @@ def continue_contenders(problem, params: list[dict], solution, folds, fold: int,
         solution.seconds += more.seconds
         continued[pick] = True
         losses[pick] = cv.fold_losses(problem, more, folds, fold, config["predictor"], k=config["model"]["k"])
-    return solution, continued
+    return solution, continued, losses
 
 
 class FoldTargetError(RuntimeError):
@@ -187,7 +189,9 @@ def _fold_record(problem, config: dict, plan: dict, solution, folds, fold: int) 
         solution = cv.FoldSolution.empty(problem.n_spots, problem.X.shape[1])
         losses = pieces = features = []
     else:
-        losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
+        losses = plan.get("losses")
+        if losses is None:
+            losses = cv.fold_losses(problem, solution, folds, fold, config["predictor"], k=config["model"]["k"])
         pieces = cv.map_pieces(problem, solution.W)
         features = cv.map_features(solution.W)
     held = cv.heldout_mask(folds, fold)
