@@ -19,7 +19,7 @@ same folds (predict the training mean: the yardstick a model with an intercept m
 Preprint comparison (../shared/README.md): mean ARI over its six layouts 0.70 / 0.67 / 0.61 at σ = 0.5 / 1 / 2.
 Issue 17's target: every cell above the preprint's value at its σ, mean ≥ 0.80, no all-zero map.
 
-    python benchmarks/realistic_grid.py grid  [--layouts ...] [--sigmas ...] [--seed 0] [--workers 1]
+    python benchmarks/realistic_grid.py grid  [--layouts ...] [--sigmas ...] [--seed 0 [1 2]] [--workers 1]
                                               [--out benchmarks/out/realistic_grid.jsonl] [--fresh]
     python benchmarks/realistic_grid.py table [--out benchmarks/out/realistic_grid.jsonl]   # markdown table
 
@@ -216,29 +216,40 @@ def cmd_grid(args) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if out.exists() and not args.fresh:
-        done = {(r["layout"], r["sigma"]) for r in map(json.loads, out.read_text().splitlines()) if "layout" in r}
+        done = {(r["layout"], r["sigma"], r.get("seed", 0)) for r in map(json.loads, out.read_text().splitlines()) if "layout" in r}
     else:
-        out.write_text(json.dumps({"provenance": provenance(), "design": DESIGN, "seed": args.seed, "config": config,
+        out.write_text(json.dumps({"provenance": provenance(), "design": DESIGN, "seeds": args.seeds, "config": config,
                                    "workers": args.workers}) + "\n")
-    for layout in args.layouts:
-        for sigma in args.sigmas:
-            if (layout, sigma) in done:
-                continue
-            try:
-                row = run_cell(layout, sigma, args.seed, args.workers, config, args.keep, args.keep_states)
-            except Exception as exc:  # a failure is a result: recorded, and the grid goes on
-                traceback.print_exc()
-                row = {"layout": layout, "sigma": sigma, "design": DESIGN, "seed": args.seed, "defaults": config is None,
-                       "error": f"{type(exc).__name__}: {exc}", "loadavg_before": os.getloadavg()}
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            if "error" in row:
-                print(f"{layout:22s} σ={sigma:<4} FAILED: {row['error']}", flush=True)
-                continue
-            print(f"{layout:22s} σ={sigma:<4} ARI {row['ari']:.3f}{' ALL-ZERO' if row['all_zero'] else ''} "
-                  f"selected {row['n_selected']} (recall {row['support_recall']:.2f}) CV/null {row['cv_ratio_to_null'] or float('nan'):.3f} "
-                  f"search {row['search_wall_s']:.0f} s wall", flush=True)
+    for seed, layout, sigma in ((seed, layout, sigma) for seed in args.seeds for layout in args.layouts for sigma in args.sigmas):
+        if (layout, sigma, seed) in done:
+            continue
+        try:
+            row = run_cell(layout, sigma, seed, args.workers, config, args.keep, args.keep_states)
+        except Exception as exc:  # a failure is a result: recorded, and the grid goes on
+            traceback.print_exc()
+            row = {"layout": layout, "sigma": sigma, "design": DESIGN, "seed": seed, "defaults": config is None,
+                   "error": f"{type(exc).__name__}: {exc}", "loadavg_before": os.getloadavg()}
+        with out.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if "error" in row:
+            print(f"{layout:22s} σ={sigma:<4} seed {seed} FAILED: {row['error']}", flush=True)
+            continue
+        print(f"{layout:22s} σ={sigma:<4} seed {seed} ARI {row['ari']:.3f}{' ALL-ZERO' if row['all_zero'] else ''} "
+              f"selected {row['n_selected']} (recall {row['support_recall']:.2f}) CV/null {row['cv_ratio_to_null'] or float('nan'):.3f} "
+              f"search {row['search_wall_s']:.0f} s wall", flush=True)
     print(table(out))
+
+
+def _summary(done: list[dict], rows: list[dict], prefix: str) -> list[str]:
+    """One line: mean ARI (overall and per σ) against the target and the preprint, cells above it, all-zero maps."""
+    if not done:
+        return []
+    by_sigma = {s: [r["ari"] for r in done if r["sigma"] == s] for s in SIGMAS}
+    means = " · ".join(f"σ={s:g}: {np.mean(v):.3f} (preprint {PREPRINT_MEAN[s]:.2f})" for s, v in by_sigma.items() if v)
+    mean = float(np.mean([r["ari"] for r in done]))
+    return [f"{prefix}Mean ARI {mean:.3f} over {len(done)} completed cells (target ≥ {TARGET_MEAN_ARI:.2f}); per σ: {means}; "
+            f"above the preprint in {sum(above_preprint(r) for r in done)}/{len(rows)} cells; all-zero maps in "
+            f"{sum(r['all_zero'] for r in done)}/{len(rows)}."]
 
 
 def _fmt(x, spec=".3g") -> str:
@@ -254,21 +265,21 @@ def table(path) -> str:
         p = header["provenance"]
         lines.append(f"Run at {p['time']} on commit {p['commit']}{' (library modified)' if p['dirty_library'] else ''}, "
                      f"{p['cpus']} CPUs, load at start {', '.join(f'{x:.1f}' for x in p['loadavg_at_start'])}; "
-                     f"design {header.get('design')}, seed {header.get('seed')}.")
+                     f"design {header.get('design')}, seed(s) {header.get('seeds', header.get('seed'))}.")
         lines.append("")
-    lines += ["| layout | σ | n × p | signal R² | ARI | preprint (σ mean) | above | all-zero W | selected (true / all true) | "
+    lines += ["| layout | σ | seed | n × p | signal R² | ARI | preprint (σ mean) | above | all-zero W | selected (true / all true) | "
               "λ, α, β selected | CV loss / intercept-only | search wall s | load |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['layout']} | {r['sigma']:g} | | | FAILED | {PREPRINT_MEAN[r['sigma']]:.2f} | NO | | | "
+            lines.append(f"| {r['layout']} | {r['sigma']:g} | {r.get('seed', 0)} | | | FAILED | {PREPRINT_MEAN[r['sigma']]:.2f} | NO | | | "
                          f"{r['error'][:80]} | | | {_fmt(r.get('loadavg_before', [None])[0], '.1f')} |")
             continue
         b = r.get("best", {})
         params = ", ".join(_fmt(b.get(k)) for k in ("lambda_smooth", "alpha", "beta"))
         load = r.get("loadavg_before", [None])[0]
         lines.append(
-            f"| {r['layout']} | {r['sigma']:g} | {r['n_spots']} × {r['n_features']} | {r['signal_r2']:.2f} | {r['ari']:.3f} | "
+            f"| {r['layout']} | {r['sigma']:g} | {r.get('seed', 0)} | {r['n_spots']} × {r['n_features']} | {r['signal_r2']:.2f} | {r['ari']:.3f} | "
             f"{PREPRINT_MEAN[r['sigma']]:.2f} | {'yes' if above_preprint(r) else 'NO'} | {'YES' if r['all_zero'] else 'no'} | "
             f"{r['n_selected']} ({r['n_true_selected']} / {r['n_true_support']}) | {params} | "
             f"{_fmt(r.get('cv_ratio_to_null'), '.3f')} | {r['search_wall_s']:.0f} | {_fmt(load, '.1f')} |"
@@ -278,15 +289,14 @@ def table(path) -> str:
     done = [r for r in rows if "error" not in r]
     if rows:
         lines.append("")
-    if done:
-        by_sigma = {s: [r["ari"] for r in done if r["sigma"] == s] for s in SIGMAS}
-        means = " · ".join(f"σ={s:g}: {np.mean(v):.3f} (preprint {PREPRINT_MEAN[s]:.2f})" for s, v in by_sigma.items() if v)
-        mean = float(np.mean([r["ari"] for r in done]))
-        lines.append(
-            f"Mean ARI {mean:.3f} over {len(done)} completed cells (target ≥ {TARGET_MEAN_ARI:.2f}); per σ: {means}; above the "
-            f"preprint in {sum(above_preprint(r) for r in done)}/{len(rows)} cells; all-zero maps in "
-            f"{sum(r['all_zero'] for r in done)}/{len(rows)}."
-        )
+    seeds = sorted({r.get("seed", 0) for r in rows})
+    for seed in seeds:
+        lines += _summary([r for r in done if r.get("seed", 0) == seed], [r for r in rows if r.get("seed", 0) == seed],
+                          f"Seed {seed}: " if len(seeds) > 1 else "")
+    if len(seeds) > 1 and done:
+        per_seed = [np.mean([r["ari"] for r in done if r.get("seed", 0) == s]) for s in seeds if any(r.get("seed", 0) == s for r in done)]
+        lines.append(f"Over {len(per_seed)} seeds: mean ARI {np.mean(per_seed):.3f} (sd {np.std(per_seed, ddof=1) if len(per_seed) > 1 else 0:.3f} "
+                     f"between the seeds' means); " + _summary(done, rows, "all cells: ")[0])
     if failed:
         lines.append(f"Failed cells (counted as not above the preprint): {len(failed)}/{len(rows)}: "
                      + "; ".join(f"{r['layout']} σ={r['sigma']:g}: {r['error']}" for r in failed) + ".")
@@ -302,7 +312,9 @@ def main() -> None:
     g = sub.add_parser("grid")
     g.add_argument("--layouts", nargs="+", default=list(LAYOUTS))
     g.add_argument("--sigmas", nargs="+", type=float, default=list(SIGMAS))
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0],
+                   help="simulation seeds (default 0); one grid per seed, the table gives each seed's mean and theirs: "
+                        "the grid's mean moves by ~0.05 between seeds (benchmarks/README.md, session 37)")
     g.add_argument("--workers", type=int, default=1, help="folds at once (default 1: the machine is shared)")
     g.add_argument("--config", help="tuning settings as JSON, for debugging only (the grid's figures use none)")
     g.add_argument("--out", default=str(OUT / "realistic_grid.jsonl"))
