@@ -47,15 +47,11 @@ def left_out_controls(names: Sequence[str], features, targets: Sequence[str], so
 
 def select_columns(X, names, features, targets, max_features, source, controls: Sequence[str] = ()):
     """Columns of X for ``features``: a list (in the given order) or 'all' but ``controls`` (top-variance when capped)."""
-    if isinstance(features, str) and features == "all":
-        skip = set(targets) | set(controls)
-        keep = [i for i, n in enumerate(names) if n not in skip]
-        X, names = X[:, keep], [names[i] for i in keep]
-        if max_features is not None and len(names) > max_features:
-            chosen = set(top_variable(names, X.var(axis=0), max_features))
-            idx = [i for i, n in enumerate(names) if n in chosen]
-            X, names = X[:, idx], [names[i] for i in idx]
-        return X, names
+    if isinstance(features, str) and features == "all":  # X is already on the scale the features are used on
+        chosen = feature_genes("all", X, list(names), list(targets), source, max_features=max_features, totals=None,
+                               target_sum=0.0, controls=controls)
+        position = {n: i for i, n in enumerate(names)}
+        return X[:, [position[n] for n in chosen]], chosen
     features = [str(f) for f in features]
     position = {n: i for i, n in enumerate(names)}
     missing = [f for f in features if f not in position]

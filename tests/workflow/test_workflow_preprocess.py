@@ -140,3 +140,18 @@ def test_reference_csv_round_trip(tmp_path):
     assert data.target_name == "a" and data.covariates is None
     with pytest.raises(S3RInputError, match="was not preprocessed"):
         back.regression_data("zz")
+
+
+def test_a_capped_all_on_the_csv_triplet_keeps_the_most_variable_features_in_input_order(tmp_path):
+    """The CSV path and the h5ad path choose 'all' features by one rule (``feature_choice.feature_genes``): every
+    column but the targets and control probes, cut to the ``max_features`` most variable, kept in the input's order."""
+    rng = np.random.default_rng(4)
+    sd = np.array([0.5, 3.0, 1.0, 0.0, 2.0, 4.0])  # f3 constant: never chosen
+    X = rng.normal(size=(6, 40)) * sd[:, None]
+    pd.DataFrame(X, index=[f"f{j}" for j in range(5)] + ["Blank-2"], columns=SPOTS).to_csv(tmp_path / "X.csv")
+    pd.DataFrame(rng.normal(size=(40, 1)), index=SPOTS, columns=["a"]).to_csv(tmp_path / "Y.csv")
+    pd.DataFrame(rng.uniform(size=(40, 2)), index=SPOTS, columns=["row", "col"]).to_csv(tmp_path / "C.csv")
+    prep = prepare_reference_csv(tmp_path / "X.csv", tmp_path / "Y.csv", tmp_path / "C.csv", targets=["a"], max_features=2,
+                                 standardize=False)
+    assert prep.feature_names == ["f1", "f4"]  # Blank-2 (sd 4) is a control probe, left out before the cut
+    np.testing.assert_allclose(prep.X, X[[1, 4]].T)
