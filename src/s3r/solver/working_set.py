@@ -94,17 +94,15 @@ def solve_working_set(
         viol, score, fista = check_excluded(X, data_gradient(datafit, W0, free), free, rest, penalty.alpha, penalty.beta, factor,
                                             K_check, lam, max_iter=START_ITER, certificates=certificates, **hooks)
         checks.append({"checked": int(rest.size), "violators": int(viol.sum()), "fista_iterations": fista})
-        order = np.argsort(-score)
-        n_add = max(min_size - int(ws.sum()), 0)
-        top = order[:n_add]
-        ws[rest[top[viol[top]]]] = True
+        violators = np.flatnonzero(viol)
+        ws[rest[_strongest(violators, score, max(min_size - int(ws.sum()), 0))]] = True
         if not viol.any():  # every feature certified at zero: W = 0 is the answer, no solve needed
             res = _zero_solution(datafit, penalty, K, W0, free, checks, time.perf_counter() - start)
             if res.dual is not None and certificates is not None:  # every column's dual is the certificate just found
                 _excluded_duals(res.dual, np.zeros(0, dtype=np.int64), checked, certificates, U0, lam)
             return res
         if not ws.any():  # keep one feature so the restricted solve is never empty
-            ws[rest[order[0]] if order.size else 0] = True
+            ws[rest[_strongest(violators, score, 1)]] = True
     elif check_warm_start and not ws.all():
         # a chunked caller's warm start: the last call may have ended unconverged, its set never checked. At 10⁵ spots,
         # where no 100-iteration chunk converges, the tuning's sets never grew past the start set without this; a check
@@ -261,8 +259,9 @@ def solve_working_set(
 
 
 def _strongest(candidates: np.ndarray, score: np.ndarray, limit: int) -> np.ndarray:
-    """At most ``limit`` of ``candidates`` (positions into ``score``), the highest scores first: celer's growth rule,
-    a set at most doubled per check, so one check's unproven columns cannot flood the restricted solve."""
+    """At most ``limit`` of ``candidates`` (positions into ``score``), the highest scores first: how every check grows
+    the set — a cold start's first set up to ``min_size``, then (celer's rule) at most a doubling per check, so one
+    check's unproven columns cannot flood the restricted solve."""
     return candidates[np.argsort(-score[candidates])[:limit]]
 
 

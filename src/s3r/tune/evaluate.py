@@ -91,7 +91,7 @@ def evaluate_fold_targets(problems: dict, config: dict, trials: dict, fold: int,
                 raise S3RInputError(f"warm-start states of target {name!r} are for another problem ({start['W'].shape[0]} × "
                                     f"{start['W'].shape[2]}, not {expected[0]} × {expected[1]}); delete them and rerun")
         plans[name] = {"doc": doc, "search": search, "params": params, "warm": start, "sources": sources, "scales": scale, "window": window,
-                       "continued": np.zeros(len(params), dtype=bool)}
+                       "continued": np.zeros(len(params), dtype=bool), "losses": None}
     live = [name for name in names if plans[name]["params"]]  # a target whose search stopped early has no trials
 
     def solve(group):
