@@ -163,6 +163,21 @@ def test_unknown_target_gene_stops_with_one_line_naming_the_matrix(section, caps
                    f"(did you mean 'NOS1', 'CNDP1'?); check the gene name")
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--target", "NOPE1", "--features", "PLP1"], "target gene 'NOPE1' not in var_names (did you mean 'NOS1', 'CNDP1'?); check the gene name"),
+    (["--target", TARGET, "--features", "PLP1", "--covariates", "batch"], "covariate column(s) 'batch' not in .obs; .obs has "),
+])
+def test_a_counts_h5ad_error_names_the_file(section, capsys, args, message):
+    """The counts path of an .h5ad (normalised on the way in) names the file, not '<AnnData>' (session 38)."""
+    path = section["root"] / "counts.h5ad"
+    if not path.exists():
+        section["adata"].write_h5ad(path)
+    code = main(["tune", "--h5ad", str(path), *args, "--out", str(section["root"] / "bad_h5ad")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith(f"s3r tune: error: {path}: {message}")
+
+
 def test_two_inputs_and_stray_bin_size_are_refused(section, capsys):
     code = main(["fit", "--spaceranger", str(section["outs"]), "--h5ad", "x.h5ad", "--target", TARGET, "--features", "PLP1", "--out", "x"])
     assert code == 2 and capsys.readouterr().err.strip() == "s3r fit: error: give one input, not --h5ad and --spaceranger"

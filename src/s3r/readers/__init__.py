@@ -34,10 +34,12 @@ def read_spatial(kind: str, path: str | Path, *, bin_size: int | None = None, im
         if not path.is_file():
             raise S3RInputError(f"{path}: h5ad file not found; check the path")
         try:
-            return anndata.read_h5ad(path)
+            adata = anndata.read_h5ad(path)
         except Exception as err:  # h5py/anndata raise many types for a corrupt or foreign file
             msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise S3RInputError(f"{path}: cannot read as an AnnData .h5ad file ({msg}); check the file") from None
+        adata.uns["s3r_input"] = {"matrix": str(path)}  # messages about its genes name this file (input_source)
+        return adata
     raise ValueError(f"unknown input kind {kind!r}; expected one of {KINDS}")
 
 
