@@ -62,7 +62,7 @@ def test_xy_coordinate_columns_and_target_choice(tmp_path, csvs):
     data = read_reference_csv(x, y, c, target="b")
     assert np.array_equal(data.y, [5, 6, 7]) and data.target_name == "b"
     assert np.array_equal(data.coords[:, 1], [10, 20, 30])
-    with pytest.raises(S3RInputError, match=r"Y2\.csv.*2 columns.*target="):
+    with pytest.raises(S3RInputError, match=r"Y2\.csv.*2 columns.*--target-column on the command line, target= in Python"):
         read_reference_csv(x, y, c)
     with pytest.raises(S3RInputError, match=r"Y2\.csv.*'bb'.*'b'"):
         read_reference_csv(x, y, c, target="bb")
@@ -219,7 +219,7 @@ def test_h5ad_obsm_features_and_covariates(h5ad):
         (dict(target="Epcam", features=["Actb", "Cd47"]), ["data.h5ad", "'Cd47'", "'Cd74'"]),
         (dict(target="Epcm", features=["Actb"]), ["data.h5ad", "'Epcm'", "'Epcam'"]),
         (dict(target="Epcam", features="proportion"), ["data.h5ad", "'proportion'", "'proportions'"]),
-        (dict(target="Epcam", features=["Actb"], spatial_key="coords"), ["data.h5ad", "'coords'", "spatial_key"]),
+        (dict(target="Epcam", features=["Actb"], spatial_key="coords"), ["data.h5ad", "'coords'", "--spatial-key on the command line, spatial_key= in Python"]),
         (dict(target="Epcam", features=["Actb"], covariates=["batchh"]), ["data.h5ad", "'batchh'", "'batch'"]),
         (dict(target="Epcam", features=["Actb"], layer="counts"), ["data.h5ad", "'counts'", "lognorm"]),
         (dict(target="Epcam", features=["Actb", "Epcam"]), ["data.h5ad", "also listed as a feature"]),

@@ -227,7 +227,7 @@ def _read_coords(adata, spatial_key: str, path: Path) -> np.ndarray:
     if spatial_key not in adata.obsm:
         raise S3RInputError(
             f"{path}: coordinates .obsm[{spatial_key!r}] not found{_suggest(spatial_key, list(adata.obsm.keys()))}; "
-            f".obsm keys are {_examples(list(adata.obsm.keys()), 10) or 'none'} (set spatial_key)"
+            f".obsm keys are {_examples(list(adata.obsm.keys()), 10) or 'none'} (name the key: --spatial-key on the command line, spatial_key= in Python, the sheet's spatial_key column)"
         )
     coords = adata.obsm[spatial_key]
     coords = coords.to_numpy() if isinstance(coords, pd.DataFrame) else np.asarray(coords)

@@ -158,7 +158,7 @@ def read_reference_csv(
         if ydf.shape[1] != 1:
             raise S3RInputError(
                 f"{y_path}: Y file has {ydf.shape[1]} columns ({_examples(list(ydf.columns))}); "
-                f"choose one with target=..."
+                f"choose one (--target-column on the command line, target= in Python)"
             )
         target = str(ydf.columns[0])
     elif target not in ydf.columns:
