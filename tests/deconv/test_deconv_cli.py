@@ -131,6 +131,10 @@ def test_proportions_mode_is_the_default_with_a_reference_and_writes_its_evidenc
     out = tmp_path / "out"
     args = ["deconvolve", "--counts", str(tmp_path / "counts.csv"), "--reference", str(tmp_path / "cells.h5ad"),
             "--coords", str(tmp_path / "C.csv"), "--lambdas", "0,0.2", "--out", str(out), "--quiet"]
+    missing = [a if a != str(tmp_path / "cells.h5ad") else str(tmp_path / "nope.h5ad") for a in args]
+    assert main(missing) == 2  # a missing reference: one line naming it, not h5py's message
+    assert capsys.readouterr().err.strip() == (f"s3r deconvolve: error: {tmp_path / 'nope.h5ad'}: reference .h5ad not found; "
+                                               "check the path (--reference, the sheet's 'reference' column)")
     assert main(args) == 2  # input errors exit 2; the default .obs column is "cell_type"
     assert "no .obs['cell_type'] with cell types (columns: celltype); pass --cell-type-key" in capsys.readouterr().err
     assert main(args + ["--cell-type-key", "celltype"]) == 0

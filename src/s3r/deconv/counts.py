@@ -18,6 +18,7 @@ predicted bulk expression, shrunk towards 0 under a normal prior on log γ_g.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -286,6 +287,8 @@ def reference_from_h5ad(path, cell_type_key: str = "cell_type", *, layer: str | 
     import anndata
     import scipy.sparse as sp
 
+    if not Path(path).is_file():
+        raise S3RInputError(f"{path}: reference .h5ad not found; check the path (--reference, the sheet's 'reference' column)")
     try:
         adata = anndata.read_h5ad(path)
     except (OSError, KeyError, ValueError) as err:
