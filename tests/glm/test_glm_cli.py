@@ -64,11 +64,19 @@ def test_a_path_without_cv_says_that_lambda_was_not_chosen(h5ad, tmp_path, capsy
     assert ("λ was not chosen" in err and "add --cv 5" in err) == steered, err
 
 
-def test_bad_input_is_one_line(h5ad, tmp_path, capsys):
+@pytest.mark.parametrize("flags, message", [
+    (["--perturbation", "perturbatio"], "--perturbation column 'perturbatio' is not in .obs (did you mean 'perturbation'?); "
+                                        ".obs has 'perturbation', 'batch', 'pct_mito', 'log_total', 'lib'"),
+    (["--perturbation", "perturbation", "--control", "contrl"], "control level 'contrl' is not a label of .obs['perturbation'] "
+                                                                "(did you mean 'control'?); labels are 'P1', 'P2', 'P3', 'P4', 'control' (pass --control)"),
+    (["--perturbation", "perturbation", "--covariates", "batches"], "--covariates column 'batches' is not in .obs (did you mean 'batch'?); "
+                                                                    ".obs has 'perturbation', 'batch', 'pct_mito', 'log_total', 'lib'"),
+])
+def test_bad_input_is_one_line_naming_the_file(h5ad, tmp_path, capsys, flags, message):
     path, _ = h5ad
-    rc = main(["glm", "--h5ad", str(path), "--perturbation", "nope", "--out", str(tmp_path)])
+    rc = main(["glm", "--h5ad", str(path), *flags, "--out", str(tmp_path)])
     assert rc == 2
-    assert "perturbation column 'nope'" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == f"s3r glm: error: {path}: {message}"
 
 
 def test_s3r_fit_family_poisson(tmp_path):

@@ -81,6 +81,22 @@ def _read(args):
     return adata, M
 
 
+def _check_obs(args, adata) -> None:
+    """The .obs columns the flags name exist (and the control level among the labels), in messages naming the file."""
+    from s3r.io.messages import _examples, _suggest
+
+    obs = adata.obs
+    for flag, col in [("--perturbation", args.perturbation)] * bool(args.perturbation) + [("--covariates", c) for c in _split(args.covariates)]:
+        if col not in obs.columns:
+            raise S3RInputError(f"{args.h5ad}: {flag} column {col!r} is not in .obs{_suggest(col, list(obs.columns))}; "
+                                f".obs has {_examples(list(obs.columns), 12)}")
+    if args.perturbation:
+        labels = sorted(set(obs[args.perturbation].astype(str)))
+        if args.control not in labels:
+            raise S3RInputError(f"{args.h5ad}: control level {args.control!r} is not a label of .obs[{args.perturbation!r}]"
+                                f"{_suggest(args.control, labels)}; labels are {_examples(labels, 8)} (pass --control)")
+
+
 def _dense(M, cols=None):
     sub = M if cols is None else M[:, cols]
     return np.asarray(sub.toarray() if hasattr(sub, "toarray") else sub, dtype=np.float64)
@@ -174,7 +190,7 @@ def _offset(args, adata, counts_all):
         return np.log(lib)
     if args.offset:
         if args.offset not in adata.obs.columns:
-            raise S3RInputError(f"--offset {args.offset!r} is not an .obs column (or use --offset {LIBRARY_SIZE})")
+            raise S3RInputError(f"{args.h5ad}: --offset {args.offset!r} is not an .obs column (or use --offset {LIBRARY_SIZE})")
         return adata.obs[args.offset].to_numpy(dtype=np.float64)
     return None
 
@@ -226,6 +242,7 @@ def run(args) -> int:
 
     _check_flags(args)
     adata, M = _read(args)
+    _check_obs(args, adata)
     out = Path(args.out)
     counts_all = sp.csr_matrix(M, dtype=np.float64) if sp.issparse(M) else _dense(M)  # sparse stays sparse
     cov_cols = _split(args.covariates)
