@@ -60,9 +60,6 @@ def potts(Z: np.ndarray, labels: np.ndarray, src: np.ndarray, dst: np.ndarray, g
     four outcomes (keep/keep γ[l_i ≠ l_j], one moves γ, both move 0) is, up to a constant, γ/2 per end for moving plus
     γ/2 per cut edge where l_i ≠ l_j, and γ per cut edge where l_i = l_j — a symmetric cut; spots already at a are
     held on the moving side."""
-    from s3r.solver.maxflow import Network
-
-    n = len(Z)
     for _ in range(POTTS_ROUNDS):
         present = np.unique(labels)  # a label emptied by a move is not offered again (its D column is never read)
         mu = np.zeros((k, Z.shape[1]))
@@ -70,21 +67,31 @@ def potts(Z: np.ndarray, labels: np.ndarray, src: np.ndarray, dst: np.ndarray, g
         s2 = max(float(np.sum((Z - mu[labels]) ** 2)) / Z.size, 1e-300)
         D = ((Z[:, None, :] - mu[None]) ** 2).sum(-1) / (2 * s2)
         before = labels.copy()
-        for _sweep in range(5):
-            moved = False
-            for a in present:
-                same = labels[src] == labels[dst]
-                unary = D[:, a] - D[np.arange(n), labels]
-                np.add.at(unary, src[~same], -gamma / 2)
-                np.add.at(unary, dst[~same], -gamma / 2)
-                unary[labels == a] = -1e12
-                side = Network(n, src, dst, np.where(same, gamma, gamma / 2)).cut(unary).source_side
-                new = np.where(side, a, labels)
-                moved |= bool(np.any(new != labels))
-                labels = new
-            if not moved:
-                break
+        labels = expansion(D, labels, src, dst, gamma, present, sweeps=5)
         if np.array_equal(before, labels):
+            break
+    return labels
+
+
+def expansion(D: np.ndarray, labels: np.ndarray, src: np.ndarray, dst: np.ndarray, gamma: float, offered, sweeps: int) -> np.ndarray:
+    """Potts-MAP labels by α-expansion from ``labels``: min Σ_i D[i, l_i] + γ Σ_edges [l_i ≠ l_j], each move (one label
+    of ``offered``) one minimum cut, up to ``sweeps`` passes over the labels or until none moves."""
+    from s3r.solver.maxflow import Network
+
+    n = len(D)
+    for _sweep in range(sweeps):
+        moved = False
+        for a in offered:
+            same = labels[src] == labels[dst]
+            unary = D[:, a] - D[np.arange(n), labels]
+            np.add.at(unary, src[~same], -gamma / 2)
+            np.add.at(unary, dst[~same], -gamma / 2)
+            unary[labels == a] = -1e12
+            side = Network(n, src, dst, np.where(same, gamma, gamma / 2)).cut(unary).source_side
+            new = np.where(side, a, labels)
+            moved |= bool(np.any(new != labels))
+            labels = new
+        if not moved:
             break
     return labels
 

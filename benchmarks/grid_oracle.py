@@ -4,7 +4,7 @@ coefficients? A reference point for the grid's ARI, not a method.
 For each cell of ``realistic_grid.py`` (the same ``simulate(layout, sigma=σ, seed=s, design="expression")`` data) the
 labeller knows each region's true coefficient vector, the intercept and σ, and labels the spots by the negative log
 likelihood of y_i under each region's regression, (y_i − b − x_iᵀw_r)² / 2σ², plus a Potts prior of strength γ on the
-kNN-7 spot graph (α-expansion moves, each one minimum cut of ``s3r.solver.maxflow``, from the pointwise labels).
+kNN-7 spot graph (``domain_methods.expansion``: α-expansion moves, each one minimum cut, from the pointwise labels).
 Scored as the grid scores: the ARI against the true regions. Per cell it reports the ARI at every γ of ``GAMMAS`` and
 the best of them (γ chosen with the truth, per cell: generous); the table adds the best single γ over all cells.
 
@@ -25,35 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from bench_common import provenance
+from domain_methods import expansion
 from realistic_grid import LAYOUTS, PREPRINT_MEAN, SIGMAS
 
 OUT = Path(__file__).resolve().parent / "out"
 GAMMAS = (0.0, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0)
 SWEEPS = 10
-
-
-def expansion(D: np.ndarray, labels: np.ndarray, src: np.ndarray, dst: np.ndarray, gamma: float) -> np.ndarray:
-    """Potts-MAP labels by α-expansion: min Σ_i D[i, l_i] + γ Σ_edges [l_i ≠ l_j], from ``labels``. Each move lets any
-    spot take label a (one minimum cut); an edge whose ends both stay keeps its cost, the move's costs split as in
-    ``domain_methods.potts``."""
-    from s3r.solver.maxflow import Network
-
-    n, k = D.shape
-    for _ in range(SWEEPS):
-        moved = False
-        for a in range(k):
-            same = labels[src] == labels[dst]
-            unary = D[:, a] - D[np.arange(n), labels]
-            np.add.at(unary, src[~same], -gamma / 2)
-            np.add.at(unary, dst[~same], -gamma / 2)
-            unary[labels == a] = -1e12
-            side = Network(n, src, dst, np.where(same, gamma, gamma / 2)).cut(unary).source_side
-            new = np.where(side, a, labels)
-            moved |= bool(np.any(new != labels))
-            labels = new
-        if not moved:
-            break
-    return labels
 
 
 def run_cell(layout: str, sigma: float, seed: int) -> dict:
@@ -70,7 +47,7 @@ def run_cell(layout: str, sigma: float, seed: int) -> dict:
     pointwise = D.argmin(axis=1)
     ari = {}
     for g in GAMMAS:
-        labels = pointwise if g == 0 else expansion(D, pointwise.copy(), edges[:, 0], edges[:, 1], g)
+        labels = pointwise if g == 0 else expansion(D, pointwise.copy(), edges[:, 0], edges[:, 1], g, range(len(regions)), SWEEPS)
         ari[f"{g:g}"] = float(adjusted_rand_score(np.searchsorted(regions, sim.regions), labels))
     best = max(ari, key=ari.get)
     return {"layout": layout, "sigma": sigma, "seed": seed, "n_spots": sim.n_spots, "n_features": sim.n_features,
