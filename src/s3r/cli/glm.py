@@ -86,7 +86,8 @@ def _check_obs(args, adata) -> None:
     from s3r.io.messages import _examples, _suggest
 
     obs = adata.obs
-    for flag, col in [("--perturbation", args.perturbation)] * bool(args.perturbation) + [("--covariates", c) for c in _split(args.covariates)]:
+    named = [("--perturbation", args.perturbation)] if args.perturbation else []
+    for flag, col in named + [("--covariates", c) for c in _split(args.covariates)]:
         if col not in obs.columns:
             raise S3RInputError(f"{args.h5ad}: {flag} column {col!r} is not in .obs{_suggest(col, list(obs.columns))}; "
                                 f".obs has {_examples(list(obs.columns), 12)}")
