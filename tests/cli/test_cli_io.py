@@ -293,3 +293,26 @@ def test_xenium_folder_fits_as_the_same_cells_given_as_h5ad(section, tmp_path, o
     assert list(coef.columns) == ids and list(coef.index) == FEATURES
     np.testing.assert_array_equal(coef.to_numpy(), ref.to_numpy())
     assert json.loads((tmp_path / "ref" / "fit.json").read_text())["normalisation"] == report["normalisation"]
+
+
+def test_report_with_the_counts_input_draws_the_fits_own_scale(section, tmp_path, capsys, one_torch_thread):
+    """``s3r report`` given the fit's counts input prepares it as ``s3r fit`` did (log1p of normalised counts), so its
+    observed-vs-predicted figure is the one the stored values give; before session 38 it compared raw counts with
+    log-scale predictions. Data of another target is refused in one line."""
+    import shutil
+
+    code, out = _fit(section, "report_scale")
+    assert code == 0
+    old = tmp_path / "fit"  # a fit directory without stored values: the report must recompute them from the input
+    shutil.copytree(out, old)
+    with np.load(old / "coefficients.npz") as f:
+        np.savez_compressed(old / "coefficients.npz", **{k: f[k] for k in f.files if k not in ("observed", "fitted")})
+    data = ["--spaceranger", str(section["outs"]), "--features", ",".join(FEATURES)]
+    assert main(["report", "--fit", str(old), *data, "--target", TARGET, "--out", str(tmp_path / "with")]) == 0
+    assert main(["report", "--fit", str(out), "--out", str(tmp_path / "stored")]) == 0
+    assert (tmp_path / "with" / "observed_vs_predicted.png").read_bytes() == (tmp_path / "stored" / "observed_vs_predicted.png").read_bytes()
+    capsys.readouterr()
+    other = next(str(g) for g in section["adata"].var_names if str(g) not in (TARGET, *FEATURES))
+    assert main(["report", "--fit", str(out), *data, "--target", other, "--out", str(tmp_path / "other")]) == 2
+    assert capsys.readouterr().err.strip() == (f"s3r report: error: {section['outs']}: target {other!r} but {out} is a fit of 'MBP'; "
+                                               "pass the fit's target (--target / --target-column MBP)")

@@ -2,9 +2,9 @@
 
 For users outside the workflow: point it at the directory ``s3r fit`` wrote (and the one ``s3r tune`` wrote,
 with ``--keep-states`` for the per-fold stability of each feature; and the one ``s3r deconvolve`` wrote for
-the same spots). The fit's input data (``--x/--y/--coords`` or ``--h5ad --target --features``) are optional: with
-them observed vs predicted is recomputed from the coefficients; without, the values ``s3r fit`` stored are
-used. Writes PNG + SVG figures, TSV tables and DIR/index.html (images embedded, so the page can be
+the same spots). The fit's input data (``--x/--y/--coords``, or ``--h5ad`` / ``--spaceranger`` / ``--xenium`` with
+``--target --features``) are optional: with them observed vs predicted is recomputed from the coefficients, the input
+prepared by the counts policy the fit recorded; without, the values ``s3r fit`` stored are used. Writes PNG + SVG figures, TSV tables and DIR/index.html (images embedded, so the page can be
 mailed or archived as one file).
 """
 
@@ -15,7 +15,7 @@ import html
 import sys
 from pathlib import Path
 
-from s3r.cli.common import add_input_arguments, read_input
+from s3r.cli.common import add_input_arguments, input_kind, load_input
 from s3r.errors import S3RInputError
 
 SECTIONS = (
@@ -56,9 +56,8 @@ def run(args) -> int:
     if args.deconv is not None and not Path(args.deconv).is_dir():
         raise S3RInputError(f"{args.deconv}: --deconv directory not found; pass the --out directory of s3r deconvolve")
     data, source = None, "data"
-    if any(getattr(args, name) for name in ("x", "y", "coords", "h5ad")):
-        data = read_input(args)
-        source = args.h5ad or args.x
+    if any(getattr(args, name, None) for name in ("x", "y", "coords", "h5ad", "spaceranger", "xenium")):
+        data, source = _fit_input(args)
     files = fit_report(args.fit, args.out, tune_dir=args.tune, data=data, data_source=str(source), max_features=args.max_features,
                        domains_k=args.domains, title=args.title)
     if args.deconv is not None:
@@ -66,6 +65,25 @@ def run(args) -> int:
     page = write_index(files, Path(args.out) / "index.html", title=args.title or f"s3r report: {Path(args.fit).resolve().name}")
     print(f"[s3r report] {len(files)} figures and tables; open {page}", file=sys.stderr)
     return 0
+
+
+def _fit_input(args):
+    """The fit's input prepared as ``s3r fit`` prepared it — the counts policy and target sum its fit.json records — so
+    observed and predicted are on the fit's scale (raw counts against log-scale predictions drew R² −0.15 for a fit of
+    R² 0.715 on DLPFC MBP before session 38)."""
+    from s3r.report.fit_report import load_fit
+
+    record = load_fit(args.fit).report
+    recorded = record.get("normalisation") or {}
+    args.normalisation = recorded.get("policy", args.normalisation)
+    args.target_sum = recorded.get("target_sum", args.target_sum) or args.target_sum
+    loaded = load_input(args, record.get("family"))
+    path = input_kind(args)[1]
+    fitted = record.get("target")
+    if fitted is not None and loaded.data.target_name != str(fitted):
+        raise S3RInputError(f"{path or args.y}: target {loaded.data.target_name!r} but {args.fit} is a fit of {fitted!r}; pass the fit's "
+                            f"target (--target / --target-column {fitted})")
+    return loaded.data, path or args.x  # the spots' file (the CSV triplet: X's columns)
 
 
 def _deconvolution(args) -> dict[str, Path]:
