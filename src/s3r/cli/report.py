@@ -71,9 +71,9 @@ def _fit_input(args):
     """The fit's input prepared as ``s3r fit`` prepared it — the counts policy and target sum its fit.json records — so
     observed and predicted are on the fit's scale (raw counts against log-scale predictions drew R² −0.15 for a fit of
     R² 0.715 on DLPFC MBP before session 38)."""
-    from s3r.report.fit_report import load_fit
+    from s3r.report.fit_report import read_fit_record
 
-    record = load_fit(args.fit).report
+    record = read_fit_record(args.fit)
     recorded = record.get("normalisation") or {}
     args.normalisation = recorded.get("policy", args.normalisation)
     args.target_sum = recorded.get("target_sum", args.target_sum) or args.target_sum

@@ -23,7 +23,7 @@ from s3r.io import write_csv
 from s3r.report.convergence import plot_convergence
 from s3r.report.tuning_figures import chosen_trial, plot_tuning, tuning_trials, yardsticks
 
-__all__ = ["FitOutputs", "load_fit", "chosen_trial", "feature_table", "fold_selection", "tuning_trials", "observed_and_predicted",
+__all__ = ["FitOutputs", "load_fit", "read_fit_record", "chosen_trial", "feature_table", "fold_selection", "tuning_trials", "observed_and_predicted",
            "plot_coefficient_maps", "plot_convergence", "fit_report"]
 
 
@@ -52,17 +52,22 @@ class FitOutputs:
         return self._near
 
 
-def load_fit(fit_dir) -> FitOutputs:
-    """Read a fit directory; a missing or foreign file is an S3RInputError naming it and the fix."""
+def read_fit_record(fit_dir) -> dict:
+    """A fit directory's fit.json (what the fit did: target, family, counts policy, ...) without its coefficients."""
     fit_dir = Path(fit_dir)
-    npz_path, json_path = fit_dir / "coefficients.npz", fit_dir / "fit.json"
-    for path in (json_path, npz_path):
+    for path in (fit_dir / "fit.json", fit_dir / "coefficients.npz"):
         if not path.is_file():
             raise S3RInputError(f"{path}: not found; --fit must be a directory written by 's3r fit' (coefficients.npz, fit.json)")
     try:
-        report = json.loads(json_path.read_text())
+        return json.loads((fit_dir / "fit.json").read_text())
     except json.JSONDecodeError as err:
-        raise S3RInputError(f"{json_path}: not valid JSON (line {err.lineno}); rerun 's3r fit'") from None
+        raise S3RInputError(f"{fit_dir / 'fit.json'}: not valid JSON (line {err.lineno}); rerun 's3r fit'") from None
+
+
+def load_fit(fit_dir) -> FitOutputs:
+    """Read a fit directory; a missing or foreign file is an S3RInputError naming it and the fix."""
+    report = read_fit_record(fit_dir)
+    npz_path = Path(fit_dir) / "coefficients.npz"
     with np.load(npz_path, allow_pickle=False) as f:
         missing = [key for key in ("coef", "coords", "spot_ids", "feature_names") if key not in f.files]
         if missing:
