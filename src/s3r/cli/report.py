@@ -10,6 +10,7 @@ mailed or archived as one file).
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import sys
@@ -74,10 +75,10 @@ def _fit_input(args):
     from s3r.report.fit_report import read_fit_record
 
     record = read_fit_record(args.fit)
-    recorded = record.get("normalisation") or {}
-    args.normalisation = recorded.get("policy", args.normalisation)
-    args.target_sum = recorded.get("target_sum", args.target_sum) or args.target_sum
-    loaded = load_input(args, record.get("family"))
+    policy = record.get("normalisation") or {}  # the fit's own policy wins over the flags' defaults
+    as_fitted = argparse.Namespace(**{**vars(args), "normalisation": policy.get("policy") or args.normalisation,
+                                      "target_sum": policy.get("target_sum") or args.target_sum})
+    loaded = load_input(as_fitted, record.get("family"))
     path = input_kind(args)[1]
     fitted = record.get("target")
     if fitted is not None and loaded.data.target_name != str(fitted):
